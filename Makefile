@@ -1,0 +1,47 @@
+# refstream: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+
+.PHONY: install lint test test-fast demo up down status compose-check clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 12), "refstream needs Python 3.11 or 3.12 (bytewax 0.21.1 wheels)"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy schemas deploy api ingest dataflows
+
+test: lint
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -x
+
+demo: install
+	$(BIN)/refstream up
+	$(BIN)/refstream demo
+	$(BIN)/refstream status
+
+up: install
+	$(BIN)/refstream up
+
+down: install
+	$(BIN)/refstream down
+
+status: install
+	$(BIN)/refstream status
+
+compose-check: install
+	$$($(PY) -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))') config -q
+
+clean: down
+	rm -rf .refstream

@@ -1,0 +1,119 @@
+"""`refstream`: operate the local stack and its stores.
+
+`up | down | status` run the whole local stack in the background; `migrate` applies schemas;
+`demo` feeds a small synthetic traffic sample. Later components add their own commands here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deploy import stack
+from schemas.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+console = Console()
+
+
+def _report(message: str) -> None:
+    console.print(f"[dim]•[/dim] {message}")
+
+
+def _fail(exc: stack.StackError) -> typer.Exit:
+    console.print(f"[bold red]✗ {exc.component}[/bold red]: {exc.message}")
+    return typer.Exit(code=1)
+
+
+@app.command()
+def up() -> None:
+    """Start Kafka (tansu), ClickHouse (chDB server), PostgreSQL and Redis; migrate; make topics."""
+    settings = Settings()
+    started = time.monotonic()
+    try:
+        stack.up(settings, _report)
+    except stack.StackError as exc:
+        raise _fail(exc) from exc
+    console.print(f"[bold green]✓ stack up[/bold green] in {time.monotonic() - started:.1f}s")
+    _print_status(settings)
+
+
+@app.command()
+def down() -> None:
+    """Stop the processes `up` started (PostgreSQL and Redis that were reused keep running)."""
+    stack.down(Settings(), _report)
+
+
+@app.command()
+def status() -> None:
+    """A table of every component: address, state and who manages it. Exit 1 if any is down."""
+    if not _print_status(Settings()):
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply PostgreSQL migrations and ClickHouse DDL, and create missing Kafka topics."""
+    try:
+        stack.migrate(Settings(), _report)
+    except stack.StackError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def demo(
+    tenant: Annotated[str, typer.Option(help="Tenant id for the sample.")] = "t_demo",
+    shop: Annotated[str, typer.Option(help="Shop domain for the sample.")] = "demo.myshopify.com",
+    clicks: Annotated[int, typer.Option(min=0)] = 200,
+    orders: Annotated[int, typer.Option(min=0)] = 50,
+) -> None:
+    """Feed a small synthetic sample (clicks + Shopify orders) into Kafka and read it back."""
+    from deploy import demo as demo_traffic  # only this command needs it
+
+    settings = Settings()
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+    events = list(
+        demo_traffic.synthetic_traffic(
+            tenant_id=tenant, shop=shop, clicks=clicks, orders=orders, start=start
+        )
+    )
+    acked = demo_traffic.produce(settings.kafka_bootstrap, events)
+    sent = Counter(str(e.topic) for e in events)
+    table = Table(title="demo traffic")
+    for column in ("topic", "sent", "acknowledged", "in topic now"):
+        table.add_column(column)
+    for topic, count in sorted(sent.items()):
+        in_topic = demo_traffic.count_topic(settings.kafka_bootstrap, topic)
+        table.add_row(topic, str(count), str(acked[topic]), str(in_topic))
+    console.print(table)
+    console.print(
+        f"Look at: `refstream status`; logs in {settings.state_dir / 'logs'}; "
+        f"Kafka at {settings.kafka_bootstrap}; ClickHouse at {settings.clickhouse_url}; "
+        f"PostgreSQL at {settings.postgres_url}."
+    )
+
+
+def _print_status(settings: Settings) -> bool:
+    rows = stack.status(settings)
+    table = Table(title="refstream local stack")
+    for column in ("component", "address", "state", "pid", "detail"):
+        table.add_column(column)
+    for row in rows:
+        state = "[green]up[/green]" if row.ok else "[red]down[/red]"
+        table.add_row(row.name, row.address, state, str(row.pid or "-"), row.detail)
+    console.print(table)
+    return all(row.ok for row in rows)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Schema management for every store: PostgreSQL (Alembic), ClickHouse (versioned DDL files)
+and Kafka (topics). Each function is idempotent and safe to run on every `refstream up`."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+import psycopg
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from psycopg import sql
+from sqlalchemy import create_engine
+
+from schemas.settings import Settings
+from schemas.topics import TOPIC_SPECS
+
+_DDL_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------
+
+
+def alembic_config(settings: Settings) -> Config:
+    cfg = Config()
+    script_location = Path(__file__).resolve().parent.parent / "api" / "migrations"
+    cfg.set_main_option("script_location", str(script_location))
+    cfg.set_main_option("sqlalchemy.url", settings.postgres_sync_url.replace("%", "%%"))
+    return cfg
+
+
+def ensure_database(settings: Settings) -> bool:
+    """Create the configured database if it does not exist; True if it was created."""
+    parts = urlsplit(settings.postgres_url)
+    name = parts.path.lstrip("/")
+    if not name:
+        raise ValueError("the PostgreSQL URL must name a database")
+    admin = parts._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists:
+            return False
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return True
+
+
+def migrate_postgres(settings: Settings, revision: str = "head") -> str:
+    """Create the database if needed and upgrade it to `revision`; returns the current revision."""
+    ensure_database(settings)
+    command.upgrade(alembic_config(settings), revision)
+    return postgres_revision(settings) or "base"
+
+
+def downgrade_postgres(settings: Settings, revision: str) -> str:
+    """Downgrade to `revision` (`base` = empty schema); returns the current revision."""
+    command.downgrade(alembic_config(settings), revision)
+    return postgres_revision(settings) or "base"
+
+
+def postgres_revision(settings: Settings) -> str | None:
+    engine = create_engine(settings.postgres_sync_url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+# --- ClickHouse -----------------------------------------------------------------------------
+
+
+def clickhouse_ddl_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every DDL file under deploy/clickhouse, in version order."""
+    folder = resources.files("deploy") / "clickhouse"
+    found = []
+    for entry in folder.iterdir():
+        match = _DDL_FILE.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text()))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"duplicate ClickHouse DDL versions: {versions}")
+    return found
+
+
+def split_statements(text: str) -> list[str]:
+    """Split a DDL file on `;` at line ends; `--` comment lines are dropped."""
+    lines = [ln for ln in text.splitlines() if not ln.strip().startswith("--")]
+    parts = re.split(r";\s*$", "\n".join(lines), flags=re.MULTILINE)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def migrate_clickhouse(settings: Settings) -> int:
+    """Apply DDL versions not yet recorded in `schema_migrations`; returns how many were applied."""
+    target = settings.clickhouse
+    admin = clickhouse_connect.get_client(
+        host=target.host, port=target.port, username=target.username,
+        password=target.password, secure=target.secure,
+    )  # fmt: skip
+    try:
+        admin.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
+    finally:
+        admin.close()
+    client = clickhouse_connect.get_client(
+        host=target.host, port=target.port, username=target.username,
+        password=target.password, secure=target.secure, database=target.database,
+    )  # fmt: skip
+    try:
+        client.command(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+            "ENGINE = ReplacingMergeTree ORDER BY version"
+        )
+        done = {row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows}
+        applied = 0
+        for version, name, text in clickhouse_ddl_files():
+            if version in done:
+                continue
+            for statement in split_statements(text):
+                client.command(statement)
+            client.insert("schema_migrations", [[version, name]], column_names=["version", "name"])
+            applied += 1
+        return applied
+    finally:
+        client.close()
+
+
+# --- Kafka ----------------------------------------------------------------------------------
+
+
+def create_topics(settings: Settings, timeout: float = 15) -> int:
+    """Create every topic of the Kafka contract that is missing; returns how many were created.
+
+    Topics are created explicitly (never auto-created) with the configured partition count;
+    partitions are never added later, so choose the count for the largest expected parallelism.
+    """
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [
+        NewTopic(
+            str(spec.topic),
+            num_partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication,
+        )
+        for spec in TOPIC_SPECS
+        if str(spec.topic) not in existing
+    ]
+    if not wanted:
+        return 0
+    created = 0
+    for _topic, future in admin.create_topics(wanted, request_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout)
+            created += 1
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created

@@ -1,0 +1,33 @@
+"""A click on a referral link or a storefront pixel hit: the referral side of attribution."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class ClickEvent(BaseModel):
+    """One recorded click.
+
+    The IP is never stored: `ip_hash` is a salted hash. Bots are flagged, not dropped, and a
+    repeated IP+UA+link within a short window is marked `is_duplicate`; attribution decides what
+    to do with both.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    click_id: Annotated[str, Field(pattern=r"^clk_[0-9a-f]{32}$")]
+    tenant_id: Annotated[str, Field(min_length=1)]
+    link_code: Annotated[str, Field(min_length=1, max_length=100)]
+    occurred_at: AwareDatetime
+    visitor_id: str | None = Field(default=None, description="First-party cookie value.")
+    program_id: str | None = None
+    agent_id: str | None = None
+    shop: str | None = None
+    landing_url: str | None = None
+    referrer: str | None = None
+    user_agent: str | None = None
+    ip_hash: str | None = None
+    is_bot: bool = False
+    is_duplicate: bool = False

@@ -1,0 +1,93 @@
+"""What the attribution dataflow produces: attributed conversions and commission ledger entries.
+
+Both are append-only facts with ids derived from their inputs (`schemas.ids.derived_id`), so a
+replay or a retried batch writes the same rows again and idempotent sinks collapse them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class AttributionRule(StrEnum):
+    COUPON = "coupon"
+    LAST_CLICK = "last_click"
+    FIRST_CLICK = "first_click"
+    CUSTOMER_BINDING = "customer_binding"
+    UNATTRIBUTED = "unattributed"
+
+
+class EntryKind(StrEnum):
+    ACCRUAL = "accrual"
+    OVERRIDE = "override"  # a manager's share up the agent hierarchy
+    REVERSAL = "reversal"  # refund or cancellation
+    REPRICE = "reprice"  # order edit
+    ADJUSTMENT = "adjustment"  # manual, with a reason
+
+
+class EntryStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    HOLD = "hold"
+    REJECTED = "rejected"
+    PAID = "paid"
+
+
+_Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class AttributedConversion(BaseModel):
+    """An order joined to the referral that caused it (or explicitly to none)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    conversion_id: str
+    tenant_id: str
+    shop: str | None
+    order_id: str
+    order_name: str | None = None
+    occurred_at: AwareDatetime
+    attributed_at: AwareDatetime
+    rule: AttributionRule
+    agent_id: str | None
+    program_id: str | None
+    click_id: str | None = None
+    coupon_code: str | None = None
+    customer_id: str | None = None
+    is_new_customer: bool = False
+    currency: _Currency
+    revenue: Decimal = Field(description="Order revenue in shop currency, after discounts.")
+    fx_rate: Decimal = Field(
+        default=Decimal(1), gt=0, description="Shop currency → tenant reporting currency."
+    )
+    explanation: str = ""
+    source_event_id: str
+
+
+class CommissionAccrual(BaseModel):
+    """One commission ledger entry. Never updated in place: a change is a new entry."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entry_id: str
+    tenant_id: str
+    agent_id: str
+    program_id: str | None
+    conversion_id: str
+    order_id: str
+    line_item_id: str | None = None
+    kind: EntryKind
+    status: EntryStatus = EntryStatus.PENDING
+    level: Annotated[int, Field(ge=0, description="0 = the agent, 1+ = managers above.")] = 0
+    amount: Decimal = Field(description="Signed, in shop currency, rounded to its minor unit.")
+    currency: _Currency
+    fx_rate: Decimal = Field(default=Decimal(1), gt=0)
+    rule_id: str | None = None
+    rule_version: int | None = None
+    occurred_at: AwareDatetime
+    reason: str = ""
+    source_event_id: str

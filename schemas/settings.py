@@ -1,0 +1,97 @@
+"""The one place refstream reads its environment.
+
+Every process (ingress, dataflow, API, CLI, tests) builds a `Settings` and passes it down; no
+other module touches `os.environ`. Variables use the prefix `REFSTREAM_`, e.g.
+`REFSTREAM_KAFKA_BOOTSTRAP`.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Connection URLs and ports of every component, with local-stack defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="REFSTREAM_", env_file=None, extra="ignore")
+
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:19092", description="Kafka bootstrap servers, comma-separated."
+    )
+    clickhouse_url: str = Field(
+        default="http://default:@127.0.0.1:8123/refstream",
+        description="ClickHouse HTTP interface; the path is the database.",
+    )
+    postgres_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/refstream",
+        description="PostgreSQL DSN (plain libpq form; drivers are added where needed).",
+    )
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0")
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = Field(default=8001, ge=1, le=65535)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    state_dir: Path = Field(
+        default=Path(".refstream"), description="Local stack state, data and logs."
+    )
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+    log_level: str = "INFO"
+
+    @cached_property
+    def clickhouse(self) -> ClickHouseTarget:
+        """The ClickHouse URL split into what clickhouse-connect takes."""
+        return ClickHouseTarget.parse(self.clickhouse_url)
+
+    @property
+    def postgres_async_url(self) -> str:
+        """SQLAlchemy URL for the asyncpg driver."""
+        return _with_driver(self.postgres_url, "postgresql+asyncpg")
+
+    @property
+    def postgres_sync_url(self) -> str:
+        """SQLAlchemy URL for the psycopg (v3) driver, used by Alembic and the CLI."""
+        return _with_driver(self.postgres_url, "postgresql+psycopg")
+
+
+class ClickHouseTarget:
+    """Host, port, credentials and database of a ClickHouse HTTP endpoint."""
+
+    __slots__ = ("database", "host", "password", "port", "secure", "username")
+
+    def __init__(
+        self, *, host: str, port: int, username: str, password: str, database: str, secure: bool
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.database = database
+        self.secure = secure
+
+    @classmethod
+    def parse(cls, url: str) -> ClickHouseTarget:
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"}:
+            raise ValueError(f"ClickHouse URL must be http(s)://, got {url!r}")
+        secure = parts.scheme == "https"
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (8443 if secure else 8123),
+            username=parts.username or "default",
+            password=parts.password or "",
+            database=parts.path.strip("/") or "default",
+            secure=secure,
+        )
+
+
+def _with_driver(dsn: str, scheme: str) -> str:
+    _, sep, rest = dsn.partition("://")
+    if not sep:
+        raise ValueError(f"not a URL: {dsn!r}")
+    return f"{scheme}://{rest}"

@@ -1,0 +1,109 @@
+"""`refstream up | status | demo | down` as a user runs them: real processes on free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from unittest.mock import ANY
+
+import pytest
+
+from deploy import stack
+from tests.fixtures.postgres import drop_database
+
+
+def refstream(
+    env: dict[str, str], *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+def table_row(output: str, first_cell: str) -> list[str]:
+    """The cells of the rich table row whose first cell is `first_cell`."""
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r} in:\n{output}")
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path, postgres_server: str) -> Iterator[dict[str, str]]:
+    """Environment for a private stack: own ports, own state dir, own database and Redis."""
+    database = f"refstream_test_{uuid.uuid4().hex[:12]}"
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "REFSTREAM_STATE_DIR": str(tmp_path / "state"),
+        "REFSTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{stack.free_port()}",
+        "REFSTREAM_CLICKHOUSE_URL": f"http://default:@127.0.0.1:{stack.free_port()}/refstream",
+        "REFSTREAM_POSTGRES_URL": f"postgresql://postgres@127.0.0.1:5432/{database}",
+        # A Redis port nobody serves: `up` must start one there (and `down` stop it).
+        "REFSTREAM_REDIS_URL": f"redis://127.0.0.1:{stack.free_port()}/0",
+    }
+    yield env
+    refstream(env, "down")
+    drop_database(postgres_server, env["REFSTREAM_POSTGRES_URL"])
+
+
+def test_up_status_demo_down(stack_env: dict[str, str]) -> None:
+    started = refstream(stack_env, "up")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "stack up" in started.stdout
+
+    status = refstream(stack_env, "status")
+    assert status.returncode == 0, status.stdout
+    for component in ("kafka", "clickhouse", "redis"):
+        assert table_row(status.stdout, component)[2:] == ["up", ANY, "started by refstream"]
+    assert table_row(status.stdout, "postgres")[2:] == ["up", "-", "reused"]
+
+    demo = refstream(stack_env, "demo", "--clicks", "40", "--orders", "10")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert table_row(demo.stdout, "refstream.clicks")[1:] == ["40", "40", "40"], demo.stdout
+    assert table_row(demo.stdout, "refstream.orders")[1:] == ["10", "10", "10"], demo.stdout
+
+    # A second `up` reuses everything and changes nothing.
+    again = refstream(stack_env, "up")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 new DDL version(s)" in again.stdout
+    assert "0 topic(s) created" in again.stdout
+
+    stopped = refstream(stack_env, "down")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    after = refstream(stack_env, "status")
+    assert after.returncode == 1
+    for component in ("kafka", "clickhouse", "redis"):
+        assert table_row(after.stdout, component)[2] == "down", after.stdout
+
+
+def test_up_names_the_component_that_failed(stack_env: dict[str, str]) -> None:
+    # Occupy the Kafka port with a listener that never answers: tansu cannot bind and exits.
+    host, port = stack_env["REFSTREAM_KAFKA_BOOTSTRAP"].split(":")
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind((host, int(port)))
+        squatter.listen()
+        result = refstream(stack_env, "up")
+    assert result.returncode == 1
+    assert "✗ kafka" in result.stdout, result.stdout
+
+
+def test_down_leaves_reused_servers_running(stack_env: dict[str, str]) -> None:
+    stack_env["REFSTREAM_REDIS_URL"] = "redis://127.0.0.1:6379/0"
+    assert refstream(stack_env, "up").returncode == 0
+    assert refstream(stack_env, "down").returncode == 0
+    assert stack.check_redis("redis://127.0.0.1:6379/0") is None
+    assert stack.check_postgres("postgresql://postgres@127.0.0.1:5432/postgres") is None
