@@ -15,10 +15,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from api import cli as api_cli
 from deploy import stack
+from ingest import cli as ingest_cli
 from schemas.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app.add_typer(ingest_cli.shop_app, name="shop")
+app.add_typer(ingest_cli.odoo_app, name="odoo")
+app.add_typer(ingest_cli.ingest_app, name="ingest")
+app.add_typer(api_cli.audit_app, name="audit")
 console = Console()
 
 

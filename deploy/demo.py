@@ -7,6 +7,7 @@ Deterministic for a given seed, so a demo run is reproducible. Events are wrappe
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from schemas.events.click import ClickEvent
 from schemas.events.envelope import EventEnvelope, Source
-from schemas.ids import derived_id
+from schemas.ids import derived_id, random_id
 from schemas.topics import Topic
 
 AGENTS = ("agent-ana", "agent-bo", "agent-chen", "agent-dara")
@@ -147,22 +148,34 @@ def produce(bootstrap: str, events: list[DemoEvent], timeout: float = 30) -> Cou
 
 
 def count_topic(bootstrap: str, topic: str, timeout: float = 20) -> int:
-    """Read a topic from the beginning to the end of every partition and count its messages.
+    """How many messages `topic` holds, read from the beginning to the end of every partition."""
+    return len(read_to_end(bootstrap, topic, timeout))
 
-    (Consumes to EOF rather than trusting high watermarks, which the local broker reports wrong.)
+
+def read_to_end(bootstrap: str, topic: str, timeout: float = 20) -> list[Message]:
+    """Every message of `topic`, read from the beginning to the end of every partition.
+
+    (Reads to EOF rather than trusting high watermarks, which the local broker reports wrong.)
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": derived_id("demo", topic),
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "enable.partition.eof": True, "session.timeout.ms": 6000,
-                         "log_level": 0})  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": random_id("reader"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "session.timeout.ms": 6000,
+            "log_level": 0,
+        }
+    )
     try:
         metadata = consumer.list_topics(topic, timeout=timeout)
         partitions = set(metadata.topics[topic].partitions)
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         at_eof: set[int] = set()
-        count = 0
-        deadline = datetime.now(UTC) + timedelta(seconds=timeout)
-        while at_eof != partitions and datetime.now(UTC) < deadline:
+        messages: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while at_eof != partitions and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
@@ -172,9 +185,9 @@ def count_topic(bootstrap: str, topic: str, timeout: float = 20) -> int:
                     at_eof.add(msg.partition() or 0)
                     continue
                 raise RuntimeError(str(error))
-            count += 1
+            messages.append(msg)
         if at_eof != partitions:
             raise TimeoutError(f"{topic}: end of partitions {partitions - at_eof} not reached")
-        return count
+        return messages
     finally:
         consumer.close()

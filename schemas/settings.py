@@ -7,11 +7,12 @@ other module touches `os.environ`. Variables use the prefix `REFSTREAM_`, e.g.
 
 from __future__ import annotations
 
+import secrets
 from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +43,43 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication: int = Field(default=1, ge=1)
     log_level: str = "INFO"
+    jwt_secret: SecretStr = Field(
+        default_factory=lambda: SecretStr(secrets.token_urlsafe(48)),
+        description="HS256 key for API access tokens. The default is random per process, so "
+        "set it wherever more than one API process must accept the same tokens.",
+    )
+    jwt_issuer: str = "refstream"
+    access_token_ttl_seconds: int = Field(default=900, ge=1)
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=1)
+    login_rate_limit: int = Field(
+        default=10, ge=1, description="Login attempts per email and client IP per window."
+    )
+    login_rate_window_seconds: int = Field(default=60, ge=1)
+    open_signup: bool = Field(
+        default=True, description="Whether POST /v1/companies accepts anonymous sign-ups."
+    )
+
+    # --- ingress ---
+    ingest_workers: int = Field(default=2, ge=1, description="uvicorn worker processes.")
+    ingest_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    ingest_rate_limit_per_shop: int = Field(
+        default=1000, ge=1, description="Authentic webhooks per shop per second before 429."
+    )
+    ingest_dedup_ttl_seconds: int = Field(
+        default=72 * 3600, ge=60, description="Longer than Shopify's retry period (4 h)."
+    )
+    ingest_produce_timeout_seconds: float = Field(
+        default=3.0, gt=0, description="Broker ack wait before answering 503 (Shopify: 5 s)."
+    )
+    ingest_registry_refresh_seconds: float = Field(default=30.0, gt=0)
+    ingest_metrics_dir: Path | None = Field(
+        default=None, description="Prometheus multiprocess directory when running workers."
+    )
+    click_ip_salt: str = Field(
+        default="refstream-dev-salt", min_length=8, description="Salt of click IP hashes."
+    )
+    click_duplicate_window_seconds: int = Field(default=30, ge=1)
+    click_cookie_max_age_days: int = Field(default=90, ge=1)
 
     @cached_property
     def clickhouse(self) -> ClickHouseTarget:

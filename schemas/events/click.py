@@ -31,3 +31,26 @@ class ClickEvent(BaseModel):
     ip_hash: str | None = None
     is_bot: bool = False
     is_duplicate: bool = False
+
+
+class PixelClick(BaseModel):
+    """One click reported by the storefront pixel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    link_code: Annotated[str, Field(min_length=1, max_length=100)]
+    client_event_id: Annotated[str | None, Field(max_length=100)] = Field(
+        default=None, description="Idempotency: the same id from the same pixel is one click."
+    )
+    occurred_at: AwareDatetime | None = None
+    visitor_id: Annotated[str | None, Field(max_length=100)] = None
+    landing_url: Annotated[str | None, Field(max_length=2000)] = None
+    referrer: Annotated[str | None, Field(max_length=2000)] = None
+
+
+class PixelBatch(BaseModel):
+    """`POST /v1/clicks` body: up to 100 clicks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clicks: Annotated[list[PixelClick], Field(min_length=1, max_length=100)]

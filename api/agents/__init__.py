@@ -1,0 +1,1 @@
+"""Agents: the people and partners commission is paid to (the CRM's core record)."""

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from api.agents import service
+from api.agents.repository import AgentRepository
+from api.agents.schemas import AgentCreate, AgentRead, AgentUpdate
+from api.authz.dependencies import Authorized
+from api.authz.policies import Principal
+from api.context import Meta
+from api.db import ReadOnlySession, WriteSession
+from api.kit.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+
+router = APIRouter(prefix="/agents", tags=["agents"])
+
+AgentsRead = Annotated[Principal, Depends(Authorized("agents.read"))]
+AgentsWrite = Annotated[Principal, Depends(Authorized("agents.write"))]
+
+
+@router.get("", summary="Agents the caller may see")
+async def list_agents(
+    principal: AgentsRead, session: ReadOnlySession, cursor: Cursor = None, limit: Limit = 50
+) -> Page[AgentRead]:
+    after = decode_cursor(cursor) if cursor else None
+    rows = await AgentRepository(session, principal, "agents.read").list(
+        after_id=after, limit=limit
+    )
+    items = [service.to_read(principal, a, p) for a, p in rows]
+    next_cursor = encode_cursor(items[-1].id) if len(items) == limit else None
+    return Page[AgentRead](items=items, next_cursor=next_cursor)
+
+
+@router.get("/{agent_id}")
+async def get_agent(agent_id: str, principal: AgentsRead, session: ReadOnlySession) -> AgentRead:
+    agent, path = await AgentRepository(session, principal, "agents.read").get_with_path(agent_id)
+    return service.to_read(principal, agent, path)
+
+
+@router.post("", status_code=201)
+async def create_agent(
+    body: AgentCreate, principal: AgentsWrite, session: WriteSession, meta: Meta
+) -> AgentRead:
+    agent, path = await service.create_agent(session, principal, body, meta)
+    return service.to_read(principal, agent, path)
+
+
+@router.patch("/{agent_id}")
+async def update_agent(
+    agent_id: str, body: AgentUpdate, principal: AgentsWrite, session: WriteSession, meta: Meta
+) -> AgentRead:
+    agent, path = await service.update_agent(session, principal, agent_id, body, meta)
+    return service.to_read(principal, agent, path)

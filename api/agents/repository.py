@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, false, or_, select
+
+from api.authz.policies import Scope
+from api.errors import NotFound
+from api.kit.repository import ScopedRepository, subtree_clause
+from api.models import Agent, Unit
+
+AgentWithPath = tuple[Agent, str | None]
+
+
+class AgentRepository(ScopedRepository[Agent]):
+    """Agents in the principal's subtrees, plus (for agent grants) the agent rows of their user."""
+
+    model = Agent
+    id_column = Agent.id
+    tenant_column = Agent.tenant_id
+
+    def base_statement(self) -> Any:
+        return select(Agent).outerjoin(Unit, Unit.id == Agent.unit_id)
+
+    def scope_clause(self, scope: Scope) -> ColumnElement[bool]:
+        own = Agent.user_id == self.principal.user_id if scope.own_rows else false()
+        unitless = and_(Agent.unit_id.is_(None), self.root_in(scope.subtree_paths))
+        return or_(subtree_clause(Unit.path, scope.subtree_paths), unitless, own)
+
+    async def get_with_path(self, agent_id: str) -> AgentWithPath:
+        """The agent and its unit's path (None when it has no unit), or `NotFound`."""
+        statement = self.readable_statement().add_columns(Unit.path).where(Agent.id == agent_id)
+        row = (await self.session.execute(statement)).first()
+        if row is None:
+            raise NotFound(f"No agent {agent_id!r}.")
+        agent, path = row
+        return agent, path
+
+    async def list(self, *, after_id: str | None, limit: int) -> Sequence[AgentWithPath]:
+        statement = self.readable_statement().add_columns(Unit.path).order_by(Agent.id).limit(limit)
+        if after_id is not None:
+            statement = statement.where(Agent.id > after_id)
+        return [(a, p) for a, p in (await self.session.execute(statement)).all()]

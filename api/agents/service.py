@@ -1,0 +1,116 @@
+"""Agent CRM rules: where an agent may be created or moved, and who sees their personal data."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.agents.repository import AgentRepository, AgentWithPath
+from api.agents.schemas import AgentCreate, AgentRead, AgentUpdate
+from api.audit import record
+from api.authz.policies import Principal, can
+from api.context import RequestMeta
+from api.errors import Forbidden, NotFound
+from api.models import Agent, User
+from api.snapshots import snapshot
+from api.units.repository import UnitRepository
+from schemas.ids import random_id
+
+
+def to_read(principal: Principal, agent: Agent, unit_path: str | None) -> AgentRead:
+    """The agent as this principal may see it: personal data only with the permission (an
+    agent always sees their own)."""
+    own = agent.user_id is not None and agent.user_id == principal.user_id
+    path = unit_path or next((g.unit_path for g in principal.grants), "")
+    visible = own or can(principal, "agents.personal_data.read", path)
+    return AgentRead(
+        id=agent.id,
+        unit_id=agent.unit_id,
+        user_id=agent.user_id,
+        parent_agent_id=agent.parent_agent_id,
+        name=agent.name,
+        email=agent.email if visible else None,
+        status=agent.status,
+        created_at=agent.created_at,
+    )
+
+
+async def _writable_unit_path(session: AsyncSession, principal: Principal, unit_id: str) -> str:
+    unit = await UnitRepository(session, principal, "agents.read").get(unit_id)
+    if not can(principal, "agents.write", unit.path):
+        raise Forbidden("You cannot manage agents in this unit.")
+    return unit.path
+
+
+async def create_agent(
+    session: AsyncSession, principal: Principal, body: AgentCreate, meta: RequestMeta
+) -> AgentWithPath:
+    path = await _writable_unit_path(session, principal, body.unit_id)
+    if body.user_id is not None:
+        user = await session.scalar(
+            select(User.id).where(User.id == body.user_id, User.tenant_id == principal.tenant_id)
+        )
+        if user is None:
+            raise NotFound(f"No user {body.user_id!r}.")
+    if body.parent_agent_id is not None:
+        await AgentRepository(session, principal, "agents.read").get(body.parent_agent_id)
+    agent = Agent(
+        id=random_id("agt"),
+        tenant_id=principal.tenant_id,
+        unit_id=body.unit_id,
+        user_id=body.user_id,
+        parent_agent_id=body.parent_agent_id,
+        name=body.name,
+        email=body.email,
+        status="active",
+        created_at=meta.now,
+    )
+    session.add(agent)
+    await session.flush()
+    await _audit(session, principal, meta, "agent.create", agent, before=None)
+    return agent, path
+
+
+async def update_agent(
+    session: AsyncSession,
+    principal: Principal,
+    agent_id: str,
+    body: AgentUpdate,
+    meta: RequestMeta,
+) -> AgentWithPath:
+    agent, path = await AgentRepository(session, principal, "agents.read").get_with_path(agent_id)
+    if path is None or not can(principal, "agents.write", path):
+        raise Forbidden("You cannot change this agent.")
+    # Only email may be cleared; a null name, status or unit means "leave as is".
+    sent = body.model_dump(exclude_unset=True)
+    changes = {k: v for k, v in sent.items() if v is not None or k == "email"}
+    if "unit_id" in changes and changes["unit_id"] != agent.unit_id:
+        path = await _writable_unit_path(session, principal, changes["unit_id"])
+    before = snapshot(agent)
+    for field, value in changes.items():
+        setattr(agent, field, value)
+    await session.flush()
+    await _audit(session, principal, meta, "agent.update", agent, before=before)
+    return agent, path
+
+
+async def _audit(
+    session: AsyncSession,
+    principal: Principal,
+    meta: RequestMeta,
+    action: str,
+    agent: Agent,
+    *,
+    before: dict[str, object] | None,
+) -> None:
+    await record(
+        session,
+        tenant_id=principal.tenant_id,
+        actor=principal.actor,
+        action=action,
+        entity_type="agent",
+        entity_id=agent.id,
+        before=before,
+        after=snapshot(agent),
+        meta=meta,
+    )

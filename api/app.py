@@ -1,0 +1,106 @@
+"""The business-core API: `uvicorn --factory api.app:create_app`.
+
+`create_app` wires everything once: settings, the PostgreSQL engine and Redis client (opened and
+closed by the lifespan), request ids, JSON logs, metrics, problem+json errors and the /v1 routers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from api.agents.endpoints import router as agents_router
+from api.api_keys.endpoints import router as api_keys_router
+from api.audit.endpoints import router as audit_router
+from api.auth.endpoints import router as auth_router
+from api.companies.endpoints import router as companies_router
+from api.db import create_engine, create_sessionmaker
+from api.errors import PROBLEM_JSON, install_problem_handlers
+from api.observability import Metrics, RequestContextMiddleware, configure_logging
+from api.units.endpoints import router as units_router
+from api.users.endpoints import router as users_router
+from schemas.settings import Settings
+
+_PROBLEM_RESPONSE: dict[int | str, dict[str, Any]] = {
+    "4XX": {"description": "Problem (RFC 9457)", "content": {PROBLEM_JSON: {}}},
+}
+
+
+def v1_router() -> APIRouter:
+    router = APIRouter(prefix="/v1", responses=_PROBLEM_RESPONSE)
+    for domain in (
+        companies_router,
+        auth_router,
+        api_keys_router,
+        units_router,
+        users_router,
+        agents_router,
+        audit_router,
+    ):
+        router.include_router(domain)
+    return router
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    engine = create_engine(settings)
+    redis = Redis.from_url(settings.redis_url)
+    app.state.engine = engine
+    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.redis = redis
+    try:
+        yield
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    metrics = Metrics()
+    app = FastAPI(
+        title="refstream API",
+        version="1",
+        summary="Business core: companies, units, users, agents, auth, audit.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_problem_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.include_router(v1_router())
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness: PostgreSQL and Redis answer")
+    async def readyz(request: Request) -> JSONResponse:
+        checks = {"postgres": "ok", "redis": "ok"}
+        try:
+            async with request.app.state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure means not ready; the reason is reported
+            checks["postgres"] = f"error: {type(exc).__name__}"
+        try:
+            await request.app.state.redis.ping()
+        except Exception as exc:
+            checks["redis"] = f"error: {type(exc).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        body = {"status": "ok" if ready else "unavailable", "checks": checks}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

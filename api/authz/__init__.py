@@ -1,0 +1,2 @@
+"""Role-based access control: a declared permission table, pure policy functions, and the route
+dependency that applies them."""

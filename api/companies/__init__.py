@@ -1,0 +1,1 @@
+"""Companies (tenants): sign-up creates the company, its root unit and its first owner."""

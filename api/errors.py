@@ -1,0 +1,172 @@
+"""The one error base class of the business core, and its RFC 9457 problem+json rendering.
+
+Services raise `RefstreamError` subclasses; `install_problem_handlers` maps them (and FastAPI's
+own validation and routing errors) to `application/problem+json` once, at the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+_TYPE_PREFIX = "urn:refstream:problem:"
+
+
+class RefstreamError(Exception):
+    """A failure with an HTTP meaning: `status_code`, a stable `type` slug, a `title`.
+
+    `commit_transaction` lets an error keep the request's writes (e.g. revoking a token family
+    when a refresh token is reused must survive the 401 it answers).
+    """
+
+    status_code: ClassVar[int] = 500
+    type: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal server error"
+    commit_transaction: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.headers = dict(headers or {})
+        self.extensions = dict(extensions or {})
+
+
+class BadRequest(RefstreamError):
+    status_code = 400
+    type = "bad-request"
+    title = "Bad request"
+
+
+class Unauthorized(RefstreamError):
+    status_code = 401
+    type = "unauthorized"
+    title = "Authentication required"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(RefstreamError):
+    status_code = 403
+    type = "forbidden"
+    title = "Not allowed"
+
+
+class NotFound(RefstreamError):
+    """Also what another company's resources look like: their existence is not disclosed."""
+
+    status_code = 404
+    type = "not-found"
+    title = "Not found"
+
+
+class Conflict(RefstreamError):
+    status_code = 409
+    type = "conflict"
+    title = "Conflict"
+
+
+class TooManyRequests(RefstreamError):
+    status_code = 429
+    type = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+def problem(
+    request: Request,
+    *,
+    status: int,
+    type_: str,
+    title: str,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    """An RFC 9457 problem document carrying the request id."""
+    body: dict[str, Any] = {
+        "type": _TYPE_PREFIX + type_,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "request_id": getattr(request.state, "request_id", None),
+        **(extensions or {}),
+    }
+    return JSONResponse(
+        body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_JSON
+    )
+
+
+async def _refstream_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RefstreamError)
+    return problem(
+        request,
+        status=exc.status_code,
+        type_=exc.type,
+        title=exc.title,
+        detail=exc.detail,
+        headers=exc.headers,
+        extensions=exc.extensions,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+    return problem(
+        request,
+        status=422,
+        type_="validation-error",
+        title="Request validation failed",
+        detail=f"{len(errors)} invalid field(s)",
+        extensions={"errors": errors},
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+    return problem(
+        request,
+        status=exc.status_code,
+        type_=slug,
+        title=str(exc.detail),
+        detail=str(exc.detail),
+        headers=exc.headers,
+    )
+
+
+def internal_error_body(*, path: str, request_id: str | None) -> dict[str, Any]:
+    """The problem document of an unexpected failure (details go to the log, not the client)."""
+    return {
+        "type": _TYPE_PREFIX + RefstreamError.type,
+        "title": RefstreamError.title,
+        "status": 500,
+        "detail": "The server could not complete the request.",
+        "instance": path,
+        "request_id": request_id,
+    }
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RefstreamError, _refstream_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,0 +1,1 @@
+"""Users of a company and their memberships (one role per unit subtree)."""

@@ -1,0 +1,450 @@
+"""Attribution: which agent, if any, caused an order. Pure: no I/O, no clock, no globals.
+
+`attribute(conversion, known, policy)` decides; `binding_from(...)` derives the customer binding
+that decision creates; `attributed_conversion(...)` turns a decision into the ledger-side fact.
+
+Precedence (first that applies wins):
+1. An **active customer binding** (lifetime commission): the buyer was bound to an agent by an
+   earlier attributed order and this order falls in `[bound_at, bound_at + months)`. It beats
+   coupons and clicks, because the binding is the commercial promise the agent was given. The
+   binding keeps the `months` it was created with; changing the program later does not shorten
+   promises already made.
+2. **Coupon vs cookie**: with `coupon_beats_cookie` (default) an agent-owned coupon on the order
+   beats any click; without it the chosen click beats the coupon. Either one alone wins. Among
+   several owned coupons the first on the order (the source's order) is used.
+3. **Click**: among eligible clicks, sorted by `(occurred_at, click_id)`, `last_click` (default)
+   takes the last and `first_click` the first; equal timestamps are thus ordered by click id.
+4. Otherwise `UNATTRIBUTED`.
+
+Eligibility: a click counts only if the order cites its id or it comes from the order's visitor,
+it happened within `[order time - lookback_days, order time]` in **event time** (a click after the
+order never counts), it is not a duplicate (a duplicate is a repeat of a touch already counted,
+never a touch of its own), not a bot (unless `exclude_bots` is off) and names an agent. Any
+candidate (binding, coupon, click) whose agent is the buyer (same normalised email or customer
+id) is a **self-referral**: it is rejected and the next candidate in precedence is tried.
+
+Every candidate that did not win is listed in `AttributionDecision.rejected` with the reason, in
+a canonical order (binding, coupons in order, clicks by `(occurred_at, click_id)`), so the
+decision does not depend on the order candidates were passed in.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.conversion import Conversion, normalise_email
+from schemas.events.click import ClickEvent
+from schemas.ledger import AttributedConversion, AttributionRule
+from schemas.money import quantize
+
+
+class AttributionModel(StrEnum):
+    LAST_CLICK = "last_click"
+    FIRST_CLICK = "first_click"
+
+
+class AttributionPolicy(BaseModel):
+    """A program's attribution settings (the `programs` row)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lookback_days: Annotated[int, Field(gt=0)] = 30
+    model: AttributionModel = AttributionModel.LAST_CLICK
+    coupon_beats_cookie: bool = True
+    binding_months: Annotated[int, Field(ge=0)] = 0
+    exclude_bots: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ClickCandidate:
+    """A recorded click that might have caused the order."""
+
+    click_id: str
+    agent_id: str | None
+    program_id: str | None
+    link_code: str
+    occurred_at: datetime
+    is_bot: bool = False
+    is_duplicate: bool = False
+    visitor_id: str | None = None
+
+    @classmethod
+    def from_event(cls, event: ClickEvent) -> ClickCandidate:
+        """The candidate view of a recorded click."""
+        return cls(
+            click_id=event.click_id,
+            agent_id=event.agent_id,
+            program_id=event.program_id,
+            link_code=event.link_code,
+            occurred_at=event.occurred_at,
+            is_bot=event.is_bot,
+            is_duplicate=event.is_duplicate,
+            visitor_id=event.visitor_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CouponOwner:
+    """An agent-owned coupon code (upper-cased, as `Conversion.coupon_codes`)."""
+
+    code: str
+    agent_id: str
+    program_id: str | None
+
+
+def add_months(when: datetime, months: int) -> datetime:
+    """`when` plus calendar months, the day clamped to the target month (Jan 31 + 1 → Feb 28)."""
+    years, month_index = divmod(when.month - 1 + months, 12)
+    year, month = when.year + years, month_index + 1
+    day = min(when.day, calendar.monthrange(year, month)[1])
+    return when.replace(year=year, month=month, day=day)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerBinding:
+    """The customer is bound to an agent for `months` from `bound_at` (lifetime commission)."""
+
+    customer_id: str
+    agent_id: str
+    program_id: str | None
+    bound_at: datetime
+    months: int
+    conversion_id: str | None = None  # the order that created the binding
+
+    @property
+    def expires_at(self) -> datetime:
+        """First instant the binding no longer applies."""
+        return add_months(self.bound_at, self.months)
+
+    def is_active_at(self, when: datetime) -> bool:
+        """True iff `bound_at <= when < expires_at`."""
+        return self.bound_at <= when < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class AgentIdentity:
+    """How to recognise an agent as a buyer: normalised emails and shop customer ids."""
+
+    agent_id: str
+    emails: frozenset[str] = frozenset()
+    customer_ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class KnownReferrals:
+    """What the tenant knows that could explain an order.
+
+    `clicks`: candidate clicks (typically those the order cites plus its visitor's);
+    `coupons`: upper-cased code → owner; `bindings`: customer id → binding;
+    `identities`: agent id → identity, for self-referral checks.
+    """
+
+    clicks: Sequence[ClickCandidate] = ()
+    coupons: Mapping[str, CouponOwner] = field(default_factory=dict)
+    bindings: Mapping[str, CustomerBinding] = field(default_factory=dict)
+    identities: Mapping[str, AgentIdentity] = field(default_factory=dict)
+
+
+Candidate = ClickCandidate | CouponOwner | CustomerBinding
+
+
+@dataclass(frozen=True)
+class AttributionDecision:
+    """The outcome: who gets the order and why, plus every losing candidate with its reason.
+
+    `agent_id`/`program_id` are `None` exactly when `rule` is `UNATTRIBUTED`; `click_id` is set
+    for click rules, `coupon_code` for the coupon rule.
+    """
+
+    rule: AttributionRule
+    agent_id: str | None
+    program_id: str | None
+    click_id: str | None
+    coupon_code: str | None
+    explanation: str
+    rejected: tuple[tuple[Candidate, str], ...] = ()
+
+    @property
+    def attributed(self) -> bool:
+        return self.rule is not AttributionRule.UNATTRIBUTED
+
+
+def _self_referral_check(
+    conversion: Conversion, identities: Mapping[str, AgentIdentity]
+) -> Callable[[str], str | None]:
+    email = normalise_email(conversion.customer_email)
+
+    def check(agent_id: str) -> str | None:
+        identity = identities.get(agent_id)
+        if identity is None:
+            return None
+        if email is not None and email in {normalise_email(e) for e in identity.emails}:
+            return f"self-referral: agent {agent_id} is the buyer (same email)"
+        if conversion.customer_id is not None and conversion.customer_id in identity.customer_ids:
+            return (
+                f"self-referral: agent {agent_id} is the buyer (customer {conversion.customer_id})"
+            )
+        return None
+
+    return check
+
+
+def _click_ineligibility(
+    click: ClickCandidate,
+    conversion: Conversion,
+    policy: AttributionPolicy,
+    self_referral: Callable[[str], str | None],
+) -> str | None:
+    cited = click.click_id in conversion.click_ids
+    same_visitor = conversion.visitor_id is not None and click.visitor_id == conversion.visitor_id
+    if not (cited or same_visitor):
+        return "not cited by the order and not from its visitor"
+    if click.occurred_at > conversion.occurred_at:
+        return "click after the order"
+    if click.occurred_at < conversion.occurred_at - timedelta(days=policy.lookback_days):
+        return f"outside the {policy.lookback_days}-day lookback window"
+    if click.is_duplicate:
+        return "duplicate of an earlier click"
+    if click.is_bot and policy.exclude_bots:
+        return "bot click"
+    if click.agent_id is None:
+        return "click has no agent"
+    return self_referral(click.agent_id)
+
+
+def _describe(candidate: Candidate) -> str:
+    if isinstance(candidate, CustomerBinding):
+        return f"customer binding to agent {candidate.agent_id}"
+    if isinstance(candidate, CouponOwner):
+        return f"coupon {candidate.code} owned by agent {candidate.agent_id}"
+    return f"click {candidate.click_id} of agent {candidate.agent_id}"
+
+
+def _choose_binding(
+    conversion: Conversion,
+    known: KnownReferrals,
+    self_referral: Callable[[str], str | None],
+    reasons: dict[Candidate, str],
+) -> CustomerBinding | None:
+    if conversion.customer_id is None:
+        return None
+    binding = known.bindings.get(conversion.customer_id)
+    if binding is None:
+        return None
+    if conversion.occurred_at < binding.bound_at:
+        reasons[binding] = "binding starts after the order"
+    elif not binding.is_active_at(conversion.occurred_at):
+        reasons[binding] = f"binding expired at {binding.expires_at.isoformat()}"
+    elif (reason := self_referral(binding.agent_id)) is not None:
+        reasons[binding] = reason
+    else:
+        return binding
+    return None
+
+
+def _choose_coupon(
+    conversion: Conversion,
+    known: KnownReferrals,
+    self_referral: Callable[[str], str | None],
+    reasons: dict[Candidate, str],
+) -> tuple[CouponOwner | None, list[CouponOwner]]:
+    owners = [known.coupons[c] for c in conversion.coupon_codes if c in known.coupons]
+    chosen: CouponOwner | None = None
+    for owner in owners:
+        if (reason := self_referral(owner.agent_id)) is not None:
+            reasons[owner] = reason
+        elif chosen is None:
+            chosen = owner
+        else:
+            reasons[owner] = f"coupon {chosen.code} comes first on the order"
+    return chosen, owners
+
+
+def _choose_click(
+    conversion: Conversion,
+    clicks: list[ClickCandidate],
+    policy: AttributionPolicy,
+    self_referral: Callable[[str], str | None],
+    reasons: dict[Candidate, str],
+) -> ClickCandidate | None:
+    eligible: list[ClickCandidate] = []
+    for click in clicks:
+        reason = _click_ineligibility(click, conversion, policy, self_referral)
+        if reason is None:
+            eligible.append(click)
+        else:
+            reasons[click] = reason
+    if not eligible:
+        return None
+    last = policy.model is AttributionModel.LAST_CLICK
+    chosen = eligible[-1] if last else eligible[0]
+    for click in eligible:
+        if click is not chosen:
+            word = "later" if last else "earlier"
+            reasons[click] = f"{policy.model.value}: click {chosen.click_id} is {word}"
+    return chosen
+
+
+def _ago(conversion: Conversion, click: ClickCandidate) -> str:
+    delta = conversion.occurred_at - click.occurred_at
+    days, seconds = delta.days, delta.seconds
+    return f"{days} d {seconds // 3600} h before the order"
+
+
+def attribute(
+    conversion: Conversion, known: KnownReferrals, policy: AttributionPolicy
+) -> AttributionDecision:
+    """Decide which agent (if any) gets `conversion`, following the module's precedence rules.
+
+    Deterministic and invariant under any permutation (or repetition) of `known.clicks`.
+    """
+    reasons: dict[Candidate, str] = {}
+    self_referral = _self_referral_check(conversion, known.identities)
+    clicks = sorted(set(known.clicks), key=lambda c: (c.occurred_at, c.click_id, repr(c)))
+
+    binding = _choose_binding(conversion, known, self_referral, reasons)
+    coupon, coupons = _choose_coupon(conversion, known, self_referral, reasons)
+    click = _choose_click(conversion, clicks, policy, self_referral, reasons)
+
+    decision: AttributionDecision
+    if binding is not None:
+        beaten = [c for c in (coupon, click) if c is not None]
+        for loser in beaten:
+            reasons[loser] = f"customer {binding.customer_id} is bound to agent {binding.agent_id}"
+        beats = f" beats {', '.join(_describe(c) for c in beaten)}" if beaten else ""
+        decision = AttributionDecision(
+            rule=AttributionRule.CUSTOMER_BINDING,
+            agent_id=binding.agent_id,
+            program_id=binding.program_id,
+            click_id=None,
+            coupon_code=None,
+            explanation=(
+                f"customer {binding.customer_id} bound to agent {binding.agent_id} from "
+                f"{binding.bound_at.isoformat()} until {binding.expires_at.isoformat()}{beats}"
+            ),
+        )
+    elif coupon is not None and (click is None or policy.coupon_beats_cookie):
+        beats = ""
+        if click is not None:
+            reasons[click] = f"coupon {coupon.code} wins (coupon_beats_cookie)"
+            beats = f" beats {_describe(click)} (coupon_beats_cookie)"
+        decision = AttributionDecision(
+            rule=AttributionRule.COUPON,
+            agent_id=coupon.agent_id,
+            program_id=coupon.program_id,
+            click_id=None,
+            coupon_code=coupon.code,
+            explanation=f"{_describe(coupon)}{beats}",
+        )
+    elif click is not None:
+        beats = ""
+        if coupon is not None:
+            reasons[coupon] = f"click {click.click_id} wins (cookie beats coupon)"
+            beats = f" beats {_describe(coupon)} (cookie beats coupon)"
+        rule = (
+            AttributionRule.LAST_CLICK
+            if policy.model is AttributionModel.LAST_CLICK
+            else AttributionRule.FIRST_CLICK
+        )
+        decision = AttributionDecision(
+            rule=rule,
+            agent_id=click.agent_id,
+            program_id=click.program_id,
+            click_id=click.click_id,
+            coupon_code=None,
+            explanation=(
+                f"{policy.model.value} {_describe(click)} via link {click.link_code}, "
+                f"{_ago(conversion, click)} (lookback {policy.lookback_days} d){beats}"
+            ),
+        )
+    else:
+        considered = len(reasons)
+        decision = AttributionDecision(
+            rule=AttributionRule.UNATTRIBUTED,
+            agent_id=None,
+            program_id=None,
+            click_id=None,
+            coupon_code=None,
+            explanation=f"no eligible binding, coupon or click ({considered} candidates rejected)",
+        )
+
+    ordered: list[Candidate] = []
+    if conversion.customer_id is not None and conversion.customer_id in known.bindings:
+        ordered.append(known.bindings[conversion.customer_id])
+    ordered.extend(coupons)
+    ordered.extend(clicks)
+    rejected = tuple((c, reasons[c]) for c in ordered if c in reasons)
+    return replace(decision, rejected=rejected)
+
+
+def binding_from(
+    conversion: Conversion,
+    decision: AttributionDecision,
+    policy: AttributionPolicy,
+    existing: CustomerBinding | None = None,
+) -> CustomerBinding | None:
+    """The binding this attributed order creates, or `None`.
+
+    An order attributed by coupon or click binds its customer to the agent for
+    `policy.binding_months` from the order's event time, when that is > 0, the customer is
+    known and no binding (`existing`) is active at the order's time. An order attributed *by* a
+    binding never extends it; after a binding expires the next attributed order may bind anew.
+    """
+    if policy.binding_months == 0 or conversion.customer_id is None:
+        return None
+    if decision.agent_id is None or decision.rule in (
+        AttributionRule.UNATTRIBUTED,
+        AttributionRule.CUSTOMER_BINDING,
+    ):
+        return None
+    if existing is not None and existing.is_active_at(conversion.occurred_at):
+        return None
+    return CustomerBinding(
+        customer_id=conversion.customer_id,
+        agent_id=decision.agent_id,
+        program_id=decision.program_id,
+        bound_at=conversion.occurred_at,
+        months=policy.binding_months,
+        conversion_id=conversion.conversion_id,
+    )
+
+
+def attributed_conversion(
+    conversion: Conversion,
+    decision: AttributionDecision,
+    *,
+    attributed_at: datetime,
+    is_new_customer: bool,
+    fx_rate: Decimal = Decimal(1),
+) -> AttributedConversion:
+    """The ledger-side fact for a decision. `attributed_at` is processing time (a parameter,
+    never read from a clock); `revenue` is the order's net merchandise revenue, quantized."""
+    return AttributedConversion(
+        conversion_id=conversion.conversion_id,
+        tenant_id=conversion.tenant_id,
+        shop=conversion.shop,
+        order_id=conversion.order_id,
+        order_name=conversion.order_name,
+        occurred_at=conversion.occurred_at,
+        attributed_at=attributed_at,
+        rule=decision.rule,
+        agent_id=decision.agent_id,
+        program_id=decision.program_id,
+        click_id=decision.click_id,
+        coupon_code=decision.coupon_code,
+        customer_id=conversion.customer_id,
+        is_new_customer=is_new_customer,
+        currency=conversion.currency,
+        revenue=quantize(conversion.net_revenue, conversion.currency),
+        fx_rate=fx_rate,
+        explanation=decision.explanation,
+        source_event_id=conversion.source_event_id,
+    )

@@ -1,0 +1,113 @@
+"""The ingress service: `uvicorn --factory ingest.app:create_app`.
+
+Verifies Shopify and Odoo webhooks and referral clicks, writes them to Kafka and answers fast:
+2xx only after the broker acknowledged, 503 + Retry-After when it did not, a JSON problem body
+for everything refused. No database query on the hot path (see `ingest.registry`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+import structlog
+from fastapi import FastAPI, Request, Response
+
+from ingest import endpoints
+from ingest.metrics import exposition
+from ingest.producer import EventProducer
+from ingest.registry import Registry
+from schemas.settings import Settings
+
+
+@dataclass(slots=True)
+class Ingress:
+    """Everything a request handler needs, created once per worker process."""
+
+    settings: Settings
+    producer: EventProducer
+    redis: aioredis.Redis
+    registry: Registry
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(format="%(message)s", level=level.upper())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        cache_logger_on_first_use=True,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2)
+        registry = Registry(settings.postgres_url, redis, settings.ingest_registry_refresh_seconds)
+        await registry.start()
+        producer = EventProducer(settings.kafka_bootstrap, settings.ingest_produce_timeout_seconds)
+        app.state.ingress = Ingress(settings, producer, redis, registry)
+        try:
+            yield
+        finally:
+            await registry.stop()
+            producer.close()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="refstream ingress",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.middleware("http")(_request_id)
+    app.include_router(endpoints.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return endpoints.json_response(200, {"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        ingress: Ingress = request.app.state.ingress
+        checks: dict[str, str] = {}
+        kafka = ingress.producer.ready(timeout=1.0)
+        checks["kafka"] = kafka or "ok"
+        try:
+            await ingress.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = str(exc)
+        ok = all(v == "ok" for v in checks.values())
+        return endpoints.json_response(200 if ok else 503, {"ready": ok, "checks": checks})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        body, content_type = exposition(settings.ingest_metrics_dir)
+        return Response(body, media_type=content_type)
+
+    return app
+
+
+async def _request_id(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id, path=request.url.path)
+    response = await call_next(request)
+    response.headers["X-Request-Id"] = request_id
+    return response

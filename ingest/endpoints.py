@@ -1,0 +1,374 @@
+"""HTTP endpoints of the ingress: Shopify and Odoo webhooks, referral redirects, pixel clicks.
+
+Every refusal is a JSON problem body (`application/problem+json`) with a stable `code`:
+415 unsupported_media_type, 413 body_too_large, 401 unknown_shop / invalid_signature /
+unknown_endpoint, 429 rate_limited, 503 broker_unavailable, 404 unknown_link, 400 bad_request.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
+
+from ingest import clicks, guards, odoo, shopify
+from ingest.metrics import CLICKS_LOST, DEAD_LETTERS, DEDUP_HITS, PRODUCE_SECONDS, REQUESTS
+from ingest.producer import ProduceFailed
+from schemas.events.click import ClickEvent, PixelBatch
+from schemas.events.envelope import DeadLetter, EventEnvelope, Source
+from schemas.events.shopify import SHOPIFY_TOPICS
+from schemas.ids import derived_id, random_id
+from schemas.registry import erp_token_hash
+from schemas.topics import Topic, topic_for_shopify
+
+if TYPE_CHECKING:
+    from ingest.app import Ingress
+
+router = APIRouter()
+log = structlog.get_logger("ingest")
+
+PROBLEM_BASE = "https://refstream.dev/problems/"
+
+
+class Refused(Exception):
+    """A request we answer with a problem body."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+    def response(self) -> Response:
+        body = {
+            "type": PROBLEM_BASE + self.code.replace("_", "-"),
+            "title": self.code.replace("_", " "),
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        return Response(
+            orjson.dumps(body),
+            status_code=self.status,
+            media_type="application/problem+json",
+            headers=self.headers,
+        )
+
+
+def json_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def _ingress(request: Request) -> Ingress:
+    ingress: Ingress = request.app.state.ingress
+    return ingress
+
+
+async def _read_json_body(request: Request, limit: int) -> bytes:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise Refused(415, "unsupported_media_type", "Content-Type must be application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Refused(400, "bad_request", "invalid Content-Length")
+        if int(declared) > limit:
+            raise Refused(413, "body_too_large", f"body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Refused(413, "body_too_large", f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _produce(ingress: Ingress, topic: Topic, key: bytes, value: bytes) -> None:
+    try:
+        seconds = await ingress.producer.send(topic, key, value)
+    except ProduceFailed as exc:
+        log.warning("ingest.produce_failed", topic=str(topic), error=str(exc))
+        raise Refused(
+            503, "broker_unavailable", "event not stored, retry later", {"Retry-After": "5"}
+        ) from exc
+    PRODUCE_SECONDS.labels(str(topic)).observe(seconds)
+
+
+async def _dead_letter(
+    ingress: Ingress, envelope: EventEnvelope, reason: str, received_at: datetime
+) -> None:
+    letter = DeadLetter(reason=reason, stage="ingress", failed_at=received_at, envelope=envelope)
+    await _produce(ingress, Topic.DEADLETTER, envelope.key(), letter.to_bytes())
+    DEAD_LETTERS.labels(envelope.source.value).inc()
+    log.info("ingest.dead_lettered", event_id=envelope.event_id, reason=reason)
+
+
+def _count(endpoint: str, topic: str, outcome: str) -> None:
+    REQUESTS.labels(endpoint, topic, outcome).inc()
+
+
+# --- Shopify -------------------------------------------------------------------------------
+
+
+@router.post("/webhooks/shopify", summary="Shopify webhook (HMAC-verified)")
+async def shopify_webhook(request: Request) -> Response:
+    try:
+        return await _shopify(request)
+    except Refused as refused:
+        topic = shopify.ShopifyHeaders.read(request.headers).topic or "-"
+        _count("shopify", topic if topic in SHOPIFY_TOPICS else "other", refused.code)
+        log.info("ingest.refused", source="shopify", code=refused.code, detail=refused.detail)
+        return refused.response()
+
+
+async def _shopify(request: Request) -> Response:
+    ingress = _ingress(request)
+    settings = ingress.settings
+    raw = await _read_json_body(request, settings.ingest_max_body_bytes)
+    headers = shopify.ShopifyHeaders.read(request.headers)
+    shop = await ingress.registry.shop(headers.shop_domain) if headers.shop_domain else None
+    if shop is None:
+        raise Refused(401, "unknown_shop", "shop is not registered")
+    if not shopify.verify(raw, headers.hmac, shop.secrets):
+        raise Refused(401, "invalid_signature", "HMAC signature does not match")
+
+    delivery = headers.delivery_id(raw)
+    dedup = guards.dedup_key("shopify", shop.domain, delivery)
+    admission = await guards.admit(
+        ingress.redis,
+        scope=f"shop:{shop.domain}",
+        dedup=dedup,
+        limit_per_second=settings.ingest_rate_limit_per_shop,
+    )
+    topic_label = headers.topic if headers.topic in SHOPIFY_TOPICS else "other"
+    if admission.over_limit:
+        raise Refused(429, "rate_limited", "too many webhooks for this shop",
+                      {"Retry-After": str(admission.retry_after)})  # fmt: skip
+    if admission.duplicate:
+        DEDUP_HITS.labels("shopify").inc()
+        _count("shopify", topic_label, "duplicate")
+        return json_response(200, {"status": "duplicate", "event_id": delivery})
+
+    received_at = datetime.now(UTC)
+    try:
+        if headers.topic not in SHOPIFY_TOPICS:
+            raise shopify.UnreadableBody(f"unsupported topic {headers.topic!r}")
+        body = shopify.parse(headers.topic, raw)
+    except shopify.UnreadableBody as exc:
+        envelope = EventEnvelope.wrap(
+            raw, event_id=delivery, source=Source.SHOPIFY, kind=headers.topic or "unknown",
+            tenant_id=shop.tenant_id, shop=shop.domain, occurred_at=received_at,
+            received_at=received_at, headers=headers.kept,
+        )  # fmt: skip
+        await _dead_letter(ingress, envelope, str(exc), received_at)
+        await guards.remember(ingress.redis, dedup, settings.ingest_dedup_ttl_seconds)
+        _count("shopify", topic_label, "dead_lettered")
+        return json_response(200, {"status": "dead_lettered", "event_id": delivery})
+
+    envelope = shopify.build_envelope(raw, headers, body, shop.tenant_id, received_at)
+    await _produce(ingress, topic_for_shopify(headers.topic), envelope.key(), envelope.to_bytes())
+    await guards.remember(ingress.redis, dedup, settings.ingest_dedup_ttl_seconds)
+    _count("shopify", topic_label, "accepted")
+    return json_response(200, {"status": "accepted", "event_id": delivery})
+
+
+# --- Odoo ----------------------------------------------------------------------------------
+
+
+@router.post("/webhooks/odoo/{token}", summary="Odoo webhook (token in the URL)")
+async def odoo_webhook(token: str, request: Request) -> Response:
+    try:
+        return await _odoo(token, request)
+    except Refused as refused:
+        _count("odoo", "-", refused.code)
+        log.info("ingest.refused", source="odoo", code=refused.code, detail=refused.detail)
+        return refused.response()
+
+
+async def _odoo(token: str, request: Request) -> Response:
+    ingress = _ingress(request)
+    settings = ingress.settings
+    tenant_id = await ingress.registry.erp_tenant(erp_token_hash(token))
+    if tenant_id is None:
+        raise Refused(401, "unknown_endpoint", "unknown webhook token")
+    raw = await _read_json_body(request, settings.ingest_max_body_bytes)
+    received_at = datetime.now(UTC)
+    try:
+        body = odoo.parse(raw)
+    except odoo.UnreadableOdooBody as exc:
+        delivery = derived_id("evt", tenant_id, "odoo-unreadable", raw.hex()[:64], len(raw))
+        envelope = EventEnvelope.wrap(
+            raw, event_id=delivery, source=Source.ODOO, kind="unknown", tenant_id=tenant_id,
+            occurred_at=received_at, received_at=received_at,
+        )  # fmt: skip
+        await _dead_letter(ingress, envelope, str(exc), received_at)
+        _count("odoo", "-", "dead_lettered")
+        return json_response(200, {"status": "dead_lettered", "event_id": delivery})
+
+    delivery = odoo.delivery_id(tenant_id, body, raw)
+    dedup = guards.dedup_key("odoo", tenant_id, delivery)
+    admission = await guards.admit(
+        ingress.redis,
+        scope=f"odoo:{tenant_id}",
+        dedup=dedup,
+        limit_per_second=settings.ingest_rate_limit_per_shop,
+    )
+    if admission.over_limit:
+        raise Refused(429, "rate_limited", "too many webhooks for this endpoint",
+                      {"Retry-After": str(admission.retry_after)})  # fmt: skip
+    if admission.duplicate:
+        DEDUP_HITS.labels("odoo").inc()
+        _count("odoo", body.model, "duplicate")
+        return json_response(200, {"status": "duplicate", "event_id": delivery})
+    envelope = odoo.build_envelope(raw, body, tenant_id, received_at)
+    await _produce(ingress, Topic.ERP, envelope.key(), envelope.to_bytes())
+    await guards.remember(ingress.redis, dedup, settings.ingest_dedup_ttl_seconds)
+    _count("odoo", body.model, "accepted")
+    return json_response(200, {"status": "accepted", "event_id": delivery})
+
+
+# --- clicks --------------------------------------------------------------------------------
+
+
+async def _click_envelope(
+    ingress: Ingress,
+    request: Request,
+    link: Any,
+    *,
+    click_id: str,
+    occurred_at: datetime,
+    visitor_id: str | None,
+    landing_url: str | None,
+    referrer: str | None,
+    source: Source,
+) -> EventEnvelope:
+    settings = ingress.settings
+    client_ip = request.client.host if request.client else None
+    user_agent = request.headers.get("user-agent")
+    ip_digest = clicks.ip_hash(settings.click_ip_salt, client_ip)
+    first = await guards.first_click(
+        ingress.redis,
+        clicks.fingerprint(ip_digest, user_agent, link.code),
+        settings.click_duplicate_window_seconds,
+    )
+    click = ClickEvent(
+        click_id=click_id,
+        tenant_id=link.tenant_id,
+        link_code=link.code,
+        occurred_at=occurred_at,
+        visitor_id=visitor_id,
+        program_id=link.program_id,
+        agent_id=link.agent_id,
+        landing_url=landing_url,
+        referrer=referrer,
+        user_agent=user_agent[:500] if user_agent else None,
+        ip_hash=ip_digest,
+        is_bot=clicks.is_bot(user_agent),
+        is_duplicate=not first,
+    )
+    return EventEnvelope.wrap(
+        orjson.dumps(click.model_dump(mode="json")),
+        event_id=click_id,
+        source=source,
+        kind="click",
+        tenant_id=link.tenant_id,
+        entity_id=click_id,
+        occurred_at=occurred_at,
+        received_at=datetime.now(UTC),
+    )
+
+
+@router.get("/r/{link_code}", summary="Referral link: record the click, redirect")
+async def referral_redirect(link_code: str, request: Request) -> Response:
+    ingress = _ingress(request)
+    link = await ingress.registry.link(link_code)
+    if link is None:
+        _count("redirect", "click", "unknown_link")
+        return Refused(404, "unknown_link", "no such referral link").response()
+    now = datetime.now(UTC)
+    visitor_id = request.cookies.get(clicks.VISITOR_COOKIE) or secrets.token_hex(16)
+    click_id = random_id("clk")
+    envelope = await _click_envelope(
+        ingress, request, link, click_id=click_id, occurred_at=now, visitor_id=visitor_id,
+        landing_url=link.landing_url, referrer=request.headers.get("referer"),
+        source=Source.CLICK,
+    )  # fmt: skip
+    try:
+        await _produce(ingress, Topic.CLICKS, envelope.key(), envelope.to_bytes())
+        _count("redirect", "click", "accepted")
+    except Refused:
+        # The shopper still reaches the shop; the unrecorded click is counted, not hidden.
+        CLICKS_LOST.inc()
+        _count("redirect", "click", "unrecorded")
+    response = Response(status_code=302, headers={
+        "Location": clicks.redirect_url(link.landing_url, click_id),
+        "Cache-Control": "no-store",
+    })  # fmt: skip
+    max_age = ingress.settings.click_cookie_max_age_days * 86400
+    response.set_cookie(clicks.VISITOR_COOKIE, visitor_id, max_age=max_age, httponly=True,
+                        samesite="lax")  # fmt: skip
+    response.set_cookie(clicks.CLICK_COOKIE, click_id, max_age=max_age, httponly=True,
+                        samesite="lax")  # fmt: skip
+    return response
+
+
+@router.post("/v1/clicks", summary="Clicks from the storefront pixel (batch)")
+async def pixel_clicks(request: Request) -> Response:
+    ingress = _ingress(request)
+    try:
+        raw = await _read_json_body(request, 256 * 1024)
+        try:
+            batch = PixelBatch.model_validate_json(raw)
+        except ValidationError as exc:
+            raise Refused(400, "bad_request", _validation_detail(exc)) from exc
+        now = datetime.now(UTC)
+        accepted: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        pending: list[EventEnvelope] = []
+        for index, item in enumerate(batch.clicks):
+            link = await ingress.registry.link(item.link_code)
+            if link is None:
+                rejected.append({"index": index, "code": "unknown_link"})
+                continue
+            click_id = (
+                derived_id("clk", link.tenant_id, link.code, item.client_event_id)
+                if item.client_event_id
+                else random_id("clk")
+            )
+            occurred_at = item.occurred_at or now
+            # Client clocks are not trusted beyond a day back or any time ahead.
+            if not now - timedelta(days=1) <= occurred_at <= now + timedelta(minutes=5):
+                occurred_at = now
+            envelope = await _click_envelope(
+                ingress, request, link, click_id=click_id, occurred_at=occurred_at,
+                visitor_id=item.visitor_id, landing_url=item.landing_url,
+                referrer=item.referrer, source=Source.PIXEL,
+            )  # fmt: skip
+            pending.append(envelope)
+            accepted.append({"index": index, "click_id": click_id})
+        for envelope in pending:
+            await _produce(ingress, Topic.CLICKS, envelope.key(), envelope.to_bytes())
+    except Refused as refused:
+        _count("pixel", "click", refused.code)
+        return refused.response()
+    _count("pixel", "click", "accepted")
+    return json_response(202, {"accepted": accepted, "rejected": rejected})
+
+
+def _validation_detail(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return f"{exc.error_count()} validation error(s); first at {where}: {first['msg']}"

@@ -1,0 +1,50 @@
+"""Redis-backed guards on the hot path: rate limits, webhook deduplication, click duplicates.
+
+Deduplication here is the fast path only; downstream stays idempotent on event ids, because a
+delivery can race its own retry and Redis is not the money ledger.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+PREFIX = "refstream:ingest"
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    over_limit: bool
+    duplicate: bool
+    retry_after: int = 1
+
+
+def dedup_key(source: str, scope: str, delivery_id: str) -> str:
+    return f"{PREFIX}:seen:{source}:{scope}:{delivery_id}"
+
+
+async def admit(
+    redis: aioredis.Redis, *, scope: str, dedup: str, limit_per_second: int
+) -> Admission:
+    """One round trip: count this request in the scope's one-second window; was it seen before?"""
+    window = int(time.time())
+    rate_key = f"{PREFIX}:rate:{scope}:{window}"
+    pipe = redis.pipeline(transaction=False)
+    pipe.incr(rate_key)
+    pipe.expire(rate_key, 2)
+    pipe.exists(dedup)
+    count, _, seen = await pipe.execute()
+    return Admission(over_limit=int(count) > limit_per_second, duplicate=bool(seen))
+
+
+async def remember(redis: aioredis.Redis, dedup: str, ttl_seconds: int) -> None:
+    """Mark a delivery as written to Kafka (after the broker's ack, never before)."""
+    await redis.set(dedup, b"1", ex=ttl_seconds)
+
+
+async def first_click(redis: aioredis.Redis, fingerprint: str, window_seconds: int) -> bool:
+    """True for the first click of a visitor on a link within the window; later ones are dups."""
+    created = await redis.set(f"{PREFIX}:click:{fingerprint}", b"1", nx=True, ex=window_seconds)
+    return bool(created)

@@ -1,0 +1,112 @@
+"""An asyncio bridge to the Kafka producer: `await send(...)` returns once the broker acked.
+
+The ingress answers 2xx only after `send` returned, so a 2xx event is always in Kafka. On a
+down or slow broker `send` raises `ProduceFailed` within the configured timeout and the caller
+answers 503 with Retry-After; a message that is delivered after we gave up shows up as a
+duplicate downstream, where event ids make it harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from confluent_kafka import KafkaError, Message, Producer
+
+# Errors after which this producer instance cannot write again (its idempotence state is gone,
+# e.g. fenced after an epoch bump): a fresh producer with a new producer id is the way out.
+_POISONED = frozenset(
+    {
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.UNKNOWN_PRODUCER_ID,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KafkaError._FENCED,
+    }
+)
+
+
+class ProduceFailed(RuntimeError):
+    """The broker did not acknowledge the write in time (or refused it)."""
+
+
+def producer_config(bootstrap: str, timeout_seconds: float) -> dict[str, object]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "compression.type": "lz4",
+        "linger.ms": 2,
+        "batch.num.messages": 1000,
+        "message.timeout.ms": int(timeout_seconds * 1000),
+        "socket.timeout.ms": max(1000, int(timeout_seconds * 1000)),
+        "queue.buffering.max.messages": 200_000,
+        "log_level": 3,
+    }
+
+
+class EventProducer:
+    """One confluent-kafka producer per process, polled by a background thread."""
+
+    def __init__(self, bootstrap: str, timeout_seconds: float) -> None:
+        self._config = producer_config(bootstrap, timeout_seconds)
+        self._timeout = timeout_seconds
+        self._producer = Producer(self._config)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="kafka-poll", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> float:
+        """Write one message and wait for the broker's ack; returns the ack latency in seconds."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[KafkaError | None] = loop.create_future()
+        started = time.perf_counter()
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            loop.call_soon_threadsafe(_settle, done, err)
+
+        try:
+            self._producer.produce(topic, value, key, on_delivery=on_delivery)
+        except BufferError as exc:
+            raise ProduceFailed("producer queue full") from exc
+        except Exception as exc:  # KafkaException for a fatal producer state
+            raise ProduceFailed(str(exc)) from exc
+        try:
+            err = await asyncio.wait_for(asyncio.shield(done), self._timeout + 0.5)
+        except TimeoutError as exc:
+            raise ProduceFailed(f"no broker ack within {self._timeout:.1f}s") from exc
+        if err is not None:
+            if err.fatal() or err.code() in _POISONED:
+                self._restart()
+            raise ProduceFailed(err.str())
+        return time.perf_counter() - started
+
+    def ready(self, timeout: float = 2.0) -> str | None:
+        """None if the cluster answers a metadata request, else why not."""
+        try:
+            self._producer.list_topics(timeout=timeout)
+        except Exception as exc:
+            return str(exc)
+        return None
+
+    def _restart(self) -> None:
+        # A fatal idempotence error poisons the producer instance: replace it.
+        old, self._producer = self._producer, Producer(self._config)
+        old.flush(0)
+
+    def close(self, timeout: float = 5.0) -> int:
+        """Flush what is queued, stop polling; returns how many messages were left undelivered."""
+        remaining: int = self._producer.flush(timeout)
+        self._stop.set()
+        self._thread.join(timeout=2)
+        return remaining
+
+
+def _settle(future: asyncio.Future[KafkaError | None], err: KafkaError | None) -> None:
+    if not future.done():
+        future.set_result(err)

@@ -1,0 +1,169 @@
+"""In-memory registrations for the hot path: shops (webhook secrets), Odoo tokens, links.
+
+Loaded from PostgreSQL (owned by the business core) at start, reloaded when a change is
+announced on Redis (`REGISTRY_CHANGED_CHANNEL`) and every `refresh_seconds` as a safety net,
+so a request never queries the database. An unknown shop triggers at most one early reload per
+second (a shop registered a moment ago is found without waiting for the refresh).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+
+from schemas.registry import REGISTRY_CHANGED_CHANNEL
+
+log = structlog.get_logger("ingest.registry")
+
+
+@dataclass(frozen=True, slots=True)
+class ShopRecord:
+    domain: str
+    tenant_id: str
+    secrets: tuple[str, ...]  # current first, then the previous one during rotation
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRecord:
+    code: str
+    link_id: str
+    tenant_id: str
+    program_id: str
+    agent_id: str
+    landing_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    shops: dict[str, ShopRecord]
+    erp_tokens: dict[str, str]  # token hash -> tenant id
+    links: dict[str, LinkRecord]
+
+
+async def load_snapshot(dsn: str) -> Snapshot:
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        shops = {
+            r["domain"]: ShopRecord(
+                domain=r["domain"],
+                tenant_id=r["tenant_id"],
+                secrets=tuple(s for s in (r["secret"], r["previous_secret"]) if s),
+            )
+            for r in await conn.fetch(
+                "SELECT domain, tenant_id, secret, previous_secret FROM shops WHERE active"
+            )
+        }
+        tokens = {
+            r["token_hash"]: r["tenant_id"]
+            for r in await conn.fetch("SELECT token_hash, tenant_id FROM erp_endpoints")
+        }
+        links = {
+            r["code"]: LinkRecord(
+                code=r["code"],
+                link_id=r["id"],
+                tenant_id=r["tenant_id"],
+                program_id=r["program_id"],
+                agent_id=r["agent_id"],
+                landing_url=r["landing_url"],
+            )
+            for r in await conn.fetch(
+                "SELECT l.code, l.id, l.tenant_id, l.program_id, l.agent_id, p.landing_url"
+                " FROM links l JOIN programs p ON p.id = l.program_id"
+            )
+        }
+    finally:
+        await conn.close()
+    return Snapshot(shops=shops, erp_tokens=tokens, links=links)
+
+
+class Registry:
+    def __init__(self, dsn: str, redis: aioredis.Redis, refresh_seconds: float) -> None:
+        self._dsn = dsn
+        self._redis = redis
+        self._refresh = refresh_seconds
+        self._snapshot = Snapshot({}, {}, {})
+        self._last_load = 0.0
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.reload()
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="registry-listen"),
+            asyncio.create_task(self._periodic(), name="registry-refresh"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        self._tasks = []
+
+    async def reload(self) -> None:
+        async with self._lock:
+            self._snapshot = await load_snapshot(self._dsn)
+            self._last_load = time.monotonic()
+
+    async def shop(self, domain: str) -> ShopRecord | None:
+        found = self._snapshot.shops.get(domain)
+        if found is None and await self._early_reload():
+            found = self._snapshot.shops.get(domain)
+        return found
+
+    async def erp_tenant(self, token_hash: str) -> str | None:
+        found = self._snapshot.erp_tokens.get(token_hash)
+        if found is None and await self._early_reload():
+            found = self._snapshot.erp_tokens.get(token_hash)
+        return found
+
+    async def link(self, code: str) -> LinkRecord | None:
+        found = self._snapshot.links.get(code)
+        if found is None and await self._early_reload():
+            found = self._snapshot.links.get(code)
+        return found
+
+    async def _early_reload(self) -> bool:
+        if time.monotonic() - self._last_load < 1.0:
+            return False
+        try:
+            await self.reload()
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("registry.reload_failed", error=str(exc))
+            return False
+        return True
+
+    async def _listen(self) -> None:
+        while not self._stopping.is_set():
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(REGISTRY_CHANGED_CHANNEL)
+                while not self._stopping.is_set():
+                    # redis-py's get_message can swallow a cancellation: the flag ends the loop.
+                    message = await pubsub.get_message(timeout=0.5)
+                    if message is not None:
+                        await self.reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("registry.listen_failed", error=str(exc))
+                await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
+
+    async def _periodic(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh)
+            try:
+                await self.reload()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("registry.reload_failed", error=str(exc))

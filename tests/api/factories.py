@@ -1,0 +1,141 @@
+"""Keyword-only builders of API state, all through the public HTTP API."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from httpx import AsyncClient
+
+ClientFactory = Callable[..., AsyncClient]
+PASSWORD = "correct horse battery staple"
+ROLES = ("owner", "manager", "operator", "agent", "observer")
+
+
+def unique_slug(prefix: str = "co") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def create_company(client: AsyncClient, *, slug: str | None = None) -> dict[str, Any]:
+    slug = slug or unique_slug()
+    response = await client.post(
+        "/v1/companies",
+        json={
+            "name": f"Company {slug}",
+            "slug": slug,
+            "owner_email": f"owner@{slug}.example",
+            "owner_password": PASSWORD,
+        },
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    body["owner_email"] = f"owner@{slug}.example"
+    return body
+
+
+async def login(client: AsyncClient, *, company: str, email: str) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/auth/login", json={"company": company, "email": email, "password": PASSWORD}
+    )
+    assert response.status_code == 200, response.text
+    tokens: dict[str, Any] = response.json()
+    return tokens
+
+
+async def create_unit(client: AsyncClient, token: str, *, parent_id: str, name: str) -> str:
+    response = await client.post(
+        "/v1/units", json={"parent_id": parent_id, "name": name}, headers=bearer(token)
+    )
+    assert response.status_code == 201, response.text
+    unit_id: str = response.json()["id"]
+    return unit_id
+
+
+async def create_user(
+    client: AsyncClient, token: str, *, email: str, unit_id: str, role: str
+) -> str:
+    response = await client.post(
+        "/v1/users",
+        json={"email": email, "password": PASSWORD, "unit_id": unit_id, "role": role},
+        headers=bearer(token),
+    )
+    assert response.status_code == 201, response.text
+    user_id: str = response.json()["id"]
+    return user_id
+
+
+async def create_agent(
+    client: AsyncClient,
+    token: str,
+    *,
+    unit_id: str,
+    name: str = "Agent",
+    email: str | None = "agent@example.com",
+    user_id: str | None = None,
+) -> str:
+    response = await client.post(
+        "/v1/agents",
+        json={"name": name, "unit_id": unit_id, "email": email, "user_id": user_id},
+        headers=bearer(token),
+    )
+    assert response.status_code == 201, response.text
+    agent_id: str = response.json()["id"]
+    return agent_id
+
+
+@dataclass
+class World:
+    """A company with root -> region -> team units, one user per role (owner at the root, the
+    others on the region), agents in the team and a sibling region, and their access tokens."""
+
+    slug: str
+    company_id: str
+    root_unit_id: str
+    region_unit_id: str
+    team_unit_id: str
+    other_region_unit_id: str
+    users: dict[str, str] = field(default_factory=dict)  # role -> user id
+    emails: dict[str, str] = field(default_factory=dict)  # role -> email
+    tokens: dict[str, str] = field(default_factory=dict)  # role -> access token
+    team_agent_id: str = ""
+    other_region_agent_id: str = ""
+    own_agent_id: str = ""  # the agent row linked to the agent-role user
+
+
+async def build_world(client: AsyncClient) -> World:
+    company = await create_company(client)
+    slug = company["company"]["slug"]
+    owner = await login(client, company=slug, email=company["owner_email"])
+    token = owner["access_token"]
+    root = company["root_unit_id"]
+    region = await create_unit(client, token, parent_id=root, name="EMEA")
+    team = await create_unit(client, token, parent_id=region, name="Team 1")
+    other = await create_unit(client, token, parent_id=root, name="APAC")
+    world = World(
+        slug=slug,
+        company_id=company["company"]["id"],
+        root_unit_id=root,
+        region_unit_id=region,
+        team_unit_id=team,
+        other_region_unit_id=other,
+    )
+    world.users["owner"] = company["owner_user_id"]
+    world.emails["owner"] = company["owner_email"]
+    world.tokens["owner"] = token
+    for role in ROLES[1:]:
+        email = f"{role}@{slug}.example"
+        world.users[role] = await create_user(client, token, email=email, unit_id=region, role=role)
+        world.emails[role] = email
+        world.tokens[role] = (await login(client, company=slug, email=email))["access_token"]
+    world.team_agent_id = await create_agent(client, token, unit_id=team, name="Team agent")
+    world.other_region_agent_id = await create_agent(client, token, unit_id=other, name="APAC")
+    world.own_agent_id = await create_agent(
+        client, token, unit_id=team, name="Me", email="me@example.com", user_id=world.users["agent"]
+    )
+    return world

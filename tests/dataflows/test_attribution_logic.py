@@ -1,0 +1,438 @@
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dataflows.attribution.logic import (
+    AgentIdentity,
+    AttributionModel,
+    AttributionPolicy,
+    ClickCandidate,
+    CouponOwner,
+    CustomerBinding,
+    KnownReferrals,
+    add_months,
+    attribute,
+    attributed_conversion,
+    binding_from,
+)
+from schemas.conversion import Conversion, ConversionLine
+from schemas.events.click import ClickEvent
+from schemas.ledger import AttributionRule
+
+ORDER_AT = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def a_conversion(
+    *,
+    occurred_at: datetime = ORDER_AT,
+    coupons: Iterable[str] = (),
+    click_ids: Iterable[str] = (),
+    visitor_id: str | None = "v1",
+    customer_id: str | None = "c1",
+    email: str | None = "Buyer@Example.com ",
+) -> Conversion:
+    return Conversion(
+        tenant_id="t1",
+        order_id="1001",
+        occurred_at=occurred_at,
+        currency="USD",
+        customer_id=customer_id,
+        customer_email=email,
+        coupon_codes=tuple(coupons),
+        click_ids=tuple(click_ids),
+        visitor_id=visitor_id,
+        lines=(ConversionLine(line_id="l1", quantity=2, unit_price=Decimal("50.00")),),
+        source_event_id="evt_1",
+    )
+
+
+def click_id(n: int) -> str:
+    return f"clk_{n:032x}"
+
+
+def a_click(
+    n: int,
+    *,
+    agent: str | None = "a1",
+    before_order: timedelta = timedelta(days=1),
+    visitor: str | None = "v1",
+    is_bot: bool = False,
+    is_duplicate: bool = False,
+) -> ClickCandidate:
+    return ClickCandidate(
+        click_id=click_id(n),
+        agent_id=agent,
+        program_id="p1",
+        link_code=f"link-{agent}",
+        occurred_at=ORDER_AT - before_order,
+        is_bot=is_bot,
+        is_duplicate=is_duplicate,
+        visitor_id=visitor,
+    )
+
+
+def known(
+    *,
+    clicks: Iterable[ClickCandidate] = (),
+    coupons: Mapping[str, str] | None = None,
+    bindings: Iterable[CustomerBinding] = (),
+    identities: Iterable[AgentIdentity] = (),
+) -> KnownReferrals:
+    return KnownReferrals(
+        clicks=tuple(clicks),
+        coupons={
+            code: CouponOwner(code=code, agent_id=agent, program_id="p1")
+            for code, agent in (coupons or {}).items()
+        },
+        bindings={b.customer_id: b for b in bindings},
+        identities={i.agent_id: i for i in identities},
+    )
+
+
+def a_binding(*, agent: str = "a9", bound_at: datetime, months: int = 12) -> CustomerBinding:
+    return CustomerBinding(
+        customer_id="c1", agent_id=agent, program_id="p1", bound_at=bound_at, months=months
+    )
+
+
+DEFAULT = AttributionPolicy()
+
+
+# --- clicks ----------------------------------------------------------------------------------
+
+
+def test_last_click_wins_by_default() -> None:
+    clicks = [
+        a_click(1, agent="a1", before_order=timedelta(days=5)),
+        a_click(2, agent="a2", before_order=timedelta(days=2)),
+    ]
+    decision = attribute(a_conversion(), known(clicks=clicks), DEFAULT)
+    assert decision.rule is AttributionRule.LAST_CLICK
+    assert (decision.agent_id, decision.click_id) == ("a2", click_id(2))
+    assert decision.rejected == ((clicks[0], f"last_click: click {click_id(2)} is later"),)
+
+
+def test_first_click_option() -> None:
+    clicks = [
+        a_click(1, agent="a1", before_order=timedelta(days=5)),
+        a_click(2, agent="a2", before_order=timedelta(days=2)),
+    ]
+    policy = AttributionPolicy(model=AttributionModel.FIRST_CLICK)
+    decision = attribute(a_conversion(), known(clicks=clicks), policy)
+    assert decision.rule is AttributionRule.FIRST_CLICK
+    assert (decision.agent_id, decision.click_id) == ("a1", click_id(1))
+
+
+def test_click_after_order_never_counts() -> None:
+    late = a_click(1, before_order=-timedelta(seconds=1))
+    decision = attribute(a_conversion(), known(clicks=[late]), DEFAULT)
+    assert decision.rule is AttributionRule.UNATTRIBUTED
+    assert decision.rejected == ((late, "click after the order"),)
+
+
+def test_window_expiry_is_measured_in_event_time() -> None:
+    policy = AttributionPolicy(lookback_days=7)
+    at_edge = a_click(1, agent="a1", before_order=timedelta(days=7))
+    just_outside = a_click(2, agent="a2", before_order=timedelta(days=7, seconds=1))
+
+    decision = attribute(a_conversion(), known(clicks=[at_edge]), policy)
+    assert decision.agent_id == "a1"
+
+    decision = attribute(a_conversion(), known(clicks=[just_outside]), policy)
+    assert decision.rule is AttributionRule.UNATTRIBUTED
+    assert decision.rejected == ((just_outside, "outside the 7-day lookback window"),)
+
+    # The same order arriving a year late (processing time) is judged on its own event time.
+    late_order = a_conversion(occurred_at=ORDER_AT + timedelta(days=1))
+    assert attribute(late_order, known(clicks=[at_edge]), policy).rule is (
+        AttributionRule.UNATTRIBUTED
+    )
+
+
+def test_bots_and_duplicates_never_win() -> None:
+    genuine = a_click(1, agent="a1", before_order=timedelta(days=3))
+    bot = a_click(2, agent="a2", before_order=timedelta(hours=2), is_bot=True)
+    duplicate = a_click(3, agent="a3", before_order=timedelta(hours=1), is_duplicate=True)
+    decision = attribute(a_conversion(), known(clicks=[bot, duplicate, genuine]), DEFAULT)
+    assert decision.agent_id == "a1"
+    assert dict(decision.rejected) == {
+        bot: "bot click",
+        duplicate: "duplicate of an earlier click",
+    }
+
+    only_noise = attribute(a_conversion(), known(clicks=[bot, duplicate]), DEFAULT)
+    assert only_noise.rule is AttributionRule.UNATTRIBUTED
+
+
+def test_bot_clicks_count_when_bot_exclusion_is_off() -> None:
+    bot = a_click(2, agent="a2", is_bot=True)
+    decision = attribute(a_conversion(), known(clicks=[bot]), AttributionPolicy(exclude_bots=False))
+    assert decision.agent_id == "a2"
+
+
+def test_same_timestamp_ties_are_broken_by_click_id() -> None:
+    clicks = [a_click(7, agent="a7"), a_click(3, agent="a3")]  # same occurred_at
+    assert attribute(a_conversion(), known(clicks=clicks), DEFAULT).click_id == click_id(7)
+    first = AttributionPolicy(model=AttributionModel.FIRST_CLICK)
+    assert attribute(a_conversion(), known(clicks=clicks), first).click_id == click_id(3)
+
+
+def test_only_clicks_cited_by_the_order_or_from_its_visitor_count() -> None:
+    cited = a_click(1, agent="a1", visitor="someone-else", before_order=timedelta(days=2))
+    same_visitor = a_click(2, agent="a2", visitor="v1", before_order=timedelta(days=3))
+    stranger = a_click(3, agent="a3", visitor="v2", before_order=timedelta(days=1))
+    conversion = a_conversion(click_ids=[click_id(1)])
+    decision = attribute(conversion, known(clicks=[cited, same_visitor, stranger]), DEFAULT)
+    assert decision.click_id == click_id(1)
+    assert dict(decision.rejected)[stranger] == "not cited by the order and not from its visitor"
+
+
+def test_click_without_agent_cannot_win() -> None:
+    orphan = a_click(1, agent=None)
+    decision = attribute(a_conversion(), known(clicks=[orphan]), DEFAULT)
+    assert decision.rejected == ((orphan, "click has no agent"),)
+
+
+# --- coupons ---------------------------------------------------------------------------------
+
+
+def test_coupon_beats_cookie_within_window() -> None:
+    click = a_click(1, agent="a2")
+    decision = attribute(
+        a_conversion(coupons=["tenoff"]),
+        known(clicks=[click], coupons={"TENOFF": "a1"}),
+        DEFAULT,
+    )
+    assert decision.rule is AttributionRule.COUPON
+    assert (decision.agent_id, decision.coupon_code, decision.click_id) == ("a1", "TENOFF", None)
+    assert decision.explanation == (
+        f"coupon TENOFF owned by agent a1 beats click {click_id(1)} of agent a2 "
+        "(coupon_beats_cookie)"
+    )
+    assert decision.rejected == ((click, "coupon TENOFF wins (coupon_beats_cookie)"),)
+
+
+def test_cookie_beats_coupon_when_configured() -> None:
+    policy = AttributionPolicy(coupon_beats_cookie=False)
+    decision = attribute(
+        a_conversion(coupons=["TENOFF"]),
+        known(clicks=[a_click(1, agent="a2")], coupons={"TENOFF": "a1"}),
+        policy,
+    )
+    assert decision.rule is AttributionRule.LAST_CLICK
+    assert decision.agent_id == "a2"
+    assert "(cookie beats coupon)" in decision.explanation
+
+
+def test_coupon_wins_alone_even_without_cookie_preference() -> None:
+    policy = AttributionPolicy(coupon_beats_cookie=False)
+    decision = attribute(a_conversion(coupons=["TENOFF"]), known(coupons={"TENOFF": "a1"}), policy)
+    assert (decision.rule, decision.agent_id) == (AttributionRule.COUPON, "a1")
+
+
+def test_codes_no_agent_owns_are_not_referrals() -> None:
+    decision = attribute(a_conversion(coupons=["BLACKFRIDAY"]), known(), DEFAULT)
+    assert decision.rule is AttributionRule.UNATTRIBUTED
+    assert decision.rejected == ()
+
+
+def test_first_owned_coupon_on_the_order_wins() -> None:
+    decision = attribute(
+        a_conversion(coupons=["SPRING", "TENOFF"]),
+        known(coupons={"TENOFF": "a1", "SPRING": "a2"}),
+        DEFAULT,
+    )
+    assert decision.coupon_code == "SPRING"
+    assert [reason for _, reason in decision.rejected] == ["coupon SPRING comes first on the order"]
+
+
+# --- self-referral ---------------------------------------------------------------------------
+
+
+def test_self_referral_is_blocked() -> None:
+    earlier = a_click(1, agent="a1", before_order=timedelta(days=4))
+    own = a_click(2, agent="a2", before_order=timedelta(days=1))
+    buyer_is_a2 = AgentIdentity(agent_id="a2", emails=frozenset({"BUYER@example.com"}))
+    decision = attribute(
+        a_conversion(), known(clicks=[earlier, own], identities=[buyer_is_a2]), DEFAULT
+    )
+    assert decision.agent_id == "a1"  # falls to the next candidate
+    assert dict(decision.rejected)[own] == "self-referral: agent a2 is the buyer (same email)"
+
+
+def test_self_referral_by_customer_id_leaves_the_order_unattributed() -> None:
+    own_coupon = AgentIdentity(agent_id="a1", customer_ids=frozenset({"c1"}))
+    decision = attribute(
+        a_conversion(coupons=["TENOFF"], email=None),
+        known(coupons={"TENOFF": "a1"}, identities=[own_coupon]),
+        DEFAULT,
+    )
+    assert decision.rule is AttributionRule.UNATTRIBUTED
+    assert [reason for _, reason in decision.rejected] == [
+        "self-referral: agent a1 is the buyer (customer c1)"
+    ]
+
+
+# --- customer binding ------------------------------------------------------------------------
+
+
+def test_customer_binding_wins_for_n_months() -> None:
+    binding = a_binding(agent="a9", bound_at=ORDER_AT - timedelta(days=100), months=6)
+    referrals = known(clicks=[a_click(1, agent="a2")], coupons={"TENOFF": "a1"}, bindings=[binding])
+    decision = attribute(a_conversion(coupons=["TENOFF"]), referrals, DEFAULT)
+    assert (decision.rule, decision.agent_id) == (AttributionRule.CUSTOMER_BINDING, "a9")
+    assert "beats coupon TENOFF owned by agent a1, click" in decision.explanation
+    assert {reason for _, reason in decision.rejected} == {"customer c1 is bound to agent a9"}
+
+    after_expiry = a_conversion(coupons=["TENOFF"], occurred_at=add_months(binding.bound_at, 6))
+    decision = attribute(after_expiry, referrals, DEFAULT)
+    assert (decision.rule, decision.agent_id) == (AttributionRule.COUPON, "a1")
+    assert decision.rejected[0] == (binding, "binding expired at 2025-05-30T12:00:00+00:00")
+
+
+def test_binding_months_are_calendar_months_clamped_to_month_end() -> None:
+    jan31 = datetime(2024, 1, 31, 9, tzinfo=UTC)
+    assert add_months(jan31, 1) == datetime(2024, 2, 29, 9, tzinfo=UTC)
+    assert add_months(jan31, 13) == datetime(2025, 2, 28, 9, tzinfo=UTC)
+    assert add_months(jan31, 0) == jan31
+
+
+def test_self_referral_also_blocks_a_binding() -> None:
+    binding = a_binding(agent="a9", bound_at=ORDER_AT - timedelta(days=1))
+    me = AgentIdentity(agent_id="a9", customer_ids=frozenset({"c1"}))
+    referrals = known(clicks=[a_click(1, agent="a2")], bindings=[binding], identities=[me])
+    assert attribute(a_conversion(), referrals, DEFAULT).agent_id == "a2"
+
+
+def test_first_attributed_order_binds_the_customer() -> None:
+    policy = AttributionPolicy(binding_months=12)
+    conversion = a_conversion(coupons=["TENOFF"])
+    decision = attribute(conversion, known(coupons={"TENOFF": "a1"}), policy)
+    binding = binding_from(conversion, decision, policy)
+    assert binding == CustomerBinding(
+        customer_id="c1",
+        agent_id="a1",
+        program_id="p1",
+        bound_at=ORDER_AT,
+        months=12,
+        conversion_id=conversion.conversion_id,
+    )
+    assert binding_from(conversion, decision, AttributionPolicy(binding_months=0)) is None
+    # An active binding is not replaced, and a binding-attributed order does not extend it.
+    assert binding_from(conversion, decision, policy, existing=binding) is None
+    by_binding = attribute(conversion, known(bindings=[binding]), policy)
+    assert by_binding.rule is AttributionRule.CUSTOMER_BINDING
+    assert binding_from(conversion, by_binding, policy) is None
+
+
+def test_an_expired_binding_can_be_replaced() -> None:
+    policy = AttributionPolicy(binding_months=1)
+    old = a_binding(agent="a9", bound_at=ORDER_AT - timedelta(days=60), months=1)
+    conversion = a_conversion(coupons=["TENOFF"])
+    decision = attribute(conversion, known(coupons={"TENOFF": "a1"}, bindings=[old]), policy)
+    new = binding_from(conversion, decision, policy, existing=old)
+    assert new is not None
+    assert new.agent_id == "a1"
+
+
+def test_unattributed_and_anonymous_orders_bind_nobody() -> None:
+    policy = AttributionPolicy(binding_months=12)
+    nothing = a_conversion()
+    assert binding_from(nothing, attribute(nothing, known(), policy), policy) is None
+    anonymous = a_conversion(customer_id=None, coupons=["TENOFF"])
+    decision = attribute(anonymous, known(coupons={"TENOFF": "a1"}), policy)
+    assert binding_from(anonymous, decision, policy) is None
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def test_attributed_conversion_carries_the_decision() -> None:
+    conversion = a_conversion(coupons=["TENOFF"])
+    decision = attribute(conversion, known(coupons={"TENOFF": "a1"}), DEFAULT)
+    processed = ORDER_AT + timedelta(minutes=3)
+    fact = attributed_conversion(
+        conversion,
+        decision,
+        attributed_at=processed,
+        is_new_customer=True,
+        fx_rate=Decimal("0.92"),
+    )
+    assert fact.conversion_id == conversion.conversion_id
+    assert (fact.rule, fact.agent_id, fact.coupon_code) == (AttributionRule.COUPON, "a1", "TENOFF")
+    assert (fact.occurred_at, fact.attributed_at) == (ORDER_AT, processed)
+    assert fact.revenue == Decimal("100.00")
+    assert fact.explanation == decision.explanation
+
+
+def test_click_candidate_from_a_recorded_click() -> None:
+    event = ClickEvent(
+        click_id=click_id(5),
+        tenant_id="t1",
+        link_code="spring",
+        occurred_at=ORDER_AT,
+        visitor_id="v1",
+        program_id="p1",
+        agent_id="a1",
+        is_bot=True,
+    )
+    candidate = ClickCandidate.from_event(event)
+    assert (candidate.click_id, candidate.agent_id, candidate.is_bot) == (click_id(5), "a1", True)
+
+
+# --- properties ------------------------------------------------------------------------------
+
+agents = st.sampled_from(["a1", "a2", "a3", None])
+one_click = st.builds(
+    a_click,
+    st.integers(min_value=0, max_value=30),
+    agent=agents,
+    before_order=st.timedeltas(min_value=timedelta(days=-3), max_value=timedelta(days=40)),
+    visitor=st.sampled_from(["v1", "v2", None]),
+    is_bot=st.booleans(),
+    is_duplicate=st.booleans(),
+)
+clicks_strategy = st.lists(one_click, max_size=12)  # may repeat a click id with other content
+unique_clicks = st.lists(one_click, max_size=12, unique_by=lambda c: c.click_id)
+policies = st.builds(
+    AttributionPolicy,
+    lookback_days=st.integers(min_value=1, max_value=45),
+    model=st.sampled_from(AttributionModel),
+    coupon_beats_cookie=st.booleans(),
+    exclude_bots=st.booleans(),
+)
+
+
+@given(clicks=clicks_strategy, policy=policies, data=st.data())
+def test_attribution_is_invariant_under_permutation_of_candidate_clicks(
+    clicks: list[ClickCandidate], policy: AttributionPolicy, data: st.DataObject
+) -> None:
+    conversion = a_conversion(coupons=["TENOFF"], click_ids=[click_id(3), click_id(4)])
+    self_referrer = AgentIdentity(agent_id="a3", emails=frozenset({"buyer@example.com"}))
+    shuffled = data.draw(st.permutations(clicks))
+    repeated = data.draw(st.lists(st.sampled_from(clicks), max_size=3)) if clicks else []
+
+    def decide(candidates: list[ClickCandidate]) -> object:
+        referrals = known(clicks=candidates, coupons={"TENOFF": "a2"}, identities=[self_referrer])
+        return attribute(conversion, referrals, policy)
+
+    assert decide(clicks) == decide(shuffled) == decide(shuffled + repeated)
+
+
+@given(clicks=unique_clicks, policy=policies)
+def test_a_winning_click_is_always_eligible(
+    clicks: list[ClickCandidate], policy: AttributionPolicy
+) -> None:
+    decision = attribute(a_conversion(), known(clicks=clicks), policy)
+    if decision.click_id is None:
+        return
+    winner = next(c for c in clicks if c.click_id == decision.click_id)
+    assert ORDER_AT - timedelta(days=policy.lookback_days) <= winner.occurred_at <= ORDER_AT
+    assert not winner.is_duplicate
+    assert not (winner.is_bot and policy.exclude_bots)
+    assert winner.agent_id == decision.agent_id is not None

@@ -1,0 +1,77 @@
+"""`refstream ingest serve`: the real uvicorn server with several worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from deploy import stack
+from schemas.settings import Settings
+from tests.ingest.conftest import Registered, shopify_headers
+
+
+@pytest.fixture
+def server(stack_settings: Settings, registered: Registered, tmp_path: Path) -> Iterator[str]:
+    port = stack.free_port()
+    env = {
+        **os.environ,
+        "REFSTREAM_KAFKA_BOOTSTRAP": stack_settings.kafka_bootstrap,
+        "REFSTREAM_POSTGRES_URL": stack_settings.postgres_url,
+        "REFSTREAM_REDIS_URL": stack_settings.redis_url,
+        "REFSTREAM_INGEST_PORT": str(port),
+        "REFSTREAM_STATE_DIR": str(tmp_path),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.cli", "ingest", "serve", "--workers", "2"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"ingress exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    else:
+        pytest.fail("ingress did not become ready")
+    yield base
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def test_workers_accept_webhooks_and_share_one_metrics_view(
+    server: str, registered: Registered
+) -> None:
+    with httpx.Client(base_url=server, timeout=10) as client:
+        for n in range(12):
+            body = orjson.dumps({"id": 70_000 + n, "created_at": "2026-11-02T08:00:00Z"})
+            headers = shopify_headers(registered.shop, registered.secret, body, "orders/paid",
+                                      f"ev-srv-{uuid.uuid4().hex}")  # fmt: skip
+            response = client.post("/webhooks/shopify", content=body, headers=headers)
+            assert response.status_code == 200, response.text
+        bad = client.post("/webhooks/shopify", content=b"{}", headers={
+            "Content-Type": "application/json", "X-Shopify-Shop-Domain": registered.shop,
+            "X-Shopify-Hmac-Sha256": "AAAA", "X-Shopify-Topic": "orders/paid"})  # fmt: skip
+        assert bad.status_code == 401
+        metrics = client.get("/metrics").text
+    accepted = [
+        line for line in metrics.splitlines()
+        if line.startswith("refstream_ingest_requests_total{")
+        and 'outcome="accepted"' in line and 'topic="orders/paid"' in line
+    ]  # fmt: skip
+    # Whichever worker answered /metrics, it reports the requests of all workers.
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in accepted) == 12
