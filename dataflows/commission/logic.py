@@ -29,7 +29,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from dataflows.attribution.logic import AttributionDecision
-from dataflows.commission.rules import CommissionRuleSet, Rate, RateKind
+from schemas.commission_rules import CommissionRuleSet, Rate, RateKind
 from schemas.conversion import Conversion, ConversionLine
 from schemas.ids import derived_id
 from schemas.ledger import CommissionAccrual, EntryKind

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from dataflows.attribution.logic import AttributionDecision
 from dataflows.commission.adjustments import reprice, reverse_cancellation, reverse_refund
 from dataflows.commission.logic import CommissionError, accrue
-from dataflows.commission.rules import CommissionRuleSet, Rate, RateKind
+from schemas.commission_rules import CommissionRuleSet, Rate, RateKind
 from schemas.conversion import Conversion, ConversionLine, OrderRefund, RefundedLine
 from schemas.ledger import AttributionRule, CommissionAccrual, EntryKind
 

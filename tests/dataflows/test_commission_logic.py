@@ -20,7 +20,7 @@ from dataflows.commission.logic import (
     compute_commission,
     line_nets,
 )
-from dataflows.commission.rules import CommissionRuleSet, Rate, RateKind
+from schemas.commission_rules import CommissionRuleSet, Rate, RateKind
 from schemas.conversion import Conversion, ConversionLine
 from schemas.ledger import AttributionRule, CommissionAccrual, EntryKind, EntryStatus
 from schemas.money import minor_units, quantize
