@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
-from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -79,30 +77,29 @@ def demo(
     clicks: Annotated[int, typer.Option(min=0)] = 200,
     orders: Annotated[int, typer.Option(min=0)] = 50,
 ) -> None:
-    """Feed a small synthetic sample (clicks + Shopify orders) into Kafka and read it back."""
+    """Send a small sample (clicks, signed Shopify orders, refunds, Odoo invoices) through the
+    running ingress, then check that every acknowledged event is in Kafka."""
     from deploy import demo as demo_traffic  # only this command needs it
 
     settings = Settings()
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
-    events = list(
-        demo_traffic.synthetic_traffic(
-            tenant_id=tenant, shop=shop, clicks=clicks, orders=orders, start=start
-        )
-    )
-    acked = demo_traffic.produce(settings.kafka_bootstrap, events)
-    sent = Counter(str(e.topic) for e in events)
-    table = Table(title="demo traffic")
-    for column in ("topic", "sent", "acknowledged", "in topic now"):
+    setup = demo_traffic.seed(settings, tenant, shop)
+    report = demo_traffic.send(settings, setup, clicks=clicks, orders=orders)
+    found = demo_traffic.in_topics(settings, report)
+    table = Table(title=f"demo traffic through the ingress (tenant {tenant}, shop {shop})")
+    for column in ("stream", "sent", "acknowledged", "in Kafka"):
         table.add_column(column)
-    for topic, count in sorted(sent.items()):
-        in_topic = demo_traffic.count_topic(settings.kafka_bootstrap, topic)
-        table.add_row(topic, str(count), str(acked[topic]), str(in_topic))
+    for stream in ("clicks", "orders", "refunds", "erp"):
+        table.add_row(stream, str(report.sent[stream]), str(report.acked[stream]),
+                      str(found[stream]))  # fmt: skip
     console.print(table)
     console.print(
-        f"Look at: `refstream status`; logs in {settings.state_dir / 'logs'}; "
-        f"Kafka at {settings.kafka_bootstrap}; ClickHouse at {settings.clickhouse_url}; "
-        f"PostgreSQL at {settings.postgres_url}."
+        f"Look at: `refstream status`; logs in {settings.state_dir / 'logs'}; ingress metrics "
+        f"http://{settings.ingest_host}:{settings.ingest_port}/metrics; API docs "
+        f"http://{settings.api_host}:{settings.api_port}/docs; Kafka at "
+        f"{settings.kafka_bootstrap}; ClickHouse at {settings.clickhouse_url}."
     )
+    if any(found[s] != report.acked[s] for s in found):
+        raise typer.Exit(code=1)
 
 
 def _print_status(settings: Settings) -> bool:

@@ -1,150 +1,236 @@
-"""Synthetic traffic for the demo: referral clicks and Shopify-shaped orders for one tenant.
+"""The demo: a small, deterministic sample of real-shaped traffic sent through the ingress.
 
-Deterministic for a given seed, so a demo run is reproducible. Events are wrapped in the same
-`EventEnvelope` the ingress produces and written to the Kafka contract's topics.
+`seed` registers a demo tenant (shop with a webhook secret, Odoo endpoint, program, agents,
+referral links, coupon codes); `send` makes referral clicks (`GET /r/{code}`), signed Shopify
+orders (some citing a click, some with an agent's coupon), refunds and Odoo invoices over HTTP,
+exactly as Shopify, shoppers and Odoo would; the ingress writes them to Kafka.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import secrets
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+import psycopg
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from schemas.events.click import ClickEvent
-from schemas.events.envelope import EventEnvelope, Source
-from schemas.ids import derived_id, random_id
+from ingest.cli import create_erp_endpoint, ensure_tenant, register_shop
+from ingest.shopify import sign
+from schemas.events.envelope import EventEnvelope
+from schemas.ids import random_id
+from schemas.settings import Settings
 from schemas.topics import Topic
 
-AGENTS = ("agent-ana", "agent-bo", "agent-chen", "agent-dara")
+AGENTS = ("ana", "bo", "chen", "dara")
 PRODUCTS = (("SKU-CHAIR", Decimal("249.00")), ("SKU-DESK", Decimal("899.00")),
             ("SKU-LAMP", Decimal("59.90")), ("SKU-MAT", Decimal("34.50")))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
-class DemoEvent:
-    topic: Topic
-    envelope: EventEnvelope
+class DemoSetup:
+    tenant_id: str
+    shop: str
+    secret: str
+    odoo_token: str
+    link_codes: tuple[str, ...]
+    coupons: tuple[str, ...]
 
 
-def synthetic_traffic(
-    *, tenant_id: str, shop: str, clicks: int, orders: int, start: datetime, seed: int = 7
-) -> Iterator[DemoEvent]:
-    """`clicks` clicks spread over a day, then `orders` orders, some citing a click or a coupon."""
-    rng = random.Random(seed)
+@dataclass
+class DemoReport:
+    sent: Counter[str] = field(default_factory=Counter)
+    acked: Counter[str] = field(default_factory=Counter)
+    event_ids: dict[str, set[str]] = field(default_factory=dict)
+
+    def ack(self, stream: str, event_id: str) -> None:
+        self.acked[stream] += 1
+        self.event_ids.setdefault(stream, set()).add(event_id)
+
+
+def seed(settings: Settings, tenant_id: str, shop: str) -> DemoSetup:
+    """Register the demo tenant's shop, Odoo endpoint, program, agents, links and coupons."""
+    program = f"prg_{tenant_id}"
+    links, coupons = [], []
+    with psycopg.connect(settings.postgres_url) as conn:
+        ensure_tenant(conn, tenant_id)
+        conn.execute(
+            "INSERT INTO programs (id, tenant_id, name, landing_url) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (id) DO NOTHING",
+            (program, tenant_id, "Office partners", f"https://{shop}/collections/office"),
+        )
+        for name in AGENTS:
+            agent, code, coupon = f"agt_{tenant_id}_{name}", f"{name}-{tenant_id}", name.upper()
+            conn.execute(
+                "INSERT INTO agents (id, tenant_id, name, email) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (id) DO NOTHING",
+                (agent, tenant_id, name.title(), f"{name}@agents.example"),
+            )
+            conn.execute(
+                "INSERT INTO links (id, tenant_id, program_id, agent_id, code)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (code) DO NOTHING",
+                (f"lnk_{tenant_id}_{name}", tenant_id, program, agent, code),
+            )
+            conn.execute(
+                "INSERT INTO coupon_codes (tenant_id, code, program_id, agent_id)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (tenant_id, coupon, program, agent),
+            )
+            links.append(code)
+            coupons.append(coupon)
+    secret = secrets.token_hex(16)
+    register_shop(settings, shop, tenant_id, secret, None)
+    token = create_erp_endpoint(settings, tenant_id)
+    return DemoSetup(tenant_id, shop, secret, token, tuple(links), tuple(coupons))
+
+
+def send(
+    settings: Settings, setup: DemoSetup, *, clicks: int, orders: int, seed_value: int = 7
+) -> DemoReport:
+    """Send the sample through the ingress over HTTP; returns what was sent and acknowledged."""
+    rng = random.Random(seed_value)
+    report = DemoReport()
+    base = f"http://{settings.ingest_host}:{settings.ingest_port}"
     click_ids: list[str] = []
-    for n in range(clicks):
-        agent = rng.choice(AGENTS)
-        at = start + timedelta(seconds=rng.randrange(86_400))
-        click_id = derived_id("clk", tenant_id, "demo", n)
-        click_ids.append(click_id)
-        click = ClickEvent(
-            click_id=click_id,
-            tenant_id=tenant_id,
-            link_code=f"{agent}-spring",
-            agent_id=agent,
-            shop=shop,
-            occurred_at=at,
-            visitor_id=f"v{rng.randrange(clicks * 2)}",
-            landing_url=f"https://{shop}/collections/office",
-            user_agent="Mozilla/5.0 (demo)",
-        )
-        envelope = _wrap(
-            click.model_dump(mode="json"), click_id, Source.CLICK, "click", tenant_id, shop,
-            click_id, at,
-        )  # fmt: skip
-        yield DemoEvent(Topic.CLICKS, envelope)
-    for n in range(orders):
-        order_id = 5_000_000 + n
-        at = start + timedelta(days=1, seconds=rng.randrange(86_400))
-        sku, price = rng.choice(PRODUCTS)
-        qty = rng.randint(1, 5)
-        total = price * qty
-        coupon = (
-            [{"code": f"{rng.choice(AGENTS).upper()}10", "amount": "0.00", "type": "percentage"}]
-            if rng.random() < 0.3
-            else []
-        )
-        landing = f"/?rsclid={rng.choice(click_ids)}" if click_ids and rng.random() < 0.5 else None
-        body = {
-            "id": order_id,
-            "name": f"#{order_id}",
-            "email": f"buyer{n}@example.com",
-            "created_at": at.isoformat(),
-            "processed_at": at.isoformat(),
-            "currency": "USD",
-            "total_price": str(total),
-            "subtotal_price": str(total),
-            "total_discounts": "0.00",
-            "total_tax": "0.00",
-            "financial_status": "paid",
-            "discount_codes": coupon,
-            "landing_site": landing,
-            "line_items": [_line_item(order_id * 10, sku, qty, price)],
-        }
-        event_id = derived_id("evt", tenant_id, "orders/create", order_id)
-        envelope = _wrap(
-            body, event_id, Source.SHOPIFY, "orders/create", tenant_id, shop, str(order_id), at
-        )
-        yield DemoEvent(Topic.ORDERS, envelope)
+    with httpx.Client(base_url=base, timeout=10) as client:
+        _wait_for_registration(client, setup)
+        for n in range(clicks):
+            code = rng.choice(setup.link_codes)
+            agent_ua = f"Mozilla/5.0 (demo visitor {n % max(1, clicks // 2)})"
+            response = client.get(f"/r/{code}", headers={"User-Agent": agent_ua})
+            report.sent["clicks"] += 1
+            if response.status_code == 302:
+                click_id = parse_qs(urlsplit(response.headers["location"]).query)["rsclid"][0]
+                click_ids.append(click_id)
+                report.ack("clicks", click_id)
+        now = datetime.now(UTC).replace(microsecond=0)
+        for n in range(orders):
+            body = _order_body(rng, 7_000_000 + n, now - timedelta(minutes=orders - n),
+                               click_ids, setup.coupons)  # fmt: skip
+            _post_shopify(client, setup, report, "orders", "orders/create", body)
+            if n % 10 == 3:
+                _post_shopify(client, setup, report, "refunds", "refunds/create",
+                              _refund_body(body, now))  # fmt: skip
+        for invoice in _odoo_invoices(orders):
+            response = client.post(f"/webhooks/odoo/{setup.odoo_token}", content=invoice,
+                                   headers={"Content-Type": "application/json"})  # fmt: skip
+            report.sent["erp"] += 1
+            if response.status_code == 200:
+                report.ack("erp", response.json()["event_id"])
+    return report
 
 
-def _line_item(line_id: int, sku: str, qty: int, price: Decimal) -> dict[str, object]:
-    return {
-        "id": line_id,
-        "sku": sku,
-        "title": sku,
-        "quantity": qty,
-        "price": str(price),
-        "total_discount": "0.00",
+def _wait_for_registration(client: httpx.Client, setup: DemoSetup, timeout: float = 10) -> None:
+    # The ingress reloads registrations on an announcement; give it a moment to see the shop.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get(f"/r/{setup.link_codes[0]}").status_code == 302:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the ingress does not know the demo links (is it running?)")
+
+
+def _post_shopify(
+    client: httpx.Client, setup: DemoSetup, report: DemoReport, stream: str, topic: str,
+    body: dict[str, object],
+) -> None:  # fmt: skip
+    raw = orjson.dumps(body)
+    headers = {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Shop-Domain": setup.shop,
+        "X-Shopify-Hmac-Sha256": sign(setup.secret, raw),
+        "X-Shopify-Event-Id": random_id("demo"),
+        "X-Shopify-API-Version": "2026-07",
     }
+    response = client.post("/webhooks/shopify", content=raw, headers=headers)
+    report.sent[stream] += 1
+    if response.status_code == 200 and response.json()["status"] == "accepted":
+        report.ack(stream, response.json()["event_id"])
 
 
-def _wrap(
-    body: dict[str, object], event_id: str, source: Source, kind: str, tenant_id: str,
-    shop: str, entity_id: str, at: datetime,
-) -> EventEnvelope:  # fmt: skip
-    return EventEnvelope.wrap(
-        orjson.dumps(body),
-        event_id=event_id,
-        source=source,
-        kind=kind,
-        tenant_id=tenant_id,
-        shop=shop,
-        entity_id=entity_id,
-        occurred_at=at,
-        received_at=datetime.now(UTC),
+def _order_body(
+    rng: random.Random, order_id: int, at: datetime, click_ids: list[str], coupons: tuple[str, ...]
+) -> dict[str, object]:
+    sku, price = rng.choice(PRODUCTS)
+    qty = rng.randint(1, 5)
+    total = price * qty
+    roll = rng.random()
+    coupon = (
+        [{"code": rng.choice(coupons), "amount": "0.00", "type": "percentage"}]
+        if roll < 0.3
+        else []
     )
+    landing = (
+        f"/collections/office?rsclid={rng.choice(click_ids)}" if click_ids and roll > 0.5 else None
+    )
+    stamp = at.isoformat()
+    return {
+        "id": order_id, "name": f"#{order_id}", "email": f"buyer{order_id}@example.com",
+        "created_at": stamp, "processed_at": stamp, "updated_at": stamp, "currency": "USD",
+        "total_price": str(total), "subtotal_price": str(total), "total_discounts": "0.00",
+        "total_tax": "0.00", "financial_status": "paid", "discount_codes": coupon,
+        "landing_site": landing, "customer": {"id": 900_000 + order_id % 37},
+        "line_items": [{"id": order_id * 10, "product_id": 1, "sku": sku, "title": sku,
+                        "quantity": qty, "price": str(price), "total_discount": "0.00"}],
+    }  # fmt: skip
 
 
-def produce(bootstrap: str, events: list[DemoEvent], timeout: float = 30) -> Counter[str]:
-    """Write events with the ingress's producer guarantees; returns acknowledged counts by topic."""
-    acked: Counter[str] = Counter()
-    errors: list[str] = []
+def _refund_body(order: dict[str, object], at: datetime) -> dict[str, object]:
+    line = order["line_items"][0]  # type: ignore[index]
+    return {
+        "id": int(order["id"]) * 3, "order_id": order["id"],  # type: ignore[call-overload]
+        "created_at": at.isoformat(), "processed_at": at.isoformat(),
+        "refund_line_items": [{"id": line["id"] + 1, "line_item_id": line["id"], "quantity": 1,
+                               "subtotal": float(line["price"]), "total_tax": 0.0}],
+    }  # fmt: skip
 
-    def on_delivery(err: KafkaError | None, msg: object) -> None:
-        if err is not None:
-            errors.append(str(err))
-        else:
-            acked[msg.topic()] += 1  # type: ignore[attr-defined]
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
-                         "enable.idempotence": True, "compression.type": "lz4",
-                         "linger.ms": 5, "log_level": 0})  # fmt: skip
-    for event in events:
-        producer.produce(event.topic, event.envelope.to_bytes(), key=event.envelope.key(),
-                         on_delivery=on_delivery)  # fmt: skip
-        producer.poll(0)
-    remaining = producer.flush(timeout)
-    if remaining or errors:
-        raise RuntimeError(f"{remaining} undelivered, errors: {errors[:3]}")
-    return acked
+def _odoo_invoices(orders: int) -> list[bytes]:
+    """Two posted, paid customer invoices in Odoo 17's exact webhook serialisation."""
+    return [
+        json.dumps(
+            {
+                "_action": "Notify refstream: invoice paid(#58)",
+                "_id": 300 + n,
+                "_model": "account.move",
+                "amount_total": 100.0 + n,
+                "id": 300 + n,
+                "invoice_origin": f"S{n:05d}",
+                "move_type": "out_invoice",
+                "name": f"INV/2026/{n:05d}",
+                "payment_state": "paid",
+                "state": "posted",
+            },
+            sort_keys=True,
+        ).encode()
+        for n in range(min(2, orders))
+    ]
+
+
+def in_topics(settings: Settings, report: DemoReport) -> dict[str, int]:
+    """How many of the acknowledged events each stream's topic holds."""
+    streams = {
+        "clicks": Topic.CLICKS,
+        "orders": Topic.ORDERS,
+        "refunds": Topic.REFUNDS,
+        "erp": Topic.ERP,
+    }
+    found = {}
+    for stream, topic in streams.items():
+        wanted = report.event_ids.get(stream, set())
+        messages = read_to_end(settings.kafka_bootstrap, topic)
+        ids = {EventEnvelope.from_bytes(m.value()).event_id for m in messages}
+        found[stream] = len(wanted & ids)
+    return found
 
 
 def count_topic(bootstrap: str, topic: str, timeout: float = 20) -> int:

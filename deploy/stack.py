@@ -10,6 +10,7 @@ logs kept under `Settings.state_dir`, and stopped by PID.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -127,6 +128,15 @@ def check_clickhouse(host: str, port: int, timeout: float = 2.0) -> str | None:
     return None if body.strip() == b"Ok." else f"unexpected /ping answer {body[:50]!r}"
 
 
+def check_http(url: str, timeout: float = 2.0) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            status: int = resp.status
+    except OSError as exc:
+        return f"no answer on {url}: {exc}"
+    return None if status == 200 else f"{url} answered {status}"
+
+
 def check_postgres(dsn: str, timeout: float = 2.0) -> str | None:
     try:
         with psycopg.connect(_admin_dsn(dsn), connect_timeout=max(1, int(timeout))) as conn:
@@ -183,8 +193,23 @@ def tansu_binary() -> Path:
     return binary
 
 
-def spawn(name: str, argv: Sequence[str], paths: StatePaths) -> subprocess.Popen[bytes]:
-    """Start a detached process logging to `paths.log(name)`; record its PID."""
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux prctl)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def spawn(
+    name: str, argv: Sequence[str], paths: StatePaths, *, tie_to_parent: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start a detached process logging to `paths.log(name)`; record its PID.
+
+    `tie_to_parent`: the process ends when its parent does (test servers must not outlive a
+    killed test run); `refstream up` leaves it off so the stack outlives the command.
+    """
     paths.ensure()
     with paths.log(name).open("ab") as log:
         proc = subprocess.Popen(
@@ -194,6 +219,7 @@ def spawn(name: str, argv: Sequence[str], paths: StatePaths) -> subprocess.Popen
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, "TZ": "UTC"},
+            preexec_fn=_die_with_parent if tie_to_parent else None,
         )
     paths.pidfile(name).write_text(f"{proc.pid}\n{argv[0]}\n")
     return proc
@@ -227,8 +253,10 @@ def clickhouse_argv(host: str, port: int, data_dir: Path) -> list[str]:
     ]
 
 
-def start_kafka(host: str, port: int, paths: StatePaths, timeout: float = 30) -> int:
-    proc = spawn("kafka", tansu_argv(host, port), paths)
+def start_kafka(
+    host: str, port: int, paths: StatePaths, timeout: float = 30, *, tie_to_parent: bool = False
+) -> int:
+    proc = spawn("kafka", tansu_argv(host, port), paths, tie_to_parent=tie_to_parent)
     wait_ready("kafka", lambda: check_kafka(f"{host}:{port}"), timeout, proc, paths.log("kafka"))
     return proc.pid
 
@@ -242,6 +270,24 @@ def start_clickhouse(host: str, port: int, paths: StatePaths, timeout: float = 6
         proc,
         paths.log("clickhouse"),
     )
+    return proc.pid
+
+
+def ingest_argv(workers: int) -> list[str]:
+    return [sys.executable, "-m", "deploy.cli", "ingest", "serve", "--workers", str(workers)]
+
+
+def api_argv(host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+            "--host", host, "--port", str(port), "--no-access-log"]  # fmt: skip
+
+
+def start_service(
+    name: str, argv: list[str], ready_url: str, paths: StatePaths, timeout: float = 60
+) -> int:
+    """Start an HTTP service of ours and wait until `ready_url` answers 200."""
+    proc = spawn(name, argv, paths)
+    wait_ready(name, lambda: check_http(ready_url), timeout, proc, paths.log(name))
     return proc.pid
 
 
@@ -308,18 +354,28 @@ def pid_alive(pid: int) -> bool:
 
 
 def stop_pid(pid: int, timeout: float = 15) -> None:
-    """SIGTERM, wait, then SIGKILL. Waits for exit so a restart can take the same resources."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    """SIGTERM, wait, then SIGKILL. Waits for exit so a restart can take the same resources.
+
+    Processes we spawn lead their own session, so their children (uvicorn workers) are signalled
+    with them."""
+    _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not pid_alive(pid):
             return
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    _signal(pid, signal.SIGKILL)
     while pid_alive(pid) and time.monotonic() < deadline + 5:
         time.sleep(0.05)
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signum)
+            return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
 
 
 def _admin_dsn(dsn: str) -> str:
@@ -382,6 +438,19 @@ def up(settings: Settings, report: Callable[[str], None] = lambda _msg: None) ->
 
     migrate(settings, report)
 
+    ingest_url = f"http://{settings.ingest_host}:{settings.ingest_port}"
+    if check_http(f"{ingest_url}/healthz") is not None:
+        report(f"ingest: starting on {ingest_url} ({settings.ingest_workers} workers)")
+        start_service("ingest", ingest_argv(settings.ingest_workers), f"{ingest_url}/readyz", paths)
+    report(f"ingest: ready at {ingest_url}")
+
+    api_url = f"http://{settings.api_host}:{settings.api_port}"
+    if check_http(f"{api_url}/healthz") is not None:
+        report(f"api: starting on {api_url}")
+        start_service("api", api_argv(settings.api_host, settings.api_port), f"{api_url}/readyz",
+                      paths)  # fmt: skip
+    report(f"api: ready at {api_url}")
+
 
 def migrate(settings: Settings, report: Callable[[str], None] = lambda _msg: None) -> None:
     """Apply PostgreSQL migrations, ClickHouse DDL and Kafka topics; each step is idempotent."""
@@ -407,7 +476,7 @@ def migrate(settings: Settings, report: Callable[[str], None] = lambda _msg: Non
 def down(settings: Settings, report: Callable[[str], None] = lambda _msg: None) -> None:
     """Stop what `up` started (by PID). Reused PostgreSQL/Redis servers are left running."""
     paths = StatePaths(settings.state_dir)
-    for name in ("clickhouse", "kafka", "redis"):
+    for name in ("api", "ingest", "clickhouse", "kafka", "redis"):
         pid = read_pid(paths, name)
         if pid is None:
             continue
@@ -424,11 +493,15 @@ def status(settings: Settings) -> list[ComponentStatus]:
     k_host, k_port = kafka_address(settings)
     pg_host, pg_port = postgres_address(settings)
     r_host, r_port = redis_address(settings)
+    ingest_url = f"http://{settings.ingest_host}:{settings.ingest_port}"
+    api_url = f"http://{settings.api_host}:{settings.api_port}"
     rows = [
         ("kafka", f"{k_host}:{k_port}", check_kafka(settings.kafka_bootstrap, timeout=1)),
         ("clickhouse", f"{ch.host}:{ch.port}", check_clickhouse(ch.host, ch.port)),
         ("postgres", f"{pg_host}:{pg_port}", _check_postgres_db(settings)),
         ("redis", f"{r_host}:{r_port}", check_redis(settings.redis_url)),
+        ("ingest", ingest_url, check_http(f"{ingest_url}/readyz")),
+        ("api", api_url, check_http(f"{api_url}/readyz")),
     ]
     result = []
     for name, address, why in rows:

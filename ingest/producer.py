@@ -27,6 +27,9 @@ _POISONED = frozenset(
 )
 
 
+_TIMED_OUT = KafkaError(KafkaError._TIMED_OUT, "no broker ack in time")
+
+
 class ProduceFailed(RuntimeError):
     """The broker did not acknowledge the write in time (or refused it)."""
 
@@ -76,10 +79,14 @@ class EventProducer:
             raise ProduceFailed("producer queue full") from exc
         except Exception as exc:  # KafkaException for a fatal producer state
             raise ProduceFailed(str(exc)) from exc
+        # One timer per message (cheaper than wait_for + shield on the hot path).
+        timer = loop.call_later(self._timeout + 0.5, _settle, done, _TIMED_OUT)
         try:
-            err = await asyncio.wait_for(asyncio.shield(done), self._timeout + 0.5)
-        except TimeoutError as exc:
-            raise ProduceFailed(f"no broker ack within {self._timeout:.1f}s") from exc
+            err = await done
+        finally:
+            timer.cancel()
+        if err is _TIMED_OUT:
+            raise ProduceFailed(f"no broker ack within {self._timeout:.1f}s")
         if err is not None:
             if err.fatal() or err.code() in _POISONED:
                 self._restart()

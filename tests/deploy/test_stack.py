@@ -53,6 +53,9 @@ def stack_env(tmp_path: Path, postgres_server: str) -> Iterator[dict[str, str]]:
         "REFSTREAM_POSTGRES_URL": f"postgresql://postgres@127.0.0.1:5432/{database}",
         # A Redis port nobody serves: `up` must start one there (and `down` stop it).
         "REFSTREAM_REDIS_URL": f"redis://127.0.0.1:{stack.free_port()}/0",
+        "REFSTREAM_INGEST_PORT": str(stack.free_port()),
+        "REFSTREAM_API_PORT": str(stack.free_port()),
+        "REFSTREAM_INGEST_WORKERS": "1",
     }
     yield env
     refstream(env, "down")
@@ -66,14 +69,16 @@ def test_up_status_demo_down(stack_env: dict[str, str]) -> None:
 
     status = refstream(stack_env, "status")
     assert status.returncode == 0, status.stdout
-    for component in ("kafka", "clickhouse", "redis"):
+    for component in ("kafka", "clickhouse", "redis", "ingest", "api"):
         assert table_row(status.stdout, component)[2:] == ["up", ANY, "started by refstream"]
     assert table_row(status.stdout, "postgres")[2:] == ["up", "-", "reused"]
 
     demo = refstream(stack_env, "demo", "--clicks", "40", "--orders", "10")
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert table_row(demo.stdout, "refstream.clicks")[1:] == ["40", "40", "40"], demo.stdout
-    assert table_row(demo.stdout, "refstream.orders")[1:] == ["10", "10", "10"], demo.stdout
+    assert table_row(demo.stdout, "clicks")[1:] == ["40", "40", "40"], demo.stdout
+    assert table_row(demo.stdout, "orders")[1:] == ["10", "10", "10"], demo.stdout
+    assert table_row(demo.stdout, "refunds")[1:] == ["1", "1", "1"], demo.stdout
+    assert table_row(demo.stdout, "erp")[1:] == ["2", "2", "2"], demo.stdout
 
     # A second `up` reuses everything and changes nothing.
     again = refstream(stack_env, "up")
@@ -85,7 +90,7 @@ def test_up_status_demo_down(stack_env: dict[str, str]) -> None:
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     after = refstream(stack_env, "status")
     assert after.returncode == 1
-    for component in ("kafka", "clickhouse", "redis"):
+    for component in ("kafka", "clickhouse", "redis", "ingest", "api"):
         assert table_row(after.stdout, component)[2] == "down", after.stdout
 
 

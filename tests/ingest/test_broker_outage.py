@@ -26,7 +26,7 @@ def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
     """A broker for this test alone: it gets frozen (SIGSTOP) and thawed (SIGCONT)."""
     paths = stack.StatePaths(tmp_path).ensure()
     port = stack.free_port()
-    pid = stack.start_kafka("127.0.0.1", port, paths)
+    pid = stack.start_kafka("127.0.0.1", port, paths, tie_to_parent=True)
     yield KafkaBroker(bootstrap=f"127.0.0.1:{port}", pid=pid)
     os.kill(pid, signal.SIGCONT)
     stack.stop_pid(pid)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ingest.shopify import ShopifyHeaders, sign, verify
+from ingest.shopify import ShopifyHeaders, UnreadableBody, parse, sign, verify
 
 
 def vectors(shared: Path, key: str) -> list[dict[str, Any]]:
@@ -65,3 +66,30 @@ def test_delivery_id_falls_back_to_webhook_id_then_content() -> None:
     bare = ShopifyHeaders.read({"X-Shopify-Topic": "orders/paid"})
     assert bare.delivery_id(b"{}") == bare.delivery_id(b"{}")
     assert bare.delivery_id(b"{}") != bare.delivery_id(b"[]")
+
+
+def test_front_door_reads_ids_and_event_time_for_the_key() -> None:
+    received = datetime(2026, 11, 25, tzinfo=UTC)
+    refund = parse(
+        "refunds/create", b'{"id": 5, "order_id": 77, "created_at": "2026-01-02T03:04:05-05:00"}'
+    )
+    assert refund.facts(received) == (datetime(2026, 1, 2, 8, 4, 5, tzinfo=UTC), "77")
+    edit = parse("orders/edited", b'{"order_edit": {"id": 1, "order_id": 78}}')
+    assert edit.facts(received) == (received, "78")
+    order = parse("orders/paid", b'{"id": 79, "extra": {"anything": [1, 2]}}')
+    assert order.facts(received) == (received, "79")
+
+
+@pytest.mark.parametrize(
+    ("topic", "body", "reason"),
+    [
+        ("orders/paid", b'{"id": ', "invalid JSON"),
+        ("orders/paid", b'{"id": "not-a-number"}', "id"),
+        ("refunds/create", b'{"id": 1}', "order_id"),
+        ("orders/paid", b'{"id": 1, "created_at": "2026-01-02T03:04:05"}', "created_at"),
+        ("products/create", b"{}", "unsupported topic"),
+    ],
+)
+def test_front_door_refuses_bodies_it_cannot_key(topic: str, body: bytes, reason: str) -> None:
+    with pytest.raises(UnreadableBody, match=reason):
+        parse(topic, body)
