@@ -228,7 +228,7 @@ def in_topics(settings: Settings, report: DemoReport) -> dict[str, int]:
     for stream, topic in streams.items():
         wanted = report.event_ids.get(stream, set())
         messages = read_to_end(settings.kafka_bootstrap, topic)
-        ids = {EventEnvelope.from_bytes(m.value()).event_id for m in messages}
+        ids = {EventEnvelope.from_bytes(m.value() or b"").event_id for m in messages}
         found[stream] = len(wanted & ids)
     return found
 
