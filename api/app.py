@@ -21,9 +21,17 @@ from api.api_keys.endpoints import router as api_keys_router
 from api.audit.endpoints import router as audit_router
 from api.auth.endpoints import router as auth_router
 from api.companies.endpoints import router as companies_router
+from api.coupons.endpoints import router as coupons_router
 from api.db import create_engine, create_sessionmaker
 from api.errors import PROBLEM_JSON, install_problem_handlers
+from api.ledger.endpoints import router as ledger_router
+from api.links.endpoints import router as links_router
+from api.notes.endpoints import router as notes_router
 from api.observability import Metrics, RequestContextMiddleware, configure_logging
+from api.payouts.endpoints import router as payouts_router
+from api.programs.endpoints import router as programs_router
+from api.rules.endpoints import router as rules_router
+from api.shops.endpoints import router as shops_router
 from api.units.endpoints import router as units_router
 from api.users.endpoints import router as users_router
 from schemas.settings import Settings
@@ -42,6 +50,14 @@ def v1_router() -> APIRouter:
         units_router,
         users_router,
         agents_router,
+        notes_router,
+        programs_router,
+        rules_router,
+        links_router,
+        coupons_router,
+        shops_router,
+        ledger_router,
+        payouts_router,
         audit_router,
     ):
         router.include_router(domain)
@@ -70,7 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="refstream API",
         version="1",
-        summary="Business core: companies, units, users, agents, auth, audit.",
+        summary="Business core: companies, units, users, agents, programs, links, coupons, shops, "
+        "commission rules, the ledger, payouts, auth, audit.",
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -76,6 +77,14 @@ class Conflict(RefstreamError):
     status_code = 409
     type = "conflict"
     title = "Conflict"
+
+
+class Unprocessable(RefstreamError):
+    """The request is well-formed but breaks a business rule (e.g. an invalid rule set)."""
+
+    status_code = 422
+    type = "unprocessable"
+    title = "Unprocessable request"
 
 
 class TooManyRequests(RefstreamError):
@@ -154,6 +163,31 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _sqlstate(exc: DBAPIError) -> str:
+    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        state = getattr(error, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return ""
+
+
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    # SQLSTATE class 22 (e.g. a NUL character in text, a number out of a column's range): the
+    # request carried a value the database cannot store, which is the client's to fix. Any other
+    # database error stays a 500 (re-raised to the request middleware, which logs it).
+    assert isinstance(exc, DBAPIError)
+    if not _sqlstate(exc).startswith("22"):
+        raise exc
+    return problem(
+        request,
+        status=422,
+        type_="invalid-data",
+        title="Invalid data",
+        detail="A value in the request cannot be stored (e.g. a NUL character or an out-of-range "
+        "number).",
+    )
+
+
 def internal_error_body(*, path: str, request_id: str | None) -> dict[str, Any]:
     """The problem document of an unexpected failure (details go to the log, not the client)."""
     return {
@@ -170,3 +204,4 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RefstreamError, _refstream_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _data_error)

@@ -249,3 +249,55 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
 
     unit: Mapped[Unit] = relationship(lazy="raise")
+
+
+class AgentNote(Base):
+    __tablename__ = "agent_notes"
+
+    id: Mapped[str] = mapped_column(primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))
+    body: Mapped[str]
+    author: Mapped[str]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Payout(Base):
+    __tablename__ = "payouts"
+
+    id: Mapped[str] = mapped_column(primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    entry_count: Mapped[int]
+    period_start: Mapped[datetime | None]
+    period_end: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(server_default="created")
+    reference: Mapped[str] = mapped_column(server_default="")
+    created_by: Mapped[str]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    paid_by: Mapped[str | None]
+    paid_at: Mapped[datetime | None]
+
+
+class PayoutItem(Base):
+    """Append-only (a trigger rejects UPDATE and DELETE)."""
+
+    __tablename__ = "payout_items"
+
+    payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"), primary_key=True)
+    entry_id: Mapped[str] = mapped_column(ForeignKey("ledger_entries.entry_id"), primary_key=True)
+    amount: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(primary_key=True)
+    fingerprint: Mapped[str]
+    status_code: Mapped[int | None]
+    response: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -8,6 +8,7 @@ other module touches `os.environ`. Variables use the prefix `REFSTREAM_`, e.g.
 from __future__ import annotations
 
 import secrets
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -57,6 +58,12 @@ class Settings(BaseSettings):
     login_rate_window_seconds: int = Field(default=60, ge=1)
     open_signup: bool = Field(
         default=True, description="Whether POST /v1/companies accepts anonymous sign-ups."
+    )
+    manager_approval_limit: Decimal = Field(
+        default=Decimal("1000"),
+        ge=0,
+        description="Largest ledger amount (absolute, in the company's reporting currency) a "
+        "manager may approve or adjust; owners have no limit.",
     )
 
     # --- ingress ---

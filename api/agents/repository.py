@@ -5,12 +5,21 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, or_, select
 
-from api.authz.policies import Scope
+from api.authz.policies import Principal, Scope
 from api.errors import NotFound
 from api.kit.repository import ScopedRepository, subtree_clause
 from api.models import Agent, Unit
 
 AgentWithPath = tuple[Agent, str | None]
+
+
+def agent_scope_clause(principal: Principal, scope: Scope) -> ColumnElement[bool]:
+    """Agents (joined with their `Unit`) in the scope's subtrees, unit-less agents for root
+    scopes, and for agent grants the agent rows linked to the principal's user. Rows that
+    belong to an agent (links, notes, ledger entries) are scoped by this same clause."""
+    own = Agent.user_id == principal.user_id if scope.own_rows else false()
+    unitless = and_(Agent.unit_id.is_(None), ScopedRepository.root_in(scope.subtree_paths))
+    return or_(subtree_clause(Unit.path, scope.subtree_paths), unitless, own)
 
 
 class AgentRepository(ScopedRepository[Agent]):
@@ -24,9 +33,7 @@ class AgentRepository(ScopedRepository[Agent]):
         return select(Agent).outerjoin(Unit, Unit.id == Agent.unit_id)
 
     def scope_clause(self, scope: Scope) -> ColumnElement[bool]:
-        own = Agent.user_id == self.principal.user_id if scope.own_rows else false()
-        unitless = and_(Agent.unit_id.is_(None), self.root_in(scope.subtree_paths))
-        return or_(subtree_clause(Unit.path, scope.subtree_paths), unitless, own)
+        return agent_scope_clause(self.principal, scope)
 
     async def get_with_path(self, agent_id: str) -> AgentWithPath:
         """The agent and its unit's path (None when it has no unit), or `NotFound`."""

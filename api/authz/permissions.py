@@ -66,6 +66,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "rules.activate": _OWNER,
     "ledger.read": _ALL,
     "ledger.approve": _MANAGEMENT,
+    "ledger.adjust": _MANAGEMENT,
     "payouts.read": frozenset({Role.owner, Role.manager, Role.agent}),
     "payouts.write": _OWNER,
 }

@@ -9,6 +9,7 @@ and `api.kit.repository` turns `readable_scope` into SQL so the same rule filter
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal
 
 from api.authz.permissions import ROLE_RANK, Role, roles_with
@@ -98,3 +99,27 @@ def can_company_wide(principal: Principal, permission: str) -> bool:
         is_root_path(g.unit_path) and can(principal, permission, g.unit_path)
         for g in principal.grants
     )
+
+
+def role_at(principal: Principal, unit_path: str | None) -> Role | None:
+    """The effective role where an object lives; `None` path = company-wide (root grants only)."""
+    if unit_path is not None:
+        return effective_role(principal, unit_path)
+    roles = [g.role for g in principal.grants if is_root_path(g.unit_path)]
+    return max(roles, key=ROLE_RANK.__getitem__, default=None)
+
+
+def can_at(principal: Principal, permission: str, unit_path: str | None) -> bool:
+    """`permission` where an object lives; objects without a unit need it company-wide."""
+    role = role_at(principal, unit_path)
+    return role is not None and role in roles_with(permission)
+
+
+def within_approval_limit(
+    principal: Principal, unit_path: str | None, amount: Decimal, *, manager_limit: Decimal
+) -> bool:
+    """Owners approve any amount; everyone else (who may approve at all) up to `manager_limit`,
+    compared with the amount's absolute value in the reporting currency."""
+    if role_at(principal, unit_path) == Role.owner:
+        return True
+    return abs(amount) <= manager_limit

@@ -5,8 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
+import psycopg
 from httpx import AsyncClient
 
 ClientFactory = Callable[..., AsyncClient]
@@ -139,3 +142,107 @@ async def build_world(client: AsyncClient) -> World:
         client, token, unit_id=team, name="Me", email="me@example.com", user_id=world.users["agent"]
     )
     return world
+
+
+def idempotent(token: str, key: str | None = None) -> dict[str, str]:
+    return {**bearer(token), "Idempotency-Key": key or f"idem-{uuid.uuid4().hex}"}
+
+
+async def create_program(client: AsyncClient, token: str, *, currency: str = "USD") -> str:
+    response = await client.post(
+        "/v1/programs",
+        json={"name": "Program", "landing_url": "https://shop.example/", "currency": currency},
+        headers=bearer(token),
+    )
+    assert response.status_code == 201, response.text
+    program_id: str = response.json()["id"]
+    return program_id
+
+
+async def create_link(client: AsyncClient, token: str, *, program_id: str, agent_id: str) -> str:
+    response = await client.post(
+        "/v1/links",
+        json={"program_id": program_id, "agent_id": agent_id, "code": unique_slug("l")},
+        headers=bearer(token),
+    )
+    assert response.status_code == 201, response.text
+    link_id: str = response.json()["id"]
+    return link_id
+
+
+async def create_coupon(client: AsyncClient, token: str, *, program_id: str, agent_id: str) -> str:
+    code = unique_slug("C").upper()
+    response = await client.post(
+        "/v1/coupons",
+        json={"program_id": program_id, "agent_id": agent_id, "code": code},
+        headers=bearer(token),
+    )
+    assert response.status_code == 201, response.text
+    return code
+
+
+async def create_shop(client: AsyncClient, token: str) -> str:
+    domain = f"{unique_slug('s')}.myshopify.com"
+    response = await client.post(
+        "/v1/shops", json={"domain": domain, "secret": "s" * 32}, headers=bearer(token)
+    )
+    assert response.status_code == 201, response.text
+    return domain
+
+
+async def create_note(client: AsyncClient, token: str, *, agent_id: str) -> str:
+    response = await client.post(
+        "/v1/notes", json={"agent_id": agent_id, "body": "Met at the fair."}, headers=bearer(token)
+    )
+    assert response.status_code == 201, response.text
+    note_id: str = response.json()["id"]
+    return note_id
+
+
+def insert_ledger_entry(
+    pg_url: str,
+    *,
+    tenant_id: str,
+    agent_id: str,
+    amount: str = "10.00",
+    currency: str = "USD",
+    occurred_at: datetime | None = None,
+    kind: str = "accrual",
+) -> str:
+    """An entry as the commission dataflow writes it (the API never creates accruals)."""
+    entry_id = f"le_{uuid.uuid4().hex}"
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(
+            "INSERT INTO ledger_entries (entry_id, tenant_id, agent_id, conversion_id, order_id,"
+            " kind, amount, currency, occurred_at, source_event_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                entry_id,
+                tenant_id,
+                agent_id,
+                f"conv_{entry_id}",
+                f"order-{entry_id[-6:]}",
+                kind,
+                Decimal(amount),
+                currency,
+                occurred_at or datetime(2026, 11, 1, tzinfo=UTC),
+                f"evt_{entry_id}",
+            ),
+        )
+    return entry_id
+
+
+async def approve(client: AsyncClient, token: str, entry_id: str) -> None:
+    response = await client.post(
+        f"/v1/ledger/entries/{entry_id}/approve", json={}, headers=idempotent(token)
+    )
+    assert response.status_code == 200, response.text
+
+
+async def create_payout(client: AsyncClient, token: str, *, agent_id: str) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/payouts", json={"agent_id": agent_id, "currency": "USD"}, headers=idempotent(token)
+    )
+    assert response.status_code == 201, response.text
+    payout: dict[str, Any] = response.json()
+    return payout

@@ -17,10 +17,19 @@ from tests.api.factories import (
     PASSWORD,
     ROLES,
     World,
+    approve,
     bearer,
     build_world,
+    create_agent,
     create_company,
+    create_coupon,
+    create_link,
+    create_note,
+    create_payout,
+    create_program,
+    create_shop,
     create_user,
+    insert_ledger_entry,
     login,
 )
 
@@ -79,11 +88,31 @@ async def test_every_route_answers_every_caller_as_declared(
         json={"name": "to revoke", "role": "observer", "unit_id": world.team_unit_id},
         headers=bearer(world.tokens["owner"]),
     )
+    owner = world.tokens["owner"]
+    program_id = await create_program(client, owner)
+    rules = await client.post(
+        f"/v1/programs/{program_id}/rules", json={"rules": RULES}, headers=bearer(owner)
+    )
+    assert rules.status_code == 201, rules.text
     path_params = {
         "agent_id": world.team_agent_id,
         "unit_id": world.team_unit_id,
         "user_id": target_user,
         "key_id": key.json()["id"],
+        "program_id": program_id,
+        "version": "1",
+        "link_id": await create_link(
+            client, owner, program_id=program_id, agent_id=world.team_agent_id
+        ),
+        "code": await create_coupon(
+            client, owner, program_id=program_id, agent_id=world.team_agent_id
+        ),
+        "domain": await create_shop(client, owner),
+        "note_id": await create_note(client, owner, agent_id=world.team_agent_id),
+        "entry_id": insert_ledger_entry(
+            pg_url, tenant_id=world.company_id, agent_id=world.team_agent_id
+        ),
+        "payout_id": (await fresh_payout(client, pg_url, world, program_id))["id"],
     }
     logins = {role: (world.slug, world.emails[role]) for role in ROLES}
     logins["other_company"] = (other_slug, other["owner_email"])
@@ -93,9 +122,10 @@ async def test_every_route_answers_every_caller_as_declared(
     for row in load_matrix():
         method, path = row["route"].split(" ", 1)
         for caller in CALLERS:
+            params = path_params | await fresh_params(client, pg_url, world, row, program_id)
             status, audited = await call(
-                client, pg_url, world, row, method, path.format_map(path_params), caller,
-                logins=logins, tokens=tokens,
+                client, pg_url, world, row, method, path.format_map(params), caller,
+                logins=logins, tokens=tokens, params=params,
             )  # fmt: skip
             expected = row["expect"][caller]
             if status != expected:
@@ -112,6 +142,57 @@ async def test_every_route_answers_every_caller_as_declared(
     assert mismatches == []
 
 
+RULES = {"currency": "USD", "base": {"kind": "percent", "value": "10"}}
+
+
+async def fresh_payout(
+    client: AsyncClient, pg_url: str, world: World, program_id: str
+) -> dict[str, Any]:
+    agent_id = (
+        await fresh_params(client, pg_url, world, {"fresh": ["payable_agent_id"]}, program_id)
+    )["payable_agent_id"]
+    return await create_payout(client, world.tokens["owner"], agent_id=agent_id)
+
+
+async def fresh_params(
+    client: AsyncClient, pg_url: str, world: World, row: dict[str, Any], program_id: str
+) -> dict[str, str]:
+    """New objects for the row's `fresh` parameters, so each caller acts on one of its own (a
+    deleted or approved object cannot be deleted or approved again)."""
+    owner = world.tokens["owner"]
+    team_agent = world.team_agent_id
+    made: dict[str, str] = {}
+    for name in row.get("fresh", []):
+        if name == "program_id":
+            made[name] = await create_program(client, owner)
+        elif name == "link_id":
+            made[name] = await create_link(
+                client, owner, program_id=program_id, agent_id=team_agent
+            )
+        elif name == "code":
+            made[name] = await create_coupon(
+                client, owner, program_id=program_id, agent_id=team_agent
+            )
+        elif name == "domain":
+            made[name] = await create_shop(client, owner)
+        elif name == "note_id":
+            made[name] = await create_note(client, owner, agent_id=team_agent)
+        elif name == "entry_id":
+            made[name] = insert_ledger_entry(
+                pg_url, tenant_id=world.company_id, agent_id=team_agent
+            )
+        elif name == "payable_agent_id":
+            agent = await create_agent(client, owner, unit_id=world.team_unit_id, name="Payable")
+            entry = insert_ledger_entry(pg_url, tenant_id=world.company_id, agent_id=agent)
+            await approve(client, owner, entry)
+            made[name] = agent
+        elif name == "payout_id":
+            made[name] = (await fresh_payout(client, pg_url, world, program_id))["id"]
+        else:
+            raise AssertionError(f"no fresh factory for {name!r}")
+    return made
+
+
 async def call(
     client: AsyncClient,
     pg_url: str,
@@ -123,9 +204,11 @@ async def call(
     *,
     logins: dict[str, tuple[str, str]],
     tokens: dict[str, str],
+    params: dict[str, str],
 ) -> tuple[int, bool]:
     """(status, whether an audit entry carries this request's id)."""
     values = {
+        **params,
         "uniq": uuid.uuid4().hex[:10],
         "root_unit_id": world.root_unit_id,
         "region_unit_id": world.region_unit_id,
@@ -142,7 +225,7 @@ async def call(
             else (await login(client, company=company, email=email))["refresh_token"]
         )
     request_id = f"rbac-{uuid.uuid4().hex}"
-    headers = {"X-Request-Id": request_id}
+    headers = {"X-Request-Id": request_id, "Idempotency-Key": f"rbac-{uuid.uuid4().hex}"}
     if not anonymous:
         headers |= bearer(tokens[caller])
     response = await client.request(

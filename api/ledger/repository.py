@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, exists, func, select, tuple_
+
+from api.agents.repository import agent_scope_clause
+from api.authz.policies import Scope
+from api.errors import NotFound
+from api.kit.repository import ScopedRepository
+from api.ledger.schemas import LedgerFilters
+from api.models import Agent, LedgerEntry, LedgerStatusEvent, PayoutItem, Unit
+
+
+def current_status() -> ColumnElement[str]:
+    """An entry's current status: its newest status event, else the status it was written with."""
+    newest = (
+        select(LedgerStatusEvent.status)
+        .where(LedgerStatusEvent.entry_id == LedgerEntry.entry_id)
+        .order_by(LedgerStatusEvent.id.desc())
+        .limit(1)
+        .correlate(LedgerEntry)
+        .scalar_subquery()
+    )
+    return func.coalesce(newest, LedgerEntry.status)
+
+
+def in_a_payout() -> ColumnElement[bool]:
+    return exists().where(PayoutItem.entry_id == LedgerEntry.entry_id)
+
+
+EntryRow = tuple[LedgerEntry, str, str | None]  # entry, current status, agent's unit path
+
+
+class LedgerRepository(ScopedRepository[LedgerEntry]):
+    """Entries of the agents in the principal's reach (agent grants: their own agents' entries)."""
+
+    model = LedgerEntry
+    id_column = LedgerEntry.entry_id
+    tenant_column = LedgerEntry.tenant_id
+
+    def base_statement(self) -> Select[Any]:
+        return (
+            select(LedgerEntry)
+            .join(
+                Agent,
+                and_(Agent.id == LedgerEntry.agent_id, Agent.tenant_id == LedgerEntry.tenant_id),
+            )
+            .outerjoin(Unit, Unit.id == Agent.unit_id)
+        )
+
+    def scope_clause(self, scope: Scope) -> ColumnElement[bool]:
+        return agent_scope_clause(self.principal, scope)
+
+    def _filtered(self, filters: LedgerFilters) -> Select[Any]:
+        statement = self.readable_statement()
+        for name in ("agent_id", "program_id", "order_id", "kind"):
+            value = getattr(filters, name)
+            if value is not None:
+                statement = statement.where(getattr(LedgerEntry, name) == value)
+        if filters.status is not None:
+            statement = statement.where(current_status() == filters.status)
+        if filters.period_start is not None:
+            statement = statement.where(LedgerEntry.occurred_at >= filters.period_start)
+        if filters.period_end is not None:
+            statement = statement.where(LedgerEntry.occurred_at < filters.period_end)
+        return statement
+
+    async def list(
+        self, filters: LedgerFilters, *, after: tuple[datetime, str] | None
+    ) -> Sequence[tuple[LedgerEntry, str]]:
+        """Ordered by (occurred_at, entry_id), after the keyset position `after`."""
+        statement = self._filtered(filters).add_columns(current_status())
+        if after is not None:
+            statement = statement.where(
+                tuple_(LedgerEntry.occurred_at, LedgerEntry.entry_id) > tuple_(*after)
+            )
+        statement = statement.order_by(LedgerEntry.occurred_at, LedgerEntry.entry_id).limit(
+            filters.limit
+        )
+        return [(e, s) for e, s in (await self.session.execute(statement)).all()]
+
+    async def totals(self, filters: LedgerFilters) -> Sequence[tuple[str, str, int, Decimal]]:
+        """(currency, status, count, sum) over every entry matching `filters`."""
+        matching = self._filtered(filters).add_columns(current_status().label("current")).subquery()
+        statement = (
+            select(
+                matching.c.currency,
+                matching.c.current,
+                func.count(),
+                func.coalesce(func.sum(matching.c.amount), 0),
+            )
+            .group_by(matching.c.currency, matching.c.current)
+            .order_by(matching.c.currency, matching.c.current)
+        )
+        return [
+            (c.strip(), s, n, a) for c, s, n, a in (await self.session.execute(statement)).all()
+        ]
+
+    async def statement_sums(
+        self, agent_id: str, start: datetime | None, end: datetime | None
+    ) -> Sequence[tuple[str, str, bool, Decimal]]:
+        """(currency, status, in a payout, sum) of one agent's entries in the period."""
+        filters = LedgerFilters(agent_id=agent_id, period_start=start, period_end=end)
+        matching = (
+            self._filtered(filters)
+            .add_columns(current_status().label("current"), in_a_payout().label("in_payout"))
+            .subquery()
+        )
+        statement = select(
+            matching.c.currency,
+            matching.c.current,
+            matching.c.in_payout,
+            func.sum(matching.c.amount),
+        ).group_by(matching.c.currency, matching.c.current, matching.c.in_payout)
+        rows = (await self.session.execute(statement)).all()
+        return [(c.strip(), s, p, a) for c, s, p, a in rows]
+
+    async def get_row(self, entry_id: str, *, lock: bool = False) -> EntryRow:
+        """The entry, its current status and its agent's unit path, or `NotFound`. `lock` takes
+        a row lock on the entry so status changes of one entry serialise."""
+        statement = (
+            self.readable_statement()
+            .add_columns(current_status(), Unit.path)
+            .where(LedgerEntry.entry_id == entry_id)
+        )
+        if lock:
+            statement = statement.with_for_update(of=LedgerEntry)
+        row = (await self.session.execute(statement)).first()
+        if row is None:
+            raise NotFound(f"No ledger entry {entry_id!r}.")
+        entry, status, path = row
+        return entry, status, path
+
+    async def history(self, entry_id: str) -> Sequence[LedgerStatusEvent]:
+        statement = (
+            select(LedgerStatusEvent)
+            .where(LedgerStatusEvent.entry_id == entry_id)
+            .order_by(LedgerStatusEvent.id)
+        )
+        return (await self.session.scalars(statement)).all()
+
+    async def is_in_payout(self, entry_id: str) -> bool:
+        found = await self.session.scalar(
+            select(PayoutItem.payout_id).where(PayoutItem.entry_id == entry_id)
+        )
+        return found is not None

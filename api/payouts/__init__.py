@@ -1,0 +1,1 @@
+"""Payouts: paying an agent the approved, unpaid entries of one currency (and period)."""

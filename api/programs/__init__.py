@@ -1,0 +1,1 @@
+"""Programs: what agents promote (landing page, attribution policy, currency)."""

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+
+from api.authz.dependencies import Authorized
+from api.authz.policies import Principal
+from api.context import Meta
+from api.db import ReadOnlySession, WriteSession
+from api.rules import service
+from api.rules.schemas import RuleVersionCreate, RuleVersionRead
+
+router = APIRouter(prefix="/programs/{program_id}/rules", tags=["commission rules"])
+
+RulesRead = Annotated[Principal, Depends(Authorized("rules.read"))]
+RulesActivate = Annotated[Principal, Depends(Authorized("rules.activate"))]
+
+
+@router.get("", summary="Every version of the program's commission rules, oldest first")
+async def list_rule_versions(
+    program_id: str, principal: RulesRead, session: ReadOnlySession
+) -> list[RuleVersionRead]:
+    return await service.list_versions(session, principal, program_id)
+
+
+@router.get("/{version}", summary="One version of the program's commission rules")
+async def get_rule_version(
+    program_id: str,
+    version: Annotated[int, Path(ge=1, le=2_147_483_647)],
+    principal: RulesRead,
+    session: ReadOnlySession,
+) -> RuleVersionRead:
+    return await service.get_version(session, principal, program_id, version)
+
+
+@router.post("", status_code=201, summary="Store new rules as the next version (live at once)")
+async def create_rule_version(
+    program_id: str,
+    body: RuleVersionCreate,
+    principal: RulesActivate,
+    session: WriteSession,
+    meta: Meta,
+) -> RuleVersionRead:
+    return await service.create_version(session, principal, program_id, body, meta)

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RuleVersionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rules: dict[str, Any] = Field(
+        description="A CommissionRuleSet without `rule_id`, `version` and `program_id` (the "
+        "server sets them); `currency` must be the program's.",
+        examples=[{"currency": "USD", "base": {"kind": "percent", "value": "10"}}],
+    )
+
+
+class RuleVersionRead(BaseModel):
+    rule_id: str
+    version: int
+    program_id: str
+    body: dict[str, Any] = Field(description="The full CommissionRuleSet of this version.")
+    created_by: str | None
+    created_at: datetime

@@ -1,0 +1,65 @@
+"""Schemathesis against the app's own OpenAPI document, in process, as a company owner: whatever
+it sends, no operation answers 5xx. Bounded (a few examples per operation, no shrinking)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis.python.asgi import get_client
+
+from api.app import create_app
+from schemas.settings import Settings
+from tests.api.factories import PASSWORD, unique_slug
+
+EXAMPLES_PER_OPERATION = 4
+
+
+def owner_token(client: Any) -> str:
+    slug = unique_slug("fuzz")
+    email = f"owner@{slug}.example"
+    created = client.post(
+        "/v1/companies",
+        json={"name": "Fuzz", "slug": slug, "owner_email": email, "owner_password": PASSWORD},
+    )
+    assert created.status_code == 201, created.text
+    tokens = client.post(
+        "/v1/auth/login", json={"company": slug, "email": email, "password": PASSWORD}
+    )
+    assert tokens.status_code == 200, tokens.text
+    token: str = tokens.json()["access_token"]
+    return token
+
+
+def test_no_operation_answers_5xx(api_settings: Settings) -> None:
+    app = create_app(api_settings)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    failures: list[str] = []
+    with get_client(app) as client:
+        headers = {"Authorization": f"Bearer {owner_token(client)}"}
+        for result in schema.get_all_operations():
+            fuzz(result.ok(), client, headers, failures)
+    assert failures == []
+
+
+def fuzz(operation: Any, client: Any, headers: dict[str, str], failures: list[str]) -> None:
+    """A few generated requests to one operation; 5xx answers are collected in `failures`."""
+
+    @given(case=operation.as_strategy())
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
+    def check(case: Any) -> None:
+        response = case.call(session=client, headers=headers)
+        if response.status_code >= 500:
+            failures.append(
+                f"{operation.method.upper()} {operation.path}: {response.status_code} "
+                f"for {case.path_parameters} {case.query} {case.body!r:.200}"
+            )
+
+    check()
