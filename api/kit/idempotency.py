@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Header
+from fastapi import Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import select, update
@@ -53,14 +53,20 @@ def fingerprint(principal: Principal, method: str, path: str, body: BaseModel | 
 
 async def run_once(
     session: AsyncSession,
+    principal: Principal,
+    request: Request,
+    body: BaseModel | None,
     *,
-    tenant_id: str,
     key: str,
-    request_fingerprint: str,
     status_code: int,
     operation: Callable[[], Awaitable[BaseModel]],
 ) -> JSONResponse:
-    """Run `operation` once per (tenant, key) and answer its JSON; replay it for repeats."""
+    """Run `operation` once per (tenant, key) and answer its JSON; replay it for repeats.
+
+    "The same request" is the same caller, method, path and parsed body (`fingerprint`).
+    """
+    tenant_id = principal.tenant_id
+    request_fingerprint = fingerprint(principal, request.method, request.url.path, body)
     claimed = await session.scalar(
         insert(IdempotencyKey)
         .values(tenant_id=tenant_id, key=key, fingerprint=request_fingerprint)

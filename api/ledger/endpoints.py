@@ -11,7 +11,7 @@ from api.authz.dependencies import Authorized
 from api.authz.policies import Principal
 from api.context import Meta
 from api.db import ReadOnlySession, WriteSession
-from api.kit.idempotency import IdempotencyKeyHeader, fingerprint, run_once
+from api.kit.idempotency import IdempotencyKeyHeader, run_once
 from api.kit.pagination import decode_keyset, encode_keyset
 from api.ledger import service
 from api.ledger.repository import LedgerRepository
@@ -82,9 +82,10 @@ def _status_route(target: EntryStatus, verb: str) -> None:
     ) -> JSONResponse:
         return await run_once(
             session,
-            tenant_id=principal.tenant_id,
+            principal,
+            request,
+            body,
             key=idempotency_key,
-            request_fingerprint=fingerprint(principal, "POST", request.url.path, body),
             status_code=200,
             operation=lambda: service.change_status(
                 session,
@@ -128,9 +129,10 @@ async def create_adjustment(
 ) -> JSONResponse:
     return await run_once(
         session,
-        tenant_id=principal.tenant_id,
+        principal,
+        request,
+        body,
         key=idempotency_key,
-        request_fingerprint=fingerprint(principal, "POST", request.url.path, body),
         status_code=201,
         operation=lambda: service.create_adjustment(
             session,

@@ -10,7 +10,7 @@ from api.authz.dependencies import Authorized
 from api.authz.policies import Principal
 from api.context import Meta
 from api.db import ReadOnlySession, WriteSession
-from api.kit.idempotency import IdempotencyKeyHeader, fingerprint, run_once
+from api.kit.idempotency import IdempotencyKeyHeader, run_once
 from api.kit.pagination import Page, decode_keyset, encode_keyset
 from api.payouts import service
 from api.payouts.repository import PayoutRepository
@@ -55,9 +55,10 @@ async def create_payout(
 ) -> JSONResponse:
     return await run_once(
         session,
-        tenant_id=principal.tenant_id,
+        principal,
+        request,
+        body,
         key=idempotency_key,
-        request_fingerprint=fingerprint(principal, "POST", request.url.path, body),
         status_code=201,
         operation=lambda: service.create_payout(
             session, principal, body, idempotency_key=idempotency_key, meta=meta
@@ -89,9 +90,10 @@ async def mark_paid(
 ) -> JSONResponse:
     return await run_once(
         session,
-        tenant_id=principal.tenant_id,
+        principal,
+        request,
+        body,
         key=idempotency_key,
-        request_fingerprint=fingerprint(principal, "POST", request.url.path, body),
         status_code=200,
         operation=lambda: service.mark_paid(session, principal, payout_id, body, meta=meta),
     )
