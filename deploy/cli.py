@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from api import cli as api_cli
+from dataflows import cli as dataflow_cli
 from deploy import stack
 from ingest import cli as ingest_cli
 from schemas.settings import Settings
@@ -23,6 +24,7 @@ app.add_typer(ingest_cli.shop_app, name="shop")
 app.add_typer(ingest_cli.odoo_app, name="odoo")
 app.add_typer(ingest_cli.ingest_app, name="ingest")
 app.add_typer(api_cli.audit_app, name="audit")
+app.add_typer(dataflow_cli.dataflow_app, name="dataflow")
 console = Console()
 
 
@@ -92,6 +94,14 @@ def demo(
         table.add_row(stream, str(report.sent[stream]), str(report.acked[stream]),
                       str(found[stream]))  # fmt: skip
     console.print(table)
+    results = demo_traffic.attribution_results(settings, setup, report)
+    attribution = Table(title="attributed by the dataflow (ClickHouse conversions, ledger)")
+    for column in ("agent", "conversions by rule", "commission (USD, net of refunds)"):
+        attribution.add_column(column)
+    for result in results:
+        rules = ", ".join(f"{rule} {n}" for rule, n in sorted(result.conversions.items()))
+        attribution.add_row(result.agent_id, rules or "-", f"{result.commission:.2f}")
+    console.print(attribution)
     console.print(
         f"Look at: `refstream status`; logs in {settings.state_dir / 'logs'}; ingress metrics "
         f"http://{settings.ingest_host}:{settings.ingest_port}/metrics; API docs "

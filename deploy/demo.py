@@ -14,17 +14,20 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
+import clickhouse_connect
 import httpx
 import orjson
 import psycopg
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from psycopg.types.json import Jsonb
 
 from ingest.cli import create_erp_endpoint, ensure_tenant, register_shop
 from ingest.shopify import sign
+from schemas.commission_rules import CommissionRuleSet
 from schemas.events.envelope import EventEnvelope
 from schemas.ids import random_id
 from schemas.settings import Settings
@@ -50,6 +53,7 @@ class DemoReport:
     sent: Counter[str] = field(default_factory=Counter)
     acked: Counter[str] = field(default_factory=Counter)
     event_ids: dict[str, set[str]] = field(default_factory=dict)
+    order_ids: list[str] = field(default_factory=list)
 
     def ack(self, stream: str, event_id: str) -> None:
         self.acked[stream] += 1
@@ -86,6 +90,16 @@ def seed(settings: Settings, tenant_id: str, shop: str) -> DemoSetup:
             )
             links.append(code)
             coupons.append(coupon)
+        rules = CommissionRuleSet.model_validate(
+            {"rule_id": f"rule_{program}", "version": 1, "program_id": program,
+             "currency": "USD", "base": {"kind": "percent", "value": "10"}}
+        )  # fmt: skip
+        conn.execute(
+            "INSERT INTO commission_rules (id, version, tenant_id, program_id, body)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (rules.rule_id, rules.version, tenant_id, program,
+             Jsonb(rules.model_dump(mode="json"))),
+        )  # fmt: skip
     secret = secrets.token_hex(16)
     register_shop(settings, shop, tenant_id, secret, None)
     token = create_erp_endpoint(settings, tenant_id)
@@ -100,21 +114,26 @@ def send(
     report = DemoReport()
     base = f"http://{settings.ingest_host}:{settings.ingest_port}"
     click_ids: list[str] = []
+    run = secrets.token_hex(4)
     with httpx.Client(base_url=base, timeout=10) as client:
         _wait_for_registration(client, setup)
         for n in range(clicks):
             code = rng.choice(setup.link_codes)
-            agent_ua = f"Mozilla/5.0 (demo visitor {n % max(1, clicks // 2)})"
+            # Half the visitors click twice; each run brings new visitors (same IP, so the
+            # user agent tells them apart for the ingress's duplicate-click window).
+            agent_ua = f"Mozilla/5.0 (demo {run} visitor {n % max(1, clicks // 2)})"
             response = client.get(f"/r/{code}", headers={"User-Agent": agent_ua})
             report.sent["clicks"] += 1
             if response.status_code == 302:
                 click_id = parse_qs(urlsplit(response.headers["location"]).query)["rsclid"][0]
                 click_ids.append(click_id)
                 report.ack("clicks", click_id)
-        now = datetime.now(UTC).replace(microsecond=0)
+        first_order = int(time.time() * 1000)  # new order ids every run: a demo run adds orders
         for n in range(orders):
-            body = _order_body(rng, 7_000_000 + n, now - timedelta(minutes=orders - n),
-                               click_ids, setup.coupons)  # fmt: skip
+            # Placed now: after the clicks (a click after its order never counts).
+            now = datetime.now(UTC)
+            body = _order_body(rng, first_order + n, now, click_ids, setup.coupons)
+            report.order_ids.append(str(first_order + n))
             _post_shopify(client, setup, report, "orders", "orders/create", body)
             if n % 10 == 3:
                 _post_shopify(client, setup, report, "refunds", "refunds/create",
@@ -213,6 +232,60 @@ def _odoo_invoices(orders: int) -> list[bytes]:
             sort_keys=True,
         ).encode()
         for n in range(min(2, orders))
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResult:
+    agent_id: str
+    conversions: dict[str, int]  # by attribution rule
+    commission: Decimal
+
+
+def attribution_results(
+    settings: Settings, setup: DemoSetup, report: DemoReport, timeout: float = 90
+) -> list[AgentResult]:
+    """Wait until the dataflow has decided this run's orders, then read their results back:
+    conversions from ClickHouse, commission from the PostgreSQL ledger."""
+    expected = len(report.order_ids)
+    scope = {"t": setup.tenant_id, "orders": report.order_ids}
+    target = settings.clickhouse
+    client = clickhouse_connect.get_client(
+        host=target.host, port=target.port, username=target.username,
+        password=target.password, database=target.database,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        decided = 0
+        while time.monotonic() < deadline:
+            decided = client.query(
+                "SELECT uniqExact(order_id) FROM conversions FINAL WHERE tenant_id = {t:String}"
+                " AND order_id IN {orders:Array(String)}",
+                parameters=scope,
+            ).result_rows[0][0]
+            if decided >= expected:
+                break
+            time.sleep(1)
+        else:
+            raise TimeoutError(f"the dataflow decided {decided} of {expected} orders")
+        rows = client.query(
+            "SELECT ifNull(agent_id, '-'), rule, count() FROM conversions FINAL"
+            " WHERE tenant_id = {t:String} AND order_id IN {orders:Array(String)} GROUP BY 1, 2",
+            parameters=scope,
+        ).result_rows
+    finally:
+        client.close()
+    with psycopg.connect(settings.postgres_url) as conn:
+        money: dict[str, Decimal] = dict(conn.execute(
+            "SELECT agent_id, sum(amount) FROM ledger_entries WHERE tenant_id = %s"
+            " AND order_id = ANY(%s) GROUP BY agent_id", (setup.tenant_id, report.order_ids),
+        ).fetchall())  # fmt: skip
+    by_agent: dict[str, dict[str, int]] = {}
+    for agent, rule, count in rows:
+        by_agent.setdefault(agent, {})[rule] = int(count)
+    return [
+        AgentResult(agent, by_agent.get(agent, {}), Decimal(money.get(agent, 0)))
+        for agent in sorted(set(by_agent) | set(money))
     ]
 
 

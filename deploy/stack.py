@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,6 +53,10 @@ class StatePaths:
     @property
     def pids(self) -> Path:
         return self.root / "pids"
+
+    @property
+    def recovery(self) -> Path:
+        return self.root / "recovery"
 
     @property
     def clickhouse_data(self) -> Path:
@@ -282,6 +287,22 @@ def api_argv(host: str, port: int) -> list[str]:
             "--host", host, "--port", str(port), "--no-access-log"]  # fmt: skip
 
 
+def dataflow_argv(recovery_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "deploy.cli", "dataflow", "run",
+            "--recovery-dir", str(recovery_dir), "--snapshot-seconds", "5"]  # fmt: skip
+
+
+def start_worker(name: str, argv: list[str], paths: StatePaths, settle: float = 3.0) -> int:
+    """Start a process without an HTTP endpoint; ready = still running after `settle` s."""
+    proc = spawn(name, argv, paths)
+    deadline = time.monotonic() + settle
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(name, f"exited with code {proc.returncode}. {_tail(paths.log(name))}")
+        time.sleep(0.1)
+    return proc.pid
+
+
 def start_service(
     name: str, argv: list[str], ready_url: str, paths: StatePaths, timeout: float = 60
 ) -> int:
@@ -369,6 +390,11 @@ def stop_pid(pid: int, timeout: float = 15) -> None:
         time.sleep(0.05)
 
 
+def _managed_alive(paths: StatePaths, name: str) -> bool:
+    pid = read_pid(paths, name)
+    return pid is not None and pid_alive(pid)
+
+
 def _signal(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         if os.getpgid(pid) == pid:
@@ -426,6 +452,9 @@ def up(settings: Settings, report: Callable[[str], None] = lambda _msg: None) ->
             raise StackError("kafka", f"{k_host}:{k_port} unreachable and not local")
         report(f"kafka: starting tansu on {k_host}:{k_port}")
         start_kafka(k_host, k_port, paths)
+        # tansu keeps topics in memory: a fresh broker means the dataflow's saved offsets
+        # point into topics that no longer exist, so its recovery state starts over too.
+        shutil.rmtree(paths.recovery, ignore_errors=True)
     report(f"kafka: ready at {k_host}:{k_port}")
 
     ch = settings.clickhouse
@@ -450,6 +479,11 @@ def up(settings: Settings, report: Callable[[str], None] = lambda _msg: None) ->
         start_service("api", api_argv(settings.api_host, settings.api_port), f"{api_url}/readyz",
                       paths)  # fmt: skip
     report(f"api: ready at {api_url}")
+
+    if not _managed_alive(paths, "dataflow"):
+        report("dataflow: starting the attribution dataflow")
+        start_worker("dataflow", dataflow_argv(paths.recovery), paths)
+    report(f"dataflow: running (recovery state in {paths.recovery})")
 
 
 def migrate(settings: Settings, report: Callable[[str], None] = lambda _msg: None) -> None:
@@ -476,7 +510,7 @@ def migrate(settings: Settings, report: Callable[[str], None] = lambda _msg: Non
 def down(settings: Settings, report: Callable[[str], None] = lambda _msg: None) -> None:
     """Stop what `up` started (by PID). Reused PostgreSQL/Redis servers are left running."""
     paths = StatePaths(settings.state_dir)
-    for name in ("api", "ingest", "clickhouse", "kafka", "redis"):
+    for name in ("dataflow", "api", "ingest", "clickhouse", "kafka", "redis"):
         pid = read_pid(paths, name)
         if pid is None:
             continue
@@ -502,6 +536,7 @@ def status(settings: Settings) -> list[ComponentStatus]:
         ("redis", f"{r_host}:{r_port}", check_redis(settings.redis_url)),
         ("ingest", ingest_url, check_http(f"{ingest_url}/readyz")),
         ("api", api_url, check_http(f"{api_url}/readyz")),
+        ("dataflow", "bytewax", None if _managed_alive(paths, "dataflow") else "not running"),
     ]
     result = []
     for name, address, why in rows:

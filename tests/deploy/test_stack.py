@@ -69,7 +69,7 @@ def test_up_status_demo_down(stack_env: dict[str, str]) -> None:
 
     status = refstream(stack_env, "status")
     assert status.returncode == 0, status.stdout
-    for component in ("kafka", "clickhouse", "redis", "ingest", "api"):
+    for component in ("kafka", "clickhouse", "redis", "ingest", "api", "dataflow"):
         assert table_row(status.stdout, component)[2:] == ["up", ANY, "started by refstream"]
     assert table_row(status.stdout, "postgres")[2:] == ["up", "-", "reused"]
 
@@ -79,6 +79,13 @@ def test_up_status_demo_down(stack_env: dict[str, str]) -> None:
     assert table_row(demo.stdout, "orders")[1:] == ["10", "10", "10"], demo.stdout
     assert table_row(demo.stdout, "refunds")[1:] == ["1", "1", "1"], demo.stdout
     assert table_row(demo.stdout, "erp")[1:] == ["2", "2", "2"], demo.stdout
+    # The dataflow attributed the sample: some agents earned commission (coupon 10 % rule).
+    earners = [
+        row for line in demo.stdout.splitlines()
+        if (row := [c.strip() for c in line.split("│")[1:-1]]) and row[0].startswith("agt_")
+    ]  # fmt: skip
+    assert earners, demo.stdout
+    assert sum(float(row[2]) for row in earners) > 0
 
     # A second `up` reuses everything and changes nothing.
     again = refstream(stack_env, "up")
@@ -90,7 +97,7 @@ def test_up_status_demo_down(stack_env: dict[str, str]) -> None:
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     after = refstream(stack_env, "status")
     assert after.returncode == 1
-    for component in ("kafka", "clickhouse", "redis", "ingest", "api"):
+    for component in ("kafka", "clickhouse", "redis", "ingest", "api", "dataflow"):
         assert table_row(after.stdout, component)[2] == "down", after.stdout
 
 

@@ -1,0 +1,267 @@
+"""The attribution dataflow: Kafka envelopes → per-tenant attribution → ClickHouse, the
+PostgreSQL ledger and the dead-letter topic. This module only wires named steps; the logic is
+in `events` (parsing), `state` (the tenant state machine) and `dataflows.sinks`.
+
+    python -m bytewax.run "dataflows.attribution.flow:build()"      # reads Settings()
+    refstream dataflow run [--recovery-dir D] [--workers N]
+
+Step ids are part of the recovery state: renaming one breaks resuming from old snapshots.
+
+```
+kafka_in (clicks, orders, refunds, erp, customers) ──errs──────────────────────┐
+   └─ parse ─┬─ archive rows (raw_events, clicks) ──────────┐                   │
+             ├─ dead letters (unparseable) ──────────────────┼───────────────────┤
+             └─ events → key_tenant → attribute (stateful) ─┤                   │
+                    conversions, entries, dead letters (late, orphan)           ▼
+      rows → key_table → ch_batch (collect) → clickhouse_out        deadletter_out (Kafka)
+      entries → key_ledger → ledger_batch (collect) → ledger_out (PostgreSQL)
+```
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage, KafkaSourceMessage
+from bytewax.connectors.kafka import operators as kop
+from bytewax.dataflow import Dataflow, Stream
+from confluent_kafka.admin import AdminClient
+
+from dataflows.attribution.events import (
+    Event,
+    Unprocessable,
+    click_event,
+    event_from_envelope,
+    is_click,
+    parse_click,
+    parse_envelope,
+)
+from dataflows.attribution.state import Output, Tuning, builder
+from dataflows.config import ConfigProvider, PostgresConfig
+from dataflows.sinks.clickhouse import (
+    ClickHouseSink,
+    Row,
+    click_row,
+    conversion_row,
+    entry_row,
+    raw_event_row,
+)
+from dataflows.sinks.postgres import LedgerSink
+from schemas.events.envelope import DeadLetter
+from schemas.ledger import AttributedConversion, CommissionAccrual
+from schemas.settings import Settings
+from schemas.topics import Topic
+
+INPUT_TOPICS: tuple[str, ...] = (
+    Topic.CLICKS,
+    Topic.ORDERS,
+    Topic.REFUNDS,
+    Topic.ERP,
+    Topic.CUSTOMERS,
+)
+
+# What flows between steps: ("event", Event) | ("row", (table, Row)) | ("dead", DeadLetter)
+# | ("conversion", AttributedConversion) | ("entry", CommissionAccrual).
+Tagged = tuple[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """Sink batches: emitted at `max_size` items or after `timeout`, whichever comes first."""
+
+    timeout: timedelta = timedelta(seconds=1)
+    max_size: int = 5000
+
+
+@dataclass(frozen=True)
+class Outputs:
+    dead: Stream[DeadLetter]
+    rows: Stream[tuple[str, list[Row]]]  # (ClickHouse table, rows)
+    ledger: Stream[tuple[str, list[CommissionAccrual]]]  # (tenant, entries)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_value(raw: bytes | None) -> list[Tagged]:
+    """One Kafka value → archive rows, the state event, or a dead letter (never raises)."""
+    if not raw:
+        return [("dead", DeadLetter(reason="empty message", stage="dataflow", failed_at=_now()))]
+    try:
+        envelope = parse_envelope(raw)
+    except Unprocessable as exc:
+        text = base64.b64encode(raw).decode("ascii")
+        return [("dead", DeadLetter(reason=str(exc), stage="dataflow", failed_at=_now(), raw=text))]
+    out: list[Tagged] = [("row", ("raw_events", raw_event_row(envelope)))]
+    try:
+        if is_click(envelope):
+            click = parse_click(envelope)
+            out.append(("row", ("clicks", click_row(click, envelope))))
+            out.append(("event", click_event(envelope, click, raw)))
+        elif (event := event_from_envelope(envelope, raw)) is not None:
+            out.append(("event", event))
+    except Unprocessable as exc:
+        dead = DeadLetter(reason=str(exc), stage="dataflow", failed_at=_now(), envelope=envelope)
+        out.append(("dead", dead))
+    return out
+
+
+def kafka_error_dead_letter(error: KafkaError[bytes | None, bytes | None]) -> DeadLetter:
+    raw = error.msg.value
+    return DeadLetter(
+        reason=f"kafka: {error.err}",
+        stage="dataflow",
+        failed_at=_now(),
+        raw=base64.b64encode(raw).decode("ascii") if raw else None,
+    )
+
+
+def dead_letter_message(dead: DeadLetter) -> KafkaSinkMessage[bytes | None, bytes | None]:
+    envelope = dead.envelope
+    key = envelope.key() if envelope is not None else None
+    return KafkaSinkMessage(key=key, value=dead.to_bytes())
+
+
+def _is_event(item: Tagged) -> bool:
+    return item[0] == "event"
+
+
+def _event(item: Tagged) -> Event:
+    event: Event = item[1]
+    return event
+
+
+def _tenant(event: Event) -> str:
+    return event.tenant_id
+
+
+def _unkey(keyed: tuple[str, Output]) -> Tagged:
+    return keyed[1]
+
+
+def _dead(item: Tagged) -> DeadLetter | None:
+    return item[1] if item[0] == "dead" else None
+
+
+def _entry(item: Tagged) -> CommissionAccrual | None:
+    return item[1] if item[0] == "entry" else None
+
+
+def _rows(item: Tagged) -> list[tuple[str, Row]]:
+    tag, value = item
+    if tag == "row":
+        return [value]
+    if tag == "conversion":
+        assert isinstance(value, AttributedConversion)
+        return [("conversions", conversion_row(value))]
+    if tag == "entry":
+        return [("commission_events", entry_row(value))]
+    return []
+
+
+def _table(row: tuple[str, Row]) -> str:
+    return row[0]
+
+
+def _table_batch(keyed: tuple[str, list[tuple[str, Row]]]) -> tuple[str, list[Row]]:
+    table, rows = keyed
+    return table, [row for _, row in rows]
+
+
+def _entry_tenant(entry: CommissionAccrual) -> str:
+    return entry.tenant_id
+
+
+def attribution_steps(
+    values: Stream[bytes | None],
+    config: ConfigProvider,
+    *,
+    tuning: Tuning | None = None,
+    batching: Batching | None = None,
+    wall_ms: Callable[[], int] | None = None,
+) -> Outputs:
+    """Everything between the Kafka values and the sinks (tests feed `values` themselves)."""
+    batching = batching or Batching()
+    parsed = op.flat_map("parse", values, parse_value)
+    split = op.branch("is_event", parsed, _is_event)
+    events = op.map("event", split.trues, _event)
+    keyed = op.key_on("key_tenant", events, _tenant)
+    attributed = op.stateful("attribute", keyed, builder(config, tuning, wall_ms))
+    results = op.map("unkey", attributed, _unkey)
+    tagged = op.merge("results", split.falses, results)
+
+    dead = op.filter_map("dead", tagged, _dead)
+    rows = op.key_on("key_table", op.flat_map("rows", tagged, _rows), _table)
+    row_batches = op.collect("ch_batch", rows, batching.timeout, batching.max_size)
+    entries = op.key_on("key_ledger", op.filter_map("entries", tagged, _entry), _entry_tenant)
+    ledger = op.collect("ledger_batch", entries, batching.timeout, batching.max_size)
+    return Outputs(dead=dead, rows=op.map("table_batch", row_batches, _table_batch), ledger=ledger)
+
+
+def _check_broker(bootstrap: str, timeout: float = 10.0) -> None:
+    # bytewax's KafkaSource hangs without a timeout when the broker is unreachable.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        admin.list_topics(timeout=timeout)
+    except Exception as exc:
+        raise RuntimeError(f"Kafka at {bootstrap} is unreachable: {exc}") from exc
+
+
+def build(
+    settings: Settings | None = None,
+    *,
+    tail: bool = True,
+    config: ConfigProvider | None = None,
+    input_topics: Sequence[str] = INPUT_TOPICS,
+    deadletter_topic: str = Topic.DEADLETTER,
+    tuning: Tuning | None = None,
+    batch_max_size: int = 5000,
+    batch_timeout_seconds: float = 1.0,
+) -> Dataflow:
+    """The production dataflow. With no arguments it reads `Settings()` (for `bytewax.run`;
+    every other argument is a literal, so `bytewax.run "…:build(tail=False)"` can pass it).
+
+    `tail=False` stops at the end of the input topics (bounded backfills and tests). Fails fast
+    if Kafka or PostgreSQL is unreachable.
+    """
+    batching = Batching(timedelta(seconds=batch_timeout_seconds), batch_max_size)
+    settings = settings or Settings()
+    brokers = settings.kafka_bootstrap.split(",")
+    _check_broker(settings.kafka_bootstrap)
+    if config is None:
+        postgres = PostgresConfig(settings.postgres_url)
+        postgres.current()  # fail at start, not on the first event
+        config = postgres
+
+    flow = Dataflow("attribution")
+    kafka = kop.input(
+        "kafka_in",
+        flow,
+        brokers=brokers,
+        topics=list(input_topics),
+        tail=tail,
+        add_config={"log_level": "0"},
+    )
+    kafka_dead = op.map("kafka_err", kafka.errs, kafka_error_dead_letter)
+    values = op.map("value", kafka.oks, _value)
+    outputs = attribution_steps(values, config, tuning=tuning, batching=batching)
+    dead = op.merge("all_dead", kafka_dead, outputs.dead)
+    kop.output(
+        "deadletter_out",
+        op.map("dead_msg", dead, dead_letter_message),
+        brokers=brokers,
+        topic=deadletter_topic,
+    )
+    op.output("clickhouse_out", outputs.rows, ClickHouseSink(settings))
+    op.output("ledger_out", outputs.ledger, LedgerSink(settings.postgres_url))
+    return flow
+
+
+def _value(message: KafkaSourceMessage[bytes | None, bytes | None]) -> bytes | None:
+    return message.value

@@ -1,0 +1,239 @@
+"""What attribution and commission need from PostgreSQL, as a versioned in-memory snapshot.
+
+Per tenant: programs (attribution policy, hold days, currency), agent-owned coupon codes,
+agents (email for self-referral checks, parent chain for manager overrides) and commission rule
+sets (the newest version per program for new accruals, every version by `(rule_id, version)` so
+an edit reprices with the rules the order was accrued under).
+
+`load_snapshot` reads it in one transaction with the sync driver (psycopg); `PostgresConfig`
+caches it and reloads it when it is older than `refresh_seconds` (on the next lookup, so a
+quiet dataflow does not poll). A failed reload keeps the previous snapshot. Every ledger entry
+records the `rule_id`/`rule_version` it was computed with, so a later rule change never
+rewrites history. Listening to `refstream.config` for immediate reloads is not wired yet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+import structlog
+
+from dataflows.attribution.logic import (
+    AgentIdentity,
+    AttributionModel,
+    AttributionPolicy,
+    CouponOwner,
+)
+from schemas.commission_rules import CommissionRuleSet
+from schemas.conversion import normalise_coupon, normalise_email
+from schemas.ids import derived_id
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_POLICY = AttributionPolicy()
+MAX_CHAIN = 16  # manager levels followed up the hierarchy (guards against cycles)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramConfig:
+    program_id: str
+    policy: AttributionPolicy
+    hold_days: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    agent_id: str
+    parent_agent_id: str | None
+    email: str | None
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    """One tenant's slice of the snapshot. Unknown tenants get an empty one."""
+
+    tenant_id: str
+    programs: Mapping[str, ProgramConfig] = field(default_factory=dict)
+    coupons: Mapping[str, CouponOwner] = field(default_factory=dict)
+    agents: Mapping[str, AgentConfig] = field(default_factory=dict)
+    rules: Mapping[str, CommissionRuleSet] = field(default_factory=dict)  # newest per program
+    rule_versions: Mapping[tuple[str, int], CommissionRuleSet] = field(default_factory=dict)
+
+    @property
+    def default_program(self) -> ProgramConfig | None:
+        """v1: the tenant's attribution policy is that of its first program by id."""
+        return self.programs[min(self.programs)] if self.programs else None
+
+    def policy(self) -> AttributionPolicy:
+        program = self.default_program
+        return program.policy if program is not None else DEFAULT_POLICY
+
+    def max_lookback_days(self) -> int:
+        days = [p.policy.lookback_days for p in self.programs.values()]
+        return max(days, default=DEFAULT_POLICY.lookback_days)
+
+    def rules_for(self, program_id: str | None) -> CommissionRuleSet | None:
+        """Newest rule set of `program_id` (the default program when `None`)."""
+        if program_id is None:
+            default = self.default_program
+            program_id = default.program_id if default is not None else None
+        return self.rules.get(program_id) if program_id is not None else None
+
+    def agent_chain(self, agent_id: str) -> tuple[str, ...]:
+        """`(agent, manager, manager's manager, …)`, stopping at a repeat or `MAX_CHAIN`."""
+        chain = [agent_id]
+        current = self.agents.get(agent_id)
+        while current is not None and current.parent_agent_id and len(chain) < MAX_CHAIN:
+            if current.parent_agent_id in chain:
+                break
+            chain.append(current.parent_agent_id)
+            current = self.agents.get(current.parent_agent_id)
+        return tuple(chain)
+
+    def identities(self, agent_ids: set[str]) -> dict[str, AgentIdentity]:
+        """Self-referral identities of the given agents (those with an email)."""
+        out: dict[str, AgentIdentity] = {}
+        for agent_id in agent_ids:
+            agent = self.agents.get(agent_id)
+            email = normalise_email(agent.email) if agent is not None else None
+            if email is not None:
+                out[agent_id] = AgentIdentity(agent_id=agent_id, emails=frozenset({email}))
+        return out
+
+
+@dataclass(frozen=True)
+class ConfigSnapshot:
+    """Every tenant's configuration; `version` is a digest of the content (same rows → same
+    version), so logs and metrics can say which configuration a decision used."""
+
+    tenants: Mapping[str, TenantConfig]
+    version: str
+
+    def tenant(self, tenant_id: str) -> TenantConfig:
+        return self.tenants.get(tenant_id) or TenantConfig(tenant_id=tenant_id)
+
+
+class ConfigProvider(Protocol):
+    """Where the dataflow gets a tenant's configuration from (PostgreSQL, or a test's snapshot)."""
+
+    def tenant(self, tenant_id: str) -> TenantConfig: ...
+
+
+def build_snapshot(
+    programs: list[tuple[Any, ...]],
+    coupons: list[tuple[Any, ...]],
+    agents: list[tuple[Any, ...]],
+    rules: list[tuple[Any, ...]],
+) -> ConfigSnapshot:
+    """A snapshot from raw rows (the shapes `load_snapshot` selects). Rules come ordered so that
+    the last row per program is its newest."""
+    per: dict[str, dict[str, Any]] = {}
+
+    def slot(tenant_id: str) -> dict[str, Any]:
+        return per.setdefault(
+            tenant_id,
+            {"programs": {}, "coupons": {}, "agents": {}, "rules": {}, "rule_versions": {}},
+        )
+
+    for tenant_id, pid, lookback, model, coupon_wins, binding, hold, currency in programs:
+        policy = AttributionPolicy(
+            lookback_days=lookback,
+            model=AttributionModel(model),
+            coupon_beats_cookie=coupon_wins,
+            binding_months=binding,
+        )
+        slot(tenant_id)["programs"][pid] = ProgramConfig(pid, policy, hold, currency.strip())
+    for tenant_id, code, pid, agent_id in coupons:
+        key = normalise_coupon(code)
+        slot(tenant_id)["coupons"][key] = CouponOwner(code=key, agent_id=agent_id, program_id=pid)
+    for tenant_id, agent_id, parent, email in agents:
+        slot(tenant_id)["agents"][agent_id] = AgentConfig(agent_id, parent, email)
+    for tenant_id, _rule_id, _version, program_id, body in rules:
+        ruleset = CommissionRuleSet.model_validate(body)
+        slot(tenant_id)["rules"][program_id] = ruleset
+        slot(tenant_id)["rule_versions"][(ruleset.rule_id, ruleset.version)] = ruleset
+    tenants = {t: TenantConfig(tenant_id=t, **parts) for t, parts in per.items()}
+    digest = derived_id("cfg", repr((programs, coupons, agents, [r[:4] for r in rules])))
+    return ConfigSnapshot(tenants=tenants, version=digest)
+
+
+def load_snapshot(postgres_url: str) -> ConfigSnapshot:
+    """Read every tenant's configuration in one read-only transaction."""
+    with psycopg.connect(postgres_url) as conn, conn.transaction():
+        conn.execute("SET TRANSACTION READ ONLY")
+        programs = conn.execute(
+            "SELECT tenant_id, id, lookback_days, attribution_model, coupon_beats_cookie,"
+            " binding_months, hold_days, currency FROM programs ORDER BY tenant_id, id"
+        ).fetchall()
+        coupons = conn.execute(
+            "SELECT tenant_id, code, program_id, agent_id FROM coupon_codes"
+            " ORDER BY tenant_id, code"
+        ).fetchall()
+        agents = conn.execute(
+            "SELECT tenant_id, id, parent_agent_id, email FROM agents"
+            " WHERE status <> 'terminated' ORDER BY tenant_id, id"
+        ).fetchall()
+        # Ordered so the newest version of each program comes last (it wins in build_snapshot).
+        rules = conn.execute(
+            "SELECT tenant_id, id, version, program_id, body FROM commission_rules"
+            " ORDER BY tenant_id, program_id, created_at, version"
+        ).fetchall()
+    return build_snapshot(programs, coupons, agents, rules)
+
+
+class StaticConfig:
+    """A fixed snapshot (tests, replays of a recorded configuration)."""
+
+    def __init__(self, snapshot: ConfigSnapshot) -> None:
+        self.snapshot = snapshot
+
+    def tenant(self, tenant_id: str) -> TenantConfig:
+        return self.snapshot.tenant(tenant_id)
+
+
+class PostgresConfig:
+    """The snapshot from PostgreSQL, loaded lazily and reloaded when older than
+    `refresh_seconds`. One per process; safe to share between the workers of a process."""
+
+    def __init__(
+        self,
+        postgres_url: str,
+        *,
+        refresh_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = postgres_url
+        self._refresh = refresh_seconds
+        self._clock = clock
+        self._snapshot: ConfigSnapshot | None = None
+        self._loaded_at = 0.0
+
+    def current(self) -> ConfigSnapshot:
+        now = self._clock()
+        if self._snapshot is None or now - self._loaded_at >= self._refresh:
+            try:
+                snapshot = load_snapshot(self._url)
+            except psycopg.Error as exc:
+                if self._snapshot is None:
+                    raise
+                log.warning("config.reload_failed", error=str(exc)[:300])
+                self._loaded_at = now  # keep the old snapshot; try again after the interval
+                return self._snapshot
+            if self._snapshot is None or snapshot.version != self._snapshot.version:
+                log.info("config.loaded", version=snapshot.version, tenants=len(snapshot.tenants))
+            self._snapshot, self._loaded_at = snapshot, now
+        return self._snapshot
+
+    def tenant(self, tenant_id: str) -> TenantConfig:
+        snapshot = self.current()
+        # A tenant registered since the last load is found at once, not after the interval;
+        # unknown tenants cause at most one extra load per second.
+        if tenant_id not in snapshot.tenants and self._clock() - self._loaded_at >= 1.0:
+            self._loaded_at = float("-inf")
+            snapshot = self.current()
+        return snapshot.tenant(tenant_id)

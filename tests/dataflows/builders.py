@@ -1,0 +1,177 @@
+"""Builders of the envelopes the dataflow reads (clicks, Shopify orders, refunds) and of a
+configuration snapshot, for the dataflow tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from dataflows.config import ConfigSnapshot, build_snapshot
+from schemas.events.click import ClickEvent
+from schemas.events.envelope import EventEnvelope, Source
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+RECEIVED = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+def click_id(n: int | str) -> str:
+    return f"clk_{uuid.uuid5(uuid.NAMESPACE_URL, str(n)).hex}"
+
+
+def click(
+    tenant: str,
+    cid: str,
+    *,
+    at: datetime = T0,
+    agent: str | None = "agt_ana",
+    program: str | None = "prg_main",
+    visitor: str | None = None,
+    event_id: str | None = None,
+) -> EventEnvelope:
+    body = ClickEvent(
+        click_id=cid, tenant_id=tenant, link_code=f"link-{agent}", occurred_at=at,
+        visitor_id=visitor, program_id=program, agent_id=agent,
+    )  # fmt: skip
+    return EventEnvelope.wrap(
+        orjson.dumps(body.model_dump(mode="json")), event_id=event_id or cid, source=Source.CLICK,
+        kind="click", tenant_id=tenant, entity_id=cid, occurred_at=at,
+        received_at=max(at, RECEIVED),
+    )  # fmt: skip
+
+
+def order_body(
+    order_id: int,
+    *,
+    at: datetime = T0,
+    lines: Sequence[tuple[int, int, str]] = ((1, 1, "100.00"),),
+    coupon: str | None = None,
+    cites: str | None = None,
+    customer: int | None = None,
+    email: str | None = None,
+    currency: str = "USD",
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": order_id,
+        "name": f"#{order_id}",
+        "created_at": at.isoformat(),
+        "processed_at": at.isoformat(),
+        "updated_at": at.isoformat(),
+        "currency": currency,
+        "line_items": [
+            {"id": line_id, "quantity": quantity, "price": price}
+            for line_id, quantity, price in lines
+        ],
+    }
+    if coupon is not None:
+        body["discount_codes"] = [{"code": coupon, "amount": "0.00", "type": "fixed_amount"}]
+    if cites is not None:
+        body["note_attributes"] = [{"name": "_rsclid", "value": cites}]
+    if customer is not None:
+        body["customer"] = {"id": customer}
+    if email is not None:
+        body["email"] = email
+    return body
+
+
+def shopify(
+    tenant: str,
+    topic: str,
+    body: dict[str, Any],
+    *,
+    at: datetime,
+    entity: str,
+    event_id: str | None = None,
+) -> EventEnvelope:
+    return EventEnvelope.wrap(
+        orjson.dumps(body), event_id=event_id or f"ev-{uuid.uuid4().hex}", source=Source.SHOPIFY,
+        kind=topic, tenant_id=tenant, shop=f"{tenant}.myshopify.com", entity_id=entity,
+        occurred_at=at, received_at=max(at, RECEIVED),
+    )  # fmt: skip
+
+
+def order(
+    tenant: str,
+    order_id: int,
+    *,
+    topic: str = "orders/create",
+    event_id: str | None = None,
+    **facts: Any,
+) -> EventEnvelope:
+    body = order_body(order_id, **facts)
+    at = datetime.fromisoformat(body["updated_at"])
+    return shopify(tenant, topic, body, at=at, entity=str(order_id), event_id=event_id)
+
+
+def refund(
+    tenant: str,
+    order_id: int,
+    refund_id: int,
+    lines: Sequence[tuple[int, int]],
+    *,
+    at: datetime,
+    event_id: str | None = None,
+) -> EventEnvelope:
+    body = {
+        "id": refund_id,
+        "order_id": order_id,
+        "created_at": at.isoformat(),
+        "processed_at": at.isoformat(),
+        "refund_line_items": [
+            {"id": refund_id * 100 + i, "line_item_id": line_id, "quantity": quantity}
+            for i, (line_id, quantity) in enumerate(lines)
+        ],
+    }
+    return shopify(tenant, "refunds/create", body, at=at, entity=str(order_id), event_id=event_id)
+
+
+def rules_body(
+    program: str = "prg_main",
+    *,
+    percent: str = "10",
+    version: int = 1,
+    overrides: Sequence[str] = (),
+) -> dict[str, Any]:
+    return {
+        "rule_id": f"rule_{program}",
+        "version": version,
+        "program_id": program,
+        "currency": "USD",
+        "base": {"kind": "percent", "value": percent},
+        "manager_overrides": list(overrides),
+    }
+
+
+def snapshot(
+    tenant: str,
+    *,
+    lookback_days: int = 30,
+    coupon_beats_cookie: bool = True,
+    coupons: dict[str, str] | None = None,
+    agents: Sequence[tuple[str, str | None, str | None]] = (
+        ("agt_ana", "agt_boss", "ana@example.com"),
+        ("agt_bob", None, None),
+        ("agt_boss", None, None),
+    ),
+    overrides: Sequence[str] = ("5",),
+) -> ConfigSnapshot:
+    """One tenant, one program `prg_main` (10% base, level-1 override 5%)."""
+    programs = [
+        (tenant, "prg_main", lookback_days, "last_click", coupon_beats_cookie, 0, 30, "USD")
+    ]
+    coupon_rows = [(tenant, code, "prg_main", agent) for code, agent in (coupons or {}).items()]
+    agent_rows = [(tenant, a, parent, email) for a, parent, email in agents]
+    rules = [(tenant, "rule_prg_main", 1, "prg_main", rules_body(overrides=overrides))]
+    return build_snapshot(programs, coupon_rows, agent_rows, rules)
+
+
+def days(n: float) -> timedelta:
+    return timedelta(days=n)
+
+
+def money(text: str) -> Decimal:
+    return Decimal(text)
