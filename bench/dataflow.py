@@ -21,7 +21,8 @@ Phases (every flow runs as its own `python -m bytewax.run` process, one worker):
    time as `received_at`, citing preloaded clicks; ClickHouse is polled for them
    (`conversions.attributed_at` is that `received_at`), and `raw_events.archived_at` (a
    server-side `now64(3)` default) gives the archive path's latency exactly;
-2. ClickHouse and the ledger are emptied, then the **bounded run** (`tail=False`) over the same
+2. on a second PostgreSQL and ClickHouse database (the ledger is append-only, so it is not
+   emptied), the **bounded run** (`tail=False`) over the same
    clicks/orders/refunds: wall time from process start to exit = the end-to-end figure;
    correctness is checked against what the input implies;
 3. the **bare map**: `bench.dataflow_bare` (KafkaSource → identity map → KafkaSink, bounded) on
