@@ -158,6 +158,10 @@ class CommissionRule(Base):
     body: Mapped[dict[str, Any]]
     created_by: Mapped[str | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # proposed -> active | rejected; only active versions are live for the dataflow.
+    status: Mapped[str] = mapped_column(server_default="active")
+    reviewed_by: Mapped[str | None]
+    reviewed_at: Mapped[datetime | None]
 
 
 class LedgerEntry(Base):
@@ -280,6 +284,8 @@ class Payout(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     paid_by: Mapped[str | None]
     paid_at: Mapped[datetime | None]
+    cancelled_by: Mapped[str | None]
+    cancelled_at: Mapped[datetime | None]
 
 
 class PayoutItem(Base):

@@ -178,10 +178,11 @@ def load_snapshot(postgres_url: str) -> ConfigSnapshot:
             "SELECT tenant_id, id, parent_agent_id, email FROM agents"
             " WHERE status <> 'terminated' ORDER BY tenant_id, id"
         ).fetchall()
-        # Ordered so the newest version of each program comes last (it wins in build_snapshot).
+        # Only reviewed-and-activated versions are live; ordered so the newest active version of
+        # each program comes last (it wins in build_snapshot).
         rules = conn.execute(
             "SELECT tenant_id, id, version, program_id, body FROM commission_rules"
-            " ORDER BY tenant_id, program_id, created_at, version"
+            " WHERE status = 'active' ORDER BY tenant_id, program_id, created_at, version"
         ).fetchall()
     return build_snapshot(programs, coupons, agents, rules)
 

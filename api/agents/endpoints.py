@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
 from api.agents import service
 from api.agents.repository import AgentRepository
@@ -11,6 +11,7 @@ from api.authz.dependencies import Authorized
 from api.authz.policies import Principal
 from api.context import Meta
 from api.db import ReadOnlySession, WriteSession
+from api.kit.etag import IfMatch, etag_of
 from api.kit.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/agents", tags=["agents"])
@@ -32,23 +33,38 @@ async def list_agents(
     return Page[AgentRead](items=items, next_cursor=next_cursor)
 
 
+def _tagged(representation: AgentRead, response: Response) -> AgentRead:
+    response.headers["ETag"] = etag_of(representation)
+    return representation
+
+
 @router.get("/{agent_id}")
-async def get_agent(agent_id: str, principal: AgentsRead, session: ReadOnlySession) -> AgentRead:
+async def get_agent(
+    agent_id: str, principal: AgentsRead, session: ReadOnlySession, response: Response
+) -> AgentRead:
     agent, path = await AgentRepository(session, principal, "agents.read").get_with_path(agent_id)
-    return service.to_read(principal, agent, path)
+    return _tagged(service.to_read(principal, agent, path), response)
 
 
 @router.post("", status_code=201)
 async def create_agent(
-    body: AgentCreate, principal: AgentsWrite, session: WriteSession, meta: Meta
+    body: AgentCreate, principal: AgentsWrite, session: WriteSession, meta: Meta, response: Response
 ) -> AgentRead:
     agent, path = await service.create_agent(session, principal, body, meta)
-    return service.to_read(principal, agent, path)
+    return _tagged(service.to_read(principal, agent, path), response)
 
 
-@router.patch("/{agent_id}")
+@router.patch("/{agent_id}", summary="Change an agent (a stale `If-Match` answers 412)")
 async def update_agent(
-    agent_id: str, body: AgentUpdate, principal: AgentsWrite, session: WriteSession, meta: Meta
+    agent_id: str,
+    body: AgentUpdate,
+    principal: AgentsWrite,
+    session: WriteSession,
+    meta: Meta,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> AgentRead:
-    agent, path = await service.update_agent(session, principal, agent_id, body, meta)
-    return service.to_read(principal, agent, path)
+    agent, path = await service.update_agent(
+        session, principal, agent_id, body, meta, if_match=if_match
+    )
+    return _tagged(service.to_read(principal, agent, path), response)

@@ -11,6 +11,7 @@ from api.audit import record
 from api.authz.policies import Principal, can
 from api.context import RequestMeta
 from api.errors import Forbidden, NotFound
+from api.kit.etag import check_if_match, etag_of
 from api.models import Agent, User
 from api.snapshots import snapshot
 from api.units.repository import UnitRepository
@@ -77,10 +78,15 @@ async def update_agent(
     agent_id: str,
     body: AgentUpdate,
     meta: RequestMeta,
+    *,
+    if_match: str | None = None,
 ) -> AgentWithPath:
+    """Apply the fields sent; `PreconditionFailed` when `if_match` names another version than
+    the caller's current representation of the agent."""
     agent, path = await AgentRepository(session, principal, "agents.read").get_with_path(agent_id)
     if path is None or not can(principal, "agents.write", path):
         raise Forbidden("You cannot change this agent.")
+    check_if_match(if_match, etag_of(to_read(principal, agent, path)))
     # Only email may be cleared; a null name, status or unit means "leave as is".
     sent = body.model_dump(exclude_unset=True)
     changes = {k: v for k, v in sent.items() if v is not None or k == "email"}

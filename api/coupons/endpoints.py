@@ -3,6 +3,7 @@ from __future__ import annotations
 from api.coupons.schemas import CouponCreate, CouponRead, CouponUpdate
 from api.kit.crud import ByAgent, CrudSpec, crud_router
 from api.models import CouponCode, Program
+from schemas.conversion import normalise_coupon
 
 SPEC = CrudSpec(
     noun="coupon",
@@ -21,5 +22,6 @@ SPEC = CrudSpec(
     references={"program_id": Program},
     filters={"agent_id": str, "program_id": str},
     sorts=("created_at", "code"),
+    normalise_id=normalise_coupon,
 )
 router = crud_router(SPEC)

@@ -1,16 +1,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from api.kit.fields import Code
+from schemas.conversion import normalise_coupon
+
+# Stored upper-case: the dataflow matches orders' coupon codes case-blind, upper-cased.
+CouponCodeText = Annotated[Code, AfterValidator(normalise_coupon)]
 
 
 class CouponCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: Code
+    code: CouponCodeText
     program_id: str
     agent_id: str
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 
-from fastapi import APIRouter, BackgroundTasks, Body, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Body, Depends, Path, Query, Request
 from fastapi import Response as FastAPIResponse
 from pydantic import BaseModel, Field, create_model
 from sqlalchemy import ColumnElement, Select, select, true, tuple_
@@ -33,14 +33,12 @@ from api.authz.policies import Principal, Scope, can_at
 from api.context import Meta, RequestMeta
 from api.db import ReadOnlySession, ReadSession, WriteSession
 from api.errors import Conflict, Forbidden, NotFound
-from api.kit.etag import check_if_match, etag_of
+from api.kit.etag import IfMatch, check_if_match, etag_of
 from api.kit.pagination import Page, decode_keyset, encode_keyset
 from api.kit.repository import ScopedRepository
 from api.models import Agent, Unit
 from api.snapshots import snapshot
 from schemas.ids import random_id
-
-IfMatch = Annotated[str | None, Header(description="ETag of the version being changed.")]
 
 
 class Placement(Protocol):
@@ -139,6 +137,8 @@ class CrudSpec:
     filters: Mapping[str, type[Any]] = field(default_factory=dict)
     sorts: tuple[str, ...] = ("created_at",)
     prepare: Callable[[Change], dict[str, Any]] | None = None
+    # The stored form of an id given in a path (e.g. coupon codes are matched upper-case).
+    normalise_id: Callable[[str], str] | None = None
     after_commit: Callable[[Request], Awaitable[None]] | None = None
 
     @property
@@ -160,6 +160,8 @@ class CrudRepository(ScopedRepository[Any]):
     async def get_with_path(self, object_id: str) -> tuple[Any, str | None]:
         """The row and the unit path it lives in (None: company-wide), or `NotFound`."""
         spec = self.spec
+        if spec.normalise_id is not None:
+            object_id = spec.normalise_id(object_id)
         statement = self.readable_statement().where(spec.id_column == object_id)
         path_column = spec.placement.path_column()
         if path_column is None:

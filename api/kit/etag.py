@@ -7,10 +7,14 @@ editors cannot silently overwrite each other. Without `If-Match` the write proce
 from __future__ import annotations
 
 import hashlib
+from typing import Annotated
 
+from fastapi import Header
 from pydantic import BaseModel
 
 from api.errors import RefstreamError
+
+IfMatch = Annotated[str | None, Header(description="ETag of the version being changed.")]
 
 
 class PreconditionFailed(RefstreamError):

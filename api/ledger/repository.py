@@ -12,7 +12,7 @@ from api.authz.policies import Scope
 from api.errors import NotFound
 from api.kit.repository import ScopedRepository
 from api.ledger.schemas import LedgerFilters
-from api.models import Agent, LedgerEntry, LedgerStatusEvent, PayoutItem, Unit
+from api.models import Agent, LedgerEntry, LedgerStatusEvent, Payout, PayoutItem, Unit
 
 
 def current_status() -> ColumnElement[str]:
@@ -28,8 +28,17 @@ def current_status() -> ColumnElement[str]:
     return func.coalesce(newest, LedgerEntry.status)
 
 
+def held_by_a_payout(entry_id: Any) -> ColumnElement[bool]:
+    """Whether a payout that is not cancelled holds the entry (a cancelled one released it)."""
+    return exists().where(
+        PayoutItem.entry_id == entry_id,
+        Payout.id == PayoutItem.payout_id,
+        Payout.status != "cancelled",
+    )
+
+
 def in_a_payout() -> ColumnElement[bool]:
-    return exists().where(PayoutItem.entry_id == LedgerEntry.entry_id)
+    return held_by_a_payout(LedgerEntry.entry_id)
 
 
 EntryRow = tuple[LedgerEntry, str, str | None]  # entry, current status, agent's unit path
@@ -144,7 +153,5 @@ class LedgerRepository(ScopedRepository[LedgerEntry]):
         return (await self.session.scalars(statement)).all()
 
     async def is_in_payout(self, entry_id: str) -> bool:
-        found = await self.session.scalar(
-            select(PayoutItem.payout_id).where(PayoutItem.entry_id == entry_id)
-        )
-        return found is not None
+        held: bool = await self.session.scalar(select(held_by_a_payout(entry_id)))
+        return held

@@ -14,7 +14,14 @@ from api.kit.idempotency import IdempotencyKeyHeader, run_once
 from api.kit.pagination import Page, decode_keyset, encode_keyset
 from api.payouts import service
 from api.payouts.repository import PayoutRepository
-from api.payouts.schemas import PayoutCreate, PayoutDetail, PayoutFilters, PayoutPaid, PayoutRead
+from api.payouts.schemas import (
+    PayoutCancel,
+    PayoutCreate,
+    PayoutDetail,
+    PayoutFilters,
+    PayoutPaid,
+    PayoutRead,
+)
 
 router = APIRouter(prefix="/payouts", tags=["payouts"])
 
@@ -96,6 +103,32 @@ async def mark_paid(
         key=idempotency_key,
         status_code=200,
         operation=lambda: service.mark_paid(session, principal, payout_id, body, meta=meta),
+    )
+
+
+@router.post(
+    "/{payout_id}/cancel",
+    summary="Cancel an unpaid payout (its entries become payable again)",
+    response_model=PayoutDetail,
+    responses=_IDEMPOTENT,
+)
+async def cancel_payout(
+    payout_id: str,
+    body: PayoutCancel,
+    principal: PayoutsWrite,
+    session: WriteSession,
+    meta: Meta,
+    request: Request,
+    idempotency_key: IdempotencyKeyHeader,
+) -> JSONResponse:
+    return await run_once(
+        session,
+        principal,
+        request,
+        body,
+        key=idempotency_key,
+        status_code=200,
+        operation=lambda: service.cancel(session, principal, payout_id, body, meta=meta),
     )
 
 

@@ -26,6 +26,12 @@ class PayoutPaid(BaseModel):
     reference: Reference = Field(default="", description="E.g. the bank transfer's reference.")
 
 
+class PayoutCancel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Reference = Field(default="", description="Why the payout is not made (audited).")
+
+
 class PayoutItemRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -49,6 +55,8 @@ class PayoutRead(BaseModel):
     created_at: datetime
     paid_by: str | None
     paid_at: datetime | None
+    cancelled_by: str | None
+    cancelled_at: datetime | None
 
 
 class PayoutDetail(PayoutRead):
@@ -57,6 +65,6 @@ class PayoutDetail(PayoutRead):
 
 class PayoutFilters(BaseModel):
     agent_id: str | None = None
-    status: Literal["created", "paid"] | None = None
+    status: Literal["created", "paid", "cancelled"] | None = None
     cursor: str | None = None
     limit: int = Field(default=50, ge=1, le=200)

@@ -1,5 +1,6 @@
 """Payout batches: create one from an agent's approved, unpaid entries; mark it paid (which
-appends a `paid` status event to every entry in it); export it as CSV.
+appends a `paid` status event to every entry in it) or cancel it (its entries, never changed,
+are free for another payout); export it as CSV.
 
 Only holders of `payouts.write` where the agent lives may create or pay a payout; the check is
 made here, so no route (generic or not) can move money without it.
@@ -11,7 +12,7 @@ import csv
 import io
 from decimal import Decimal
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.agents.repository import AgentRepository
@@ -21,9 +22,16 @@ from api.context import RequestMeta
 from api.db import ReadSession
 from api.errors import Conflict, Forbidden
 from api.ledger.repository import LedgerRepository
-from api.models import LedgerStatusEvent, Payout, PayoutItem
+from api.models import Agent, LedgerStatusEvent, Payout, PayoutItem
 from api.payouts.repository import PayoutRepository
-from api.payouts.schemas import PayoutCreate, PayoutDetail, PayoutItemRead, PayoutPaid, PayoutRead
+from api.payouts.schemas import (
+    PayoutCancel,
+    PayoutCreate,
+    PayoutDetail,
+    PayoutItemRead,
+    PayoutPaid,
+    PayoutRead,
+)
 from api.snapshots import snapshot
 from schemas.ids import derived_id
 from schemas.ledger import EntryStatus
@@ -49,6 +57,9 @@ async def create_payout(
     _, path = await AgentRepository(session, principal, "ledger.read").get_with_path(body.agent_id)
     if not can_at(principal, "payouts.write", path):
         raise Forbidden("You cannot create payouts for this agent.")
+    # Payouts of one agent serialise on the agent's row: an entry may sit in several payouts
+    # (cancelled ones release it), so no unique key stops two payouts taking it at once.
+    await session.execute(select(Agent.id).where(Agent.id == body.agent_id).with_for_update())
     # The agent was reached through the scoped repository above; its entries are locked here.
     entries = await PayoutRepository(session, principal, "payouts.read").payable_entries(
         tenant_id=principal.tenant_id,
@@ -81,10 +92,7 @@ async def create_payout(
     session.add_all(
         PayoutItem(payout_id=payout.id, entry_id=e.entry_id, amount=e.amount) for e in entries
     )
-    try:
-        await session.flush()
-    except IntegrityError as exc:  # a concurrent payout took one of the entries
-        raise Conflict("Some entries were just put in another payout; try again.") from exc
+    await session.flush()
     await record(
         session,
         tenant_id=principal.tenant_id,
@@ -112,8 +120,8 @@ async def mark_paid(
     payout, path = await repository.get_with_path(payout_id, lock=True)
     if not can_at(principal, "payouts.write", path):
         raise Forbidden("You cannot pay this payout.")
-    if payout.status == "paid":
-        raise Conflict("The payout is already paid.")
+    if payout.status != "created":
+        raise Conflict(f"The payout is {payout.status}.")
     items = await repository.items(payout_id)
     ledger = LedgerRepository(session, principal, "ledger.read")
     for _, entry in items:
@@ -148,6 +156,42 @@ async def mark_paid(
     )
     read = [PayoutItemRead.model_validate(i) for i, _ in items]
     return PayoutDetail(**PayoutRead.model_validate(payout).model_dump(), items=read)
+
+
+async def cancel(
+    session: AsyncSession,
+    principal: Principal,
+    payout_id: str,
+    body: PayoutCancel,
+    *,
+    meta: RequestMeta,
+) -> PayoutDetail:
+    """Cancel an unpaid payout. Its items stay as facts and its entries keep their (approved)
+    status; they become payable again because only payouts that are not cancelled hold them."""
+    repository = PayoutRepository(session, principal, "payouts.read")
+    payout, path = await repository.get_with_path(payout_id, lock=True)
+    if not can_at(principal, "payouts.write", path):
+        raise Forbidden("You cannot cancel this payout.")
+    if payout.status != "created":
+        raise Conflict(f"The payout is {payout.status}; only an unpaid payout can be cancelled.")
+    before = snapshot(payout)
+    payout.status = "cancelled"
+    payout.cancelled_at = meta.now
+    payout.cancelled_by = principal.actor
+    await session.flush()
+    await record(
+        session,
+        tenant_id=principal.tenant_id,
+        actor=principal.actor,
+        action="payout.cancel",
+        entity_type="payout",
+        entity_id=payout.id,
+        before=before,
+        after={**snapshot(payout), "reason": body.reason},
+        meta=meta,
+    )
+    items = [PayoutItemRead.model_validate(i) for i, _ in await repository.items(payout_id)]
+    return PayoutDetail(**PayoutRead.model_validate(payout).model_dump(), items=items)
 
 
 CSV_COLUMNS = (

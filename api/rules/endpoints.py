@@ -14,7 +14,9 @@ from api.rules.schemas import RuleVersionCreate, RuleVersionRead
 router = APIRouter(prefix="/programs/{program_id}/rules", tags=["commission rules"])
 
 RulesRead = Annotated[Principal, Depends(Authorized("rules.read"))]
+RulesPropose = Annotated[Principal, Depends(Authorized("rules.propose"))]
 RulesActivate = Annotated[Principal, Depends(Authorized("rules.activate"))]
+Version = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
 
 @router.get("", summary="Every version of the program's commission rules, oldest first")
@@ -27,19 +29,37 @@ async def list_rule_versions(
 @router.get("/{version}", summary="One version of the program's commission rules")
 async def get_rule_version(
     program_id: str,
-    version: Annotated[int, Path(ge=1, le=2_147_483_647)],
+    version: Version,
     principal: RulesRead,
     session: ReadOnlySession,
 ) -> RuleVersionRead:
     return await service.get_version(session, principal, program_id, version)
 
 
-@router.post("", status_code=201, summary="Store new rules as the next version (live at once)")
+@router.post(
+    "",
+    status_code=201,
+    summary="Store new rules as the next version (an owner's is active, a manager's proposed)",
+)
 async def create_rule_version(
     program_id: str,
     body: RuleVersionCreate,
-    principal: RulesActivate,
+    principal: RulesPropose,
     session: WriteSession,
     meta: Meta,
 ) -> RuleVersionRead:
     return await service.create_version(session, principal, program_id, body, meta)
+
+
+@router.post("/{version}/activate", summary="Activate a proposed version (it becomes live)")
+async def activate_rule_version(
+    program_id: str, version: Version, principal: RulesActivate, session: WriteSession, meta: Meta
+) -> RuleVersionRead:
+    return await service.review_version(session, principal, program_id, version, "active", meta)
+
+
+@router.post("/{version}/reject", summary="Reject a proposed version (it never goes live)")
+async def reject_rule_version(
+    program_id: str, version: Version, principal: RulesActivate, session: WriteSession, meta: Meta
+) -> RuleVersionRead:
+    return await service.review_version(session, principal, program_id, version, "rejected", meta)

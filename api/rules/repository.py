@@ -28,11 +28,22 @@ class RuleRepository:
         statement = self._statement().order_by(CommissionRule.version)
         return (await self.session.scalars(statement)).all()
 
-    async def version(self, version: int) -> CommissionRule | None:
-        rule: CommissionRule | None = await self.session.scalar(
-            self._statement().where(CommissionRule.version == version)
-        )
+    async def version(self, version: int, *, lock: bool = False) -> CommissionRule | None:
+        statement = self._statement().where(CommissionRule.version == version)
+        if lock:
+            statement = statement.with_for_update()
+        rule: CommissionRule | None = await self.session.scalar(statement)
         return rule
+
+    async def latest_active_version(self) -> int:
+        """The newest active version (the live one), 0 if none."""
+        statement = select(func.coalesce(func.max(CommissionRule.version), 0)).where(
+            CommissionRule.tenant_id == self.tenant_id,
+            CommissionRule.program_id == self.program_id,
+            CommissionRule.status == "active",
+        )
+        latest: int = await self.session.scalar(statement)
+        return latest
 
     async def latest_version(self) -> int:
         statement = select(func.coalesce(func.max(CommissionRule.version), 0)).where(

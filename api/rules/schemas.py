@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+RuleStatus = Literal["proposed", "active", "rejected"]
 
 
 class RuleVersionCreate(BaseModel):
@@ -23,3 +25,9 @@ class RuleVersionRead(BaseModel):
     body: dict[str, Any] = Field(description="The full CommissionRuleSet of this version.")
     created_by: str | None
     created_at: datetime
+    status: RuleStatus = Field(
+        description="`proposed` (awaiting an owner), `active` (live for the dataflow when it is "
+        "the newest active version) or `rejected`."
+    )
+    reviewed_by: str | None
+    reviewed_at: datetime | None

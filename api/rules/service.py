@@ -1,9 +1,11 @@
-"""Commission rule versions. Each stored version is live for the commission dataflow (it uses a
-program's newest version), so adding one needs `rules.activate` on the programs' scope."""
+"""Commission rule versions and their review. The commission dataflow uses a program's newest
+*active* version, so only `rules.activate` (owners, company-wide) makes a version live: an owner's
+new version is active at once, a manager's (`rules.propose`) is proposed until an owner activates
+or rejects it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -35,6 +37,9 @@ def to_read(rule: CommissionRule) -> RuleVersionRead:
         body=rule.body,
         created_by=rule.created_by,
         created_at=rule.created_at,
+        status=rule.status,
+        reviewed_by=rule.reviewed_by,
+        reviewed_at=rule.reviewed_at,
     )
 
 
@@ -95,16 +100,16 @@ async def create_version(
     body: RuleVersionCreate,
     meta: RequestMeta,
 ) -> RuleVersionRead:
-    """Store the program's rules as version n+1 (n = the newest so far, 0 if none)."""
+    """Store the program's rules as version n+1 (n = the newest so far, of any status, 0 if
+    none): active when the caller may activate rules, else proposed."""
     await _program(session, principal, program_id)
-    if not can_at(principal, "rules.activate", None):
-        raise Forbidden("Only owners can change live commission rules.")
-    # Lock the program so concurrent edits get consecutive versions rather than a conflict.
-    program = await session.scalar(
-        select(Program).where(Program.id == program_id).with_for_update()
-    )
-    if program is None:
-        raise NotFound(f"No program {program_id!r}.")
+    if can_at(principal, "rules.activate", None):
+        status = "active"
+    elif can_at(principal, "rules.propose", None):
+        status = "proposed"
+    else:
+        raise Forbidden("You cannot propose commission rules.")
+    program = await _locked_program(session, program_id)
     rules = RuleRepository(session, tenant_id=principal.tenant_id, program_id=program_id)
     version = await rules.latest_version() + 1
     rule_id = derived_id("rul", principal.tenant_id, program_id)
@@ -117,6 +122,9 @@ async def create_version(
         body=rule_set.model_dump(mode="json"),
         created_by=principal.actor,
         created_at=meta.now,
+        status=status,
+        reviewed_by=principal.actor if status == "active" else None,
+        reviewed_at=meta.now if status == "active" else None,
     )
     session.add(rule)
     try:
@@ -131,6 +139,59 @@ async def create_version(
         entity_type="commission_rule",
         entity_id=f"{rule_id}@{version}",
         before=None,
+        after=snapshot(rule),
+        meta=meta,
+    )
+    return to_read(rule)
+
+
+async def _locked_program(session: AsyncSession, program_id: str) -> Program:
+    # Lock the program so concurrent edits and reviews of its rules serialise (consecutive
+    # versions rather than a conflict; one review decision per version).
+    program = await session.scalar(
+        select(Program).where(Program.id == program_id).with_for_update()
+    )
+    if program is None:
+        raise NotFound(f"No program {program_id!r}.")
+    return program
+
+
+async def review_version(
+    session: AsyncSession,
+    principal: Principal,
+    program_id: str,
+    version: int,
+    decision: Literal["active", "rejected"],
+    meta: RequestMeta,
+) -> RuleVersionRead:
+    """Activate or reject a proposed version. Activation is refused when a newer version is
+    already active: the dataflow uses the newest active version, so the older proposal would
+    never go live (propose it again instead)."""
+    await _program(session, principal, program_id)
+    if not can_at(principal, "rules.activate", None):
+        raise Forbidden("Only owners can review commission rules.")
+    await _locked_program(session, program_id)
+    rules = RuleRepository(session, tenant_id=principal.tenant_id, program_id=program_id)
+    rule = await rules.version(version, lock=True)
+    if rule is None:
+        raise NotFound(f"Program {program_id!r} has no rules version {version}.")
+    if rule.status != "proposed":
+        raise Conflict(f"Version {version} is {rule.status}, not proposed.")
+    if decision == "active" and await rules.latest_active_version() > version:
+        raise Conflict(f"A newer version than {version} is active; propose these rules again.")
+    before = snapshot(rule)
+    rule.status = decision
+    rule.reviewed_by = principal.actor
+    rule.reviewed_at = meta.now
+    await session.flush()
+    await record(
+        session,
+        tenant_id=principal.tenant_id,
+        actor=principal.actor,
+        action="commission_rule.activate" if decision == "active" else "commission_rule.reject",
+        entity_type="commission_rule",
+        entity_id=f"{rule.id}@{version}",
+        before=before,
         after=snapshot(rule),
         meta=meta,
     )

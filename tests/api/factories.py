@@ -232,6 +232,24 @@ def insert_ledger_entry(
     return entry_id
 
 
+def insert_proposed_rule_version(pg_url: str, *, tenant_id: str, program_id: str) -> int:
+    """A copy of the program's newest rules as a new, proposed version (as a manager would
+    propose it); the program must have a version already."""
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute(
+            "INSERT INTO commission_rules"
+            " (id, version, tenant_id, program_id, body, created_by, status)"
+            " SELECT id, version + 1, tenant_id, program_id,"
+            "  body || jsonb_build_object('version', version + 1), 'test', 'proposed'"
+            " FROM commission_rules WHERE tenant_id = %s AND program_id = %s"
+            " ORDER BY version DESC LIMIT 1 RETURNING version",
+            (tenant_id, program_id),
+        ).fetchone()
+    assert row is not None, "the program has no rules to copy"
+    version: int = row[0]
+    return version
+
+
 async def approve(client: AsyncClient, token: str, entry_id: str) -> None:
     response = await client.post(
         f"/v1/ledger/entries/{entry_id}/approve", json={}, headers=idempotent(token)

@@ -84,3 +84,21 @@ async def test_agent_list_pages_with_a_cursor(client: AsyncClient) -> None:
     ).json()
     ids = [a["id"] for a in first["items"] + rest["items"]]
     assert len(ids) == len(set(ids)) == 3
+
+
+async def test_agent_patch_with_a_stale_etag_answers_412_and_changes_nothing(
+    client: AsyncClient,
+) -> None:
+    world = await build_world(client)
+    manager = bearer(world.tokens["manager"])
+    url = f"/v1/agents/{world.team_agent_id}"
+    etag = (await client.get(url, headers=manager)).headers["ETag"]
+    first = await client.patch(url, json={"name": "A"}, headers={**manager, "If-Match": etag})
+    assert first.status_code == 200, first.text
+    assert first.headers["ETag"] != etag
+    stale = await client.patch(url, json={"name": "B"}, headers={**manager, "If-Match": etag})
+    assert stale.status_code == 412
+    assert stale.headers["content-type"] == "application/problem+json"
+    again = await client.get(url, headers=manager)
+    assert again.json()["name"] == "A"
+    assert again.headers["ETag"] == first.headers["ETag"]

@@ -10,7 +10,7 @@ from httpx import AsyncClient
 from redis.asyncio import Redis
 
 from schemas.registry import REGISTRY_CHANGED_CHANNEL
-from tests.api.factories import bearer, build_world, create_program, create_shop
+from tests.api.factories import bearer, build_world, create_program, create_shop, unique_slug
 
 
 async def test_patch_with_a_stale_etag_answers_412_and_changes_nothing(
@@ -135,3 +135,31 @@ async def test_agents_see_only_their_own_links(client: AsyncClient) -> None:
         )
     mine = await client.get("/v1/links", headers=bearer(world.tokens["agent"]))
     assert {link["agent_id"] for link in mine.json()["items"]} == {world.own_agent_id}
+
+
+async def test_coupon_codes_are_stored_and_looked_up_upper_case(client: AsyncClient) -> None:
+    world = await build_world(client)
+    owner = bearer(world.tokens["owner"])
+    program_id = await create_program(client, world.tokens["owner"])
+    code = unique_slug("summer")  # lower-case, as a shop owner may type it
+    created = await client.post(
+        "/v1/coupons",
+        json={"code": code, "program_id": program_id, "agent_id": world.team_agent_id},
+        headers=owner,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["code"] == code.upper()
+    duplicate = await client.post(
+        "/v1/coupons",
+        json={"code": code.upper(), "program_id": program_id, "agent_id": world.team_agent_id},
+        headers=owner,
+    )
+    assert duplicate.status_code == 409
+    assert (await client.get(f"/v1/coupons/{code}", headers=owner)).json()["code"] == code.upper()
+    other_program = await create_program(client, world.tokens["owner"])
+    changed = await client.patch(
+        f"/v1/coupons/{code}", json={"program_id": other_program}, headers=owner
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["program_id"] == other_program
+    assert (await client.delete(f"/v1/coupons/{code.title()}", headers=owner)).status_code == 204

@@ -22,13 +22,16 @@ from api.payouts import service as payout_service
 from api.payouts.schemas import PayoutCreate
 from schemas.ledger import EntryStatus
 from tests.api.factories import (
+    World,
     approve,
     bearer,
     build_world,
     create_payout,
     create_program,
+    create_user,
     idempotent,
     insert_ledger_entry,
+    login,
 )
 
 
@@ -62,6 +65,85 @@ async def test_editing_rules_adds_a_version_and_old_versions_stay_readable(
     assert (
         await client.get(f"/v1/programs/{program_id}/rules/3", headers=owner)
     ).status_code == 404
+
+
+def percent_rules(value: str) -> dict[str, Any]:
+    return {"rules": {"currency": "USD", "base": {"kind": "percent", "value": value}}}
+
+
+async def root_manager(client: AsyncClient, world: World) -> dict[str, str]:
+    """Headers of a manager on the root unit (rules are company configuration)."""
+    email = f"root-manager@{world.slug}.example"
+    await create_user(
+        client, world.tokens["owner"], email=email, unit_id=world.root_unit_id, role="manager"
+    )
+    return bearer((await login(client, company=world.slug, email=email))["access_token"])
+
+
+async def test_a_manager_proposes_rules_and_an_owner_activates_or_rejects_them(
+    client: AsyncClient,
+) -> None:
+    world = await build_world(client)
+    owner = bearer(world.tokens["owner"])
+    manager = await root_manager(client, world)
+    program_id = await create_program(client, world.tokens["owner"])
+    rules = f"/v1/programs/{program_id}/rules"
+
+    live = await client.post(rules, json=percent_rules("10"), headers=owner)
+    assert live.json()["status"] == "active"  # an owner's version is live at once
+    proposed = await client.post(rules, json=percent_rules("12"), headers=manager)
+    assert proposed.status_code == 201, proposed.text
+    assert (proposed.json()["version"], proposed.json()["status"]) == (2, "proposed")
+    assert proposed.json()["reviewed_by"] is None
+    assert (await client.post(f"{rules}/2/activate", headers=manager)).status_code == 403
+
+    activated = await client.post(f"{rules}/2/activate", headers=owner)
+    assert activated.status_code == 200, activated.text
+    assert activated.json()["status"] == "active"
+    assert activated.json()["reviewed_by"] == f"user:{world.users['owner']}"
+    assert (await client.post(f"{rules}/2/reject", headers=owner)).status_code == 409
+
+    await client.post(rules, json=percent_rules("14"), headers=manager)
+    rejected = await client.post(f"{rules}/3/reject", headers=owner)
+    assert rejected.json()["status"] == "rejected"
+    assert (await client.post(f"{rules}/3/activate", headers=owner)).status_code == 409
+    assert (await client.post(f"{rules}/9/activate", headers=owner)).status_code == 404
+
+    audit = (await client.get("/v1/audit", headers=owner)).json()["items"]
+    actions = [e["action"] for e in audit if e["entity_type"] == "commission_rule"]
+    assert actions[:4] == [
+        "commission_rule.reject",
+        "commission_rule.create",
+        "commission_rule.activate",
+        "commission_rule.create",
+    ]
+
+
+async def test_a_proposal_older_than_the_active_version_cannot_be_activated(
+    client: AsyncClient,
+) -> None:
+    world = await build_world(client)
+    owner = bearer(world.tokens["owner"])
+    manager = await root_manager(client, world)
+    program_id = await create_program(client, world.tokens["owner"])
+    rules = f"/v1/programs/{program_id}/rules"
+    await client.post(rules, json=percent_rules("10"), headers=manager)
+    await client.post(rules, json=percent_rules("11"), headers=owner)
+
+    stale = await client.post(f"{rules}/1/activate", headers=owner)
+    assert stale.status_code == 409, stale.text
+    assert (await client.get(f"{rules}/1", headers=owner)).json()["status"] == "proposed"
+
+
+async def test_a_region_manager_cannot_propose_company_wide_rules(client: AsyncClient) -> None:
+    world = await build_world(client)
+    program_id = await create_program(client, world.tokens["owner"])
+    response = await client.post(
+        f"/v1/programs/{program_id}/rules",
+        json=percent_rules("10"),
+        headers=bearer(world.tokens["manager"]),
+    )
+    assert response.status_code == 403
 
 
 def totals_by_status(page: dict[str, Any]) -> dict[str, Decimal]:
@@ -258,3 +340,51 @@ async def test_an_agent_sees_only_their_own_statement_and_entries(
     assert other.status_code == 404
     entries = (await client.get("/v1/ledger", headers=agent)).json()["items"]
     assert {e["agent_id"] for e in entries} == {world.own_agent_id}
+
+
+async def test_cancelling_an_unpaid_payout_makes_its_entries_payable_again(
+    client: AsyncClient, pg_url: str
+) -> None:
+    world = await build_world(client)
+    token = world.tokens["owner"]
+    owner = bearer(token)
+    entry = insert_ledger_entry(pg_url, tenant_id=world.company_id, agent_id=world.team_agent_id)
+    await approve(client, token, entry)
+    first = await create_payout(client, token, agent_id=world.team_agent_id)
+    cancel_url = f"/v1/payouts/{first['id']}/cancel"
+
+    refused = await client.post(cancel_url, json={}, headers=idempotent(world.tokens["manager"]))
+    assert refused.status_code == 403
+    cancelled = await client.post(
+        cancel_url, json={"reason": "wrong period"}, headers=idempotent(token, "cancel-1")
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["cancelled_by"] == f"user:{world.users['owner']}"
+    replay = await client.post(
+        cancel_url, json={"reason": "wrong period"}, headers=idempotent(token, "cancel-1")
+    )
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    again = await client.post(cancel_url, json={}, headers=idempotent(token))
+    assert again.status_code == 409
+    paying = await client.post(
+        f"/v1/payouts/{first['id']}/paid", json={}, headers=idempotent(token)
+    )
+    assert paying.status_code == 409
+
+    entry_page = (await client.get(f"/v1/ledger/entries/{entry}", headers=owner)).json()
+    assert entry_page["status"] == EntryStatus.APPROVED  # the entry itself never changed
+    second = await create_payout(client, token, agent_id=world.team_agent_id)
+    assert [i["entry_id"] for i in second["items"]] == [entry]
+    paid = await client.post(f"/v1/payouts/{second['id']}/paid", json={}, headers=idempotent(token))
+    assert paid.status_code == 200, paid.text
+    unpaid = await client.post(
+        f"/v1/payouts/{second['id']}/cancel", json={}, headers=idempotent(token)
+    )
+    assert unpaid.status_code == 409
+
+    audit = (await client.get(f"/v1/audit?entity_id={first['id']}", headers=owner)).json()
+    latest = audit["items"][0]
+    assert latest["action"] == "payout.cancel"
+    assert latest["after"]["reason"] == "wrong period"
+    assert latest["before"]["status"] == "created"

@@ -30,6 +30,7 @@ from tests.api.factories import (
     create_shop,
     create_user,
     insert_ledger_entry,
+    insert_proposed_rule_version,
     login,
 )
 
@@ -186,6 +187,12 @@ async def fresh_params(
             entry = insert_ledger_entry(pg_url, tenant_id=world.company_id, agent_id=agent)
             await approve(client, owner, entry)
             made[name] = agent
+        elif name == "version":
+            made[name] = str(
+                insert_proposed_rule_version(
+                    pg_url, tenant_id=world.company_id, program_id=program_id
+                )
+            )
         elif name == "payout_id":
             made[name] = (await fresh_payout(client, pg_url, world, program_id))["id"]
         else:

@@ -57,6 +57,33 @@ def test_new_rule_versions_are_picked_up_on_the_next_refresh(
     assert set(config.rule_versions) == {(body["rule_id"], 1), (body["rule_id"], 2)}
 
 
+def test_a_proposed_rule_version_is_not_live_until_activated(
+    stack_settings: Settings, tenant: Tenant
+) -> None:
+    body = rules_body(tenant.program, percent="15", version=2)
+    with psycopg.connect(stack_settings.postgres_url) as conn:
+        conn.execute(
+            "INSERT INTO commission_rules (id, version, tenant_id, program_id, body, status)"
+            " VALUES (%s, 2, %s, %s, %s, 'proposed')",
+            (body["rule_id"], tenant.tenant_id, tenant.program, Jsonb(body)),
+        )
+    assert (
+        load_snapshot(stack_settings.postgres_url)
+        .tenant(tenant.tenant_id)
+        .rules[tenant.program]
+        .version
+        == 1
+    )
+
+    with psycopg.connect(stack_settings.postgres_url) as conn:
+        conn.execute(
+            "UPDATE commission_rules SET status = 'active' WHERE program_id = %s AND version = 2",
+            (tenant.program,),
+        )
+    config = load_snapshot(stack_settings.postgres_url).tenant(tenant.tenant_id)
+    assert config.rules[tenant.program].version == 2
+
+
 def test_a_tenant_registered_after_the_load_is_found_without_waiting(
     stack_settings: Settings, tenant: Tenant
 ) -> None:
