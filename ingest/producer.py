@@ -111,6 +111,10 @@ class EventProducer:
         remaining: int = self._producer.flush(timeout)
         self._stop.set()
         self._thread.join(timeout=2)
+        # Release the librdkafka instance now rather than at garbage collection: a lingering one
+        # keeps reconnecting (and logging) to a broker that may be gone. `send` after `close`
+        # then fails as ProduceFailed.
+        del self._producer
         return remaining
 
 
