@@ -61,7 +61,6 @@ import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from dataflows.attribution.events import click_event, parse_click, parse_envelope
 from dataflows.attribution.state import builder
@@ -70,10 +69,17 @@ from dataflows.sinks.clickhouse import client_for
 from deploy.clickhouse_http import start_subprocess, stop_subprocess
 from deploy.migrations import migrate_clickhouse, migrate_postgres
 from deploy.stack import StatePaths, free_port, start_kafka, stop_pid
-from ingest.cli import ensure_tenant
 from schemas.events.envelope import EventEnvelope, Source
 from schemas.settings import Settings
-from tests.dataflows.builders import click, order, order_body, refund, rules_body
+from tests.dataflows.builders import (
+    Tenant,
+    click,
+    new_tenant,
+    order,
+    order_body,
+    refund,
+    seed_tenant,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -84,16 +90,6 @@ TARGETS = {"e2e": 50_000.0, "ratio": 0.5, "bytes": 200.0, "p99": 1.0}
 
 
 # --- the scenario ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tenant:
-    tenant_id: str
-    program: str
-    ana: str  # reports to boss: accrual + override
-    bob: str  # owns the coupon
-    boss: str
-    coupon: str
 
 
 @dataclass(frozen=True)
@@ -274,39 +270,6 @@ def stores(stack: Stack, base: Settings, name: str) -> Settings:
     migrate_postgres(settings)
     migrate_clickhouse(settings)
     return settings
-
-
-def new_tenant() -> Tenant:
-    s = uuid.uuid4().hex[:8]
-    return Tenant(f"t_{s}", f"prg_{s}", f"agt_ana_{s}", f"agt_bob_{s}", f"agt_boss_{s}", f"BOB{s}")
-
-
-def seed_tenant(settings: Settings, t: Tenant) -> None:
-    """As tests/dataflows/conftest.py's `tenant` fixture."""
-    with psycopg.connect(settings.postgres_url) as conn:
-        ensure_tenant(conn, t.tenant_id)
-        conn.execute(
-            "INSERT INTO programs (id, tenant_id, name, landing_url) VALUES (%s, %s, 'P', 'x')",
-            (t.program, t.tenant_id),
-        )
-        for agent, parent, email in ((t.boss, None, None), (t.ana, t.boss, "ana@x.test"),
-                                     (t.bob, None, None)):  # fmt: skip
-            conn.execute(
-                "INSERT INTO agents (id, tenant_id, name, parent_agent_id, email)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                (agent, t.tenant_id, agent, parent, email),
-            )
-        conn.execute(
-            "INSERT INTO coupon_codes (tenant_id, code, program_id, agent_id)"
-            " VALUES (%s, %s, %s, %s)",
-            (t.tenant_id, t.coupon.lower(), t.program, t.bob),
-        )
-        body = rules_body(t.program, overrides=["5"])
-        conn.execute(
-            "INSERT INTO commission_rules (id, version, tenant_id, program_id, body)"
-            " VALUES (%s, 1, %s, %s, %s)",
-            (body["rule_id"], t.tenant_id, t.program, Jsonb(body)),
-        )
 
 
 def producer(settings: Settings, linger_ms: int = 20) -> Producer:

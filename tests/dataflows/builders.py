@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import orjson
+import psycopg
+from psycopg.types.json import Jsonb
 
 from dataflows.config import ConfigSnapshot, build_snapshot
+from ingest.cli import ensure_tenant
 from schemas.events.click import ClickEvent
 from schemas.events.envelope import EventEnvelope, Source
+from schemas.settings import Settings
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 RECEIVED = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -175,3 +180,47 @@ def days(n: float) -> timedelta:
 
 def money(text: str) -> Decimal:
     return Decimal(text)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    tenant_id: str
+    program: str
+    ana: str  # reports to boss: accrual + override
+    bob: str  # owns the coupon
+    boss: str
+    coupon: str
+
+
+def new_tenant() -> Tenant:
+    s = uuid.uuid4().hex[:8]
+    return Tenant(f"t_{s}", f"prg_{s}", f"agt_ana_{s}", f"agt_bob_{s}", f"agt_boss_{s}", f"BOB{s}")
+
+
+def seed_tenant(settings: Settings, t: Tenant) -> None:
+    """Register `t` in PostgreSQL: one program (10% base, 5% level-1 override, rules version 1),
+    agents ana (reporting to boss), bob and boss, and bob's coupon (stored lower-case)."""
+    with psycopg.connect(settings.postgres_url) as conn:
+        ensure_tenant(conn, t.tenant_id)
+        conn.execute(
+            "INSERT INTO programs (id, tenant_id, name, landing_url) VALUES (%s, %s, 'P', 'x')",
+            (t.program, t.tenant_id),
+        )
+        for agent, parent, email in ((t.boss, None, None), (t.ana, t.boss, "ana@x.test"),
+                                     (t.bob, None, None)):  # fmt: skip
+            conn.execute(
+                "INSERT INTO agents (id, tenant_id, name, parent_agent_id, email)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (agent, t.tenant_id, agent, parent, email),
+            )
+        conn.execute(
+            "INSERT INTO coupon_codes (tenant_id, code, program_id, agent_id)"
+            " VALUES (%s, %s, %s, %s)",
+            (t.tenant_id, t.coupon.lower(), t.program, t.bob),
+        )
+        body = rules_body(t.program, overrides=["5"])
+        conn.execute(
+            "INSERT INTO commission_rules (id, version, tenant_id, program_id, body)"
+            " VALUES (%s, 1, %s, %s, %s)",
+            (body["rule_id"], t.tenant_id, t.program, Jsonb(body)),
+        )

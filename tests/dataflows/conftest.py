@@ -3,7 +3,6 @@ topics, producing envelopes, and reading back ledger and ClickHouse totals."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -11,55 +10,19 @@ from decimal import Decimal
 import psycopg
 import pytest
 from confluent_kafka import Producer
-from psycopg.types.json import Jsonb
 
 from dataflows.sinks.clickhouse import client_for
-from ingest.cli import ensure_tenant
 from schemas.events.envelope import EventEnvelope
 from schemas.settings import Settings
-from tests.dataflows.builders import rules_body
+from tests.dataflows.builders import Tenant, new_tenant, seed_tenant
 from tests.fixtures.kafka import TopicFactory
-
-
-@dataclass(frozen=True)
-class Tenant:
-    tenant_id: str
-    program: str
-    ana: str
-    bob: str
-    boss: str
-    coupon: str
 
 
 @pytest.fixture
 def tenant(stack_settings: Settings) -> Tenant:
     """A tenant with one program (10% base, 5% level-1 override), three agents and a coupon."""
-    s = uuid.uuid4().hex[:8]
-    t = Tenant(f"t_{s}", f"prg_{s}", f"agt_ana_{s}", f"agt_bob_{s}", f"agt_boss_{s}", f"BOB{s}")
-    with psycopg.connect(stack_settings.postgres_url) as conn:
-        ensure_tenant(conn, t.tenant_id)
-        conn.execute(
-            "INSERT INTO programs (id, tenant_id, name, landing_url) VALUES (%s, %s, 'P', 'x')",
-            (t.program, t.tenant_id),
-        )
-        for agent, parent, email in ((t.boss, None, None), (t.ana, t.boss, "ana@x.test"),
-                                     (t.bob, None, None)):  # fmt: skip
-            conn.execute(
-                "INSERT INTO agents (id, tenant_id, name, parent_agent_id, email)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                (agent, t.tenant_id, agent, parent, email),
-            )
-        conn.execute(
-            "INSERT INTO coupon_codes (tenant_id, code, program_id, agent_id)"
-            " VALUES (%s, %s, %s, %s)",
-            (t.tenant_id, t.coupon.lower(), t.program, t.bob),
-        )
-        body = rules_body(t.program, overrides=["5"])
-        conn.execute(
-            "INSERT INTO commission_rules (id, version, tenant_id, program_id, body)"
-            " VALUES (%s, 1, %s, %s, %s)",
-            (body["rule_id"], t.tenant_id, t.program, Jsonb(body)),
-        )
+    t = new_tenant()
+    seed_tenant(stack_settings, t)
     return t
 
 
