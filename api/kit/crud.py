@@ -275,6 +275,20 @@ def crud_router(spec: CrudSpec) -> APIRouter:
         _after_commit(spec, request, background)
         return present(row, response)
 
+    async def writable(
+        session: WriteSession, principal: Any, object_id: Any, if_match: str | None, verb: str
+    ) -> Any:
+        """The row to change: readable, writable at its unit, and not changed since `If-Match`."""
+        row, path = await repository(session, principal, spec.read_permission).get_with_path(
+            object_id
+        )
+        if not can_at(principal, spec.write_permission, path):
+            raise Forbidden(f"You cannot {verb} this {spec.noun}.")
+        check_if_match(
+            if_match, etag_of(spec.read_schema.model_validate(row, from_attributes=True))
+        )
+        return row
+
     async def update_item(
         object_id: Any,
         body: Any,
@@ -286,14 +300,7 @@ def crud_router(spec: CrudSpec) -> APIRouter:
         background: BackgroundTasks,
         if_match: IfMatch = None,
     ) -> Any:
-        row, path = await repository(session, principal, spec.read_permission).get_with_path(
-            object_id
-        )
-        if not can_at(principal, spec.write_permission, path):
-            raise Forbidden(f"You cannot change this {spec.noun}.")
-        check_if_match(
-            if_match, etag_of(spec.read_schema.model_validate(row, from_attributes=True))
-        )
+        row = await writable(session, principal, object_id, if_match, "change")
         columns = spec.model.__table__.c
         # An explicit null clears nullable columns only; elsewhere it means "leave as is".
         values = {
@@ -321,14 +328,7 @@ def crud_router(spec: CrudSpec) -> APIRouter:
         background: BackgroundTasks,
         if_match: IfMatch = None,
     ) -> None:
-        row, path = await repository(session, principal, spec.read_permission).get_with_path(
-            object_id
-        )
-        if not can_at(principal, spec.write_permission, path):
-            raise Forbidden(f"You cannot delete this {spec.noun}.")
-        check_if_match(
-            if_match, etag_of(spec.read_schema.model_validate(row, from_attributes=True))
-        )
+        row = await writable(session, principal, object_id, if_match, "delete")
         before = snapshot(row)
         await session.delete(row)
         await _flush(session, spec)
