@@ -306,11 +306,6 @@ def in_topics(settings: Settings, report: DemoReport) -> dict[str, int]:
     return found
 
 
-def count_topic(bootstrap: str, topic: str, timeout: float = 20) -> int:
-    """How many messages `topic` holds, read from the beginning to the end of every partition."""
-    return len(read_to_end(bootstrap, topic, timeout))
-
-
 def read_to_end(bootstrap: str, topic: str, timeout: float = 20) -> list[Message]:
     """Every message of `topic`, read from the beginning to the end of every partition.
 

@@ -22,7 +22,7 @@ from ingest.producer import ProduceFailed
 from schemas.events.click import ClickEvent, PixelBatch
 from schemas.events.envelope import DeadLetter, EventEnvelope, Source
 from schemas.events.shopify import SHOPIFY_TOPICS
-from schemas.ids import derived_id, random_id
+from schemas.ids import body_sha256, derived_id, random_id
 from schemas.registry import erp_token_hash
 from schemas.topics import Topic, topic_for_shopify
 
@@ -208,7 +208,7 @@ async def _odoo(token: str, request: Request) -> Response:
     try:
         body = odoo.parse(raw)
     except odoo.UnreadableOdooBody as exc:
-        delivery = derived_id("evt", tenant_id, "odoo-unreadable", raw.hex()[:64], len(raw))
+        delivery = derived_id("evt", tenant_id, "odoo-unreadable", body_sha256(raw))
         envelope = EventEnvelope.wrap(
             raw, event_id=delivery, source=Source.ODOO, kind="unknown", tenant_id=tenant_id,
             occurred_at=received_at, received_at=received_at,
