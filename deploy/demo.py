@@ -138,11 +138,11 @@ def send(
             if n % 10 == 3:
                 _post_shopify(client, setup, report, "refunds", "refunds/create",
                               _refund_body(body, now))  # fmt: skip
-        for invoice in _odoo_invoices(orders):
+        for invoice in _odoo_invoices(orders, first_order):
             response = client.post(f"/webhooks/odoo/{setup.odoo_token}", content=invoice,
                                    headers={"Content-Type": "application/json"})  # fmt: skip
             report.sent["erp"] += 1
-            if response.status_code == 200:
+            if response.status_code == 200 and response.json()["status"] == "accepted":
                 report.ack("erp", response.json()["event_id"])
     return report
 
@@ -213,19 +213,20 @@ def _refund_body(order: dict[str, object], at: datetime) -> dict[str, object]:
     }  # fmt: skip
 
 
-def _odoo_invoices(orders: int) -> list[bytes]:
-    """Two posted, paid customer invoices in Odoo 17's exact webhook serialisation."""
+def _odoo_invoices(orders: int, first_id: int) -> list[bytes]:
+    """Two posted, paid customer invoices in Odoo 17's exact webhook serialisation; new record
+    ids every run (an identical body is a re-send, which the ingress deduplicates)."""
     return [
         json.dumps(
             {
                 "_action": "Notify refstream: invoice paid(#58)",
-                "_id": 300 + n,
+                "_id": first_id + n,
                 "_model": "account.move",
                 "amount_total": 100.0 + n,
-                "id": 300 + n,
-                "invoice_origin": f"S{n:05d}",
+                "id": first_id + n,
+                "invoice_origin": f"S{first_id + n}",
                 "move_type": "out_invoice",
-                "name": f"INV/2026/{n:05d}",
+                "name": f"INV/{first_id + n}",
                 "payment_state": "paid",
                 "state": "posted",
             },

@@ -87,6 +87,12 @@ def test_up_status_demo_down(stack_env: dict[str, str]) -> None:
     assert earners, demo.stdout
     assert sum(float(row[2]) for row in earners) > 0
 
+    # A second demo on the running stack brings new traffic: nothing counts as a re-send.
+    again_demo = refstream(stack_env, "demo", "--clicks", "40", "--orders", "10")
+    assert again_demo.returncode == 0, again_demo.stdout + again_demo.stderr
+    for stream, count in (("clicks", "40"), ("orders", "10"), ("refunds", "1"), ("erp", "2")):
+        assert table_row(again_demo.stdout, stream)[1:] == [count] * 3, again_demo.stdout
+
     # A second `up` reuses everything and changes nothing.
     again = refstream(stack_env, "up")
     assert again.returncode == 0, again.stdout + again.stderr
