@@ -46,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 import uuid
@@ -529,8 +530,9 @@ def freshness(
     proc: subprocess.Popen[bytes],
     sinks: Sinks,
 ) -> list[str]:
-    """Orders at a steady rate citing preloaded clicks, stamped with their send time; ClickHouse
-    polled as fast as it answers. Returns the agents the orders go to."""
+    """Orders at a steady rate citing preloaded clicks, stamped with their send time; a second
+    thread polls ClickHouse as fast as it answers (its own client) while they are sent. Returns
+    the agents the orders go to."""
     t = plan.tenant
     rng = random.Random(9)
     since = datetime.now(UTC)
@@ -539,12 +541,13 @@ def freshness(
     total = int(args.fresh_rate * args.fresh_seconds)
     agents: list[str] = []
     seen_conv: dict[str, float] = {}
-    stamps: dict[str, int] = {}
     cycles: list[float] = []
+    stop = threading.Event()
+    ch = client_for(settings)
 
     def poll() -> None:
         begun = time.time()
-        rows = sinks.ch.query(
+        rows = ch.query(
             "SELECT order_id, toUnixTimestamp64Milli(attributed_at) FROM conversions"
             " WHERE tenant_id = {t:String}"
             " AND attributed_at >= fromUnixTimestamp64Milli({s:Int64})"
@@ -557,24 +560,34 @@ def freshness(
             if order_id not in seen_conv:
                 seen_conv[order_id] = now * 1000 - stamp  # upper bound: visible by `now`
 
-    begin = time.monotonic()
-    for n in range(total):
-        due = begin + n / args.fresh_rate
-        while (wait := due - time.monotonic()) > 0:
-            if wait > 0.03:
-                poll()
-            else:
+    def poller() -> None:
+        deadline = None
+        while len(seen_conv) < total and proc.poll() is None:
+            if stop.is_set():
+                deadline = deadline or time.monotonic() + 60
+                if time.monotonic() > deadline:
+                    return
+            poll()
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=poller, name="freshness-poller", daemon=True)
+    thread.start()
+    try:
+        begin = time.monotonic()
+        for n in range(total):
+            due = begin + n / args.fresh_rate
+            if (wait := due - time.monotonic()) > 0:
                 time.sleep(wait)
-        c = rng.randrange(plan.clicks)
-        agents.append(plan.agent(c))
-        env = fresh_order(t, FRESH_FIRST + n, plan.click_id(c), datetime.now(UTC))
-        stamps[str(FRESH_FIRST + n)] = int(env.received_at.timestamp() * 1000)
-        out.produce(topics.fresh, key=env.key(), value=env.to_bytes())
-        out.poll(0)
-    out.flush(15)
-    deadline = time.monotonic() + 60
-    while len(seen_conv) < total and time.monotonic() < deadline and proc.poll() is None:
-        poll()
+            c = rng.randrange(plan.clicks)
+            agents.append(plan.agent(c))
+            env = fresh_order(t, FRESH_FIRST + n, plan.click_id(c), datetime.now(UTC))
+            out.produce(topics.fresh, key=env.key(), value=env.to_bytes())
+            out.poll(0)
+        out.flush(15)
+    finally:
+        stop.set()
+        thread.join(timeout=90)
+        ch.close()
     fig.fresh_sent = total
     fig.fresh_conv = sorted(seen_conv.values())
     fig.poll_cycle_ms = statistics.median(cycles) * 1000 if cycles else None
@@ -714,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refund-share", type=float, default=0.1)
     parser.add_argument("--fresh-rate", type=float, default=200.0, help="orders/s")
     parser.add_argument("--fresh-seconds", type=float, default=10.0)
-    parser.add_argument("--batch-timeout", type=float, default=1.0, help="flow's sink batching")
+    parser.add_argument("--batch-timeout", type=float, default=0.5, help="flow's sink batching")
     parser.add_argument("--batch-max-size", type=int, default=5000)
     parser.add_argument("--state-sample", type=int, default=200_000)
     parser.add_argument("--skip-tailing", action="store_true")

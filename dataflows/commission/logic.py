@@ -63,9 +63,14 @@ def allocate(
         if amount != 0:
             raise CommissionError("cannot allocate a non-zero amount over nothing")
         return []
-    parts = [Fraction(w) for w in weights]
-    if any(p < 0 for p in parts):
+    if any(w < 0 for w in weights):
         raise CommissionError("allocation weights must be non-negative")
+    # The two common cases, without Fraction arithmetic (same results as the general case).
+    if amount == 0:
+        return [quantize(Decimal(0), currency)] * len(weights)
+    if len(weights) == 1:
+        return [amount]
+    parts = [Fraction(w) for w in weights]
     if sum(parts) == 0:
         parts = [Fraction(1)] * len(parts)
     exponent = minor_units(currency)

@@ -485,3 +485,20 @@ def test_allocation_sums_exactly_and_stays_within_a_minor_unit(
     for part, share in zip(parts, shares, strict=True):
         exact = Fraction(total) * part / sum(parts)
         assert abs(Fraction(share) - exact) < Fraction(1, 100)
+
+
+@given(
+    total=st.decimals(min_value=-10000, max_value=10000, places=3),
+    weight=st.decimals(min_value=0, max_value=1000, places=4),
+    zeros=st.integers(min_value=1, max_value=5),
+)
+def test_allocation_shortcuts_match_the_general_split(
+    total: Decimal, weight: Decimal, zeros: int
+) -> None:
+    # One weight: the whole amount, rounded; zero total: positive zeros in the minor unit.
+    rounded = quantize(total, "USD")
+    expected = "0.00" if rounded == 0 else str(rounded)
+    assert [str(s) for s in allocate(total, [weight], "USD")] == [expected]
+    assert [str(s) for s in allocate(Decimal("-0.004"), [weight] * zeros, "USD")] == [
+        "0.00"
+    ] * zeros
