@@ -50,7 +50,7 @@ import threading
 import time
 import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -344,11 +344,13 @@ def flow_env(settings: Settings) -> dict[str, str]:
 
 
 def start_flow(
-    stack: Stack, settings: Settings, factory: str, log: Path
+    stack: Stack, settings: Settings, factory: str, log: Path, cluster: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
+    """`python -m bytewax.run factory`; `cluster` = (`-i`, id, `-a`, addresses) for a process
+    of a multi-process run."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", factory],
+            [sys.executable, "-m", "bytewax.run", *cluster, factory],
             cwd=ROOT, env=flow_env(settings), stdin=subprocess.DEVNULL, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -378,13 +380,23 @@ def attribution_factory(inputs: tuple[str, ...], dead: str, *, tail: bool, args:
     )
 
 
-def run_bounded(stack: Stack, settings: Settings, factory: str, log: Path) -> float:
+def run_bounded(
+    stack: Stack, settings: Settings, factory: str, log: Path, processes: int = 1
+) -> float:
+    """Wall time of a bounded run over `processes` bytewax processes (one worker each)."""
+    addresses = ";".join(f"{HOST}:{free_port()}" for _ in range(processes))
     started = time.perf_counter()
-    proc = start_flow(stack, settings, factory, log)
-    code = proc.wait(timeout=3600)
+    cluster = [("-i", str(i), "-a", addresses) if processes > 1 else () for i in range(processes)]
+    procs = [
+        start_flow(stack, settings, factory, log.with_suffix(f".{i}.log"), cluster[i])
+        for i in range(processes)
+    ]
+    codes = [proc.wait(timeout=3600) for proc in procs]
     elapsed = time.perf_counter() - started
-    if code != 0:
-        raise RuntimeError(f"{factory} exited {code}:\n{log.read_text(errors='replace')[-3000:]}")
+    for i, code in enumerate(codes):
+        if code != 0:
+            text = log.with_suffix(f".{i}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{factory} process {i} exited {code}:\n{text}")
     return elapsed
 
 
@@ -611,7 +623,9 @@ def bounded_phase(
     sinks = Sinks(settings, t.tenant_id)
     try:
         factory = attribution_factory(topics.inputs, topics.dead_bounded, tail=False, args=args)
-        fig.e2e_s = run_bounded(stack, settings, factory, stack.scratch / "bounded.log")
+        fig.e2e_s = run_bounded(
+            stack, settings, factory, stack.scratch / "bounded.log", args.processes
+        )
         print(f"  bounded run: {fig.events} events in {fig.e2e_s:.1f} s")
         rows, totals = plan.expected_ledger()
         got_rows, got_totals = sinks.ledger()
@@ -627,12 +641,14 @@ def bounded_phase(
     )
 
 
-def bare_phase(stack: Stack, settings: Settings, topics: Topics, fig: Figures) -> None:
+def bare_phase(
+    stack: Stack, settings: Settings, topics: Topics, fig: Figures, processes: int
+) -> None:
     factory = (
         f"bench.dataflow_bare:build({settings.kafka_bootstrap!r}, {topics.inputs!r}, "
         f"{topics.bare_out!r})"
     )
-    fig.bare_s = run_bounded(stack, settings, factory, stack.scratch / "bare.log")
+    fig.bare_s = run_bounded(stack, settings, factory, stack.scratch / "bare.log", processes)
     fig.bare_out = count_to_end(settings.kafka_bootstrap, topics.bare_out)
     print(f"  bare map: {fig.events} events in {fig.bare_s:.1f} s")
     fig.check("bare map: messages out", fig.events, fig.bare_out)
@@ -674,7 +690,8 @@ def report(fig: Figures, args: Any) -> None:
         print(f"  {name:<44} {value:>18}  {target:<12} {mark}")
 
     print(f"\nFigures ({args.clicks} clicks, {args.orders} orders, refund share"
-          f" {args.refund_share}; one bytewax worker, {os.cpu_count()} cores):")  # fmt: skip
+          f" {args.refund_share}; bounded/bare runs on {args.processes} bytewax process(es) of"
+          f" one worker, tailing run on one; {os.cpu_count()} cores):")  # fmt: skip
     row("figure", "value", "target")
     e2e = fig.events / fig.e2e_s if fig.e2e_s else None
     if e2e is not None:
@@ -731,6 +748,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-max-size", type=int, default=5000)
     parser.add_argument("--state-sample", type=int, default=200_000)
     parser.add_argument("--skip-tailing", action="store_true")
+    parser.add_argument(
+        "--processes", type=int, default=1,
+        help="bytewax processes (one worker each) for the bounded and bare runs",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     topics = Topics()
@@ -759,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             tailing_phase(stack, tail_settings, plan, topics, args, fig)
         bounded_phase(stack, bounded_settings, plan, topics, args, fig)
-        bare_phase(stack, base_settings, topics, fig)
+        bare_phase(stack, base_settings, topics, fig, args.processes)
         state_phase(bounded_settings, plan, args.state_sample, fig)
         report(fig, args)
     finally:

@@ -8,6 +8,8 @@ The dataflow keys events by tenant; one `AttributionLogic` per tenant (v1) keeps
   `min(click, order watermark) - allowed_lateness - max lookback`;
 - **seen event ids** for deduplication, expired at `slowest watermark - allowed_lateness` (an
   older event is rejected as late before it could be a duplicate, so the set stays bounded);
+  clicks are deduplicated by their click id against the click index instead (it outlives the
+  seen ids), which keeps a live click to one index entry;
 - **pending orders** that cite a click id not seen yet: held until the click arrives, or for
   `order_wait_wall` of **processing time** (`notify_at`; only tenants with pending orders have a
   timer, so timers stay few), or to the end of a bounded input. Processing time, because event
@@ -51,6 +53,7 @@ from __future__ import annotations
 
 import heapq
 import pickle
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -153,6 +156,10 @@ def _unpack(data: bytes) -> OrderBook:
     return book
 
 
+def _shared(text: str | None) -> str | None:
+    return None if text is None else sys.intern(text)
+
+
 def _stream(event: Event) -> str:
     return "order" if event.kind == "cancel" else event.kind
 
@@ -186,15 +193,16 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         out: list[Output] = []
         state = self.state
         state.tenant_id = value.tenant_id  # bytewax's builder is not told the key
-        if value.event_id in state.seen:
+        if value.event_id in state.seen or (value.kind == "click" and self._known_click(value)):
             return out, False
         own_mark = state.marks.get(_stream(value), 0)
         if value.occurred_ms < own_mark - self.tuning.allowed_lateness_ms:
             state.late_events += 1
             out.append(("dead", self._dead_letter(value, "late: older than the allowed lateness")))
             return out, False
-        state.seen[value.event_id] = value.occurred_ms
-        heapq.heappush(state.seen_heap, (value.occurred_ms, value.event_id))
+        if value.kind != "click":  # clicks are deduplicated by their click id (`_known_click`)
+            state.seen[value.event_id] = value.occurred_ms
+            heapq.heappush(state.seen_heap, (value.occurred_ms, value.event_id))
         cfg = self.config.tenant(self.tenant_id)
         advanced = self._advance(value)
         if value.kind == "click":
@@ -308,12 +316,19 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
 
     # --- clicks and orders ---------------------------------------------------------------
 
+    def _known_click(self, event: Event) -> bool:
+        assert isinstance(event.payload, tuple)
+        return event.payload[0] in self.state.clicks
+
     def _add_click(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
         assert isinstance(event.payload, tuple)
-        click_id, click = event.payload
+        click_id, (occurred, agent, program, link, visitor, bot, dup) = event.payload
         state = self.state
-        if click_id in state.clicks:
-            return
+        # Agents, programs and links repeat across clicks: one shared string each (~150 B less
+        # per live click); a pickled snapshot keeps the sharing.
+        click = (
+            occurred, _shared(agent), _shared(program), sys.intern(link), visitor, bot, dup
+        )  # fmt: skip
         state.clicks[click_id] = click
         heapq.heappush(state.click_heap, (click[0], click_id))
         if click[4] is not None:
