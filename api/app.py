@@ -17,9 +17,11 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 
 from api.agents.endpoints import router as agents_router
+from api.analytics.endpoints import router as analytics_router
 from api.api_keys.endpoints import router as api_keys_router
 from api.audit.endpoints import router as audit_router
 from api.auth.endpoints import router as auth_router
+from api.clickhouse import ClickHouseReader
 from api.companies.endpoints import router as companies_router
 from api.coupons.endpoints import router as coupons_router
 from api.db import create_engine, create_sessionmaker
@@ -59,6 +61,7 @@ def v1_router() -> APIRouter:
         ledger_router,
         payouts_router,
         audit_router,
+        analytics_router,
     ):
         router.include_router(domain)
     return router
@@ -72,9 +75,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.redis = redis
+    app.state.clickhouse = ClickHouseReader(settings)
+    app.state.clickhouse.open()  # when down, analytics retries on first use and answers 503
     try:
         yield
     finally:
+        app.state.clickhouse.close()
         await redis.aclose()
         await engine.dispose()
 

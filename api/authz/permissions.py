@@ -69,6 +69,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "ledger.adjust": _MANAGEMENT,
     "payouts.read": frozenset({Role.owner, Role.manager, Role.agent}),
     "payouts.write": _OWNER,
+    # analytics (ClickHouse): every role, scoped to the agents it reaches (agents: their own)
+    "analytics.read": _ALL,
 }
 
 

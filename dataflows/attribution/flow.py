@@ -52,6 +52,7 @@ from dataflows.sinks.clickhouse import (
     conversion_row,
     entry_row,
     raw_event_row,
+    refund_row,
 )
 from dataflows.sinks.postgres import LedgerSink
 from schemas.events.envelope import DeadLetter
@@ -109,6 +110,8 @@ def parse_value(raw: bytes | None) -> list[Tagged]:
             out.append(("event", click_event(envelope, click, raw)))
         elif (event := event_from_envelope(envelope, raw)) is not None:
             out.append(("event", event))
+            if event.kind == "refund":  # analytics' refunded revenue (refunds table)
+                out.append(("row", ("refunds", refund_row(envelope))))
     except Unprocessable as exc:
         dead = DeadLetter(reason=str(exc), stage="dataflow", failed_at=_now(), envelope=envelope)
         out.append(("dead", dead))

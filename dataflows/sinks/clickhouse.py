@@ -9,6 +9,7 @@ retried batch writes identical rows that collapse: totals read with `FINAL` neve
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import clickhouse_connect
@@ -19,6 +20,7 @@ from typing_extensions import override
 from dataflows.attribution.events import to_ms
 from schemas.events.click import ClickEvent
 from schemas.events.envelope import EventEnvelope
+from schemas.events.shopify import ShopifyRefund, parse_shopify_body
 from schemas.ledger import AttributedConversion, CommissionAccrual
 from schemas.settings import Settings
 
@@ -44,6 +46,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "tenant_id", "entry_id", "agent_id", "program_id", "conversion_id", "order_id",
         "line_item_id", "kind", "status", "level", "amount", "currency", "fx_rate", "rule_id",
         "rule_version", "occurred_at", "source_event_id", "version",
+    ),
+    "refunds": (
+        "tenant_id", "refund_id", "order_id", "shop", "occurred_at", "currency", "amount",
+        "fx_rate", "line_count", "source_event_id", "version",
     ),
 }  # fmt: skip
 
@@ -82,6 +88,34 @@ def entry_row(e: CommissionAccrual) -> Row:
         e.tenant_id, e.entry_id, e.agent_id, e.program_id, e.conversion_id, e.order_id,
         e.line_item_id, e.kind.value, e.status.value, e.level, e.amount, e.currency, e.fx_rate,
         e.rule_id, e.rule_version, e.occurred_at, e.source_event_id, ENTRY_VERSION,
+    )  # fmt: skip
+
+
+def refund_row(envelope: EventEnvelope) -> Row:
+    """The `refunds` row of a Shopify refunds/create envelope (analytics' refunded revenue).
+
+    `amount` is the refunded lines' merchandise subtotal in shop money (after discounts, as
+    Shopify reports it); shipping and goodwill adjustments are not revenue and are left out.
+    `fx_rate` stays NULL: queries use the rate of the order's conversion. `ValueError` if the body
+    is not a refund (the flow only calls this for bodies `event_from_envelope` already parsed).
+    """
+    refund = parse_shopify_body(envelope.kind, envelope.raw_body())
+    if not isinstance(refund, ShopifyRefund):
+        raise ValueError(f"{envelope.kind} is not a refund")
+    amount = Decimal(0)
+    currencies: list[str] = []
+    for line in refund.refund_line_items:
+        if line.subtotal_set is not None:
+            amount += line.subtotal_set.shop_money.amount
+            currencies.append(line.subtotal_set.shop_money.currency_code)
+        elif line.subtotal is not None:
+            amount += line.subtotal
+    currencies.extend(t.currency for t in refund.transactions if t.currency)
+    occurred_at = refund.processed_at or refund.created_at or envelope.occurred_at
+    return (
+        envelope.tenant_id, str(refund.id), str(refund.order_id), envelope.shop, occurred_at,
+        currencies[0] if currencies else None, amount, None, len(refund.refund_line_items),
+        envelope.event_id, to_ms(envelope.received_at),
     )  # fmt: skip
 
 

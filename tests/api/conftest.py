@@ -1,9 +1,10 @@
-"""API tests: the app from `create_app`, its lifespan run for real, against a PostgreSQL database
-of the API tests' own and the session's Redis index. Every test builds its own company with unique
-slugs, so tests never depend on each other's rows."""
+"""API tests: the app from `create_app`, its lifespan run for real, against a PostgreSQL and a
+ClickHouse database of the API tests' own and the session's Redis index. Every test builds its
+own company with unique slugs, so tests never depend on each other's rows."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -14,6 +15,7 @@ from api.app import create_app
 from deploy import migrations
 from schemas.settings import Settings
 from tests.api.factories import ClientFactory
+from tests.fixtures.clickhouse import ClickHouseServer
 from tests.fixtures.postgres import create_database, drop_database
 
 
@@ -27,9 +29,22 @@ def pg_url(postgres_server: str) -> Iterator[str]:
     drop_database(postgres_server, url)
 
 
+@pytest.fixture(scope="session")
+def api_clickhouse_url(clickhouse_server: ClickHouseServer) -> str:
+    """A migrated ClickHouse database of the API tests' own (analytics reads it)."""
+    url = f"http://default:@{clickhouse_server.host}:{clickhouse_server.port}/api_{uuid.uuid4().hex[:12]}"
+    migrations.migrate_clickhouse(Settings(clickhouse_url=url))
+    return url
+
+
 @pytest.fixture
-def api_settings(pg_url: str, redis_url: str) -> Settings:
-    return Settings(postgres_url=pg_url, redis_url=redis_url, jwt_secret="test-secret-" + "x" * 40)
+def api_settings(pg_url: str, redis_url: str, api_clickhouse_url: str) -> Settings:
+    return Settings(
+        postgres_url=pg_url,
+        redis_url=redis_url,
+        clickhouse_url=api_clickhouse_url,
+        jwt_secret="test-secret-" + "x" * 40,
+    )
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Analytics queries over the ClickHouse tables the attribution dataflow writes (issue #6)."""

@@ -1,0 +1,117 @@
+"""The pure parts of analytics: periods and buckets in a company's zone, reach narrowing, ratios
+and the breakdown cursor. No I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from api.analytics.periods import (
+    MAX_BUCKETS,
+    Bucket,
+    PeriodError,
+    bucket_start,
+    bucket_starts,
+    company_zone,
+    resolve_period,
+)
+from api.analytics.schemas import Dimension, Metric
+from api.analytics.service import (
+    decode_rank_cursor,
+    encode_rank_cursor,
+    money_text,
+    narrow,
+    ratio_text,
+)
+from api.errors import BadRequest
+
+BERLIN = ZoneInfo("Europe/Berlin")
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+
+
+def test_default_period_is_the_30_days_before_now() -> None:
+    assert resolve_period(None, None, now=NOW) == (NOW - timedelta(days=30), NOW)
+    start = datetime(2026, 1, 1, 1, tzinfo=ZoneInfo("Europe/Berlin"))
+    assert resolve_period(start, None, now=NOW)[0] == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(NOW, NOW), (NOW, NOW - timedelta(seconds=1)), (datetime(1, 1, 2, tzinfo=UTC), NOW)],
+)
+def test_empty_inverted_or_out_of_range_periods_are_refused(start: datetime, end: datetime) -> None:
+    with pytest.raises(PeriodError):
+        resolve_period(start, end, now=NOW)
+
+
+def test_a_late_utc_hour_is_the_next_day_in_berlin_and_the_same_day_in_new_york() -> None:
+    late = datetime(2026, 10, 14, 23, 30, tzinfo=UTC)
+    assert bucket_start(late, Bucket.day, BERLIN).isoformat() == "2026-10-15T00:00:00+02:00"
+    new_york = bucket_start(late, Bucket.day, ZoneInfo("America/New_York"))
+    assert new_york.isoformat() == "2026-10-14T00:00:00-04:00"
+
+
+def test_day_buckets_start_at_local_midnight_across_a_dst_change() -> None:
+    starts = bucket_starts(
+        datetime(2026, 10, 24, tzinfo=UTC), datetime(2026, 10, 27, tzinfo=UTC), Bucket.day, BERLIN
+    )
+    assert [s.isoformat() for s in starts] == [
+        "2026-10-24T00:00:00+02:00",
+        "2026-10-25T00:00:00+02:00",  # 25 hours long
+        "2026-10-26T00:00:00+01:00",
+        "2026-10-27T00:00:00+01:00",
+    ]
+
+
+def test_hour_buckets_follow_half_hour_zones() -> None:
+    kolkata = ZoneInfo("Asia/Kolkata")
+    starts = bucket_starts(
+        datetime(2026, 1, 1, 0, 10, tzinfo=UTC),
+        datetime(2026, 1, 1, 2, tzinfo=UTC),
+        Bucket.hour,
+        kolkata,
+    )
+    assert [s.astimezone(UTC).strftime("%H:%M") for s in starts] == ["23:30", "00:30", "01:30"]
+
+
+def test_too_many_buckets_is_an_error() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assert len(bucket_starts(start, start + timedelta(minutes=MAX_BUCKETS), Bucket.minute, BERLIN))
+    with pytest.raises(PeriodError):
+        bucket_starts(start, start + timedelta(days=30), Bucket.minute, BERLIN)
+
+
+def test_unknown_zone_names_fall_back_to_utc() -> None:
+    assert company_zone("Mars/Olympus").key == "UTC"
+    assert company_zone("Europe/Berlin").key == "Europe/Berlin"
+
+
+def test_filters_narrow_the_reach_and_never_widen_it() -> None:
+    assert narrow(None) is None
+    assert narrow(None, agent_id="a") == ("a",)
+    assert narrow(("a", "b"), agent_id="c") == ()
+    assert narrow(("a", "b"), unit_agents=("b", "c")) == ("b",)
+    assert narrow(None, unit_agents=("b", "c")) == ("b", "c")
+    assert narrow(("a", "b"), agent_id="a", unit_agents=("b",)) == ()
+
+
+def test_ratios_and_money_round_half_even() -> None:
+    assert ratio_text(1, 3) == "0.3333"
+    assert ratio_text(Decimal("0.00005"), 1) == "0.0000"
+    assert ratio_text(5, 0) is None
+    assert money_text(Decimal("2.345000000000"), "EUR") == "2.34"
+    assert money_text(Decimal("1234.5"), "JPY") == "1234"
+
+
+def test_breakdown_cursor_round_trips_and_refuses_another_sort() -> None:
+    cursor = encode_rank_cursor(Dimension.agent, Metric.revenue, Decimal("12.5"), "agt_x")
+    assert decode_rank_cursor(cursor, Dimension.agent, Metric.revenue) == ("12.5", "agt_x")
+    for by, sort in ((Dimension.unit, Metric.revenue), (Dimension.agent, Metric.clicks)):
+        with pytest.raises(BadRequest):
+            decode_rank_cursor(cursor, by, sort)
+    for garbage in ("!!", "e30", encode_rank_cursor(Dimension.agent, Metric.clicks, 1, "k")[:-4]):
+        with pytest.raises(BadRequest):
+            decode_rank_cursor(garbage, Dimension.agent, Metric.clicks)
