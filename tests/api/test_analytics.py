@@ -4,6 +4,7 @@ bots, rows outside the period and of another company), read as every role."""
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,8 +16,9 @@ import clickhouse_connect
 import psycopg
 import pytest
 from clickhouse_connect.driver.client import Client
-from httpx import AsyncClient
+from httpx import ASGITransport, AsyncClient
 
+from api.app import create_app
 from dataflows.sinks.clickhouse import COLUMNS
 from schemas.settings import Settings
 from tests.api.factories import World, bearer, build_world, create_company, login
@@ -438,3 +440,26 @@ async def test_default_period_is_the_last_30_days_and_bad_periods_are_problems(
         )
         assert response.status_code == 422, params
         assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_analytics_answers_503_while_clickhouse_is_unreachable(
+    api_settings: Settings, pg_url: str, redis_url: str
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(
+        postgres_url=pg_url, redis_url=redis_url, jwt_secret=api_settings.jwt_secret,
+        clickhouse_url=f"http://default:@127.0.0.1:{port}/nowhere",
+    )  # fmt: skip
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = ASGITransport(app=app, raise_app_exceptions=False)
+        async with AsyncClient(transport=transport, base_url="http://testserver") as client:
+            world = await build_world(client)  # the rest of the API works without ClickHouse
+            response = await client.get(
+                "/v1/analytics/summary", headers=bearer(world.tokens["owner"])
+            )
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith("analytics-unavailable")

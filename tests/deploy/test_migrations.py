@@ -74,7 +74,9 @@ def test_clickhouse_ddl_is_versioned_and_idempotent(stack_settings: Settings) ->
     )
     tables = {row[0] for row in client.query("SHOW TABLES").result_rows}
     assert tables >= {"raw_events", "clicks", "conversions", "commission_events"}
-    versions = client.query("SELECT version FROM schema_migrations FINAL").result_rows
+    versions = client.query(
+        "SELECT version FROM schema_migrations FINAL ORDER BY version"
+    ).result_rows
     assert [v for (v,) in versions] == [v for v, _, _ in migrations.clickhouse_ddl_files()]
     engine = client.command(
         "SELECT engine FROM system.tables WHERE database = {db:String} AND name = 'conversions'",
