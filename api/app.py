@@ -26,6 +26,8 @@ from api.db import create_engine, create_sessionmaker
 from api.errors import PROBLEM_JSON, install_problem_handlers
 from api.ledger.endpoints import router as ledger_router
 from api.links.endpoints import router as links_router
+from api.live.endpoints import router as live_router
+from api.live.hub import LiveHub, stop_on_signals
 from api.notes.endpoints import router as notes_router
 from api.observability import Metrics, RequestContextMiddleware, configure_logging
 from api.payouts.endpoints import router as payouts_router
@@ -59,6 +61,7 @@ def v1_router() -> APIRouter:
         ledger_router,
         payouts_router,
         audit_router,
+        live_router,
     ):
         router.include_router(domain)
     return router
@@ -72,9 +75,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.redis = redis
+    app.state.live_hub = live_hub = LiveHub(settings.redis_url)
+    restore_signals = stop_on_signals(live_hub)  # open streams end before uvicorn waits on them
     try:
         yield
     finally:
+        restore_signals()
+        await live_hub.close()
         await redis.aclose()
         await engine.dispose()
 
