@@ -22,6 +22,7 @@ from api.audit.endpoints import router as audit_router
 from api.auth.endpoints import router as auth_router
 from api.companies.endpoints import router as companies_router
 from api.coupons.endpoints import router as coupons_router
+from api.dashboard.endpoints import install as install_dashboard
 from api.db import create_engine, create_sessionmaker
 from api.errors import PROBLEM_JSON, install_problem_handlers
 from api.ledger.endpoints import router as ledger_router
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.include_router(v1_router())
+    install_dashboard(app)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
