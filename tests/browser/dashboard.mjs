@@ -57,7 +57,7 @@ try {
   const tilesMs = Date.now() - started;
   const after = await tiles(page);
   const feed = await page.$$eval("#feed li", (nodes) => nodes.map((n) => n.textContent));
-  await page.waitForTimeout(800); // let the tile highlight fade for a calm screenshot
+  await page.waitForTimeout(1500); // let the tile highlight fade for a calm screenshot
   await page.screenshot({ path: env.SCREENSHOT, fullPage: true });
   out({ event: "result", feed_ms: feedMs, tiles_ms: tilesMs, before, after, feed, console_errors: consoleErrors });
 } catch (err) {

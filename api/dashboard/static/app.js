@@ -20,7 +20,6 @@ const session = {
 let currency = "USD";
 let live = null;          // the EventSource
 let reconnectTimer = null;
-let refreshTimer = null;
 const seen = new Set();   // conversion ids already in the feed (delivery is at-least-once)
 const liveTotals = { count: 0, revenue: {} };
 
@@ -145,26 +144,30 @@ function analyticsUnavailable(err) {
 async function refreshAnalytics() {
   const [, bucket] = PERIODS[$("#period").value];
   $("#bucket").textContent = `per ${bucket}`;
-  const [summary, series, top] = await Promise.allSettled([
-    api(`/v1/analytics/summary?${filterQuery()}`),
-    api(`/v1/analytics/timeseries?${filterQuery({ bucket })}`),
-    api(`/v1/analytics/top-agents?${filterQuery({ metric: "revenue", limit: "10" })}`),
+  let failure = null;
+  const fail = (err) => { failure = failure || err; };
+  // Each part is drawn as soon as it arrives: the tiles do not wait for the chart.
+  await Promise.all([
+    api(`/v1/analytics/summary?${filterQuery()}`).then(renderSummary, fail),
+    api(`/v1/analytics/timeseries?${filterQuery({ bucket })}`)
+      .then((series) => window.drawChart($("#chart"), series, (v) => formatMoney(v)), fail),
+    api(`/v1/analytics/top-agents?${filterQuery({ metric: "revenue", limit: "10" })}`)
+      .then(renderTopAgents, fail),
   ]);
-  const failed = [summary, series, top].find((r) => r.status === "rejected");
-  if (failed) {
-    analyticsUnavailable(failed.reason);
-    return;
-  }
-  $("#analytics-error").hidden = true;
-  renderSummary(summary.value);
-  window.drawChart($("#chart"), series.value, (v) => formatMoney(v));
-  renderTopAgents(top.value);
+  if (failure) analyticsUnavailable(failure);
+  else $("#analytics-error").hidden = true;
 }
 
-function scheduleRefresh(delay = 150) {
-  // Several events of one write (a conversion and its entries) cause one refresh.
-  clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(refreshAnalytics, delay);
+// One refresh at a time; events arriving meanwhile cause exactly one more afterwards, so a
+// burst of events costs two refreshes and the first starts at once.
+let refreshing = null;
+let refreshAgain = false;
+function requestRefresh() {
+  if (refreshing) { refreshAgain = true; return; }
+  refreshing = refreshAnalytics().finally(() => {
+    refreshing = null;
+    if (refreshAgain) { refreshAgain = false; requestRefresh(); }
+  });
 }
 
 // --- live feed -----------------------------------------------------------------------------
@@ -187,7 +190,7 @@ function addToFeed(c) {
   item.dataset.order = c.order;
   const when = document.createElement("span");
   when.className = "when";
-  when.textContent = new Date(c.occurred_at).toLocaleTimeString();
+  when.textContent = new Date(c.occurred_at).toLocaleTimeString([], { hour12: false });
   const what = document.createElement("span");
   what.textContent = `Order ${c.order} · ${c.agent_name || (c.agent_id ? c.agent_id : "unattributed")} `;
   const rule = document.createElement("span");
@@ -226,10 +229,10 @@ async function connectLive() {
   }
   // EventSource cannot send an Authorization header: a one-time ticket goes in the URL instead.
   live = new EventSource(`/v1/live?ticket=${encodeURIComponent(ticket)}`);
-  live.addEventListener("ready", () => { setLiveStatus("live", true); scheduleRefresh(0); });
-  live.addEventListener("conversion", (e) => { addToFeed(JSON.parse(e.data)); scheduleRefresh(); });
-  live.addEventListener("commission", () => scheduleRefresh());
-  live.addEventListener("resync", () => scheduleRefresh(0));
+  live.addEventListener("ready", () => { setLiveStatus("live", true); requestRefresh(); });
+  live.addEventListener("conversion", (e) => { addToFeed(JSON.parse(e.data)); requestRefresh(); });
+  live.addEventListener("commission", () => requestRefresh());
+  live.addEventListener("resync", () => requestRefresh());
   live.addEventListener("end", () => reconnectLater(1000));
   // The ticket is spent: the browser's own reconnect would be refused, so get a new one.
   live.onerror = () => reconnectLater();
@@ -246,7 +249,7 @@ async function start() {
     $("#who").textContent = me.name || me.slug || "";
   } catch (_) { /* shown without the company name */ }
   await Promise.all([loadOptions("/v1/agents", $("#agent")), loadOptions("/v1/programs", $("#program"))]);
-  await refreshAnalytics();
+  requestRefresh();
   connectLive();
 }
 
@@ -272,5 +275,5 @@ $("#login-form").addEventListener("submit", async (event) => {
   start();
 });
 $("#logout").addEventListener("click", logout);
-$("#filters").addEventListener("change", () => refreshAnalytics());
+$("#filters").addEventListener("change", () => requestRefresh());
 if (session.access) start();

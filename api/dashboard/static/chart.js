@@ -4,7 +4,7 @@
 
 (function () {
   const NS = "http://www.w3.org/2000/svg";
-  const W = 800, H = 220, PAD = { l: 56, r: 36, t: 12, b: 24 };
+  const W = 1000, H = 240, PAD = { l: 64, r: 64, t: 12, b: 24 };
 
   function el(name, attrs, text) {
     const node = document.createElementNS(NS, name);
@@ -22,7 +22,7 @@
   function drawChart(container, series, formatMoney) {
     const points = series.points || [];
     container.replaceChildren();
-    const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img",
+    const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img",
                             "aria-label": "Revenue and conversions over time" });
     container.append(svg);
     if (points.length === 0) {
