@@ -4,7 +4,7 @@
 
 (function () {
   const NS = "http://www.w3.org/2000/svg";
-  const W = 1000, H = 240, PAD = { l: 64, r: 64, t: 12, b: 24 };
+  const W = 1000, H = 240, PAD = { l: 88, r: 72, t: 12, b: 24 };
 
   function el(name, attrs, text) {
     const node = document.createElementNS(NS, name);
