@@ -1,9 +1,10 @@
 // Drives /dashboard in Debian's Chromium through playwright-core; steered by test_dashboard.py.
 //
-// Protocol (one JSON object per line): prints {"event":"ready","tiles":{...}} once logged in
-// with the KPI tiles loaded and the live stream connected; then reads {"order":"#123"} on
-// stdin (sent right after the ingress accepted that order), waits until the live feed shows
-// the order and the conversions tile changed, saves a screenshot and prints
+// Protocol (one JSON object per line): prints {"event":"ready","tiles":{...},"banner":...}
+// once logged in with the KPI tiles loaded (or the "analytics unavailable" banner shown) and
+// the live stream connected; then reads {"order":"#123"} on stdin (sent right after the
+// ingress accepted that order), waits until the live feed shows the order and — when the
+// analytics answered — the conversions tile changed, saves a screenshot and prints
 // {"event":"result", ...}. Any failure prints {"event":"error", ...} and exits 1.
 //
 // Environment: BASE_URL, COMPANY, EMAIL, PASSWORD, SCREENSHOT, DEADLINE_MS (default 2000),
@@ -15,6 +16,10 @@ const env = process.env;
 const deadline = Number(env.DEADLINE_MS || 2000);
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+async function banner(page) {
+  return page.$eval("#analytics-error", (n) => (n.hidden ? null : n.textContent));
+}
 
 async function tiles(page) {
   return page.$$eval(".tile", (nodes) =>
@@ -39,27 +44,33 @@ try {
   await page.fill("#email", env.EMAIL);
   await page.fill("#password", env.PASSWORD);
   await page.click("#login-form button[type=submit]");
-  // Logged in, tiles loaded from /v1/analytics, live stream connected.
+  // Logged in, tiles loaded from /v1/analytics (or its absence reported), live stream connected.
   await page.waitForFunction(() =>
-    document.querySelector('.tile[data-kpi="conversions"] .value').textContent !== "–" &&
+    (document.querySelector('.tile[data-kpi="conversions"] .value').textContent !== "–" ||
+     !document.querySelector("#analytics-error").hidden) &&
     document.querySelector("#live-status").textContent === "live", null, { timeout: 30000 });
   const before = await tiles(page);
-  out({ event: "ready", tiles: before });
+  const analytics = (await banner(page)) === null;
+  out({ event: "ready", tiles: before, banner: await banner(page) });
 
   const { value: line } = await lines.next();
   const { order } = JSON.parse(line);
   const started = Date.now();
   await page.waitForSelector(`#feed li[data-order="${order}"]`, { timeout: deadline });
   const feedMs = Date.now() - started;
-  await page.waitForFunction((old) =>
-    document.querySelector('.tile[data-kpi="conversions"] .value').textContent !== old,
-    before.conversions, { timeout: Math.max(1, deadline - (Date.now() - started)) });
-  const tilesMs = Date.now() - started;
+  let tilesMs = null;
+  if (analytics) {
+    await page.waitForFunction((old) =>
+      document.querySelector('.tile[data-kpi="conversions"] .value').textContent !== old,
+      before.conversions, { timeout: Math.max(1, deadline - (Date.now() - started)) });
+    tilesMs = Date.now() - started;
+  }
   const after = await tiles(page);
   const feed = await page.$$eval("#feed li", (nodes) => nodes.map((n) => n.textContent));
   await page.waitForTimeout(1500); // let the tile highlight fade for a calm screenshot
   await page.screenshot({ path: env.SCREENSHOT, fullPage: true });
-  out({ event: "result", feed_ms: feedMs, tiles_ms: tilesMs, before, after, feed, console_errors: consoleErrors });
+  out({ event: "result", feed_ms: feedMs, tiles_ms: tilesMs, before, after, feed,
+        banner: await banner(page), console_errors: consoleErrors });
 } catch (err) {
   if (page) await page.screenshot({ path: env.SCREENSHOT, fullPage: true }).catch(() => {});
   const state = page ? await tiles(page).catch(() => null) : null;
