@@ -24,10 +24,13 @@ from api.auth.endpoints import router as auth_router
 from api.clickhouse import ClickHouseReader
 from api.companies.endpoints import router as companies_router
 from api.coupons.endpoints import router as coupons_router
+from api.dashboard.endpoints import install as install_dashboard
 from api.db import create_engine, create_sessionmaker
 from api.errors import PROBLEM_JSON, install_problem_handlers
 from api.ledger.endpoints import router as ledger_router
 from api.links.endpoints import router as links_router
+from api.live.endpoints import router as live_router
+from api.live.hub import LiveHub, stop_on_signals
 from api.notes.endpoints import router as notes_router
 from api.observability import Metrics, RequestContextMiddleware, configure_logging
 from api.payouts.endpoints import router as payouts_router
@@ -62,6 +65,7 @@ def v1_router() -> APIRouter:
         payouts_router,
         audit_router,
         analytics_router,
+        live_router,
     ):
         router.include_router(domain)
     return router
@@ -77,9 +81,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = redis
     app.state.clickhouse = ClickHouseReader(settings)
     app.state.clickhouse.open()  # when down, analytics retries on first use and answers 503
+    app.state.live_hub = live_hub = LiveHub(settings.redis_url)
+    restore_signals = stop_on_signals(live_hub)  # open streams end before uvicorn waits on them
     try:
         yield
     finally:
+        restore_signals()
+        await live_hub.close()
         app.state.clickhouse.close()
         await redis.aclose()
         await engine.dispose()
@@ -101,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.include_router(v1_router())
+    install_dashboard(app)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

@@ -9,6 +9,7 @@ retried batch writes identical rows that collapse: totals read with `FINAL` neve
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +19,7 @@ from clickhouse_connect.driver.client import Client
 from typing_extensions import override
 
 from dataflows.attribution.events import to_ms
+from dataflows.sinks.live import LivePublisher
 from schemas.events.click import ClickEvent
 from schemas.events.envelope import EventEnvelope
 from schemas.events.shopify import ShopifyRefund, parse_shopify_body
@@ -130,6 +132,7 @@ def client_for(settings: Settings) -> Client:
 class _Partition(StatelessSinkPartition[tuple[str, list[Row]]]):
     def __init__(self, settings: Settings) -> None:
         self._client = client_for(settings)
+        self._live = LivePublisher(settings.redis_url, COLUMNS)
 
     def write_batch(self, items: list[tuple[str, list[Row]]]) -> None:
         per_table: dict[str, list[Row]] = {}
@@ -137,9 +140,12 @@ class _Partition(StatelessSinkPartition[tuple[str, list[Row]]]):
             per_table.setdefault(table, []).extend(rows)
         for table, rows in per_table.items():
             self._client.insert(table, rows, column_names=list(COLUMNS[table]))
+        # Only after every insert returned: a live reader must find the rows it is told about.
+        self._live.publish(per_table, datetime.now(UTC))
 
     def close(self) -> None:
         self._client.close()
+        self._live.close()
 
 
 class ClickHouseSink(DynamicSink[tuple[str, list[Row]]]):

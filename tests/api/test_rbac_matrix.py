@@ -4,7 +4,9 @@ succeed and none when they fail."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ import psycopg
 import yaml
 from fastapi import FastAPI
 from httpx import AsyncClient
+from starlette.datastructures import Headers
+from starlette.types import Message
 
 from tests.api.factories import (
     PASSWORD,
@@ -71,7 +75,7 @@ def fill(template: Any, values: dict[str, str]) -> Any:
 
 
 async def test_every_route_answers_every_caller_as_declared(
-    client: AsyncClient, pg_url: str
+    app: FastAPI, client: AsyncClient, pg_url: str
 ) -> None:
     world = await build_world(client)
     other = await create_company(client)
@@ -125,7 +129,7 @@ async def test_every_route_answers_every_caller_as_declared(
         for caller in CALLERS:
             params = path_params | await fresh_params(client, pg_url, world, row, program_id)
             status, audited = await call(
-                client, pg_url, world, row, method, path.format_map(params), caller,
+                app, client, pg_url, world, row, method, path.format_map(params), caller,
                 logins=logins, tokens=tokens, params=params,
             )  # fmt: skip
             expected = row["expect"][caller]
@@ -201,6 +205,7 @@ async def fresh_params(
 
 
 async def call(
+    app: FastAPI,
     client: AsyncClient,
     pg_url: str,
     world: World,
@@ -235,17 +240,58 @@ async def call(
     headers = {"X-Request-Id": request_id, "Idempotency-Key": f"rbac-{uuid.uuid4().hex}"}
     if not anonymous:
         headers |= bearer(tokens[caller])
-    response = await client.request(
-        method, path, json=fill(body, values) if body else None, headers=headers
-    )
-    assert response.headers["X-Request-Id"] == request_id
-    if response.status_code >= 400:
-        assert response.headers["content-type"] == "application/problem+json", response.text
+    response_headers: Mapping[str, str]
+    if row.get("stream"):
+        status, response_headers = await stream_head(app, method, path, headers)
+    else:
+        response = await client.request(
+            method, path, json=fill(body, values) if body else None, headers=headers
+        )
+        status, response_headers = response.status_code, response.headers
+    assert response_headers["X-Request-Id"] == request_id
+    if status >= 400:
+        assert response_headers["content-type"] == "application/problem+json", path
     with psycopg.connect(pg_url) as conn:
         found = conn.execute(
             "SELECT count(*) FROM audit_log WHERE request_id = %s", (request_id,)
         ).fetchone()
-    return response.status_code, bool(found and found[0])
+    return status, bool(found and found[0])
+
+
+async def stream_head(
+    app: FastAPI, method: str, path: str, headers: dict[str, str]
+) -> tuple[int, Headers]:
+    """Status and headers of a streaming response, then a client disconnect (httpx's ASGI
+    transport waits for the end of the body, which an event stream never reaches)."""
+    started = asyncio.Event()
+    head: dict[str, Any] = {}
+    requested = False
+
+    async def receive() -> Message:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await started.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            head["status"] = message["status"]
+            head["headers"] = Headers(raw=message["headers"])
+            started.set()
+
+    raw_path, _, query = path.partition("?")
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+        "method": method, "scheme": "http", "path": raw_path, "raw_path": raw_path.encode(),
+        "query_string": query.encode(), "root_path": "", "client": ("198.51.100.7", 40000),
+        "server": ("testserver", 80),
+        "headers": [(b"host", b"testserver")]
+        + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }  # fmt: skip
+    await asyncio.wait_for(app(scope, receive, send), 10)
+    return head["status"], head["headers"]
 
 
 def test_password_constant_is_long_enough() -> None:

@@ -1,0 +1,1 @@
+"""Live updates: `/v1/live` (Server-Sent Events) relays the dataflow's Redis fan-out."""

@@ -1,0 +1,82 @@
+// Drives /dashboard in Debian's Chromium through playwright-core; steered by test_dashboard.py.
+//
+// Protocol (one JSON object per line): prints {"event":"ready","tiles":{...},"banner":...}
+// once logged in with the KPI tiles loaded (or the "analytics unavailable" banner shown) and
+// the live stream connected; then reads {"order":"#123"} on stdin (sent right after the
+// ingress accepted that order), waits until the live feed shows the order and — when the
+// analytics answered — the conversions tile changed, saves a screenshot and prints
+// {"event":"result", ...}. Any failure prints {"event":"error", ...} and exits 1.
+//
+// Environment: BASE_URL, COMPANY, EMAIL, PASSWORD, SCREENSHOT, DEADLINE_MS (default 2000),
+// CHROMIUM (default /usr/bin/chromium).
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const env = process.env;
+const deadline = Number(env.DEADLINE_MS || 2000);
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+async function banner(page) {
+  return page.$eval("#analytics-error", (n) => (n.hidden ? null : n.textContent));
+}
+
+async function tiles(page) {
+  return page.$$eval(".tile", (nodes) =>
+    Object.fromEntries(nodes.map((n) => [n.dataset.kpi, n.querySelector(".value").textContent])));
+}
+
+const browser = await chromium.launch({
+  executablePath: env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+let page;
+const consoleErrors = [];
+try {
+  page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.on("console", (msg) => { if (msg.type() === "error") consoleErrors.push(msg.text()); });
+  page.on("pageerror", (err) => consoleErrors.push(String(err)));
+
+  await page.goto(`${env.BASE_URL}/dashboard`);
+  await page.fill("#company", env.COMPANY);
+  await page.fill("#email", env.EMAIL);
+  await page.fill("#password", env.PASSWORD);
+  await page.click("#login-form button[type=submit]");
+  // Logged in, tiles loaded from /v1/analytics (or its absence reported), live stream connected.
+  await page.waitForFunction(() =>
+    (document.querySelector('.tile[data-kpi="conversions"] .value').textContent !== "–" ||
+     !document.querySelector("#analytics-error").hidden) &&
+    document.querySelector("#live-status").textContent === "live", null, { timeout: 30000 });
+  const before = await tiles(page);
+  const analytics = (await banner(page)) === null;
+  out({ event: "ready", tiles: before, banner: await banner(page) });
+
+  const { value: line } = await lines.next();
+  const { order } = JSON.parse(line);
+  const started = Date.now();
+  await page.waitForSelector(`#feed li[data-order="${order}"]`, { timeout: deadline });
+  const feedMs = Date.now() - started;
+  let tilesMs = null;
+  if (analytics) {
+    await page.waitForFunction((old) =>
+      document.querySelector('.tile[data-kpi="conversions"] .value').textContent !== old,
+      before.conversions, { timeout: Math.max(1, deadline - (Date.now() - started)) });
+    tilesMs = Date.now() - started;
+  }
+  const after = await tiles(page);
+  const feed = await page.$$eval("#feed li", (nodes) => nodes.map((n) => n.textContent));
+  await page.waitForTimeout(1500); // let the tile highlight fade for a calm screenshot
+  await page.screenshot({ path: env.SCREENSHOT, fullPage: true });
+  out({ event: "result", feed_ms: feedMs, tiles_ms: tilesMs, before, after, feed,
+        banner: await banner(page), console_errors: consoleErrors });
+} catch (err) {
+  if (page) await page.screenshot({ path: env.SCREENSHOT, fullPage: true }).catch(() => {});
+  const state = page ? await tiles(page).catch(() => null) : null;
+  out({ event: "error", error: String(err), tiles: state, console_errors: consoleErrors });
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+  process.stdin.destroy();
+}
