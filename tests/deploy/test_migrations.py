@@ -23,8 +23,8 @@ EXPECTED_PG_TABLES = {
 
 def test_postgres_migrations_are_idempotent_and_reversible(empty_pg_url: str) -> None:
     settings = Settings(postgres_url=empty_pg_url)
-    assert migrations.migrate_postgres(settings) == "0004_rule_review"
-    assert migrations.migrate_postgres(settings) == "0004_rule_review"
+    assert migrations.migrate_postgres(settings) == "0005_ledger_replays"
+    assert migrations.migrate_postgres(settings) == "0005_ledger_replays"
     with psycopg.connect(empty_pg_url) as conn:
         tables = {
             row[0]
@@ -34,7 +34,7 @@ def test_postgres_migrations_are_idempotent_and_reversible(empty_pg_url: str) ->
         }
     assert tables >= EXPECTED_PG_TABLES
     assert migrations.downgrade_postgres(settings, "base") == "base"
-    assert migrations.migrate_postgres(settings) == "0004_rule_review"
+    assert migrations.migrate_postgres(settings) == "0005_ledger_replays"
 
 
 def test_audit_log_rejects_update_and_delete(pg_url: str) -> None:
@@ -74,7 +74,9 @@ def test_clickhouse_ddl_is_versioned_and_idempotent(stack_settings: Settings) ->
     )
     tables = {row[0] for row in client.query("SHOW TABLES").result_rows}
     assert tables >= {"raw_events", "clicks", "conversions", "commission_events"}
-    versions = client.query("SELECT version FROM schema_migrations FINAL").result_rows
+    versions = client.query(
+        "SELECT version FROM schema_migrations FINAL ORDER BY version"
+    ).result_rows
     assert [v for (v,) in versions] == [v for v, _, _ in migrations.clickhouse_ddl_files()]
     engine = client.command(
         "SELECT engine FROM system.tables WHERE database = {db:String} AND name = 'conversions'",
