@@ -16,6 +16,7 @@ from rich.table import Table
 from api import cli as api_cli
 from dataflows import cli as dataflow_cli
 from deploy import stack
+from deploy.replay import replay_app
 from ingest import cli as ingest_cli
 from schemas.settings import Settings
 
@@ -25,6 +26,7 @@ app.add_typer(ingest_cli.odoo_app, name="odoo")
 app.add_typer(ingest_cli.ingest_app, name="ingest")
 app.add_typer(api_cli.audit_app, name="audit")
 app.add_typer(dataflow_cli.dataflow_app, name="dataflow")
+app.add_typer(replay_app, name="replay")
 console = Console()
 
 

@@ -60,12 +60,16 @@ from schemas.ledger import AttributedConversion, CommissionAccrual
 from schemas.settings import Settings
 from schemas.topics import Topic
 
+# Every stream the ingress accepts events into, so every accepted event is archived; GDPR and
+# shop lifecycle events are archived only (no state event).
 INPUT_TOPICS: tuple[str, ...] = (
     Topic.CLICKS,
     Topic.ORDERS,
     Topic.REFUNDS,
     Topic.ERP,
     Topic.CUSTOMERS,
+    Topic.GDPR,
+    Topic.SHOPS,
 )
 
 # What flows between steps: ("event", Event) | ("row", (table, Row)) | ("dead", DeadLetter)

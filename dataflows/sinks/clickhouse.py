@@ -32,6 +32,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "raw_events": (
         "tenant_id", "source", "kind", "event_id", "shop", "entity_id", "occurred_at",
         "received_at", "schema_version", "body_sha256", "headers", "body", "body_encoding",
+        "occurred_at_us", "occurred_offset_s", "received_at_us", "received_offset_s",
+        "content_type",
     ),
     "clicks": (
         "tenant_id", "click_id", "link_code", "program_id", "agent_id", "shop", "visitor_id",
@@ -58,12 +60,21 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 ENTRY_VERSION = 1  # ledger entries never change: one version
 
 
+def _offset_s(when: datetime) -> int:
+    offset = when.utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0
+
+
 def raw_event_row(envelope: EventEnvelope) -> Row:
+    """The archive row: everything `dataflows.replay.envelope_bytes` needs to rebuild the
+    envelope's Kafka bytes exactly (times to the microsecond with their UTC offset)."""
+    occurred, received = envelope.occurred_at, envelope.received_at
     return (
         envelope.tenant_id, envelope.source.value, envelope.kind, envelope.event_id,
-        envelope.shop, envelope.entity_id, envelope.occurred_at, envelope.received_at,
+        envelope.shop, envelope.entity_id, occurred, received,
         envelope.schema_version, envelope.payload_ref.sha256, envelope.headers, envelope.body,
-        envelope.body_encoding.value,
+        envelope.body_encoding.value, occurred, _offset_s(occurred), received,
+        _offset_s(received), envelope.payload_ref.content_type,
     )  # fmt: skip
 
 

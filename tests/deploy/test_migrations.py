@@ -23,8 +23,8 @@ EXPECTED_PG_TABLES = {
 
 def test_postgres_migrations_are_idempotent_and_reversible(empty_pg_url: str) -> None:
     settings = Settings(postgres_url=empty_pg_url)
-    assert migrations.migrate_postgres(settings) == "0004_rule_review"
-    assert migrations.migrate_postgres(settings) == "0004_rule_review"
+    assert migrations.migrate_postgres(settings) == "0005_ledger_replays"
+    assert migrations.migrate_postgres(settings) == "0005_ledger_replays"
     with psycopg.connect(empty_pg_url) as conn:
         tables = {
             row[0]
@@ -34,7 +34,7 @@ def test_postgres_migrations_are_idempotent_and_reversible(empty_pg_url: str) ->
         }
     assert tables >= EXPECTED_PG_TABLES
     assert migrations.downgrade_postgres(settings, "base") == "base"
-    assert migrations.migrate_postgres(settings) == "0004_rule_review"
+    assert migrations.migrate_postgres(settings) == "0005_ledger_replays"
 
 
 def test_audit_log_rejects_update_and_delete(pg_url: str) -> None:
