@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 
-.PHONY: install lint test test-fast demo up down status compose-check clean
+.PHONY: install lint test test-fast chaos demo up down status compose-check clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,12 @@ test: lint
 
 test-fast: install
 	$(BIN)/pytest -q -x
+
+# The chaos suite at full size (make test runs it on 40 orders): prints the fault table.
+CHAOS_ORDERS ?= 400
+chaos: install
+	CHAOS_FULL=1 CHAOS_ORDERS=$(CHAOS_ORDERS) $(BIN)/pytest -q -p no:cacheprovider \
+		--timeout 1800 tests/e2e/test_chaos.py
 
 demo: install
 	$(BIN)/refstream up

@@ -452,8 +452,13 @@ def up(settings: Settings, report: Callable[[str], None] = lambda _msg: None) ->
             raise StackError("kafka", f"{k_host}:{k_port} unreachable and not local")
         report(f"kafka: starting tansu on {k_host}:{k_port}")
         start_kafka(k_host, k_port, paths)
-        # tansu keeps topics in memory: a fresh broker means the dataflow's saved offsets
-        # point into topics that no longer exist, so its recovery state starts over too.
+        # tansu keeps topics in memory: a fresh broker means the dataflow's offsets (saved, and
+        # held by a running dataflow) point into topics that no longer exist, so it starts over:
+        # a running one is stopped (started again below) and its recovery state cleared.
+        dataflow = read_pid(paths, "dataflow")
+        if dataflow is not None and pid_alive(dataflow):
+            report("dataflow: stopping it, its Kafka positions are gone with the old broker")
+            stop_pid(dataflow)
         shutil.rmtree(paths.recovery, ignore_errors=True)
     report(f"kafka: ready at {k_host}:{k_port}")
 

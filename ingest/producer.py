@@ -73,8 +73,9 @@ class EventProducer:
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             loop.call_soon_threadsafe(_settle, done, err)
 
+        producer = self._producer
         try:
-            self._producer.produce(topic, value, key, on_delivery=on_delivery)
+            producer.produce(topic, value, key, on_delivery=on_delivery)
         except BufferError as exc:
             raise ProduceFailed("producer queue full") from exc
         except Exception as exc:  # KafkaException for a fatal producer state
@@ -85,13 +86,25 @@ class EventProducer:
             err = await done
         finally:
             timer.cancel()
-        if err is _TIMED_OUT:
+        if err is _TIMED_OUT or (err is not None and err.code() == KafkaError._MSG_TIMED_OUT):
+            await self._restart_if_poisoned(producer)
             raise ProduceFailed(f"no broker ack within {self._timeout:.1f}s")
         if err is not None:
             if err.fatal() or err.code() in _POISONED:
-                self._restart()
+                self._restart(producer)
             raise ProduceFailed(err.str())
         return time.perf_counter() - started
+
+    async def _restart_if_poisoned(self, producer: Producer) -> None:
+        """A write timed out. If the broker answers metadata all the same, it is up but refuses
+        this producer's writes: a restarted broker that lost its producer state answers
+        UNKNOWN_PRODUCER_ID, which librdkafka retries until the message times out instead of
+        reporting it, so the instance would never write again. Replace it then; a broker that
+        does not answer at all (down, frozen) is waited for instead."""
+        if producer is not self._producer:
+            return  # another request already replaced it
+        if await asyncio.to_thread(self.ready, 1.0) is None:
+            self._restart(producer)
 
     def ready(self, timeout: float = 2.0) -> str | None:
         """None if the cluster answers a metadata request, else why not."""
@@ -101,10 +114,13 @@ class EventProducer:
             return str(exc)
         return None
 
-    def _restart(self) -> None:
-        # A fatal idempotence error poisons the producer instance: replace it.
-        old, self._producer = self._producer, Producer(self._config)
-        old.flush(0)
+    def _restart(self, poisoned: Producer) -> None:
+        # A fatal idempotence error poisons the producer instance: replace it (once, however
+        # many requests saw it fail).
+        if poisoned is not self._producer:
+            return
+        self._producer = Producer(self._config)
+        poisoned.flush(0)
 
     def close(self, timeout: float = 5.0) -> int:
         """Flush what is queued, stop polling; returns how many messages were left undelivered."""

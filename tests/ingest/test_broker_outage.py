@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import uuid
@@ -28,7 +29,8 @@ def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
     port = stack.free_port()
     pid = stack.start_kafka("127.0.0.1", port, paths, tie_to_parent=True)
     yield KafkaBroker(bootstrap=f"127.0.0.1:{port}", pid=pid)
-    os.kill(pid, signal.SIGCONT)
+    with contextlib.suppress(ProcessLookupError):  # a test may have stopped it already
+        os.kill(pid, signal.SIGCONT)
     stack.stop_pid(pid)
 
 
@@ -89,3 +91,50 @@ async def test_unreachable_broker_gets_503_and_nothing_acknowledged_is_lost(
     }
     assert acked <= in_kafka
     assert len(acked) == warmed_up + 10
+
+
+async def test_writes_flow_again_after_the_broker_restarts_without_its_state(
+    make_client: ClientFactory, registered: Registered, own_broker: KafkaBroker,
+    stack_settings: Settings, tmp_path: Path,
+) -> None:  # fmt: skip
+    # tansu keeps its log in memory: a restarted broker has forgotten the ingress's producer id
+    # and answers its writes UNKNOWN_PRODUCER_ID, which librdkafka retries until they time out.
+    settings = stack_settings.model_copy(update={"kafka_bootstrap": own_broker.bootstrap})
+    migrations.create_topics(settings)
+    acked: set[str] = set()
+
+    async def send(client: httpx.AsyncClient, n: int) -> int:
+        body = orjson.dumps({"id": 60_000 + n, "created_at": "2026-11-01T10:00:00Z"})
+        event_id = f"ev-restart-{uuid.uuid4().hex}"
+        headers = shopify_headers(registered.shop, registered.secret, body, "orders/create",
+                                  event_id)  # fmt: skip
+        response = await client.post("/webhooks/shopify", content=body, headers=headers)
+        if response.status_code == 200:
+            acked.add(event_id)
+        return response.status_code
+
+    async with make_client(
+        kafka_bootstrap=own_broker.bootstrap, ingest_produce_timeout_seconds=1.5
+    ) as client:
+        for n in range(20):  # warm up: the first writes wait for the producer id
+            if await send(client, n) == 200:
+                break
+        assert acked, "the ingress never wrote to the fresh broker"
+        host, port = own_broker.bootstrap.split(":")
+        stack.stop_pid(own_broker.pid)
+        paths = stack.StatePaths(tmp_path / "restarted").ensure()
+        restarted = stack.start_kafka(host, int(port), paths, tie_to_parent=True)
+        try:
+            migrations.create_topics(settings)
+            acked.clear()
+            outcomes = [await send(client, 100 + n) for n in range(12)]
+            in_kafka = {
+                EventEnvelope.from_bytes(m.value()).event_id
+                for m in read_to_end(own_broker.bootstrap, Topic.ORDERS)
+            }
+        finally:
+            stack.stop_pid(restarted)
+
+    assert outcomes[-3:] == [200, 200, 200], outcomes
+    assert set(outcomes) <= {200, 503}
+    assert acked <= in_kafka
