@@ -4,16 +4,26 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 
-.PHONY: install lint test test-fast chaos demo up down status compose-check clean
+.PHONY: install lock lint test test-fast chaos demo up down status compose-check clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 12), "refstream needs Python 3.11 or 3.12 (bytewax 0.21.1 wheels)"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
+
+# Re-resolve the newest versions pyproject.toml allows and pin them in constraints.txt.
+LOCK_VENV := .lock-venv
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet -e '.[dev]'
+	head -n 3 constraints.txt > constraints.new
+	$(LOCK_VENV)/bin/pip freeze --exclude-editable >> constraints.new
+	mv constraints.new constraints.txt && rm -rf $(LOCK_VENV)
 
 lint: install
 	$(BIN)/ruff check .

@@ -111,18 +111,24 @@ def serve(
 ) -> None:
     """Run the ingress under uvicorn with several worker processes."""
     settings = Settings()
-    metrics_dir = settings.ingest_metrics_dir or settings.state_dir / "metrics" / "ingest"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    # Workers inherit these: prometheus_client's multiprocess mode and our Settings.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    os.environ["REFSTREAM_INGEST_METRICS_DIR"] = str(metrics_dir)
+    count = workers or settings.ingest_workers
+    if count > 1:
+        metrics_dir = settings.ingest_metrics_dir or settings.state_dir / "metrics" / "ingest"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        # Workers inherit these: prometheus_client's multiprocess mode and our Settings.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        os.environ["REFSTREAM_INGEST_METRICS_DIR"] = str(metrics_dir)
+    elif "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # uvicorn serves one worker in this process, whose metrics already keep their values
+        # in memory (prometheus_client chose when this module imported it): expose those.
+        os.environ.pop("REFSTREAM_INGEST_METRICS_DIR", None)
     uvicorn.run(
         "ingest.app:create_app",
         factory=True,
         host=settings.ingest_host,
         port=settings.ingest_port,
-        workers=workers or settings.ingest_workers,
+        workers=count,
         log_level="warning",
         access_log=False,
         http="httptools",

@@ -1,4 +1,4 @@
-"""`refstream ingest serve`: the real uvicorn server with several worker processes."""
+"""`refstream ingest serve`: the real uvicorn server, with one worker and with several."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ from schemas.settings import Settings
 from tests.ingest.conftest import Registered, shopify_headers
 
 
-@pytest.fixture
-def server(stack_settings: Settings, registered: Registered, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
+def server(
+    stack_settings: Settings, registered: Registered, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[str]:
     port = stack.free_port()
     env = {
         **os.environ,
@@ -32,7 +34,7 @@ def server(stack_settings: Settings, registered: Registered, tmp_path: Path) -> 
         "REFSTREAM_STATE_DIR": str(tmp_path),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deploy.cli", "ingest", "serve", "--workers", "2"],
+        [sys.executable, "-m", "deploy.cli", "ingest", "serve", "--workers", str(request.param)],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -67,6 +69,8 @@ def test_workers_accept_webhooks_and_share_one_metrics_view(
             "Content-Type": "application/json", "X-Shopify-Shop-Domain": registered.shop,
             "X-Shopify-Hmac-Sha256": "AAAA", "X-Shopify-Topic": "orders/paid"})  # fmt: skip
         assert bad.status_code == 401
+        lost = client.get("/r/no-such-link")
+        assert lost.status_code == 404
         metrics = client.get("/metrics").text
     accepted = [
         line for line in metrics.splitlines()
@@ -75,3 +79,8 @@ def test_workers_accept_webhooks_and_share_one_metrics_view(
     ]  # fmt: skip
     # Whichever worker answered /metrics, it reports the requests of all workers.
     assert sum(float(line.rsplit(" ", 1)[1]) for line in accepted) == 12
+    unknown = [
+        line for line in metrics.splitlines()
+        if line.startswith("refstream_ingest_requests_total{") and "unknown_link" in line
+    ]  # fmt: skip
+    assert [float(line.rsplit(" ", 1)[1]) for line in unknown] == [1.0]
