@@ -52,6 +52,7 @@ from typing_extensions import override
 from dataflows.attribution.flow import (
     INPUT_TOPICS,
     Batching,
+    LedgerItem,
     attribution_steps,
     kafka_error_dead_letter,
 )
@@ -74,7 +75,7 @@ from schemas.settings import Settings
 DAY = timedelta(days=1)
 # Orders wait for a cited click until it arrives or the input ends, never for wall-clock time
 # (the live flow's 15-minute processing-time wait would make a slow replay decide differently).
-REPLAY_TUNING = Tuning(order_wait_wall_ms=10 * 365 * 86_400_000)
+REPLAY_TUNING = Tuning(order_wait_wall_ms=10 * 365 * 86_400_000, holds=False)
 PAGE_ROWS = 20_000
 
 ReplaySource = Literal["archive", "kafka"]
@@ -505,8 +506,12 @@ def replay_flow(
     outputs = attribution_steps(values, config, tuning=REPLAY_TUNING, batching=batching)
     wanted = frozenset(programs)
 
-    def entries(batch: tuple[str, list[CommissionAccrual]]) -> list[CommissionAccrual]:
-        kept = [e for e in batch[1] if not wanted or e.program_id in wanted]
+    def entries(batch: tuple[str, list[LedgerItem]]) -> list[CommissionAccrual]:
+        # REPLAY_TUNING decides no approvals: a shadow ledger has entries, not statuses.
+        kept = [
+            e for e in batch[1]
+            if isinstance(e, CommissionAccrual) and (not wanted or e.program_id in wanted)
+        ]  # fmt: skip
         counters.entries += len(kept)
         return kept
 

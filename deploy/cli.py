@@ -98,11 +98,15 @@ def demo(
     console.print(table)
     results = demo_traffic.attribution_results(settings, setup, report)
     attribution = Table(title="attributed by the dataflow (ClickHouse conversions, ledger)")
-    for column in ("agent", "conversions by rule", "commission (USD, net of refunds)"):
+    columns = ("agent", "conversions by rule", "commission (USD, net of refunds)",
+               "of which approved (invoice paid)")  # fmt: skip
+    for column in columns:
         attribution.add_column(column)
     for result in results:
         rules = ", ".join(f"{rule} {n}" for rule, n in sorted(result.conversions.items()))
-        attribution.add_row(result.agent_id, rules or "-", f"{result.commission:.2f}")
+        attribution.add_row(
+            result.agent_id, rules or "-", f"{result.commission:.2f}", f"{result.approved:.2f}"
+        )
     console.print(attribution)
     console.print(
         f"Look at: `refstream status`; logs in {settings.state_dir / 'logs'}; ingress metrics "

@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import clickhouse_connect
@@ -36,6 +37,7 @@ from schemas.topics import Topic
 AGENTS = ("ana", "bo", "chen", "dara")
 PRODUCTS = (("SKU-CHAIR", Decimal("249.00")), ("SKU-DESK", Decimal("899.00")),
             ("SKU-LAMP", Decimal("59.90")), ("SKU-MAT", Decimal("34.50")))  # fmt: skip
+INVOICED_ORDERS = 3  # referred orders whose ERP sale order and paid invoice the demo sends
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ class DemoReport:
     acked: Counter[str] = field(default_factory=Counter)
     event_ids: dict[str, set[str]] = field(default_factory=dict)
     order_ids: list[str] = field(default_factory=list)
+    invoiced: list[str] = field(default_factory=list)  # orders whose Odoo invoice is paid
 
     def ack(self, stream: str, event_id: str) -> None:
         self.acked[stream] += 1
@@ -134,12 +137,15 @@ def send(
             now = datetime.now(UTC)
             body = _order_body(rng, first_order + n, now, click_ids, setup.coupons)
             report.order_ids.append(str(first_order + n))
+            referred = body["discount_codes"] or body["landing_site"]  # attributed, normally
+            if referred and len(report.invoiced) < INVOICED_ORDERS:
+                report.invoiced.append(str(first_order + n))
             _post_shopify(client, setup, report, "orders", "orders/create", body)
             if n % 10 == 3:
                 _post_shopify(client, setup, report, "refunds", "refunds/create",
                               _refund_body(body, now))  # fmt: skip
-        for invoice in _odoo_invoices(orders, first_order):
-            response = client.post(f"/webhooks/odoo/{setup.odoo_token}", content=invoice,
+        for record in _odoo_records(report.invoiced):
+            response = client.post(f"/webhooks/odoo/{setup.odoo_token}", content=record,
                                    headers={"Content-Type": "application/json"})  # fmt: skip
             report.sent["erp"] += 1
             if response.status_code == 200 and response.json()["status"] == "accepted":
@@ -213,27 +219,25 @@ def _refund_body(order: dict[str, object], at: datetime) -> dict[str, object]:
     }  # fmt: skip
 
 
-def _odoo_invoices(orders: int, first_id: int) -> list[bytes]:
-    """Two posted, paid customer invoices in Odoo 17's exact webhook serialisation; new record
-    ids every run (an identical body is a re-send, which the ingress deduplicates)."""
-    return [
-        json.dumps(
-            {
-                "_action": "Notify refstream: invoice paid(#58)",
-                "_id": first_id + n,
-                "_model": "account.move",
-                "amount_total": 100.0 + n,
-                "id": first_id + n,
-                "invoice_origin": f"S{first_id + n}",
-                "move_type": "out_invoice",
-                "name": f"INV/{first_id + n}",
-                "payment_state": "paid",
-                "state": "posted",
-            },
-            sort_keys=True,
-        ).encode()
-        for n in range(min(2, orders))
-    ]
+def _odoo_records(order_ids: list[str]) -> list[bytes]:
+    """For each order, what Odoo 17 sends when the shop order becomes an ERP sale order and its
+    customer invoice is paid, in Odoo's exact webhook serialisation: the sale order (named
+    `S<id>`, created from the shop order `#<id>`), then the posted, paid invoice of `S<id>`."""
+    records: list[dict[str, object]] = []
+    for order_id in order_ids:
+        record_id = int(order_id) % 1_000_000_000
+        records.append({
+            "_action": "Notify refstream: sale order confirmed(#57)", "_id": record_id,
+            "_model": "sale.order", "id": record_id, "name": f"S{order_id}",
+            "client_order_ref": f"#{order_id}", "state": "sale",
+        })  # fmt: skip
+        records.append({
+            "_action": "Notify refstream: invoice paid(#58)", "_id": record_id,
+            "_model": "account.move", "id": record_id, "invoice_origin": f"S{order_id}",
+            "move_type": "out_invoice", "name": f"INV/{order_id}", "payment_state": "paid",
+            "state": "posted",
+        })  # fmt: skip
+    return [json.dumps(r, sort_keys=True).encode() for r in records]
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +245,24 @@ class AgentResult:
     agent_id: str
     conversions: dict[str, int]  # by attribution rule
     commission: Decimal
+    approved: Decimal  # of which approved (the paid invoices' orders)
+
+
+APPROVED = """
+SELECT e.agent_id, sum(e.amount) FROM ledger_entries e
+WHERE e.tenant_id = %s AND e.order_id = ANY(%s) AND (
+    SELECT s.status FROM ledger_status_events s WHERE s.entry_id = e.entry_id
+    ORDER BY s.id DESC LIMIT 1
+) = 'approved'
+GROUP BY e.agent_id
+"""
+STATUS_COUNTS = """
+SELECT count(*), count(*) FILTER (WHERE (
+    SELECT s.status FROM ledger_status_events s WHERE s.entry_id = e.entry_id
+    ORDER BY s.id DESC LIMIT 1
+) = 'approved')
+FROM ledger_entries e WHERE e.tenant_id = %s AND e.order_id = ANY(%s)
+"""
 
 
 def attribution_results(
@@ -276,18 +298,38 @@ def attribution_results(
         ).result_rows
     finally:
         client.close()
-    with psycopg.connect(settings.postgres_url) as conn:
+    with psycopg.connect(settings.postgres_url, autocommit=True) as conn:
         money: dict[str, Decimal] = dict(conn.execute(
             "SELECT agent_id, sum(amount) FROM ledger_entries WHERE tenant_id = %s"
             " AND order_id = ANY(%s) GROUP BY agent_id", (setup.tenant_id, report.order_ids),
         ).fetchall())  # fmt: skip
+        approved = _wait_for_approvals(conn, setup.tenant_id, report.invoiced)
     by_agent: dict[str, dict[str, int]] = {}
     for agent, rule, count in rows:
         by_agent.setdefault(agent, {})[rule] = int(count)
     return [
-        AgentResult(agent, by_agent.get(agent, {}), Decimal(money.get(agent, 0)))
+        AgentResult(
+            agent,
+            by_agent.get(agent, {}),
+            Decimal(money.get(agent, 0)),
+            Decimal(approved.get(agent, 0)),
+        )
         for agent in sorted(set(by_agent) | set(money))
     ]
+
+
+def _wait_for_approvals(
+    conn: psycopg.Connection[Any], tenant_id: str, invoiced: list[str], timeout: float = 15
+) -> dict[str, Decimal]:
+    """Approved commission per agent, once every entry of the invoiced orders is approved (the
+    paid invoices arrive after their orders), or as far as it got after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = conn.execute(STATUS_COUNTS, (tenant_id, invoiced)).fetchone()
+        if row is not None and row[0] == row[1]:
+            break
+        time.sleep(0.5)
+    return dict(conn.execute(APPROVED, (tenant_id, invoiced)).fetchall())
 
 
 def in_topics(settings: Settings, report: DemoReport) -> dict[str, int]:

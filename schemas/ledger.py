@@ -91,3 +91,17 @@ class CommissionAccrual(BaseModel):
     occurred_at: AwareDatetime
     reason: str = ""
     source_event_id: str
+
+
+class EntryApproval(BaseModel):
+    """The hold on a ledger entry ended: its status becomes `approved` (a status event, never an
+    update of the entry). Decided by the dataflow from the program's hold period or the ERP's
+    paid invoice (`dataflows.commission.holds`); the ledger sink applies it only while the
+    entry's current status is `pending`, so a person's hold, rejection or payout wins."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant_id: str
+    entry_id: str
+    approved_at: AwareDatetime = Field(description="When the hold ended (`holds.approves_at`).")
+    reason: str

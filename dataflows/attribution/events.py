@@ -1,9 +1,10 @@
 """From Kafka values to what the attribution state consumes. Pure: no I/O, no clock.
 
 `parse_value(raw)` turns one Kafka message value (an `EventEnvelope`) into an `Event` for the
-stateful step (clicks, orders, cancellations, refunds), or nothing for events that are only
-archived (customers, ERP, order edit descriptions), or raises `Unprocessable` with the reason
-the message goes to the dead-letter topic.
+stateful step (clicks, orders, cancellations, refunds, and from Odoo: paid customer invoices and
+sale orders' shop references), or nothing for events that are only archived (customers, other
+ERP records, order edit descriptions), or raises `Unprocessable` with the reason the message
+goes to the dead-letter topic.
 
 Events are compact and picklable: timestamps are integer milliseconds and a click is a tuple
 (`Click`), because items cross worker boundaries pickled and clicks are kept for weeks.
@@ -25,16 +26,41 @@ from schemas.conversion import (
 )
 from schemas.events.click import ClickEvent
 from schemas.events.envelope import EventEnvelope, Source
+from schemas.events.odoo import OdooAccountMove, OdooSaleOrder, false_to_none, parse_odoo_body
 from schemas.events.shopify import ShopifyOrder, ShopifyRefund, parse_shopify_body
 
 # (occurred_ms, agent_id, program_id, link_code, visitor_id, is_bot, is_duplicate)
 Click = tuple[int, str | None, str | None, str, str | None, bool, bool]
 
-EventKind = Literal["click", "order", "cancel", "refund"]
+EventKind = Literal["click", "order", "cancel", "refund", "paid", "sale_order"]
 
 ORDER_KINDS = frozenset({"orders/create", "orders/updated", "orders/paid", "orders/fulfilled"})
 # Archived but not attributed: an edit's facts arrive with the orders/updated that follows it.
 ARCHIVE_ONLY_KINDS = frozenset({"orders/edited", "customers/create"})
+
+
+def order_ref(name: str) -> str:
+    """An order name as the shop and the ERP both write it: `"#1001"`, `" 1001"` → `"1001"`."""
+    return name.strip().lstrip("#").strip()
+
+
+@dataclass(frozen=True, slots=True)
+class InvoicePaid:
+    """An ERP customer invoice reported paid: `refs` are the order names it invoices (Odoo's
+    `invoice_origin`, comma-separated: sale order names, or shop order names), normalised by
+    `order_ref`; `invoice` is the invoice's own name (for the approval's reason)."""
+
+    invoice: str
+    refs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SaleOrderRef:
+    """An ERP sale order created from a shop order: `sale_order` (Odoo's name, e.g. `S00042`)
+    invoices under its own name, `order_ref` is the shop order's name (`client_order_ref`)."""
+
+    sale_order: str
+    order_ref: str
 
 
 class Unprocessable(ValueError):
@@ -48,7 +74,8 @@ class Unprocessable(ValueError):
 @dataclass(frozen=True, slots=True)
 class Event:
     """One event for the tenant state. `payload` depends on `kind`: a `(click_id, Click)` for
-    clicks, a `Conversion` for orders and cancellations, an `OrderRefund` for refunds.
+    clicks, a `Conversion` for orders and cancellations, an `OrderRefund` for refunds, an
+    `InvoicePaid` for `paid`, a `SaleOrderRef` for `sale_order`.
     `raw` is the Kafka value (for dead letters); it is dropped before an event is kept."""
 
     kind: EventKind
@@ -56,7 +83,7 @@ class Event:
     tenant_id: str
     occurred_ms: int
     received_ms: int
-    payload: tuple[str, Click] | Conversion | OrderRefund
+    payload: tuple[str, Click] | Conversion | OrderRefund | InvoicePaid | SaleOrderRef
     raw: bytes = b""
 
     @property
@@ -121,7 +148,9 @@ def event_from_envelope(envelope: EventEnvelope, raw: bytes = b"") -> Event | No
     """The state event of an envelope, `None` if it is only archived; `Unprocessable` if its
     body does not fit its kind."""
 
-    def make(kind: EventKind, payload: Conversion | OrderRefund) -> Event:
+    def make(
+        kind: EventKind, payload: Conversion | OrderRefund | InvoicePaid | SaleOrderRef
+    ) -> Event:
         return Event(
             kind=kind,
             event_id=envelope.event_id,
@@ -135,6 +164,11 @@ def event_from_envelope(envelope: EventEnvelope, raw: bytes = b"") -> Event | No
     try:
         if is_click(envelope):
             return click_event(envelope, parse_click(envelope), raw)
+        if envelope.source is Source.ODOO:
+            erp = erp_facts(envelope.raw_body())
+            if isinstance(erp, InvoicePaid):
+                return make("paid", erp)
+            return make("sale_order", erp) if erp is not None else None
         if envelope.source is not Source.SHOPIFY or envelope.kind in ARCHIVE_ONLY_KINDS:
             return None
         if envelope.kind in ORDER_KINDS or envelope.kind == "orders/cancelled":
@@ -153,6 +187,26 @@ def event_from_envelope(envelope: EventEnvelope, raw: bytes = b"") -> Event | No
             return make("refund", facts)
     except ValueError as exc:  # JSON, validation and missing-facts errors are all ValueErrors
         raise Unprocessable(f"{envelope.kind}: {_short(exc)}", envelope) from exc
+    return None
+
+
+def erp_facts(body: bytes) -> InvoicePaid | SaleOrderRef | None:
+    """What the attribution state needs from an Odoo notification: a posted customer invoice
+    that is `paid` (`in_payment` is not: the payment is not reconciled yet), or a sale order's
+    shop order name; `None` for every other record (archived only)."""
+    record = parse_odoo_body(body)
+    if isinstance(record, OdooAccountMove):
+        origin = false_to_none(record.invoice_origin)
+        paid = record.payment_state == "paid" and record.state == "posted"
+        if record.move_type != "out_invoice" or not paid or not origin:
+            return None
+        refs = tuple(dict.fromkeys(r for r in map(order_ref, origin.split(",")) if r))
+        name = false_to_none(record.name) or f"account.move:{record.record_id}"
+        return InvoicePaid(invoice=name, refs=refs) if refs else None
+    if isinstance(record, OdooSaleOrder):
+        shop_ref = order_ref(false_to_none(record.client_order_ref) or "")
+        if record.name and shop_ref and order_ref(record.name) != shop_ref:
+            return SaleOrderRef(sale_order=order_ref(record.name), order_ref=shop_ref)
     return None
 
 

@@ -12,9 +12,9 @@ kafka_in (clicks, orders, refunds, erp, customers) ──errs──────�
    └─ parse ─┬─ archive rows (raw_events, clicks) ──────────┐                   │
              ├─ dead letters (unparseable) ──────────────────┼───────────────────┤
              └─ events → key_tenant → attribute (stateful) ─┤                   │
-                    conversions, entries, dead letters (late, orphan)           ▼
+             conversions, entries, approvals, dead letters (late, orphan)       ▼
       rows → key_table → ch_batch (batch) → clickhouse_out          deadletter_out (Kafka)
-      entries → key_ledger → ledger_batch (batch) → ledger_out (PostgreSQL)
+      entries + approvals → key_ledger → ledger_batch (batch) → ledger_out (PostgreSQL)
 ```
 """
 
@@ -56,7 +56,7 @@ from dataflows.sinks.clickhouse import (
 )
 from dataflows.sinks.postgres import LedgerSink
 from schemas.events.envelope import DeadLetter
-from schemas.ledger import AttributedConversion, CommissionAccrual
+from schemas.ledger import AttributedConversion, CommissionAccrual, EntryApproval
 from schemas.settings import Settings
 from schemas.topics import Topic
 
@@ -73,8 +73,11 @@ INPUT_TOPICS: tuple[str, ...] = (
 )
 
 # What flows between steps: ("event", Event) | ("row", (table, Row)) | ("dead", DeadLetter)
-# | ("conversion", AttributedConversion) | ("entry", CommissionAccrual).
+# | ("conversion", AttributedConversion) | ("entry", CommissionAccrual)
+# | ("approval", EntryApproval).
 Tagged = tuple[str, Any]
+# The ledger's input, in the order the state emitted it per tenant (an approval after its entry).
+LedgerItem = CommissionAccrual | EntryApproval
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +93,7 @@ class Batching:
 class Outputs:
     dead: Stream[DeadLetter]
     rows: Stream[tuple[str, list[Row]]]  # (ClickHouse table, rows)
-    ledger: Stream[tuple[str, list[CommissionAccrual]]]  # (tenant, entries)
+    ledger: Stream[tuple[str, list[LedgerItem]]]  # (tenant, entries and approvals)
 
 
 def _now() -> datetime:
@@ -159,8 +162,9 @@ def _dead(item: Tagged) -> DeadLetter | None:
     return item[1] if item[0] == "dead" else None
 
 
-def _entry(item: Tagged) -> CommissionAccrual | None:
-    return item[1] if item[0] == "entry" else None
+def _ledger_item(item: Tagged) -> LedgerItem | None:
+    value: LedgerItem | None = item[1] if item[0] in ("entry", "approval") else None
+    return value
 
 
 def _rows(item: Tagged) -> list[tuple[str, Row]]:
@@ -184,8 +188,8 @@ def _table_batch(keyed: tuple[str, list[tuple[str, Row]]]) -> tuple[str, list[Ro
     return table, [row for _, row in rows]
 
 
-def _entry_tenant(entry: CommissionAccrual) -> str:
-    return entry.tenant_id
+def _entry_tenant(item: LedgerItem) -> str:
+    return item.tenant_id
 
 
 def attribution_steps(
@@ -209,7 +213,8 @@ def attribution_steps(
     dead = op.filter_map("dead", tagged, _dead)
     rows = op.key_on("key_table", op.flat_map("rows", tagged, _rows), _table)
     row_batches = batch("ch_batch", rows, batching.timeout, batching.max_size)
-    entries = op.key_on("key_ledger", op.filter_map("entries", tagged, _entry), _entry_tenant)
+    items: Stream[LedgerItem] = op.filter_map("entries", tagged, _ledger_item)
+    entries = op.key_on("key_ledger", items, _entry_tenant)
     ledger = batch("ledger_batch", entries, batching.timeout, batching.max_size)
     return Outputs(dead=dead, rows=op.map("table_batch", row_batches, _table_batch), ledger=ledger)
 

@@ -24,7 +24,17 @@ The dataflow keys events by tenant; one `AttributionLogic` per tenant (v1) keeps
   follow-ups and are applied in `(event time, event id)` order once it is; follow-ups for an
   order that never arrives are dead-lettered as orphans after `allowed_lateness`;
 - customer bindings, first-order times per customer (new-customer rate) and the agent's monthly
-  volume (tier selection).
+  volume (tier selection);
+- **holds**: every ledger entry starts `pending` and is approved at the earlier of its order's
+  event time + the program's `hold_days` and the ERP reporting the order's invoice paid
+  (`dataflows.commission.holds.approves_at`), compared with **processing time**: a hold period
+  is a real-world wait (the refund window), not a distance in the input. Orders with entries
+  still on hold sit in a heap `(due wall ms, order id)`; `notify_at` wakes the tenant at the
+  earliest, and each decided order, follow-up and paid invoice approves what is due at once.
+  Paid invoices find their order by name (`order_refs`: the shop order name, directly or
+  through the ERP sale order created from it, `sale_orders`); an invoice for an order not
+  decided yet waits in `paid_waiting` for the order stream's allowed lateness. Outputs are
+  `("approval", EntryApproval)`; the ledger sink applies them only to entries still `pending`.
 
 **Watermarks** are kept per stream (clicks, orders, refunds) and tenant: the largest event time
 seen, each event counting at most `future_skew` past its receive time (a wrong clock cannot make
@@ -34,8 +44,11 @@ older than `its watermark - allowed_lateness`; it is then counted and emitted as
 with reason `late` (the reconciliation output). Streams that fall more than `max_stream_skew`
 behind stop holding expiry back, so state stays bounded when a tenant's stream goes quiet.
 
-Outputs are `("conversion", AttributedConversion)`, `("entry", CommissionAccrual)` and
-`("dead", DeadLetter)`.
+Outputs are `("conversion", AttributedConversion)`, `("entry", CommissionAccrual)`,
+`("approval", EntryApproval)` and `("dead", DeadLetter)`.
+
+Snapshots from older versions resume: the state dataclasses pickle their slots by name, so a
+field added later is missing from an older snapshot and `_complete` gives it its default.
 
 Determinism: decisions use only event times, ids and the configuration, and follow-ups apply in
 a canonical order, so any arrival order of one order's events with its clicks gives the same
@@ -56,13 +69,21 @@ import pickle
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime
 from decimal import Decimal
 
 from bytewax.operators import StatefulLogic
 
-from dataflows.attribution.events import Click, Event, from_ms
+from dataflows.attribution.events import (
+    Click,
+    Event,
+    InvoicePaid,
+    SaleOrderRef,
+    from_ms,
+    order_ref,
+    to_ms,
+)
 from dataflows.attribution.logic import (
     AttributionDecision,
     ClickCandidate,
@@ -73,14 +94,18 @@ from dataflows.attribution.logic import (
     binding_from,
 )
 from dataflows.commission.adjustments import reprice, reverse_cancellation, reverse_refund
+from dataflows.commission.holds import approves_at
 from dataflows.commission.logic import CommissionError, accrue
 from dataflows.config import ConfigProvider, TenantConfig
 from schemas.conversion import Conversion, OrderRefund
 from schemas.events.envelope import DeadLetter, EventEnvelope
-from schemas.ledger import AttributedConversion, CommissionAccrual
+from schemas.ledger import AttributedConversion, CommissionAccrual, EntryApproval
 
 DAY_MS = 86_400_000
-Output = tuple[str, AttributedConversion | CommissionAccrual | DeadLetter]
+DEFAULT_HOLD_DAYS = 30  # a program that is gone from the configuration holds like a new one
+Output = tuple[str, AttributedConversion | CommissionAccrual | EntryApproval | DeadLetter]
+# Streams whose watermarks hold back expiry; ERP notifications are rare and must not.
+CORE_STREAMS = ("click", "order", "refund")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +120,7 @@ class Tuning:
     max_stream_skew_ms: int = 30 * DAY_MS
     sweep_every_ms: int = 60_000
     release_on_eof: bool = True
+    holds: bool = True  # decide approvals (replays write a shadow ledger without statuses)
 
 
 @dataclass(slots=True)
@@ -111,6 +137,10 @@ class OrderBook:
     entries: list[CommissionAccrual] = field(default_factory=list)
     refunds: list[OrderRefund] = field(default_factory=list)
     cancelled: bool = False
+    # Added for holds; older snapshots lack them (see the module docstring).
+    paid_ms: int | None = None  # when the ERP reported the order's invoice paid
+    paid_invoice: str = ""
+    approved: set[str] = field(default_factory=set)  # entry ids whose approval was emitted
 
 
 @dataclass(slots=True)
@@ -142,9 +172,27 @@ class TenantState:
     customers: dict[str, int] = field(default_factory=dict)  # customer → first order ms
     volumes: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (agent, YYYY-MM)
     late_events: int = 0
+    # Added for holds; older snapshots lack them (see the module docstring).
+    holds: list[tuple[int, str]] = field(default_factory=list)  # (due wall ms, order id) heap
+    hold_due: dict[str, int] = field(default_factory=dict)  # order id → its live heap entry
+    order_refs: dict[str, str] = field(default_factory=dict)  # order name → id ("" = ambiguous)
+    sale_orders: dict[str, tuple[str, int]] = field(default_factory=dict)  # → (name, seen ms)
+    paid_waiting: dict[str, tuple[int, str]] = field(default_factory=dict)  # name → (ms, inv.)
+    unmatched_invoices: int = 0
 
     def is_empty(self) -> bool:
-        return not (self.clicks or self.seen or self.pending or self.followups or self.orders)
+        return not (
+            self.clicks or self.seen or self.pending or self.followups or self.orders
+            or self.paid_waiting or self.sale_orders
+        )  # fmt: skip
+
+
+def _complete(obj: TenantState | OrderBook) -> None:
+    """Give fields a snapshot from an older version did not have their defaults."""
+    for f in fields(obj):
+        if not hasattr(obj, f.name):
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            setattr(obj, f.name, default)
 
 
 def _pack(book: OrderBook) -> bytes:
@@ -153,6 +201,7 @@ def _pack(book: OrderBook) -> bytes:
 
 def _unpack(data: bytes) -> OrderBook:
     book: OrderBook = pickle.loads(data)
+    _complete(book)
     return book
 
 
@@ -161,6 +210,8 @@ def _shared(text: str | None) -> str | None:
 
 
 def _stream(event: Event) -> str:
+    if event.kind in ("paid", "sale_order"):
+        return "erp"
     return "order" if event.kind == "cancel" else event.kind
 
 
@@ -209,6 +260,10 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             self._add_click(value, cfg, out)
         elif value.kind == "refund":
             self._on_refund(value, cfg, out)
+        elif value.kind == "paid":
+            self._on_paid(value, cfg, out)
+        elif value.kind == "sale_order":
+            self._on_sale_order(value, cfg, out)
         else:
             self._on_order_event(value, cfg, out)
         if advanced:
@@ -224,6 +279,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         self._release_due(
             cfg, out, lambda p: p.since_wall_ms + self.tuning.order_wait_wall_ms <= now
         )
+        self._approve_due(cfg, out, now)
         return out, self.state.is_empty()
 
     def on_eof(self) -> tuple[Iterable[Output], bool]:
@@ -233,10 +289,15 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         return out, self.state.is_empty()
 
     def notify_at(self) -> datetime | None:
-        if not self.state.pending:
-            return None
-        first = min(p.since_wall_ms for p in self.state.pending.values())
-        return from_ms(first + self.tuning.order_wait_wall_ms)
+        wake = [
+            p.since_wall_ms + self.tuning.order_wait_wall_ms for p in self.state.pending.values()
+        ]
+        holds, due = self.state.holds, self.state.hold_due
+        while holds and due.get(holds[0][1]) != holds[0][0]:
+            heapq.heappop(holds)  # superseded or expired: not worth a wake-up
+        if holds:
+            wake.append(holds[0][0])
+        return from_ms(min(wake)) if wake else None
 
     def snapshot(self) -> bytes:
         # Pickled now, so later mutation cannot leak into the snapshot (must be immutable).
@@ -254,10 +315,10 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         return True
 
     def _slowest(self, *streams: str) -> int:
-        """The slowest of `streams`' watermarks (all seen streams if none given), but never more
+        """The slowest of `streams`' watermarks (the core streams if none given), but never more
         than `max_stream_skew` behind the fastest: a quiet stream must not stop expiry."""
         marks = self.state.marks
-        seen = [marks[s] for s in (streams or tuple(marks)) if s in marks]
+        seen = [marks[s] for s in (streams or CORE_STREAMS) if s in marks]
         if not seen:
             return 0
         return max(min(seen), self.state.watermark_ms - self.tuning.max_stream_skew_ms)
@@ -293,6 +354,10 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             customer = book.conversion.customer_id if book is not None else None
             if customer is not None and state.customers.get(customer) == occurred:
                 del state.customers[customer]
+            state.hold_due.pop(order_id, None)  # its heap entry is skipped when popped
+            name = book.conversion.order_name if book is not None else None
+            if name and state.order_refs.get(order_ref(name)) == order_id:
+                del state.order_refs[order_ref(name)]
         if state.watermark_ms - state.swept_ms < tuning.sweep_every_ms:
             return
         # Full scans of the smaller maps, at most once per `sweep_every` of event time.
@@ -304,6 +369,13 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         for key in [k for k in state.volumes if k[1] < oldest_month]:
             del state.volumes[key]
         orders_settled = self._slowest("order") - tuning.allowed_lateness_ms
+        for ref, (paid_ms, _) in list(state.paid_waiting.items()):
+            if paid_ms < orders_settled:  # an invoice of an order this tenant never sent us
+                del state.paid_waiting[ref]
+                state.unmatched_invoices += 1
+        for sale_order, (_, seen_ms) in list(state.sale_orders.items()):
+            if seen_ms < order_horizon:
+                del state.sale_orders[sale_order]
         for order_id in list(state.followups):
             if order_id in state.pending:
                 continue
@@ -371,6 +443,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
     ) -> None:
         book = _unpack(self.state.orders[order_id])
         self._apply(book, event, cfg, out)
+        self._approve(order_id, book, cfg, out, self.wall_ms())
         self.state.orders[order_id] = _pack(book)
 
     def _release_due(
@@ -446,6 +519,8 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         waiting = state.followups.pop(conversion.order_id, [])
         for followup in sorted(waiting, key=lambda e: (e.occurred_ms, e.event_id)):
             self._apply(book, followup, cfg, out)
+        self._index_name(book)
+        self._approve(conversion.order_id, book, cfg, out, self.wall_ms())
         state.orders[conversion.order_id] = _pack(book)
 
     def _accrue(self, book: OrderBook, cfg: TenantConfig, out: list[Output]) -> None:
@@ -516,6 +591,105 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         book.entries.extend(new)
         out.extend(("entry", e) for e in new)
 
+    # --- holds ---------------------------------------------------------------------------
+
+    def _index_name(self, book: OrderBook) -> None:
+        """Make a decided order findable by its name, and apply an invoice that waited for it."""
+        name = book.conversion.order_name
+        if not name or not order_ref(name):
+            return
+        ref, refs = order_ref(name), self.state.order_refs
+        order_id = book.conversion.order_id
+        # Two orders of one tenant with one name (two shops): an invoice cannot say which.
+        refs[ref] = order_id if refs.get(ref, order_id) == order_id else ""
+        waiting = self.state.paid_waiting.pop(ref, None)
+        if waiting is not None and refs[ref]:
+            self._mark_paid(book, *waiting)
+
+    def _mark_paid(self, book: OrderBook, paid_ms: int, invoice: str) -> None:
+        if book.paid_ms is None or paid_ms < book.paid_ms:
+            book.paid_ms, book.paid_invoice = paid_ms, invoice
+
+    def _on_paid(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
+        assert isinstance(event.payload, InvoicePaid)
+        state = self.state
+        for ref in event.payload.refs:
+            name = state.sale_orders[ref][0] if ref in state.sale_orders else ref
+            order_id = state.order_refs.get(name)
+            if order_id is None:
+                state.paid_waiting[name] = min(
+                    state.paid_waiting.get(name, (event.occurred_ms, event.payload.invoice)),
+                    (event.occurred_ms, event.payload.invoice),
+                )
+            elif order_id:
+                book = _unpack(state.orders[order_id])
+                self._mark_paid(book, event.occurred_ms, event.payload.invoice)
+                self._approve(order_id, book, cfg, out, self.wall_ms())
+                state.orders[order_id] = _pack(book)
+
+    def _on_sale_order(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
+        assert isinstance(event.payload, SaleOrderRef)
+        link, state = event.payload, self.state
+        state.sale_orders[link.sale_order] = (link.order_ref, event.occurred_ms)
+        waiting = state.paid_waiting.pop(link.sale_order, None)
+        if waiting is not None:  # the invoice came first: it now names a shop order
+            self._on_paid(
+                replace(event, payload=InvoicePaid(waiting[1], (link.order_ref,))), cfg, out
+            )
+
+    def _hold_days(self, cfg: TenantConfig, book: OrderBook) -> int:
+        program = cfg.programs.get(book.decision.program_id or "") or cfg.default_program
+        return program.hold_days if program is not None else DEFAULT_HOLD_DAYS
+
+    def _approve(
+        self, order_id: str, book: OrderBook, cfg: TenantConfig, out: list[Output], now_ms: int
+    ) -> None:
+        """Approve the book's entries whose hold has ended by `now_ms` (wall clock) and schedule
+        the order for the earliest one still held."""
+        if not self.tuning.holds:
+            return
+        hold_days = self._hold_days(cfg, book)
+        paid = from_ms(book.paid_ms) if book.paid_ms is not None else None
+        order_time = book.conversion.occurred_at
+        by_hold = to_ms(order_time) + hold_days * DAY_MS
+        later: list[int] = []
+        for entry in book.entries:
+            if entry.entry_id in book.approved:
+                continue
+            due = to_ms(approves_at(entry, paid, hold_days, order_occurred_at=order_time))
+            if due > now_ms:
+                later.append(due)
+                continue
+            book.approved.add(entry.entry_id)
+            paid_first = book.paid_ms is not None and book.paid_ms < by_hold
+            reason = (
+                f"invoice {book.paid_invoice} paid" if paid_first
+                else f"hold period of {hold_days} days ended"
+            )  # fmt: skip
+            approval = EntryApproval(
+                tenant_id=entry.tenant_id, entry_id=entry.entry_id, approved_at=from_ms(due),
+                reason=reason,
+            )  # fmt: skip
+            out.append(("approval", approval))
+        next_due = min(later, default=None)
+        if self.state.hold_due.get(order_id) == next_due:
+            return
+        if next_due is None:
+            del self.state.hold_due[order_id]
+        else:  # an older heap entry of the order is skipped when popped (`_approve_due`)
+            self.state.hold_due[order_id] = next_due
+            heapq.heappush(self.state.holds, (next_due, order_id))
+
+    def _approve_due(self, cfg: TenantConfig, out: list[Output], now_ms: int) -> None:
+        state = self.state
+        while state.holds and state.holds[0][0] <= now_ms:
+            due, order_id = heapq.heappop(state.holds)
+            if state.hold_due.get(order_id) != due or order_id not in state.orders:
+                continue  # superseded by a later schedule, or the book expired
+            book = _unpack(state.orders[order_id])
+            self._approve(order_id, book, cfg, out, now_ms)
+            state.orders[order_id] = _pack(book)
+
     def _conversion_row(self, book: OrderBook, received_ms: int) -> AttributedConversion:
         # attributed_at: the receive time of the event that produced this version of the row,
         # so a replay reproduces it exactly (it is also the ClickHouse row version).
@@ -541,6 +715,7 @@ def builder(
 
     def build(resume: bytes | None) -> AttributionLogic:
         state = pickle.loads(resume) if resume is not None else TenantState()
+        _complete(state)
         return AttributionLogic(state, config, tuning or Tuning(), clock)
 
     return build

@@ -1,9 +1,16 @@
-"""PostgreSQL ledger sink: commission entries appended idempotently.
+"""PostgreSQL ledger sink: commission entries and their approvals, appended idempotently.
 
-Entries arrive in batches (upstream `op.collect`); each batch is one transaction of
-`INSERT … ON CONFLICT (entry_id) DO NOTHING` (psycopg pipelines `executemany`). Entry ids are
-derived from the inputs, so a replayed or retried batch inserts nothing new and the append-only
-ledger never changes a row.
+Entries and approvals arrive in batches per tenant, in the order the dataflow decided them (an
+approval after its entry); each batch is one transaction:
+- entries: `INSERT … ON CONFLICT (entry_id) DO NOTHING` (psycopg pipelines `executemany`).
+  Entry ids are derived from the inputs, so a replayed or retried batch inserts nothing new and
+  the append-only ledger never changes a row;
+- approvals: an `approved` status event by `system:holds` for each entry that is still
+  `pending` (its newest status event, else its initial status) and was never approved by the
+  holds before. The entries' rows are locked first (`FOR UPDATE`, as the API's status changes
+  do), so a person's hold or rejection and this approval serialise: whichever commits first
+  decides, and an approval never overrides a person. A replayed approval finds its earlier copy
+  and writes nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
-from schemas.ledger import CommissionAccrual
+from schemas.ledger import CommissionAccrual, EntryApproval
+
+HOLDS_ACTOR = "system:holds"
 
 INSERT = """
 INSERT INTO ledger_entries (
@@ -34,27 +43,64 @@ def ledger_row(e: CommissionAccrual) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def write_entries(conn: psycopg.Connection[Any], entries: list[CommissionAccrual]) -> None:
-    """Append `entries` in one transaction; entries already present are left untouched."""
-    if not entries:
+LOCK_ENTRIES = """
+SELECT entry_id FROM ledger_entries WHERE entry_id = ANY(%s) ORDER BY entry_id FOR UPDATE
+"""
+
+APPROVE = f"""
+INSERT INTO ledger_status_events (entry_id, status, actor, reason, changed_at)
+SELECT e.entry_id, 'approved', '{HOLDS_ACTOR}', a.reason, a.approved_at
+FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS a (entry_id, reason, approved_at)
+JOIN ledger_entries e ON e.entry_id = a.entry_id
+WHERE COALESCE(
+        (SELECT s.status FROM ledger_status_events s
+         WHERE s.entry_id = e.entry_id ORDER BY s.id DESC LIMIT 1),
+        e.status
+      ) = 'pending'
+  AND NOT EXISTS (
+        SELECT 1 FROM ledger_status_events s
+        WHERE s.entry_id = e.entry_id AND s.actor = '{HOLDS_ACTOR}'
+      )
+ORDER BY a.approved_at, e.entry_id
+"""
+
+
+def write_entries(
+    conn: psycopg.Connection[Any], items: list[CommissionAccrual | EntryApproval]
+) -> None:
+    """Append the entries, then apply the approvals (see the module docstring), in one
+    transaction; entries already present and approvals already applied are left untouched."""
+    entries = [i for i in items if isinstance(i, CommissionAccrual)]
+    approvals = {i.entry_id: i for i in items if isinstance(i, EntryApproval)}
+    if not entries and not approvals:
         return
     with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(INSERT, [ledger_row(e) for e in entries])
+        if entries:
+            cur.executemany(INSERT, [ledger_row(e) for e in entries])
+        if approvals:
+            ids = sorted(approvals)
+            cur.execute(LOCK_ENTRIES, (ids,))
+            reasons = [approvals[i].reason for i in ids]
+            cur.execute(APPROVE, (ids, reasons, [approvals[i].approved_at for i in ids]))
 
 
-class _Partition(StatelessSinkPartition[tuple[str, list[CommissionAccrual]]]):
+LedgerBatch = tuple[str, list[CommissionAccrual | EntryApproval]]
+
+
+class _Partition(StatelessSinkPartition[LedgerBatch]):
     def __init__(self, postgres_url: str) -> None:
         self._conn = psycopg.connect(postgres_url, autocommit=True)
 
-    def write_batch(self, items: list[tuple[str, list[CommissionAccrual]]]) -> None:
+    def write_batch(self, items: list[LedgerBatch]) -> None:
         write_entries(self._conn, [e for _, batch in items for e in batch])
 
     def close(self) -> None:
         self._conn.close()
 
 
-class LedgerSink(DynamicSink[tuple[str, list[CommissionAccrual]]]):
-    """Writes keyed batches of entries to `ledger_entries`; one connection per worker."""
+class LedgerSink(DynamicSink[LedgerBatch]):
+    """Writes keyed batches of entries (`ledger_entries`) and approvals (`ledger_status_events`);
+    one connection per worker."""
 
     def __init__(self, postgres_url: str) -> None:
         self._url = postgres_url

@@ -1,5 +1,5 @@
-"""Builders of the envelopes the dataflow reads (clicks, Shopify orders, refunds) and of a
-configuration snapshot, for the dataflow tests."""
+"""Builders of the envelopes the dataflow reads (clicks, Shopify orders, refunds, Odoo invoices
+and sale orders) and of a configuration snapshot, for the dataflow tests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,6 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from dataflows.config import ConfigSnapshot, build_snapshot
+from ingest import odoo
 from ingest.cli import ensure_tenant
 from schemas.events.click import ClickEvent
 from schemas.events.envelope import EventEnvelope, Source
@@ -22,6 +24,7 @@ from schemas.settings import Settings
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 RECEIVED = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+ODOO_FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "odoo"
 
 
 def click_id(n: int | str) -> str:
@@ -134,6 +137,31 @@ def refund(
     return shopify(tenant, "refunds/create", body, at=at, entity=str(order_id), event_id=event_id)
 
 
+def _odoo(tenant: str, fixture: str, at: datetime, **fields: Any) -> EventEnvelope:
+    """An Odoo 17 notification built from a real payload, wrapped by the ingress's own code."""
+    body = {**orjson.loads((ODOO_FIXTURES / fixture).read_bytes()), **fields}
+    raw = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    return odoo.build_envelope(raw, odoo.parse(raw), tenant, at)
+
+
+def invoice(
+    tenant: str, origin: str, *, at: datetime, invoice_id: int = 318, state: str = "paid"
+) -> EventEnvelope:
+    """A posted customer invoice of `origin` (a sale or shop order name) with `payment_state`."""
+    return _odoo(
+        tenant, "odoo17_account_move_invoice_posted.json", at, _id=invoice_id, id=invoice_id,
+        invoice_origin=origin, name=f"INV/2026/{invoice_id:05d}", payment_state=state,
+        amount_residual=0.0 if state == "paid" else 1322.5,
+    )  # fmt: skip
+
+
+def sale_order(tenant: str, name: str, shop_order: str, *, at: datetime) -> EventEnvelope:
+    """A confirmed Odoo sale order `name` created from the shop order `shop_order`."""
+    return _odoo(
+        tenant, "odoo17_sale_order_confirmed.json", at, name=name, client_order_ref=shop_order
+    )
+
+
 def rules_body(
     program: str = "prg_main",
     *,
@@ -163,10 +191,11 @@ def snapshot(
         ("agt_boss", None, None),
     ),
     overrides: Sequence[str] = ("5",),
+    hold_days: int = 30,
 ) -> ConfigSnapshot:
-    """One tenant, one program `prg_main` (10% base, level-1 override 5%)."""
+    """One tenant, one program `prg_main` (10% base, level-1 override 5%, `hold_days`)."""
     programs = [
-        (tenant, "prg_main", lookback_days, "last_click", coupon_beats_cookie, 0, 30, "USD")
+        (tenant, "prg_main", lookback_days, "last_click", coupon_beats_cookie, 0, hold_days, "USD")
     ]
     coupon_rows = [(tenant, code, "prg_main", agent) for code, agent in (coupons or {}).items()]
     agent_rows = [(tenant, a, parent, email) for a, parent, email in agents]

@@ -18,7 +18,13 @@ from dataflows.attribution.flow import Batching, attribution_steps
 from dataflows.attribution.state import Tuning
 from dataflows.config import ConfigSnapshot, StaticConfig
 from schemas.events.envelope import DeadLetter, EventEnvelope
-from schemas.ledger import AttributedConversion, AttributionRule, CommissionAccrual, EntryKind
+from schemas.ledger import (
+    AttributedConversion,
+    AttributionRule,
+    CommissionAccrual,
+    EntryApproval,
+    EntryKind,
+)
 from tests.dataflows.builders import T0, click, click_id, days, order, refund, snapshot
 
 TENANT = "t_flow"
@@ -29,6 +35,7 @@ WALL_MS = 1_800_000_000_000
 class Result:
     conversions: list[AttributedConversion] = field(default_factory=list)
     entries: list[CommissionAccrual] = field(default_factory=list)
+    approvals: list[EntryApproval] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     rows: dict[str, list[tuple[object, ...]]] = field(default_factory=dict)
 
@@ -59,12 +66,17 @@ def run(
     )
     dead: list[DeadLetter] = []
     rows: list[tuple[str, list[tuple[object, ...]]]] = []
-    ledger: list[tuple[str, list[CommissionAccrual]]] = []
+    ledger: list[tuple[str, list[CommissionAccrual | EntryApproval]]] = []
     op.output("dead_out", outputs.dead, TestingSink(dead))
     op.output("rows_out", outputs.rows, TestingSink(rows))
     op.output("ledger_out", outputs.ledger, TestingSink(ledger))
     run_main(flow)
-    result = Result(dead=dead, entries=[e for _, batch in ledger for e in batch])
+    items = [item for _, batch in ledger for item in batch]
+    result = Result(
+        dead=dead,
+        entries=[e for e in items if isinstance(e, CommissionAccrual)],
+        approvals=[a for a in items if isinstance(a, EntryApproval)],
+    )
     for table, batch in rows:
         result.rows.setdefault(table, []).extend(batch)
     # Conversions reach the sinks only as rows; rebuild the facts the tests look at.

@@ -78,7 +78,7 @@ def test_up_status_demo_down(stack_env: dict[str, str]) -> None:
     assert table_row(demo.stdout, "clicks")[1:] == ["40", "40", "40"], demo.stdout
     assert table_row(demo.stdout, "orders")[1:] == ["10", "10", "10"], demo.stdout
     assert table_row(demo.stdout, "refunds")[1:] == ["1", "1", "1"], demo.stdout
-    assert table_row(demo.stdout, "erp")[1:] == ["2", "2", "2"], demo.stdout
+    assert table_row(demo.stdout, "erp")[1:] == ["6", "6", "6"], demo.stdout
     # The dataflow attributed the sample: some agents earned commission (coupon 10 % rule).
     earners = [
         row for line in demo.stdout.splitlines()
@@ -86,11 +86,14 @@ def test_up_status_demo_down(stack_env: dict[str, str]) -> None:
     ]  # fmt: skip
     assert earners, demo.stdout
     assert sum(float(row[2]) for row in earners) > 0
+    # Three referred orders' Odoo invoices are paid: their commission is approved (the dataflow
+    # found each order through its ERP sale order), the others stay pending.
+    assert sum(float(row[3]) for row in earners) > 0, demo.stdout
 
     # A second demo on the running stack brings new traffic: nothing counts as a re-send.
     again_demo = refstream(stack_env, "demo", "--clicks", "40", "--orders", "10")
     assert again_demo.returncode == 0, again_demo.stdout + again_demo.stderr
-    for stream, count in (("clicks", "40"), ("orders", "10"), ("refunds", "1"), ("erp", "2")):
+    for stream, count in (("clicks", "40"), ("orders", "10"), ("refunds", "1"), ("erp", "6")):
         assert table_row(again_demo.stdout, stream)[1:] == [count] * 3, again_demo.stdout
 
     # A second `up` reuses everything and changes nothing.

@@ -7,7 +7,8 @@ click, 30-day lookback, 30 hold days; agents ana, bo, chen, dara own coupons ANA
 
 Hand-computed expectations (net = price x quantity - the line's share of the coupon discount):
 - O1 cites ana's 1st click; 2 x 100.00 → net 200.00 → ana 20.00. Shopify also sends
-  `orders/paid` for it (same lines: no new entry). Its Odoo invoice is paid.
+  `orders/paid` for it (same lines: no new entry). Its Odoo invoice is paid: its entry is
+  approved at once (by `system:holds`), long before its 30 hold days end; the rest stay pending.
 - O2 cites chen's click but carries bo's coupon BO (10 % off): coupon beats cookie → bo.
   249.00 - 24.90 = 224.10 → 22.41.
 - O3 cites chen's click; lines 3 x 59.90 (179.70 → 17.97) and 1 x 34.50 (3.45) → 21.42 in two
@@ -174,18 +175,11 @@ def test_clickhouse_totals_match(sent: Sent, e2e_stack: E2EStack) -> None:
 def test_api_reports_the_same_totals(sent: Sent, e2e_stack: E2EStack) -> None:
     token = api_token(e2e_stack, sent.tenant)
     totals = api_ledger_totals(e2e_stack, token)
-    # Pending: O1's invoice is paid, but nothing approves entries on it yet (see below).
+    # Every status (O1's entry is approved by its paid invoice, see below).
     assert sum(n for n, _ in totals.values()) == 8
     assert sum(amount for _, amount in totals.values()) == D("69.84")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not built yet: nothing turns an Odoo invoice `paid` into an approval. Odoo events "
-    "are only archived (dataflows/attribution/events.py returns None for them) and "
-    "dataflows/commission/holds.py (approves_at) is called by no process, so no "
-    "`ledger_status_events` row is written and the entries stay pending",
-)
 def test_paid_odoo_invoice_approves_the_orders_held_entries(
     sent: Sent, e2e_stack: E2EStack
 ) -> None:

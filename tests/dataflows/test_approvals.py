@@ -1,0 +1,226 @@
+"""Holds in the tenant state machine: entries are approved when the program's hold period ends
+(processing time) or when the ERP reports the order's invoice paid, whichever comes first."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import datetime, timedelta
+
+from dataflows.attribution.events import event_from_envelope
+from dataflows.attribution.state import (
+    AttributionLogic,
+    Output,
+    TenantState,
+    Tuning,
+    _complete,
+    builder,
+)
+from dataflows.config import StaticConfig
+from schemas.events.envelope import EventEnvelope
+from schemas.ledger import CommissionAccrual, EntryApproval, EntryKind
+from tests.dataflows.builders import (
+    T0,
+    click,
+    click_id,
+    days,
+    invoice,
+    order,
+    order_body,
+    refund,
+    sale_order,
+    shopify,
+    snapshot,
+)
+
+TENANT = "t_holds"
+C1 = click_id("holds-1")
+
+
+def ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now_ms = ms(now)
+
+    def set(self, now: datetime) -> None:
+        self.now_ms = ms(now)
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+def logic(clock: Clock, *, hold_days: int = 30, tuning: Tuning | None = None) -> AttributionLogic:
+    config = StaticConfig(snapshot(TENANT, hold_days=hold_days))
+    return builder(config, tuning, clock)(None)
+
+
+def feed(state: AttributionLogic, *envelopes: EventEnvelope) -> list[Output]:
+    out: list[Output] = []
+    for envelope in envelopes:
+        parsed = event_from_envelope(envelope, envelope.to_bytes())
+        assert parsed is not None, envelope.kind
+        out.extend(state.on_item(parsed)[0])
+    return out
+
+
+def entries(out: list[Output]) -> list[CommissionAccrual]:
+    return [v for tag, v in out if tag == "entry" and isinstance(v, CommissionAccrual)]
+
+
+def approvals(out: list[Output]) -> dict[str, EntryApproval]:
+    return {v.entry_id: v for tag, v in out if tag == "approval" and isinstance(v, EntryApproval)}
+
+
+def referred_order(order_id: int = 1001, at: datetime = T0) -> tuple[EventEnvelope, ...]:
+    return click(TENANT, C1, at=at - timedelta(hours=1)), order(TENANT, order_id, at=at, cites=C1)
+
+
+def test_entries_are_approved_when_the_hold_period_ends_on_the_wall_clock() -> None:
+    clock = Clock(T0 + days(10))
+    state = logic(clock)
+    out = feed(state, *referred_order())
+    accrued = entries(out)
+    assert len(accrued) == 2  # ana's accrual and boss's override
+    assert approvals(out) == {}
+    assert state.notify_at() == T0 + days(30)
+
+    clock.set(T0 + days(30) - timedelta(seconds=1))
+    assert approvals(list(state.on_notify()[0])) == {}
+    clock.set(T0 + days(30))
+    approved = approvals(list(state.on_notify()[0]))
+
+    assert set(approved) == {e.entry_id for e in accrued}
+    assert {a.approved_at for a in approved.values()} == {T0 + days(30)}
+    assert {a.reason for a in approved.values()} == {"hold period of 30 days ended"}
+    assert state.notify_at() is None
+    assert approvals(list(state.on_notify()[0])) == {}  # once only
+
+
+def test_paid_invoice_approves_before_the_hold_period_ends() -> None:
+    clock = Clock(T0 + days(2))
+    state = logic(clock)
+    accrued = entries(feed(state, *referred_order()))
+    paid_at = T0 + days(2)
+
+    approved = approvals(feed(state, invoice(TENANT, "#1001", at=paid_at)))
+
+    assert set(approved) == {e.entry_id for e in accrued}
+    assert {a.approved_at for a in approved.values()} == {paid_at}
+    assert {a.reason for a in approved.values()} == {"invoice INV/2026/00318 paid"}
+    assert state.notify_at() is None
+
+
+def test_invoice_of_the_erp_sale_order_created_from_the_shop_order_approves_it() -> None:
+    clock = Clock(T0 + days(2))
+    state = logic(clock)
+    accrued = entries(feed(state, *referred_order()))
+
+    out = feed(
+        state,
+        sale_order(TENANT, "S00042", "#1001", at=T0 + days(1)),
+        invoice(TENANT, "S00042", at=T0 + days(2)),
+    )
+
+    assert set(approvals(out)) == {e.entry_id for e in accrued}
+
+
+def test_invoice_paid_before_its_order_arrived_approves_the_order_when_it_does() -> None:
+    clock = Clock(T0 + days(3))
+    state = logic(clock)
+    # The invoice names the ERP sale order, whose link to the shop order arrives later too.
+    assert feed(state, invoice(TENANT, "S00042", at=T0 + days(1))) == []
+    assert feed(state, sale_order(TENANT, "S00042", "1001", at=T0 + days(1))) == []
+
+    out = feed(state, *referred_order())
+
+    assert set(approvals(out)) == {e.entry_id for e in entries(out)}
+    assert {a.approved_at for a in approvals(out).values()} == {T0 + days(1)}
+    assert state.state.paid_waiting == {}
+
+
+def test_unpaid_invoice_and_credit_note_approve_nothing() -> None:
+    not_paid = invoice(TENANT, "#1001", at=T0, state="not_paid")
+    assert event_from_envelope(not_paid, not_paid.to_bytes()) is None
+    in_payment = invoice(TENANT, "#1001", at=T0, state="in_payment")
+    assert event_from_envelope(in_payment, in_payment.to_bytes()) is None
+
+
+def test_refund_inside_the_hold_waits_with_its_accrual_and_after_approval_counts_at_once() -> None:
+    clock = Clock(T0 + days(5))
+    state = logic(clock)
+    accrued = entries(feed(state, *referred_order()))
+    inside = feed(state, refund(TENANT, 1001, 9001, [(1, 1)], at=T0 + days(2)))
+    reversed_inside = entries(inside)
+    assert [e.kind for e in reversed_inside] == [EntryKind.REVERSAL, EntryKind.REVERSAL]
+    assert approvals(inside) == {}
+
+    clock.set(T0 + days(30))
+    approved = approvals(list(state.on_notify()[0]))
+    assert set(approved) == {e.entry_id for e in accrued + reversed_inside}
+
+
+def test_refund_after_approval_is_approved_at_once() -> None:
+    clock = Clock(T0 + days(40))
+    state = logic(clock)
+    first = feed(state, *referred_order(order_id=1001, at=T0))
+    assert set(approvals(first)) == {e.entry_id for e in entries(first)}  # held 30 days: over
+
+    late = feed(state, refund(TENANT, 1001, 9001, [(1, 1)], at=T0 + days(35)))
+
+    assert set(approvals(late)) == {e.entry_id for e in entries(late)} != set()
+    assert {a.approved_at for a in approvals(late).values()} == {T0 + days(35)}
+
+
+def test_hold_period_comes_from_the_program() -> None:
+    clock = Clock(T0 + days(8))
+    state = logic(clock, hold_days=7)
+    out = feed(state, *referred_order())
+    assert set(approvals(out)) == {e.entry_id for e in entries(out)}
+    assert {a.reason for a in approvals(out).values()} == {"hold period of 7 days ended"}
+
+
+def test_two_orders_with_one_name_are_not_approved_by_an_invoice_naming_it() -> None:
+    clock = Clock(T0 + days(2))
+    state = logic(clock)
+    feed(state, *referred_order())
+    # Another shop of the tenant with its own #1001 (order id 5001).
+    other = order_body(5001, at=T0, cites=C1)
+    other["name"] = "#1001"
+    feed(state, shopify(TENANT, "orders/create", other, at=T0, entity="5001"))
+
+    assert approvals(feed(state, invoice(TENANT, "#1001", at=T0 + days(2)))) == {}
+
+
+def test_replays_decide_no_approvals() -> None:
+    clock = Clock(T0 + days(60))
+    state = logic(clock, tuning=Tuning(holds=False))
+    out = feed(state, *referred_order(), invoice(TENANT, "#1001", at=T0 + days(1)))
+    assert entries(out)
+    assert approvals(out) == {}
+    assert state.notify_at() is None
+
+
+def test_snapshot_from_before_holds_resumes_with_empty_hold_state() -> None:
+    clock = Clock(T0 + days(2))
+    state = logic(clock)
+    feed(state, *referred_order())
+    # A TenantState pickled by the previous version: without the fields added for holds.
+    old: TenantState = pickle.loads(state.snapshot())
+    for name in ("holds", "hold_due", "order_refs", "sale_orders", "paid_waiting"):
+        delattr(old, name)
+    delattr(old, "unmatched_invoices")
+    resumed = builder(StaticConfig(snapshot(TENANT)), None, clock)(pickle.dumps(old))
+
+    assert resumed.state.order_refs == {}
+    assert resumed.state.holds == []
+    assert set(resumed.state.orders) == {"1001"}
+    out = feed(resumed, refund(TENANT, 1001, 9001, [(1, 1)], at=T0 + days(1)))
+    assert len(entries(out)) == 2
+
+
+def test_complete_fills_missing_fields_with_defaults() -> None:
+    state = TenantState.__new__(TenantState)
+    _complete(state)
+    assert state == TenantState()
