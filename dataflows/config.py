@@ -17,6 +17,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import psycopg
@@ -66,12 +68,24 @@ class TenantConfig:
 
     @property
     def default_program(self) -> ProgramConfig | None:
-        """v1: the tenant's attribution policy is that of its first program by id."""
+        """The tenant's first program by id: its policy applies to referrals without a program
+        (and its rules to decisions without one)."""
         return self.programs[min(self.programs)] if self.programs else None
 
     def policy(self) -> AttributionPolicy:
+        """The default attribution policy (see `default_program`)."""
         program = self.default_program
         return program.policy if program is not None else DEFAULT_POLICY
+
+    @cached_property
+    def policies(self) -> Mapping[str, AttributionPolicy]:
+        """Every program's own attribution policy, by program id."""
+        return MappingProxyType({pid: p.policy for pid, p in self.programs.items()})
+
+    def policy_for(self, program_id: str | None) -> AttributionPolicy:
+        """`program_id`'s policy, the default one for `None` or a program not configured."""
+        program = self.programs.get(program_id) if program_id is not None else None
+        return program.policy if program is not None else self.policy()
 
     def max_lookback_days(self) -> int:
         days = [p.policy.lookback_days for p in self.programs.values()]

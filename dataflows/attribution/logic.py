@@ -1,7 +1,17 @@
 """Attribution: which agent, if any, caused an order. Pure: no I/O, no clock, no globals.
 
-`attribute(conversion, known, policy)` decides; `binding_from(...)` derives the customer binding
-that decision creates; `attributed_conversion(...)` turns a decision into the ledger-side fact.
+`attribute(conversion, known, policy, programs=...)` decides; `binding_from(...)` derives the
+customer binding that decision creates; `attributed_conversion(...)` turns a decision into the
+ledger-side fact.
+
+**Policies are per program** (`programs`: program id → its policy; `policy` is the default, for
+candidates without a program or of a program not listed). Each candidate is judged by the
+policy of *its* program: a click's lookback window and bot rule are its program's; whether a
+coupon beats a cookie is the coupon's program's setting; a binding keeps the months it was
+created with. Among clicks of several programs, the program of the most recent eligible click
+**governs** (the shopper's latest referral came through it), and that program's model (last or
+first click) picks among its own clicks; the other programs' clicks are rejected with that
+reason. With one program this is exactly the single-policy behaviour below.
 
 Precedence (first that applies wins):
 1. An **active customer binding** (lifetime commission): the buyer was bound to an agent by an
@@ -197,6 +207,9 @@ def _self_referral_check(
     return check
 
 
+PolicyOf = Callable[[str | None], AttributionPolicy]
+
+
 def _click_ineligibility(
     click: ClickCandidate,
     conversion: Conversion,
@@ -271,23 +284,28 @@ def _choose_coupon(
 def _choose_click(
     conversion: Conversion,
     clicks: list[ClickCandidate],
-    policy: AttributionPolicy,
+    policy_of: PolicyOf,
     self_referral: Callable[[str], str | None],
     reasons: dict[Candidate, str],
 ) -> ClickCandidate | None:
     eligible: list[ClickCandidate] = []
     for click in clicks:
-        reason = _click_ineligibility(click, conversion, policy, self_referral)
+        reason = _click_ineligibility(click, conversion, policy_of(click.program_id), self_referral)
         if reason is None:
             eligible.append(click)
         else:
             reasons[click] = reason
     if not eligible:
         return None
+    governing = eligible[-1].program_id  # `clicks` is sorted by (occurred_at, click_id)
+    policy = policy_of(governing)
+    own = [c for c in eligible if c.program_id == governing]
     last = policy.model is AttributionModel.LAST_CLICK
-    chosen = eligible[-1] if last else eligible[0]
+    chosen = own[-1] if last else own[0]
     for click in eligible:
-        if click is not chosen:
+        if click.program_id != governing:
+            reasons[click] = f"program {governing}'s click {eligible[-1].click_id} is more recent"
+        elif click is not chosen:
             word = "later" if last else "earlier"
             reasons[click] = f"{policy.model.value}: click {chosen.click_id} is {word}"
     return chosen
@@ -300,19 +318,30 @@ def _ago(conversion: Conversion, click: ClickCandidate) -> str:
 
 
 def attribute(
-    conversion: Conversion, known: KnownReferrals, policy: AttributionPolicy
+    conversion: Conversion,
+    known: KnownReferrals,
+    policy: AttributionPolicy,
+    *,
+    programs: Mapping[str, AttributionPolicy] | None = None,
 ) -> AttributionDecision:
-    """Decide which agent (if any) gets `conversion`, following the module's precedence rules.
+    """Decide which agent (if any) gets `conversion`, following the module's precedence rules,
+    each candidate judged by its program's policy in `programs` (`policy` for the others).
 
     Deterministic and invariant under any permutation (or repetition) of `known.clicks`.
     """
+    by_program = programs or {}
+
+    def policy_of(program_id: str | None) -> AttributionPolicy:
+        return by_program.get(program_id, policy) if program_id is not None else policy
+
     reasons: dict[Candidate, str] = {}
     self_referral = _self_referral_check(conversion, known.identities)
     clicks = sorted(set(known.clicks), key=lambda c: (c.occurred_at, c.click_id, repr(c)))
 
     binding = _choose_binding(conversion, known, self_referral, reasons)
     coupon, coupons = _choose_coupon(conversion, known, self_referral, reasons)
-    click = _choose_click(conversion, clicks, policy, self_referral, reasons)
+    click = _choose_click(conversion, clicks, policy_of, self_referral, reasons)
+    coupon_wins = coupon is not None and policy_of(coupon.program_id).coupon_beats_cookie
 
     decision: AttributionDecision
     if binding is not None:
@@ -331,7 +360,7 @@ def attribute(
                 f"{binding.bound_at.isoformat()} until {binding.expires_at.isoformat()}{beats}"
             ),
         )
-    elif coupon is not None and (click is None or policy.coupon_beats_cookie):
+    elif coupon is not None and (click is None or coupon_wins):
         beats = ""
         if click is not None:
             reasons[click] = f"coupon {coupon.code} wins (coupon_beats_cookie)"
@@ -345,6 +374,7 @@ def attribute(
             explanation=f"{_describe(coupon)}{beats}",
         )
     elif click is not None:
+        policy = policy_of(click.program_id)
         beats = ""
         if coupon is not None:
             reasons[coupon] = f"click {click.click_id} wins (cookie beats coupon)"

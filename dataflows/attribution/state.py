@@ -498,7 +498,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             bindings={binding.customer_id: binding} if binding is not None else {},
             identities=cfg.identities(agents),
         )
-        decision = attribute(conversion, known, policy)
+        decision = attribute(conversion, known, policy, programs=cfg.policies)
         is_new = customer is not None and state.customers.get(customer, 1 << 62) >= (
             event.occurred_ms
         )
@@ -506,7 +506,8 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             state.customers[customer] = min(
                 state.customers.get(customer, event.occurred_ms), event.occurred_ms
             )
-            created = binding_from(conversion, decision, policy, binding)
+            program_policy = cfg.policy_for(decision.program_id)
+            created = binding_from(conversion, decision, program_policy, binding)
             if created is not None:
                 state.bindings[customer] = created
         book = OrderBook(conversion, decision, event.received_ms, is_new_customer=is_new)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -436,3 +437,68 @@ def test_a_winning_click_is_always_eligible(
     assert not winner.is_duplicate
     assert not (winner.is_bot and policy.exclude_bots)
     assert winner.agent_id == decision.agent_id is not None
+
+
+# --- policies per program ------------------------------------------------------------------------
+
+
+def program_click(n: int, program: str, days_before: float, agent: str = "a1") -> ClickCandidate:
+    return replace(a_click(n, agent=agent, before_order=timedelta(days=days_before)),
+                   program_id=program)  # fmt: skip
+
+
+def test_each_click_is_judged_by_its_own_programs_lookback() -> None:
+    programs = {"short": AttributionPolicy(lookback_days=7), "long": AttributionPolicy()}
+    clicks = [program_click(1, "short", 10, agent="a1"), program_click(2, "long", 20, agent="a2")]
+
+    decision = attribute(a_conversion(), known(clicks=clicks), AttributionPolicy(),
+                         programs=programs)  # fmt: skip
+
+    assert (decision.agent_id, decision.program_id) == ("a2", "long")
+    assert dict(decision.rejected)[clicks[0]] == "outside the 7-day lookback window"
+
+
+def test_the_program_of_the_latest_click_governs_with_its_own_model() -> None:
+    programs = {
+        "first": AttributionPolicy(model=AttributionModel.FIRST_CLICK),
+        "last": AttributionPolicy(),
+    }
+    clicks = [
+        program_click(1, "last", 5, agent="a1"),
+        program_click(2, "first", 4, agent="a2"),
+        program_click(3, "first", 1, agent="a3"),  # the latest click: program "first" governs
+    ]
+
+    decision = attribute(a_conversion(), known(clicks=clicks), AttributionPolicy(),
+                         programs=programs)  # fmt: skip
+
+    assert (decision.rule, decision.agent_id) == (AttributionRule.FIRST_CLICK, "a2")
+    reasons = dict(decision.rejected)
+    assert reasons[clicks[0]] == f"program first's click {click_id(3)} is more recent"
+    assert reasons[clicks[2]] == f"first_click: click {click_id(2)} is earlier"
+
+
+def test_the_coupons_program_decides_whether_it_beats_a_cookie() -> None:
+    programs = {
+        "coupons": AttributionPolicy(coupon_beats_cookie=False),
+        "links": AttributionPolicy(),
+    }
+    referrals = KnownReferrals(
+        clicks=(program_click(1, "links", 2, agent="a1"),),
+        coupons={"SAVE": CouponOwner(code="SAVE", agent_id="a2", program_id="coupons")},
+    )
+
+    decision = attribute(a_conversion(coupons=["SAVE"]), referrals, AttributionPolicy(),
+                         programs=programs)  # fmt: skip
+
+    assert (decision.rule, decision.agent_id) == (AttributionRule.LAST_CLICK, "a1")
+
+
+def test_one_program_decides_as_the_single_policy_does() -> None:
+    policy = AttributionPolicy(model=AttributionModel.FIRST_CLICK, lookback_days=3)
+    clicks = [a_click(1, before_order=timedelta(days=2)), a_click(2, agent="a2"),
+              a_click(3, agent="a3", before_order=timedelta(days=4))]  # fmt: skip
+    alone = attribute(a_conversion(), known(clicks=clicks), policy)
+    per_program = attribute(a_conversion(), known(clicks=clicks), AttributionPolicy(),
+                            programs={"p1": policy})  # fmt: skip
+    assert per_program == alone

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from dataflows.attribution.flow import Batching, attribution_steps
 from dataflows.attribution.state import Tuning
-from dataflows.config import ConfigSnapshot, StaticConfig
+from dataflows.config import ConfigSnapshot, StaticConfig, build_snapshot
 from schemas.events.envelope import DeadLetter, EventEnvelope
 from schemas.ledger import (
     AttributedConversion,
@@ -25,7 +25,16 @@ from schemas.ledger import (
     EntryApproval,
     EntryKind,
 )
-from tests.dataflows.builders import T0, click, click_id, days, order, refund, snapshot
+from tests.dataflows.builders import (
+    T0,
+    click,
+    click_id,
+    days,
+    order,
+    refund,
+    rules_body,
+    snapshot,
+)
 
 TENANT = "t_flow"
 WALL_MS = 1_800_000_000_000
@@ -292,3 +301,39 @@ def test_any_arrival_order_with_redeliveries_gives_the_same_ledger(
     config = snapshot(TENANT, coupons={"BOB10": "agt_bob"})
     tuning = Tuning()
     assert run(events, config, tuning).ledger() == run(_scenario(), config, tuning).ledger()
+
+
+def test_each_program_applies_its_own_attribution_policy() -> None:
+    programs = [
+        (TENANT, "prg_main", 30, "last_click", True, 0, 30, "USD"),
+        (TENANT, "prg_short", 3, "last_click", True, 12, 30, "USD"),
+    ]
+    agents = [(TENANT, "agt_ana", None, None), (TENANT, "agt_bob", None, None)]
+    rules = [
+        (TENANT, "rule_prg_main", 1, "prg_main", rules_body()),
+        (TENANT, "rule_prg_short", 1, "prg_short", rules_body("prg_short", percent="20")),
+    ]
+    config = build_snapshot(programs, [], agents, rules)
+    main_click, short_click = click_id("main"), click_id("short")
+    events = [
+        click(TENANT, main_click, at=T0, agent="agt_ana", program="prg_main"),
+        click(TENANT, short_click, at=T0 + days(1), agent="agt_bob", program="prg_short"),
+        # Within 3 days: bob's program (20 %) and its 12-month binding of customer 7.
+        order(TENANT, 1003, at=T0 + days(2), cites=short_click, customer=7),
+        # ana's prg_main click is 10 days old: inside its 30 days; bob's prg_short click is 9
+        # days old: outside prg_short's 3 days.
+        order(TENANT, 1001, at=T0 + days(10), cites=main_click, customer=5),
+        order(TENANT, 1002, at=T0 + days(10), cites=short_click, customer=6),
+        order(TENANT, 1004, at=T0 + days(20), customer=7),
+    ]
+    result = run(events, config)
+
+    assert [(c.rule, c.agent_id, c.program_id) for c in map(result.last_conversion,
+            ["1001", "1002", "1003", "1004"])] == [
+        (AttributionRule.LAST_CLICK, "agt_ana", "prg_main"),
+        (AttributionRule.UNATTRIBUTED, None, None),
+        (AttributionRule.LAST_CLICK, "agt_bob", "prg_short"),
+        (AttributionRule.CUSTOMER_BINDING, "agt_bob", "prg_short"),
+    ]  # fmt: skip
+    assert result.balance("agt_ana") == Decimal("10.00")
+    assert result.balance("agt_bob") == Decimal("40.00")

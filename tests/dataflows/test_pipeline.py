@@ -4,16 +4,27 @@ re-processing the same input must not change them. Servers down → these tests 
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 import orjson
+import psycopg
 from bytewax.testing import run_main
 
 from dataflows.attribution.flow import build
 from deploy.demo import read_to_end
 from schemas.events.envelope import EventEnvelope
 from schemas.settings import Settings
-from tests.dataflows.builders import T0, click, click_id, days, order, refund
+from tests.dataflows.builders import (
+    T0,
+    click,
+    click_id,
+    days,
+    order,
+    order_body,
+    refund,
+    shopify,
+)
 from tests.dataflows.conftest import Tenant, Topics, clickhouse_totals, ledger_totals, produce
 
 
@@ -77,3 +88,75 @@ def test_pipeline_writes_ledger_and_analytics_idempotently(
     run_bounded(stack_settings, topics)
     assert ledger_totals(stack_settings, t.tenant_id) == ledger
     assert clickhouse_totals(stack_settings, t.tenant_id) == analytics
+
+
+def rules_scenario(t: Tenant, topics: Topics) -> list[tuple[str, EventEnvelope | bytes]]:
+    """The program is first-click, 30-day lookback, 12-month customer binding (set below)."""
+    ana_1, bob_1, old, ana_2 = (click_id(f"{t.tenant_id}-r{n}") for n in range(4))
+    c = t.tenant_id
+
+    def clk(cid: str, agent: str, at: datetime) -> tuple[str, EventEnvelope]:
+        return topics.clicks, click(c, cid, at=at, agent=agent, program=t.program)
+
+    both = order_body(2001, at=T0 + days(2), cites=ana_1)
+    both["note_attributes"].append({"name": "_rsclid", "value": bob_1})
+    first = shopify(c, "orders/create", both, at=T0 + days(2), entity="2001", event_id=f"{c}-o")
+    return [
+        clk(ana_1, t.ana, T0), clk(bob_1, t.bob, T0 + days(1)),
+        clk(old, t.bob, T0 - days(40)), clk(ana_2, t.ana, T0),
+        clk(ana_1, t.ana, T0),  # a duplicate click delivery
+        # First click: ana's click is older than bob's, both cited.
+        (topics.orders, first),
+        (topics.orders, first),  # a duplicate order delivery
+        # Window expiry: the only cited click is 40 days old.
+        (topics.orders, order(c, 2002, at=T0, cites=old)),
+        # Customer binding: 2003 (bob's coupon) binds customer 77 to bob; 2004 cites ana's
+        # click, bob keeps it. Bindings follow the order orders are decided in: one Kafka key
+        # (one partition), and 2003 cites no click it could wait for.
+        (topics.orders, order(c, 2003, at=T0 + days(1), coupon=t.coupon, customer=77)),
+        (topics.orders, shopify(c, "orders/create", order_body(2004, at=T0 + days(5), cites=ana_1,
+                                customer=77), at=T0 + days(5), entity="2003")),
+        # Refund before its order (same key, same partition: read first), partial.
+        (topics.orders, refund(c, 2005, 81, [(1, 1)], at=T0 + days(4))),
+        (topics.orders, order(c, 2005, at=T0 + days(3), cites=ana_1, lines=[(1, 2, "100.00")])),
+        # Cancellation nets the order to zero.
+        (topics.orders, order(c, 2006, at=T0 + days(1), cites=ana_2)),
+        (topics.orders, order(c, 2006, at=T0 + days(2), cites=ana_2, topic="orders/cancelled")),
+    ]  # fmt: skip
+
+
+def test_pipeline_applies_the_attribution_rules_through_the_real_servers(
+    stack_settings: Settings, tenant: Tenant, topics: Topics
+) -> None:
+    t = tenant
+    with psycopg.connect(stack_settings.postgres_url) as conn:
+        conn.execute(
+            "UPDATE programs SET attribution_model = 'first_click', binding_months = 12"
+            " WHERE id = %s",
+            (t.program,),
+        )
+    produce(stack_settings, rules_scenario(t, topics))
+    run_bounded(stack_settings, topics)
+
+    analytics = clickhouse_totals(stack_settings, t.tenant_id)
+    assert [(o, r, a) for o, r, a, _ in analytics["conversions"]] == [  # type: ignore[attr-defined]
+        ("2001", "first_click", t.ana),
+        ("2002", "unattributed", None),
+        ("2003", "coupon", t.bob),
+        ("2004", "customer_binding", t.bob),
+        ("2005", "first_click", t.ana),
+        ("2006", "first_click", t.ana),
+    ]
+    # ana: 10.00 (2001) + 20.00 - 10.00 (2005, one of two units refunded) + 10.00 - 10.00
+    # (2006, cancelled); boss 5 % of ana's; bob: 10.00 (2003) + 10.00 (2004, bound customer).
+    assert ledger_totals(stack_settings, t.tenant_id) == {
+        t.ana: Decimal("20.00"),
+        t.boss: Decimal("1.00"),
+        t.bob: Decimal("20.00"),
+        "#rows": Decimal(12),
+    }
+    assert analytics["commission"] == [
+        (t.ana, Decimal("20.00"), 5),
+        (t.bob, Decimal("20.00"), 2),
+        (t.boss, Decimal("1.00"), 5),
+    ]
