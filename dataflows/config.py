@@ -111,13 +111,18 @@ class TenantConfig:
 
     def identities(self, agent_ids: set[str]) -> dict[str, AgentIdentity]:
         """Self-referral identities of the given agents (those with an email)."""
+        known = self._identities
+        return {agent_id: known[agent_id] for agent_id in agent_ids if agent_id in known}
+
+    @cached_property
+    def _identities(self) -> Mapping[str, AgentIdentity]:
+        # Built once per configuration snapshot, not per order.
         out: dict[str, AgentIdentity] = {}
-        for agent_id in agent_ids:
-            agent = self.agents.get(agent_id)
-            email = normalise_email(agent.email) if agent is not None else None
+        for agent_id, agent in self.agents.items():
+            email = normalise_email(agent.email)
             if email is not None:
                 out[agent_id] = AgentIdentity(agent_id=agent_id, emails=frozenset({email}))
-        return out
+        return MappingProxyType(out)
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,8 @@ def _stream(event: Event) -> str:
 
 
 def _month(ms: int) -> str:
-    return from_ms(ms).strftime("%Y-%m")
+    when = from_ms(ms)
+    return f"{when.year:04d}-{when.month:02d}"  # strftime costs ~10x as much
 
 
 class AttributionLogic(StatefulLogic[Event, Output, bytes]):
