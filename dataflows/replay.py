@@ -75,7 +75,7 @@ from schemas.settings import Settings
 DAY = timedelta(days=1)
 # Orders wait for a cited click until it arrives or the input ends, never for wall-clock time
 # (the live flow's 15-minute processing-time wait would make a slow replay decide differently).
-REPLAY_TUNING = Tuning(order_wait_wall_ms=10 * 365 * 86_400_000, holds=False)
+REPLAY_TUNING = Tuning(order_wait_wall_ms=10 * 365 * 86_400_000, holds=False, snapshots=False)
 PAGE_ROWS = 20_000
 
 ReplaySource = Literal["archive", "kafka"]
@@ -503,7 +503,9 @@ def replay_flow(
 ) -> None:
     """Wires `values` through `attribution_steps` into the shadow ledger of `replay_id`; the
     analytics rows are not written (the live ClickHouse tables are not the replay's)."""
-    outputs = attribution_steps(values, config, tuning=REPLAY_TUNING, batching=batching)
+    outputs = attribution_steps(
+        values, config, tuning=REPLAY_TUNING, batching=batching, analytics=False
+    )
     wanted = frozenset(programs)
 
     def entries(batch: tuple[str, list[LedgerItem]]) -> list[CommissionAccrual]:

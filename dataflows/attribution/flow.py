@@ -25,6 +25,7 @@ import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import bytewax.operators as op
@@ -100,8 +101,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def parse_value(raw: bytes | None) -> list[Tagged]:
-    """One Kafka value → archive rows, the state event, or a dead letter (never raises)."""
+def parse_value(raw: bytes | None, *, archive: bool = True) -> list[Tagged]:
+    """One Kafka value → archive rows (unless `archive` is off), the state event, or a dead
+    letter (never raises)."""
     if not raw:
         return [("dead", DeadLetter(reason="empty message", stage="dataflow", failed_at=_now()))]
     try:
@@ -109,15 +111,16 @@ def parse_value(raw: bytes | None) -> list[Tagged]:
     except Unprocessable as exc:
         text = base64.b64encode(raw).decode("ascii")
         return [("dead", DeadLetter(reason=str(exc), stage="dataflow", failed_at=_now(), raw=text))]
-    out: list[Tagged] = [("row", ("raw_events", raw_event_row(envelope)))]
+    out: list[Tagged] = [("row", ("raw_events", raw_event_row(envelope)))] if archive else []
     try:
         if is_click(envelope):
             click = parse_click(envelope)
-            out.append(("row", ("clicks", click_row(click, envelope))))
+            if archive:
+                out.append(("row", ("clicks", click_row(click, envelope))))
             out.append(("event", click_event(envelope, click, raw)))
         elif (event := event_from_envelope(envelope, raw)) is not None:
             out.append(("event", event))
-            if event.kind == "refund":  # analytics' refunded revenue (refunds table)
+            if archive and event.kind == "refund":  # analytics' refunded revenue
                 out.append(("row", ("refunds", refund_row(envelope))))
     except Unprocessable as exc:
         dead = DeadLetter(reason=str(exc), stage="dataflow", failed_at=_now(), envelope=envelope)
@@ -179,6 +182,10 @@ def _rows(item: Tagged) -> list[tuple[str, Row]]:
     return []
 
 
+def _conversion_rows(item: Tagged) -> list[tuple[str, Row]]:
+    return _rows(item) if item[0] == "conversion" else []
+
+
 def _table(row: tuple[str, Row]) -> str:
     return row[0]
 
@@ -199,10 +206,15 @@ def attribution_steps(
     tuning: Tuning | None = None,
     batching: Batching | None = None,
     wall_ms: Callable[[], int] | None = None,
+    analytics: bool = True,
 ) -> Outputs:
-    """Everything between the Kafka values and the sinks (tests feed `values` themselves)."""
+    """Everything between the Kafka values and the sinks (tests feed `values` themselves).
+
+    `analytics=False` (replays) builds no archive or analytics rows: `rows` then carries only
+    the `conversions` rows (which orders were decided)."""
     batching = batching or Batching()
-    parsed = op.flat_map("parse", values, parse_value)
+    parse = parse_value if analytics else partial(parse_value, archive=False)
+    parsed = op.flat_map("parse", values, parse)
     split = op.branch("is_event", parsed, _is_event)
     events = op.map("event", split.trues, _event)
     keyed = op.key_on("key_tenant", events, _tenant)
@@ -211,7 +223,9 @@ def attribution_steps(
     tagged = op.merge("results", split.falses, results)
 
     dead = op.filter_map("dead", tagged, _dead)
-    rows = op.key_on("key_table", op.flat_map("rows", tagged, _rows), _table)
+    rows = op.key_on(
+        "key_table", op.flat_map("rows", tagged, _rows if analytics else _conversion_rows), _table
+    )
     row_batches = batch("ch_batch", rows, batching.timeout, batching.max_size)
     items: Stream[LedgerItem] = op.filter_map("entries", tagged, _ledger_item)
     entries = op.key_on("key_ledger", items, _entry_tenant)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pickle
 from datetime import timedelta
 
+import pytest
+
 from dataflows.attribution.events import Event, event_from_envelope
 from dataflows.attribution.state import AttributionLogic, Tuning, builder
 from dataflows.config import StaticConfig
@@ -92,3 +94,15 @@ def test_snapshot_resumes_to_the_same_decisions() -> None:
     out, _ = resumed.on_item(event(click(TENANT, click_id(1), at=T0)))
     tags = [tag for tag, _ in out]
     assert tags == ["conversion", "entry", "entry"]
+
+
+def test_runs_without_snapshots_cannot_be_resumed_by_mistake() -> None:
+    no_snapshots = Tuning(snapshots=False)
+    first = logic(no_snapshots)
+    first.on_item(event(click(TENANT, click_id(1), at=T0)))
+    snapshot_bytes = first.snapshot()
+    assert len(snapshot_bytes) < 10  # not the tenant's state
+
+    build = builder(StaticConfig(snapshot(TENANT)), no_snapshots, Clock(0))
+    with pytest.raises(RuntimeError, match="snapshots=False"):
+        build(snapshot_bytes)
