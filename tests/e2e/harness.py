@@ -357,13 +357,16 @@ class LedgerEntry:
     kind: str
     level: int
     amount: Decimal
+    approvals: int  # `approved` status events written by the holds (must be 0 or 1)
 
 
 def ledger(e2e: E2EStack, tenant_id: str) -> list[LedgerEntry]:
     with psycopg.connect(e2e.settings.postgres_url) as conn:
         rows = conn.execute(
-            "SELECT entry_id, agent_id, order_id, line_item_id, kind, level, amount"
-            " FROM ledger_entries WHERE tenant_id = %s ORDER BY entry_id",
+            "SELECT e.entry_id, e.agent_id, e.order_id, e.line_item_id, e.kind, e.level, e.amount,"
+            " (SELECT count(*) FROM ledger_status_events s WHERE s.entry_id = e.entry_id"
+            "  AND s.actor = 'system:holds')"
+            " FROM ledger_entries e WHERE e.tenant_id = %s ORDER BY e.entry_id",
             (tenant_id,),
         ).fetchall()
     return [LedgerEntry(*row) for row in rows]

@@ -19,8 +19,10 @@ Faults (every component is its own process, see `harness.E2EStack`):
   and cancellations before their order, re-deliveries before first deliveries).
 
 The table (printed) has one row per run and a `differences` column that must be 0: acknowledged
-events missing from the archive + ledger entries missing or extra against the fault-free run +
-agents whose ledger, ClickHouse or API total differs from it.
+events missing from the archive + ledger entries missing or extra against the fault-free run
+(an entry counts with the number of approvals the holds wrote for it: the paid Odoo invoices'
+orders must have each entry approved exactly once, the others none) + agents whose ledger,
+ClickHouse or API total differs from it.
 
 `make chaos` runs a larger workload (CHAOS_ORDERS, default 400 there) and a run with every fault
 at once; `make test` runs the same faults on 40 orders.
@@ -114,7 +116,8 @@ def workload(tenant: TenantSetup, click_ids: list[str], orders: int) -> list[Del
 # --- one run ------------------------------------------------------------------------------------
 
 Fault = Callable[[E2EStack], None]
-Entry = tuple[int, str, str, str, int, Decimal]  # order k, agent, line, kind, level, amount
+# order k, agent, line, kind, level, amount, approvals by the holds (paid Odoo invoices)
+Entry = tuple[int, str, str, str, int, Decimal, int]
 
 
 @dataclass
@@ -192,7 +195,7 @@ def settle(e2e: E2EStack, tenant: TenantSetup, name: str, sender: Sender) -> Out
         pass  # reported as differences below
     quiet_since, count = time.monotonic(), -1
     while time.monotonic() - quiet_since < QUIET_SECONDS:
-        now = len(ledger(e2e, tenant.tenant_id))
+        now = hash(tuple(ledger(e2e, tenant.tenant_id)))  # entries and their approvals
         if now != count:
             quiet_since, count = time.monotonic(), now
         time.sleep(0.5)
@@ -203,7 +206,7 @@ def settle(e2e: E2EStack, tenant: TenantSetup, name: str, sender: Sender) -> Out
     base -= base % 1000  # order ids are base + k with base a multiple of 1000
     normalised: Counter[Entry] = Counter(
         (int(e.order_id) - base, agents[e.agent_id], e.line_item_id or "-", e.kind, e.level,
-         e.amount)
+         e.amount, e.approvals)
         for e in entries
     )  # fmt: skip
     totals: dict[str, Decimal] = {}
@@ -247,10 +250,10 @@ def differences(outcome: Outcome, baseline: Outcome) -> int:
 
 def table(outcomes: list[Outcome], baseline: Outcome) -> str:
     head = ("fault", "events sent", "HTTP requests", "acked", "archived", "ledger entries",
-            "differences")  # fmt: skip
+            "approved", "differences")  # fmt: skip
     rows = [
         (o.fault, o.sent, o.requests, o.acked, o.archived, sum(o.entries.values()),
-         differences(o, baseline))
+         sum(n for entry, n in o.entries.items() if entry[-1]), differences(o, baseline))
         for o in outcomes
     ]  # fmt: skip
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
@@ -304,6 +307,7 @@ def test_faults_change_nothing(e2e_stack: E2EStack, capsys: pytest.CaptureFixtur
     baseline = run(e2e_stack, "none (baseline)", [])
     assert baseline.missing_in_archive == 0
     assert sum(baseline.entries.values()) > 0
+    assert any(entry[-1] == 1 for entry in baseline.entries), "paid invoices approve entries"
     runs: list[tuple[str, list[Fault], bool, list[Fault]]] = [
         ("dataflow SIGKILL x2 + restart", [kill_dataflow, kill_dataflow], False, []),
         ("broker outage 6 s (SIGSTOP/CONT)", [broker_outage], False, []),
