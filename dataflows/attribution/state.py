@@ -321,7 +321,8 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         if candidate <= self.state.marks.get(stream, 0):
             return False
         self.state.marks[stream] = candidate
-        self.state.watermark_ms = max(self.state.watermark_ms, candidate)
+        if stream in CORE_STREAMS:  # ERP times are receive times: a backfill's orders lag them
+            self.state.watermark_ms = max(self.state.watermark_ms, candidate)
         return True
 
     def _slowest(self, *streams: str) -> int:
@@ -607,7 +608,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
     def _index_name(self, book: OrderBook) -> None:
         """Make a decided order findable by its name, and apply an invoice that waited for it."""
         name = book.conversion.order_name
-        if not name or not order_ref(name):
+        if not self.tuning.holds or not name or not order_ref(name):
             return
         ref, refs = order_ref(name), self.state.order_refs
         order_id = book.conversion.order_id
@@ -624,6 +625,8 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
     def _on_paid(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
         assert isinstance(event.payload, InvoicePaid)
         state = self.state
+        if not self.tuning.holds:
+            return
         for ref in event.payload.refs:
             name = state.sale_orders[ref][0] if ref in state.sale_orders else ref
             order_id = state.order_refs.get(name)
@@ -641,6 +644,8 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
     def _on_sale_order(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
         assert isinstance(event.payload, SaleOrderRef)
         link, state = event.payload, self.state
+        if not self.tuning.holds:
+            return
         state.sale_orders[link.sale_order] = (link.order_ref, event.occurred_ms)
         waiting = state.paid_waiting.pop(link.sale_order, None)
         if waiting is not None:  # the invoice came first: it now names a shop order

@@ -200,6 +200,20 @@ def test_replays_decide_no_approvals() -> None:
     assert entries(out)
     assert approvals(out) == {}
     assert state.notify_at() is None
+    assert state.state.order_refs == {}  # nothing kept for invoices either
+
+
+def test_erp_events_in_real_time_do_not_age_a_backfills_orders() -> None:
+    """Odoo events carry their receive time; a backfill of older orders must not see its
+    order books expire (400 days of the order stream) because an invoice arrived today."""
+    clock = Clock(T0 + days(900))
+    state = logic(clock, tuning=Tuning(allowed_lateness_ms=days(1000) // timedelta(milliseconds=1)))
+    feed(state, *referred_order(order_id=1001, at=T0))
+    feed(state, invoice(TENANT, "#9999", at=T0 + days(800)))
+    feed(state, *referred_order(order_id=1002, at=T0 + days(1)))
+
+    assert set(state.state.orders) == {"1001", "1002"}
+    assert state.state.watermark_ms == ms(T0 + days(1))
 
 
 def test_snapshot_from_before_holds_resumes_with_empty_hold_state() -> None:
