@@ -298,6 +298,15 @@ class PayoutItem(Base):
     amount: Mapped[Decimal] = mapped_column(Numeric(18, 4))
 
 
+class PayoutClaim(Base):
+    """The live payout of an entry (primary key: one per entry); deleted when it is cancelled."""
+
+    __tablename__ = "payout_claims"
+
+    entry_id: Mapped[str] = mapped_column(ForeignKey("ledger_entries.entry_id"), primary_key=True)
+    payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"))
+
+
 class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
 

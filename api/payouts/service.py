@@ -12,7 +12,8 @@ import csv
 import io
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.agents.repository import AgentRepository
@@ -22,7 +23,7 @@ from api.context import RequestMeta
 from api.db import ReadSession
 from api.errors import Conflict, Forbidden
 from api.ledger.repository import LedgerRepository
-from api.models import Agent, LedgerStatusEvent, Payout, PayoutItem
+from api.models import Agent, LedgerStatusEvent, Payout, PayoutClaim, PayoutItem
 from api.payouts.repository import PayoutRepository
 from api.payouts.schemas import (
     PayoutCancel,
@@ -57,8 +58,8 @@ async def create_payout(
     _, path = await AgentRepository(session, principal, "ledger.read").get_with_path(body.agent_id)
     if not can_at(principal, "payouts.write", path):
         raise Forbidden("You cannot create payouts for this agent.")
-    # Payouts of one agent serialise on the agent's row: an entry may sit in several payouts
-    # (cancelled ones release it), so no unique key stops two payouts taking it at once.
+    # Payouts of one agent serialise on the agent's row, so two requests do not race; the
+    # claims' primary key is the database's guarantee of one live payout per entry.
     await session.execute(select(Agent.id).where(Agent.id == body.agent_id).with_for_update())
     # The agent was reached through the scoped repository above; its entries are locked here.
     entries = await PayoutRepository(session, principal, "payouts.read").payable_entries(
@@ -92,7 +93,11 @@ async def create_payout(
     session.add_all(
         PayoutItem(payout_id=payout.id, entry_id=e.entry_id, amount=e.amount) for e in entries
     )
-    await session.flush()
+    session.add_all(PayoutClaim(entry_id=e.entry_id, payout_id=payout.id) for e in entries)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise Conflict("An entry of this payout is already in another payout; retry.") from exc
     await record(
         session,
         tenant_id=principal.tenant_id,
@@ -175,6 +180,7 @@ async def cancel(
     if payout.status != "created":
         raise Conflict(f"The payout is {payout.status}; only an unpaid payout can be cancelled.")
     before = snapshot(payout)
+    await session.execute(delete(PayoutClaim).where(PayoutClaim.payout_id == payout_id))
     payout.status = "cancelled"
     payout.cancelled_at = meta.now
     payout.cancelled_by = principal.actor

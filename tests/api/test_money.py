@@ -388,3 +388,42 @@ async def test_cancelling_an_unpaid_payout_makes_its_entries_payable_again(
     assert latest["action"] == "payout.cancel"
     assert latest["after"]["reason"] == "wrong period"
     assert latest["before"]["status"] == "created"
+
+
+def claims(pg_url: str, entry_id: str) -> list[str]:
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(
+            "SELECT payout_id FROM payout_claims WHERE entry_id = %s", (entry_id,)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+async def test_the_database_keeps_an_entry_in_one_live_payout(
+    client: AsyncClient, pg_url: str
+) -> None:
+    """Past the service (which serialises payouts per agent): a second live payout of an entry
+    is refused by the claims' primary key; cancelling releases the claim."""
+    world = await build_world(client)
+    token = world.tokens["owner"]
+    entry = insert_ledger_entry(pg_url, tenant_id=world.company_id, agent_id=world.team_agent_id)
+    await approve(client, token, entry)
+    first = await create_payout(client, token, agent_id=world.team_agent_id)
+    assert claims(pg_url, entry) == [first["id"]]
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO payouts (id, tenant_id, agent_id, currency, amount, entry_count,"
+            " status, reference, created_by) SELECT 'po_rogue', tenant_id, agent_id, currency,"
+            " amount, 1, 'created', '', 'sql' FROM payouts WHERE id = %s",
+            (first["id"],),
+        )
+        claim = "INSERT INTO payout_claims (entry_id, payout_id) VALUES (%s, 'po_rogue')"
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(claim, (entry,))
+
+    cancel_url = f"/v1/payouts/{first['id']}/cancel"
+    cancelled = await client.post(cancel_url, json={}, headers=idempotent(token))
+    assert cancelled.status_code == 200, cancelled.text
+    assert claims(pg_url, entry) == []
+    second = await create_payout(client, token, agent_id=world.team_agent_id)
+    assert claims(pg_url, entry) == [second["id"]]
