@@ -158,7 +158,7 @@ class Registry:
                 await asyncio.sleep(1)
             finally:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call, unused-ignore]
 
     async def _periodic(self) -> None:
         while True:
