@@ -97,8 +97,9 @@ def split_statements(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def migrate_clickhouse(settings: Settings) -> int:
-    """Apply DDL versions not yet recorded in `schema_migrations`; returns how many were applied."""
+def migrate_clickhouse(settings: Settings, up_to: int | None = None) -> int:
+    """Apply DDL versions not yet recorded in `schema_migrations` (only those <= `up_to`, if
+    given); returns how many were applied."""
     target = settings.clickhouse
     admin = clickhouse_connect.get_client(
         host=target.host, port=target.port, username=target.username,
@@ -121,7 +122,7 @@ def migrate_clickhouse(settings: Settings) -> int:
         done = {row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows}
         applied = 0
         for version, name, text in clickhouse_ddl_files():
-            if version in done:
+            if version in done or (up_to is not None and version > up_to):
                 continue
             for statement in split_statements(text):
                 client.command(statement)
