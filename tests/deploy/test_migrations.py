@@ -152,7 +152,7 @@ def _conversion(order: str, click: str | None, *, version: int = 1) -> dict[str,
     }  # fmt: skip
 
 
-def test_clickhouse_0004_gives_existing_conversions_their_link(
+def test_clickhouse_0004_and_0005_keep_a_populated_database_right(
     clickhouse_server: ClickHouseServer,
 ) -> None:
     database = f"mig_{uuid.uuid4().hex[:12]}"
@@ -173,7 +173,7 @@ def test_clickhouse_0004_gives_existing_conversions_their_link(
         _conversion("o2", "c2", version=2), _conversion("o3", None), _conversion("o4", "c9"),
     ])  # fmt: skip
 
-    assert migrations.migrate_clickhouse(settings) == 1
+    assert migrations.migrate_clickhouse(settings) == 2  # 0004 (link_code), 0005 (encoding)
     assert migrations.migrate_clickhouse(settings) == 0
 
     def rows(table: str) -> list[tuple[Any, ...]]:
@@ -186,6 +186,15 @@ def test_clickhouse_0004_gives_existing_conversions_their_link(
     assert rows("conversion_orders") == expected
     revenue = client.command("SELECT sum(revenue) FROM conversions FINAL")
     assert Decimal(str(revenue)) == Decimal(10 + 20 + 10 + 10)  # the edit's 20, nothing twice
+    clicks = client.query(
+        "SELECT click_id, link_code, agent_id FROM clicks FINAL ORDER BY click_id"
+    ).result_rows
+    assert clicks == [("c1", "l_one", "agt_1"), ("c2", "l_two", "agt_1")]
+    agent_type = client.command(
+        "SELECT type FROM system.columns WHERE database = currentDatabase()"
+        " AND table = 'conversions' AND name = 'agent_id'"
+    )
+    assert agent_type == "LowCardinality(Nullable(String))"
     # Rows written after the migration keep their link in the order lookup too.
     _insert(client, "conversions", [_conversion("o5", "c5") | {"link_code": "l_five"}])
     assert rows("conversion_orders")[-1] == ("o5", "l_five", 1)
