@@ -16,7 +16,9 @@ of its per-agent breakdown):
   to the agent who earns them, `amount * fx_rate`;
 - refunds: refunds made in the period, attributed through the conversion of the same order
   (found by order id in `conversion_orders`, a copy of `conversions` sorted by order),
-  `amount * (the refund's fx_rate, else the conversion's)`.
+  `amount * (the refund's fx_rate, else the conversion's)`;
+- a conversion's link: its `link_code` (the winning click's, written by the dataflow), else, for
+  rows without one that cite a click, that click's link from `click_links`.
 Scope: `agents=None` reads the whole tenant; a tuple restricts every table to those agents
 (commission by the earning agent). Filters on shop, link or coupon reach commission through the
 entry's conversion; clicks carry no coupon, so a coupon filter leaves no clicks.
