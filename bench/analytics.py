@@ -67,7 +67,7 @@ _TEMPLATES = {
     "conversions": """
 INSERT INTO conversions (tenant_id, conversion_id, shop, order_id, occurred_at, attributed_at,
   rule, agent_id, program_id, click_id, coupon_code, is_new_customer, currency, revenue, fx_rate,
-  source_event_id, version)
+  source_event_id, version, link_code)
 SELECT {tenant:String}, concat('cv_', toString(number)),
   concat('shop', toString(number % 3), '.myshopify.com'), <ORDER>,
   fromUnixTimestamp64Milli(<T>, 'UTC') AS t, t,
@@ -75,7 +75,7 @@ SELECT {tenant:String}, concat('cv_', toString(number)),
   if(number % 10 = 0, NULL, concat('clk_', toString(number * 2))),
   if(number % 10 = 0, concat('CODE', toString(intHash32(number) % {agents:UInt32})), NULL),
   false, ['EUR', 'USD', 'GBP'][number % 3 + 1], <REVENUE>, <FX>,
-  concat('ev_', toString(number)), 1
+  concat('ev_', toString(number)), 1, if(number % 10 = 0, NULL, concat('l_', <AGENT>))
 FROM numbers({offset:UInt64}, {count:UInt64})""",
     # Two clicks per conversion (number = conversion index, k = 0/1), the first one cited.
     "clicks": """
@@ -229,11 +229,13 @@ def main() -> None:
         database = f"bench_{args.rows}"
         url = f"http://default:@127.0.0.1:{port}/{database}"
         settings = Settings(clickhouse_url=url)
-        migrations.migrate_clickhouse(settings)
+        started = time.perf_counter()
+        applied = migrations.migrate_clickhouse(settings)
+        print(f"applied {applied} ClickHouse DDL versions in {time.perf_counter() - started:.1f} s")
         client = clickhouse_connect.get_client(
             host="127.0.0.1", port=port, database=database, send_receive_timeout=3600
         )
-        have = client.command("SELECT count() FROM conversions")
+        have = client.command("SELECT count() FROM conversions FINAL")
         if have != args.rows:
             for table in TABLES:
                 client.command(f"TRUNCATE TABLE {table}")

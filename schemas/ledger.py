@@ -56,6 +56,7 @@ class AttributedConversion(BaseModel):
     agent_id: str | None
     program_id: str | None
     click_id: str | None = None
+    link_code: str | None = Field(default=None, description="The winning click's link.")
     coupon_code: str | None = None
     customer_id: str | None = None
     is_new_customer: bool = False

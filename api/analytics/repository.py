@@ -16,7 +16,9 @@ of its per-agent breakdown):
   to the agent who earns them, `amount * fx_rate`;
 - refunds: refunds made in the period, attributed through the conversion of the same order
   (found by order id in `conversion_orders`, a copy of `conversions` sorted by order),
-  `amount * (the refund's fx_rate, else the conversion's)`.
+  `amount * (the refund's fx_rate, else the conversion's)`;
+- a conversion's link: its `link_code` (the winning click's, written by the dataflow), else, for
+  rows without one that cite a click, that click's link from `click_links`.
 Scope: `agents=None` reads the whole tenant; a tuple restricts every table to those agents
 (commission by the earning agent). Filters on shop, link or coupon reach commission through the
 entry's conversion; clicks carry no coupon, so a coupon filter leaves no clicks.
@@ -200,6 +202,25 @@ def clicks_where(q: Question, p: str = "") -> str:
     return _all(conditions)
 
 
+def _unlinked_clicks(table: str, timed: bool) -> str:
+    """Click ids of the `table` rows that cite a click but carry no `link_code` (written before
+    ClickHouse 0004, or re-emitted from a decision restored from an older recovery snapshot)."""
+    period = f" AND {_PERIOD.format(p='')}" if timed else ""
+    return (
+        f"SELECT click_id FROM {table} WHERE tenant_id = {{tenant:String}}{period}"
+        " AND link_code IS NULL AND click_id IS NOT NULL"
+    )
+
+
+def _fallback_links(table: str, timed: bool) -> str:
+    """(click_id, link_code) from `click_links` for the rows `_unlinked_clicks` lists; usually
+    none, and then the lookup reads no granule (click id leads `click_links`' key)."""
+    return (
+        "SELECT click_id, link_code FROM click_links FINAL WHERE tenant_id = {tenant:String}"
+        f" AND click_id IN ({_unlinked_clicks(table, timed)})"
+    )
+
+
 def conversions_where(q: Question, p: str = "", *, timed: bool = True, scoped: bool = True) -> str:
     """Conditions on `conversions` (or, untimed, on `conversion_orders`, same columns)."""
     conditions = [f"{p}tenant_id = {{tenant:String}}", f"{p}agent_id IS NOT NULL"]
@@ -214,9 +235,11 @@ def conversions_where(q: Question, p: str = "", *, timed: bool = True, scoped: b
     if q.coupon_code is not None:
         conditions.append(f"{p}coupon_code = {{coupon:String}}")
     if q.link_code is not None:
+        table = "conversions" if timed else "conversion_orders"
         conditions.append(
-            f"{p}click_id IN (SELECT click_id FROM click_links WHERE tenant_id = {{tenant:String}}"
-            " AND link_code = {link:String})"
+            f"({p}link_code = {{link:String}} OR ({p}link_code IS NULL AND {p}click_id IN"
+            f" (SELECT click_id FROM ({_fallback_links(table, timed)})"
+            " WHERE link_code = {link:String})))"
         )
     return _all(conditions)
 
@@ -312,7 +335,7 @@ _DIRECT: dict[Dimension, tuple[str | None, str | None, str | None]] = {
     Dimension.unit: (_UNIT, _UNIT, _UNIT),
     Dimension.shop: ("{p}shop", "{p}shop", None),
     Dimension.coupon: (None, "{p}coupon_code", None),
-    Dimension.link: ("{p}link_code", None, None),
+    Dimension.link: ("{p}link_code", None, None),  # conversions: link_code, else by click
 }
 
 
@@ -321,12 +344,11 @@ def _order_keys(by: Dimension, orders: str) -> str:
     commission entries only reach through their order's conversion (shop, coupon, link)."""
     if by is Dimension.link:
         return (
-            "SELECT o.order_id AS order_id, l.link_code AS key FROM (SELECT order_id, click_id"
-            " FROM conversion_orders FINAL WHERE tenant_id = {tenant:String}"
-            f" AND order_id IN ({orders}) AND click_id IS NOT NULL) AS o INNER JOIN"
-            " (SELECT click_id, link_code FROM click_links FINAL WHERE tenant_id = {tenant:String}"
-            " AND click_id IN (SELECT click_id FROM conversion_orders WHERE"
-            f" tenant_id = {{tenant:String}} AND order_id IN ({orders}))) AS l"
+            "SELECT o.order_id AS order_id, ifNull(o.link_code, l.link_code) AS key FROM"
+            " (SELECT order_id, click_id, link_code FROM conversion_orders FINAL"
+            f" WHERE tenant_id = {{tenant:String}} AND order_id IN ({orders})"
+            " AND (link_code IS NOT NULL OR click_id IS NOT NULL)) AS o"
+            f" LEFT JOIN ({_fallback_links('conversion_orders', timed=False)}) AS l"
             " ON o.click_id = l.click_id"
         )
     column = "shop" if by is Dimension.shop else "coupon_code"
@@ -354,13 +376,11 @@ def _branches(q: Question, by: Dimension) -> list[str]:
             f" {_money('revenue', 'fx_rate')} AS m FROM conversions FINAL"
             f" WHERE {conversions_where(q)} GROUP BY key"
         )
-    else:  # by link: the conversion's click's link, looked up by click id
+    else:  # by link: the row's link_code, else its click's link looked up by click id
         branches.append(
-            "SELECT 'conversions' AS part, ck.link_code AS key, count() AS n,"
-            f" {_money('c.revenue', 'c.fx_rate')} AS m FROM conversions AS c FINAL"
-            " INNER JOIN (SELECT click_id, link_code FROM click_links FINAL"
-            " WHERE tenant_id = {tenant:String} AND click_id IN (SELECT click_id FROM"
-            f" conversions WHERE {conversions_where(q)} AND click_id IS NOT NULL)) AS ck"
+            "SELECT 'conversions' AS part, ifNull(c.link_code, ck.link_code) AS key,"
+            f" count() AS n, {_money('c.revenue', 'c.fx_rate')} AS m FROM conversions AS c FINAL"
+            f" LEFT JOIN ({_fallback_links('conversions', timed=True)}) AS ck"
             f" ON c.click_id = ck.click_id WHERE {conversions_where(q, 'c.')} GROUP BY key"
         )
     if on_commission is not None:

@@ -170,8 +170,9 @@ Candidate = ClickCandidate | CouponOwner | CustomerBinding
 class AttributionDecision:
     """The outcome: who gets the order and why, plus every losing candidate with its reason.
 
-    `agent_id`/`program_id` are `None` exactly when `rule` is `UNATTRIBUTED`; `click_id` is set
-    for click rules, `coupon_code` for the coupon rule.
+    `agent_id`/`program_id` are `None` exactly when `rule` is `UNATTRIBUTED`; `click_id` and
+    `link_code` (the winning click's link) are set for click rules, `coupon_code` for the coupon
+    rule.
     """
 
     rule: AttributionRule
@@ -181,6 +182,8 @@ class AttributionDecision:
     coupon_code: str | None
     explanation: str
     rejected: tuple[tuple[Candidate, str], ...] = ()
+    # Last, with a default: decisions pickled in recovery snapshots before it existed read None.
+    link_code: str | None = None
 
     @property
     def attributed(self) -> bool:
@@ -390,6 +393,7 @@ def attribute(
             program_id=click.program_id,
             click_id=click.click_id,
             coupon_code=None,
+            link_code=click.link_code,
             explanation=(
                 f"{policy.model.value} {_describe(click)} via link {click.link_code}, "
                 f"{_ago(conversion, click)} (lookback {policy.lookback_days} d){beats}"
@@ -469,6 +473,7 @@ def attributed_conversion(
         agent_id=decision.agent_id,
         program_id=decision.program_id,
         click_id=decision.click_id,
+        link_code=decision.link_code,
         coupon_code=decision.coupon_code,
         customer_id=conversion.customer_id,
         is_new_customer=is_new_customer,

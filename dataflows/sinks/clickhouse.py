@@ -44,7 +44,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "tenant_id", "conversion_id", "shop", "order_id", "order_name", "occurred_at",
         "attributed_at", "rule", "agent_id", "program_id", "click_id", "coupon_code",
         "customer_id", "is_new_customer", "currency", "revenue", "fx_rate", "source_event_id",
-        "version",
+        "version", "link_code",
     ),
     "commission_events": (
         "tenant_id", "entry_id", "agent_id", "program_id", "conversion_id", "order_id",
@@ -92,7 +92,7 @@ def conversion_row(c: AttributedConversion) -> Row:
         c.tenant_id, c.conversion_id, c.shop, c.order_id, c.order_name, c.occurred_at,
         c.attributed_at, c.rule.value, c.agent_id, c.program_id, c.click_id, c.coupon_code,
         c.customer_id, c.is_new_customer, c.currency, c.revenue, c.fx_rate, c.source_event_id,
-        to_ms(c.attributed_at),
+        to_ms(c.attributed_at), c.link_code,
     )  # fmt: skip
 
 

@@ -49,7 +49,9 @@ def click_row(tenant: str, click_id: str, agent: str | None, link: str, when: da
 
 def conversion_row(tenant: str, order: str, agent: str | None, when: datetime, revenue: str,
                    *, currency: str = "EUR", fx: str = "1", click: str | None = None,
-                   coupon: str | None = None, version: int = 1) -> dict[str, Any]:  # fmt: skip
+                   link: str | None = None, coupon: str | None = None, version: int = 1,
+                   ) -> dict[str, Any]:  # fmt: skip
+    """`link` is the winning click's link (None: no click, or a row written before 0004)."""
     return {
         "tenant_id": tenant, "conversion_id": f"cv_{order}", "shop": SHOP, "order_id": order,
         "order_name": f"#{order}", "occurred_at": when, "attributed_at": when,
@@ -57,7 +59,7 @@ def conversion_row(tenant: str, order: str, agent: str | None, when: datetime, r
         "program_id": "prg_p" if agent else None, "click_id": click, "coupon_code": coupon,
         "customer_id": None, "is_new_customer": False, "currency": currency,
         "revenue": Decimal(revenue), "fx_rate": Decimal(fx), "source_event_id": f"ev_{order}",
-        "version": version,
+        "version": version, "link_code": link,
     }  # fmt: skip
 
 
@@ -106,8 +108,11 @@ class Dataset:
     links: dict[str, str]
 
 
-def load(ch: Client, world: World) -> Dataset:
-    """The dataset; every expected figure in the tests is derived from it in the comments."""
+def load(ch: Client, world: World, *, linked: bool | None = None) -> Dataset:
+    """The dataset; every expected figure in the tests is derived from it in the comments.
+
+    `linked`: whether the click-attributed conversions carry their link (True), none do (False,
+    rows written before ClickHouse 0004), or o1 and o4 do and o3 does not (None: both kinds)."""
     t = world.company_id
     a, b, m = world.team_agent_id, world.other_region_agent_id, world.own_agent_id
     u = uuid.uuid4().hex[:8]
@@ -131,9 +136,13 @@ def load(ch: Client, world: World) -> Dataset:
     ]
     insert(ch, "clicks", clicks)
     insert(ch, "clicks", clicks[:4])  # replayed: must not count twice
+
+    def link(code: str, *, mixed: bool = True) -> str | None:
+        return code if (linked is None and mixed) or linked else None
+
     conversions = [
         # o1: a, 100.00 EUR, cites a's click on link la
-        conversion_row(t, o["o1"], a, at(5, 10), "100.00", click=f"ca1-{u}"),
+        conversion_row(t, o["o1"], a, at(5, 10), "100.00", click=f"ca1-{u}", link=link(la)),
         # o2: a, 80 USD then edited to 50 USD (version 2) at 0.9 -> 45.00 EUR, coupon ACODE
         conversion_row(t, o["o2"], a, at(6), "80.00", currency="USD", fx="0.9",
                        coupon=f"ACODE{u}".upper()),
@@ -141,9 +150,9 @@ def load(ch: Client, world: World) -> Dataset:
                        coupon=f"ACODE{u}".upper(), version=2),
         # o3: b, 20.00 GBP at 1.15 -> 23.00 EUR, late on the last day (UTC)
         conversion_row(t, o["o3"], b, at(31, 23, 30), "20.00", currency="GBP", fx="1.15",
-                       click=f"cb1-{u}"),
+                       click=f"cb1-{u}", link=link(lb, mixed=False)),
         # o4: m, 10.00 EUR on link lm
-        conversion_row(t, o["o4"], m, at(10), "10.00", click=f"cm1-{u}"),
+        conversion_row(t, o["o4"], m, at(10), "10.00", click=f"cm1-{u}", link=link(lm)),
         # o5: unattributed (not counted); o6: a, in September (out of period)
         conversion_row(t, o["o5"], None, at(10), "999.00"),
         conversion_row(t, o["o6"], a, at(15, month=9), "70.00"),
@@ -356,6 +365,56 @@ async def test_breakdown_by_unit_program_shop_link_and_coupon(
     assert await rows("link", w.tokens["agent"]) == [
         (lm, 2, 1, "10.00", "1.00"), (la, 0, 0, "0.00", "0.50")
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("linked", [True, False], ids=["link-on-rows", "rows-before-0004"])
+async def test_link_figures_are_the_same_whether_conversions_carry_their_link_or_not(
+    client: AsyncClient, ch: Client, pg_url: str, linked: bool
+) -> None:
+    world = await build_world(client)
+    set_company(pg_url, world.company_id, timezone="Europe/Berlin")
+    data = load(ch, world, linked=linked)
+    tenant, owner = world.company_id, world.tokens["owner"]
+    order = next(iter(data.links.values()))[3:]  # the dataset's suffix
+    # o1 edited after an upgrade by a decision restored from an older recovery snapshot: the
+    # new version has no link_code (whatever the old one had); its click still decides.
+    edited = conversion_row(tenant, f"o1-{order}", data.a, at(5, 10), "100.00",
+                            click=f"ca1-{order}", version=3)  # fmt: skip
+    insert(ch, "conversions", [edited])
+    la, lb, lm = data.links["a"], data.links["b"], data.links["m"]
+
+    body = await get(client, owner, "breakdown", by="link", **PERIOD)
+    assert [(i["key"], i["clicks"], i["conversions"], i["revenue"], i["commission"])
+            for i in body["items"]] == [
+        (la, 4, 1, "100.00", "5.50"), (lb, 2, 1, "23.00", "2.30"), (lm, 2, 1, "10.00", "1.00")
+    ]  # fmt: skip
+    summary = await get(client, owner, "summary", link_code=la, **PERIOD)
+    assert (summary["conversions"], summary["revenue"], summary["refunds"],
+            summary["refunded_revenue"], summary["commission"]) == (
+        1, "100.00", 1, "50.00", "5.50"
+    )  # fmt: skip
+    for code, revenue in ((lb, "23.00"), (lm, "10.00")):
+        one = await get(client, owner, "summary", link_code=code, **PERIOD)
+        assert (one["conversions"], one["revenue"]) == (1, revenue)
+
+
+async def test_the_link_on_the_conversion_row_decides_without_its_click_row(
+    client: AsyncClient, ch: Client, data: Dataset
+) -> None:
+    # A conversion whose click row is not in ClickHouse (only the dataflow's state had it): the
+    # lookup by click id finds nothing, the link written on the row still counts it.
+    tenant, u = data.world.company_id, uuid.uuid4().hex[:8]
+    lz, order = f"lz-{u}", f"oz-{u}"
+    insert(ch, "conversions", [conversion_row(tenant, order, data.b, at(12), "7.00",
+                                              click=f"cz-{u}", link=lz)])  # fmt: skip
+    insert(ch, "commission_events", [entry_row(tenant, f"ez-{u}", data.b, order, at(12), "0.70")])
+    owner = data.world.tokens["owner"]
+    body = await get(client, owner, "breakdown", by="link", **PERIOD)
+    assert [(i["conversions"], i["revenue"], i["commission"]) for i in body["items"]
+            if i["key"] == lz] == [(1, "7.00", "0.70")]  # fmt: skip
+    summary = await get(client, owner, "summary", link_code=lz, **PERIOD)
+    assert (summary["clicks"], summary["conversions"], summary["revenue"],
+            summary["commission"]) == (0, 1, "7.00", "0.70")  # fmt: skip
 
 
 async def test_top_agents_by_each_metric(client: AsyncClient, data: Dataset) -> None:

@@ -371,6 +371,21 @@ def test_attributed_conversion_carries_the_decision() -> None:
     assert fact.explanation == decision.explanation
 
 
+def test_only_a_click_decision_names_a_link_and_the_fact_carries_it() -> None:
+    conversion = a_conversion(coupons=["TENOFF"])
+    clicks = [a_click(1, agent="a1", before_order=timedelta(days=2)), a_click(2, agent="a2")]
+    by_click = attribute(conversion, known(clicks=clicks), DEFAULT)
+    assert (by_click.click_id, by_click.link_code) == (click_id(2), "link-a2")
+    fact = attributed_conversion(
+        conversion, by_click, attributed_at=ORDER_AT, is_new_customer=False
+    )
+    assert (fact.click_id, fact.link_code) == (click_id(2), "link-a2")
+    by_coupon = attribute(conversion, known(clicks=clicks, coupons={"TENOFF": "a3"}), DEFAULT)
+    assert (by_coupon.rule, by_coupon.link_code) == (AttributionRule.COUPON, None)
+    nobody = attribute(a_conversion(), known(), DEFAULT)
+    assert nobody.link_code is None
+
+
 def test_click_candidate_from_a_recorded_click() -> None:
     event = ClickEvent(
         click_id=click_id(5),

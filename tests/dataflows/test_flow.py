@@ -114,6 +114,7 @@ def test_cookie_attributes_order_to_the_clicking_agent_with_manager_override() -
         "agt_ana",
         C1,
     )
+    assert conversion.link_code == "link-agt_ana"  # the winning click's, on the row
     assert result.balance("agt_ana") == Decimal("10.00")
     assert result.balance("agt_boss") == Decimal("0.50")  # 5% of ana's commission
     assert {(e.rule_id, e.rule_version) for e in result.entries} == {("rule_prg_main", 1)}

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import clickhouse_connect
 import psycopg
 import pytest
 from alembic.script import ScriptDirectory
+from clickhouse_connect.driver.client import Client
 from confluent_kafka.admin import AdminClient
 
+from dataflows.sinks.clickhouse import COLUMNS
 from deploy import migrations
 from schemas.settings import Settings
 from schemas.topics import TOPIC_SPECS
+from tests.fixtures.clickhouse import ClickHouseServer
 
 EXPECTED_PG_TABLES = {
     "tenants", "units", "users", "memberships", "agents", "programs", "links", "coupon_codes",
@@ -134,3 +139,73 @@ def test_ddl_statement_splitting_ignores_comments() -> None:
         "CREATE TABLE a (x Int8) ENGINE = Memory",
         "SELECT 1",
     ]
+
+
+def _insert(client: Client, table: str, rows: list[dict[str, Any]]) -> None:
+    columns = list(rows[0])
+    client.insert(table, [[row[c] for c in columns] for row in rows], column_names=columns)
+
+
+def _conversion(order: str, click: str | None, *, version: int = 1) -> dict[str, Any]:
+    """A `conversions` row as the dataflow wrote it before ClickHouse 0004 (no link_code)."""
+    when = datetime(2026, 10, 5, tzinfo=UTC)
+    row = dict.fromkeys(COLUMNS["conversions"])
+    del row["link_code"]
+    return row | {
+        "tenant_id": "t_mig", "conversion_id": f"cv_{order}", "order_id": order,
+        "occurred_at": when, "attributed_at": when + timedelta(seconds=version),
+        "rule": "last_click" if click else "coupon", "agent_id": "agt_1", "click_id": click,
+        "coupon_code": None if click else "CODE1", "is_new_customer": False, "currency": "EUR",
+        "revenue": Decimal(version * 10), "fx_rate": Decimal(1), "source_event_id": f"ev_{order}",
+        "version": version,
+    }  # fmt: skip
+
+
+def test_clickhouse_0004_and_0005_keep_a_populated_database_right(
+    clickhouse_server: ClickHouseServer,
+) -> None:
+    database = f"mig_{uuid.uuid4().hex[:12]}"
+    url = f"http://default:@{clickhouse_server.host}:{clickhouse_server.port}/{database}"
+    settings = Settings(clickhouse_url=url)
+    assert migrations.migrate_clickhouse(settings, up_to=3) == 3
+    client = clickhouse_server.client(database=database)
+    when = datetime(2026, 10, 4, tzinfo=UTC)
+    _insert(client, "clicks", [
+        {"tenant_id": "t_mig", "click_id": click, "link_code": link, "agent_id": "agt_1",
+         "occurred_at": when, "is_bot": False, "is_duplicate": False, "version": 1}
+        for click, link in (("c1", "l_one"), ("c2", "l_two"))
+    ])  # fmt: skip
+    # o1 on c1 (written twice: a replay), o2 on c2 edited (version 2), o3 by coupon (no click),
+    # o4 citing a click ClickHouse never got.
+    _insert(client, "conversions", [
+        _conversion("o1", "c1"), _conversion("o1", "c1"), _conversion("o2", "c2"),
+        _conversion("o2", "c2", version=2), _conversion("o3", None), _conversion("o4", "c9"),
+    ])  # fmt: skip
+
+    assert migrations.migrate_clickhouse(settings) == 2  # 0004 (link_code), 0005 (encoding)
+    assert migrations.migrate_clickhouse(settings) == 0
+
+    def rows(table: str) -> list[tuple[Any, ...]]:
+        return client.query(
+            f"SELECT order_id, link_code, version FROM {table} FINAL ORDER BY order_id"
+        ).result_rows
+
+    expected = [("o1", "l_one", 1), ("o2", "l_two", 2), ("o3", None, 1), ("o4", None, 1)]
+    assert rows("conversions") == expected
+    assert rows("conversion_orders") == expected
+    revenue = client.command("SELECT sum(revenue) FROM conversions FINAL")
+    assert Decimal(str(revenue)) == Decimal(10 + 20 + 10 + 10)  # the edit's 20, nothing twice
+    clicks = client.query(
+        "SELECT click_id, link_code, agent_id FROM clicks FINAL ORDER BY click_id"
+    ).result_rows
+    assert clicks == [("c1", "l_one", "agt_1"), ("c2", "l_two", "agt_1")]
+    agent_type = client.command(
+        "SELECT type FROM system.columns WHERE database = currentDatabase()"
+        " AND table = 'conversions' AND name = 'agent_id'"
+    )
+    assert agent_type == "LowCardinality(Nullable(String))"
+    # Rows written after the migration keep their link in the order lookup too.
+    _insert(client, "conversions", [_conversion("o5", "c5") | {"link_code": "l_five"}])
+    assert rows("conversion_orders")[-1] == ("o5", "l_five", 1)
+    client.close()
+    clickhouse_server.client().command(f"DROP DATABASE {database} SYNC")
