@@ -164,6 +164,20 @@ class CommissionRule(Base):
     reviewed_at: Mapped[datetime | None]
 
 
+class FxRate(Base):
+    """Append-only (a trigger rejects UPDATE and DELETE): a rate applies from `valid_from` until
+    the next one of the same currency."""
+
+    __tablename__ = "fx_rates"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    valid_from: Mapped[datetime] = mapped_column(primary_key=True)
+    rate: Mapped[Decimal] = mapped_column(Numeric(18, 8))
+    created_by: Mapped[str]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class LedgerEntry(Base):
     """Append-only (a trigger rejects UPDATE and DELETE)."""
 

@@ -60,6 +60,10 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "shops.write": _OPERATIONS,
     "notes.read": _OPERATIONS,
     "notes.write": _OPERATIONS,
+    # exchange rates (company configuration): a rate moves every reporting-currency figure,
+    # including the managers' approval limit, so only owners set them
+    "fx_rates.read": _ALL,
+    "fx_rates.write": _OWNER,
     # money (later slices): operators never move money
     "rules.read": _STAFF,
     "rules.propose": _MANAGEMENT,

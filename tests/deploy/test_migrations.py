@@ -23,7 +23,7 @@ from tests.fixtures.clickhouse import ClickHouseServer
 EXPECTED_PG_TABLES = {
     "tenants", "units", "users", "memberships", "agents", "programs", "links", "coupon_codes",
     "shops", "erp_endpoints", "commission_rules", "ledger_entries", "ledger_status_events",
-    "audit_log", "payout_claims",
+    "audit_log", "payout_claims", "fx_rates",
 }  # fmt: skip
 
 
@@ -77,6 +77,22 @@ def test_ledger_entries_reject_update(pg_url: str) -> None:
         conn.commit()
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("UPDATE ledger_entries SET amount = 0")
+
+
+def test_fx_rates_reject_update_and_delete(pg_url: str) -> None:
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("INSERT INTO tenants (id, name, slug) VALUES ('t_fx_rates', 'F', 'fx-rates')")
+        conn.execute(
+            "INSERT INTO fx_rates (tenant_id, currency, rate, valid_from, created_by)"
+            " VALUES ('t_fx_rates', 'EUR', 1.08, '2026-11-01T00:00:00Z', 'u')"
+        )
+        conn.commit()
+        for statement in ("UPDATE fx_rates SET rate = 2", "DELETE FROM fx_rates"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                conn.execute(statement)
+            conn.rollback()
+        rates = conn.execute("SELECT rate FROM fx_rates WHERE tenant_id = 't_fx_rates'")
+        assert rates.fetchall() == [(Decimal("1.08000000"),)]
 
 
 def test_clickhouse_ddl_is_versioned_and_idempotent(stack_settings: Settings) -> None:
