@@ -1,9 +1,10 @@
 """What attribution and commission need from PostgreSQL, as a versioned in-memory snapshot.
 
 Per tenant: programs (attribution policy, hold days, currency), agent-owned coupon codes,
-agents (email for self-referral checks, parent chain for manager overrides) and commission rule
+agents (email for self-referral checks, parent chain for manager overrides), commission rule
 sets (the newest version per program for new accruals, every version by `(rule_id, version)` so
-an edit reprices with the rules the order was accrued under).
+an edit reprices with the rules the order was accrued under), and the reporting currency with
+its exchange rates (`fx_rate`: the rate an order's conversion and entries are fixed at).
 
 `load_snapshot` reads it in one transaction with the sync driver (psycopg); `PostgresConfig`
 caches it and reloads it when it is older than `refresh_seconds` (on the next lookup, so a
@@ -15,8 +16,11 @@ rewrites history. Listening to `refstream.config` for immediate reloads is not w
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -65,6 +69,9 @@ class TenantConfig:
     agents: Mapping[str, AgentConfig] = field(default_factory=dict)
     rules: Mapping[str, CommissionRuleSet] = field(default_factory=dict)  # newest per program
     rule_versions: Mapping[tuple[str, int], CommissionRuleSet] = field(default_factory=dict)
+    reporting_currency: str | None = None  # tenants.currency; None: the tenant is not known
+    # currency → ((valid_from, rate), …) sorted by valid_from
+    fx_rates: Mapping[str, tuple[tuple[datetime, Decimal], ...]] = field(default_factory=dict)
 
     @property
     def default_program(self) -> ProgramConfig | None:
@@ -124,6 +131,16 @@ class TenantConfig:
                 out[agent_id] = AgentIdentity(agent_id=agent_id, emails=frozenset({email}))
         return MappingProxyType(out)
 
+    def fx_rate(self, currency: str, at: datetime) -> Decimal | None:
+        """Units of the reporting currency per 1 `currency` at instant `at` (aware): 1 for the
+        reporting currency itself, else the rate with the latest `valid_from` ≤ `at`; `None`
+        when none is known (never a guess: the caller decides what an unknown rate means)."""
+        if currency == self.reporting_currency:
+            return Decimal(1)
+        rates = self.fx_rates.get(currency, ())
+        index = bisect_right(rates, at, key=lambda r: r[0])
+        return rates[index - 1][1] if index else None
+
 
 @dataclass(frozen=True)
 class ConfigSnapshot:
@@ -148,9 +165,12 @@ def build_snapshot(
     coupons: list[tuple[Any, ...]],
     agents: list[tuple[Any, ...]],
     rules: list[tuple[Any, ...]],
+    *,
+    tenant_rows: Sequence[tuple[Any, ...]] = (),
+    fx_rates: Sequence[tuple[Any, ...]] = (),
 ) -> ConfigSnapshot:
     """A snapshot from raw rows (the shapes `load_snapshot` selects). Rules come ordered so that
-    the last row per program is its newest."""
+    the last row per program is its newest; rates so that each currency's are oldest first."""
     per: dict[str, dict[str, Any]] = {}
 
     def slot(tenant_id: str) -> dict[str, Any]:
@@ -176,8 +196,18 @@ def build_snapshot(
         ruleset = CommissionRuleSet.model_validate(body)
         slot(tenant_id)["rules"][program_id] = ruleset
         slot(tenant_id)["rule_versions"][(ruleset.rule_id, ruleset.version)] = ruleset
+    for tenant_id, currency in tenant_rows:
+        slot(tenant_id)["reporting_currency"] = currency.strip()
+    for tenant_id, currency, rate, valid_from in fx_rates:
+        slot(tenant_id).setdefault("fx_rates", {}).setdefault(currency.strip(), []).append(
+            (valid_from, rate)
+        )
+    for parts in per.values():
+        parts["fx_rates"] = {c: tuple(r) for c, r in parts.get("fx_rates", {}).items()}
     tenants = {t: TenantConfig(tenant_id=t, **parts) for t, parts in per.items()}
     digest = derived_id("cfg", repr((programs, coupons, agents, [r[:4] for r in rules])))
+    if tenant_rows or fx_rates:  # reporting currencies and rates are configuration too
+        digest = derived_id("cfg", digest, repr((list(tenant_rows), list(fx_rates))))
     return ConfigSnapshot(tenants=tenants, version=digest)
 
 
@@ -203,7 +233,12 @@ def load_snapshot(postgres_url: str) -> ConfigSnapshot:
             "SELECT tenant_id, id, version, program_id, body FROM commission_rules"
             " WHERE status = 'active' ORDER BY tenant_id, program_id, created_at, version"
         ).fetchall()
-    return build_snapshot(programs, coupons, agents, rules)
+        tenants = conn.execute("SELECT id, currency FROM tenants ORDER BY id").fetchall()
+        fx_rates = conn.execute(
+            "SELECT tenant_id, currency, rate, valid_from FROM fx_rates"
+            " ORDER BY tenant_id, currency, valid_from"
+        ).fetchall()
+    return build_snapshot(programs, coupons, agents, rules, tenant_rows=tenants, fx_rates=fx_rates)
 
 
 class StaticConfig:

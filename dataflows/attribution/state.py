@@ -145,6 +145,9 @@ class OrderBook:
     paid_ms: int | None = None  # when the ERP reported the order's invoice paid
     paid_invoice: str = ""
     approved: set[str] = field(default_factory=set)  # entry ids whose approval was emitted
+    # Added for fx rates; older snapshots lack it (their rows were written at 1). None: no rate
+    # was known at the order's event time, so nothing was booked (see `_open`).
+    fx_rate: Decimal | None = Decimal(1)
 
 
 @dataclass(slots=True)
@@ -522,9 +525,16 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             if created is not None:
                 state.bindings[customer] = created
         book = OrderBook(conversion, decision, event.received_ms, is_new_customer=is_new)
+        book.fx_rate = cfg.fx_rate(conversion.currency, conversion.occurred_at)
+        if book.fx_rate is None:  # never booked at a guessed rate; a replay with the rate books it
+            reason = (
+                f"fx: no {conversion.currency} rate at {conversion.occurred_at.isoformat()}: "
+                f"order {conversion.order_id} decided without conversion row or commission"
+            )
+            out.append(("dead", self._dead_letter(None, reason)))
         self._accrue(book, cfg, out)
         heapq.heappush(state.order_heap, (event.occurred_ms, conversion.order_id))
-        out.append(("conversion", self._conversion_row(book, event.received_ms)))
+        out.extend(self._conversion_row(book, event.received_ms))
         out.extend(("entry", e) for e in book.entries)
         if event.kind == "cancel":
             self._apply(book, event, cfg, out)
@@ -545,11 +555,15 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         volume_key = (decision.agent_id, _month(int(conversion.occurred_at.timestamp() * 1000)))
         book.chain = cfg.agent_chain(decision.agent_id)
         book.period_volume = self.state.volumes.get(volume_key, Decimal(0))
+        if book.fx_rate is None:  # no commission (see `_open`), but the sale counts for tiers
+            self.state.volumes[volume_key] = book.period_volume + conversion.net_revenue
+            return
         book.rule_key = (rules.rule_id, rules.version)
         try:
             book.entries = accrue(
                 conversion, decision, rules, book.chain,
                 period_volume=book.period_volume, is_new_customer=book.is_new_customer,
+                fx_rate=book.fx_rate,
             )  # fmt: skip
         except CommissionError as exc:
             reason = f"commission: order {conversion.order_id}: {exc}"
@@ -584,11 +598,12 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             if same:
                 return
             rules = cfg.rule_versions.get(book.rule_key) if book.rule_key else None
-            if rules is not None and not book.cancelled:
+            if rules is not None and not book.cancelled and book.fx_rate is not None:
                 try:
                     target = accrue(
                         updated, book.decision, rules, book.chain,
                         period_volume=book.period_volume, is_new_customer=book.is_new_customer,
+                        fx_rate=book.fx_rate,
                     )  # fmt: skip
                 except CommissionError as exc:
                     reason = f"commission: edit of order {updated.order_id}: {exc}"
@@ -599,7 +614,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
                     occurred_at=from_ms(event.occurred_ms), source_event_id=event.event_id,
                 )  # fmt: skip
             book.conversion = updated
-            out.append(("conversion", self._conversion_row(book, event.received_ms)))
+            out.extend(self._conversion_row(book, event.received_ms))
         book.entries.extend(new)
         out.extend(("entry", e) for e in new)
 
@@ -706,15 +721,20 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             self._approve(order_id, book, cfg, out, now_ms)
             state.orders[order_id] = _pack(book)
 
-    def _conversion_row(self, book: OrderBook, received_ms: int) -> AttributedConversion:
+    def _conversion_row(self, book: OrderBook, received_ms: int) -> list[Output]:
         # attributed_at: the receive time of the event that produced this version of the row,
-        # so a replay reproduces it exactly (it is also the ClickHouse row version).
-        return attributed_conversion(
+        # so a replay reproduces it exactly (it is also the ClickHouse row version). No row
+        # without a rate: analytics would convert its revenue at a made-up one.
+        if book.fx_rate is None:
+            return []
+        row = attributed_conversion(
             book.conversion,
             book.decision,
             attributed_at=from_ms(received_ms),
             is_new_customer=book.is_new_customer,
+            fx_rate=book.fx_rate,
         )
+        return [("conversion", row)]
 
     def _dead_letter(self, event: Event | None, reason: str) -> DeadLetter:
         envelope = EventEnvelope.from_bytes(event.raw) if event is not None and event.raw else None

@@ -168,12 +168,13 @@ def rules_body(
     percent: str = "10",
     version: int = 1,
     overrides: Sequence[str] = (),
+    currency: str = "USD",
 ) -> dict[str, Any]:
     return {
         "rule_id": f"rule_{program}",
         "version": version,
         "program_id": program,
-        "currency": "USD",
+        "currency": currency,
         "base": {"kind": "percent", "value": percent},
         "manager_overrides": list(overrides),
     }
@@ -192,15 +193,26 @@ def snapshot(
     ),
     overrides: Sequence[str] = ("5",),
     hold_days: int = 30,
+    currency: str = "USD",
+    reporting_currency: str = "USD",
+    fx_rates: Sequence[tuple[str, str, datetime]] = (),
 ) -> ConfigSnapshot:
-    """One tenant, one program `prg_main` (10% base, level-1 override 5%, `hold_days`)."""
-    programs = [
-        (tenant, "prg_main", lookback_days, "last_click", coupon_beats_cookie, 0, hold_days, "USD")
-    ]
+    """One tenant, one program `prg_main` in `currency` (10% base, level-1 override 5%,
+    `hold_days`), reporting in `reporting_currency` with `fx_rates` as (currency, rate,
+    valid_from)."""
+    policy = (lookback_days, "last_click", coupon_beats_cookie, 0, hold_days, currency)
+    programs = [(tenant, "prg_main", *policy)]
     coupon_rows = [(tenant, code, "prg_main", agent) for code, agent in (coupons or {}).items()]
     agent_rows = [(tenant, a, parent, email) for a, parent, email in agents]
-    rules = [(tenant, "rule_prg_main", 1, "prg_main", rules_body(overrides=overrides))]
-    return build_snapshot(programs, coupon_rows, agent_rows, rules)
+    body = rules_body(overrides=overrides, currency=currency)
+    rules = [(tenant, "rule_prg_main", 1, "prg_main", body)]
+    rates = [
+        (tenant, c, Decimal(r), at) for c, r, at in sorted(fx_rates, key=lambda f: (f[0], f[2]))
+    ]
+    return build_snapshot(
+        programs, coupon_rows, agent_rows, rules,
+        tenant_rows=[(tenant, reporting_currency)], fx_rates=rates,
+    )  # fmt: skip
 
 
 def days(n: float) -> timedelta:

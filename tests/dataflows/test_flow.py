@@ -314,7 +314,7 @@ def test_each_program_applies_its_own_attribution_policy() -> None:
         (TENANT, "rule_prg_main", 1, "prg_main", rules_body()),
         (TENANT, "rule_prg_short", 1, "prg_short", rules_body("prg_short", percent="20")),
     ]
-    config = build_snapshot(programs, [], agents, rules)
+    config = build_snapshot(programs, [], agents, rules, tenant_rows=[(TENANT, "USD")])
     main_click, short_click = click_id("main"), click_id("short")
     events = [
         click(TENANT, main_click, at=T0, agent="agt_ana", program="prg_main"),
