@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, select, true, tuple_
@@ -39,6 +40,24 @@ class FxRateRepository(ScopedRepository[FxRate]):
             FxRate.currency == currency, FxRate.valid_from == valid_from
         )
         rate: FxRate | None = await self.session.scalar(statement)
+        return rate
+
+    async def rate_at(self, currency: str, at: datetime) -> Decimal | None:
+        """Units of the reporting currency per 1 `currency` at `at`: 1 for the reporting currency,
+        else the rate with the latest `valid_from` <= `at`; `None` when there is none."""
+        if currency == await self.reporting_currency():
+            return Decimal(1)
+        statement: Any = (
+            select(FxRate.rate)
+            .where(
+                FxRate.tenant_id == self.principal.tenant_id,
+                FxRate.currency == currency,
+                FxRate.valid_from <= at,
+            )
+            .order_by(FxRate.valid_from.desc())
+            .limit(1)
+        )
+        rate: Decimal | None = await self.session.scalar(statement)
         return rate
 
     async def reporting_currency(self) -> str:

@@ -19,7 +19,8 @@ from api.audit import record
 from api.authz.policies import Principal, can_at, within_approval_limit
 from api.context import RequestMeta
 from api.db import ReadSession
-from api.errors import Conflict, Forbidden, NotFound
+from api.errors import Conflict, Forbidden, NotFound, Unprocessable
+from api.fx_rates.repository import FxRateRepository
 from api.ledger.repository import LedgerRepository
 from api.ledger.schemas import (
     AdjustmentCreate,
@@ -140,11 +141,22 @@ async def create_adjustment(
     meta: RequestMeta,
 ) -> LedgerEntryRead:
     """Append a manual entry for an agent. Its id derives from the idempotency key, so one
-    intended adjustment is one entry however often it is sent."""
+    intended adjustment is one entry however often it is sent. Like the dataflow's entries it
+    carries the exchange rate valid at its time (`Unprocessable` without one), and the
+    approval limit applies to its amount in the reporting currency."""
     _, path = await AgentRepository(session, principal, "ledger.read").get_with_path(body.agent_id)
     if not can_at(principal, "ledger.adjust", path):
         raise Forbidden("You cannot adjust this agent's ledger.")
-    if not within_approval_limit(principal, path, body.amount, manager_limit=manager_limit):
+    occurred_at = body.occurred_at or meta.now
+    rates = FxRateRepository(session, principal, "fx_rates.read")
+    fx_rate = await rates.rate_at(body.currency, occurred_at)
+    if fx_rate is None:
+        raise Unprocessable(
+            f"No {body.currency} exchange rate at {occurred_at.isoformat()}: add one "
+            "(POST /v1/fx-rates) before adjusting in that currency."
+        )
+    in_reporting = body.amount * fx_rate
+    if not within_approval_limit(principal, path, in_reporting, manager_limit=manager_limit):
         raise Forbidden("This amount is above your limit; an owner must make this adjustment.")
     if body.program_id is not None:
         program = await session.get(Program, body.program_id)
@@ -163,8 +175,8 @@ async def create_adjustment(
         level=0,
         amount=body.amount,
         currency=body.currency,
-        fx_rate=Decimal(1),
-        occurred_at=body.occurred_at or meta.now,
+        fx_rate=fx_rate,
+        occurred_at=occurred_at,
         recorded_at=meta.now,
         reason=body.reason,
         source_event_id=f"api:{principal.actor}",

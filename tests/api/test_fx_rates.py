@@ -4,6 +4,7 @@ reads them; the reporting currency and duplicates are refused; Idempotency-Key r
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -214,3 +215,47 @@ async def test_only_owners_on_the_root_unit_write_rates_even_calling_the_service
                     session, principal_with(role, root["path"], world.company_id), body, meta=meta
                 )
         await session.rollback()
+
+
+def adjustment(world: Any, amount: str, currency: str, at: str = "2026-11-15T00:00:00Z") -> dict:
+    return {
+        "agent_id": world.team_agent_id, "amount": amount, "currency": currency,
+        "reason": "bonus", "occurred_at": at,
+    }  # fmt: skip
+
+
+async def test_adjustments_carry_the_rate_at_their_time_and_need_one(client: AsyncClient) -> None:
+    world = await build_world(client)
+    owner = world.tokens["owner"]
+    url = "/v1/ledger/adjustments"
+    eur = adjustment(world, "10.00", "EUR")
+    early = await client.post(url, json=eur, headers=idempotent(owner))
+    assert early.status_code == 422, early.text
+    assert "No EUR exchange rate" in early.json()["detail"]
+
+    await client.post("/v1/fx-rates", json=rate_body(), headers=idempotent(owner))
+    before_rate = adjustment(world, "10.00", "EUR", at="2026-10-31T23:59:59Z")
+    assert (await client.post(url, json=before_rate, headers=idempotent(owner))).status_code == 422
+    made = await client.post(url, json=eur, headers=idempotent(owner))
+    assert made.status_code == 201, made.text
+    assert Decimal(made.json()["fx_rate"]) == Decimal("1.0842")
+    usd = await client.post(url, json=adjustment(world, "10.00", "USD"), headers=idempotent(owner))
+    assert Decimal(usd.json()["fx_rate"]) == 1
+
+
+async def test_a_managers_adjustment_limit_is_in_the_reporting_currency(
+    client: AsyncClient,
+) -> None:
+    """The limit is 1,000 USD: 950 EUR at 1.0842 is 1,029.99 USD, above it; 900 EUR is not."""
+    world = await build_world(client)
+    await client.post("/v1/fx-rates", json=rate_body(), headers=idempotent(world.tokens["owner"]))
+    manager = world.tokens["manager"]
+    url = "/v1/ledger/adjustments"
+    over = await client.post(
+        url, json=adjustment(world, "950.00", "EUR"), headers=idempotent(manager)
+    )
+    assert over.status_code == 403, over.text
+    under = await client.post(
+        url, json=adjustment(world, "900.00", "EUR"), headers=idempotent(manager)
+    )
+    assert under.status_code == 201, under.text
