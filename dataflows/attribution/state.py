@@ -639,22 +639,29 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
 
     def _on_paid(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
         assert isinstance(event.payload, InvoicePaid)
-        state = self.state
         if not self.tuning.holds:
             return
+        sale_orders = self.state.sale_orders
         for ref in event.payload.refs:
-            name = state.sale_orders[ref][0] if ref in state.sale_orders else ref
-            order_id = state.order_refs.get(name)
-            if order_id is None:
-                state.paid_waiting[name] = min(
-                    state.paid_waiting.get(name, (event.occurred_ms, event.payload.invoice)),
-                    (event.occurred_ms, event.payload.invoice),
-                )
-            elif order_id:
-                book = _unpack(state.orders[order_id])
-                self._mark_paid(book, event.occurred_ms, event.payload.invoice)
-                self._approve(order_id, book, cfg, out, self.wall_ms())
-                state.orders[order_id] = _pack(book)
+            name = sale_orders[ref][0] if ref in sale_orders else ref
+            self._paid(name, event.occurred_ms, event.payload.invoice, cfg, out)
+
+    def _paid(
+        self, name: str, paid_ms: int, invoice: str, cfg: TenantConfig, out: list[Output]
+    ) -> None:
+        """The order named `name` had `invoice` paid at `paid_ms`: approve what that makes due,
+        or keep the payment until the order is decided."""
+        state = self.state
+        order_id = state.order_refs.get(name)
+        if order_id is None:
+            state.paid_waiting[name] = min(
+                state.paid_waiting.get(name, (paid_ms, invoice)), (paid_ms, invoice)
+            )
+        elif order_id:
+            book = _unpack(state.orders[order_id])
+            self._mark_paid(book, paid_ms, invoice)
+            self._approve(order_id, book, cfg, out, self.wall_ms())
+            state.orders[order_id] = _pack(book)
 
     def _on_sale_order(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
         assert isinstance(event.payload, SaleOrderRef)
@@ -664,9 +671,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         state.sale_orders[link.sale_order] = (link.order_ref, event.occurred_ms)
         waiting = state.paid_waiting.pop(link.sale_order, None)
         if waiting is not None:  # the invoice came first: it now names a shop order
-            self._on_paid(
-                replace(event, payload=InvoicePaid(waiting[1], (link.order_ref,))), cfg, out
-            )
+            self._paid(link.order_ref, *waiting, cfg, out)
 
     def _hold_days(self, cfg: TenantConfig, book: OrderBook) -> int:
         program = cfg.programs.get(book.decision.program_id or "") or cfg.default_program

@@ -140,6 +140,17 @@ def test_invoice_paid_before_its_order_arrived_approves_the_order_when_it_does()
     assert state.state.paid_waiting == {}
 
 
+def test_an_invoice_paid_before_its_sale_order_arrived_keeps_its_payment_time() -> None:
+    clock = Clock(T0 + days(10))
+    state = logic(clock)
+    feed(state, *referred_order())
+    assert feed(state, invoice(TENANT, "S00042", at=T0 + days(2))) == []
+
+    out = feed(state, sale_order(TENANT, "S00042", "#1001", at=T0 + days(5)))
+
+    assert {a.approved_at for a in approvals(out).values()} == {T0 + days(2)}
+
+
 def test_unpaid_invoice_and_credit_note_approve_nothing() -> None:
     not_paid = invoice(TENANT, "#1001", at=T0, state="not_paid")
     assert event_from_envelope(not_paid, not_paid.to_bytes()) is None
