@@ -89,10 +89,16 @@ class TenantConfig:
         """Every program's own attribution policy, by program id."""
         return MappingProxyType({pid: p.policy for pid, p in self.programs.items()})
 
-    def policy_for(self, program_id: str | None) -> AttributionPolicy:
-        """`program_id`'s policy, the default one for `None` or a program not configured."""
+    def program_for(self, program_id: str | None) -> ProgramConfig | None:
+        """`program_id`'s settings; the default program's for `None` or a program not
+        configured (`None` only for a tenant without programs)."""
         program = self.programs.get(program_id) if program_id is not None else None
-        return program.policy if program is not None else self.policy()
+        return program or self.default_program
+
+    def policy_for(self, program_id: str | None) -> AttributionPolicy:
+        """`program_id`'s policy (see `program_for`)."""
+        program = self.program_for(program_id)
+        return program.policy if program is not None else DEFAULT_POLICY
 
     def max_lookback_days(self) -> int:
         days = [p.policy.lookback_days for p in self.programs.values()]

@@ -674,7 +674,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             self._paid(link.order_ref, *waiting, cfg, out)
 
     def _hold_days(self, cfg: TenantConfig, book: OrderBook) -> int:
-        program = cfg.programs.get(book.decision.program_id or "") or cfg.default_program
+        program = cfg.program_for(book.decision.program_id)
         return program.hold_days if program is not None else DEFAULT_HOLD_DAYS
 
     def _approve(
