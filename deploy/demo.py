@@ -248,20 +248,16 @@ class AgentResult:
     approved: Decimal  # of which approved (the paid invoices' orders)
 
 
-APPROVED = """
-SELECT e.agent_id, sum(e.amount) FROM ledger_entries e
-WHERE e.tenant_id = %s AND e.order_id = ANY(%s) AND (
-    SELECT s.status FROM ledger_status_events s WHERE s.entry_id = e.entry_id
-    ORDER BY s.id DESC LIMIT 1
-) = 'approved'
+# Per agent: entries of the orders, how many are approved now, and their approved amount.
+APPROVALS = """
+SELECT e.agent_id, count(*), count(*) FILTER (WHERE s.status = 'approved'),
+       coalesce(sum(e.amount) FILTER (WHERE s.status = 'approved'), 0)
+FROM ledger_entries e
+LEFT JOIN LATERAL (
+    SELECT status FROM ledger_status_events WHERE entry_id = e.entry_id ORDER BY id DESC LIMIT 1
+) s ON true
+WHERE e.tenant_id = %s AND e.order_id = ANY(%s)
 GROUP BY e.agent_id
-"""
-STATUS_COUNTS = """
-SELECT count(*), count(*) FILTER (WHERE (
-    SELECT s.status FROM ledger_status_events s WHERE s.entry_id = e.entry_id
-    ORDER BY s.id DESC LIMIT 1
-) = 'approved')
-FROM ledger_entries e WHERE e.tenant_id = %s AND e.order_id = ANY(%s)
 """
 
 
@@ -324,12 +320,12 @@ def _wait_for_approvals(
     """Approved commission per agent, once every entry of the invoiced orders is approved (the
     paid invoices arrive after their orders), or as far as it got after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = conn.execute(STATUS_COUNTS, (tenant_id, invoiced)).fetchone()
-        if row is not None and row[0] == row[1]:
-            break
+    while True:
+        rows = conn.execute(APPROVALS, (tenant_id, invoiced)).fetchall()
+        done = all(entries == approved for _, entries, approved, _ in rows)
+        if done or time.monotonic() >= deadline:
+            return {agent: amount for agent, _, approved, amount in rows if approved}
         time.sleep(0.5)
-    return dict(conn.execute(APPROVED, (tenant_id, invoiced)).fetchall())
 
 
 def in_topics(settings: Settings, report: DemoReport) -> dict[str, int]:
