@@ -123,7 +123,7 @@ class Tuning:
     holds: bool = True  # decide approvals (replays write a shadow ledger without statuses)
     # False only for runs that never resume (replays: bounded, no recovery, rerun on failure):
     # bytewax asks for a snapshot every epoch even without recovery, and each one pickles the
-    # whole tenant (7 % of a replay's time).
+    # whole tenant (see bench.replay for the replay's rate with and without).
     snapshots: bool = True
 
 
@@ -227,7 +227,7 @@ def _stream(event: Event) -> str:
 
 def _month(ms: int) -> str:
     when = from_ms(ms)
-    return f"{when.year:04d}-{when.month:02d}"  # strftime costs ~10x as much
+    return f"{when.year:04d}-{when.month:02d}"  # cheaper than strftime on the order path
 
 
 class AttributionLogic(StatefulLogic[Event, Output, bytes]):

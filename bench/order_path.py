@@ -1,0 +1,113 @@
+"""Where an order's CPU time goes in the attribution flow's own code, in process (no servers).
+
+    .venv/bin/python -m bench.order_path [--clicks 50000] [--orders 10000]
+
+Feeds `bench.dataflow`'s deterministic clicks and then its orders (and refunds) through the same
+steps the flow runs per item (`parse_value`, the tenant's `AttributionLogic.on_item`, the
+ClickHouse row builders), first untimed by a profiler for the rates, then again under cProfile
+on a fresh state for the split: microseconds per order in each named part (cumulative, so parts
+that call each other overlap). Bytewax, Kafka and the sinks' I/O are not included: this is the
+ceiling the Python work per event sets. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from bench.dataflow import Plan
+from dataflows.attribution.flow import _rows, parse_value, tune_garbage_collector
+from dataflows.attribution.state import AttributionLogic, Tuning, builder
+from dataflows.config import StaticConfig, build_snapshot
+from tests.dataflows.builders import new_tenant, rules_body
+
+# (label, file suffix, function name) of the parts reported
+PARTS = (
+    ("parse: envelope, body, archive rows", "attribution/flow.py", "parse_value"),
+    ("  of which envelope validation", "events/envelope.py", "from_bytes"),
+    ("  of which Shopify order → Conversion", "schemas/conversion.py", "conversion_from_shopify"),
+    ("tenant state: on_item", "attribution/state.py", "on_item"),
+    ("  attribution decision", "attribution/logic.py", "attribute"),
+    ("  commission (accrue)", "commission/logic.py", "accrue"),
+    ("  order book pickling (_pack)", "attribution/state.py", "_pack"),
+    ("  holds (_approve)", "attribution/state.py", "_approve"),
+    ("ClickHouse rows of the outputs", "attribution/flow.py", "_rows"),
+)
+
+
+def _logic(plan: Plan) -> AttributionLogic:
+    t = plan.tenant
+    snapshot = build_snapshot(
+        [(t.tenant_id, t.program, 30, "last_click", True, 0, 30, "USD")],
+        [(t.tenant_id, t.coupon.lower(), t.program, t.bob)],
+        [(t.tenant_id, t.ana, t.boss, "ana@x.test"), (t.tenant_id, t.bob, None, None),
+         (t.tenant_id, t.boss, None, None)],
+        [(t.tenant_id, f"rule_{t.program}", 1, t.program,
+          rules_body(program=t.program, overrides=["5"]))],
+        tenant_rows=[(t.tenant_id, "USD")],
+    )  # fmt: skip
+    return builder(StaticConfig(snapshot), Tuning())(None)
+
+
+def _feeder(logic: AttributionLogic) -> Callable[[list[bytes]], None]:
+    def feed(values: list[bytes]) -> None:
+        for value in values:
+            for tag, item in parse_value(value):
+                if tag == "event":
+                    for output in logic.on_item(item)[0]:
+                        _rows(output)
+                else:
+                    _rows((tag, item))
+
+    return feed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clicks", type=int, default=50_000)
+    parser.add_argument("--orders", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    plan = Plan(new_tenant(), args.clicks, args.orders, 0.1, datetime(2026, 11, 1, tzinfo=UTC))
+    clicks = [plan.click_bytes(i)[1] for i in range(plan.clicks)]
+    orders = [value for _, _, value in plan.order_messages()]
+    tune_garbage_collector()
+
+    feed = _feeder(_logic(plan))
+    started = time.perf_counter()
+    feed(clicks)
+    click_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    feed(orders)
+    order_seconds = time.perf_counter() - started
+
+    feed = _feeder(_logic(plan))
+    feed(clicks)
+    profile = cProfile.Profile()
+    profile.enable()
+    feed(orders)
+    profile.disable()
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    per = 1e6 / args.orders
+
+    print(f"{args.clicks:,} clicks, then {len(orders):,} orders and refunds, one tenant")
+    print(f"  clicks:  {len(clicks) / click_seconds:10,.0f} per s  "
+          f"{1e6 * click_seconds / len(clicks):6.1f} µs each")  # fmt: skip
+    print(f"  orders:  {len(orders) / order_seconds:10,.0f} per s  "
+          f"{1e6 * order_seconds / args.orders:6.1f} µs per order (refunds included)")  # fmt: skip
+    print("cumulative µs per order under cProfile (the profiler adds its own overhead):")
+    for label, suffix, name in PARTS:
+        total = sum(
+            row[3]
+            for (path, _, func), row in stats.items()
+            if func == name and path.endswith(suffix)
+        )
+        print(f"  {label:<42} {total * per:8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
