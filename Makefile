@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 
-.PHONY: install lock lint test test-fast chaos demo up down status compose-check clean
+.PHONY: install deps lock lint test test-fast chaos demo up down status compose-check clean
 
 install: $(VENV)/.installed
 
@@ -30,7 +30,12 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy schemas deploy api ingest dataflows
 
-test: lint
+# Machine packages the tests need (PostgreSQL, Redis, Chromium, Node.js, npm): installed when
+# missing and possible, else one line saying what to install.
+deps:
+	@bash deploy/deps.sh
+
+test: deps lint
 	$(BIN)/pytest -q
 
 test-fast: install

@@ -57,7 +57,7 @@ from schemas.settings import Settings
 from schemas.topics import Topic
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path("/work/shared/fixtures/shopify")
+FIXTURES = ROOT / "tests" / "fixtures" / "data" / "shopify"
 TEMPLATES = (
     ("orders_create.json", "orders/create"),
     ("order_full_450789469.json", "orders/updated"),

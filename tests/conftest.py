@@ -15,6 +15,7 @@ import pytest
 
 from deploy import migrations
 from schemas.settings import Settings
+from tests.fixtures import DATA
 
 if TYPE_CHECKING:  # imported for real by pytest_plugins, which rewrites their asserts
     from tests.fixtures.clickhouse import ClickHouseServer
@@ -27,15 +28,13 @@ pytest_plugins = [
     "tests.fixtures.redis",
 ]
 
-SHARED_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-
 
 @pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
-    """`../shared/fixtures`: real Shopify and Odoo payloads. Missing is an error, not a skip."""
-    if not SHARED_FIXTURES.is_dir():
-        pytest.fail(f"shared fixtures not found at {SHARED_FIXTURES}")
-    return SHARED_FIXTURES
+    """`tests/fixtures/data`: real Shopify and Odoo payloads. Missing is an error, not a skip."""
+    if not DATA.is_dir():
+        pytest.fail(f"webhook fixtures not found at {DATA}")
+    return DATA
 
 
 @pytest.fixture(scope="session")

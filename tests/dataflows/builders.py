@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,10 +20,11 @@ from ingest.cli import ensure_tenant
 from schemas.events.click import ClickEvent
 from schemas.events.envelope import EventEnvelope, Source
 from schemas.settings import Settings
+from tests.fixtures import DATA
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 RECEIVED = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
-ODOO_FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "odoo"
+ODOO_FIXTURES = DATA / "odoo"
 
 
 def click_id(n: int | str) -> str:

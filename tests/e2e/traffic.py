@@ -1,4 +1,4 @@
-"""Realistic webhook deliveries built from the real payloads in `../shared/fixtures/`.
+"""Realistic webhook deliveries built from the real payloads in `tests/fixtures/data/`.
 
 Each builder copies a real Shopify or Odoo body and changes only what a scenario needs (ids,
 times, lines, discount codes, the referral click cited by the landing page), then signs it with
@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from ingest.shopify import sign
 from tests.e2e.harness import Delivery, TenantSetup
+from tests.fixtures import DATA
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = DATA
 
 
 @cache

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import orjson
 import pytest
@@ -15,8 +14,9 @@ from schemas.conversion import (
     refund_from_shopify,
 )
 from schemas.events.shopify import ShopifyOrder, ShopifyRefund
+from tests.fixtures import DATA
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "shopify"
+FIXTURES = DATA / "shopify"
 CLICK = "clk_" + "ab" * 16
 
 

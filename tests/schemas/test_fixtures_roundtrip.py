@@ -1,7 +1,7 @@
-"""Every shared webhook fixture parses into its model and dumps back to the same JSON.
+"""Every webhook fixture parses into its model and dumps back to the same JSON.
 
-The fixtures live outside the repo (`../shared/fixtures`, see its SOURCES.md) and are read in
-place, never copied. A missing directory fails collection: these tests must not pass by having
+The fixtures are real payloads copied into `tests/fixtures/data` (provenance in its
+SOURCES.md). A missing directory fails collection: these tests must not pass by having
 nothing to test.
 """
 
@@ -39,8 +39,9 @@ from schemas.events.shopify import (
     shopify_model_for,
 )
 from schemas.events.wire import WireDatetime
+from tests.fixtures import DATA
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = DATA
 SHOPIFY_DIR = FIXTURES / "shopify"
 ODOO_DIR = FIXTURES / "odoo"
 if not (SHOPIFY_DIR.is_dir() and ODOO_DIR.is_dir()):
