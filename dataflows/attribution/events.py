@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from dataflows.attribution.bounds import check_conversion, check_refund, check_time
 from schemas.conversion import (
     Conversion,
     OrderRefund,
@@ -120,9 +121,11 @@ def is_click(envelope: EventEnvelope) -> bool:
 def parse_click(envelope: EventEnvelope) -> ClickEvent:
     """The click in a click envelope; `Unprocessable` if the body is not one."""
     try:
-        return ClickEvent.model_validate_json(envelope.raw_body())
+        click = ClickEvent.model_validate_json(envelope.raw_body())
+        check_time("click time", click.occurred_at)
     except ValueError as exc:
         raise Unprocessable(f"click: {_short(exc)}", envelope) from exc
+    return click
 
 
 def click_event(envelope: EventEnvelope, click: ClickEvent, raw: bytes = b"") -> Event:
@@ -138,10 +141,18 @@ def click_event(envelope: EventEnvelope, click: ClickEvent, raw: bytes = b"") ->
 
 
 def parse_envelope(raw: bytes) -> EventEnvelope:
+    """The envelope of a Kafka value; `Unprocessable` if it is not one or its times cannot be
+    archived (see `bounds`)."""
     try:
-        return EventEnvelope.from_bytes(raw)
+        envelope = EventEnvelope.from_bytes(raw)
     except ValueError as exc:
         raise Unprocessable(f"not an event envelope: {_short(exc)}") from exc
+    try:
+        check_time("occurred_at", envelope.occurred_at)
+        check_time("received_at", envelope.received_at)
+    except ValueError as exc:
+        raise Unprocessable(f"envelope: {exc}", envelope) from exc
+    return envelope
 
 
 def event_from_envelope(envelope: EventEnvelope, raw: bytes = b"") -> Event | None:
@@ -178,12 +189,14 @@ def event_from_envelope(envelope: EventEnvelope, raw: bytes = b"") -> Event | No
                 order, tenant_id=envelope.tenant_id, source_event_id=envelope.event_id,
                 shop=envelope.shop,
             )  # fmt: skip
+            check_conversion(conversion)
             kind: EventKind = "cancel" if envelope.kind == "orders/cancelled" else "order"
             return make(kind, conversion)
         if envelope.kind == "refunds/create":
             refund = parse_shopify_body(envelope.kind, envelope.raw_body())
             assert isinstance(refund, ShopifyRefund)
             facts = refund_from_shopify(refund, source_event_id=envelope.event_id)
+            check_refund(facts)
             return make("refund", facts)
     except ValueError as exc:  # JSON, validation and missing-facts errors are all ValueErrors
         raise Unprocessable(f"{envelope.kind}: {_short(exc)}", envelope) from exc

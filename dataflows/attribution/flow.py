@@ -103,14 +103,18 @@ def _now() -> datetime:
 
 def parse_value(raw: bytes | None, *, archive: bool = True) -> list[Tagged]:
     """One Kafka value → archive rows (unless `archive` is off), the state event, or a dead
-    letter (never raises)."""
+    letter. Never raises: whatever a message does to the parser, it becomes a dead letter."""
     if not raw:
         return [("dead", DeadLetter(reason="empty message", stage="dataflow", failed_at=_now()))]
     try:
         envelope = parse_envelope(raw)
-    except Unprocessable as exc:
-        text = base64.b64encode(raw).decode("ascii")
-        return [("dead", DeadLetter(reason=str(exc), stage="dataflow", failed_at=_now(), raw=text))]
+    except Exception as exc:  # Unprocessable, or anything a hostile value can provoke
+        reason = str(exc) if isinstance(exc, Unprocessable) else f"parse: {_error(exc)}"
+        known = exc.envelope if isinstance(exc, Unprocessable) else None
+        text = None if known is not None else base64.b64encode(raw).decode("ascii")
+        dead = DeadLetter(reason=reason, stage="dataflow", failed_at=_now(), raw=text,
+                          envelope=known)  # fmt: skip
+        return [("dead", dead)]
     out: list[Tagged] = [("row", ("raw_events", raw_event_row(envelope)))] if archive else []
     try:
         if is_click(envelope):
@@ -122,10 +126,16 @@ def parse_value(raw: bytes | None, *, archive: bool = True) -> list[Tagged]:
             out.append(("event", event))
             if archive and event.kind == "refund":  # analytics' refunded revenue
                 out.append(("row", ("refunds", refund_row(envelope))))
-    except Unprocessable as exc:
-        dead = DeadLetter(reason=str(exc), stage="dataflow", failed_at=_now(), envelope=envelope)
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, Unprocessable) else f"parse: {_error(exc)}"
+        dead = DeadLetter(reason=reason, stage="dataflow", failed_at=_now(), envelope=envelope)
+        out = [item for item in out if item[0] == "row" and item[1][0] == "raw_events"]
         out.append(("dead", dead))
     return out
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 def kafka_error_dead_letter(error: KafkaError[bytes | None, bytes | None]) -> DeadLetter:
@@ -299,8 +309,9 @@ def build(
         brokers=brokers,
         topic=deadletter_topic,
     )
-    op.output("clickhouse_out", outputs.rows, ClickHouseSink(settings))
-    op.output("ledger_out", outputs.ledger, LedgerSink(settings.postgres_url))
+    op.output("clickhouse_out", outputs.rows, ClickHouseSink(settings, deadletter_topic))
+    ledger_sink = LedgerSink(settings.postgres_url, settings.kafka_bootstrap, deadletter_topic)
+    op.output("ledger_out", outputs.ledger, ledger_sink)
     return flow
 
 

@@ -252,6 +252,17 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         return self.state.tenant_id
 
     def on_item(self, value: Event) -> tuple[Iterable[Output], bool]:
+        """`_on_item`, except that an event it fails on becomes a dead letter (with the tenant,
+        the event and the error) instead of stopping the flow for every tenant. What the failed
+        event emitted is dropped; the state keeps what it changed before the error."""
+        try:
+            return self._on_item(value)
+        except Exception as exc:
+            self.state.tenant_id = value.tenant_id
+            reason = f"state: {value.kind} {value.event_id}: {type(exc).__name__}: {exc}"[:500]
+            return [("dead", self._dead_letter(value, reason))], False
+
+    def _on_item(self, value: Event) -> tuple[Iterable[Output], bool]:
         out: list[Output] = []
         state = self.state
         state.tenant_id = value.tenant_id  # bytewax's builder is not told the key
@@ -287,10 +298,14 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         out: list[Output] = []
         now = self.wall_ms()
         cfg = self.config.tenant(self.tenant_id)
-        self._release_due(
-            cfg, out, lambda p: p.since_wall_ms + self.tuning.order_wait_wall_ms <= now
-        )
-        self._approve_due(cfg, out, now)
+        try:
+            self._release_due(
+                cfg, out, lambda p: p.since_wall_ms + self.tuning.order_wait_wall_ms <= now
+            )
+            self._approve_due(cfg, out, now)
+        except Exception as exc:  # as in `on_item`: one tenant's failure stops no one
+            reason = f"state: timer of tenant {self.tenant_id}: {type(exc).__name__}: {exc}"
+            out.append(("dead", self._dead_letter(None, reason[:500])))
         return out, self.state.is_empty()
 
     def on_eof(self) -> tuple[Iterable[Output], bool]:

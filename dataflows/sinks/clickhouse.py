@@ -9,22 +9,27 @@ retried batch writes identical rows that collapse: totals read with `FINAL` neve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import clickhouse_connect
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from typing_extensions import override
 
 from dataflows.attribution.events import to_ms
+from dataflows.sinks.deadletter import DeadLetterWriter, isolate
 from dataflows.sinks.live import LivePublisher
 from schemas.events.click import ClickEvent
 from schemas.events.envelope import EventEnvelope
 from schemas.events.shopify import ShopifyRefund, parse_shopify_body
 from schemas.ledger import AttributedConversion, CommissionAccrual
 from schemas.settings import Settings
+from schemas.topics import Topic
 
 Row = tuple[Any, ...]
 
@@ -140,31 +145,60 @@ def client_for(settings: Settings) -> Client:
     )  # fmt: skip
 
 
+# ClickHouse error codes that mean "this row's content", not "the server": bad numbers, dates,
+# overflows, type mismatches.
+CONTENT_ERROR_CODES = frozenset({6, 27, 38, 41, 53, 69, 70, 72, 117, 321, 407})
+
+
+def is_content_error(exc: BaseException) -> bool:
+    """A refusal that retrying the same row can never fix: the client could not serialise it
+    (`DataError`), or the server rejected its values. Connection failures are not."""
+    if isinstance(exc, OperationalError) or not isinstance(exc, DatabaseError):
+        return False
+    code = getattr(exc, "code", None)
+    return code is None or int(code) in CONTENT_ERROR_CODES
+
+
 class _Partition(StatelessSinkPartition[tuple[str, list[Row]]]):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, deadletter_topic: str) -> None:
         self._client = client_for(settings)
         self._live = LivePublisher(settings.redis_url, COLUMNS)
+        self._dead = DeadLetterWriter(settings.kafka_bootstrap, deadletter_topic)
 
     def write_batch(self, items: list[tuple[str, list[Row]]]) -> None:
         per_table: dict[str, list[Row]] = {}
         for table, rows in items:
             per_table.setdefault(table, []).extend(rows)
         for table, rows in per_table.items():
-            self._client.insert(table, rows, column_names=list(COLUMNS[table]))
+            # One row ClickHouse refuses for its content is dead-lettered, not the batch retried
+            # forever (which would stop the flow for every tenant).
+            isolate(rows, partial(self._insert, table), is_content_error,
+                    partial(self._reject, table))  # fmt: skip
         # Only after every insert returned: a live reader must find the rows it is told about.
         self._live.publish(per_table, datetime.now(UTC))
+
+    def _insert(self, table: str, rows: Sequence[Row]) -> None:
+        self._client.insert(table, list(rows), column_names=list(COLUMNS[table]))
+
+    def _reject(self, table: str, row: Row, error: BaseException) -> None:
+        self._dead.reject(
+            "sink:clickhouse", f"{table} row", dict(zip(COLUMNS[table], row, strict=True)), error
+        )
 
     def close(self) -> None:
         self._client.close()
         self._live.close()
+        self._dead.close()
 
 
 class ClickHouseSink(DynamicSink[tuple[str, list[Row]]]):
-    """Writes `(table, rows)` batches; one client per worker."""
+    """Writes `(table, rows)` batches; one client per worker. Rows the server refuses for their
+    content go to `deadletter_topic` (see `dataflows.sinks.deadletter`)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, deadletter_topic: str = Topic.DEADLETTER) -> None:
         self._settings = settings
+        self._deadletter_topic = deadletter_topic
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        return _Partition(self._settings)
+        return _Partition(self._settings, self._deadletter_topic)

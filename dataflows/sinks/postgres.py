@@ -21,7 +21,9 @@ import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
+from dataflows.sinks.deadletter import DeadLetterWriter, isolate
 from schemas.ledger import CommissionAccrual, EntryApproval
+from schemas.topics import Topic
 
 HOLDS_ACTOR = "system:holds"
 
@@ -87,24 +89,47 @@ def write_entries(
 LedgerBatch = tuple[str, list[CommissionAccrual | EntryApproval]]
 
 
+def is_content_error(exc: BaseException) -> bool:
+    """PostgreSQL refused the values themselves (class 22 data exceptions such as a numeric
+    overflow, class 23 constraint violations): retrying the same entry can never succeed."""
+    return isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError)
+
+
 class _Partition(StatelessSinkPartition[LedgerBatch]):
-    def __init__(self, postgres_url: str) -> None:
+    def __init__(self, postgres_url: str, dead: DeadLetterWriter) -> None:
         self._conn = psycopg.connect(postgres_url, autocommit=True)
+        self._dead = dead
 
     def write_batch(self, items: list[LedgerBatch]) -> None:
-        write_entries(self._conn, [e for _, batch in items for e in batch])
+        # An entry PostgreSQL refuses for its content is dead-lettered on its own; the others
+        # are written (one transaction per surviving part, entries before their approvals).
+        isolate(
+            [e for _, batch in items for e in batch],
+            lambda part: write_entries(self._conn, list(part)),
+            is_content_error,
+            self._reject,
+        )
+
+    def _reject(self, item: CommissionAccrual | EntryApproval, error: BaseException) -> None:
+        what = "ledger entry" if isinstance(item, CommissionAccrual) else "approval"
+        self._dead.reject("sink:ledger", f"{what} {item.entry_id}", item.model_dump(), error)
 
     def close(self) -> None:
         self._conn.close()
+        self._dead.close()
 
 
 class LedgerSink(DynamicSink[LedgerBatch]):
     """Writes keyed batches of entries (`ledger_entries`) and approvals (`ledger_status_events`);
-    one connection per worker."""
+    one connection per worker. Entries refused for their content go to `deadletter_topic`."""
 
-    def __init__(self, postgres_url: str) -> None:
+    def __init__(
+        self, postgres_url: str, kafka_bootstrap: str, deadletter_topic: str = Topic.DEADLETTER
+    ) -> None:
         self._url = postgres_url
+        self._kafka = kafka_bootstrap
+        self._topic = deadletter_topic
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        return _Partition(self._url)
+        return _Partition(self._url, DeadLetterWriter(self._kafka, self._topic))
