@@ -38,6 +38,7 @@ from dataflows.attribution.events import (
     Event,
     Unprocessable,
     click_event,
+    dead_letter,
     event_from_envelope,
     is_click,
     parse_click,
@@ -105,16 +106,11 @@ def parse_value(raw: bytes | None, *, archive: bool = True) -> list[Tagged]:
     """One Kafka value → archive rows (unless `archive` is off), the state event, or a dead
     letter. Never raises: whatever a message does to the parser, it becomes a dead letter."""
     if not raw:
-        return [("dead", DeadLetter(reason="empty message", stage="dataflow", failed_at=_now()))]
+        return [("dead", dead_letter("empty message", b"", _now()))]
     try:
         envelope = parse_envelope(raw)
     except Exception as exc:  # Unprocessable, or anything a hostile value can provoke
-        reason = str(exc) if isinstance(exc, Unprocessable) else f"parse: {_error(exc)}"
-        known = exc.envelope if isinstance(exc, Unprocessable) else None
-        text = None if known is not None else base64.b64encode(raw).decode("ascii")
-        dead = DeadLetter(reason=reason, stage="dataflow", failed_at=_now(), raw=text,
-                          envelope=known)  # fmt: skip
-        return [("dead", dead)]
+        return [("dead", dead_letter(_reason(exc), raw, _now()))]
     out: list[Tagged] = [("row", ("raw_events", raw_event_row(envelope)))] if archive else []
     try:
         if is_click(envelope):
@@ -127,15 +123,15 @@ def parse_value(raw: bytes | None, *, archive: bool = True) -> list[Tagged]:
             if archive and event.kind == "refund":  # analytics' refunded revenue
                 out.append(("row", ("refunds", refund_row(envelope))))
     except Exception as exc:
-        reason = str(exc) if isinstance(exc, Unprocessable) else f"parse: {_error(exc)}"
-        dead = DeadLetter(reason=reason, stage="dataflow", failed_at=_now(), envelope=envelope)
         out = [item for item in out if item[0] == "row" and item[1][0] == "raw_events"]
-        out.append(("dead", dead))
+        out.append(("dead", dead_letter(_reason(exc), raw, _now())))
     return out
 
 
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, Unprocessable):
+        return str(exc)
+    return f"parse: {type(exc).__name__}: {str(exc)[:300]}"
 
 
 def kafka_error_dead_letter(error: KafkaError[bytes | None, bytes | None]) -> DeadLetter:

@@ -80,6 +80,7 @@ from dataflows.attribution.events import (
     Event,
     InvoicePaid,
     SaleOrderRef,
+    dead_letter,
     from_ms,
     order_ref,
     to_ms,
@@ -98,7 +99,7 @@ from dataflows.commission.holds import approves_at
 from dataflows.commission.logic import CommissionError, accrue
 from dataflows.config import ConfigProvider, TenantConfig
 from schemas.conversion import Conversion, OrderRefund
-from schemas.events.envelope import DeadLetter, EventEnvelope
+from schemas.events.envelope import DeadLetter
 from schemas.ledger import AttributedConversion, CommissionAccrual, EntryApproval
 
 DAY_MS = 86_400_000
@@ -757,10 +758,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         return [("conversion", row)]
 
     def _dead_letter(self, event: Event | None, reason: str) -> DeadLetter:
-        envelope = EventEnvelope.from_bytes(event.raw) if event is not None and event.raw else None
-        return DeadLetter(
-            reason=reason, stage="dataflow", failed_at=from_ms(self.wall_ms()), envelope=envelope
-        )
+        return dead_letter(reason, event.raw if event is not None else b"", from_ms(self.wall_ms()))
 
 
 def builder(

@@ -21,11 +21,9 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from typing_extensions import override
 
-from dataflows.attribution.events import to_ms
+from dataflows.attribution.events import AnyClick, AnyEnvelope, to_ms
 from dataflows.sinks.deadletter import DeadLetterWriter, isolate
 from dataflows.sinks.live import LivePublisher
-from schemas.events.click import ClickEvent
-from schemas.events.envelope import EventEnvelope
 from schemas.events.shopify import ShopifyRefund, parse_shopify_body
 from schemas.ledger import AttributedConversion, CommissionAccrual
 from schemas.settings import Settings
@@ -70,7 +68,7 @@ def _offset_s(when: datetime) -> int:
     return int(offset.total_seconds()) if offset is not None else 0
 
 
-def raw_event_row(envelope: EventEnvelope) -> Row:
+def raw_event_row(envelope: AnyEnvelope) -> Row:
     """The archive row: everything `dataflows.replay.envelope_bytes` needs to rebuild the
     envelope's Kafka bytes exactly (times to the microsecond with their UTC offset)."""
     occurred, received = envelope.occurred_at, envelope.received_at
@@ -83,7 +81,7 @@ def raw_event_row(envelope: EventEnvelope) -> Row:
     )  # fmt: skip
 
 
-def click_row(click: ClickEvent, envelope: EventEnvelope) -> Row:
+def click_row(click: AnyClick, envelope: AnyEnvelope) -> Row:
     return (
         envelope.tenant_id, click.click_id, click.link_code, click.program_id, click.agent_id,
         click.shop or envelope.shop, click.visitor_id, click.occurred_at, click.landing_url,
@@ -109,7 +107,7 @@ def entry_row(e: CommissionAccrual) -> Row:
     )  # fmt: skip
 
 
-def refund_row(envelope: EventEnvelope) -> Row:
+def refund_row(envelope: AnyEnvelope) -> Row:
     """The `refunds` row of a Shopify refunds/create envelope (analytics' refunded revenue).
 
     `amount` is the refunded lines' merchandise subtotal in shop money (after discounts, as
