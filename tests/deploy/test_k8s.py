@@ -28,7 +28,7 @@ from schemas.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
-# The oldest Kubernetes these manifests are meant for, and the newest the package ships.
+# A Kubernetes release still widely run, and the newest whose schemas the package ships.
 KUBERNETES_VERSIONS = ("1.31", "1.37")
 SECRET = "refstream-secrets"
 SECRET_KEYS = {"jwt-secret", "postgres-url", "clickhouse-url", "redis-url", "click-ip-salt"}
@@ -65,9 +65,10 @@ def pod_specs() -> Iterator[tuple[str, Manifest]]:
             yield m["metadata"]["name"], m["spec"]["template"]["spec"]
 
 
-def containers(*, init: bool = True) -> Iterator[tuple[str, Manifest]]:
+def containers() -> Iterator[tuple[str, Manifest]]:
+    """Every container and init container, named `workload/container`."""
     for workload, spec in pod_specs():
-        for container in spec["containers"] + (spec.get("initContainers", []) if init else []):
+        for container in spec["containers"] + spec.get("initContainers", []):
             yield f"{workload}/{container['name']}", container
 
 
@@ -266,25 +267,17 @@ def test_probes_hit_the_apps_health_routes() -> None:
         "refstream-ingest": {getattr(r, "path", None) for r in create_ingest(settings).routes},
     }
     config = one("ConfigMap")["data"]
-    for workload, spec in pod_specs():
-        if workload not in routes:
-            continue
-        (container,) = spec["containers"]
+    for workload, paths in routes.items():
+        deployment = one("Deployment", workload)
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert {"/readyz", "/healthz"} <= routes[workload]
-        service = one("Service", workload)
-        assert service["spec"]["selector"].items() <= spec_labels(workload).items()
+        assert {"/readyz", "/healthz"} <= paths
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert one("Service", workload)["spec"]["selector"].items() <= labels.items()
     _, ingest = next(c for c in containers() if c[0].endswith("/ingest"))
     assert ingest["ports"][0]["containerPort"] == int(config["REFSTREAM_INGEST_PORT"])
     assert config["REFSTREAM_INGEST_HOST"] == "0.0.0.0"
-
-
-def spec_labels(workload: str) -> dict[str, str]:
-    manifest = next(m for m in MANIFESTS if m["metadata"]["name"] == workload and "spec" in m
-                    and "template" in m["spec"])  # fmt: skip
-    labels: dict[str, str] = manifest["spec"]["template"]["metadata"]["labels"]
-    return labels
 
 
 def test_pods_run_as_the_images_user_with_limits() -> None:
