@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import os
 import re
+import socket
 import subprocess
 import sys
 import tomllib
@@ -191,6 +192,105 @@ def test_recovery_partitions_are_split_across_the_first_pods_once(tmp_path: Path
     run_partition_init(init["command"][2], env, f"{name}-0", tmp_path / "pod-0")
     assert kept.read_bytes() == b"state"
     assert {p.name for p in kept.parent.iterdir()} == found[0]
+
+
+# A stand-in for the attribution flow (which needs Kafka): a running total per key, read from a
+# file whose read position, like Kafka offsets, lives in the recovery snapshots.
+TOTALS_FLOW = """
+import bytewax.operators as op
+from bytewax.connectors.files import FileSource
+from bytewax.connectors.stdio import StdOutSink
+from bytewax.dataflow import Dataflow
+
+
+def add(total, line):
+    total = (total or 0) + int(line.split()[1])
+    return total, total
+
+
+flow = Dataflow("k8s_layout")
+lines = op.input("lines", flow, FileSource({path!r}))
+keyed = op.key_on("key", lines, lambda line: line.split()[0])
+op.output("out", op.stateful_map("total", keyed, add), StdOutSink())
+"""
+
+
+def run_cluster(
+    work: Path, volumes: list[Path], container: Manifest, name: str
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run the dataflow container's bytewax command as one local process per pod `volumes[i]`:
+    its arguments with the stand-in flow and the pod's recovery directory, its BYTEWAX_*
+    variables with local peer addresses."""
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in volumes)
+    args = list(container["args"])
+    args[0] = "totals_flow:flow"
+    recovery = args.index("-r") + 1
+    started = []
+    for ordinal, volume in enumerate(volumes):
+        args[recovery] = str(volume / "parts")
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(work),
+            "BYTEWAX_POD_NAME": f"{name}-{ordinal}",
+            "BYTEWAX_STATEFULSET_NAME": env_value(container, "BYTEWAX_STATEFULSET_NAME"),
+            "BYTEWAX_ADDRESSES": addresses,
+        }
+        started.append(
+            subprocess.Popen(
+                [sys.executable, *container["command"][1:], *args],
+                env=env,
+                cwd=work,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    finished = []
+    for process in started:
+        stdout, stderr = process.communicate(timeout=120)
+        finished.append(
+            subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        )
+    return finished
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_partition_layout_resumes_on_more_processes_and_refuses_fewer(tmp_path: Path) -> None:
+    statefulset, container = dataflow()
+    (init,) = statefulset["spec"]["template"]["spec"]["initContainers"]
+    env = {e["name"]: e["value"] for e in init["env"] if "value" in e}
+    name, replicas = statefulset["metadata"]["name"], statefulset["spec"]["replicas"]
+    volumes = [tmp_path / f"pod-{ordinal}" for ordinal in range(replicas + 1)]
+    for ordinal, volume in enumerate(volumes):
+        volume.mkdir()
+        run_partition_init(init["command"][2], env, f"{name}-{ordinal}", volume)
+    lines = tmp_path / "lines.txt"
+    lines.write_text("a 1\nb 2\n")
+    (tmp_path / "totals_flow.py").write_text(TOTALS_FLOW.format(path=str(lines)))
+
+    def outputs(runs: list[subprocess.CompletedProcess[str]]) -> set[str]:
+        assert [r.returncode for r in runs] == [0] * len(runs), [r.stderr[-2000:] for r in runs]
+        # timely also prints its connection retries on stdout
+        return {line for r in runs for line in r.stdout.splitlines() if line.startswith("(")}
+
+    assert outputs(run_cluster(tmp_path, volumes[:replicas], container, name)) == {
+        "('a', 1)",
+        "('b', 2)",
+    }
+    # One process more (its volume has no partition): the totals go on from the snapshots.
+    with lines.open("a") as more:
+        more.write("a 10\nb 20\n")
+    assert outputs(run_cluster(tmp_path, volumes, container, name)) == {"('a', 11)", "('b', 22)"}
+    # Fewer processes than RECOVERY_FIRST_PROCESSES: the missing partitions stop the resume.
+    (refused,) = run_cluster(tmp_path, volumes[:1], container, name)
+    assert refused.returncode != 0
+    assert "MissingPartitionsError" in refused.stderr
 
 
 def test_every_refstream_variable_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
