@@ -744,7 +744,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refund-share", type=float, default=0.1)
     parser.add_argument("--fresh-rate", type=float, default=200.0, help="orders/s")
     parser.add_argument("--fresh-seconds", type=float, default=10.0)
-    parser.add_argument("--batch-timeout", type=float, default=0.5, help="flow's sink batching")
+    parser.add_argument(
+        "--batch-timeout",
+        type=float,
+        default=0.0,
+        help="flow's sink batching: 0 = adaptive (the default)",
+    )
     parser.add_argument("--batch-max-size", type=int, default=5000)
     parser.add_argument("--state-sample", type=int, default=200_000)
     parser.add_argument("--skip-tailing", action="store_true")

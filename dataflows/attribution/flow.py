@@ -84,10 +84,11 @@ LedgerItem = CommissionAccrual | EntryApproval
 
 @dataclass(frozen=True, slots=True)
 class Batching:
-    """Sink batches: emitted at `max_size` items or `timeout` after their first item, whichever
-    comes first (`dataflows.batching`): `timeout` bounds how long a row waits for its sink."""
+    """Sink batches (`dataflows.batching`): with `timeout` 0 (the live default) adaptive, what
+    one scheduling pass produced, at most `max_size` a batch; else emitted at `max_size` items
+    or `timeout` after their first item, whichever comes first (replays: big batches)."""
 
-    timeout: timedelta = timedelta(milliseconds=500)
+    timeout: timedelta = timedelta(0)
     max_size: int = 5000
 
 
@@ -267,7 +268,7 @@ def build(
     deadletter_topic: str = Topic.DEADLETTER,
     tuning: Tuning | None = None,
     batch_max_size: int = 5000,
-    batch_timeout_seconds: float = 0.5,
+    batch_timeout_seconds: float = 0.0,
 ) -> Dataflow:
     """The production dataflow. With no arguments it reads `Settings()` (for `bytewax.run`;
     every other argument is a literal, so `bytewax.run "…:build(tail=False)"` can pass it).

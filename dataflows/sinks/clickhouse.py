@@ -143,6 +143,9 @@ def client_for(settings: Settings) -> Client:
     )  # fmt: skip
 
 
+ASYNC_BELOW_ROWS = 1000
+ASYNC_INSERT = {"async_insert": 1, "wait_for_async_insert": 1}
+
 # ClickHouse error codes that mean "this row's content", not "the server": bad numbers, dates,
 # overflows, type mismatches.
 CONTENT_ERROR_CODES = frozenset({6, 27, 38, 41, 53, 69, 70, 72, 117, 321, 407})
@@ -176,7 +179,11 @@ class _Partition(StatelessSinkPartition[tuple[str, list[Row]]]):
         self._live.publish(per_table, datetime.now(UTC))
 
     def _insert(self, table: str, rows: Sequence[Row]) -> None:
-        self._client.insert(table, list(rows), column_names=list(COLUMNS[table]))
+        # Adaptive batching writes small batches when the flow is idle: those go through the
+        # server's asynchronous insert buffer (acknowledged once flushed), so a trickle does not
+        # make one part per row; large batches are parts of their own.
+        settings = ASYNC_INSERT if len(rows) < ASYNC_BELOW_ROWS else None
+        self._client.insert(table, list(rows), column_names=list(COLUMNS[table]), settings=settings)
 
     def _reject(self, table: str, row: Row, error: BaseException) -> None:
         self._dead.reject(

@@ -89,3 +89,33 @@ def test_steady_stream_is_flushed_every_timeout_in_a_real_run() -> None:
     assert [i for _, items in out for i in items] == list(range(40))
     assert len(out) >= 4
     assert max(len(items) for _, items in out) <= 20  # ~6 per 300 ms; slack for a loaded CPU
+
+
+def test_adaptive_batches_emit_each_pass_at_once_and_grow_with_the_load() -> None:
+    # Trickle: one item per pass (a pause between) → one single-item batch each, no waiting.
+    # Burst: 25 items queued in one pass → batches of max_size 10, in order.
+    source: list[object] = []
+    for i in range(5):
+        source += [("k", i), TestingSource.PAUSE(timedelta(milliseconds=20))]
+    source += [("k", 100 + i) for i in range(25)]
+    flow = Dataflow("adaptive")
+    batches = batch("b", op.input("in", flow, TestingSource(source, batch_size=100)),
+                    timedelta(0), 10)  # fmt: skip
+    out: list[tuple[str, list[int]]] = []
+    op.output("out", batches, TestingSink(out))
+    run_main(flow)
+    sizes = [len(items) for _, items in out]
+    assert [i for _, items in out for i in items] == [*range(5), *range(100, 125)]
+    assert sizes[:5] == [1, 1, 1, 1, 1]
+    assert sizes[5:] == [10, 10, 5]
+
+
+def test_adaptive_batching_flushes_a_resumed_batch() -> None:
+    from dataflows.batching import BatchState, PassLogic
+
+    clock = Clock()
+    resumed = PassLogic(BatchState(["x"], 5), 10, clock)
+    assert resumed.notify_at() is not None
+    out, discard = resumed.on_notify()
+    assert (list(out), discard) == ([["x"]], True)
+    assert PassLogic(BatchState(), 10, clock).notify_at() is None
