@@ -18,6 +18,7 @@ from api.errors import Conflict
 from deploy.cli import app as refstream_cli
 from schemas.settings import Settings
 from tests.api.factories import bearer, build_world, create_company
+from tests.fixtures.postgres import PgTarget
 
 
 def chain_problems(pg_url: str, tenant_id: str) -> list[str]:
@@ -108,7 +109,7 @@ async def test_audit_log_pages_newest_first(client: AsyncClient) -> None:
 
 
 async def test_tampering_is_detected_by_verify_and_the_cli(
-    client: AsyncClient, pg_url: str
+    client: AsyncClient, pg_url: str, pg_target: PgTarget
 ) -> None:
     world = await build_world(client)
     runner = CliRunner()
@@ -119,7 +120,7 @@ async def test_tampering_is_detected_by_verify_and_the_cli(
     assert intact.exit_code == 0, intact.output
     assert "intact" in intact.output
 
-    with psycopg.connect(pg_url) as conn:
+    with psycopg.connect(pg_target.superuser_url) as conn:
         # A superuser can bypass the append-only trigger; the chain still gives it away.
         conn.execute("SET session_replication_role = replica")
         conn.execute(
