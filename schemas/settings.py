@@ -109,11 +109,25 @@ class Settings(BaseSettings):
         description="`production` refuses to start with development secrets or a database "
         "role that may rewrite the append-only tables.",
     )
+    audit_anchor_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the audit anchor (`refstream audit verify`); keep it away "
+        "from the database and its backups.",
+    )
+    audit_anchor_path: Path | None = Field(
+        default=None,
+        description="File of the signed audit chain heads (default: "
+        "`<state_dir>/audit-anchor.json`); keep it off the database server.",
+    )
 
-    @field_validator("postgres_admin_url", mode="before")
+    @field_validator("postgres_admin_url", "audit_anchor_key", "audit_anchor_path", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @property
+    def anchor_path(self) -> Path:
+        return self.audit_anchor_path or self.state_dir / "audit-anchor.json"
 
     @property
     def postgres_owner_sync_url(self) -> str:
