@@ -6,6 +6,7 @@ closed by the lifespan), request ids, JSON logs, metrics, problem+json errors an
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -40,6 +41,7 @@ from api.rules.endpoints import router as rules_router
 from api.shops.endpoints import router as shops_router
 from api.units.endpoints import router as units_router
 from api.users.endpoints import router as users_router
+from schemas.production import check_startup
 from schemas.settings import Settings
 
 _PROBLEM_RESPONSE: dict[int | str, dict[str, Any]] = {
@@ -97,6 +99,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    # uvicorn --workers N starts each worker with multiprocessing: a worker has a parent process.
+    check_startup(settings, api_worker=multiprocessing.parent_process() is not None)
     configure_logging(settings.log_level)
     metrics = Metrics()
     app = FastAPI(

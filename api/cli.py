@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import psycopg
@@ -9,6 +12,7 @@ import typer
 from psycopg.rows import dict_row
 from rich.console import Console
 
+from api.audit import anchor
 from api.audit.chain import AuditFields, StoredEntry, verify_chain
 from schemas.settings import Settings
 
@@ -44,10 +48,23 @@ def verify(
         str | None, typer.Option(help="Company (tenant) id; all companies when omitted.")
     ] = None,
 ) -> None:
-    """Recompute every audit hash chain; exit 1 naming the first broken entry."""
+    """Recompute every audit hash chain and compare it with the signed anchor of the last run
+    (REFSTREAM_AUDIT_ANCHOR_KEY); exit 1 naming the first broken entry, else move the anchor to
+    the current heads."""
     settings = Settings()
     entries = load_entries(settings.postgres_url, tenant)
     problems = verify_chain(entries)
+    key = settings.audit_anchor_key
+    path = settings.anchor_path
+    previous = None
+    if key is not None:
+        try:
+            previous = read_anchor(path, key.get_secret_value().encode())
+        except anchor.AnchorError as exc:
+            console.print(f"[bold red]✗ audit anchor refused[/bold red] ({path}): {exc}")
+            raise typer.Exit(code=1) from exc
+        if previous is not None:
+            problems += anchor.anchor_problems(previous, entries, tenant)
     if problems:
         first = problems[0]
         console.print(f"[bold red]✗ audit chain broken[/bold red]: {first}")
@@ -57,3 +74,29 @@ def verify(
     tenants = len({e.fields.tenant_id for e in entries})
     summary = f"{len(entries)} entries, {tenants} companies"
     console.print(f"[bold green]✓ audit chain intact[/bold green]: {summary}")
+    if key is None:
+        console.print(
+            "no REFSTREAM_AUDIT_ANCHOR_KEY: a chain recomputed after a change cannot be detected"
+        )
+        return
+    heads = anchor.chain_heads(entries, datetime.now(UTC))
+    write_anchor(path, anchor.advance(previous, heads), key.get_secret_value().encode())
+    what = "matches the anchor, moved to" if previous else "first anchor written:"
+    console.print(f"{what} {len(heads)} chain heads in {path}")
+
+
+def read_anchor(path: Path, key: bytes) -> anchor.Anchor | None:
+    """The anchor stored at `path`, or None when there is none yet."""
+    try:
+        document = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return anchor.load(document, key)
+
+
+def write_anchor(path: Path, value: anchor.Anchor, key: bytes) -> None:
+    """Replace the anchor atomically (a crash leaves the old or the new one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(anchor.dump(value, key))
+    os.replace(partial, path)

@@ -265,6 +265,8 @@ def stores(stack: Stack, base: Settings, name: str) -> Settings:
     settings = Settings(
         kafka_bootstrap=base.kafka_bootstrap,
         postgres_url=f"postgresql://postgres@127.0.0.1:5432/{database}",
+        postgres_owner_url=f"postgresql://postgres@127.0.0.1:5432/{database}",
+        postgres_admin_url=None,
         clickhouse_url=f"http://default:@{ch.host}:{ch.port}/bench_{name}",
         state_dir=base.state_dir,
     )  # not model_copy: `Settings.clickhouse` is a cached property

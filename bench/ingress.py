@@ -117,6 +117,8 @@ def start_stack(stack: Stack) -> Settings:
     settings = Settings(
         kafka_bootstrap=f"{HOST}:{port}",
         postgres_url=f"postgresql://postgres@127.0.0.1:5432/{stack.database}",
+        postgres_owner_url=f"postgresql://postgres@127.0.0.1:5432/{stack.database}",
+        postgres_admin_url=None,
         redis_url=f"redis://127.0.0.1:6379/{REDIS_DB}",
         ingest_port=free_port(),
         state_dir=paths.root,

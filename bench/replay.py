@@ -286,6 +286,8 @@ def main() -> None:
         server, port = start_subprocess(scratch / "chdb")
         settings = Settings(
             postgres_url=f"postgresql://postgres@127.0.0.1:5432/{database}",
+            postgres_owner_url=f"postgresql://postgres@127.0.0.1:5432/{database}",
+            postgres_admin_url=None,
             clickhouse_url=f"http://default:@127.0.0.1:{port}/bench",
         )
         migrate_postgres(settings)

@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from psycopg import sql
 from sqlalchemy import create_engine
 
+from deploy import roles
 from schemas.settings import Settings
 from schemas.topics import TOPIC_SPECS
 
@@ -31,13 +32,14 @@ def alembic_config(settings: Settings) -> Config:
     cfg = Config()
     script_location = Path(__file__).resolve().parent.parent / "api" / "migrations"
     cfg.set_main_option("script_location", str(script_location))
-    cfg.set_main_option("sqlalchemy.url", settings.postgres_sync_url.replace("%", "%%"))
+    cfg.set_main_option("sqlalchemy.url", settings.postgres_owner_sync_url.replace("%", "%%"))
     return cfg
 
 
 def ensure_database(settings: Settings) -> bool:
-    """Create the configured database if it does not exist; True if it was created."""
-    parts = urlsplit(settings.postgres_url)
+    """Create the configured database as the owner role if it does not exist (no admin URL:
+    the owner needs CREATEDB); True if it was created."""
+    parts = urlsplit(settings.postgres_owner_url)
     name = parts.path.lstrip("/")
     if not name:
         raise ValueError("the PostgreSQL URL must name a database")
@@ -51,9 +53,16 @@ def ensure_database(settings: Settings) -> bool:
 
 
 def migrate_postgres(settings: Settings, revision: str = "head") -> str:
-    """Create the database if needed and upgrade it to `revision`; returns the current revision."""
-    ensure_database(settings)
+    """Create the roles and the database if needed (`deploy.roles.provision`), upgrade it to
+    `revision` as the owner and grant the service role its privileges; returns the current
+    revision."""
+    roles.check_same_database(settings)
+    if settings.postgres_admin_url is not None:
+        roles.provision(settings)
+    else:
+        ensure_database(settings)
     command.upgrade(alembic_config(settings), revision)
+    roles.grant_service(settings)
     return postgres_revision(settings) or "base"
 
 
@@ -64,7 +73,7 @@ def downgrade_postgres(settings: Settings, revision: str) -> str:
 
 
 def postgres_revision(settings: Settings) -> str | None:
-    engine = create_engine(settings.postgres_sync_url)
+    engine = create_engine(settings.postgres_owner_sync_url)
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()

@@ -430,12 +430,14 @@ def up(settings: Settings, report: Callable[[str], None] = lambda _msg: None) ->
     paths = StatePaths(settings.state_dir).ensure()
 
     pg_host, pg_port = postgres_address(settings)
-    if check_postgres(settings.postgres_url) is not None:
+    # The service role may not exist yet: `migrate` creates it (as the admin, when configured).
+    pg_probe = settings.postgres_admin_url or settings.postgres_owner_url
+    if check_postgres(pg_probe) is not None:
         if not _is_local(pg_host):
             raise StackError("postgres", f"{pg_host}:{pg_port} unreachable and not local")
         report("postgres: down, starting the local cluster")
         start_postgres()
-        wait_ready("postgres", lambda: check_postgres(settings.postgres_url), 30)
+        wait_ready("postgres", lambda: check_postgres(pg_probe), 30)
     report(f"postgres: ready at {pg_host}:{pg_port}")
 
     r_host, r_port = redis_address(settings)

@@ -22,6 +22,7 @@ from ingest import endpoints
 from ingest.metrics import exposition
 from ingest.producer import EventProducer
 from ingest.registry import Registry
+from schemas.production import check_startup
 from schemas.settings import Settings
 
 
@@ -51,6 +52,7 @@ def configure_logging(level: str) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    check_startup(settings)
     configure_logging(settings.log_level)
 
     @asynccontextmanager

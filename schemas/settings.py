@@ -11,10 +11,14 @@ import secrets
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Public (it is in this file): production refuses it (`schemas.production`).
+DEV_CLICK_IP_SALT = "refstream-dev-salt"
 
 
 class Settings(BaseSettings):
@@ -30,8 +34,9 @@ class Settings(BaseSettings):
         description="ClickHouse HTTP interface; the path is the database.",
     )
     postgres_url: str = Field(
-        default="postgresql://postgres@127.0.0.1:5432/refstream",
-        description="PostgreSQL DSN (plain libpq form; drivers are added where needed).",
+        default="postgresql://refstream_app@127.0.0.1:5432/refstream",
+        description="PostgreSQL DSN of the services' restricted role (plain libpq form; drivers "
+        "are added where needed). Migrations use `postgres_owner_url`.",
     )
     redis_url: str = Field(default="redis://127.0.0.1:6379/0")
     ingest_host: str = "127.0.0.1"
@@ -83,10 +88,51 @@ class Settings(BaseSettings):
         default=None, description="Prometheus multiprocess directory when running workers."
     )
     click_ip_salt: str = Field(
-        default="refstream-dev-salt", min_length=8, description="Salt of click IP hashes."
+        default=DEV_CLICK_IP_SALT, min_length=8, description="Salt of click IP hashes."
     )
     click_duplicate_window_seconds: int = Field(default=30, ge=1)
     click_cookie_max_age_days: int = Field(default=90, ge=1)
+
+    # --- PostgreSQL roles, the audit anchor and production safety ---
+    postgres_owner_url: str = Field(
+        default="postgresql://refstream_owner@127.0.0.1:5432/refstream",
+        description="DSN of the role that owns the schema and runs migrations; same database "
+        "as `postgres_url`. The services never use it.",
+    )
+    postgres_admin_url: str | None = Field(
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        description="A superuser DSN used only by `refstream migrate`/`up` to create the owner "
+        "and service roles and the database when missing; unset (empty) where a DBA did that.",
+    )
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="`production` refuses to start with development secrets or a database "
+        "role that may rewrite the append-only tables.",
+    )
+    audit_anchor_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the audit anchor (`refstream audit verify`); keep it away "
+        "from the database and its backups.",
+    )
+    audit_anchor_path: Path | None = Field(
+        default=None,
+        description="File of the signed audit chain heads (default: "
+        "`<state_dir>/audit-anchor.json`); keep it off the database server.",
+    )
+
+    @field_validator("postgres_admin_url", "audit_anchor_key", "audit_anchor_path", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def anchor_path(self) -> Path:
+        return self.audit_anchor_path or self.state_dir / "audit-anchor.json"
+
+    @property
+    def postgres_owner_sync_url(self) -> str:
+        """SQLAlchemy URL (psycopg v3) of the owner role, used by Alembic."""
+        return _with_driver(self.postgres_owner_url, "postgresql+psycopg")
 
     @cached_property
     def clickhouse(self) -> ClickHouseTarget:

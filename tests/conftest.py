@@ -20,6 +20,7 @@ from tests.fixtures import DATA
 if TYPE_CHECKING:  # imported for real by pytest_plugins, which rewrites their asserts
     from tests.fixtures.clickhouse import ClickHouseServer
     from tests.fixtures.kafka import KafkaBroker
+    from tests.fixtures.postgres import PgTarget
 
 pytest_plugins = [
     "tests.fixtures.clickhouse",
@@ -41,16 +42,15 @@ def shared_fixtures() -> Path:
 def stack_settings(
     kafka_broker: KafkaBroker,
     clickhouse_server: ClickHouseServer,
-    pg_url: str,
+    pg_target: PgTarget,
     redis_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Settings:
     """Settings for the whole test stack, with every store migrated and every topic created."""
     database = f"refstream_test_{uuid.uuid4().hex[:8]}"
-    settings = Settings(
+    settings = pg_target.settings(
         kafka_bootstrap=kafka_broker.bootstrap,
         clickhouse_url=f"http://default:@{clickhouse_server.host}:{clickhouse_server.port}/{database}",
-        postgres_url=pg_url,
         redis_url=redis_url,
         state_dir=tmp_path_factory.mktemp("state"),
     )

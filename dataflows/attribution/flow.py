@@ -59,6 +59,7 @@ from dataflows.sinks.clickhouse import (
 from dataflows.sinks.postgres import LedgerSink
 from schemas.events.envelope import DeadLetter
 from schemas.ledger import AttributedConversion, CommissionAccrual, EntryApproval
+from schemas.production import check_startup
 from schemas.settings import Settings
 from schemas.topics import Topic
 
@@ -279,6 +280,7 @@ def build(
     """
     batching = Batching(timedelta(seconds=batch_timeout_seconds), batch_max_size)
     settings = settings or Settings()
+    check_startup(settings)
     tune_garbage_collector()
     brokers = settings.kafka_bootstrap.split(",")
     _check_broker(settings.kafka_bootstrap)

@@ -16,17 +16,16 @@ from deploy import migrations
 from schemas.settings import Settings
 from tests.api.factories import ClientFactory
 from tests.fixtures.clickhouse import ClickHouseServer
-from tests.fixtures.postgres import create_database, drop_database
+from tests.fixtures.postgres import PgTarget, drop_database, migrated_database
 
 
 @pytest.fixture(scope="session")
-def pg_url(postgres_server: str) -> Iterator[str]:
+def pg_target(postgres_server: str) -> Iterator[PgTarget]:
     """A migrated database of the API tests' own: other suites count rows in the shared one
     (e.g. every audit_log row), and the API tests write many."""
-    url = create_database(postgres_server)
-    migrations.migrate_postgres(Settings(postgres_url=url))
-    yield url
-    drop_database(postgres_server, url)
+    target = migrated_database(postgres_server)
+    yield target
+    drop_database(target)
 
 
 @pytest.fixture(scope="session")

@@ -183,8 +183,9 @@ def load(ch: Client, world: World, *, linked: bool | None = None) -> Dataset:
     return Dataset(world=world, a=a, b=b, m=m, links={"a": la, "b": lb, "m": lm})
 
 
-def set_company(pg_url: str, tenant_id: str, *, timezone: str, currency: str = "EUR") -> None:
-    with psycopg.connect(pg_url) as conn:
+def set_company(owner_url: str, tenant_id: str, *, timezone: str, currency: str = "EUR") -> None:
+    """The company's timezone and currency (no API changes them: set up as the owner)."""
+    with psycopg.connect(owner_url) as conn:
         conn.execute(
             "UPDATE tenants SET timezone = %s, currency = %s WHERE id = %s",
             (timezone, currency, tenant_id),
@@ -192,9 +193,9 @@ def set_company(pg_url: str, tenant_id: str, *, timezone: str, currency: str = "
 
 
 @pytest.fixture
-async def data(client: AsyncClient, ch: Client, pg_url: str) -> Dataset:
+async def data(client: AsyncClient, ch: Client, pg_owner_url: str) -> Dataset:
     world = await build_world(client)
-    set_company(pg_url, world.company_id, timezone="Europe/Berlin")
+    set_company(pg_owner_url, world.company_id, timezone="Europe/Berlin")
     return load(ch, world)
 
 
@@ -369,10 +370,10 @@ async def test_breakdown_by_unit_program_shop_link_and_coupon(
 
 @pytest.mark.parametrize("linked", [True, False], ids=["link-on-rows", "rows-before-0004"])
 async def test_link_figures_are_the_same_whether_conversions_carry_their_link_or_not(
-    client: AsyncClient, ch: Client, pg_url: str, linked: bool
+    client: AsyncClient, ch: Client, pg_owner_url: str, linked: bool
 ) -> None:
     world = await build_world(client)
-    set_company(pg_url, world.company_id, timezone="Europe/Berlin")
+    set_company(pg_owner_url, world.company_id, timezone="Europe/Berlin")
     data = load(ch, world, linked=linked)
     tenant, owner = world.company_id, world.tokens["owner"]
     order = next(iter(data.links.values()))[3:]  # the dataset's suffix
@@ -433,7 +434,7 @@ async def test_top_agents_by_each_metric(client: AsyncClient, data: Dataset) -> 
 
 
 async def test_day_buckets_follow_the_company_time_zone(
-    client: AsyncClient, data: Dataset, pg_url: str
+    client: AsyncClient, data: Dataset, pg_owner_url: str
 ) -> None:
     owner, tenant = data.world.tokens["owner"], data.world.company_id
     window = {"from": "2026-10-30T00:00:00Z", "to": "2026-11-02T00:00:00Z", "bucket": "day"}
@@ -451,7 +452,7 @@ async def test_day_buckets_follow_the_company_time_zone(
     ]  # fmt: skip
     assert by_day(berlin) == {"2026-11-01T00:00:00+01:00": (1, "23.00")}
     # ... and 19:30 on Oct 31 in New York.
-    set_company(pg_url, tenant, timezone="America/New_York")
+    set_company(pg_owner_url, tenant, timezone="America/New_York")
     new_york = await get(client, owner, "timeseries", **window)
     assert by_day(new_york) == {"2026-10-31T00:00:00-04:00": (1, "23.00")}
 

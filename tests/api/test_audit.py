@@ -4,6 +4,9 @@ readable by owners, and tampering is detected by verify and by `refstream audit 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+from pathlib import Path
 
 import psycopg
 from httpx import ASGITransport, AsyncClient
@@ -11,6 +14,7 @@ from typer.testing import CliRunner
 
 from api.app import create_app
 from api.audit import record, verify_chain
+from api.audit.chain import entry_hash
 from api.cli import load_entries
 from api.context import Meta
 from api.db import WriteSession
@@ -18,6 +22,7 @@ from api.errors import Conflict
 from deploy.cli import app as refstream_cli
 from schemas.settings import Settings
 from tests.api.factories import bearer, build_world, create_company
+from tests.fixtures.postgres import PgTarget
 
 
 def chain_problems(pg_url: str, tenant_id: str) -> list[str]:
@@ -108,7 +113,7 @@ async def test_audit_log_pages_newest_first(client: AsyncClient) -> None:
 
 
 async def test_tampering_is_detected_by_verify_and_the_cli(
-    client: AsyncClient, pg_url: str
+    client: AsyncClient, pg_url: str, pg_target: PgTarget
 ) -> None:
     world = await build_world(client)
     runner = CliRunner()
@@ -119,7 +124,7 @@ async def test_tampering_is_detected_by_verify_and_the_cli(
     assert intact.exit_code == 0, intact.output
     assert "intact" in intact.output
 
-    with psycopg.connect(pg_url) as conn:
+    with psycopg.connect(pg_target.superuser_url) as conn:
         # A superuser can bypass the append-only trigger; the chain still gives it away.
         conn.execute("SET session_replication_role = replica")
         conn.execute(
@@ -151,3 +156,78 @@ async def test_a_forged_appended_entry_is_detected(client: AsyncClient, pg_url: 
     assert problems == [
         f"tenant {world.company_id}: seq {last.fields.seq + 1}: hash does not match the content"
     ]
+
+
+def rewrite_from(superuser_url: str, tenant_id: str, seq: int) -> None:
+    """The attack the anchor exists for: change entry `seq`, then recompute every hash after it
+    (a superuser can bypass the append-only trigger; the hashing is public)."""
+    with psycopg.connect(superuser_url) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(
+            "UPDATE audit_log SET actor = 'user:nobody' WHERE tenant_id = %s AND seq = %s",
+            (tenant_id, seq),
+        )
+        conn.commit()  # so that load_entries below reads the changed row
+        prev = conn.execute(
+            "SELECT hash FROM audit_log WHERE tenant_id = %s AND seq = %s", (tenant_id, seq - 1)
+        ).fetchone()
+        assert prev is not None
+        prev_hash = prev[0]
+        for entry in load_entries(superuser_url, tenant_id)[seq - 1 :]:
+            fields = dataclasses.replace(entry.fields, prev_hash=prev_hash)
+            prev_hash = entry_hash(fields)
+            conn.execute(
+                "UPDATE audit_log SET prev_hash = %s, hash = %s WHERE tenant_id = %s AND seq = %s",
+                (fields.prev_hash, prev_hash, tenant_id, fields.seq),
+            )
+
+
+async def test_a_recomputed_chain_is_detected_by_the_anchor(
+    client: AsyncClient, pg_target: PgTarget, tmp_path: Path
+) -> None:
+    world = await build_world(client)
+    env = {
+        "REFSTREAM_POSTGRES_URL": pg_target.url,
+        "REFSTREAM_AUDIT_ANCHOR_KEY": "k" * 40,
+        "REFSTREAM_AUDIT_ANCHOR_PATH": str(tmp_path / "anchor.json"),
+    }
+    verify = ["audit", "verify", "--tenant", world.company_id]
+    first = CliRunner().invoke(refstream_cli, verify, env=env)
+    assert first.exit_code == 0, first.output
+    assert "first anchor written" in first.output
+
+    rewrite_from(pg_target.superuser_url, world.company_id, seq=3)
+    assert chain_problems(pg_target.url, world.company_id) == []  # the chain alone is fooled
+
+    head = load_entries(pg_target.url, world.company_id)[-1].fields.seq
+    caught = CliRunner().invoke(refstream_cli, verify, env=env)
+    assert caught.exit_code == 1
+    said = " ".join(caught.output.split())  # rich wraps long lines
+    assert f"seq {head}: hash differs from the one anchored at" in said
+    assert "(the chain was rewritten)" in said
+
+
+async def test_the_anchor_cannot_be_moved_without_its_key(
+    client: AsyncClient, pg_target: PgTarget, tmp_path: Path
+) -> None:
+    world = await build_world(client)
+    path = tmp_path / "anchor.json"
+    env = {
+        "REFSTREAM_POSTGRES_URL": pg_target.url,
+        "REFSTREAM_AUDIT_ANCHOR_KEY": "k" * 40,
+        "REFSTREAM_AUDIT_ANCHOR_PATH": str(path),
+    }
+    verify = ["audit", "verify", "--tenant", world.company_id]
+    assert CliRunner().invoke(refstream_cli, verify, env=env).exit_code == 0
+    rewrite_from(pg_target.superuser_url, world.company_id, seq=2)
+    # The forger also moves the anchored hash to the forged chain's head, but has no key.
+    forged = load_entries(pg_target.url, world.company_id)[-1].hash
+    document = json.loads(path.read_text())
+    document["heads"][world.company_id]["hash"] = forged
+    path.write_text(json.dumps(document))
+
+    refused = CliRunner().invoke(refstream_cli, verify, env=env)
+    assert refused.exit_code == 1
+    said = " ".join(refused.output.split())
+    assert "audit anchor refused" in said
+    assert "signature does not match" in said

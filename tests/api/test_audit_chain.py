@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
+import pytest
+
+from api.audit import anchor
 from api.audit.chain import GENESIS_HASH, AuditFields, StoredEntry, entry_hash, verify_chain
 
 
@@ -53,3 +56,30 @@ def test_hash_is_independent_of_timezone_representation() -> None:
     fields = chain(1)[0].fields
     shifted = dataclasses.replace(fields, created_at=fields.created_at.astimezone())
     assert entry_hash(shifted) == entry_hash(fields)
+
+
+AT = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+
+def test_removed_newest_entries_leave_the_anchored_head_missing() -> None:
+    entries = chain(5) + chain(2, tenant="co_2")
+    anchored = anchor.Anchor(anchor.chain_heads(entries, AT))
+    document = anchor.dump(anchored, b"key")
+    assert anchor.load(document, b"key") == anchored
+    remaining = entries[:3] + entries[5:]  # co_1's newest two are gone; the chain itself is intact
+    assert verify_chain(remaining) == []
+    problems = anchor.anchor_problems(anchor.load(document, b"key"), remaining)
+    assert [(p.tenant_id, p.seq) for p in problems] == [("co_1", 5)]
+    assert "gone" in problems[0].reason
+
+
+def test_an_anchor_signed_with_another_key_is_refused() -> None:
+    document = anchor.dump(anchor.Anchor(anchor.chain_heads(chain(2), AT)), b"key")
+    with pytest.raises(anchor.AnchorError, match="signature does not match"):
+        anchor.load(document, b"other key")
+
+
+def test_advancing_keeps_the_heads_of_companies_not_verified() -> None:
+    old = anchor.Anchor(anchor.chain_heads(chain(3) + chain(2, tenant="co_2"), AT))
+    new = anchor.advance(old, anchor.chain_heads(chain(4), AT))
+    assert {t: h.seq for t, h in new.heads.items()} == {"co_1": 4, "co_2": 2}

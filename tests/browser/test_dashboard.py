@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from tests.browser.traffic import (
     wait_for_conversions,
     wait_for_links,
 )
-from tests.fixtures.postgres import drop_database
+from tests.fixtures.postgres import drop_database, new_target
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -77,13 +76,13 @@ def refstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
 @pytest.fixture
 def stack(tmp_path: Path, postgres_server: str, redis_url: str) -> Iterator[Settings]:
     """The whole stack as processes on free ports, with a database of its own."""
-    database = f"refstream_test_{uuid.uuid4().hex[:12]}"
+    database = new_target(postgres_server)
     env = {
         **os.environ,
         "REFSTREAM_STATE_DIR": str(tmp_path / "state"),
         "REFSTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
         "REFSTREAM_CLICKHOUSE_URL": f"http://default:@127.0.0.1:{free_port()}/refstream",
-        "REFSTREAM_POSTGRES_URL": f"postgresql://postgres@127.0.0.1:5432/{database}",
+        **database.env(),
         "REFSTREAM_REDIS_URL": redis_url,
         "REFSTREAM_INGEST_PORT": str(free_port()),
         "REFSTREAM_API_PORT": str(free_port()),
@@ -92,17 +91,16 @@ def stack(tmp_path: Path, postgres_server: str, redis_url: str) -> Iterator[Sett
     started = refstream(env, "up")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
-        yield Settings(
+        yield database.settings(
             kafka_bootstrap=env["REFSTREAM_KAFKA_BOOTSTRAP"],
             clickhouse_url=env["REFSTREAM_CLICKHOUSE_URL"],
-            postgres_url=env["REFSTREAM_POSTGRES_URL"],
             redis_url=redis_url,
             ingest_port=int(env["REFSTREAM_INGEST_PORT"]),
             api_port=int(env["REFSTREAM_API_PORT"]),
         )
     finally:
         refstream(env, "down")
-        drop_database(postgres_server, env["REFSTREAM_POSTGRES_URL"])
+        drop_database(database)
 
 
 def serves_analytics(settings: Settings) -> bool:

@@ -61,8 +61,9 @@ def test_snapshot_reads_reporting_currency_and_rates_and_versions_them(
     stack_settings: Settings, tenant: Tenant
 ) -> None:
     url = stack_settings.postgres_url
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(stack_settings.postgres_owner_url) as conn:  # no service changes it
         conn.execute("UPDATE tenants SET currency = 'EUR' WHERE id = %s", (tenant.tenant_id,))
+    with psycopg.connect(url) as conn:
         for currency, rate, valid_from in (("USD", "0.92", NOV), ("USD", "0.95", OCT)):
             conn.execute(
                 "INSERT INTO fx_rates (tenant_id, currency, rate, valid_from, created_by)"

@@ -36,7 +36,6 @@ from dataflows.replay import (
     shadow_dump,
 )
 from dataflows.sinks.clickhouse import COLUMNS, client_for, raw_event_row
-from deploy import migrations
 from deploy.cli import app as refstream_cli
 from schemas.commission_rules import CommissionRuleSet
 from schemas.events.envelope import EventEnvelope, Source
@@ -47,7 +46,7 @@ from tests.dataflows.builders import T0, Tenant, days, new_tenant, rules_body, s
 from tests.dataflows.conftest import Topics, ledger_totals, produce
 from tests.dataflows.test_pipeline import scenario
 from tests.fixtures.kafka import KafkaBroker
-from tests.fixtures.postgres import create_database, drop_database
+from tests.fixtures.postgres import drop_database, migrated_database
 
 _T = TypeVar("_T")
 ENTRY_COLUMNS = (
@@ -115,15 +114,13 @@ def live_run(settings: Settings, broker: KafkaBroker) -> Tenant:
 def promoting_settings(stack_settings: Settings, postgres_server: str) -> Iterator[Settings]:
     """The session's servers with a PostgreSQL database of their own: promotion writes audit
     entries, and other suites count every audit_log row of the shared database."""
-    url = create_database(postgres_server)
+    target = migrated_database(postgres_server)
     base = stack_settings
-    settings = Settings(
+    yield target.settings(
         kafka_bootstrap=base.kafka_bootstrap, clickhouse_url=base.clickhouse_url,
-        postgres_url=url, redis_url=base.redis_url, state_dir=base.state_dir,
+        redis_url=base.redis_url, state_dir=base.state_dir,
     )  # fmt: skip
-    migrations.migrate_postgres(settings)
-    yield settings
-    drop_database(postgres_server, url)
+    drop_database(target)
 
 
 @pytest.fixture(scope="module")

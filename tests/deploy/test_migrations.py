@@ -15,10 +15,11 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka.admin import AdminClient
 
 from dataflows.sinks.clickhouse import COLUMNS
-from deploy import migrations
+from deploy import migrations, roles
 from schemas.settings import Settings
 from schemas.topics import TOPIC_SPECS
 from tests.fixtures.clickhouse import ClickHouseServer
+from tests.fixtures.postgres import PgTarget, drop_database, new_target
 
 EXPECTED_PG_TABLES = {
     "tenants", "units", "users", "memberships", "agents", "programs", "links", "coupon_codes",
@@ -34,12 +35,12 @@ def head_revision(settings: Settings) -> str:
     return head[0]
 
 
-def test_postgres_migrations_are_idempotent_and_reversible(empty_pg_url: str) -> None:
-    settings = Settings(postgres_url=empty_pg_url)
+def test_postgres_migrations_are_idempotent_and_reversible(empty_pg_target: PgTarget) -> None:
+    settings = empty_pg_target.settings()
     head = head_revision(settings)
     assert migrations.migrate_postgres(settings) == head
     assert migrations.migrate_postgres(settings) == head
-    with psycopg.connect(empty_pg_url) as conn:
+    with psycopg.connect(empty_pg_target.url) as conn:
         tables = {
             row[0]
             for row in conn.execute(
@@ -51,8 +52,8 @@ def test_postgres_migrations_are_idempotent_and_reversible(empty_pg_url: str) ->
     assert migrations.migrate_postgres(settings) == head
 
 
-def test_audit_log_rejects_update_and_delete(pg_url: str) -> None:
-    with psycopg.connect(pg_url) as conn:
+def test_audit_log_rejects_update_and_delete(pg_target: PgTarget) -> None:
+    with psycopg.connect(pg_target.owner_url) as conn:
         conn.execute("INSERT INTO tenants (id, name, slug) VALUES ('t_audit', 'A', 'audit')")
         conn.execute(
             "INSERT INTO audit_log (tenant_id, seq, actor, action, entity_type, entity_id,"
@@ -66,8 +67,8 @@ def test_audit_log_rejects_update_and_delete(pg_url: str) -> None:
         assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (1,)
 
 
-def test_ledger_entries_reject_update(pg_url: str) -> None:
-    with psycopg.connect(pg_url) as conn:
+def test_ledger_entries_reject_update(pg_target: PgTarget) -> None:
+    with psycopg.connect(pg_target.owner_url) as conn:
         conn.execute("INSERT INTO tenants (id, name, slug) VALUES ('t_ledger', 'L', 'ledger')")
         conn.execute(
             "INSERT INTO ledger_entries (entry_id, tenant_id, agent_id, conversion_id, order_id,"
@@ -79,8 +80,8 @@ def test_ledger_entries_reject_update(pg_url: str) -> None:
             conn.execute("UPDATE ledger_entries SET amount = 0")
 
 
-def test_fx_rates_reject_update_and_delete(pg_url: str) -> None:
-    with psycopg.connect(pg_url) as conn:
+def test_fx_rates_reject_update_and_delete(pg_target: PgTarget) -> None:
+    with psycopg.connect(pg_target.owner_url) as conn:
         conn.execute("INSERT INTO tenants (id, name, slug) VALUES ('t_fx_rates', 'F', 'fx-rates')")
         conn.execute(
             "INSERT INTO fx_rates (tenant_id, currency, rate, valid_from, created_by)"
@@ -93,6 +94,113 @@ def test_fx_rates_reject_update_and_delete(pg_url: str) -> None:
             conn.rollback()
         rates = conn.execute("SELECT rate FROM fx_rates WHERE tenant_id = 't_fx_rates'")
         assert rates.fetchall() == [(Decimal("1.08000000"),)]
+
+
+def _entry_and_audit_row(conn: psycopg.Connection[Any], tenant: str) -> None:
+    conn.execute("INSERT INTO tenants (id, name, slug) VALUES (%s, %s, %s)", (tenant,) * 3)
+    conn.execute(
+        "INSERT INTO ledger_entries (entry_id, tenant_id, agent_id, conversion_id, order_id,"
+        " kind, amount, currency, occurred_at, source_event_id)"
+        " VALUES (%s, %s, 'a', 'cv', 'o', 'accrual', 1, 'USD', now(), 'e')",
+        (f"le_{tenant}", tenant),
+    )
+    conn.execute(
+        "INSERT INTO audit_log (tenant_id, seq, actor, action, entity_type, entity_id,"
+        " prev_hash, hash) VALUES (%s, 1, 'u', 'agent.create', 'agent', 'a1', '', 'h')",
+        (tenant,),
+    )
+    conn.commit()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "TRUNCATE audit_log",
+        "TRUNCATE ledger_entries CASCADE",
+        "UPDATE audit_log SET actor = 'x'",
+        "UPDATE ledger_entries SET amount = 0",
+        "UPDATE ledger_entries SET entry_id = entry_id || 'x'",
+        "DELETE FROM audit_log",
+        "DELETE FROM ledger_entries",
+    ],
+)
+def test_the_service_role_cannot_rewrite_the_ledger_or_the_audit_log(
+    pg_target: PgTarget, statement: str
+) -> None:
+    tenant = f"t_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_target.url) as conn:
+        _entry_and_audit_row(conn, tenant)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(statement)
+        conn.rollback()
+        for table in ("audit_log", "ledger_entries"):
+            count = conn.execute(f"SELECT count(*) FROM {table} WHERE tenant_id = %s", (tenant,))
+            assert count.fetchone() == (1,)
+
+
+@pytest.mark.parametrize("table", sorted(roles.APPEND_ONLY))
+def test_truncate_is_stopped_by_a_trigger_even_for_the_owner(
+    pg_target: PgTarget, table: str
+) -> None:
+    with psycopg.connect(pg_target.owner_url) as conn:
+        _entry_and_audit_row(conn, f"t_{uuid.uuid4().hex[:8]}")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only: TRUNCATE"):
+            conn.execute(f"TRUNCATE {table} CASCADE")
+
+
+def test_the_service_role_has_exactly_the_declared_grants(pg_target: PgTarget) -> None:
+    with psycopg.connect(pg_target.url) as conn:
+        privileges = dict(
+            conn.execute(
+                "SELECT t.tablename, array_agg(p.name ORDER BY p.name) FILTER (WHERE"
+                " has_table_privilege(current_user, quote_ident(t.tablename), p.name))"
+                " FROM pg_tables t CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE',"
+                " 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) AS p (name)"
+                " WHERE t.schemaname = 'public' GROUP BY t.tablename"
+            ).fetchall()
+        )
+        superuser = conn.execute("SELECT current_setting('is_superuser')").fetchone()
+    assert superuser == ("off",)
+    for table, granted in privileges.items():
+        # Table-level privileges only: `UPDATE (entry_id)` is a column grant.
+        declared = {p.strip() for p in roles.SERVICE_GRANTS[table].split(",") if "(" not in p}
+        assert set(granted or []) == declared - {""}, table
+        if table in roles.APPEND_ONLY:
+            assert not set(granted or []) & {"UPDATE", "DELETE", "TRUNCATE"}, table
+
+
+def test_a_table_without_declared_grants_fails_the_migration(
+    empty_pg_target: PgTarget,
+) -> None:
+    settings = empty_pg_target.settings()
+    migrations.migrate_postgres(settings)
+    with psycopg.connect(empty_pg_target.owner_url) as conn:
+        conn.execute("CREATE TABLE undeclared (id int)")
+    with pytest.raises(roles.RoleError, match="undeclared"):
+        migrations.migrate_postgres(settings)
+
+
+def test_a_database_of_the_superuser_era_is_handed_to_the_owner(postgres_server: str) -> None:
+    target = new_target(postgres_server)
+    # Before the roles: one superuser created the database and owns every table.
+    single = Settings(
+        postgres_url=target.superuser_url,
+        postgres_owner_url=target.superuser_url,
+        postgres_admin_url=None,
+    )
+    try:
+        migrations.migrate_postgres(single, "0007_fx_rates")
+        migrations.migrate_postgres(target.settings())
+        with psycopg.connect(target.url) as conn:
+            owners = conn.execute(
+                "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchall()
+            conn.execute("INSERT INTO tenants (id, name, slug) VALUES ('t', 't', 't')")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("TRUNCATE audit_log")
+        assert owners == [(f"{target.name}_owner",)]
+    finally:
+        drop_database(target)
 
 
 def test_clickhouse_ddl_is_versioned_and_idempotent(stack_settings: Settings) -> None:

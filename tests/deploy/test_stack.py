@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from unittest.mock import ANY
@@ -14,7 +13,7 @@ from unittest.mock import ANY
 import pytest
 
 from deploy import stack
-from tests.fixtures.postgres import drop_database
+from tests.fixtures.postgres import drop_database, new_target
 
 
 def refstream(
@@ -43,14 +42,14 @@ def table_row(output: str, first_cell: str) -> list[str]:
 @pytest.fixture
 def stack_env(tmp_path: Path, postgres_server: str) -> Iterator[dict[str, str]]:
     """Environment for a private stack: own ports, own state dir, own database and Redis."""
-    database = f"refstream_test_{uuid.uuid4().hex[:12]}"
+    database = new_target(postgres_server)
     env = {
         **os.environ,
         "COLUMNS": "200",
         "REFSTREAM_STATE_DIR": str(tmp_path / "state"),
         "REFSTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{stack.free_port()}",
         "REFSTREAM_CLICKHOUSE_URL": f"http://default:@127.0.0.1:{stack.free_port()}/refstream",
-        "REFSTREAM_POSTGRES_URL": f"postgresql://postgres@127.0.0.1:5432/{database}",
+        **database.env(),
         # A Redis port nobody serves: `up` must start one there (and `down` stop it).
         "REFSTREAM_REDIS_URL": f"redis://127.0.0.1:{stack.free_port()}/0",
         "REFSTREAM_INGEST_PORT": str(stack.free_port()),
@@ -59,7 +58,7 @@ def stack_env(tmp_path: Path, postgres_server: str) -> Iterator[dict[str, str]]:
     }
     yield env
     refstream(env, "down")
-    drop_database(postgres_server, env["REFSTREAM_POSTGRES_URL"])
+    drop_database(database)
 
 
 def test_up_status_demo_down(stack_env: dict[str, str]) -> None:

@@ -3,24 +3,23 @@ chaos tests of a session; each test works in a tenant of its own."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from tests.e2e.harness import E2EStack
-from tests.fixtures.postgres import drop_database
+from tests.fixtures.postgres import drop_database, new_target
 
 
 @pytest.fixture(scope="session")
 def e2e_stack(
     tmp_path_factory: pytest.TempPathFactory, postgres_server: str, redis_url: str
 ) -> Iterator[E2EStack]:
-    database = f"refstream_test_{uuid.uuid4().hex[:12]}"
+    database = new_target(postgres_server)
     e2e = E2EStack(tmp_path_factory.mktemp("e2e") / "state", redis_url, database)
     try:
         e2e.up()
         yield e2e
     finally:
         e2e.down()
-        drop_database(postgres_server, e2e.settings.postgres_url)
+        drop_database(database)

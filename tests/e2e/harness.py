@@ -32,7 +32,7 @@ import psycopg
 
 from deploy import stack
 from deploy.demo import DemoSetup, seed
-from schemas.settings import Settings
+from tests.fixtures.postgres import PgTarget
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
@@ -42,14 +42,14 @@ JWT_SECRET = "e2e-" + "k" * 60  # shared by API restarts, so tokens outlive one 
 class E2EStack:
     """A private `refstream up` stack; every component is its own process."""
 
-    def __init__(self, state_dir: Path, redis_url: str, database: str) -> None:
+    def __init__(self, state_dir: Path, redis_url: str, database: PgTarget) -> None:
         self.env = {
             **os.environ,
             "COLUMNS": "200",
             "REFSTREAM_STATE_DIR": str(state_dir),
             "REFSTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{stack.free_port()}",
             "REFSTREAM_CLICKHOUSE_URL": f"http://default:@127.0.0.1:{stack.free_port()}/refstream",
-            "REFSTREAM_POSTGRES_URL": f"postgresql://postgres@127.0.0.1:5432/{database}",
+            **database.env(),
             "REFSTREAM_REDIS_URL": redis_url,
             "REFSTREAM_INGEST_PORT": str(stack.free_port()),
             "REFSTREAM_API_PORT": str(stack.free_port()),
@@ -58,10 +58,9 @@ class E2EStack:
             "REFSTREAM_JWT_SECRET": JWT_SECRET,
         }
         self.paths = stack.StatePaths(state_dir)
-        self.settings = Settings(
+        self.settings = database.settings(
             kafka_bootstrap=self.env["REFSTREAM_KAFKA_BOOTSTRAP"],
             clickhouse_url=self.env["REFSTREAM_CLICKHOUSE_URL"],
-            postgres_url=self.env["REFSTREAM_POSTGRES_URL"],
             redis_url=redis_url,
             ingest_port=int(self.env["REFSTREAM_INGEST_PORT"]),
             api_port=int(self.env["REFSTREAM_API_PORT"]),
