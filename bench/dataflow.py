@@ -460,6 +460,7 @@ def wait_until(what: str, check: Any, proc: subprocess.Popen[bytes], timeout: fl
 @dataclass
 class Figures:
     events: int = 0
+    load_start: tuple[float, float, float] = (0.0, 0.0, 0.0)
     e2e_s: float | None = None
     click_phase: tuple[int, float] | None = None
     order_phase: tuple[int, float] | None = None
@@ -694,6 +695,8 @@ def report(fig: Figures, args: Any) -> None:
     print(f"\nFigures ({args.clicks} clicks, {args.orders} orders, refund share"
           f" {args.refund_share}; bounded/bare runs on {args.processes} bytewax process(es) of"
           f" one worker, tailing run on one; {os.cpu_count()} cores):")  # fmt: skip
+    print("  load average 1/5/15 min: at start " + " ".join(f"{x:.2f}" for x in fig.load_start)
+          + ", at end " + " ".join(f"{x:.2f}" for x in os.getloadavg()))  # fmt: skip
     row("figure", "value", "target")
     e2e = fig.events / fig.e2e_s if fig.e2e_s else None
     if e2e is not None:
@@ -763,6 +766,7 @@ def main(argv: list[str] | None = None) -> int:
 
     topics = Topics()
     fig = Figures()
+    fig.load_start = os.getloadavg()
     stack = Stack(Path(tempfile.mkdtemp(prefix="refstream-bench-")))
     try:
         print("starting broker, ClickHouse front, PostgreSQL database…")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import time
 from collections.abc import Callable
@@ -93,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     per = 1e6 / args.orders
 
-    print(f"{args.clicks:,} clicks, then {len(orders):,} orders and refunds, one tenant")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{args.clicks:,} clicks, then {len(orders):,} orders and refunds, one tenant"
+          f" (load average 1/5/15 min: {load})")  # fmt: skip
     print(f"  clicks:  {len(clicks) / click_seconds:10,.0f} per s  "
           f"{1e6 * click_seconds / len(clicks):6.1f} µs each")  # fmt: skip
     print(f"  orders:  {len(orders) / order_seconds:10,.0f} per s  "
