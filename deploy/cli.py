@@ -16,6 +16,7 @@ from typing import Annotated
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from api import cli as api_cli
@@ -105,8 +106,13 @@ def demo(
     settings = Settings()
     try:
         setup = demo_company.set_up(settings, slug=company, shop=shop)
-    except (demo_company.DemoError, httpx.TransportError) as exc:
-        console.print(f"[bold red]✗ demo setup[/bold red]: {exc} (is the stack up?)")
+    except demo_company.DemoError as exc:
+        console.print(f"[bold red]✗ demo setup[/bold red]: {escape(str(exc))}")
+        raise typer.Exit(code=1) from exc
+    except httpx.TransportError as exc:
+        console.print(
+            f"[bold red]✗ demo setup[/bold red]: the API: {escape(str(exc))} (is the stack up?)"
+        )
         raise typer.Exit(code=1) from exc
     teams = ", ".join(demo_company.TEAMS)
     console.print(

@@ -106,6 +106,7 @@ def live(settings: Settings, setup: DemoSetup, *, rate: float, stop: threading.E
     with httpx.Client(base_url=ingest_url(settings), timeout=10) as client:
         _wait_for_registration(client, setup)
         while not stop.is_set():
+            before = sum(report.sent.values())
             kind = _live_kind(rng, has_orders=bool(orders), has_referred=bool(referred))
             if kind == "click":
                 visitor = f"live {run} visitor {sum(report.sent.values())}"
@@ -129,8 +130,9 @@ def live(settings: Settings, setup: DemoSetup, *, rate: float, stop: threading.E
                 order_id = referred.popleft()
                 report.invoiced.append(order_id)
                 _post_odoo(client, setup, report, [order_id])
-            # A steady pace: each event is due 1/rate after the previous one was due.
-            due = max(due + 1 / rate, time.monotonic() - 1)
+            # A steady pace: each event is due 1/rate after the previous one was due (an invoice
+            # is two); after a stall it resumes the pace instead of catching up in a burst.
+            due = max(due + (sum(report.sent.values()) - before) / rate, time.monotonic() - 1)
             stop.wait(max(0.0, due - time.monotonic()))
     return report
 

@@ -103,10 +103,17 @@ def set_up(
     manager = Login(slug, f"manager@{slug}.example", manager_password, "manager", TEAMS[0])
     with httpx.Client(base_url=api_url(settings), timeout=30) as client:
         api = _Api(client)
-        _sign_up(api, owner)
-        token = api.call("log in as the demo owner", "POST", "/v1/auth/login", json={
+        reused = _sign_up(api, owner)
+        login = client.post("/v1/auth/login", json={
             "company": slug, "email": owner.email, "password": owner.password,
-        })["access_token"]  # fmt: skip
+        })  # fmt: skip
+        if login.status_code != 200:
+            known = f"the company {slug!r} exists but " if reused else ""
+            raise DemoError(
+                f"{known}the demo owner login {owner.email} failed ({_problem(login)}); "
+                "choose another --company"
+            )
+        token = login.json()["access_token"]
         client.headers["Authorization"] = f"Bearer {token}"
         tenant_id = api.call("read the company", "GET", "/v1/companies/me")["id"]
         teams = _teams(api)
@@ -126,23 +133,36 @@ class _Api:
     def call(self, step: str, method: str, path: str, **kwargs: Any) -> Any:
         response = self.client.request(method, path, **kwargs)
         if response.status_code not in (200, 201):
-            raise DemoError(f"{step}: {method} {path} answered {response.status_code} "
-                            f"{response.text}")  # fmt: skip
+            raise DemoError(f"{step}: {method} {path} answered {_problem(response)}")
         return response.json()
 
     def exists(self, path: str) -> bool:
         return self.client.get(path).status_code == 200
 
 
-def _sign_up(api: _Api, owner: Login) -> None:
+def _problem(response: httpx.Response) -> str:
+    """The status and the problem+json `detail` and field errors (or the body) of a refusal."""
+    try:
+        problem = response.json()
+    except ValueError:
+        return f"{response.status_code} {response.text}"
+    fields = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in problem.get("errors", []))
+    return f"{response.status_code} {problem.get('detail', response.text)}" + (
+        f" ({fields})" if fields else ""
+    )
+
+
+def _sign_up(api: _Api, owner: Login) -> bool:
+    """Sign the company up; returns whether it existed already."""
     response = api.client.post("/v1/companies", json={
         "name": "Demo Office Supply", "slug": owner.company, "owner_email": owner.email,
         "owner_name": "Olivia Owner", "owner_password": owner.password,
     })  # fmt: skip
     if response.status_code == 409:
-        return  # an earlier run's company: reused (its owner login is checked next)
+        return True  # an earlier run's company: reused (its owner login is checked next)
     if response.status_code != 201:
-        raise DemoError(f"sign up the demo company: {response.status_code} {response.text}")
+        raise DemoError(f"sign up the demo company: {_problem(response)}")
+    return False
 
 
 def _teams(api: _Api) -> dict[str, str]:
