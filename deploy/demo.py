@@ -1,9 +1,10 @@
-"""The demo: a small, deterministic sample of real-shaped traffic sent through the ingress.
+"""The demo's traffic: a small, deterministic sample of real-shaped events sent through the
+ingress, a live trickle of the same kinds, and the checks that read the results back.
 
-`seed` registers a demo tenant (shop with a webhook secret, Odoo endpoint, program, agents,
-referral links, coupon codes); `send` makes referral clicks (`GET /r/{code}`), signed Shopify
-orders (some citing a click, some with an agent's coupon), refunds and Odoo invoices over HTTP,
-exactly as Shopify, shoppers and Odoo would; the ingress writes them to Kafka.
+`send` makes referral clicks (`GET /r/{code}`), signed Shopify orders (some citing a click, some
+with an agent's coupon), refunds and Odoo invoices over HTTP, exactly as Shopify, shoppers and
+Odoo would; the ingress writes them to Kafka. `live` keeps sending such events at a steady rate
+until told to stop. The company they belong to is set up by `deploy.demo_company`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,30 +26,18 @@ import httpx
 import orjson
 import psycopg
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
-from psycopg.types.json import Jsonb
 
-from ingest.cli import create_erp_endpoint, ensure_tenant, register_shop
+from deploy.demo_company import DemoSetup
 from ingest.shopify import sign
-from schemas.commission_rules import CommissionRuleSet
 from schemas.events.envelope import EventEnvelope
 from schemas.ids import random_id
 from schemas.settings import Settings
 from schemas.topics import Topic
 
-AGENTS = ("ana", "bo", "chen", "dara")
 PRODUCTS = (("SKU-CHAIR", Decimal("249.00")), ("SKU-DESK", Decimal("899.00")),
             ("SKU-LAMP", Decimal("59.90")), ("SKU-MAT", Decimal("34.50")))  # fmt: skip
 INVOICED_ORDERS = 3  # referred orders whose ERP sale order and paid invoice the demo sends
-
-
-@dataclass(frozen=True, slots=True)
-class DemoSetup:
-    tenant_id: str
-    shop: str
-    secret: str
-    odoo_token: str
-    link_codes: tuple[str, ...]
-    coupons: tuple[str, ...]
+STREAMS = ("clicks", "orders", "refunds", "erp")
 
 
 @dataclass
@@ -63,94 +53,102 @@ class DemoReport:
         self.event_ids.setdefault(stream, set()).add(event_id)
 
 
-def seed(settings: Settings, tenant_id: str, shop: str) -> DemoSetup:
-    """Register the demo tenant's shop, Odoo endpoint, program, agents, links and coupons."""
-    program = f"prg_{tenant_id}"
-    links, coupons = [], []
-    with psycopg.connect(settings.postgres_url) as conn:
-        ensure_tenant(conn, tenant_id)
-        conn.execute(
-            "INSERT INTO programs (id, tenant_id, name, landing_url) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (id) DO NOTHING",
-            (program, tenant_id, "Office partners", f"https://{shop}/collections/office"),
-        )
-        for name in AGENTS:
-            agent, code, coupon = f"agt_{tenant_id}_{name}", f"{name}-{tenant_id}", name.upper()
-            conn.execute(
-                "INSERT INTO agents (id, tenant_id, name, email) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (id) DO NOTHING",
-                (agent, tenant_id, name.title(), f"{name}@agents.example"),
-            )
-            conn.execute(
-                "INSERT INTO links (id, tenant_id, program_id, agent_id, code)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (code) DO NOTHING",
-                (f"lnk_{tenant_id}_{name}", tenant_id, program, agent, code),
-            )
-            conn.execute(
-                "INSERT INTO coupon_codes (tenant_id, code, program_id, agent_id)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (tenant_id, coupon, program, agent),
-            )
-            links.append(code)
-            coupons.append(coupon)
-        rules = CommissionRuleSet.model_validate(
-            {"rule_id": f"rule_{program}", "version": 1, "program_id": program,
-             "currency": "USD", "base": {"kind": "percent", "value": "10"}}
-        )  # fmt: skip
-        conn.execute(
-            "INSERT INTO commission_rules (id, version, tenant_id, program_id, body)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (rules.rule_id, rules.version, tenant_id, program,
-             Jsonb(rules.model_dump(mode="json"))),
-        )  # fmt: skip
-    secret = secrets.token_hex(16)
-    register_shop(settings, shop, tenant_id, secret, None)
-    token = create_erp_endpoint(settings, tenant_id)
-    return DemoSetup(tenant_id, shop, secret, token, tuple(links), tuple(coupons))
-
-
 def send(
     settings: Settings, setup: DemoSetup, *, clicks: int, orders: int, seed_value: int = 7
 ) -> DemoReport:
     """Send the sample through the ingress over HTTP; returns what was sent and acknowledged."""
     rng = random.Random(seed_value)
     report = DemoReport()
-    base = f"http://{settings.ingest_host}:{settings.ingest_port}"
     click_ids: list[str] = []
     run = secrets.token_hex(4)
-    with httpx.Client(base_url=base, timeout=10) as client:
+    with httpx.Client(base_url=ingest_url(settings), timeout=10) as client:
         _wait_for_registration(client, setup)
         for n in range(clicks):
-            code = rng.choice(setup.link_codes)
             # Half the visitors click twice; each run brings new visitors (same IP, so the
             # user agent tells them apart for the ingress's duplicate-click window).
-            agent_ua = f"Mozilla/5.0 (demo {run} visitor {n % max(1, clicks // 2)})"
-            response = client.get(f"/r/{code}", headers={"User-Agent": agent_ua})
-            report.sent["clicks"] += 1
-            if response.status_code == 302:
-                click_id = parse_qs(urlsplit(response.headers["location"]).query)["rsclid"][0]
+            visitor = f"demo {run} visitor {n % max(1, clicks // 2)}"
+            click_id = _click(client, report, rng.choice(setup.link_codes), visitor)
+            if click_id is not None:
                 click_ids.append(click_id)
-                report.ack("clicks", click_id)
         first_order = int(time.time() * 1000)  # new order ids every run: a demo run adds orders
         for n in range(orders):
             # Placed now: after the clicks (a click after its order never counts).
             now = datetime.now(UTC)
             body = _order_body(rng, first_order + n, now, click_ids, setup.coupons)
             report.order_ids.append(str(first_order + n))
-            referred = body["discount_codes"] or body["landing_site"]  # attributed, normally
-            if referred and len(report.invoiced) < INVOICED_ORDERS:
+            if _referred(body) and len(report.invoiced) < INVOICED_ORDERS:
                 report.invoiced.append(str(first_order + n))
             _post_shopify(client, setup, report, "orders", "orders/create", body)
             if n % 10 == 3:
                 _post_shopify(client, setup, report, "refunds", "refunds/create",
                               _refund_body(body, now))  # fmt: skip
-        for record in _odoo_records(report.invoiced):
-            response = client.post(f"/webhooks/odoo/{setup.odoo_token}", content=record,
-                                   headers={"Content-Type": "application/json"})  # fmt: skip
-            report.sent["erp"] += 1
-            if response.status_code == 200 and response.json()["status"] == "accepted":
-                report.ack("erp", response.json()["event_id"])
+        _post_odoo(client, setup, report, report.invoiced)
     return report
+
+
+# The live trickle's mix of events: a paid invoice is two Odoo notifications (sale order, invoice).
+LIVE_MIX = (("click", 0.55), ("order", 0.30), ("refund", 0.05), ("invoice", 0.10))
+
+
+def live(settings: Settings, setup: DemoSetup, *, rate: float, stop: threading.Event) -> DemoReport:
+    """Send a realistic trickle through the ingress at about `rate` events per second until
+    `stop` is set: referral clicks, orders (citing a recent click, with a coupon, or neither),
+    refunds of recent orders and paid Odoo invoices of recent referred orders. Returns what was
+    sent and acknowledged."""
+    rng = random.Random()
+    report = DemoReport()
+    clicks: deque[str] = deque(maxlen=100)  # recent click ids, for orders to cite
+    orders: deque[dict[str, object]] = deque(maxlen=50)  # recent orders, refundable once
+    referred: deque[str] = deque(maxlen=50)  # recent referred orders, invoiced once
+    next_order = int(time.time() * 1000)
+    run = secrets.token_hex(4)
+    due = time.monotonic()
+    with httpx.Client(base_url=ingest_url(settings), timeout=10) as client:
+        _wait_for_registration(client, setup)
+        while not stop.is_set():
+            before = sum(report.sent.values())
+            kind = _live_kind(rng, has_orders=bool(orders), has_referred=bool(referred))
+            if kind == "click":
+                visitor = f"live {run} visitor {sum(report.sent.values())}"
+                click_id = _click(client, report, rng.choice(setup.link_codes), visitor)
+                if click_id is not None:
+                    clicks.append(click_id)
+            elif kind == "order":
+                now = datetime.now(UTC)
+                body = _order_body(rng, next_order, now, list(clicks), setup.coupons)
+                report.order_ids.append(str(next_order))
+                next_order += 1
+                _post_shopify(client, setup, report, "orders", "orders/create", body)
+                orders.append(body)
+                if _referred(body):
+                    referred.append(str(body["id"]))
+            elif kind == "refund":
+                order = orders.popleft()
+                _post_shopify(client, setup, report, "refunds", "refunds/create",
+                              _refund_body(order, datetime.now(UTC)))  # fmt: skip
+            else:
+                order_id = referred.popleft()
+                report.invoiced.append(order_id)
+                _post_odoo(client, setup, report, [order_id])
+            # A steady pace: each event is due 1/rate after the previous one was due (an invoice
+            # is two); after a stall it resumes the pace instead of catching up in a burst.
+            due = max(due + (sum(report.sent.values()) - before) / rate, time.monotonic() - 1)
+            stop.wait(max(0.0, due - time.monotonic()))
+    return report
+
+
+def _live_kind(rng: random.Random, *, has_orders: bool, has_referred: bool) -> str:
+    """The next live event's kind, drawn from `LIVE_MIX` among those possible now."""
+    blocked = {"refund"} if not has_orders else set()
+    if not has_referred:
+        blocked.add("invoice")
+    kinds = [kind for kind, _ in LIVE_MIX if kind not in blocked]
+    weights = [weight for kind, weight in LIVE_MIX if kind not in blocked]
+    return rng.choices(kinds, weights)[0]
+
+
+def ingest_url(settings: Settings) -> str:
+    return f"http://{settings.ingest_host}:{settings.ingest_port}"
 
 
 def _wait_for_registration(client: httpx.Client, setup: DemoSetup, timeout: float = 10) -> None:
@@ -163,9 +161,25 @@ def _wait_for_registration(client: httpx.Client, setup: DemoSetup, timeout: floa
     raise RuntimeError("the ingress does not know the demo links (is it running?)")
 
 
+def _referred(order: dict[str, object]) -> bool:
+    """Whether the order carries a coupon or cites a click (attributed, normally)."""
+    return bool(order["discount_codes"] or order["landing_site"])
+
+
+def _click(client: httpx.Client, report: DemoReport, code: str, visitor: str) -> str | None:
+    """A shopper follows a referral link; returns the click id when the ingress recorded it."""
+    response = client.get(f"/r/{code}", headers={"User-Agent": f"Mozilla/5.0 ({visitor})"})
+    report.sent["clicks"] += 1
+    if response.status_code != 302:
+        return None
+    click_id = parse_qs(urlsplit(response.headers["location"]).query)["rsclid"][0]
+    report.ack("clicks", click_id)
+    return click_id
+
+
 def _post_shopify(
     client: httpx.Client, setup: DemoSetup, report: DemoReport, stream: str, topic: str,
-    body: dict[str, object],
+    body: dict[str, object], secret_reload: float = 10,
 ) -> None:  # fmt: skip
     raw = orjson.dumps(body)
     headers = {
@@ -176,10 +190,28 @@ def _post_shopify(
         "X-Shopify-Event-Id": random_id("demo"),
         "X-Shopify-API-Version": "2026-07",
     }
-    response = client.post("/webhooks/shopify", content=raw, headers=headers)
     report.sent[stream] += 1
+    deadline = time.monotonic() + secret_reload
+    while True:
+        response = client.post("/webhooks/shopify", content=raw, headers=headers)
+        # A rerun rotates the shop's secret: until the ingress has reloaded it, it refuses the
+        # new signature, and retrying is what Shopify would do.
+        if response.status_code != 401 or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
     if response.status_code == 200 and response.json()["status"] == "accepted":
         report.ack(stream, response.json()["event_id"])
+
+
+def _post_odoo(
+    client: httpx.Client, setup: DemoSetup, report: DemoReport, order_ids: list[str]
+) -> None:
+    for record in _odoo_records(order_ids):
+        response = client.post(f"/webhooks/odoo/{setup.odoo_token}", content=record,
+                               headers={"Content-Type": "application/json"})  # fmt: skip
+        report.sent["erp"] += 1
+        if response.status_code == 200 and response.json()["status"] == "accepted":
+            report.ack("erp", response.json()["event_id"])
 
 
 def _order_body(

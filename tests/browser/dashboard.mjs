@@ -1,11 +1,12 @@
 // Drives /dashboard in Debian's Chromium through playwright-core; steered by test_dashboard.py.
 //
-// Protocol (one JSON object per line): prints {"event":"ready","tiles":{...},"banner":...}
-// once logged in with the KPI tiles loaded (or the "analytics unavailable" banner shown) and
-// the live stream connected; then reads {"order":"#123"} on stdin (sent right after the
-// ingress accepted that order), waits until the live feed shows the order and — when the
-// analytics answered — the conversions tile changed, saves a screenshot and prints
-// {"event":"result", ...}. Any failure prints {"event":"error", ...} and exits 1.
+// Protocol (one JSON object per line): prints {"event":"ready","tiles":{...},"banner":...,
+// "top_agents":[names]} once logged in with the KPI tiles and the top agents loaded (or the
+// "analytics unavailable" banner shown) and the live stream connected; then reads
+// {"order":"#123"} on stdin (sent right after the ingress accepted that order), waits until the
+// live feed shows the order and — when the analytics answered — the conversions tile changed,
+// saves a screenshot and prints {"event":"result", ...}. Any failure prints
+// {"event":"error", ...} and exits 1.
 //
 // Environment: BASE_URL, COMPANY, EMAIL, PASSWORD, SCREENSHOT, DEADLINE_MS (default 2000),
 // CHROMIUM (default /usr/bin/chromium).
@@ -44,14 +45,18 @@ try {
   await page.fill("#email", env.EMAIL);
   await page.fill("#password", env.PASSWORD);
   await page.click("#login-form button[type=submit]");
-  // Logged in, tiles loaded from /v1/analytics (or its absence reported), live stream connected.
+  // Logged in, tiles and top agents loaded from /v1/analytics (or its absence reported), live
+  // stream connected.
   await page.waitForFunction(() =>
-    (document.querySelector('.tile[data-kpi="conversions"] .value').textContent !== "–" ||
+    ((document.querySelector('.tile[data-kpi="conversions"] .value').textContent !== "–" &&
+      document.querySelector("#top-agents tbody tr")) ||
      !document.querySelector("#analytics-error").hidden) &&
     document.querySelector("#live-status").textContent === "live", null, { timeout: 30000 });
   const before = await tiles(page);
   const analytics = (await banner(page)) === null;
-  out({ event: "ready", tiles: before, banner: await banner(page) });
+  const topAgents = await page.$$eval("#top-agents tbody tr td:first-child",
+    (cells) => cells.map((c) => c.textContent));
+  out({ event: "ready", tiles: before, banner: await banner(page), top_agents: topAgents });
 
   const { value: line } = await lines.next();
   const { order } = JSON.parse(line);

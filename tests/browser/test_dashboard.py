@@ -17,12 +17,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from deploy.demo_company import AGENTS
 from deploy.stack import free_port
 from schemas.settings import Settings
 from tests.browser.traffic import (
@@ -35,6 +37,7 @@ from tests.browser.traffic import (
     wait_for_conversions,
     wait_for_links,
 )
+from tests.deploy.cli_output import printed_login
 from tests.fixtures.postgres import drop_database, new_target
 
 HERE = Path(__file__).resolve().parent
@@ -73,13 +76,22 @@ def refstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
     )  # fmt: skip
 
 
-@pytest.fixture
-def stack(tmp_path: Path, postgres_server: str, redis_url: str) -> Iterator[Settings]:
+@dataclass(frozen=True)
+class Stack:
+    settings: Settings
+    env: dict[str, str]  # what `refstream` run against this stack needs
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: str, redis_url: str
+) -> Iterator[Stack]:
     """The whole stack as processes on free ports, with a database of its own."""
     database = new_target(postgres_server)
     env = {
         **os.environ,
-        "REFSTREAM_STATE_DIR": str(tmp_path / "state"),
+        "COLUMNS": "200",
+        "REFSTREAM_STATE_DIR": str(tmp_path_factory.mktemp("stack") / "state"),
         "REFSTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
         "REFSTREAM_CLICKHOUSE_URL": f"http://default:@127.0.0.1:{free_port()}/refstream",
         **database.env(),
@@ -91,12 +103,15 @@ def stack(tmp_path: Path, postgres_server: str, redis_url: str) -> Iterator[Sett
     started = refstream(env, "up")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
-        yield database.settings(
-            kafka_bootstrap=env["REFSTREAM_KAFKA_BOOTSTRAP"],
-            clickhouse_url=env["REFSTREAM_CLICKHOUSE_URL"],
-            redis_url=redis_url,
-            ingest_port=int(env["REFSTREAM_INGEST_PORT"]),
-            api_port=int(env["REFSTREAM_API_PORT"]),
+        yield Stack(
+            database.settings(
+                kafka_bootstrap=env["REFSTREAM_KAFKA_BOOTSTRAP"],
+                clickhouse_url=env["REFSTREAM_CLICKHOUSE_URL"],
+                redis_url=redis_url,
+                ingest_port=int(env["REFSTREAM_INGEST_PORT"]),
+                api_port=int(env["REFSTREAM_API_PORT"]),
+            ),
+            env,
         )
     finally:
         refstream(env, "down")
@@ -123,27 +138,37 @@ def read_event(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
     raise AssertionError(f"no answer from the browser script (exit {proc.poll()})")
 
 
-def test_dashboard_shows_a_new_conversion_live(playwright_ready: Path, stack: Settings) -> None:
-    shop = set_up_company(stack)
+def open_dashboard(
+    node: Path, settings: Settings, company: str, email: str, password: str, screenshot: Path
+) -> subprocess.Popen[str]:
+    """`dashboard.mjs` in Chromium, logging in with the given company, email and password."""
+    return subprocess.Popen(
+        [str(node), str(HERE / "dashboard.mjs")], cwd=HERE, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "BASE_URL": api_url(settings), "COMPANY": company, "EMAIL": email,
+             "PASSWORD": password, "SCREENSHOT": str(screenshot),
+             "DEADLINE_MS": str(DEADLINE_MS), "CHROMIUM": str(CHROMIUM)},
+    )  # fmt: skip
+
+
+def test_dashboard_shows_a_new_conversion_live(playwright_ready: Path, stack: Stack) -> None:
+    settings = stack.settings
+    shop = set_up_company(settings)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     screenshot = ARTIFACTS / "dashboard.png"
     first_order = int(time.time() * 1000)
-    with httpx.Client(base_url=ingest_url(stack), timeout=10) as ingress:
+    with httpx.Client(base_url=ingest_url(settings), timeout=10) as ingress:
         wait_for_links(ingress, shop)
         # Earlier traffic, so the page opens on a company with history (and the dataflow has
         # loaded this tenant's configuration before the measured order).
         clicks = [click(ingress, shop.links[n % 3], f"visitor {n}") for n in range(9)]
         for n, price in enumerate(("899.00", "249.00", "59.90", "1299.00")):
             order(ingress, shop, first_order + n, clicks[n * 2], price)
-        wait_for_conversions(stack, shop.tenant_id, 4)
+        wait_for_conversions(settings, shop.tenant_id, 4)
 
-        browser = subprocess.Popen(
-            [str(playwright_ready), str(HERE / "dashboard.mjs")], cwd=HERE, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env={**os.environ, "BASE_URL": api_url(stack), "COMPANY": shop.slug,
-                 "EMAIL": shop.owner_email, "PASSWORD": PASSWORD, "SCREENSHOT": str(screenshot),
-                 "DEADLINE_MS": str(DEADLINE_MS), "CHROMIUM": str(CHROMIUM)},
-        )  # fmt: skip
+        browser = open_dashboard(
+            playwright_ready, settings, shop.slug, shop.owner_email, PASSWORD, screenshot
+        )
         try:
             ready = read_event(browser, timeout=90)
             assert ready["event"] == "ready", ready
@@ -160,7 +185,7 @@ def test_dashboard_shows_a_new_conversion_live(playwright_ready: Path, stack: Se
             browser.wait()
     assert result["event"] == "result", result
     assert any(name in line and "Ana Lima" in line for line in result["feed"]), result["feed"]
-    if serves_analytics(stack):
+    if serves_analytics(settings):
         assert ready["banner"] is None, ready
         assert ready["tiles"]["conversions"] == "4", ready
         assert result["after"]["conversions"] == "5", result
@@ -172,3 +197,23 @@ def test_dashboard_shows_a_new_conversion_live(playwright_ready: Path, stack: Se
         assert set(result["after"].values()) == {"\u2013"}, result  # an en dash: no value
     print(f"feed after {result['feed_ms']} ms, tiles after {result['tiles_ms']} ms")  # noqa: T201
     assert screenshot.stat().st_size > 10_000
+
+
+def test_the_demo_login_shows_the_demo_agents(playwright_ready: Path, stack: Stack) -> None:
+    """`refstream demo` on the stack, then the dashboard with the owner login it printed: the
+    top-agents table names the demo's agents."""
+    demo = refstream(stack.env, "demo", "--clicks", "60", "--orders", "20")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert f"{api_url(stack.settings)}/dashboard" in demo.stdout
+    owner = printed_login(demo.stdout, "owner")
+    browser = open_dashboard(playwright_ready, stack.settings, owner.company, owner.email,
+                             owner.password, ARTIFACTS / "dashboard-demo.png")  # fmt: skip
+    try:
+        ready = read_event(browser, timeout=90)
+    finally:
+        browser.kill()
+        browser.wait()
+    assert ready["event"] == "ready", ready
+    demo_agents = {name for _, name, _ in AGENTS}
+    assert ready["top_agents"], ready
+    assert set(ready["top_agents"]) <= demo_agents, ready

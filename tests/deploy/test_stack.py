@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from unittest.mock import ANY
 
+import httpx
 import pytest
 
 from deploy import stack
+from deploy.demo_company import AGENTS
+from tests.deploy.cli_output import PrintedLogin, printed_login, table_row
 from tests.fixtures.postgres import drop_database, new_target
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def refstream(
@@ -26,17 +36,41 @@ def refstream(
         text=True,
         timeout=timeout,
         check=False,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=ROOT,
     )
 
 
-def table_row(output: str, first_cell: str) -> list[str]:
-    """The cells of the rich table row whose first cell is `first_cell`."""
-    for line in output.splitlines():
-        cells = [c.strip() for c in line.split("│")[1:-1]]
-        if cells and cells[0] == first_cell:
-            return cells
-    raise AssertionError(f"no row {first_cell!r} in:\n{output}")
+@contextmanager
+def api(env: dict[str, str], login: PrintedLogin) -> Iterator[httpx.Client]:
+    """An API client logged in with `login` (as a person would, with the printed values)."""
+    url = f"http://127.0.0.1:{env['REFSTREAM_API_PORT']}"
+    with httpx.Client(base_url=url, timeout=30) as client:
+        response = client.post("/v1/auth/login", json={
+            "company": login.company, "email": login.email, "password": login.password,
+        })  # fmt: skip
+        assert response.status_code == 200, response.text
+        client.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+        yield client
+
+
+def audit_actions(client: httpx.Client) -> Counter[str]:
+    """How often each action but logins (`auth.*`) is in the company's audit log
+    (`GET /v1/audit`, every page)."""
+    actions: Counter[str] = Counter()
+    params: dict[str, str | int] = {"limit": 200}
+    while True:
+        page = client.get("/v1/audit", params=params)
+        assert page.status_code == 200, page.text
+        items = page.json()["items"]
+        actions.update(e["action"] for e in items if not e["action"].startswith("auth."))
+        if page.json()["next_cursor"] is None:
+            return actions
+        params["cursor"] = page.json()["next_cursor"]
+
+
+def ledger_entries(client: httpx.Client) -> int:
+    totals = client.get("/v1/ledger", params={"limit": 1}).json()["totals"]
+    return sum(int(t["count"]) for t in totals)
 
 
 @pytest.fixture
@@ -79,21 +113,35 @@ def test_up_status_demo_down(stack_env: dict[str, str]) -> None:
     assert table_row(demo.stdout, "refunds")[1:] == ["1", "1", "1"], demo.stdout
     assert table_row(demo.stdout, "erp")[1:] == ["6", "6", "6"], demo.stdout
     # The dataflow attributed the sample: some agents earned commission (coupon 10 % rule).
-    earners = [
-        row for line in demo.stdout.splitlines()
-        if (row := [c.strip() for c in line.split("│")[1:-1]]) and row[0].startswith("agt_")
-    ]  # fmt: skip
-    assert earners, demo.stdout
+    # Every demo agent has a row, by name.
+    earners = [table_row(demo.stdout, name) for _, name, _ in AGENTS]
     assert sum(float(row[2]) for row in earners) > 0
     # Three referred orders' Odoo invoices are paid: their commission is approved (the dataflow
     # found each order through its ERP sale order), the others stay pending.
     assert sum(float(row[3]) for row in earners) > 0, demo.stdout
 
-    # A second demo on the running stack brings new traffic: nothing counts as a re-send.
+    # The setup went through the API: the company's audit log lists it, read with the printed
+    # owner login; the printed manager login sees the agents of their team.
+    owner = printed_login(demo.stdout, "owner")
+    with api(stack_env, owner) as as_owner:
+        setup = {"company.create": 1, "unit.create": 3, "user.create": 2, "program.create": 1,
+                 "commission_rule.create": 1, "agent.create": 4, "link.create": 4,
+                 "coupon.create": 4, "shop.create": 1}  # fmt: skip
+        assert audit_actions(as_owner) == setup
+    with api(stack_env, printed_login(demo.stdout, "manager")) as as_manager:
+        team = {a["name"] for a in as_manager.get("/v1/agents").json()["items"]}
+        assert team == {name for _, name, t in AGENTS if t == 0}
+
+    # A second demo on the running stack reuses the company (same login, nothing created twice;
+    # the shop's write-only secret is rotated) and brings new traffic: nothing is a re-send.
     again_demo = refstream(stack_env, "demo", "--clicks", "40", "--orders", "10")
     assert again_demo.returncode == 0, again_demo.stdout + again_demo.stderr
     for stream, count in (("clicks", "40"), ("orders", "10"), ("refunds", "1"), ("erp", "6")):
         assert table_row(again_demo.stdout, stream)[1:] == [count] * 3, again_demo.stdout
+    assert printed_login(again_demo.stdout, "owner") == owner
+    with api(stack_env, owner) as as_owner:
+        assert audit_actions(as_owner) == {**setup, "shop.update": 1}
+        live_demo(stack_env, as_owner)
 
     # A second `up` reuses everything and changes nothing.
     again = refstream(stack_env, "up")
@@ -107,6 +155,37 @@ def test_up_status_demo_down(stack_env: dict[str, str]) -> None:
     assert after.returncode == 1
     for component in ("kafka", "clickhouse", "redis", "ingest", "api", "dataflow"):
         assert table_row(after.stdout, component)[2] == "down", after.stdout
+
+
+def live_demo(env: dict[str, str], as_owner: httpx.Client) -> None:
+    """`refstream demo --live` sends until SIGINT, then prints its summary and exits 0."""
+    before = ledger_entries(as_owner)
+    live = subprocess.Popen(
+        [sys.executable, "-m", "deploy.cli", "demo", "--clicks", "0", "--orders", "0", "--live",
+         "--rate", "20"], env={**env, "PYTHONUNBUFFERED": "1"}, cwd=ROOT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert live.stdout is not None
+        output = ""
+        while "live: about" not in output:  # the trickle started (Ctrl-C is handled from here)
+            line = live.stdout.readline()
+            assert line, f"exit {live.wait()} before the live trickle:\n{output}"
+            output += line
+        # The trickle's orders reach the ledger (as the dashboard's tiles would show).
+        deadline = time.monotonic() + 60
+        while ledger_entries(as_owner) == before and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert ledger_entries(as_owner) > before
+        live.send_signal(signal.SIGINT)
+        rest, _ = live.communicate(timeout=60)
+    finally:
+        if live.poll() is None:
+            live.kill()
+    assert live.returncode == 0, output + rest
+    summary = re.search(r"live: stopped after .*: sent (\d+) events .* acknowledged (\d+)", rest)
+    assert summary is not None, rest
+    assert int(summary[1]) == int(summary[2]) > 0, rest
 
 
 def test_up_names_the_component_that_failed(stack_env: dict[str, str]) -> None:

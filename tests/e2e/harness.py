@@ -31,7 +31,7 @@ import httpx
 import psycopg
 
 from deploy import stack
-from deploy.demo import DemoSetup, seed
+from deploy.demo_company import DemoSetup, set_up
 from tests.fixtures.postgres import PgTarget
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,34 +130,32 @@ class E2EStack:
 @dataclass(frozen=True)
 class TenantSetup:
     demo: DemoSetup  # shop + secret, Odoo token, links and coupons of agents ana, bo, chen, dara
-    slug: str
-    owner_email: str
 
     @property
     def tenant_id(self) -> str:
         return self.demo.tenant_id
 
+    @property
+    def slug(self) -> str:
+        return self.demo.slug
+
+    @property
+    def owner_email(self) -> str:
+        return self.demo.owner.email
+
     def agent(self, name: str) -> str:
-        return f"agt_{self.tenant_id}_{name}"
+        return self.demo.agent(name).id
 
     def link(self, name: str) -> str:
-        return f"{name}-{self.tenant_id}"
+        return self.demo.agent(name).link
 
 
 def new_tenant(e2e: E2EStack) -> TenantSetup:
-    """Sign a company up through the API, then register its program (10 % base rule, 30 hold
-    days), agents, links, coupons, Shopify shop and Odoo endpoint (`deploy.demo.seed`)."""
+    """A company set up through the API as the demo's is (`deploy.demo_company.set_up`): a
+    program with a 10 % base rule and 30 hold days, agents with links and coupons, a Shopify
+    shop and an Odoo endpoint."""
     slug = f"e2e-{uuid.uuid4().hex[:10]}"
-    email = f"owner@{slug}.example"
-    response = httpx.post(
-        f"{e2e.api_url}/v1/companies",
-        json={"name": slug, "slug": slug, "owner_email": email, "owner_password": PASSWORD},
-        timeout=30,
-    )
-    response.raise_for_status()
-    tenant_id = response.json()["company"]["id"]
-    demo = seed(e2e.settings, tenant_id, f"{slug}.myshopify.com")
-    return TenantSetup(demo, slug, email)
+    return TenantSetup(set_up(e2e.settings, slug=slug, owner_password=PASSWORD))
 
 
 def wait_for_registration(e2e: E2EStack, tenant: TenantSetup, timeout: float = 20) -> None:

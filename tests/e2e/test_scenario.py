@@ -2,8 +2,9 @@
 the ingress, and the ledger (PostgreSQL), the analytics (ClickHouse) and the API's totals end up
 exactly as the program's rules say. Every component is its own process (`refstream up`).
 
-The program (`deploy.demo.seed`): 10 % of each line's net revenue, coupon beats cookie, last
-click, 30-day lookback, 30 hold days; agents ana, bo, chen, dara own coupons ANA, BO, CHEN, DARA.
+The program (`deploy.demo_company.set_up`): 10 % of each line's net revenue, coupon beats
+cookie, last click, 30-day lookback, 30 hold days; agents ana, bo, chen, dara own coupons ANA,
+BO, CHEN, DARA.
 
 Hand-computed expectations (net = price x quantity - the line's share of the coupon discount):
 - O1 cites ana's 1st click; 2 x 100.00 → net 200.00 → ana 20.00. Shopify also sends
