@@ -19,11 +19,15 @@ import pstats
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from bench.dataflow import Plan
 from dataflows.attribution.flow import _rows, parse_value, tune_garbage_collector
 from dataflows.attribution.state import AttributionLogic, Tuning, builder
+from dataflows.attribution.wire import decode_click, decode_envelope
 from dataflows.config import StaticConfig, build_snapshot
+from schemas.events.click import ClickEvent
+from schemas.events.envelope import EventEnvelope
 from tests.dataflows.builders import new_tenant, rules_body
 
 # (label, file suffix, function name) of the parts reported
@@ -67,6 +71,30 @@ def _feeder(logic: AttributionLogic) -> Callable[[list[bytes]], None]:
     return feed
 
 
+def _per_item_us(fn: Callable[[Any], object], items: list[Any]) -> float:
+    """Best of three passes, µs per item."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for item in items:
+            fn(item)
+        best = min(best, (time.perf_counter() - started) / len(items))
+    return best * 1e6
+
+
+def decode_split(clicks: list[bytes]) -> list[tuple[str, float]]:
+    """The click's decoding, msgspec (the flow's path) against pydantic (the contract)."""
+    envelopes = [EventEnvelope.from_bytes(raw) for raw in clicks]
+    bodies = [e.raw_body() for e in envelopes]
+    return [
+        ("envelope: msgspec (flow)", _per_item_us(decode_envelope, clicks)),
+        ("envelope: pydantic", _per_item_us(EventEnvelope.from_bytes, clicks)),
+        ("click body: msgspec (flow)", _per_item_us(decode_click, bodies)),
+        ("click body: pydantic", _per_item_us(ClickEvent.model_validate_json, bodies)),
+        ("whole parse_value of a click", _per_item_us(parse_value, clicks)),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clicks", type=int, default=50_000)
@@ -101,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{1e6 * click_seconds / len(clicks):6.1f} µs each")  # fmt: skip
     print(f"  orders:  {len(orders) / order_seconds:10,.0f} per s  "
           f"{1e6 * order_seconds / args.orders:6.1f} µs per order (refunds included)")  # fmt: skip
+    print("a click's decoding, µs each (best of 3 passes):")
+    for label, us in decode_split(clicks[:20_000]):
+        print(f"  {label:<42} {us:8.1f}")
     print("cumulative µs per order under cProfile (the profiler adds its own overhead):")
     for label, suffix, name in PARTS:
         total = sum(
