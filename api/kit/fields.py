@@ -6,6 +6,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints
 
+from schemas.urls import check_http_url
+
 Email = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
@@ -17,7 +19,11 @@ Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00]*$"),
 ]
-HttpUrlText = Annotated[str, StringConstraints(pattern=r"^https?://[^\s\x00]+$", max_length=2000)]
+HttpUrlText = Annotated[
+    str,
+    StringConstraints(pattern=r"^https?://[^\s\x00]+$", max_length=2000),
+    AfterValidator(check_http_url),
+]
 # Codes that appear in URLs and on receipts: letters, digits, '-' and '_'.
 Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{1,63}$")]
 # Free text stored in PostgreSQL, which refuses NUL characters.

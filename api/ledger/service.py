@@ -208,8 +208,9 @@ async def statement(
     start: datetime | None,
     end: datetime | None,
 ) -> AgentStatement:
-    """An agent's totals per currency and status over the period, and their payouts in it."""
-    agent, _ = await AgentRepository(session, principal, "ledger.read").get_with_path(agent_id)
+    """An agent's totals per currency and status over the period, and their payouts in it
+    (`payouts` is None for a caller without `payouts.read` where the agent lives)."""
+    agent, path = await AgentRepository(session, principal, "ledger.read").get_with_path(agent_id)
     sums: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     repository = LedgerRepository(session, principal, "ledger.read")
     for currency, status, in_payout, amount in await repository.statement_sums(
@@ -234,8 +235,12 @@ async def statement(
         )
         for currency, by in sorted(sums.items())
     ]
-    payouts = await PayoutRepository(session, principal, "ledger.read").for_agent(
-        agent_id, start=start, end=end
+    payouts = (
+        await PayoutRepository(session, principal, "payouts.read").for_agent(
+            agent_id, start=start, end=end
+        )
+        if can_at(principal, "payouts.read", path)
+        else None
     )
     return AgentStatement(
         agent_id=agent.id,
@@ -243,5 +248,5 @@ async def statement(
         period_start=start,
         period_end=end,
         lines=lines,
-        payouts=[StatementPayout.model_validate(p) for p in payouts],
+        payouts=None if payouts is None else [StatementPayout.model_validate(p) for p in payouts],
     )
