@@ -48,6 +48,8 @@ async def create_agent(
 ) -> AgentWithPath:
     path = await _writable_unit_path(session, principal, body.unit_id)
     if body.user_id is not None:
+        if not can(principal, "agents.link_user", path):
+            raise Forbidden("Only an owner may link an agent to a user.")
         user = await session.scalar(
             select(User.id).where(User.id == body.user_id, User.tenant_id == principal.tenant_id)
         )

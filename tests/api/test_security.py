@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 from typing import Any
 
 import psycopg
@@ -16,6 +17,7 @@ from tests.api.factories import (
     approve,
     bearer,
     build_world,
+    create_agent,
     create_payout,
     create_user,
     idempotent,
@@ -195,3 +197,87 @@ async def test_payout_csv_cells_a_spreadsheet_would_evaluate_are_quoted(
         "1.0000",
         "10.0000",
     ]
+
+
+async def adjust(client: AsyncClient, token: str, agent_id: str, amount: str) -> Any:
+    return await client.post(
+        "/v1/ledger/adjustments",
+        json={"agent_id": agent_id, "amount": amount, "currency": "USD", "reason": "bonus"},
+        headers=idempotent(token),
+    )
+
+
+async def approval(client: AsyncClient, headers: dict[str, str], entry_id: str) -> int:
+    response = await client.post(
+        f"/v1/ledger/entries/{entry_id}/approve",
+        json={},
+        headers={**headers, "Idempotency-Key": f"idem-{uuid.uuid4().hex}"},
+    )
+    return response.status_code
+
+
+async def test_nobody_approves_an_adjustment_they_made_even_through_their_api_key(
+    client: AsyncClient,
+) -> None:
+    world = await build_world(client)
+    owner, manager = world.tokens["owner"], world.tokens["manager"]
+    by_manager = (await adjust(client, manager, world.team_agent_id, "900.00")).json()["entry_id"]
+    by_owner = (await adjust(client, owner, world.team_agent_id, "20.00")).json()["entry_id"]
+    owners_key = await api_key(client, world, role="owner", unit_id=world.root_unit_id)
+
+    assert await approval(client, bearer(manager), by_manager) == 403
+    assert await approval(client, bearer(owner), by_owner) == 403
+    assert await approval(client, {"X-API-Key": owners_key}, by_owner) == 403
+    assert await approval(client, bearer(owner), by_manager) == 200
+    assert await approval(client, bearer(manager), by_owner) == 200
+
+
+async def test_nobody_adjusts_or_approves_money_of_an_agent_linked_to_them(
+    client: AsyncClient, pg_url: str
+) -> None:
+    world = await build_world(client)
+    owner, manager = world.tokens["owner"], world.tokens["manager"]
+    mine = await create_agent(
+        client, owner, unit_id=world.team_unit_id, name="Mgr", user_id=world.users["manager"]
+    )
+    entry = insert_ledger_entry(pg_url, tenant_id=world.company_id, agent_id=mine)
+
+    assert await approval(client, bearer(manager), entry) == 403
+    assert (await adjust(client, manager, mine, "5.00")).status_code == 403
+    assert await approval(client, bearer(owner), entry) == 200
+
+
+async def test_a_managers_limit_is_cumulative_per_agent_and_calendar_month(
+    client: AsyncClient, pg_url: str
+) -> None:
+    """Two 900.00 entries of one agent: each is under the 1,000 limit, together they are not."""
+    world = await build_world(client)
+    owner, manager = world.tokens["owner"], world.tokens["manager"]
+    agent, second_agent = world.team_agent_id, world.own_agent_id
+    first, second, elsewhere = (
+        insert_ledger_entry(pg_url, tenant_id=world.company_id, agent_id=a, amount="900.00")
+        for a in (agent, agent, second_agent)
+    )
+    assert await approval(client, bearer(manager), first) == 200
+    assert await approval(client, bearer(manager), second) == 403
+    assert await approval(client, bearer(manager), elsewhere) == 200  # another agent
+    assert await approval(client, bearer(owner), second) == 200  # owners have no limit
+
+    assert (await adjust(client, manager, agent, "600.00")).status_code == 201
+    refused = await adjust(client, manager, agent, "600.00")
+    assert refused.status_code == 403, refused.text
+    assert "this month" in refused.json()["detail"]
+    assert (await adjust(client, owner, agent, "600.00")).status_code == 201
+
+
+async def test_only_owners_link_an_agent_to_a_user(client: AsyncClient) -> None:
+    world = await build_world(client)
+    body = {"name": "Mine", "unit_id": world.team_unit_id, "user_id": world.users["manager"]}
+    as_manager = await client.post("/v1/agents", json=body, headers=bearer(world.tokens["manager"]))
+    assert as_manager.status_code == 403, as_manager.text
+    unlinked = await client.post(
+        "/v1/agents", json={**body, "user_id": None}, headers=bearer(world.tokens["manager"])
+    )
+    assert unlinked.status_code == 201
+    as_owner = await client.post("/v1/agents", json=body, headers=bearer(world.tokens["owner"]))
+    assert as_owner.status_code == 201
