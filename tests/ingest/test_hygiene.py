@@ -4,12 +4,15 @@ redirected to, unknown paths, security headers and its OpenAPI document."""
 from __future__ import annotations
 
 import uuid
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import psycopg
 
+from ingest.clicks import CLICK_PARAM, ip_hash
 from schemas.settings import Settings
 from tests.ingest.conftest import ClientFactory, Registered
+from tests.ingest.test_clicks import clicks_by_id
 
 PROBLEM = "application/problem+json"
 
@@ -85,3 +88,19 @@ async def test_the_openapi_document_states_bodies_and_error_codes(
     assert "202" in pixel["responses"]
     redirect = paths["/r/{link_code}"]["get"]
     assert {"302", "404"} <= set(redirect["responses"])
+
+
+async def test_click_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(
+    make_client: ClientFactory, registered: Registered, stack_settings: Settings
+) -> None:
+    """The test client's address is 203.0.113.7 (tests/ingest/conftest.py)."""
+    headers = {"X-Forwarded-For": "192.0.2.44", "User-Agent": "Mozilla/5.0"}
+    ids = []
+    for trusted in ([], ["203.0.113.0/24"]):
+        async with make_client(trusted_proxies=trusted) as client:
+            response = await client.get(f"/r/{registered.link_code}", headers=headers)
+        ids.append(parse_qs(urlsplit(response.headers["location"]).query)[CLICK_PARAM][0])
+    clicks = clicks_by_id(stack_settings)
+    salt = stack_settings.click_ip_salt
+    assert clicks[ids[0]].ip_hash == ip_hash(salt, "203.0.113.7")
+    assert clicks[ids[1]].ip_hash == ip_hash(salt, "192.0.2.44")
