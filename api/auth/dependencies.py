@@ -47,7 +47,9 @@ async def principal_for_user(
         raise Unauthorized("This session was signed out or revoked; log in again.")
     rows = await repository.user_grants(session, user_id=user_id, tenant_id=tenant_id)
     grants = tuple(Grant(unit_id=u, unit_path=p, role=Role(r)) for u, p, r in rows)
-    return Principal(kind="user", id=user_id, tenant_id=tenant_id, grants=grants)
+    return Principal(
+        kind="user", id=user_id, tenant_id=tenant_id, grants=grants, session_id=family_id
+    )
 
 
 async def authenticate(

@@ -31,6 +31,8 @@ class Principal:
     id: str
     tenant_id: str
     grants: tuple[Grant, ...]
+    # The login session (refresh-token family) a user's access token belongs to, if known.
+    session_id: str | None = None
 
     @property
     def actor(self) -> str:

@@ -13,9 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
 from api.app import create_app
+from api.errors import Unauthorized
+from api.live import service as live_service
 from deploy.stack import api_argv, free_port, wait_ready
 from schemas.settings import Settings
 from tests.api.factories import (
@@ -59,6 +62,28 @@ async def test_logging_out_ends_that_sessions_access_tokens_at_once(client: Asyn
     assert ended.status_code == 401
     assert "revoked" in ended.json()["detail"]
     assert (await client.get(ME, headers=bearer(other["access_token"]))).status_code == 200
+
+
+async def test_a_live_ticket_of_a_session_logged_out_since_does_not_open_the_stream(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    """The stream re-reads its principal (ticket redemption, then every 30 s) with the session."""
+    company = await create_company(client)
+    session = await login(client, company=company["company"]["slug"], email=company["owner_email"])
+    tickets = [
+        (await client.post("/v1/live/tickets", headers=bearer(session["access_token"]))).json()
+        for _ in range(2)
+    ]
+    redis, maker = app.state.redis, app.state.sessionmaker
+    opened = await live_service.redeem_ticket(redis, maker, tickets[0]["ticket"])
+    assert opened.session_id is not None
+    await client.post("/v1/auth/logout", json={"refresh_token": session["refresh_token"]})
+    with pytest.raises(Unauthorized):
+        await live_service.redeem_ticket(redis, maker, tickets[1]["ticket"])
+    with pytest.raises(Unauthorized):
+        await live_service.reload_principal(
+            maker, "user", opened.id, opened.tenant_id, session_id=opened.session_id
+        )
 
 
 async def test_a_reused_refresh_token_ends_the_access_tokens_of_its_family(
