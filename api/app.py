@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from sqlalchemy import text
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api.agents.endpoints import router as agents_router
 from api.analytics.endpoints import router as analytics_router
@@ -114,6 +115,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    if (
+        settings.trusted_proxies
+    ):  # the client address (rate limits, audit) from trusted proxies only
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     app.include_router(v1_router())
     install_dashboard(app)
 

@@ -284,7 +284,9 @@ def ingest_argv(workers: int) -> list[str]:
 
 def api_argv(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
-            "--host", host, "--port", str(port), "--no-access-log"]  # fmt: skip
+            "--host", host, "--port", str(port), "--no-access-log",
+            # X-Forwarded-For is the app's business (REFSTREAM_TRUSTED_PROXIES), not uvicorn's
+            "--no-proxy-headers"]  # fmt: skip
 
 
 def dataflow_argv(recovery_dir: Path) -> list[str]:

@@ -16,7 +16,10 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import structlog
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ingest import endpoints
 from ingest.metrics import exposition
@@ -77,7 +80,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(RequestIdMiddleware)
+    if settings.trusted_proxies:  # click IP hashes from the real client, never a forged header
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     app.include_router(endpoints.router)
+    install_problem_handlers(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -105,8 +111,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Routing errors (unknown path, wrong method) and FastAPI's own validation answer
+    problem+json with a `code`, like every other refusal of the ingress."""
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        if not isinstance(exc, StarletteHTTPException):  # registered for that type only
+            raise exc
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        detail = "no such endpoint" if exc.status_code == 404 else str(exc.detail)
+        return endpoints.Refused(exc.status_code, code, detail, dict(exc.headers or {})).response()
+
+    async def invalid_request(_: Request, __: Exception) -> Response:
+        return endpoints.Refused(400, "bad_request", "invalid request parameters").response()
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+
+
+# Sent on every answer: no MIME sniffing, no framing, and referrers reduced to the origin
+# across sites (what a redirect to the shop passes on).
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"strict-origin-when-cross-origin"),
+)
+
+
 class RequestIdMiddleware:
-    """Binds the request id (`X-Request-Id` or a new one) to every log line and echoes it.
+    """Binds the request id (`X-Request-Id` or a new one) to every log line and echoes it, with
+    the security headers.
 
     Plain ASGI rather than `BaseHTTPMiddleware`, which costs a task group and memory streams
     per request on the hot path.
@@ -127,7 +164,7 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), header]
+                message["headers"] = [*message.get("headers", []), header, *SECURITY_HEADERS]
             await send(message)
 
         await self.app(scope, receive, send_with_id)

@@ -131,6 +131,9 @@ def serve(
         workers=count,
         log_level="warning",
         access_log=False,
+        # X-Forwarded-For is the app's business (REFSTREAM_TRUSTED_PROXIES): uvicorn's default
+        # would trust it from any local peer.
+        proxy_headers=False,
         http="httptools",
         loop="uvloop",
     )

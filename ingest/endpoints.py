@@ -2,7 +2,8 @@
 
 Every refusal is a JSON problem body (`application/problem+json`) with a stable `code`:
 415 unsupported_media_type, 413 body_too_large, 401 unknown_shop / invalid_signature /
-unknown_endpoint, 429 rate_limited, 503 broker_unavailable, 404 unknown_link, 400 bad_request.
+unknown_endpoint, 429 rate_limited, 503 broker_unavailable, 404 unknown_link / bad_landing_url /
+not_found, 405 method_not_allowed, 400 bad_request.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import structlog
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
-from ingest import clicks, guards, odoo, shopify
+from ingest import clicks, docs, guards, odoo, shopify
 from ingest.metrics import CLICKS_LOST, DEAD_LETTERS, DEDUP_HITS, PRODUCE_SECONDS, REQUESTS
 from ingest.producer import ProduceFailed
 from schemas.events.click import ClickEvent, PixelBatch
@@ -25,6 +26,7 @@ from schemas.events.shopify import SHOPIFY_TOPICS
 from schemas.ids import body_sha256, derived_id, random_id
 from schemas.registry import erp_token_hash
 from schemas.topics import Topic, topic_for_shopify
+from schemas.urls import check_http_url
 
 if TYPE_CHECKING:
     from ingest.app import Ingress
@@ -123,7 +125,7 @@ def _count(endpoint: str, topic: str, outcome: str) -> None:
 # --- Shopify -------------------------------------------------------------------------------
 
 
-@router.post("/webhooks/shopify", summary="Shopify webhook (HMAC-verified)")
+@router.post("/webhooks/shopify", summary="Shopify webhook (HMAC-verified)", **docs.SHOPIFY)
 async def shopify_webhook(request: Request) -> Response:
     try:
         return await _shopify(request)
@@ -187,7 +189,7 @@ async def _shopify(request: Request) -> Response:
 # --- Odoo ----------------------------------------------------------------------------------
 
 
-@router.post("/webhooks/odoo/{token}", summary="Odoo webhook (token in the URL)")
+@router.post("/webhooks/odoo/{token}", summary="Odoo webhook (token in the URL)", **docs.ODOO)
 async def odoo_webhook(token: str, request: Request) -> Response:
     try:
         return await _odoo(token, request)
@@ -290,13 +292,23 @@ async def _click_envelope(
     )
 
 
-@router.get("/r/{link_code}", summary="Referral link: record the click, redirect")
+@router.get("/r/{link_code}", summary="Referral link: record the click, redirect", **docs.REDIRECT)
 async def referral_redirect(link_code: str, request: Request) -> Response:
     ingress = _ingress(request)
     link = await ingress.registry.link(link_code)
     if link is None:
         _count("redirect", "click", "unknown_link")
         return Refused(404, "unknown_link", "no such referral link").response()
+    try:
+        check_http_url(link.landing_url)
+    except ValueError as exc:
+        # Stored before the API validated URLs (or written past it): the shopper gets a clear
+        # answer, the operator a log line and a counter, and no click is recorded.
+        _count("redirect", "click", "bad_landing_url")
+        log.warning("ingest.bad_landing_url", link_code=link.code, error=str(exc))
+        return Refused(
+            404, "bad_landing_url", "this referral link's landing URL is not a valid http(s) URL"
+        ).response()
     now = datetime.now(UTC)
     visitor_id = request.cookies.get(clicks.VISITOR_COOKIE) or secrets.token_hex(16)
     click_id = random_id("clk")
@@ -324,7 +336,7 @@ async def referral_redirect(link_code: str, request: Request) -> Response:
     return response
 
 
-@router.post("/v1/clicks", summary="Clicks from the storefront pixel (batch)")
+@router.post("/v1/clicks", summary="Clicks from the storefront pixel (batch)", **docs.PIXEL)
 async def pixel_clicks(request: Request) -> Response:
     ingress = _ingress(request)
     try:

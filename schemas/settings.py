@@ -7,15 +7,16 @@ other module touches `os.environ`. Variables use the prefix `REFSTREAM_`, e.g.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Public (it is in this file): production refuses it (`schemas.production`).
 DEV_CLICK_IP_SALT = "refstream-dev-salt"
@@ -58,7 +59,7 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=1)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=1)
     login_rate_limit: int = Field(
-        default=10, ge=1, description="Login attempts per email and client IP per window."
+        default=10, ge=1, description="Login attempts per company, email and client IP per window."
     )
     login_rate_window_seconds: int = Field(default=60, ge=1)
     open_signup: bool = Field(
@@ -70,6 +71,37 @@ class Settings(BaseSettings):
         description="Largest ledger amount (absolute, in the company's reporting currency) a "
         "manager may approve or adjust; owners have no limit.",
     )
+
+    # --- hardening (issue 13): proxies and login limits ---
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated IPs or CIDR networks of the reverse proxies in front of the "
+        "API and the ingress. Only a peer in this list may set the client address with "
+        "X-Forwarded-For (the rightmost address not in the list wins). Empty: never trusted.",
+    )
+    login_rate_limit_per_ip: int = Field(
+        default=100, ge=1, description="Login attempts per client IP (any company or email)."
+    )
+    login_failure_limit_per_email: int = Field(
+        default=50, ge=1, description="Failed logins per company and email, from any IP."
+    )
+    login_failure_limit_per_company: int = Field(
+        default=200, ge=1, description="Failed logins per company, any email and IP."
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: list[str]) -> list[str]:
+        for proxy in value:
+            ipaddress.ip_network(proxy, strict=False)  # ValueError names the bad entry
+        return value
 
     # --- ingress ---
     ingest_workers: int = Field(default=2, ge=1, description="uvicorn worker processes.")

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.agents.repository import AgentRepository, AgentWithPath
 from api.agents.schemas import AgentCreate, AgentRead, AgentUpdate
 from api.audit import record
-from api.authz.policies import Principal, can
+from api.authz.policies import Principal, can, can_at
 from api.context import RequestMeta
 from api.errors import Forbidden, NotFound
 from api.kit.etag import check_if_match, etag_of
@@ -19,11 +19,11 @@ from schemas.ids import random_id
 
 
 def to_read(principal: Principal, agent: Agent, unit_path: str | None) -> AgentRead:
-    """The agent as this principal may see it: personal data only with the permission (an
-    agent always sees their own)."""
+    """The agent as this principal may see it: personal data only with the permission where the
+    agent lives, decided over all the principal's grants (a company-level agent, without a
+    unit, needs it on the root unit); an agent always sees their own."""
     own = agent.user_id is not None and agent.user_id == principal.user_id
-    path = unit_path or next((g.unit_path for g in principal.grants), "")
-    visible = own or can(principal, "agents.personal_data.read", path)
+    visible = own or can_at(principal, "agents.personal_data.read", unit_path)
     return AgentRead(
         id=agent.id,
         unit_id=agent.unit_id,
@@ -48,6 +48,8 @@ async def create_agent(
 ) -> AgentWithPath:
     path = await _writable_unit_path(session, principal, body.unit_id)
     if body.user_id is not None:
+        if not can(principal, "agents.link_user", path):
+            raise Forbidden("Only an owner may link an agent to a user.")
         user = await session.scalar(
             select(User.id).where(User.id == body.user_id, User.tenant_id == principal.tenant_id)
         )

@@ -11,6 +11,7 @@ from api.authz.dependencies import Authorized
 from api.authz.policies import Principal
 from api.context import Meta
 from api.db import ReadOnlySession, WriteSession
+from api.kit.headers import no_store
 
 router = APIRouter(prefix="/api-keys", tags=["api keys"])
 
@@ -23,7 +24,12 @@ async def list_api_keys(principal: ApiKeysManage, session: ReadOnlySession) -> l
     return [ApiKeyRead.model_validate(k) for k in keys]
 
 
-@router.post("", status_code=201, summary="Create a key; the response is the only time it shows")
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a key; the response is the only time it shows",
+    dependencies=[Depends(no_store)],
+)
 async def create_api_key(
     body: ApiKeyCreate, principal: ApiKeysManage, session: WriteSession, meta: Meta
 ) -> ApiKeyCreated:

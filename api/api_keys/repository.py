@@ -6,8 +6,15 @@ from typing import Any
 from sqlalchemy import ColumnElement, select
 
 from api.authz.policies import Scope
+from api.db import ReadSession
 from api.kit.repository import ScopedRepository, subtree_clause
 from api.models import ApiKey, Unit
+
+
+async def creator_of(session: ReadSession, key_id: str) -> str | None:
+    """The actor who created the API key (revoked or not)."""
+    creator: str | None = await session.scalar(select(ApiKey.created_by).where(ApiKey.id == key_id))
+    return creator
 
 
 class ApiKeyRepository(ScopedRepository[ApiKey]):

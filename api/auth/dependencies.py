@@ -1,7 +1,8 @@
 """Who is calling: resolve a `Principal` from `Authorization: Bearer <jwt|rsk_…>` or `X-API-Key`.
 
-Grants are loaded from the database on every request, so a changed role or a disabled user takes
-effect at once, whatever the access token's remaining lifetime.
+Grants are loaded from the database on every request, so a changed role, a disabled user or a
+revoked login session (the access token names its refresh-token family) takes effect at once,
+whatever the access token's remaining lifetime.
 """
 
 from __future__ import annotations
@@ -36,13 +37,19 @@ async def principal_for_api_key(session: ReadSession, key: str) -> Principal:
     return Principal(kind="api_key", id=api_key.id, tenant_id=api_key.tenant_id, grants=(grant,))
 
 
-async def principal_for_user(session: ReadSession, *, user_id: str, tenant_id: str) -> Principal:
+async def principal_for_user(
+    session: ReadSession, *, user_id: str, tenant_id: str, family_id: str | None = None
+) -> Principal:
     user = await repository.active_user(session, user_id=user_id, tenant_id=tenant_id)
     if user is None:
         raise Unauthorized("The user no longer exists or is disabled.")
+    if family_id is not None and await repository.family_revoked(session, family_id):
+        raise Unauthorized("This session was signed out or revoked; log in again.")
     rows = await repository.user_grants(session, user_id=user_id, tenant_id=tenant_id)
     grants = tuple(Grant(unit_id=u, unit_path=p, role=Role(r)) for u, p, r in rows)
-    return Principal(kind="user", id=user_id, tenant_id=tenant_id, grants=grants)
+    return Principal(
+        kind="user", id=user_id, tenant_id=tenant_id, grants=grants, session_id=family_id
+    )
 
 
 async def authenticate(
@@ -69,7 +76,10 @@ async def authenticate(
             except tokens.InvalidToken as exc:
                 raise Unauthorized("Invalid or expired access token.") from exc
             principal = await principal_for_user(
-                session, user_id=claims.user_id, tenant_id=claims.tenant_id
+                session,
+                user_id=claims.user_id,
+                tenant_id=claims.tenant_id,
+                family_id=claims.family_id,
             )
         await session.rollback()
     request.state.principal_actor = principal.actor

@@ -1,18 +1,23 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from redis.asyncio import Redis
 
 from api.auth import service
 from api.auth.schemas import LoginRequest, RefreshRequest, TokenPair
 from api.context import Meta
 from api.db import WriteSession
+from api.kit.headers import no_store
 from schemas.settings import Settings
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-@router.post("/login", summary="Email + password -> access token + refresh token")
+@router.post(
+    "/login",
+    summary="Email + password -> access token + refresh token",
+    dependencies=[Depends(no_store)],
+)
 async def login(
     request: Request, body: LoginRequest, session: WriteSession, meta: Meta
 ) -> TokenPair:
@@ -21,7 +26,11 @@ async def login(
     return await service.login(session, redis, settings, body, meta)
 
 
-@router.post("/refresh", summary="Rotate a refresh token (reuse revokes its whole family)")
+@router.post(
+    "/refresh",
+    summary="Rotate a refresh token (reuse revokes its whole family)",
+    dependencies=[Depends(no_store)],
+)
 async def refresh(
     request: Request, body: RefreshRequest, session: WriteSession, meta: Meta
 ) -> TokenPair:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.db import ReadSession
@@ -58,6 +58,28 @@ async def refresh_token_for_update(session: AsyncSession, token_hash: str) -> Re
         select(RefreshToken).where(RefreshToken.token_hash == token_hash).with_for_update()
     )
     return token
+
+
+async def family_revoked(session: ReadSession, family_id: str) -> bool:
+    """Whether the refresh-token family (a login session) was revoked (logout, reuse, disable)."""
+    revoked: bool = await session.scalar(
+        select(
+            exists().where(
+                RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_not(None)
+            )
+        )
+    )
+    return revoked
+
+
+async def revoke_user_families(session: AsyncSession, *, user_id: str, now: datetime) -> int:
+    """Revoke every live refresh token of the user; the number revoked."""
+    result = await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def revoke_family(session: AsyncSession, *, family_id: str, now: datetime) -> None:

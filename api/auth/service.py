@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.audit import record
 from api.auth import passwords, repository, tokens
-from api.auth.ratelimit import check_login_rate
+from api.auth.ratelimit import LoginAttempt, LoginLimits, check_login_rate, count_login_failure
 from api.auth.schemas import LoginRequest, TokenPair
 from api.context import RequestMeta
 from api.errors import Unauthorized
@@ -37,17 +37,13 @@ async def login(
     body: LoginRequest,
     meta: RequestMeta,
 ) -> TokenPair:
-    await check_login_rate(
-        redis,
-        company=body.company,
-        email=body.email,
-        client_ip=meta.source_ip or "unknown",
-        limit=settings.login_rate_limit,
-        window_seconds=settings.login_rate_window_seconds,
-    )
+    attempt = LoginAttempt(body.company, body.email, meta.source_ip or "unknown")
+    limits = LoginLimits.from_settings(settings)
+    await check_login_rate(redis, attempt, limits)
     user = await repository.user_by_login(session, company_slug=body.company, email=body.email)
     password_hash = user.password_hash if user and not user.disabled else None
     if user is None or not passwords.verify_password(password_hash, body.password):
+        await count_login_failure(redis, attempt, limits)
         raise Unauthorized("Invalid company, email or password.")
     if password_hash and passwords.needs_rehash(password_hash):
         user.password_hash = passwords.hash_password(body.password)
@@ -116,6 +112,7 @@ async def _issue(
         issuer=settings.jwt_issuer,
         ttl=timedelta(seconds=settings.access_token_ttl_seconds),
         now=meta.now,
+        family_id=family_id,
     )
     plaintext = tokens.new_refresh_token()
     token = RefreshToken(

@@ -22,6 +22,7 @@ class AccessClaims:
     user_id: str
     tenant_id: str
     expires_at: datetime
+    family_id: str | None  # the refresh-token family (login session) it was issued in
 
 
 class InvalidToken(Exception):
@@ -29,9 +30,17 @@ class InvalidToken(Exception):
 
 
 def issue_access_token(
-    *, user_id: str, tenant_id: str, secret: str, issuer: str, ttl: timedelta, now: datetime
+    *,
+    user_id: str,
+    tenant_id: str,
+    secret: str,
+    issuer: str,
+    ttl: timedelta,
+    now: datetime,
+    family_id: str | None = None,
 ) -> tuple[str, datetime]:
-    """A signed access token and its expiry."""
+    """A signed access token and its expiry; `family_id` ties it to its login session, so
+    revoking that session's refresh tokens ends it too."""
     expires_at = now + ttl
     claims = {
         "sub": user_id,
@@ -42,6 +51,8 @@ def issue_access_token(
         "exp": int(expires_at.timestamp()),
         "jti": secrets.token_hex(8),
     }
+    if family_id is not None:
+        claims["fam"] = family_id
     return jwt.encode(claims, secret, algorithm=_ALGORITHM), expires_at
 
 
@@ -62,7 +73,13 @@ def decode_access_token(token: str, *, secret: str, issuer: str, now: datetime) 
     expires_at = datetime.fromtimestamp(int(claims["exp"]), tz=now.tzinfo)
     if now >= expires_at:
         raise InvalidToken("token expired")
-    return AccessClaims(user_id=claims["sub"], tenant_id=claims["tid"], expires_at=expires_at)
+    family = claims.get("fam")
+    return AccessClaims(
+        user_id=claims["sub"],
+        tenant_id=claims["tid"],
+        expires_at=expires_at,
+        family_id=family if isinstance(family, str) else None,
+    )
 
 
 def new_refresh_token() -> str:

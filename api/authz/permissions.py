@@ -49,6 +49,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "agents.read": _ALL,
     "agents.personal_data.read": frozenset({*_OPERATIONS, Role.agent}),
     "agents.write": _MANAGEMENT,
+    # linking an agent row to a user makes its commission that user's money (four eyes)
+    "agents.link_user": _OWNER,
     # operational data (later slices)
     "programs.read": _ALL,
     "programs.write": _OPERATIONS,

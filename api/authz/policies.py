@@ -9,6 +9,7 @@ and `api.kit.repository` turns `readable_scope` into SQL so the same rule filter
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -30,6 +31,8 @@ class Principal:
     id: str
     tenant_id: str
     grants: tuple[Grant, ...]
+    # The login session (refresh-token family) a user's access token belongs to, if known.
+    session_id: str | None = None
 
     @property
     def actor(self) -> str:
@@ -116,10 +119,40 @@ def can_at(principal: Principal, permission: str, unit_path: str | None) -> bool
 
 
 def within_approval_limit(
-    principal: Principal, unit_path: str | None, amount: Decimal, *, manager_limit: Decimal
+    principal: Principal,
+    unit_path: str | None,
+    amount: Decimal,
+    *,
+    manager_limit: Decimal,
+    already: Decimal = Decimal(0),
 ) -> bool:
     """Owners approve any amount; everyone else (who may approve at all) up to `manager_limit`,
-    compared with the amount's absolute value in the reporting currency."""
+    cumulatively: `already` (what the principal approved, or adjusted, for the same agent in the
+    same calendar month) plus the amount's absolute value, all in the reporting currency."""
     if role_at(principal, unit_path) == Role.owner:
         return True
-    return abs(amount) <= manager_limit
+    return already + abs(amount) <= manager_limit
+
+
+def calendar_month(now: datetime) -> tuple[datetime, datetime]:
+    """The UTC calendar month holding `now`, as [its first instant, the next month's first)."""
+    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    after = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+    return start, after
+
+
+def four_eyes_refusal(
+    approver: frozenset[str], *, creator: frozenset[str], linked_user: str | None
+) -> str | None:
+    """Why these people may not approve an entry, or None. `approver` and `creator` are the
+    actors standing for each side (a user, or an API key and the user who created it);
+    `linked_user` is the actor of the user linked to the entry's agent."""
+    if approver & creator:
+        return "You created this entry; another person must approve it."
+    if linked_user is not None and linked_user in approver:
+        return "This entry pays an agent linked to you; another person must approve it."
+    return None

@@ -3,9 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-from api.kit.fields import Email, Name, Password, Slug
+from api.kit.fields import Email, IsoCurrency, Name, Password, Slug
 
 
 class CompanyCreate(BaseModel):
@@ -13,7 +13,7 @@ class CompanyCreate(BaseModel):
 
     name: Name
     slug: Slug
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "USD"
+    currency: IsoCurrency = "USD"
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
     owner_email: Email
     owner_name: Annotated[str, Field(max_length=200)] = ""

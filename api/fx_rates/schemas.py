@@ -4,15 +4,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
-from schemas.money import CURRENCY_MINOR_UNITS, CurrencyCode
-
-
-def _active_iso_code(code: str) -> str:
-    if code not in CURRENCY_MINOR_UNITS:
-        raise ValueError(f"{code} is not an active ISO 4217 currency code")
-    return code
+from api.kit.fields import IsoCurrency
 
 
 def _decimal_text(value: Any) -> Any:
@@ -22,7 +16,6 @@ def _decimal_text(value: Any) -> Any:
     return value
 
 
-IsoCurrency = Annotated[CurrencyCode, AfterValidator(_active_iso_code)]
 # numeric(18, 8): up to 10 integer digits and 8 decimals.
 Rate = Annotated[
     Decimal,

@@ -41,6 +41,22 @@ def in_a_payout() -> ColumnElement[bool]:
     return held_by_a_payout(LedgerEntry.entry_id)
 
 
+# Manual adjustments name their creator in `source_event_id`: "api:<actor>".
+_ADJUSTMENT_SOURCE = "api:"
+
+
+def adjustment_source(actor: str) -> str:
+    return _ADJUSTMENT_SOURCE + actor
+
+
+def created_by(entry: LedgerEntry) -> str | None:
+    """The actor who made a manual adjustment; None for entries the dataflow or a replay wrote."""
+    source = entry.source_event_id
+    return (
+        source.removeprefix(_ADJUSTMENT_SOURCE) if source.startswith(_ADJUSTMENT_SOURCE) else None
+    )
+
+
 EntryRow = tuple[LedgerEntry, str, str | None]  # entry, current status, agent's unit path
 
 
@@ -151,6 +167,62 @@ class LedgerRepository(ScopedRepository[LedgerEntry]):
             .order_by(LedgerStatusEvent.id)
         )
         return (await self.session.scalars(statement)).all()
+
+    async def agent_user(self, agent_id: str) -> str | None:
+        """The user linked to the agent (in the principal's tenant), if any."""
+        user_id: str | None = await self.session.scalar(
+            select(Agent.user_id).where(
+                Agent.id == agent_id, Agent.tenant_id == self.principal.tenant_id
+            )
+        )
+        return user_id
+
+    async def lock_agent(self, agent_id: str) -> None:
+        """Serialise money decisions about one agent (cumulative limits are read, then added to)."""
+        await self.session.execute(
+            select(Agent.id)
+            .where(Agent.id == agent_id, Agent.tenant_id == self.principal.tenant_id)
+            .with_for_update()
+        )
+
+    async def approved_by(
+        self, actor: str, agent_id: str, start: datetime, end: datetime
+    ) -> Decimal:
+        """What `actor` approved for the agent in [start, end): the sum of the absolute amounts
+        in the reporting currency (an entry approved twice counts twice)."""
+        total = await self.session.scalar(
+            select(func.coalesce(func.sum(func.abs(LedgerEntry.amount * LedgerEntry.fx_rate)), 0))
+            .select_from(LedgerStatusEvent)
+            .join(LedgerEntry, LedgerEntry.entry_id == LedgerStatusEvent.entry_id)
+            .where(
+                LedgerStatusEvent.actor == actor,
+                LedgerStatusEvent.status == "approved",
+                LedgerStatusEvent.changed_at >= start,
+                LedgerStatusEvent.changed_at < end,
+                LedgerEntry.tenant_id == self.principal.tenant_id,
+                LedgerEntry.agent_id == agent_id,
+            )
+        )
+        return Decimal(total)
+
+    async def adjusted_by(
+        self, actor: str, agent_id: str, start: datetime, end: datetime
+    ) -> Decimal:
+        """The absolute amounts (reporting currency) of the adjustments `actor` made for the
+        agent in [start, end) of recording time."""
+        total = await self.session.scalar(
+            select(
+                func.coalesce(func.sum(func.abs(LedgerEntry.amount * LedgerEntry.fx_rate)), 0)
+            ).where(
+                LedgerEntry.tenant_id == self.principal.tenant_id,
+                LedgerEntry.agent_id == agent_id,
+                LedgerEntry.kind == "adjustment",
+                LedgerEntry.source_event_id == adjustment_source(actor),
+                LedgerEntry.recorded_at >= start,
+                LedgerEntry.recorded_at < end,
+            )
+        )
+        return Decimal(total)
 
     async def is_in_payout(self, entry_id: str) -> bool:
         held: bool = await self.session.scalar(select(held_by_a_payout(entry_id)))

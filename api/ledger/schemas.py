@@ -139,4 +139,7 @@ class AgentStatement(BaseModel):
     period_start: datetime | None
     period_end: datetime | None
     lines: list[StatementLine]
-    payouts: list[StatementPayout]
+    payouts: list[StatementPayout] | None = Field(
+        description="The agent's payouts in the period; null for callers without "
+        "`payouts.read` where the agent lives (observers, operators)."
+    )

@@ -15,13 +15,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.agents.repository import AgentRepository
+from api.api_keys.repository import creator_of
 from api.audit import record
-from api.authz.policies import Principal, can_at, within_approval_limit
+from api.authz.policies import (
+    Principal,
+    calendar_month,
+    can_at,
+    four_eyes_refusal,
+    within_approval_limit,
+)
 from api.context import RequestMeta
 from api.db import ReadSession
 from api.errors import Conflict, Forbidden, NotFound, Unprocessable
 from api.fx_rates.repository import FxRateRepository
-from api.ledger.repository import LedgerRepository
+from api.ledger.repository import LedgerRepository, adjustment_source, created_by
 from api.ledger.schemas import (
     AdjustmentCreate,
     AgentStatement,
@@ -86,16 +93,30 @@ async def change_status(
     manager_limit: Decimal,
     meta: RequestMeta,
 ) -> LedgerEntryRead:
-    """Approve, hold or reject one entry. Needs `ledger.approve` where the entry's agent lives;
-    approvals above `manager_limit` need an owner. An entry in a payout keeps its status."""
+    """Approve, hold or reject one entry. Needs `ledger.approve` where the entry's agent lives.
+    Four eyes: nobody approves an entry they created or one paying an agent linked to them.
+    Non-owners approve up to `manager_limit` per agent and calendar month (UTC), cumulatively.
+    An entry in a payout keeps its status."""
     repository = LedgerRepository(session, principal, "ledger.read")
     entry, current, path = await repository.get_row(entry_id, lock=True)
     if not can_at(principal, "ledger.approve", path):
         raise Forbidden("You cannot approve, hold or reject this entry.")
-    if target == EntryStatus.APPROVED and not within_approval_limit(
-        principal, path, entry.amount * entry.fx_rate, manager_limit=manager_limit
-    ):
-        raise Forbidden("This amount is above your approval limit; an owner must approve it.")
+    if target == EntryStatus.APPROVED:
+        await _check_four_eyes(session, repository, principal, entry)
+        await repository.lock_agent(entry.agent_id)
+        start, end = calendar_month(meta.now)
+        already = await repository.approved_by(principal.actor, entry.agent_id, start, end)
+        if not within_approval_limit(
+            principal,
+            path,
+            entry.amount * entry.fx_rate,
+            manager_limit=manager_limit,
+            already=already,
+        ):
+            raise Forbidden(
+                f"Approving this entry would take what you approved for this agent this month "
+                f"({already} so far) above your limit of {manager_limit}; an owner must approve it."
+            )
     if target not in TRANSITIONS[current]:
         raise Conflict(f"An entry that is {current!r} cannot become {target.value!r}.")
     if await repository.is_in_payout(entry_id):
@@ -124,6 +145,28 @@ async def change_status(
     return to_read(entry, target.value)
 
 
+async def _people(session: ReadSession, actor: str) -> frozenset[str]:
+    """The actor and, for an API key, the user who created it: one person behind both."""
+    if actor.startswith("api_key:"):
+        creator = await creator_of(session, actor.removeprefix("api_key:"))
+        return frozenset({actor, creator} if creator else {actor})
+    return frozenset({actor})
+
+
+async def _check_four_eyes(
+    session: ReadSession, repository: LedgerRepository, principal: Principal, entry: LedgerEntry
+) -> None:
+    creator = created_by(entry)
+    linked = await repository.agent_user(entry.agent_id)
+    refusal = four_eyes_refusal(
+        await _people(session, principal.actor),
+        creator=await _people(session, creator) if creator else frozenset(),
+        linked_user=f"user:{linked}" if linked else None,
+    )
+    if refusal:
+        raise Forbidden(refusal)
+
+
 _VERBS = {
     EntryStatus.APPROVED: "approve",
     EntryStatus.HOLD: "hold",
@@ -142,11 +185,18 @@ async def create_adjustment(
 ) -> LedgerEntryRead:
     """Append a manual entry for an agent. Its id derives from the idempotency key, so one
     intended adjustment is one entry however often it is sent. Like the dataflow's entries it
-    carries the exchange rate valid at its time (`Unprocessable` without one), and the
-    approval limit applies to its amount in the reporting currency."""
-    _, path = await AgentRepository(session, principal, "ledger.read").get_with_path(body.agent_id)
+    carries the exchange rate valid at its time (`Unprocessable` without one), and a non-owner's
+    adjustments for one agent in a calendar month (UTC) stay within the approval limit,
+    cumulatively, in the reporting currency. Nobody adjusts an agent linked to themselves."""
+    agent, path = await AgentRepository(session, principal, "ledger.read").get_with_path(
+        body.agent_id
+    )
     if not can_at(principal, "ledger.adjust", path):
         raise Forbidden("You cannot adjust this agent's ledger.")
+    if agent.user_id is not None and f"user:{agent.user_id}" in await _people(
+        session, principal.actor
+    ):
+        raise Forbidden("This agent is linked to you; another person must adjust it.")
     occurred_at = body.occurred_at or meta.now
     rates = FxRateRepository(session, principal, "fx_rates.read")
     fx_rate = await rates.rate_at(body.currency, occurred_at)
@@ -156,8 +206,17 @@ async def create_adjustment(
             "(POST /v1/fx-rates) before adjusting in that currency."
         )
     in_reporting = body.amount * fx_rate
-    if not within_approval_limit(principal, path, in_reporting, manager_limit=manager_limit):
-        raise Forbidden("This amount is above your limit; an owner must make this adjustment.")
+    ledger = LedgerRepository(session, principal, "ledger.read")
+    await ledger.lock_agent(body.agent_id)
+    start, end = calendar_month(meta.now)
+    already = await ledger.adjusted_by(principal.actor, body.agent_id, start, end)
+    if not within_approval_limit(
+        principal, path, in_reporting, manager_limit=manager_limit, already=already
+    ):
+        raise Forbidden(
+            f"This adjustment would take what you adjusted for this agent this month "
+            f"({already} so far) above your limit of {manager_limit}; an owner must make it."
+        )
     if body.program_id is not None:
         program = await session.get(Program, body.program_id)
         if program is None or program.tenant_id != principal.tenant_id:
@@ -179,7 +238,7 @@ async def create_adjustment(
         occurred_at=occurred_at,
         recorded_at=meta.now,
         reason=body.reason,
-        source_event_id=f"api:{principal.actor}",
+        source_event_id=adjustment_source(principal.actor),
     )
     session.add(entry)
     try:
@@ -208,8 +267,9 @@ async def statement(
     start: datetime | None,
     end: datetime | None,
 ) -> AgentStatement:
-    """An agent's totals per currency and status over the period, and their payouts in it."""
-    agent, _ = await AgentRepository(session, principal, "ledger.read").get_with_path(agent_id)
+    """An agent's totals per currency and status over the period, and their payouts in it
+    (`payouts` is None for a caller without `payouts.read` where the agent lives)."""
+    agent, path = await AgentRepository(session, principal, "ledger.read").get_with_path(agent_id)
     sums: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     repository = LedgerRepository(session, principal, "ledger.read")
     for currency, status, in_payout, amount in await repository.statement_sums(
@@ -234,8 +294,12 @@ async def statement(
         )
         for currency, by in sorted(sums.items())
     ]
-    payouts = await PayoutRepository(session, principal, "ledger.read").for_agent(
-        agent_id, start=start, end=end
+    payouts = (
+        await PayoutRepository(session, principal, "payouts.read").for_agent(
+            agent_id, start=start, end=end
+        )
+        if can_at(principal, "payouts.read", path)
+        else None
     )
     return AgentStatement(
         agent_id=agent.id,
@@ -243,5 +307,5 @@ async def statement(
         period_start=start,
         period_end=end,
         lines=lines,
-        payouts=[StatementPayout.model_validate(p) for p in payouts],
+        payouts=None if payouts is None else [StatementPayout.model_validate(p) for p in payouts],
     )

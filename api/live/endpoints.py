@@ -11,6 +11,7 @@ from api.auth.dependencies import ApiKeyHeader, BearerCredentials, authenticate
 from api.authz.dependencies import Authorized
 from api.authz.policies import Principal, can_anywhere
 from api.errors import Forbidden
+from api.kit.headers import no_store
 from api.live import service
 from api.live.hub import LiveHub
 from api.live.schemas import LiveTicket
@@ -57,6 +58,7 @@ async def _live_principal(
     "/live/tickets",
     status_code=201,
     summary="A one-time ticket to open the live stream from a browser (EventSource)",
+    dependencies=[Depends(no_store)],
 )
 async def create_ticket(principal: LiveRead, request: Request) -> LiveTicket:
     redis: Redis = request.app.state.redis

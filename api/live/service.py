@@ -54,7 +54,12 @@ def _ticket_key(ticket: str) -> str:
 async def issue_ticket(redis: Redis, principal: Principal) -> str:
     """A one-time ticket standing for `principal` for `TICKET_TTL_SECONDS`."""
     ticket = TICKET_PREFIX + secrets.token_urlsafe(24)
-    who = {"kind": principal.kind, "id": principal.id, "tenant_id": principal.tenant_id}
+    who = {
+        "kind": principal.kind,
+        "id": principal.id,
+        "tenant_id": principal.tenant_id,
+        "session_id": principal.session_id,
+    }
     await redis.set(_ticket_key(ticket), orjson.dumps(who), ex=TICKET_TTL_SECONDS)
     return ticket
 
@@ -67,17 +72,27 @@ async def redeem_ticket(
     if raw is None:
         raise Unauthorized("Unknown, used or expired live ticket.")
     who = orjson.loads(raw)
-    return await reload_principal(maker, who["kind"], who["id"], who["tenant_id"])
+    return await reload_principal(
+        maker, who["kind"], who["id"], who["tenant_id"], session_id=who.get("session_id")
+    )
 
 
 async def reload_principal(
-    maker: async_sessionmaker[AsyncSession], kind: str, principal_id: str, tenant_id: str
+    maker: async_sessionmaker[AsyncSession],
+    kind: str,
+    principal_id: str,
+    tenant_id: str,
+    *,
+    session_id: str | None = None,
 ) -> Principal:
-    """The principal as the database says now (disabled users and revoked keys fail)."""
+    """The principal as the database says now (disabled users, revoked login sessions and
+    revoked keys fail)."""
     async with maker() as session:
         try:
             if kind == "user":
-                return await principal_for_user(session, user_id=principal_id, tenant_id=tenant_id)
+                return await principal_for_user(
+                    session, user_id=principal_id, tenant_id=tenant_id, family_id=session_id
+                )
             found = await repository.api_key_principal(
                 session, key_id=principal_id, tenant_id=tenant_id
             )
@@ -114,7 +129,9 @@ class ScopeTracker:
 
     async def refresh(self) -> None:
         p = self.principal
-        self.principal = await reload_principal(self.maker, p.kind, p.id, p.tenant_id)
+        self.principal = await reload_principal(
+            self.maker, p.kind, p.id, p.tenant_id, session_id=p.session_id
+        )
         self.scope = await load_scope(self.maker, self.principal)
         self.loaded_at = self.clock()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from decimal import Decimal
 
 from sqlalchemy import delete, select
@@ -214,26 +215,40 @@ CSV_COLUMNS = (
 )
 
 
+# OWASP's CSV-injection rule: a cell a spreadsheet would read as a formula gets a leading "'".
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+def csv_cell(value: str) -> str:
+    """`value` as a CSV cell no spreadsheet evaluates: text starting with = + - @ tab or CR is
+    prefixed with a single quote. The export's own negative amounts (plain decimals) stay
+    numbers."""
+    if value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 async def export_csv(session: ReadSession, principal: Principal, payout_id: str) -> str:
-    """One line per entry of the payout (amounts as exact decimals)."""
+    """One line per entry of the payout (amounts as exact decimals); every cell passes
+    `csv_cell`, since order ids and references come from outside."""
     repository = PayoutRepository(session, principal, "payouts.read")
     payout, _ = await repository.get_with_path(payout_id)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for item, entry in await repository.items(payout_id):
-        writer.writerow(
-            (
-                payout.id,
-                payout.agent_id,
-                entry.entry_id,
-                entry.kind,
-                entry.order_id,
-                entry.occurred_at.isoformat(),
-                str(item.amount),
-                payout.currency.strip(),
-                payout.status,
-                payout.reference,
-            )
+        row = (
+            payout.id,
+            payout.agent_id,
+            entry.entry_id,
+            entry.kind,
+            entry.order_id,
+            entry.occurred_at.isoformat(),
+            str(item.amount),
+            payout.currency.strip(),
+            payout.status,
+            payout.reference,
         )
+        writer.writerow(csv_cell(cell) for cell in row)
     return out.getvalue()

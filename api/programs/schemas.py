@@ -5,8 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.kit.fields import HttpUrlText, Name
-from schemas.money import CurrencyCode
+from api.kit.fields import HttpUrlText, IsoCurrency, Name
 
 AttributionModel = Literal["last_click", "first_click"]
 
@@ -16,7 +15,7 @@ class ProgramCreate(BaseModel):
 
     name: Name
     landing_url: HttpUrlText
-    currency: CurrencyCode = "USD"
+    currency: IsoCurrency = "USD"
     lookback_days: int = Field(default=30, ge=1, le=3650)
     attribution_model: AttributionModel = "last_click"
     coupon_beats_cookie: bool = True

@@ -30,6 +30,16 @@ async def create_user(
     return service.to_read(principal, await service.create_user(session, principal, body, meta))
 
 
+@router.post(
+    "/{user_id}/disable",
+    summary="Disable a user: logins refused, refresh tokens revoked, access tokens stop at once",
+)
+async def disable_user(
+    user_id: str, principal: UsersManage, session: WriteSession, meta: Meta
+) -> UserRead:
+    return service.to_read(principal, await service.disable_user(session, principal, user_id, meta))
+
+
 @router.put("/{user_id}/memberships/{unit_id}", summary="Grant or change the role on a unit")
 async def set_membership(
     user_id: str,

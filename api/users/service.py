@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.audit import record
 from api.auth.passwords import hash_password
+from api.auth.repository import revoke_user_families
 from api.authz.permissions import Role
 from api.authz.policies import Principal, can
 from api.context import RequestMeta
@@ -134,3 +135,31 @@ async def delete_membership(
         after=None,
         meta=meta,
     )
+
+
+async def disable_user(
+    session: AsyncSession, principal: Principal, user_id: str, meta: RequestMeta
+) -> User:
+    """Disable a user of the caller's subtrees: logins are refused, every refresh token is
+    revoked and access tokens stop at their next request (grants are read per request). API
+    keys the user created stay valid (they are the company's credentials, revoked one by one)."""
+    user = await UserRepository(session, principal, "users.manage").get(user_id)
+    if user_id == principal.user_id:
+        raise Conflict("You cannot disable yourself; ask another owner.")
+    before = snapshot(user)
+    if not user.disabled:
+        user.disabled = True
+    revoked = await revoke_user_families(session, user_id=user_id, now=meta.now)
+    await session.flush()
+    await record(
+        session,
+        tenant_id=principal.tenant_id,
+        actor=principal.actor,
+        action="user.disable",
+        entity_type="user",
+        entity_id=user_id,
+        before=before,
+        after={**snapshot(user), "refresh_tokens_revoked": revoked},
+        meta=meta,
+    )
+    return user

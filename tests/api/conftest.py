@@ -43,6 +43,9 @@ def api_settings(pg_url: str, redis_url: str, api_clickhouse_url: str) -> Settin
         redis_url=redis_url,
         clickhouse_url=api_clickhouse_url,
         jwt_secret="test-secret-" + "x" * 40,
+        # Every test's client shares one address within the window: only tests that set it
+        # lower (tests/api/test_auth_hardening.py) exercise the per-IP limit.
+        login_rate_limit_per_ip=100_000,
     )
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta, timezone
 
 from api.authz.permissions import PERMISSIONS, ROLE_RANK, Role
 from api.authz.policies import (
     Grant,
     Principal,
+    calendar_month,
     can,
     can_anywhere,
     can_company_wide,
     effective_role,
+    four_eyes_refusal,
     readable_scope,
 )
 
@@ -72,3 +75,22 @@ def test_readable_scope_merges_nested_subtrees_and_marks_agent_reach() -> None:
 def test_company_wide_needs_the_root_unit() -> None:
     assert can_company_wide(principal((ROOT, Role.owner)), "audit.read")
     assert not can_company_wide(principal((EMEA, Role.owner)), "audit.read")
+
+
+def test_calendar_month_is_the_utc_month_and_rolls_over_the_year() -> None:
+    assert calendar_month(datetime(2026, 12, 31, 23, 59, tzinfo=UTC)) == (
+        datetime(2026, 12, 1, tzinfo=UTC),
+        datetime(2027, 1, 1, tzinfo=UTC),
+    )
+    # 00:30 on 1 March in UTC+2 is still February in UTC.
+    plus_two = timezone(timedelta(hours=2))
+    assert calendar_month(datetime(2026, 3, 1, 0, 30, tzinfo=plus_two))[0] == datetime(
+        2026, 2, 1, tzinfo=UTC
+    )
+
+
+def test_four_eyes_refuses_the_creator_and_the_linked_user() -> None:
+    me = frozenset({"api_key:k1", "user:u1"})
+    assert four_eyes_refusal(me, creator=frozenset({"user:u1"}), linked_user=None)
+    assert four_eyes_refusal(me, creator=frozenset(), linked_user="user:u1")
+    assert four_eyes_refusal(me, creator=frozenset({"user:u2"}), linked_user="user:u3") is None

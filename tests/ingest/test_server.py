@@ -10,14 +10,17 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import orjson
 import pytest
 
 from deploy import stack
+from ingest.clicks import CLICK_PARAM, ip_hash
 from schemas.settings import Settings
 from tests.ingest.conftest import Registered, shopify_headers
+from tests.ingest.test_clicks import clicks_by_id
 
 
 @pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
@@ -84,3 +87,19 @@ def test_workers_accept_webhooks_and_share_one_metrics_view(
         if line.startswith("refstream_ingest_requests_total{") and "unknown_link" in line
     ]  # fmt: skip
     assert [float(line.rsplit(" ", 1)[1]) for line in unknown] == [1.0]
+
+
+def test_a_forged_x_forwarded_for_does_not_change_the_click_address(
+    server: str, registered: Registered, stack_settings: Settings
+) -> None:
+    """uvicorn on its own trusts X-Forwarded-For from local peers; `ingest serve` leaves the
+    header to REFSTREAM_TRUSTED_PROXIES (empty here), so the click's IP is the peer's."""
+    with httpx.Client(base_url=server, timeout=10) as client:
+        response = client.get(
+            f"/r/{registered.link_code}",
+            headers={"X-Forwarded-For": "192.0.2.44", "User-Agent": "Mozilla/5.0"},
+        )
+    assert response.status_code == 302
+    click_id = parse_qs(urlsplit(response.headers["location"]).query)[CLICK_PARAM][0]
+    click = clicks_by_id(stack_settings)[click_id]
+    assert click.ip_hash == ip_hash(Settings().click_ip_salt, "127.0.0.1")

@@ -1,0 +1,176 @@
+"""OpenAPI descriptions of the ingress's routes. The handlers read raw bodies (HMAC is computed
+over the exact bytes), so FastAPI cannot infer bodies or answers: they are declared here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from schemas.events.click import PixelBatch
+
+PROBLEM_JSON = "application/problem+json"
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem document with a stable machine-readable `code`.",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+    },
+}
+
+_OUTCOME_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "event_id"],
+    "properties": {
+        "status": {"type": "string", "enum": ["accepted", "duplicate", "dead_lettered"]},
+        "event_id": {"type": "string"},
+    },
+}
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON Schema with its `$defs` inlined (valid anywhere in an OpenAPI document)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+def problems(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the refusals `codes` ((status, code) pairs), grouped by status."""
+    by_status: dict[int, list[str]] = {}
+    for status, code in codes:
+        by_status.setdefault(status, []).append(code)
+    return {
+        status: {
+            "description": "Problem; `code`: " + ", ".join(f"`{c}`" for c in names),
+            "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+        }
+        for status, names in sorted(by_status.items())
+    }
+
+
+def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+def outcome(description: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "description": description,
+            "content": {"application/json": {"schema": _OUTCOME_SCHEMA}},
+        }
+    }
+
+
+_BODY_REFUSALS = ((415, "unsupported_media_type"), (413, "body_too_large"), (400, "bad_request"))
+_BROKER = ((503, "broker_unavailable"),)
+
+SHOPIFY: dict[str, Any] = {
+    "responses": {
+        **outcome(
+            "Stored in Kafka (`accepted`), seen before (`duplicate`) or kept as a dead letter"
+        ),
+        **problems(
+            *_BODY_REFUSALS,
+            (401, "unknown_shop"),
+            (401, "invalid_signature"),
+            (429, "rate_limited"),
+            *_BROKER,
+        ),
+    },
+    "openapi_extra": {
+        **json_body(
+            {"type": "object", "description": "The payload of the topic in X-Shopify-Topic."},
+            "A Shopify webhook payload, verified with X-Shopify-Hmac-Sha256 over the raw bytes.",
+        ),
+        "parameters": [
+            {"name": name, "in": "header", "required": required, "schema": {"type": "string"}}
+            for name, required in (
+                ("X-Shopify-Topic", True),
+                ("X-Shopify-Shop-Domain", True),
+                ("X-Shopify-Hmac-Sha256", True),
+                ("X-Shopify-Event-Id", False),
+                ("X-Shopify-Webhook-Id", False),
+            )
+        ],
+    },
+}
+
+ODOO: dict[str, Any] = {
+    "responses": {
+        **outcome(
+            "Stored in Kafka (`accepted`), seen before (`duplicate`) or kept as a dead letter"
+        ),
+        **problems(*_BODY_REFUSALS, (401, "unknown_endpoint"), (429, "rate_limited"), *_BROKER),
+    },
+    "openapi_extra": json_body(
+        {
+            "type": "object",
+            "required": ["_model", "_id"],
+            "properties": {
+                "_model": {"type": "string", "examples": ["sale.order", "account.move"]},
+                "_id": {"type": "integer"},
+                "_action": {"type": "string"},
+            },
+            "additionalProperties": True,
+        },
+        "An Odoo 'Send Webhook Notification' body: the record's model, id and fields.",
+    ),
+}
+
+REDIRECT: dict[str, Any] = {
+    "responses": {
+        302: {
+            "description": "Redirect to the program's landing URL with `rsclid`; sets the "
+            "`rs_vid` and `rs_clid` cookies",
+            "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
+        },
+        **problems((404, "unknown_link"), (404, "bad_landing_url")),
+    },
+}
+
+PIXEL: dict[str, Any] = {
+    "status_code": 202,
+    "responses": {
+        202: {
+            "description": "Accepted click ids and rejected items (`unknown_link`)",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "accepted": {"type": "array", "items": {"type": "object"}},
+                            "rejected": {"type": "array", "items": {"type": "object"}},
+                        },
+                    }
+                }
+            },
+        },
+        **problems(*_BODY_REFUSALS, *_BROKER),
+    },
+    "openapi_extra": json_body(inline_schema(PixelBatch), "Up to 100 clicks."),
+}
