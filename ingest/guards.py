@@ -2,6 +2,13 @@
 
 Deduplication here is the fast path only; downstream stays idempotent on event ids, because a
 delivery can race its own retry and Redis is not the money ledger.
+
+**Without Redis the guards fail open**: a request is admitted (not rate-limited, not a known
+duplicate), a click counts as the first, and `remember` is skipped, each counted in
+`refstream_ingest_redis_unavailable_total{operation}` and logged. Accepting is safe: the dataflow
+deduplicates by event id and the sinks are idempotent, so a duplicate let through changes no
+total, while refusing would turn a cache outage into lost clicks (shoppers are redirected
+anyway) and webhook retries. Rate limits are off for the outage.
 """
 
 from __future__ import annotations
@@ -10,8 +17,18 @@ import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from ingest.metrics import REDIS_UNAVAILABLE
 
 PREFIX = "refstream:ingest"
+log = structlog.get_logger(__name__)
+
+
+def _unavailable(operation: str, exc: BaseException) -> None:
+    REDIS_UNAVAILABLE.labels(operation).inc()
+    log.warning("ingest_redis_unavailable", operation=operation, error=str(exc)[:200])
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +52,27 @@ async def admit(
     pipe.incr(rate_key)
     pipe.expire(rate_key, 2)
     pipe.exists(dedup)
-    count, _, seen = await pipe.execute()
+    try:
+        count, _, seen = await pipe.execute()
+    except (RedisError, OSError) as exc:  # fail open (see the module docstring)
+        _unavailable("admit", exc)
+        return Admission(over_limit=False, duplicate=False)
     return Admission(over_limit=int(count) > limit_per_second, duplicate=bool(seen))
 
 
 async def remember(redis: aioredis.Redis, dedup: str, ttl_seconds: int) -> None:
     """Mark a delivery as written to Kafka (after the broker's ack, never before)."""
-    await redis.set(dedup, b"1", ex=ttl_seconds)
+    try:
+        await redis.set(dedup, b"1", ex=ttl_seconds)
+    except (RedisError, OSError) as exc:
+        _unavailable("remember", exc)
 
 
 async def first_click(redis: aioredis.Redis, fingerprint: str, window_seconds: int) -> bool:
     """True for the first click of a visitor on a link within the window; later ones are dups."""
-    created = await redis.set(f"{PREFIX}:click:{fingerprint}", b"1", nx=True, ex=window_seconds)
+    try:
+        created = await redis.set(f"{PREFIX}:click:{fingerprint}", b"1", nx=True, ex=window_seconds)
+    except (RedisError, OSError) as exc:
+        _unavailable("first_click", exc)
+        return True
     return bool(created)

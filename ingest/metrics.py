@@ -32,6 +32,11 @@ DEAD_LETTERS = Counter(
     "refstream_ingest_dead_letters_total", "Authenticated bodies sent to the dead-letter topic.",
     ["source"],
 )  # fmt: skip
+REDIS_UNAVAILABLE = Counter(
+    "refstream_ingest_redis_unavailable_total",
+    "Guard operations that found Redis unreachable and failed open (see ingest/guards.py).",
+    ["operation"],
+)
 CLICKS_LOST = Counter(
     "refstream_ingest_clicks_unrecorded_total",
     "Redirects served while the broker did not acknowledge the click.",

@@ -24,6 +24,7 @@ from typing_extensions import override
 from dataflows.attribution.events import AnyClick, AnyEnvelope, to_ms
 from dataflows.sinks.deadletter import DeadLetterWriter, isolate
 from dataflows.sinks.live import LivePublisher
+from dataflows.sinks.retry import with_retries
 from schemas.events.shopify import ShopifyRefund, parse_shopify_body
 from schemas.ledger import AttributedConversion, CommissionAccrual
 from schemas.settings import Settings
@@ -160,6 +161,11 @@ def is_content_error(exc: BaseException) -> bool:
     return code is None or int(code) in CONTENT_ERROR_CODES
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """The server could not be reached or dropped the connection: worth waiting for."""
+    return isinstance(exc, OperationalError)
+
+
 class _Partition(StatelessSinkPartition[tuple[str, list[Row]]]):
     def __init__(self, settings: Settings, deadletter_topic: str) -> None:
         self._client = client_for(settings)
@@ -183,7 +189,11 @@ class _Partition(StatelessSinkPartition[tuple[str, list[Row]]]):
         # server's asynchronous insert buffer (acknowledged once flushed), so a trickle does not
         # make one part per row; large batches are parts of their own.
         settings = ASYNC_INSERT if len(rows) < ASYNC_BELOW_ROWS else None
-        self._client.insert(table, list(rows), column_names=list(COLUMNS[table]), settings=settings)
+        columns = list(COLUMNS[table])
+        with_retries(
+            lambda: self._client.insert(table, list(rows), column_names=columns, settings=settings),
+            is_unavailable, store="clickhouse",
+        )  # fmt: skip
 
     def _reject(self, table: str, row: Row, error: BaseException) -> None:
         self._dead.reject(

@@ -22,6 +22,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
 from dataflows.sinks.deadletter import DeadLetterWriter, isolate
+from dataflows.sinks.retry import with_retries
 from schemas.ledger import CommissionAccrual, EntryApproval
 from schemas.topics import Topic
 
@@ -95,20 +96,35 @@ def is_content_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError)
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """The server could not be reached or the connection broke (a restart, a failover)."""
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
 class _Partition(StatelessSinkPartition[LedgerBatch]):
     def __init__(self, postgres_url: str, dead: DeadLetterWriter) -> None:
-        self._conn = psycopg.connect(postgres_url, autocommit=True)
+        self._url = postgres_url
+        self._conn = with_retries(self._connect, is_unavailable, store="postgres")
         self._dead = dead
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+
+    def _reconnect(self) -> None:
+        self._conn.close()
+        self._conn = self._connect()
 
     def write_batch(self, items: list[LedgerBatch]) -> None:
         # An entry PostgreSQL refuses for its content is dead-lettered on its own; the others
         # are written (one transaction per surviving part, entries before their approvals).
+        # An outage is waited out (`retry`): each part is one transaction, retried whole.
         isolate(
             [e for _, batch in items for e in batch],
-            lambda part: write_entries(self._conn, list(part)),
+            lambda part: with_retries(lambda: write_entries(self._conn, list(part)),
+                                      is_unavailable, store="postgres", recover=self._reconnect),
             is_content_error,
             self._reject,
-        )
+        )  # fmt: skip
 
     def _reject(self, item: CommissionAccrual | EntryApproval, error: BaseException) -> None:
         what = "ledger entry" if isinstance(item, CommissionAccrual) else "approval"
