@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -40,6 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -293,6 +295,40 @@ def restart_broker(e2e: E2EStack) -> None:
     assert e2e.pid("kafka") != before
 
 
+OUTAGE_SECONDS = 10
+
+
+def clickhouse_outage(e2e: E2EStack) -> None:
+    """The ClickHouse server stopped for 10 s mid-stream, then started again (`refstream up`):
+    the dataflow's sink waits the outage out and writes the same batches afterwards."""
+    e2e.stop("clickhouse")
+    time.sleep(OUTAGE_SECONDS)
+    e2e.up()
+
+
+def postgres_outage(e2e: E2EStack) -> None:
+    """The machine's PostgreSQL stopped (fast shutdown: every connection cut) for 10 s
+    mid-stream; `refstream up` starts it again, as it does when PostgreSQL is down."""
+    cluster = sorted(Path("/etc/postgresql").glob("*"))[-1].name
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "stop",
+                    "-m", "fast"], check=True, capture_output=True)  # fmt: skip
+    try:
+        time.sleep(OUTAGE_SECONDS)
+    finally:
+        e2e.up()
+
+
+def redis_outage(e2e: E2EStack) -> None:
+    """The machine's Redis shut down for 10 s mid-stream (its data is gone: no persistence);
+    `refstream up` starts it again. The ingress fails open meanwhile (`ingest/guards.py`)."""
+    subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"],
+                   check=False, capture_output=True)  # fmt: skip
+    try:
+        time.sleep(OUTAGE_SECONDS)
+    finally:
+        e2e.up()
+
+
 def restart_api(e2e: E2EStack) -> None:
     before = e2e.pid("api")
     e2e.stop("api")
@@ -313,6 +349,9 @@ def test_faults_change_nothing(e2e_stack: E2EStack, capsys: pytest.CaptureFixtur
         ("broker outage 6 s (SIGSTOP/CONT)", [broker_outage], False, []),
         ("broker restart, before traffic", [], False, [restart_broker]),
         ("API restart", [restart_api], False, []),
+        ("ClickHouse stopped 10 s", [clickhouse_outage], False, []),
+        ("PostgreSQL stopped 10 s", [postgres_outage], False, []),
+        ("Redis stopped 10 s", [redis_outage], False, []),
         ("webhooks x3, shuffled", [], True, []),
     ]
     if FULL:
