@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from dataflows.attribution.bounds import OutOfBounds, check_time
 from dataflows.attribution.events import Unprocessable, click_event, parse_click, parse_envelope
-from dataflows.attribution.wire import decode_click, decode_envelope
+from dataflows.attribution.wire import ClickBody, Envelope, decode_click, decode_envelope
 from dataflows.sinks.clickhouse import click_row, raw_event_row
 from schemas.events.click import ClickEvent
 from schemas.events.envelope import EventEnvelope, Source
@@ -187,3 +187,10 @@ def test_broken_json_and_mismatched_bodies_are_refused_by_both() -> None:
     for bad in (raw[:-1], b"[]", b"null", orjson.dumps(doc)):
         assert _msgspec(bad) is None
         assert _flow(bad) is None
+
+
+def test_the_msgspec_structs_have_exactly_the_contracts_fields() -> None:
+    """A field added to the pydantic contract must be added to the hot path's decoder too (a
+    missing one would be refused there and only slowed down, an extra one never checked)."""
+    assert set(Envelope.__struct_fields__) == set(EventEnvelope.model_fields)
+    assert set(ClickBody.__struct_fields__) == set(ClickEvent.model_fields)
