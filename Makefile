@@ -47,10 +47,11 @@ chaos: install
 	CHAOS_FULL=1 CHAOS_ORDERS=$(CHAOS_ORDERS) $(BIN)/pytest -q -p no:cacheprovider \
 		--timeout 1800 tests/e2e/test_chaos.py
 
+# status before the demo, so the dashboard URL and the logins the demo prints stay on screen.
 demo: install
 	$(BIN)/refstream up
-	$(BIN)/refstream demo
 	$(BIN)/refstream status
+	$(BIN)/refstream demo
 
 up: install
 	$(BIN)/refstream up
