@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from fractions import Fraction
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -35,7 +36,7 @@ from dataflows.attribution.logic import (
     CouponOwner,
 )
 from schemas.commission_rules import CommissionRuleSet
-from schemas.conversion import normalise_coupon, normalise_email
+from schemas.conversion import Conversion, normalise_coupon, normalise_email
 from schemas.ids import derived_id
 
 log = structlog.get_logger(__name__)
@@ -146,6 +147,23 @@ class TenantConfig:
         rates = self.fx_rates.get(currency, ())
         index = bisect_right(rates, at, key=lambda r: r[0])
         return rates[index - 1][1] if index else None
+
+    def cross_rate(self, source: str, target: str, at: datetime) -> Fraction | None:
+        """Units of `target` per 1 `source` at instant `at`, exactly, through the reporting
+        currency (`fx_rate(source) / fx_rate(target)`): how a rule set in `source` is applied
+        to an order in `target`, at the rate fixed at the order's event time. 1 for one
+        currency; `None` when either rate is unknown (or zero) at `at`."""
+        if source == target:
+            return Fraction(1)
+        numerator, denominator = self.fx_rate(source, at), self.fx_rate(target, at)
+        if numerator is None or not denominator:
+            return None
+        return Fraction(numerator) / Fraction(denominator)
+
+    def rules_rate(self, rules: CommissionRuleSet, conversion: Conversion) -> Fraction | None:
+        """The rate `rules`' amounts apply to `conversion` at: units of the order's currency per
+        1 of the rules' currency at the order's event time (see `cross_rate`)."""
+        return self.cross_rate(rules.currency, conversion.currency, conversion.occurred_at)
 
 
 @dataclass(frozen=True)

@@ -580,6 +580,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
                 conversion, decision, rules, book.chain,
                 period_volume=book.period_volume, is_new_customer=book.is_new_customer,
                 fx_rate=book.fx_rate,
+                rules_rate=cfg.rules_rate(rules, conversion),
             )  # fmt: skip
         except CommissionError as exc:
             reason = f"commission: order {conversion.order_id}: {exc}"
@@ -620,6 +621,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
                         updated, book.decision, rules, book.chain,
                         period_volume=book.period_volume, is_new_customer=book.is_new_customer,
                         fx_rate=book.fx_rate,
+                        rules_rate=cfg.rules_rate(rules, updated),
                     )  # fmt: skip
                 except CommissionError as exc:
                     reason = f"commission: edit of order {updated.order_id}: {exc}"

@@ -10,6 +10,7 @@ from decimal import Decimal
 import orjson
 import psycopg
 from bytewax.testing import run_main
+from psycopg.types.json import Jsonb
 
 from dataflows.attribution.flow import build
 from deploy.demo import read_to_end
@@ -23,6 +24,7 @@ from tests.dataflows.builders import (
     order,
     order_body,
     refund,
+    rules_body,
     shopify,
 )
 from tests.dataflows.conftest import Tenant, Topics, clickhouse_totals, ledger_totals, produce
@@ -160,3 +162,49 @@ def test_pipeline_applies_the_attribution_rules_through_the_real_servers(
         (t.bob, Decimal("20.00"), 2),
         (t.boss, Decimal("1.00"), 5),
     ]
+
+
+def test_an_eur_order_under_usd_rules_earns_the_converted_flat_amount(
+    stack_settings: Settings, tenant: Tenant, topics: Topics
+) -> None:
+    t = tenant
+    flat = rules_body(t.program, version=2, overrides=["5"])
+    flat["base"] = {"kind": "flat_per_unit", "value": "5.00"}  # USD, the program's currency
+    with psycopg.connect(stack_settings.postgres_url) as conn:
+        conn.execute(
+            "INSERT INTO commission_rules (id, version, tenant_id, program_id, body)"
+            " VALUES (%s, 2, %s, %s, %s)",
+            (flat["rule_id"], t.tenant_id, t.program, Jsonb(flat)),
+        )
+        conn.execute(
+            "INSERT INTO fx_rates (tenant_id, currency, rate, valid_from, created_by)"
+            " VALUES (%s, 'EUR', 1.08, %s, 'test')",
+            (t.tenant_id, T0 - days(30)),
+        )
+    c1, c2 = click_id(f"{t.tenant_id}-fx1"), click_id(f"{t.tenant_id}-fx2")
+    produce(stack_settings, [
+        (topics.clicks, click(t.tenant_id, c1, at=T0, agent=t.ana, program=t.program)),
+        (topics.orders, order(t.tenant_id, 3001, at=T0 + days(1), cites=c1, currency="EUR",
+                              lines=[(1, 2, "40.00")])),
+        # No GBP rate: this one stays a dead letter.
+        (topics.clicks, click(t.tenant_id, c2, at=T0, agent=t.ana, program=t.program)),
+        (topics.orders, order(t.tenant_id, 3002, at=T0 + days(1), cites=c2, currency="GBP")),
+    ])  # fmt: skip
+    run_bounded(stack_settings, topics)
+
+    # 2 units * 5.00 USD = 10.00 USD = 9.259… EUR → 9.26; boss 5 % of it → 0.46 (EUR).
+    assert ledger_totals(stack_settings, t.tenant_id) == {
+        t.ana: Decimal("9.26"),
+        t.boss: Decimal("0.46"),
+        "#rows": Decimal(2),
+    }
+    with psycopg.connect(stack_settings.postgres_url) as conn:
+        currencies = conn.execute(
+            "SELECT DISTINCT currency, fx_rate FROM ledger_entries WHERE tenant_id = %s",
+            (t.tenant_id,),
+        ).fetchall()
+    assert currencies == [("EUR", Decimal("1.08"))]
+    dead = read_to_end(stack_settings.kafka_bootstrap, topics.deadletter)
+    reasons = [orjson.loads(m.value() or b"")["reason"] for m in dead]
+    assert [r.split(":")[0] for r in reasons] == ["fx"]
+    assert "no GBP rate" in reasons[0]
