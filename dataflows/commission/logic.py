@@ -31,12 +31,13 @@ conversion. Without a rate for the pair, `CommissionError` (the order becomes a 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 
-from dataflows.attribution.logic import AttributionDecision
+from dataflows.attribution.logic import AttributionDecision, StatusHistory
 from schemas.commission_rules import CommissionRuleSet, Rate, RateKind
 from schemas.conversion import Conversion, ConversionLine
 from schemas.ids import derived_id
@@ -265,6 +266,20 @@ def entry_id(
     `extra` distinguishes entries of one kind that can repeat (agent, refund id, edit id).
     """
     return derived_id("le", tenant_id, order_id, line_id or "-", kind.value, level, *extra)
+
+
+def override_chain(
+    chain: Sequence[str], statuses: Mapping[str, StatusHistory], at: datetime
+) -> tuple[str, ...]:
+    """Who is paid on an order of `chain[0]` at event time `at`: the attributed agent (whose
+    status attribution already judged), then the managers of `chain` ([agent, manager,
+    manager's manager, …]) that are active at `at`, in order. An inactive (paused or terminated)
+    manager is skipped and **the next active manager above takes that level**, so a gap in the
+    hierarchy never drops the override of the managers above it. No history: active."""
+    if not chain:
+        return ()
+    managers = [m for m in chain[1:] if m not in statuses or statuses[m].is_active_at(at)]
+    return (chain[0], *managers)
 
 
 def _validate_chain(decision: AttributionDecision, agent_chain: Sequence[str]) -> None:

@@ -12,13 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from dataflows.attribution.logic import AttributionDecision
+from dataflows.attribution.logic import AgentStatus, AttributionDecision, StatusHistory
 from dataflows.commission.logic import (
     CommissionError,
     accrue,
     allocate,
     compute_commission,
     line_nets,
+    override_chain,
 )
 from schemas.commission_rules import CommissionRuleSet, Rate, RateKind
 from schemas.conversion import Conversion, ConversionLine
@@ -560,3 +561,25 @@ def test_rules_in_another_currency_without_a_rate_are_refused() -> None:
         rules_rate=Fraction(2),
     )  # fmt: skip
     assert same.total == Decimal("10.00")  # one currency: the rate is not used
+
+
+# --- overrides past inactive managers ----------------------------------------------------------
+
+
+def test_an_inactive_manager_is_skipped_and_the_next_active_one_takes_the_level() -> None:
+    chain = ("a1", "m1", "m2", "m3")
+    gone = StatusHistory(((ORDER_AT, AgentStatus.TERMINATED),))
+    paused_later = StatusHistory(((ORDER_AT.replace(year=2026), AgentStatus.PAUSED),))
+    statuses = {"m1": gone, "m3": paused_later}
+    assert override_chain(chain, statuses, ORDER_AT) == ("a1", "m2", "m3")
+    assert override_chain(chain, statuses, ORDER_AT.replace(year=2024)) == chain  # before
+    assert override_chain(("a1",), statuses, ORDER_AT) == ("a1",)
+
+    entries = accrue_for(
+        an_order(a_line("l1")), rules(manager_overrides=["10", "5"]),
+        chain=override_chain(chain, statuses, ORDER_AT),
+    )  # fmt: skip
+    paid = {(e.agent_id, e.level): e.amount for e in entries}
+    # m2 takes level 1 (10 % of 10.00), m3 level 2 (5 %); m1 gets nothing.
+    assert paid == {("a1", 0): Decimal("10.00"), ("m2", 1): Decimal("1.00"),
+                    ("m3", 2): Decimal("0.50")}  # fmt: skip

@@ -208,3 +208,54 @@ def test_an_eur_order_under_usd_rules_earns_the_converted_flat_amount(
     reasons = [orjson.loads(m.value() or b"")["reason"] for m in dead]
     assert [r.split(":")[0] for r in reasons] == ["fx"]
     assert "no GBP rate" in reasons[0]
+
+
+def test_a_terminated_agent_stops_earning_and_the_manager_above_gets_the_override(
+    stack_settings: Settings, tenant: Tenant, topics: Topics
+) -> None:
+    t, c = tenant, tenant.tenant_id
+    ana_coupon = f"ANA{c[-8:]}".upper()
+    with psycopg.connect(stack_settings.postgres_url) as conn:
+        # bob now reports to ana, who reports to boss; ana is terminated from T0.
+        conn.execute("UPDATE agents SET parent_agent_id = %s WHERE id = %s", (t.ana, t.bob))
+        conn.execute(
+            "INSERT INTO coupon_codes (tenant_id, code, program_id, agent_id)"
+            " VALUES (%s, %s, %s, %s)",
+            (c, ana_coupon, t.program, t.ana),
+        )
+        conn.execute(
+            "INSERT INTO agent_status_changes (tenant_id, agent_id, status, effective_at,"
+            " recorded_by) VALUES (%s, %s, 'terminated', %s, 'test')",
+            (c, t.ana, T0),
+        )
+        conn.execute("UPDATE agents SET status = 'terminated' WHERE id = %s", (t.ana,))
+    ana_click, bob_click = click_id(f"{c}-s1"), click_id(f"{c}-s2")
+    produce(stack_settings, [
+        (topics.clicks, click(c, ana_click, at=T0 - days(1), agent=t.ana, program=t.program)),
+        (topics.clicks, click(c, bob_click, at=T0, agent=t.bob, program=t.program)),
+        # bob's coupon: bob earns, ana's override level goes to boss.
+        (topics.orders, order(c, 4001, at=T0 + days(1), coupon=t.coupon)),
+        # ana's click (made while active) on an order after the termination: nobody earns.
+        (topics.orders, order(c, 4002, at=T0 + days(1), cites=ana_click)),
+        # The same click on an order before the termination: ana earns (event time).
+        (topics.orders, order(c, 4003, at=T0 - days(0.5), cites=ana_click)),
+        # ana's coupon is rejected; bob's click is the next candidate.
+        (topics.orders, order(c, 4004, at=T0 + days(1), coupon=ana_coupon, cites=bob_click)),
+    ])  # fmt: skip
+    run_bounded(stack_settings, topics)
+
+    analytics = clickhouse_totals(stack_settings, c)
+    assert [(o, r, a) for o, r, a, _ in analytics["conversions"]] == [  # type: ignore[attr-defined]
+        ("4001", "coupon", t.bob),
+        ("4002", "unattributed", None),
+        ("4003", "last_click", t.ana),
+        ("4004", "last_click", t.bob),
+    ]
+    # bob 10.00 + 10.00; ana 10.00 (4003 only); boss 5 % of each: level 1 of bob's orders
+    # passes over the terminated ana.
+    assert ledger_totals(stack_settings, c) == {
+        t.bob: Decimal("20.00"),
+        t.ana: Decimal("10.00"),
+        t.boss: Decimal("1.50"),
+        "#rows": Decimal(6),
+    }
