@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Numeric, String, Text, func
+from sqlalchemy import BigInteger, ForeignKey, Identity, Numeric, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TIMESTAMP
@@ -89,6 +89,21 @@ class Agent(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     unit: Mapped[Unit | None] = relationship(lazy="raise")
+
+
+class AgentStatusChange(Base):
+    """Append-only (triggers reject UPDATE, DELETE and TRUNCATE): an agent's status from
+    `effective_at` until its next change; `agents.status` is the one in effect now."""
+
+    __tablename__ = "agent_status_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))
+    status: Mapped[str]
+    effective_at: Mapped[datetime]
+    recorded_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    recorded_by: Mapped[str]
 
 
 class Program(Base):

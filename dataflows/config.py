@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from fractions import Fraction
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -30,12 +31,15 @@ import structlog
 
 from dataflows.attribution.logic import (
     AgentIdentity,
+    AgentStatus,
     AttributionModel,
     AttributionPolicy,
     CouponOwner,
+    StatusHistory,
 )
+from dataflows.commission.logic import override_chain
 from schemas.commission_rules import CommissionRuleSet
-from schemas.conversion import normalise_coupon, normalise_email
+from schemas.conversion import Conversion, normalise_coupon, normalise_email
 from schemas.ids import derived_id
 
 log = structlog.get_logger(__name__)
@@ -57,6 +61,7 @@ class AgentConfig:
     agent_id: str
     parent_agent_id: str | None
     email: str | None
+    statuses: StatusHistory = field(default_factory=StatusHistory)  # no changes: active
 
 
 @dataclass(frozen=True)
@@ -111,8 +116,9 @@ class TenantConfig:
             program_id = default.program_id if default is not None else None
         return self.rules.get(program_id) if program_id is not None else None
 
-    def agent_chain(self, agent_id: str) -> tuple[str, ...]:
-        """`(agent, manager, manager's manager, …)`, stopping at a repeat or `MAX_CHAIN`."""
+    def agent_chain(self, agent_id: str, at: datetime | None = None) -> tuple[str, ...]:
+        """`(agent, manager, manager's manager, …)`, stopping at a repeat or `MAX_CHAIN`; with
+        `at`, the managers not active at `at` are left out (`override_chain`)."""
         chain = [agent_id]
         current = self.agents.get(agent_id)
         while current is not None and current.parent_agent_id and len(chain) < MAX_CHAIN:
@@ -120,7 +126,16 @@ class TenantConfig:
                 break
             chain.append(current.parent_agent_id)
             current = self.agents.get(current.parent_agent_id)
-        return tuple(chain)
+        return tuple(chain) if at is None else override_chain(chain, self._statuses, at)
+
+    def statuses(self, agent_ids: set[str]) -> dict[str, StatusHistory]:
+        """Status histories of the given agents (those the configuration knows)."""
+        known = self._statuses
+        return {agent_id: known[agent_id] for agent_id in agent_ids if agent_id in known}
+
+    @cached_property
+    def _statuses(self) -> Mapping[str, StatusHistory]:
+        return MappingProxyType({a: agent.statuses for a, agent in self.agents.items()})
 
     def identities(self, agent_ids: set[str]) -> dict[str, AgentIdentity]:
         """Self-referral identities of the given agents (those with an email)."""
@@ -147,6 +162,23 @@ class TenantConfig:
         index = bisect_right(rates, at, key=lambda r: r[0])
         return rates[index - 1][1] if index else None
 
+    def cross_rate(self, source: str, target: str, at: datetime) -> Fraction | None:
+        """Units of `target` per 1 `source` at instant `at`, exactly, through the reporting
+        currency (`fx_rate(source) / fx_rate(target)`): how a rule set in `source` is applied
+        to an order in `target`, at the rate fixed at the order's event time. 1 for one
+        currency; `None` when either rate is unknown (or zero) at `at`."""
+        if source == target:
+            return Fraction(1)
+        numerator, denominator = self.fx_rate(source, at), self.fx_rate(target, at)
+        if numerator is None or not denominator:
+            return None
+        return Fraction(numerator) / Fraction(denominator)
+
+    def rules_rate(self, rules: CommissionRuleSet, conversion: Conversion) -> Fraction | None:
+        """The rate `rules`' amounts apply to `conversion` at: units of the order's currency per
+        1 of the rules' currency at the order's event time (see `cross_rate`)."""
+        return self.cross_rate(rules.currency, conversion.currency, conversion.occurred_at)
+
 
 @dataclass(frozen=True)
 class ConfigSnapshot:
@@ -166,6 +198,25 @@ class ConfigProvider(Protocol):
     def tenant(self, tenant_id: str) -> TenantConfig: ...
 
 
+def status_histories(
+    agents: Sequence[tuple[Any, ...]], changes: Sequence[tuple[Any, ...]]
+) -> dict[tuple[str, str], StatusHistory]:
+    """`(tenant, agent)` → status history, from `agent_status_changes` rows `(tenant, agent,
+    status, effective_at)` ordered by `effective_at` then recording order. An agent row
+    `(tenant, agent, parent, email, status)` without any change (a row older than the history,
+    or written without the API) has its `status` at all times; a 4-column agent row is active."""
+    out: dict[tuple[str, str], StatusHistory] = {}
+    per: dict[tuple[str, str], list[tuple[datetime, AgentStatus]]] = {}
+    for tenant_id, agent_id, status, effective_at in changes:
+        per.setdefault((tenant_id, agent_id), []).append((effective_at, AgentStatus(status)))
+    for key, history in per.items():
+        out[key] = StatusHistory(tuple(history))
+    for tenant_id, agent_id, *_, status in (a for a in agents if len(a) > 4):
+        if (tenant_id, agent_id) not in out and status != AgentStatus.ACTIVE:
+            out[(tenant_id, agent_id)] = StatusHistory(initial=AgentStatus(status))
+    return out
+
+
 def build_snapshot(
     programs: list[tuple[Any, ...]],
     coupons: list[tuple[Any, ...]],
@@ -174,9 +225,11 @@ def build_snapshot(
     *,
     tenant_rows: Sequence[tuple[Any, ...]] = (),
     fx_rates: Sequence[tuple[Any, ...]] = (),
+    agent_statuses: Sequence[tuple[Any, ...]] = (),
 ) -> ConfigSnapshot:
     """A snapshot from raw rows (the shapes `load_snapshot` selects). Rules come ordered so that
-    the last row per program is its newest; rates so that each currency's are oldest first."""
+    the last row per program is its newest; rates so that each currency's are oldest first;
+    status changes as `status_histories` says."""
     per: dict[str, dict[str, Any]] = {}
 
     def slot(tenant_id: str) -> dict[str, Any]:
@@ -196,8 +249,10 @@ def build_snapshot(
     for tenant_id, code, pid, agent_id in coupons:
         key = normalise_coupon(code)
         slot(tenant_id)["coupons"][key] = CouponOwner(code=key, agent_id=agent_id, program_id=pid)
-    for tenant_id, agent_id, parent, email in agents:
-        slot(tenant_id)["agents"][agent_id] = AgentConfig(agent_id, parent, email)
+    histories = status_histories(agents, agent_statuses)
+    for tenant_id, agent_id, parent, email, *_ in agents:
+        history = histories.get((tenant_id, agent_id), StatusHistory())
+        slot(tenant_id)["agents"][agent_id] = AgentConfig(agent_id, parent, email, history)
     for tenant_id, _rule_id, _version, program_id, body in rules:
         ruleset = CommissionRuleSet.model_validate(body)
         slot(tenant_id)["rules"][program_id] = ruleset
@@ -214,6 +269,8 @@ def build_snapshot(
     digest = derived_id("cfg", repr((programs, coupons, agents, [r[:4] for r in rules])))
     if tenant_rows or fx_rates:  # reporting currencies and rates are configuration too
         digest = derived_id("cfg", digest, repr((list(tenant_rows), list(fx_rates))))
+    if agent_statuses:  # so are agents' status changes
+        digest = derived_id("cfg", digest, repr(list(agent_statuses)))
     return ConfigSnapshot(tenants=tenants, version=digest)
 
 
@@ -229,9 +286,14 @@ def load_snapshot(postgres_url: str) -> ConfigSnapshot:
             "SELECT tenant_id, code, program_id, agent_id FROM coupon_codes"
             " ORDER BY tenant_id, code"
         ).fetchall()
+        # Every agent, whatever its status: a terminated agent's managers still get overrides.
         agents = conn.execute(
-            "SELECT tenant_id, id, parent_agent_id, email FROM agents"
-            " WHERE status <> 'terminated' ORDER BY tenant_id, id"
+            "SELECT tenant_id, id, parent_agent_id, email, status FROM agents"
+            " ORDER BY tenant_id, id"
+        ).fetchall()
+        agent_statuses = conn.execute(
+            "SELECT tenant_id, agent_id, status, effective_at FROM agent_status_changes"
+            " ORDER BY tenant_id, agent_id, effective_at, recorded_at, id"
         ).fetchall()
         # Only reviewed-and-activated versions are live; ordered so the newest active version of
         # each program comes last (it wins in build_snapshot).
@@ -244,7 +306,10 @@ def load_snapshot(postgres_url: str) -> ConfigSnapshot:
             "SELECT tenant_id, currency, rate, valid_from FROM fx_rates"
             " ORDER BY tenant_id, currency, valid_from"
         ).fetchall()
-    return build_snapshot(programs, coupons, agents, rules, tenant_rows=tenants, fx_rates=fx_rates)
+    return build_snapshot(
+        programs, coupons, agents, rules, tenant_rows=tenants, fx_rates=fx_rates,
+        agent_statuses=agent_statuses,
+    )  # fmt: skip
 
 
 class StaticConfig:

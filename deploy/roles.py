@@ -59,6 +59,7 @@ SERVICE_GRANTS: dict[str, str] = {
     "fx_rates": _APPEND,
     "ledger_replay_promotions": _APPEND,
     "ledger_replay_adjustments": _APPEND,
+    "agent_status_changes": _APPEND,
     "alembic_version": "",  # the owner's business
 }
 

@@ -21,7 +21,8 @@ Caps (`max_per_line`, `max_per_order`, whole minor units of `currency`) bound th
 commission; manager overrides are
 paid on top of it, level k receiving `manager_overrides[k-1]` % *of the agent's (capped)
 commission* — not of revenue, and not of the level below's override.
-Money amounts (flat rates, caps, tier volumes) are in `currency`, which must be the shop's.
+Money amounts (flat rates, caps, tier volumes) are in `currency`, the program's; an order in
+another currency gets them converted at the rate of its sale (`dataflows.commission.logic`).
 """
 
 from __future__ import annotations

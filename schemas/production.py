@@ -16,7 +16,7 @@ from schemas.settings import DEV_CLICK_IP_SALT, Settings
 # Tables whose rows are facts: never updated, deleted or truncated.
 APPEND_ONLY_TABLES = (
     "audit_log", "ledger_entries", "ledger_status_events", "payout_items", "fx_rates",
-    "ledger_replay_promotions", "ledger_replay_adjustments",
+    "ledger_replay_promotions", "ledger_replay_adjustments", "agent_status_changes",
 )  # fmt: skip
 
 MIN_SECRET_LENGTH = 32

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Response
 
 from api.agents import service
 from api.agents.repository import AgentRepository
-from api.agents.schemas import AgentCreate, AgentRead, AgentUpdate
+from api.agents.schemas import AgentCreate, AgentRead, AgentStatusChangeCreate, AgentUpdate
 from api.authz.dependencies import Authorized
 from api.authz.policies import Principal
 from api.context import Meta
@@ -28,7 +28,7 @@ async def list_agents(
     rows = await AgentRepository(session, principal, "agents.read").list(
         after_id=after, limit=limit
     )
-    items = [service.to_read(principal, a, p) for a, p in rows]
+    items = await service.read_many(session, principal, rows)
     next_cursor = encode_cursor(items[-1].id) if len(items) == limit else None
     return Page[AgentRead](items=items, next_cursor=next_cursor)
 
@@ -42,16 +42,16 @@ def _tagged(representation: AgentRead, response: Response) -> AgentRead:
 async def get_agent(
     agent_id: str, principal: AgentsRead, session: ReadOnlySession, response: Response
 ) -> AgentRead:
-    agent, path = await AgentRepository(session, principal, "agents.read").get_with_path(agent_id)
-    return _tagged(service.to_read(principal, agent, path), response)
+    row = await AgentRepository(session, principal, "agents.read").get_with_path(agent_id)
+    return _tagged(await service.read_one(session, principal, row), response)
 
 
 @router.post("", status_code=201)
 async def create_agent(
     body: AgentCreate, principal: AgentsWrite, session: WriteSession, meta: Meta, response: Response
 ) -> AgentRead:
-    agent, path = await service.create_agent(session, principal, body, meta)
-    return _tagged(service.to_read(principal, agent, path), response)
+    row = await service.create_agent(session, principal, body, meta)
+    return _tagged(await service.read_one(session, principal, row), response)
 
 
 @router.patch("/{agent_id}", summary="Change an agent (a stale `If-Match` answers 412)")
@@ -64,7 +64,21 @@ async def update_agent(
     response: Response,
     if_match: IfMatch = None,
 ) -> AgentRead:
-    agent, path = await service.update_agent(
-        session, principal, agent_id, body, meta, if_match=if_match
-    )
-    return _tagged(service.to_read(principal, agent, path), response)
+    row = await service.update_agent(session, principal, agent_id, body, meta, if_match=if_match)
+    return _tagged(await service.read_one(session, principal, row), response)
+
+
+@router.post(
+    "/{agent_id}/status",
+    summary="Change an agent's status from an instant (default now, never in the future)",
+)
+async def change_agent_status(
+    agent_id: str,
+    body: AgentStatusChangeCreate,
+    principal: AgentsWrite,
+    session: WriteSession,
+    meta: Meta,
+    response: Response,
+) -> AgentRead:
+    row = await service.change_status(session, principal, agent_id, body, meta)
+    return _tagged(await service.read_one(session, principal, row), response)

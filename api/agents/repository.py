@@ -6,9 +6,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, false, or_, select
 
 from api.authz.policies import Principal, Scope
+from api.db import ReadSession
 from api.errors import NotFound
 from api.kit.repository import ScopedRepository, subtree_clause
-from api.models import Agent, Unit
+from api.models import Agent, AgentStatusChange, Unit
 
 AgentWithPath = tuple[Agent, str | None]
 
@@ -49,3 +50,28 @@ class AgentRepository(ScopedRepository[Agent]):
         if after_id is not None:
             statement = statement.where(Agent.id > after_id)
         return [(a, p) for a, p in (await self.session.execute(statement)).all()]
+
+
+HISTORY_ORDER = (
+    AgentStatusChange.effective_at,
+    AgentStatusChange.recorded_at,
+    AgentStatusChange.id,
+)
+
+
+async def status_histories(
+    session: ReadSession, tenant_id: str, agent_ids: Sequence[str]
+) -> dict[str, list[AgentStatusChange]]:
+    """Each agent's status changes, oldest effect first (ties: recording order). The agents
+    are ones the caller already read through `AgentRepository`."""
+    if not agent_ids:
+        return {}
+    statement = (
+        select(AgentStatusChange)
+        .where(AgentStatusChange.tenant_id == tenant_id, AgentStatusChange.agent_id.in_(agent_ids))
+        .order_by(AgentStatusChange.agent_id, *HISTORY_ORDER)
+    )
+    out: dict[str, list[AgentStatusChange]] = {agent_id: [] for agent_id in agent_ids}
+    for change in (await session.scalars(statement)).all():
+        out[change.agent_id].append(change)
+    return out

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.kit.fields import Email, Name
 
@@ -31,8 +31,29 @@ class AgentUpdate(BaseModel):
     unit_id: str | None = None
 
 
+class AgentStatusChangeCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: AgentStatus
+    effective_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the status takes effect (default: now; not in the future). Orders "
+        "whose event time is at or after it are judged with this status by the dataflow.",
+    )
+
+
+class AgentStatusChangeRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    status: str
+    effective_at: datetime
+    recorded_at: datetime
+    recorded_by: str
+
+
 class AgentRead(BaseModel):
-    """`email` is null when the caller may not see agents' personal data (observers)."""
+    """`email` is null when the caller may not see agents' personal data (observers);
+    `status` is the status in effect now, `status_history` every change, oldest effect first."""
 
     id: str
     unit_id: str | None
@@ -42,3 +63,4 @@ class AgentRead(BaseModel):
     email: str | None
     status: str
     created_at: datetime
+    status_history: list[AgentStatusChangeRead] = []

@@ -30,8 +30,11 @@ Eligibility: a click counts only if the order cites its id or it comes from the 
 it happened within `[order time - lookback_days, order time]` in **event time** (a click after the
 order never counts), it is not a duplicate (a duplicate is a repeat of a touch already counted,
 never a touch of its own), not a bot (unless `exclude_bots` is off) and names an agent. Any
-candidate (binding, coupon, click) whose agent is the buyer (same normalised email or customer
-id) is a **self-referral**: it is rejected and the next candidate in precedence is tried.
+candidate (binding, coupon, click) whose agent is **not active at the order's event time**
+(`paused` or `terminated` by the agent's status history, `KnownReferrals.statuses`) is rejected
+with that reason, and so is one whose agent is the buyer (same normalised email or customer id,
+a **self-referral**); the next candidate in precedence is then tried. A rejected binding stays:
+it applies again to orders after the agent is active again, within its months.
 
 Every candidate that did not win is listed in `AttributionDecision.rejected` with the reason, in
 a canonical order (binding, coupons in order, clicks by `(occurred_at, click_id)`), so the
@@ -41,6 +44,7 @@ decision does not depend on the order candidates were passed in.
 from __future__ import annotations
 
 import calendar
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -139,6 +143,46 @@ class CustomerBinding:
         return self.bound_at <= when < self.expires_at
 
 
+class AgentStatus(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    TERMINATED = "terminated"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusHistory:
+    """An agent's status changes `(effective_at, status)`, sorted by `effective_at` (changes of
+    one instant in the order they were recorded: the later one wins), and `initial`, the status
+    before the first change (active, unless the agent's record predates its history)."""
+
+    changes: tuple[tuple[datetime, AgentStatus], ...] = ()
+    initial: AgentStatus = AgentStatus.ACTIVE
+
+    def at(self, when: datetime) -> tuple[AgentStatus, datetime | None]:
+        """The status at instant `when` and since when: the last change effective at or before
+        `when`; before the first change `initial`, since `None`."""
+        index = bisect_right(self.changes, when, key=lambda c: c[0])
+        if index == 0:
+            return self.initial, None
+        since, status = self.changes[index - 1]
+        return status, since
+
+    def is_active_at(self, when: datetime) -> bool:
+        return self.at(when)[0] is AgentStatus.ACTIVE
+
+
+def inactive_reason(agent_id: str, history: StatusHistory | None, when: datetime) -> str | None:
+    """Why `agent_id` cannot earn at `when` (not active by `history`), or `None` if it can.
+    No history: active."""
+    if history is None:
+        return None
+    status, since = history.at(when)
+    if status is AgentStatus.ACTIVE:
+        return None
+    since_text = f" since {since.isoformat()}" if since is not None else ""
+    return f"agent {agent_id} is {status.value}{since_text} (not active at the order's time)"
+
+
 @dataclass(frozen=True, slots=True)
 class AgentIdentity:
     """How to recognise an agent as a buyer: normalised emails and shop customer ids."""
@@ -154,13 +198,15 @@ class KnownReferrals:
 
     `clicks`: candidate clicks (typically those the order cites plus its visitor's);
     `coupons`: upper-cased code → owner; `bindings`: customer id → binding;
-    `identities`: agent id → identity, for self-referral checks.
+    `identities`: agent id → identity, for self-referral checks; `statuses`: agent id → status
+    history (an agent without one is active).
     """
 
     clicks: Sequence[ClickCandidate] = ()
     coupons: Mapping[str, CouponOwner] = field(default_factory=dict)
     bindings: Mapping[str, CustomerBinding] = field(default_factory=dict)
     identities: Mapping[str, AgentIdentity] = field(default_factory=dict)
+    statuses: Mapping[str, StatusHistory] = field(default_factory=dict)
 
 
 Candidate = ClickCandidate | CouponOwner | CustomerBinding
@@ -190,12 +236,18 @@ class AttributionDecision:
         return self.rule is not AttributionRule.UNATTRIBUTED
 
 
-def _self_referral_check(
-    conversion: Conversion, identities: Mapping[str, AgentIdentity]
+def _agent_check(
+    conversion: Conversion,
+    identities: Mapping[str, AgentIdentity],
+    statuses: Mapping[str, StatusHistory],
 ) -> Callable[[str], str | None]:
+    """Why a candidate's agent cannot have this order: not active at its time, or the buyer."""
     email = normalise_email(conversion.customer_email)
 
     def check(agent_id: str) -> str | None:
+        inactive = inactive_reason(agent_id, statuses.get(agent_id), conversion.occurred_at)
+        if inactive is not None:
+            return inactive
         identity = identities.get(agent_id)
         if identity is None:
             return None
@@ -217,7 +269,7 @@ def _click_ineligibility(
     click: ClickCandidate,
     conversion: Conversion,
     policy: AttributionPolicy,
-    self_referral: Callable[[str], str | None],
+    agent_check: Callable[[str], str | None],
 ) -> str | None:
     cited = click.click_id in conversion.click_ids
     same_visitor = conversion.visitor_id is not None and click.visitor_id == conversion.visitor_id
@@ -233,7 +285,7 @@ def _click_ineligibility(
         return "bot click"
     if click.agent_id is None:
         return "click has no agent"
-    return self_referral(click.agent_id)
+    return agent_check(click.agent_id)
 
 
 def _describe(candidate: Candidate) -> str:
@@ -247,7 +299,7 @@ def _describe(candidate: Candidate) -> str:
 def _choose_binding(
     conversion: Conversion,
     known: KnownReferrals,
-    self_referral: Callable[[str], str | None],
+    agent_check: Callable[[str], str | None],
     reasons: dict[Candidate, str],
 ) -> CustomerBinding | None:
     if conversion.customer_id is None:
@@ -259,7 +311,7 @@ def _choose_binding(
         reasons[binding] = "binding starts after the order"
     elif not binding.is_active_at(conversion.occurred_at):
         reasons[binding] = f"binding expired at {binding.expires_at.isoformat()}"
-    elif (reason := self_referral(binding.agent_id)) is not None:
+    elif (reason := agent_check(binding.agent_id)) is not None:
         reasons[binding] = reason
     else:
         return binding
@@ -269,13 +321,13 @@ def _choose_binding(
 def _choose_coupon(
     conversion: Conversion,
     known: KnownReferrals,
-    self_referral: Callable[[str], str | None],
+    agent_check: Callable[[str], str | None],
     reasons: dict[Candidate, str],
 ) -> tuple[CouponOwner | None, list[CouponOwner]]:
     owners = [known.coupons[c] for c in conversion.coupon_codes if c in known.coupons]
     chosen: CouponOwner | None = None
     for owner in owners:
-        if (reason := self_referral(owner.agent_id)) is not None:
+        if (reason := agent_check(owner.agent_id)) is not None:
             reasons[owner] = reason
         elif chosen is None:
             chosen = owner
@@ -288,12 +340,12 @@ def _choose_click(
     conversion: Conversion,
     clicks: list[ClickCandidate],
     policy_of: PolicyOf,
-    self_referral: Callable[[str], str | None],
+    agent_check: Callable[[str], str | None],
     reasons: dict[Candidate, str],
 ) -> ClickCandidate | None:
     eligible: list[ClickCandidate] = []
     for click in clicks:
-        reason = _click_ineligibility(click, conversion, policy_of(click.program_id), self_referral)
+        reason = _click_ineligibility(click, conversion, policy_of(click.program_id), agent_check)
         if reason is None:
             eligible.append(click)
         else:
@@ -338,12 +390,12 @@ def attribute(
         return by_program.get(program_id, policy) if program_id is not None else policy
 
     reasons: dict[Candidate, str] = {}
-    self_referral = _self_referral_check(conversion, known.identities)
+    agent_check = _agent_check(conversion, known.identities, known.statuses)
     clicks = sorted(set(known.clicks), key=lambda c: (c.occurred_at, c.click_id, repr(c)))
 
-    binding = _choose_binding(conversion, known, self_referral, reasons)
-    coupon, coupons = _choose_coupon(conversion, known, self_referral, reasons)
-    click = _choose_click(conversion, clicks, policy_of, self_referral, reasons)
+    binding = _choose_binding(conversion, known, agent_check, reasons)
+    coupon, coupons = _choose_coupon(conversion, known, agent_check, reasons)
+    click = _choose_click(conversion, clicks, policy_of, agent_check, reasons)
     coupon_wins = coupon is not None and policy_of(coupon.program_id).coupon_beats_cookie
 
     decision: AttributionDecision

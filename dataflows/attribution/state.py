@@ -527,6 +527,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             coupons=cfg.coupons,
             bindings={binding.customer_id: binding} if binding is not None else {},
             identities=cfg.identities(agents),
+            statuses=cfg.statuses(agents),
         )
         decision = attribute(conversion, known, policy, programs=cfg.policies)
         is_new = customer is not None and state.customers.get(customer, 1 << 62) >= (
@@ -569,7 +570,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         if rules is None:
             return
         volume_key = (decision.agent_id, _month(int(conversion.occurred_at.timestamp() * 1000)))
-        book.chain = cfg.agent_chain(decision.agent_id)
+        book.chain = cfg.agent_chain(decision.agent_id, at=conversion.occurred_at)
         book.period_volume = self.state.volumes.get(volume_key, Decimal(0))
         if book.fx_rate is None:  # no commission (see `_open`), but the sale counts for tiers
             self.state.volumes[volume_key] = book.period_volume + conversion.net_revenue
@@ -580,6 +581,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
                 conversion, decision, rules, book.chain,
                 period_volume=book.period_volume, is_new_customer=book.is_new_customer,
                 fx_rate=book.fx_rate,
+                rules_rate=cfg.rules_rate(rules, conversion),
             )  # fmt: skip
         except CommissionError as exc:
             reason = f"commission: order {conversion.order_id}: {exc}"
@@ -620,6 +622,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
                         updated, book.decision, rules, book.chain,
                         period_volume=book.period_volume, is_new_customer=book.is_new_customer,
                         fx_rate=book.fx_rate,
+                        rules_rate=cfg.rules_rate(rules, updated),
                     )  # fmt: skip
                 except CommissionError as exc:
                     reason = f"commission: edit of order {updated.order_id}: {exc}"

@@ -18,17 +18,26 @@ sum exactly to the order's net revenue.
 Entries are per line, in shop currency, with `fx_rate` (shop → reporting currency, fixed at sale
 time) recorded on each. Entry ids are `derived_id("le", tenant, order, line, kind, level)`: the
 same inputs always give the same entries. Zero amounts produce no entry.
+
+**Rules in another currency than the order's** (rules in USD, the order in EUR): the rule set's
+money amounts are converted into the order's currency at `rules_rate` (order-currency units per
+rules-currency unit, fixed at the order's event time; `TenantConfig.cross_rate`): flat amounts
+exactly (rounded once, with the order commission, as above), tier thresholds exactly (a tier
+applies when its converted `min_volume` ≤ the period volume), and caps rounded *down* to the
+order currency's minor unit (a converted cap is never exceeded by rounding). Percentages need no
+conversion. Without a rate for the pair, `CommissionError` (the order becomes a dead letter).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 
-from dataflows.attribution.logic import AttributionDecision
+from dataflows.attribution.logic import AttributionDecision, StatusHistory
 from schemas.commission_rules import CommissionRuleSet, Rate, RateKind
 from schemas.conversion import Conversion, ConversionLine
 from schemas.ids import derived_id
@@ -123,6 +132,26 @@ class OrderCommission:
     capped: bool
 
 
+def _tier_volume(rules: CommissionRuleSet, period_volume: Decimal, scale: Fraction) -> Decimal:
+    """The volume to choose `rules`' tier with, in the rules' currency: `period_volume` itself
+    when `scale` is 1, else the highest threshold whose converted value it reaches exactly (or
+    -1, below every threshold)."""
+    if scale == 1:
+        return period_volume
+    reached = [t.min_volume for t in rules.tiers if Fraction(t.min_volume) * scale <= period_volume]
+    return reached[-1] if reached else Decimal(-1)
+
+
+def _converted_cap(cap: Decimal | None, scale: Fraction, currency: str) -> Fraction | None:
+    """A cap in the order's currency: converted, then rounded down to a minor unit."""
+    if cap is None:
+        return None
+    if scale == 1:
+        return Fraction(cap)
+    exponent = minor_units(currency)
+    return Fraction(math.floor(Fraction(cap) * scale * 10**exponent), 10**exponent)
+
+
 def _raw_line_amounts(
     conversion: Conversion,
     rules: CommissionRuleSet,
@@ -130,23 +159,23 @@ def _raw_line_amounts(
     *,
     period_volume: Decimal,
     is_new_customer: bool,
+    scale: Fraction = Fraction(1),
 ) -> list[tuple[ConversionLine, Rate, str, Fraction, str]]:
-    currency = conversion.currency
     rows: list[tuple[ConversionLine, Rate, str, Fraction, str]] = []
     per_order: dict[str, list[int]] = {}  # rate source → row indexes sharing one flat amount
+    volume = _tier_volume(rules, period_volume, scale)
     for line in conversion.lines:
-        rate, source = rules.rate_for(
-            line, period_volume=period_volume, is_new_customer=is_new_customer
-        )
+        rate, source = rules.rate_for(line, period_volume=volume, is_new_customer=is_new_customer)
         net = nets[line.line_id]
-        described = rate.describe(currency)
+        described = rate.describe(rules.currency)
         if line.quantity == 0:
             raw, how = Fraction(0), f"{described}: no units"
         elif rate.kind is RateKind.PERCENT:
             raw = Fraction(net) * Fraction(rate.value) / 100
             how = f"{described} of {decimal_to_text(net)} net"
         elif rate.kind is RateKind.FLAT_PER_UNIT:
-            raw, how = Fraction(rate.value) * line.quantity, f"{described} * {line.quantity}"
+            raw = Fraction(rate.value) * scale * line.quantity
+            how = f"{described} * {line.quantity}"
         else:
             per_order.setdefault(source, []).append(len(rows))
             raw, how = Fraction(0), f"share of {described}"
@@ -159,7 +188,7 @@ def _raw_line_amounts(
         whole = sum(weights)
         for i, weight in zip(indexes, weights, strict=True):
             line, rate, source, _, how = rows[i]
-            rows[i] = (line, rate, source, Fraction(rate.value) * weight / whole, how)
+            rows[i] = (line, rate, source, Fraction(rate.value) * scale * weight / whole, how)
     return rows
 
 
@@ -169,30 +198,44 @@ def compute_commission(
     *,
     period_volume: Decimal,
     is_new_customer: bool,
+    rules_rate: Fraction | Decimal | None = None,
 ) -> OrderCommission:
     """The agent's (level 0) commission on `conversion` under `rules`.
 
-    `period_volume` is the agent's volume in the period before this order (chooses the tier);
-    `is_new_customer` selects the new-customer rate. Line amounts are ≥ 0 and sum exactly to
-    `total`, which respects `max_per_order`; each line's unrounded amount respects
-    `max_per_line`. `CommissionError` if `rules.currency` is not the order's currency.
+    `period_volume` is the agent's volume in the period before this order, in the order's
+    currency (chooses the tier); `is_new_customer` selects the new-customer rate. Line amounts
+    are ≥ 0 and sum exactly to `total`, which respects `max_per_order`; each line's unrounded
+    amount respects `max_per_line`. Rules in another currency are converted at `rules_rate`
+    (order-currency units per rules-currency unit; see the module docstring);
+    `CommissionError` if they are and no positive `rules_rate` is given.
     """
     currency = conversion.currency
+    scale = Fraction(1)
     if rules.currency != currency:
-        raise CommissionError(f"rules are in {rules.currency}, the order in {currency}")
+        if rules_rate is None or rules_rate <= 0:
+            raise CommissionError(
+                f"rules are in {rules.currency}, the order in {currency}, and no "
+                f"{rules.currency}→{currency} rate is known at the order's time"
+            )
+        scale = Fraction(rules_rate)
     nets = line_nets(conversion)
     rows = _raw_line_amounts(
-        conversion, rules, nets, period_volume=period_volume, is_new_customer=is_new_customer
-    )
-    line_cap = Fraction(rules.max_per_line) if rules.max_per_line is not None else None
+        conversion, rules, nets, period_volume=period_volume, is_new_customer=is_new_customer,
+        scale=scale,
+    )  # fmt: skip
+    line_cap = _converted_cap(rules.max_per_line, scale, currency)
     raws = [min(raw, line_cap) if line_cap is not None else raw for *_, raw, _ in rows]
     uncapped = sum(raws, Fraction(0))
-    order_cap = Fraction(rules.max_per_order) if rules.max_per_order is not None else None
+    order_cap = _converted_cap(rules.max_per_order, scale, currency)
     capped = order_cap is not None and uncapped > order_cap
     total = round_half_even(
         min(uncapped, order_cap) if order_cap is not None else uncapped, currency
     )
     amounts = allocate(total, raws, currency)
+    converted = ""
+    if scale != 1:
+        at = f"{Decimal(scale.numerator) / Decimal(scale.denominator):.8g}"  # a label, not maths
+        converted = f"; {rules.currency} amounts at {at} {currency} per {rules.currency}"
     lines = []
     for (line, rate, source, raw, how), capped_raw, amount in zip(rows, raws, amounts, strict=True):
         reason = f"{how} ({source})"
@@ -200,6 +243,7 @@ def compute_commission(
             reason += f"; capped at {decimal_to_text(rules.max_per_line or Decimal(0))} per line"
         if capped:
             reason += f"; order capped at {decimal_to_text(rules.max_per_order or Decimal(0))}"
+        reason += converted
         lines.append(
             LineCommission(
                 line_id=line.line_id,
@@ -224,6 +268,20 @@ def entry_id(
     return derived_id("le", tenant_id, order_id, line_id or "-", kind.value, level, *extra)
 
 
+def override_chain(
+    chain: Sequence[str], statuses: Mapping[str, StatusHistory], at: datetime
+) -> tuple[str, ...]:
+    """Who is paid on an order of `chain[0]` at event time `at`: the attributed agent (whose
+    status attribution already judged), then the managers of `chain` ([agent, manager,
+    manager's manager, …]) that are active at `at`, in order. An inactive (paused or terminated)
+    manager is skipped and **the next active manager above takes that level**, so a gap in the
+    hierarchy never drops the override of the managers above it. No history: active."""
+    if not chain:
+        return ()
+    managers = [m for m in chain[1:] if m not in statuses or statuses[m].is_active_at(at)]
+    return (chain[0], *managers)
+
+
 def _validate_chain(decision: AttributionDecision, agent_chain: Sequence[str]) -> None:
     if not agent_chain or agent_chain[0] != decision.agent_id:
         raise CommissionError("the agent chain must start with the attributed agent")
@@ -240,6 +298,7 @@ def accrue(
     period_volume: Decimal,
     is_new_customer: bool,
     fx_rate: Decimal = Decimal(1),
+    rules_rate: Fraction | Decimal | None = None,
 ) -> list[CommissionAccrual]:
     """Commission entries for an attributed order: ACCRUAL per line for the agent (level 0),
     then OVERRIDE per line for each manager level that has both a percentage in
@@ -249,7 +308,8 @@ def accrue(
     Unattributed decisions give `[]`. Entries are PENDING, dated at the order's event time,
     carry `rules.rule_id`/`rules.version` and `fx_rate`, and come out in a fixed order (level,
     then line order). `CommissionError` if the chain does not start with the decision's agent or
-    repeats one, if the decision's program is not the rules' program, or on a currency mismatch.
+    repeats one, if the decision's program is not the rules' program, or if the rules are in
+    another currency and `rules_rate` (see `compute_commission`) is missing.
     """
     if not decision.attributed or decision.agent_id is None:
         return []
@@ -259,8 +319,9 @@ def accrue(
         )
     _validate_chain(decision, agent_chain)
     commission = compute_commission(
-        conversion, rules, period_volume=period_volume, is_new_customer=is_new_customer
-    )
+        conversion, rules, period_volume=period_volume, is_new_customer=is_new_customer,
+        rules_rate=rules_rate,
+    )  # fmt: skip
 
     def entry(
         line_id: str, kind: EntryKind, level: int, amount: Decimal, reason: str

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 from httpx import AsyncClient
 
 from tests.api.factories import bearer, build_world
@@ -102,3 +105,50 @@ async def test_agent_patch_with_a_stale_etag_answers_412_and_changes_nothing(
     again = await client.get(url, headers=manager)
     assert again.json()["name"] == "A"
     assert again.headers["ETag"] == first.headers["ETag"]
+
+
+async def test_status_changes_carry_their_effective_time_and_are_kept_as_history(
+    client: AsyncClient,
+) -> None:
+    world = await build_world(client)
+    manager = bearer(world.tokens["manager"])
+    url = f"/v1/agents/{world.team_agent_id}"
+    created = (await client.get(url, headers=manager)).json()
+    assert [c["status"] for c in created["status_history"]] == ["active"]
+    assert created["status_history"][0]["effective_at"] == created["created_at"]
+
+    # Changes are ordered by their effect, whatever the order they are recorded in; the status
+    # in effect now is the one with the latest effect.
+    born = datetime.fromisoformat(created["created_at"])
+
+    async def change(status: str, effective_at: datetime) -> dict[str, Any]:
+        body = {"status": status, "effective_at": effective_at.isoformat()}
+        response = await client.post(f"{url}/status", json=body, headers=manager)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    assert (await change("terminated", born - timedelta(days=1)))["status"] == "active"
+    patched = await client.patch(url, json={"status": "paused"}, headers=manager)  # from now
+    assert patched.json()["status"] == "paused"
+    latest = await change("active", born - timedelta(days=2))
+    assert latest["status"] == "paused"
+    history = (await client.get(url, headers=manager)).json()["status_history"]
+    assert history == latest["status_history"]
+    assert [c["status"] for c in history] == ["active", "terminated", "active", "paused"]
+    assert datetime.fromisoformat(history[1]["effective_at"]) == born - timedelta(days=1)
+
+    future = await client.post(
+        f"{url}/status",
+        json={
+            "status": "paused",
+            "effective_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        },
+        headers=manager,
+    )
+    assert future.status_code == 422
+    assert future.headers["content-type"] == "application/problem+json"
+    assert "in the future" in future.json()["detail"]
+    for body in ({"status": "retired"}, {"status": "paused", "effective_at": "2026-01-01T00:00"}):
+        refused = await client.post(f"{url}/status", json=body, headers=manager)
+        assert refused.status_code == 422, body  # unknown status; a naive instant
+    assert len((await client.get(url, headers=manager)).json()["status_history"]) == 4  # unchanged

@@ -10,12 +10,14 @@ from hypothesis import strategies as st
 
 from dataflows.attribution.logic import (
     AgentIdentity,
+    AgentStatus,
     AttributionModel,
     AttributionPolicy,
     ClickCandidate,
     CouponOwner,
     CustomerBinding,
     KnownReferrals,
+    StatusHistory,
     add_months,
     attribute,
     attributed_conversion,
@@ -83,6 +85,7 @@ def known(
     coupons: Mapping[str, str] | None = None,
     bindings: Iterable[CustomerBinding] = (),
     identities: Iterable[AgentIdentity] = (),
+    statuses: Mapping[str, StatusHistory] | None = None,
 ) -> KnownReferrals:
     return KnownReferrals(
         clicks=tuple(clicks),
@@ -92,6 +95,7 @@ def known(
         },
         bindings={b.customer_id: b for b in bindings},
         identities={i.agent_id: i for i in identities},
+        statuses=statuses or {},
     )
 
 
@@ -517,3 +521,75 @@ def test_one_program_decides_as_the_single_policy_does() -> None:
     per_program = attribute(a_conversion(), known(clicks=clicks), AttributionPolicy(),
                             programs={"p1": policy})  # fmt: skip
     assert per_program == alone
+
+
+# --- agent status in event time ------------------------------------------------------------
+
+
+def history(*changes: tuple[timedelta, AgentStatus]) -> StatusHistory:
+    """Changes at `ORDER_AT - offset` (positive offsets: before the order)."""
+    return StatusHistory(tuple(sorted((ORDER_AT - ago, status) for ago, status in changes)))
+
+
+TERMINATED_2D_AGO = history((timedelta(days=2), AgentStatus.TERMINATED))
+
+
+def test_an_agent_terminated_before_the_order_loses_coupon_and_click_to_the_next_candidate() -> (
+    None
+):
+    click = a_click(1, agent="a2", before_order=timedelta(days=5))  # before the termination
+    referrals = known(clicks=[click], coupons={"TENOFF": "a1"}, statuses={"a1": TERMINATED_2D_AGO})
+    decision = attribute(a_conversion(coupons=["TENOFF"]), referrals, DEFAULT)
+
+    assert (decision.rule, decision.agent_id) == (AttributionRule.LAST_CLICK, "a2")
+    ((coupon, reason),) = decision.rejected
+    assert coupon.code == "TENOFF"
+    assert reason == (
+        "agent a1 is terminated since 2025-03-08T12:00:00+00:00 (not active at the order's time)"
+    )
+    # The terminated agent's own click (made while active) does not count either.
+    own = a_click(2, agent="a1", before_order=timedelta(days=5))
+    decision = attribute(a_conversion(), known(clicks=[own], statuses={"a1": TERMINATED_2D_AGO}),
+                         DEFAULT)  # fmt: skip
+    assert decision.rule is AttributionRule.UNATTRIBUTED
+    assert "a1 is terminated" in decision.rejected[0][1]
+
+
+def test_status_is_judged_at_the_orders_event_time_not_now() -> None:
+    # Paused 10 days before the order, active again 1 day before: the order earns; an order
+    # placed during the pause does not, whenever it is processed.
+    paused = history(
+        (timedelta(days=10), AgentStatus.PAUSED), (timedelta(days=1), AgentStatus.ACTIVE)
+    )
+    referrals = known(coupons={"TENOFF": "a1"}, statuses={"a1": paused})
+    assert attribute(a_conversion(coupons=["TENOFF"]), referrals, DEFAULT).agent_id == "a1"
+    during = a_conversion(coupons=["TENOFF"], occurred_at=ORDER_AT - timedelta(days=5))
+    decision = attribute(during, referrals, DEFAULT)
+    assert decision.rule is AttributionRule.UNATTRIBUTED
+    assert decision.rejected[0][1].startswith("agent a1 is paused since 2025-02-28T12:00:00")
+    # Terminated *after* the order: the order still earns.
+    later = StatusHistory(((ORDER_AT + timedelta(seconds=1), AgentStatus.TERMINATED),))
+    assert attribute(a_conversion(coupons=["TENOFF"]),
+                     known(coupons={"TENOFF": "a1"}, statuses={"a1": later}),
+                     DEFAULT).agent_id == "a1"  # fmt: skip
+
+
+def test_an_inactive_agents_binding_yields_to_the_coupon_and_applies_again_once_active() -> None:
+    binding = a_binding(agent="a9", bound_at=ORDER_AT - timedelta(days=100))
+    paused = history((timedelta(days=3), AgentStatus.PAUSED))
+    referrals = known(coupons={"TENOFF": "a1"}, bindings=[binding], statuses={"a9": paused})
+    decision = attribute(a_conversion(coupons=["TENOFF"]), referrals, DEFAULT)
+    assert (decision.rule, decision.agent_id) == (AttributionRule.COUPON, "a1")
+    assert decision.rejected[0][0] == binding
+    before_pause = a_conversion(coupons=["TENOFF"], occurred_at=ORDER_AT - timedelta(days=4))
+    assert attribute(before_pause, referrals, DEFAULT).agent_id == "a9"
+
+
+def test_status_history_order_ties_and_initial_status() -> None:
+    at = ORDER_AT
+    same_instant = StatusHistory(((at, AgentStatus.PAUSED), (at, AgentStatus.ACTIVE)))
+    assert same_instant.at(at) == (AgentStatus.ACTIVE, at)  # the later recorded wins
+    assert same_instant.at(at - timedelta(microseconds=1)) == (AgentStatus.ACTIVE, None)
+    legacy = StatusHistory(initial=AgentStatus.TERMINATED)  # terminated before history existed
+    assert legacy.at(at) == (AgentStatus.TERMINATED, None)
+    assert not legacy.is_active_at(at)

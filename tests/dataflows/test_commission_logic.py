@@ -12,13 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from dataflows.attribution.logic import AttributionDecision
+from dataflows.attribution.logic import AgentStatus, AttributionDecision, StatusHistory
 from dataflows.commission.logic import (
     CommissionError,
     accrue,
     allocate,
     compute_commission,
     line_nets,
+    override_chain,
 )
 from schemas.commission_rules import CommissionRuleSet, Rate, RateKind
 from schemas.conversion import Conversion, ConversionLine
@@ -502,3 +503,83 @@ def test_allocation_shortcuts_match_the_general_split(
     assert [str(s) for s in allocate(Decimal("-0.004"), [weight] * zeros, "USD")] == [
         "0.00"
     ] * zeros
+
+
+# --- rules in another currency than the order's -----------------------------------------------
+
+EUR_PER_USD = Fraction(100, 108)  # 1 EUR = 1.08 USD
+
+
+def test_flat_amounts_of_usd_rules_are_converted_into_an_eur_order_at_the_sale_rate() -> None:
+    order = an_order(a_line("l1", quantity=2), a_line("l2"), currency="EUR")
+    ruleset = rules(base=per_unit("5"), manager_overrides=["10"])
+    entries = accrue(
+        order, a_decision("a1"), ruleset, ["a1", "m1"], period_volume=Decimal(0),
+        is_new_customer=False, fx_rate=Decimal("1.08"), rules_rate=EUR_PER_USD,
+    )  # fmt: skip
+    accruals = {e.line_item_id: e.amount for e in entries if e.kind is EntryKind.ACCRUAL}
+    # 15 USD = 13.888… EUR, rounded once: 13.89, split 2:1 by largest remainder.
+    assert accruals == {"l1": Decimal("9.26"), "l2": Decimal("4.63")}
+    assert sum(e.amount for e in entries if e.level == 1) == Decimal("1.39")  # 10 % of 13.89
+    assert {e.currency for e in entries} == {"EUR"}
+    assert {e.fx_rate for e in entries} == {Decimal("1.08")}
+    assert entries[0].reason.endswith("; USD amounts at 0.92592593 EUR per USD")
+
+
+def test_converted_caps_round_down_and_tier_thresholds_compare_exactly() -> None:
+    ruleset = rules(
+        base=percent("10"), max_per_order="10.00",
+        tiers=[{"min_volume": "1080", "rate": percent("50")}],
+    )  # fmt: skip
+    order = an_order(a_line("l1", price="1000.00"), currency="EUR")
+
+    def total(volume: str) -> Decimal:
+        return compute_commission(
+            order, ruleset, period_volume=Decimal(volume), is_new_customer=False,
+            rules_rate=EUR_PER_USD,
+        ).total  # fmt: skip
+
+    assert total("0") == Decimal("9.25")  # cap 10 USD = 9.259… EUR, rounded down
+    flat = rules(base=per_order("0"), tiers=[{"min_volume": "1080", "rate": per_order("10.80")}])
+
+    def tiered(volume: str) -> Decimal:
+        return compute_commission(
+            order, flat, period_volume=Decimal(volume), is_new_customer=False,
+            rules_rate=EUR_PER_USD,
+        ).total  # fmt: skip
+
+    assert tiered("999.99") == Decimal("0.00")  # 1080 USD = exactly 1000 EUR
+    assert tiered("1000") == Decimal("10.00")  # 10.80 USD = 10.00 EUR
+
+
+def test_rules_in_another_currency_without_a_rate_are_refused() -> None:
+    order = an_order(a_line("l1"), currency="EUR")
+    with pytest.raises(CommissionError, match="no USD→EUR rate is known"):
+        compute_commission(order, rules(), period_volume=Decimal(0), is_new_customer=False)
+    same = compute_commission(
+        an_order(a_line("l1")), rules(), period_volume=Decimal(0), is_new_customer=False,
+        rules_rate=Fraction(2),
+    )  # fmt: skip
+    assert same.total == Decimal("10.00")  # one currency: the rate is not used
+
+
+# --- overrides past inactive managers ----------------------------------------------------------
+
+
+def test_an_inactive_manager_is_skipped_and_the_next_active_one_takes_the_level() -> None:
+    chain = ("a1", "m1", "m2", "m3")
+    gone = StatusHistory(((ORDER_AT, AgentStatus.TERMINATED),))
+    paused_later = StatusHistory(((ORDER_AT.replace(year=2026), AgentStatus.PAUSED),))
+    statuses = {"m1": gone, "m3": paused_later}
+    assert override_chain(chain, statuses, ORDER_AT) == ("a1", "m2", "m3")
+    assert override_chain(chain, statuses, ORDER_AT.replace(year=2024)) == chain  # before
+    assert override_chain(("a1",), statuses, ORDER_AT) == ("a1",)
+
+    entries = accrue_for(
+        an_order(a_line("l1")), rules(manager_overrides=["10", "5"]),
+        chain=override_chain(chain, statuses, ORDER_AT),
+    )  # fmt: skip
+    paid = {(e.agent_id, e.level): e.amount for e in entries}
+    # m2 takes level 1 (10 % of 10.00), m3 level 2 (5 %); m1 gets nothing.
+    assert paid == {("a1", 0): Decimal("10.00"), ("m2", 1): Decimal("1.00"),
+                    ("m3", 2): Decimal("0.50")}  # fmt: skip

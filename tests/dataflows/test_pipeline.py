@@ -10,6 +10,7 @@ from decimal import Decimal
 import orjson
 import psycopg
 from bytewax.testing import run_main
+from psycopg.types.json import Jsonb
 
 from dataflows.attribution.flow import build
 from deploy.demo import read_to_end
@@ -23,6 +24,7 @@ from tests.dataflows.builders import (
     order,
     order_body,
     refund,
+    rules_body,
     shopify,
 )
 from tests.dataflows.conftest import Tenant, Topics, clickhouse_totals, ledger_totals, produce
@@ -160,3 +162,100 @@ def test_pipeline_applies_the_attribution_rules_through_the_real_servers(
         (t.bob, Decimal("20.00"), 2),
         (t.boss, Decimal("1.00"), 5),
     ]
+
+
+def test_an_eur_order_under_usd_rules_earns_the_converted_flat_amount(
+    stack_settings: Settings, tenant: Tenant, topics: Topics
+) -> None:
+    t = tenant
+    flat = rules_body(t.program, version=2, overrides=["5"])
+    flat["base"] = {"kind": "flat_per_unit", "value": "5.00"}  # USD, the program's currency
+    with psycopg.connect(stack_settings.postgres_url) as conn:
+        conn.execute(
+            "INSERT INTO commission_rules (id, version, tenant_id, program_id, body)"
+            " VALUES (%s, 2, %s, %s, %s)",
+            (flat["rule_id"], t.tenant_id, t.program, Jsonb(flat)),
+        )
+        conn.execute(
+            "INSERT INTO fx_rates (tenant_id, currency, rate, valid_from, created_by)"
+            " VALUES (%s, 'EUR', 1.08, %s, 'test')",
+            (t.tenant_id, T0 - days(30)),
+        )
+    c1, c2 = click_id(f"{t.tenant_id}-fx1"), click_id(f"{t.tenant_id}-fx2")
+    produce(stack_settings, [
+        (topics.clicks, click(t.tenant_id, c1, at=T0, agent=t.ana, program=t.program)),
+        (topics.orders, order(t.tenant_id, 3001, at=T0 + days(1), cites=c1, currency="EUR",
+                              lines=[(1, 2, "40.00")])),
+        # No GBP rate: this one stays a dead letter.
+        (topics.clicks, click(t.tenant_id, c2, at=T0, agent=t.ana, program=t.program)),
+        (topics.orders, order(t.tenant_id, 3002, at=T0 + days(1), cites=c2, currency="GBP")),
+    ])  # fmt: skip
+    run_bounded(stack_settings, topics)
+
+    # 2 units * 5.00 USD = 10.00 USD = 9.259… EUR → 9.26; boss 5 % of it → 0.46 (EUR).
+    assert ledger_totals(stack_settings, t.tenant_id) == {
+        t.ana: Decimal("9.26"),
+        t.boss: Decimal("0.46"),
+        "#rows": Decimal(2),
+    }
+    with psycopg.connect(stack_settings.postgres_url) as conn:
+        currencies = conn.execute(
+            "SELECT DISTINCT currency, fx_rate FROM ledger_entries WHERE tenant_id = %s",
+            (t.tenant_id,),
+        ).fetchall()
+    assert currencies == [("EUR", Decimal("1.08"))]
+    dead = read_to_end(stack_settings.kafka_bootstrap, topics.deadletter)
+    reasons = [orjson.loads(m.value() or b"")["reason"] for m in dead]
+    assert [r.split(":")[0] for r in reasons] == ["fx"]
+    assert "no GBP rate" in reasons[0]
+
+
+def test_a_terminated_agent_stops_earning_and_the_manager_above_gets_the_override(
+    stack_settings: Settings, tenant: Tenant, topics: Topics
+) -> None:
+    t, c = tenant, tenant.tenant_id
+    ana_coupon = f"ANA{c[-8:]}".upper()
+    with psycopg.connect(stack_settings.postgres_url) as conn:
+        # bob now reports to ana, who reports to boss; ana is terminated from T0.
+        conn.execute("UPDATE agents SET parent_agent_id = %s WHERE id = %s", (t.ana, t.bob))
+        conn.execute(
+            "INSERT INTO coupon_codes (tenant_id, code, program_id, agent_id)"
+            " VALUES (%s, %s, %s, %s)",
+            (c, ana_coupon, t.program, t.ana),
+        )
+        conn.execute(
+            "INSERT INTO agent_status_changes (tenant_id, agent_id, status, effective_at,"
+            " recorded_by) VALUES (%s, %s, 'terminated', %s, 'test')",
+            (c, t.ana, T0),
+        )
+        conn.execute("UPDATE agents SET status = 'terminated' WHERE id = %s", (t.ana,))
+    ana_click, bob_click = click_id(f"{c}-s1"), click_id(f"{c}-s2")
+    produce(stack_settings, [
+        (topics.clicks, click(c, ana_click, at=T0 - days(1), agent=t.ana, program=t.program)),
+        (topics.clicks, click(c, bob_click, at=T0, agent=t.bob, program=t.program)),
+        # bob's coupon: bob earns, ana's override level goes to boss.
+        (topics.orders, order(c, 4001, at=T0 + days(1), coupon=t.coupon)),
+        # ana's click (made while active) on an order after the termination: nobody earns.
+        (topics.orders, order(c, 4002, at=T0 + days(1), cites=ana_click)),
+        # The same click on an order before the termination: ana earns (event time).
+        (topics.orders, order(c, 4003, at=T0 - days(0.5), cites=ana_click)),
+        # ana's coupon is rejected; bob's click is the next candidate.
+        (topics.orders, order(c, 4004, at=T0 + days(1), coupon=ana_coupon, cites=bob_click)),
+    ])  # fmt: skip
+    run_bounded(stack_settings, topics)
+
+    analytics = clickhouse_totals(stack_settings, c)
+    assert [(o, r, a) for o, r, a, _ in analytics["conversions"]] == [  # type: ignore[attr-defined]
+        ("4001", "coupon", t.bob),
+        ("4002", "unattributed", None),
+        ("4003", "last_click", t.ana),
+        ("4004", "last_click", t.bob),
+    ]
+    # bob 10.00 + 10.00; ana 10.00 (4003 only); boss 5 % of each: level 1 of bob's orders
+    # passes over the terminated ana.
+    assert ledger_totals(stack_settings, c) == {
+        t.bob: Decimal("20.00"),
+        t.ana: Decimal("10.00"),
+        t.boss: Decimal("1.50"),
+        "#rows": Decimal(6),
+    }

@@ -333,3 +333,29 @@ def test_clickhouse_0004_and_0005_keep_a_populated_database_right(
     assert rows("conversion_orders")[-1] == ("o5", "l_five", 1)
     client.close()
     clickhouse_server.client().command(f"DROP DATABASE {database} SYNC")
+
+
+def test_existing_agents_get_a_status_history(empty_pg_target: PgTarget) -> None:
+    settings = empty_pg_target.settings()
+    migrations.migrate_postgres(settings, "0008_truncate_wall")
+    with psycopg.connect(empty_pg_target.owner_url) as conn:
+        conn.execute("INSERT INTO tenants (id, name, slug) VALUES ('t_st', 'S', 'st')")
+        for agent, status in (("a_on", "active"), ("a_off", "terminated")):
+            conn.execute(
+                "INSERT INTO agents (id, tenant_id, name, status, created_at)"
+                " VALUES (%s, 't_st', %s, %s, '2026-01-01T00:00:00Z')",
+                (agent, agent, status),
+            )
+    migrations.migrate_postgres(settings)
+    with psycopg.connect(empty_pg_target.owner_url) as conn:
+        rows = conn.execute(
+            "SELECT agent_id, status, effective_at = '2026-01-01T00:00:00Z' FROM"
+            " agent_status_changes ORDER BY agent_id, effective_at"
+        ).fetchall()
+        # Active since creation; the terminated one terminated from the migration (when it
+        # stopped is not known).
+        assert rows == [
+            ("a_off", "active", True), ("a_off", "terminated", False), ("a_on", "active", True),
+        ]  # fmt: skip
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            conn.execute("UPDATE agent_status_changes SET status = 'active'")
