@@ -33,7 +33,7 @@ from tests.dataflows.builders import new_tenant, rules_body
 # (label, file suffix, function name) of the parts reported
 PARTS = (
     ("parse: envelope, body, archive rows", "attribution/flow.py", "parse_value"),
-    ("  of which envelope validation", "events/envelope.py", "from_bytes"),
+    ("  of which envelope decoding (msgspec)", "attribution/wire.py", "decode_envelope"),
     ("  of which Shopify order → Conversion", "schemas/conversion.py", "conversion_from_shopify"),
     ("tenant state: on_item", "attribution/state.py", "on_item"),
     ("  attribution decision", "attribution/logic.py", "attribute"),
@@ -95,6 +95,24 @@ def decode_split(clicks: list[bytes]) -> list[tuple[str, float]]:
     ]
 
 
+def snapshot_costs(plan: Plan, clicks: list[bytes]) -> list[tuple[str, float, int]]:
+    """The tenant's snapshot with every click live: (label, ms, bytes) when first taken, again
+    with nothing changed (an idle epoch), and after an epoch's worth of new clicks (busy)."""
+    logic = _logic(plan)
+    feed = _feeder(logic)
+    held, fresh = clicks[:-1000], clicks[-1000:]
+    feed(held)
+    out = []
+    for label, before in (("first (every segment pickled)", None), ("idle epoch", None),
+                          ("busy epoch (+1,000 clicks)", fresh)):  # fmt: skip
+        if before is not None:
+            feed(before)
+        started = time.perf_counter()
+        data = logic.snapshot()
+        out.append((label, (time.perf_counter() - started) * 1e3, len(data)))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clicks", type=int, default=50_000)
@@ -132,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     print("a click's decoding, µs each (best of 3 passes):")
     for label, us in decode_split(clicks[:20_000]):
         print(f"  {label:<42} {us:8.1f}")
+    print(f"the tenant's snapshot with {len(clicks):,} live clicks:")
+    for label, ms, size in snapshot_costs(plan, clicks):
+        print(f"  {label:<42} {ms:8.1f} ms {size / 1e6:8.1f} MB")
     print("cumulative µs per order under cProfile (the profiler adds its own overhead):")
     for label, suffix, name in PARTS:
         total = sum(

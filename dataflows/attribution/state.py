@@ -3,7 +3,9 @@
 The dataflow keys events by tenant; one `AttributionLogic` per tenant (v1) keeps:
 
 - **clicks** for the lookback window, by **event time**: `click_id → Click` tuple (int-ms
-  timestamps) plus a visitor index and a min-heap `(occurred_ms, click_id)`; a click is expired
+  timestamps) plus a visitor index and min-heaps `(occurred_ms, click_id)`, in segments that
+  keep their pickled bytes until they change (`clicks.ClickStore`, so a snapshot re-pickles
+  only what changed); a click is expired
   inside `on_item` (no timers) once no order that is not late could still use it: older than
   `min(click, order watermark) - allowed_lateness - max lookback`;
 - **seen event ids** for deduplication, expired at `slowest watermark - allowed_lateness` (an
@@ -75,8 +77,8 @@ from decimal import Decimal
 
 from bytewax.operators import StatefulLogic
 
+from dataflows.attribution.clicks import ClickStore
 from dataflows.attribution.events import (
-    Click,
     Event,
     InvoicePaid,
     SaleOrderRef,
@@ -164,7 +166,10 @@ class TenantState:
     watermark_ms: int = 0  # the fastest stream's
     marks: dict[str, int] = field(default_factory=dict)  # stream → watermark
     swept_ms: int = 0
-    clicks: dict[str, Click] = field(default_factory=dict)
+    # Live clicks with their visitor index and expiry heaps, in segments that each keep their
+    # pickled bytes until they change (`clicks.ClickStore`): a snapshot re-pickles only those.
+    clicks: ClickStore = field(default_factory=ClickStore)
+    # Where snapshots written before the store kept the index and heap; emptied on resume.
     click_heap: list[tuple[int, str]] = field(default_factory=list)
     visitors: dict[str, list[str]] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
@@ -363,16 +368,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         settled = self._slowest() - tuning.allowed_lateness_ms
         clicks_settled = self._slowest("click", "order") - tuning.allowed_lateness_ms
         click_horizon = clicks_settled - cfg.max_lookback_days() * DAY_MS
-        while state.click_heap and state.click_heap[0][0] < click_horizon:
-            _, click_id = heapq.heappop(state.click_heap)
-            click = state.clicks.pop(click_id, None)
-            visitor = click[4] if click is not None else None
-            if visitor is not None and visitor in state.visitors:
-                ids = [c for c in state.visitors[visitor] if c != click_id]
-                if ids:
-                    state.visitors[visitor] = ids
-                else:
-                    del state.visitors[visitor]
+        state.clicks.expire(click_horizon)
         while state.seen_heap and state.seen_heap[0][0] < settled:
             _, event_id = heapq.heappop(state.seen_heap)
             state.seen.pop(event_id, None)
@@ -431,10 +427,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         click = (
             occurred, _shared(agent), _shared(program), sys.intern(link), visitor, bot, dup
         )  # fmt: skip
-        state.clicks[click_id] = click
-        heapq.heappush(state.click_heap, (click[0], click_id))
-        if click[4] is not None:
-            state.visitors.setdefault(click[4], []).append(click_id)
+        state.clicks.add(click_id, click)
         for order_id in state.awaiting.pop(click_id, []):
             pending = state.pending.get(order_id)
             if pending is None:
@@ -497,10 +490,12 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         state = self.state
         ids = [c for c in conversion.click_ids if c in state.clicks]
         if conversion.visitor_id is not None:
-            ids.extend(state.visitors.get(conversion.visitor_id, ()))
+            ids.extend(state.clicks.visitor_clicks(conversion.visitor_id))
         out = []
         for click_id in dict.fromkeys(ids):
-            occurred, agent, program, link, visitor, bot, dup = state.clicks[click_id]
+            click = state.clicks.get(click_id)
+            assert click is not None
+            occurred, agent, program, link, visitor, bot, dup = click
             out.append(
                 ClickCandidate(
                     click_id=click_id, agent_id=agent, program_id=program, link_code=link,
@@ -775,6 +770,9 @@ def builder(
             raise RuntimeError("resuming from a run made with Tuning(snapshots=False)")
         state = pickle.loads(resume) if resume is not None else TenantState()
         _complete(state)
+        if isinstance(state.clicks, dict):  # a snapshot from before the click store
+            state.clicks = ClickStore.from_legacy(state.clicks, state.visitors, state.click_heap)
+            state.visitors, state.click_heap = {}, []
         return AttributionLogic(state, config, tuning or Tuning(), clock)
 
     return build

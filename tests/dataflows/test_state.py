@@ -16,6 +16,7 @@ from tests.dataflows.builders import T0, click, click_id, days, order, snapshot
 
 TENANT = "t_state"
 MS = timedelta(milliseconds=1)
+T0_MS = int(T0.timestamp() * 1000)
 
 
 def event(envelope: EventEnvelope) -> Event:
@@ -53,8 +54,8 @@ def test_clicks_and_dedup_ids_expire_by_event_time_inside_on_item() -> None:
 
     state = state_logic.state
     assert set(state.clicks) == {click_id("a"), click_id("b")}
-    assert state.visitors == {}
-    assert len(state.click_heap) == 2
+    assert state.clicks.visitor_count() == 0
+    assert sum(len(s.heap) for s in state.clicks.segments) == 2
     assert state.seen == {}  # clicks are deduplicated by the click index, not by event id
 
 
@@ -106,3 +107,19 @@ def test_runs_without_snapshots_cannot_be_resumed_by_mistake() -> None:
     build = builder(StaticConfig(snapshot(TENANT)), no_snapshots, Clock(0))
     with pytest.raises(RuntimeError, match="snapshots=False"):
         build(snapshot_bytes)
+
+
+def test_a_snapshot_written_with_one_click_dict_resumes_into_the_click_store() -> None:
+    from dataflows.attribution.clicks import ClickStore
+    from dataflows.attribution.state import TenantState
+
+    old = TenantState(tenant_id=TENANT)
+    cid = click_id(1)
+    old.clicks = {cid: (T0_MS, "agt_ana", "prg_main", "link", "v1", False, False)}  # type: ignore[assignment]
+    old.visitors, old.click_heap = {"v1": [cid]}, [(T0_MS, cid)]
+    resumed = builder(StaticConfig(snapshot(TENANT)), None, Clock(0))(pickle.dumps(old))
+    assert isinstance(resumed.state.clicks, ClickStore)
+    assert resumed.state.clicks.visitor_clicks("v1") == [cid]
+    assert (resumed.state.visitors, resumed.state.click_heap) == ({}, [])
+    out, _ = resumed.on_item(event(order(TENANT, 1001, at=T0 + days(1), cites=cid)))
+    assert [tag for tag, _ in out] == ["conversion", "entry", "entry"]
