@@ -47,6 +47,7 @@ import pytest
 
 from tests.e2e import traffic
 from tests.e2e.harness import (
+    ROOT,
     Delivery,
     E2EStack,
     Sender,
@@ -306,27 +307,36 @@ def clickhouse_outage(e2e: E2EStack) -> None:
     e2e.up()
 
 
+def _start_machine_servers() -> None:
+    """Start PostgreSQL and Redis the way this machine runs them (`make deps`), not through
+    `refstream up`: a server `up` starts counts as the stack's, and the stack's `down` at the
+    end of the module would stop it under the rest of the session."""
+    subprocess.run(["bash", str(ROOT / "deploy" / "deps.sh")], check=True, capture_output=True)
+
+
 def postgres_outage(e2e: E2EStack) -> None:
     """The machine's PostgreSQL stopped (fast shutdown: every connection cut) for 10 s
-    mid-stream; `refstream up` starts it again, as it does when PostgreSQL is down."""
+    mid-stream, then started again."""
     cluster = sorted(Path("/etc/postgresql").glob("*"))[-1].name
     subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "stop",
                     "-m", "fast"], check=True, capture_output=True)  # fmt: skip
     try:
         time.sleep(OUTAGE_SECONDS)
     finally:
-        e2e.up()
+        _start_machine_servers()
+    e2e.up()  # nothing of the stack's is down: a no-op, as an operator would check
 
 
 def redis_outage(e2e: E2EStack) -> None:
-    """The machine's Redis shut down for 10 s mid-stream (its data is gone: no persistence);
-    `refstream up` starts it again. The ingress fails open meanwhile (`ingest/guards.py`)."""
+    """The machine's Redis shut down for 10 s mid-stream (its data is gone: no persistence),
+    then started again. The ingress fails open meanwhile (`ingest/guards.py`)."""
     subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"],
                    check=False, capture_output=True)  # fmt: skip
     try:
         time.sleep(OUTAGE_SECONDS)
     finally:
-        e2e.up()
+        _start_machine_servers()
+    e2e.up()
 
 
 def restart_api(e2e: E2EStack) -> None:
