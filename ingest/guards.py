@@ -44,7 +44,15 @@ async def remember(redis: aioredis.Redis, dedup: str, ttl_seconds: int) -> None:
     await redis.set(dedup, b"1", ex=ttl_seconds)
 
 
-async def first_click(redis: aioredis.Redis, fingerprint: str, window_seconds: int) -> bool:
-    """True for the first click of a visitor on a link within the window; later ones are dups."""
-    created = await redis.set(f"{PREFIX}:click:{fingerprint}", b"1", nx=True, ex=window_seconds)
+async def first_click(
+    redis: aioredis.Redis, fingerprint: str, window_seconds: int, also: str | None = None
+) -> bool:
+    """True for the first click of a visitor on a link within the window; later ones are dups.
+    `also` is a second identity of the same click remembered for the window (a visitor id just
+    given to the browser, so its next click is judged by it)."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.set(f"{PREFIX}:click:{fingerprint}", b"1", nx=True, ex=window_seconds)
+    if also is not None:
+        pipe.set(f"{PREFIX}:click:{also}", b"1", ex=window_seconds)
+    created, *_ = await pipe.execute()
     return bool(created)
