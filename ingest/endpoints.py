@@ -288,6 +288,7 @@ async def _record_click(
         ingress.redis,
         clicks.fingerprint(ip_digest, who.user_agent, link.code, dedup_visitor),
         settings.click_duplicate_window_seconds,
+        click_id,
         # A visitor id minted now: the browser's next click carries it and is judged by it.
         also=clicks.fingerprint(None, None, link.code, visitor_id)
         if visitor_id and not dedup_visitor

@@ -266,3 +266,17 @@ async def test_a_program_change_through_the_api_reaches_the_running_ingress(
                     break
                 await asyncio.sleep(0.05)
             assert not await relay_is_bot()
+
+
+async def test_a_redelivered_pixel_click_is_never_a_duplicate_of_itself(
+    client: httpx.AsyncClient, registered: Registered
+) -> None:
+    batch = [
+        {"link_code": registered.link_code, "client_event_id": "px-a", "visitor_id": "v1"},
+        {"link_code": registered.link_code, "client_event_id": "px-b", "visitor_id": "v1"},
+    ]
+    deliveries = [(await pixel(client, *batch)).json()["accepted"] for _ in range(3)]
+    # Every delivery of px-a is the visitor's first click; px-b, a second click, is a duplicate.
+    assert [[(i["click_id"], i["duplicate"]) for i in d] for d in deliveries] == [
+        [(deliveries[0][0]["click_id"], False), (deliveries[0][1]["click_id"], True)]
+    ] * 3
