@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import hmac
 import ipaddress
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -191,9 +192,10 @@ def fingerprint(
     ip_digest: str | None, user_agent: str | None, link_code: str, visitor_id: str | None = None
 ) -> str:
     """Identity of "the same visitor clicking the same link" for duplicate marking: the visitor
-    id when the client sent one (two shoppers behind one NAT are two visitors), else IP+UA."""
+    id and User-Agent when the client sent an id (two shoppers behind one NAT are two visitors;
+    one browser keeps its User-Agent), else the IP and User-Agent."""
     if visitor_id:
-        text = f"visitor|{link_code}|{visitor_id}"
+        text = json.dumps(["visitor", link_code, user_agent or "", visitor_id])
     else:
         text = f"{ip_digest or '-'}|{user_agent or '-'}|{link_code}"
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

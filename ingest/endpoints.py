@@ -290,7 +290,7 @@ async def _record_click(
         settings.click_duplicate_window_seconds,
         click_id,
         # A visitor id minted now: the browser's next click carries it and is judged by it.
-        also=clicks.fingerprint(None, None, link.code, visitor_id)
+        also=clicks.fingerprint(None, who.user_agent, link.code, visitor_id)
         if visitor_id and not dedup_visitor
         else None,
     )
