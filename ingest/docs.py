@@ -149,7 +149,7 @@ REDIRECT: dict[str, Any] = {
             "`rs_vid` and `rs_clid` cookies",
             "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
         },
-        **problems((404, "unknown_link"), (404, "bad_landing_url")),
+        **problems((404, "unknown_link"), (404, "bad_landing_url"), (400, "bad_request")),
     },
 }
 

@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from api.app import create_app as create_api
-from ingest.clicks import ip_hash
+from ingest.clicks import ClickPolicy, ip_hash, relay_trusted
 from schemas.click_policy import relay_token_hash
 from schemas.events.click import ClickEvent
 from schemas.settings import Settings
@@ -65,22 +65,25 @@ async def test_old_pixel_click_is_redated_to_arrival_and_says_so(
     before = redated_total((await client.get("/metrics")).text)
     now = datetime.now(UTC)
     two_days, two_hours = now - timedelta(days=2), now - timedelta(hours=2)
+    ahead = now + timedelta(hours=1)
     response = await pixel(
         client,
         {"link_code": registered.link_code, "occurred_at": two_days.isoformat()},
         {"link_code": registered.link_code, "occurred_at": two_hours.isoformat()},
+        {"link_code": registered.link_code, "occurred_at": ahead.isoformat()},
     )
     assert response.status_code == 202
-    old, recent = response.json()["accepted"]
+    old, recent, future = response.json()["accepted"]
+    assert future["redated"] == {"reason": "in_future", "claimed_at": ahead.isoformat()}
     assert old["redated"] == {"reason": "too_old", "claimed_at": two_days.isoformat()}
     assert datetime.fromisoformat(old["occurred_at"]) >= now  # its arrival
     assert "redated" not in recent
     assert datetime.fromisoformat(recent["occurred_at"]) == two_hours
     stored = recorded(stack_settings, response)
     assert [c.occurred_at for c in stored] == [
-        datetime.fromisoformat(old["occurred_at"]),
-        two_hours,
+        datetime.fromisoformat(item["occurred_at"]) for item in (old, recent, future)
     ]
+    assert recent["occurred_at"] == two_hours.isoformat()
     assert redated_total((await client.get("/metrics")).text) == before + 1
 
 
@@ -280,3 +283,16 @@ async def test_a_redelivered_pixel_click_is_never_a_duplicate_of_itself(
     assert [[(i["click_id"], i["duplicate"]) for i in d] for d in deliveries] == [
         [(deliveries[0][0]["click_id"], False), (deliveries[0][1]["click_id"], True)]
     ] * 3
+
+
+def test_relay_trust_needs_the_programs_token_or_network() -> None:
+    token = "t" * 40
+    policy = ClickPolicy.from_settings(
+        max_age_hours=24, bot_user_agents=None, relay_token_hash=relay_token_hash(token),
+        relay_ips=["2001:db8::/32", "not-a-network"],
+    )  # fmt: skip
+    assert relay_trusted(policy, token, None)
+    assert relay_trusted(policy, None, "2001:db8::7")
+    assert not relay_trusted(policy, "u" * 40, "2001:db9::7")
+    assert not relay_trusted(ClickPolicy(), token, "2001:db8::7")  # a program without relays
+    assert not relay_trusted(policy, None, "unix-socket")
