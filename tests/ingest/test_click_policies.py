@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
+import random
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -296,3 +298,26 @@ def test_relay_trust_needs_the_programs_token_or_network() -> None:
     assert not relay_trusted(policy, "u" * 40, "2001:db9::7")
     assert not relay_trusted(ClickPolicy(), token, "2001:db8::7")  # a program without relays
     assert not relay_trusted(policy, None, "unix-socket")
+
+
+async def test_duplicates_in_every_arrival_order_with_triple_delivery(
+    client: httpx.AsyncClient, registered: Registered
+) -> None:
+    """Two NAT shoppers (a twice, b once), every order of the three clicks, each delivered three
+    times interleaved: one non-duplicate click per visitor, and every delivery of a click gets
+    the same verdict."""
+    rng = random.Random(14)
+    for run, order in enumerate(itertools.permutations([("a", "1"), ("b", "2"), ("a", "3")])):
+        deliveries = [*order, *order, *order]
+        rng.shuffle(deliveries)
+        verdicts: dict[str, set[bool]] = {}
+        visitor_of: dict[str, str] = {}
+        for visitor, event in deliveries:
+            item = {"link_code": registered.link_code, "visitor_id": f"{visitor}-{run}",
+                    "client_event_id": f"{event}-{run}"}  # fmt: skip
+            (accepted,) = (await pixel(client, item)).json()["accepted"]
+            verdicts.setdefault(accepted["click_id"], set()).add(accepted["duplicate"])
+            visitor_of[accepted["click_id"]] = visitor
+        assert all(len(v) == 1 for v in verdicts.values()), order
+        firsts = sorted(visitor_of[c] for c, v in verdicts.items() if v == {False})
+        assert (len(verdicts), firsts) == (3, ["a", "b"]), order
