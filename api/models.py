@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Identity, Numeric, String, Text, func
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TIMESTAMP
 
@@ -119,6 +119,11 @@ class Program(Base):
     coupon_beats_cookie: Mapped[bool] = mapped_column(server_default="true")
     binding_months: Mapped[int] = mapped_column(server_default="0")
     hold_days: Mapped[int] = mapped_column(server_default="30")
+    # Click policies, read by the ingress with the program's links (migration 0009).
+    click_max_age_hours: Mapped[int] = mapped_column(server_default="24")
+    bot_user_agents: Mapped[list[str] | None] = mapped_column(ARRAY(Text()), nullable=True)
+    relay_token_hash: Mapped[str | None] = mapped_column(nullable=True)
+    relay_ips: Mapped[list[str]] = mapped_column(ARRAY(Text()), server_default="{}")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

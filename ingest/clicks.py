@@ -1,26 +1,184 @@
-"""Referral clicks: pure helpers for building click events and redirect targets."""
+"""Referral clicks: the click policies (time, bots, relays, duplicates) and redirect targets.
+
+Pure functions over plain values; the endpoints read the request, the registry the program's
+`ClickPolicy` (`programs` columns from migration 0009), and both call these.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import ipaddress
+import json
 import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from schemas.click_policy import (
+    DEFAULT_CLICK_MAX_AGE_HOURS,
+    FORWARDED_FOR_HEADER,
+    FORWARDED_USER_AGENT_HEADER,
+    RELAY_TOKEN_HEADER,
+    relay_token_hash,
+)
+from schemas.ids import derived_id
+
+# The built-in bot rule, used by programs without their own `bot_user_agents`.
 BOT_PATTERN = re.compile(
     r"bot\b|bot/|crawl|spider|slurp|facebookexternalhit|embedly|preview|monitor|curl/|wget/"
     r"|python-requests|httpx|go-http-client|java/|headlesschrome|phantomjs|lighthouse",
     re.IGNORECASE,
 )
+# A client clock may run this far ahead before its click is re-dated.
+FUTURE_TOLERANCE = timedelta(minutes=5)
 
 VISITOR_COOKIE = "rs_vid"
 CLICK_COOKIE = "rs_clid"
 CLICK_PARAM = "rsclid"
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+RedateReason = Literal["too_old", "in_future"]
 
-def is_bot(user_agent: str | None) -> bool:
-    """Flag, never drop: an empty user agent or a known crawler/tool signature."""
-    return not user_agent or bool(BOT_PATTERN.search(user_agent))
+
+@dataclass(frozen=True, slots=True)
+class ClickPolicy:
+    """A program's click policy. `bot_substrings` None = the built-in `BOT_PATTERN`."""
+
+    max_age: timedelta = timedelta(hours=DEFAULT_CLICK_MAX_AGE_HOURS)
+    bot_substrings: tuple[str, ...] | None = None
+    relay_token_hash: str | None = None
+    relay_networks: tuple[Network, ...] = ()
+
+    @classmethod
+    def from_settings(
+        cls,
+        *,
+        max_age_hours: int,
+        bot_user_agents: Iterable[str] | None,
+        relay_token_hash: str | None,
+        relay_ips: Iterable[str],
+    ) -> ClickPolicy:
+        """From the program's stored columns (validated by the API on the way in)."""
+        return cls(
+            max_age=timedelta(hours=max_age_hours),
+            bot_substrings=(
+                None if bot_user_agents is None else tuple(p.lower() for p in bot_user_agents)
+            ),
+            relay_token_hash=relay_token_hash,
+            relay_networks=tuple(_networks(relay_ips)),
+        )
+
+
+def _networks(texts: Iterable[str]) -> Iterable[Network]:
+    for text in texts:
+        # The API stores only valid networks; a row written past it must not stop the reload.
+        with contextlib.suppress(ValueError):
+            yield ipaddress.ip_network(text, strict=False)
+
+
+DEFAULT_POLICY = ClickPolicy()
+
+
+def is_bot(user_agent: str | None, policy: ClickPolicy = DEFAULT_POLICY) -> bool:
+    """Flag, never drop: an empty user agent, or one matching the program's rule (any of its
+    case-insensitive substrings; the built-in pattern when the program has none)."""
+    if not user_agent:
+        return True
+    if policy.bot_substrings is None:
+        return bool(BOT_PATTERN.search(user_agent))
+    lowered = user_agent.lower()
+    return any(s in lowered for s in policy.bot_substrings)
+
+
+def click_time(
+    claimed: datetime | None, now: datetime, policy: ClickPolicy = DEFAULT_POLICY
+) -> tuple[datetime, RedateReason | None]:
+    """The time a pixel click is recorded at, and why it was re-dated to `now` (None: it was
+    not): a claim older than the program's max age, or more than 5 minutes ahead."""
+    if claimed is None:
+        return now, None
+    if claimed < now - policy.max_age:
+        return now, "too_old"
+    if claimed > now + FUTURE_TOLERANCE:
+        return now, "in_future"
+    return claimed, None
+
+
+class BadRelayHeaders(ValueError):
+    """A forwarded-for header that is not one IP address."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayHeaders:
+    """What a server-side relay sent: its token and the shopper's User-Agent and IP."""
+
+    token: str | None
+    user_agent: str | None
+    ip: str | None
+
+    @property
+    def forwarding(self) -> bool:
+        return self.user_agent is not None or self.ip is not None
+
+    @classmethod
+    def read(cls, headers: Mapping[str, str]) -> RelayHeaders:
+        """From request headers (case-insensitive mapping); `BadRelayHeaders` for a forwarded
+        IP that is not exactly one IPv4/IPv6 address."""
+        ip = headers.get(FORWARDED_FOR_HEADER)
+        if ip is not None:
+            try:
+                ip = str(ipaddress.ip_address(ip.strip()))
+            except ValueError as exc:
+                raise BadRelayHeaders(
+                    f"{FORWARDED_FOR_HEADER} must be one IP address (the shopper's)"
+                ) from exc
+        return cls(
+            token=headers.get(RELAY_TOKEN_HEADER),
+            user_agent=headers.get(FORWARDED_USER_AGENT_HEADER),
+            ip=ip,
+        )
+
+
+def relay_trusted(policy: ClickPolicy, token: str | None, peer_ip: str | None) -> bool:
+    """Whether the sender is one of the program's relays: it presents the program's relay
+    token, or connects from one of the program's relay networks."""
+    if token and policy.relay_token_hash is not None:
+        given = relay_token_hash(token)
+        if hmac.compare_digest(given, policy.relay_token_hash):
+            return True
+    if peer_ip and policy.relay_networks:
+        try:
+            address = ipaddress.ip_address(peer_ip)
+        except ValueError:
+            return False
+        return any(address in network for network in policy.relay_networks)
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Shopper:
+    """Whom a click is judged as: the shopper's User-Agent and IP, and what became of a relay's
+    forwarded headers (None: none were sent)."""
+
+    user_agent: str | None
+    ip: str | None
+    relay: Literal["honoured", "ignored"] | None
+
+
+def shopper(
+    policy: ClickPolicy, relay: RelayHeaders, *, peer_ip: str | None, user_agent: str | None
+) -> Shopper:
+    """A trusted relay's forwarded User-Agent and IP replace the request's own (a forwarded
+    header left out counts as empty); an untrusted sender's forwarded headers are ignored."""
+    if not relay.forwarding:
+        return Shopper(user_agent, peer_ip, None)
+    if relay_trusted(policy, relay.token, peer_ip):
+        return Shopper(relay.user_agent or None, relay.ip, "honoured")
+    return Shopper(user_agent, peer_ip, "ignored")
 
 
 def ip_hash(salt: str, ip: str | None) -> str | None:
@@ -30,10 +188,24 @@ def ip_hash(salt: str, ip: str | None) -> str | None:
     return hmac.new(salt.encode(), ip.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def fingerprint(ip_digest: str | None, user_agent: str | None, link_code: str) -> str:
-    """Identity of "the same visitor clicking the same link" for duplicate marking."""
-    text = f"{ip_digest or '-'}|{user_agent or '-'}|{link_code}"
+def fingerprint(
+    ip_digest: str | None, user_agent: str | None, link_code: str, visitor_id: str | None = None
+) -> str:
+    """Identity of "the same visitor clicking the same link" for duplicate marking: the visitor
+    id and User-Agent when the client sent an id (two shoppers behind one NAT are two visitors;
+    one browser keeps its User-Agent), else the IP and User-Agent."""
+    if visitor_id:
+        text = json.dumps(["visitor", link_code, user_agent or "", visitor_id])
+    else:
+        text = f"{ip_digest or '-'}|{user_agent or '-'}|{link_code}"
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def pixel_click_id(tenant_id: str, link_code: str, client_event_id: str) -> str:
+    """The stable contract of `POST /v1/clicks`: a click with a `client_event_id` has the id
+    `clk_` + hex BLAKE2b-128 of `tenant_id`, the link's code and `client_event_id` joined by
+    U+001F (`schemas.ids.derived_id`), so an integrator can cite it before the 202 returns."""
+    return derived_id("clk", tenant_id, link_code, client_event_id)
 
 
 def redirect_url(landing_url: str, click_id: str) -> str:

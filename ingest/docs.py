@@ -149,7 +149,7 @@ REDIRECT: dict[str, Any] = {
             "`rs_vid` and `rs_clid` cookies",
             "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
         },
-        **problems((404, "unknown_link"), (404, "bad_landing_url")),
+        **problems((404, "unknown_link"), (404, "bad_landing_url"), (400, "bad_request")),
     },
 }
 
@@ -157,7 +157,10 @@ PIXEL: dict[str, Any] = {
     "status_code": 202,
     "responses": {
         202: {
-            "description": "Accepted click ids and rejected items (`unknown_link`)",
+            "description": "Accepted clicks (`index`, `click_id`, the recorded `occurred_at`, "
+            "`bot`, `duplicate`, `redated` {`reason`, `claimed_at`} when the claimed time was "
+            "replaced by the arrival, `relay` when forwarded headers were sent) and rejected "
+            "items (`unknown_link`)",
             "content": {
                 "application/json": {
                     "schema": {

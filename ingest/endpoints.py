@@ -9,7 +9,8 @@ not_found, 405 method_not_allowed, 400 bad_request.
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -18,8 +19,16 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
 from ingest import clicks, docs, guards, odoo, shopify
-from ingest.metrics import CLICKS_LOST, DEAD_LETTERS, DEDUP_HITS, PRODUCE_SECONDS, REQUESTS
+from ingest.metrics import (
+    CLICKS_LOST,
+    CLICKS_REDATED,
+    DEAD_LETTERS,
+    DEDUP_HITS,
+    PRODUCE_SECONDS,
+    REQUESTS,
+)
 from ingest.producer import ProduceFailed
+from ingest.registry import LinkRecord
 from schemas.events.click import ClickEvent, PixelBatch
 from schemas.events.envelope import DeadLetter, EventEnvelope, Source
 from schemas.events.shopify import SHOPIFY_TOPICS
@@ -244,26 +253,46 @@ async def _odoo(token: str, request: Request) -> Response:
 # --- clicks --------------------------------------------------------------------------------
 
 
-async def _click_envelope(
+@dataclass(frozen=True, slots=True)
+class RecordedClick:
+    envelope: EventEnvelope
+    click: ClickEvent
+    relay: str | None  # what became of a relay's forwarded headers (None: none sent)
+
+
+async def _record_click(
     ingress: Ingress,
     request: Request,
-    link: Any,
+    link: LinkRecord,
+    relay: clicks.RelayHeaders,
     *,
     click_id: str,
     occurred_at: datetime,
     visitor_id: str | None,
+    dedup_visitor: str | None,
     landing_url: str | None,
     referrer: str | None,
     source: Source,
-) -> EventEnvelope:
+) -> RecordedClick:
+    """The click judged by its program's policy (bots, relay, duplicates), wrapped for Kafka.
+    `dedup_visitor` is the visitor id the client sent (None: judge duplicates by IP+UA)."""
     settings = ingress.settings
-    client_ip = request.client.host if request.client else None
-    user_agent = request.headers.get("user-agent")
-    ip_digest = clicks.ip_hash(settings.click_ip_salt, client_ip)
+    who = clicks.shopper(
+        link.policy,
+        relay,
+        peer_ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+    )
+    ip_digest = clicks.ip_hash(settings.click_ip_salt, who.ip)
     first = await guards.first_click(
         ingress.redis,
-        clicks.fingerprint(ip_digest, user_agent, link.code),
+        clicks.fingerprint(ip_digest, who.user_agent, link.code, dedup_visitor),
         settings.click_duplicate_window_seconds,
+        click_id,
+        # A visitor id minted now: the browser's next click carries it and is judged by it.
+        also=clicks.fingerprint(None, who.user_agent, link.code, visitor_id)
+        if visitor_id and not dedup_visitor
+        else None,
     )
     click = ClickEvent(
         click_id=click_id,
@@ -275,12 +304,12 @@ async def _click_envelope(
         agent_id=link.agent_id,
         landing_url=landing_url,
         referrer=referrer,
-        user_agent=user_agent[:500] if user_agent else None,
+        user_agent=who.user_agent[:500] if who.user_agent else None,
         ip_hash=ip_digest,
-        is_bot=clicks.is_bot(user_agent),
+        is_bot=clicks.is_bot(who.user_agent, link.policy),
         is_duplicate=not first,
     )
-    return EventEnvelope.wrap(
+    envelope = EventEnvelope.wrap(
         orjson.dumps(click.model_dump(mode="json")),
         event_id=click_id,
         source=source,
@@ -290,6 +319,14 @@ async def _click_envelope(
         occurred_at=occurred_at,
         received_at=datetime.now(UTC),
     )
+    return RecordedClick(envelope, click, who.relay)
+
+
+def _relay_headers(request: Request) -> clicks.RelayHeaders:
+    try:
+        return clicks.RelayHeaders.read(request.headers)
+    except clicks.BadRelayHeaders as exc:
+        raise Refused(400, "bad_request", str(exc)) from exc
 
 
 @router.get("/r/{link_code}", summary="Referral link: record the click, redirect", **docs.REDIRECT)
@@ -309,14 +346,22 @@ async def referral_redirect(link_code: str, request: Request) -> Response:
         return Refused(
             404, "bad_landing_url", "this referral link's landing URL is not a valid http(s) URL"
         ).response()
+    try:
+        relay = _relay_headers(request)
+    except Refused as refused:
+        _count("redirect", "click", refused.code)
+        return refused.response()
     now = datetime.now(UTC)
-    visitor_id = request.cookies.get(clicks.VISITOR_COOKIE) or secrets.token_hex(16)
+    # Only a visitor id the browser sent back identifies a visitor; a new one is unique anyway.
+    returning = request.cookies.get(clicks.VISITOR_COOKIE) or None
+    visitor_id = returning or secrets.token_hex(16)
     click_id = random_id("clk")
-    envelope = await _click_envelope(
-        ingress, request, link, click_id=click_id, occurred_at=now, visitor_id=visitor_id,
-        landing_url=link.landing_url, referrer=request.headers.get("referer"),
-        source=Source.CLICK,
+    recorded = await _record_click(
+        ingress, request, link, relay, click_id=click_id, occurred_at=now, visitor_id=visitor_id,
+        dedup_visitor=returning, landing_url=link.landing_url,
+        referrer=request.headers.get("referer"), source=Source.CLICK,
     )  # fmt: skip
+    envelope = recorded.envelope
     try:
         await _produce(ingress, Topic.CLICKS, envelope.key(), envelope.to_bytes())
         _count("redirect", "click", "accepted")
@@ -345,33 +390,46 @@ async def pixel_clicks(request: Request) -> Response:
             batch = PixelBatch.model_validate_json(raw)
         except ValidationError as exc:
             raise Refused(400, "bad_request", _validation_detail(exc)) from exc
+        relay = _relay_headers(request)
         now = datetime.now(UTC)
         accepted: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
         pending: list[EventEnvelope] = []
+        redated: list[str] = []
         for index, item in enumerate(batch.clicks):
             link = await ingress.registry.link(item.link_code)
             if link is None:
                 rejected.append({"index": index, "code": "unknown_link"})
                 continue
             click_id = (
-                derived_id("clk", link.tenant_id, link.code, item.client_event_id)
+                clicks.pixel_click_id(link.tenant_id, link.code, item.client_event_id)
                 if item.client_event_id
                 else random_id("clk")
             )
-            occurred_at = item.occurred_at or now
-            # Client clocks are not trusted beyond a day back or any time ahead.
-            if not now - timedelta(days=1) <= occurred_at <= now + timedelta(minutes=5):
-                occurred_at = now
-            envelope = await _click_envelope(
-                ingress, request, link, click_id=click_id, occurred_at=occurred_at,
-                visitor_id=item.visitor_id, landing_url=item.landing_url,
-                referrer=item.referrer, source=Source.PIXEL,
+            occurred_at, reason = clicks.click_time(item.occurred_at, now, link.policy)
+            recorded = await _record_click(
+                ingress, request, link, relay, click_id=click_id, occurred_at=occurred_at,
+                visitor_id=item.visitor_id, dedup_visitor=item.visitor_id,
+                landing_url=item.landing_url, referrer=item.referrer, source=Source.PIXEL,
             )  # fmt: skip
-            pending.append(envelope)
-            accepted.append({"index": index, "click_id": click_id})
+            pending.append(recorded.envelope)
+            report: dict[str, Any] = {
+                "index": index,
+                "click_id": click_id,
+                "occurred_at": occurred_at.isoformat(),
+                "bot": recorded.click.is_bot,
+                "duplicate": recorded.click.is_duplicate,
+            }
+            if reason is not None and item.occurred_at is not None:
+                report["redated"] = {"reason": reason, "claimed_at": item.occurred_at.isoformat()}
+                redated.append(reason)
+            if recorded.relay is not None:
+                report["relay"] = recorded.relay
+            accepted.append(report)
         for envelope in pending:
             await _produce(ingress, Topic.CLICKS, envelope.key(), envelope.to_bytes())
+        for why in redated:  # counted once the clicks are stored
+            CLICKS_REDATED.labels(why).inc()
     except Refused as refused:
         _count("pixel", "click", refused.code)
         return refused.response()

@@ -68,11 +68,27 @@ async def remember(redis: aioredis.Redis, dedup: str, ttl_seconds: int) -> None:
         _unavailable("remember", exc)
 
 
-async def first_click(redis: aioredis.Redis, fingerprint: str, window_seconds: int) -> bool:
-    """True for the first click of a visitor on a link within the window; later ones are dups."""
+async def first_click(
+    redis: aioredis.Redis,
+    fingerprint: str,
+    window_seconds: int,
+    click_id: str,
+    also: str | None = None,
+) -> bool:
+    """True for the first click of a visitor on a link within the window; later ones are dups.
+    The window remembers the first click's id, so a re-delivery of that same click (a retried
+    pixel batch: same `client_event_id`, same id) is never a duplicate of itself. `also` is a
+    second identity of the same click remembered for the window (a visitor id just given to the
+    browser, so its next click is judged by it)."""
+    key = f"{PREFIX}:click:{fingerprint}"
+    pipe = redis.pipeline(transaction=False)
+    pipe.set(key, click_id.encode(), nx=True, ex=window_seconds)
+    pipe.get(key)
+    if also is not None:
+        pipe.set(f"{PREFIX}:click:{also}", click_id.encode(), ex=window_seconds)
     try:
-        created = await redis.set(f"{PREFIX}:click:{fingerprint}", b"1", nx=True, ex=window_seconds)
-    except (RedisError, OSError) as exc:
+        _, holder, *_ = await pipe.execute()
+    except (RedisError, OSError) as exc:  # fail open (see the module docstring)
         _unavailable("first_click", exc)
         return True
-    return bool(created)
+    return bool(holder == click_id.encode())

@@ -42,6 +42,13 @@ CLICKS_LOST = Counter(
     "Redirects served while the broker did not acknowledge the click.",
 )
 
+CLICKS_REDATED = Counter(
+    "refstream_ingest_clicks_redated_total",
+    "Pixel clicks recorded at their arrival instead of their claimed time, by reason"
+    " (too_old: beyond the program's max click age; in_future: more than 5 minutes ahead).",
+    ["reason"],
+)
+
 
 def exposition(multiprocess_dir: Path | None) -> tuple[bytes, str]:
     if multiprocess_dir is None:

@@ -17,6 +17,7 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
+from ingest.clicks import ClickPolicy
 from schemas.registry import REGISTRY_CHANGED_CHANNEL
 
 log = structlog.get_logger("ingest.registry")
@@ -37,6 +38,7 @@ class LinkRecord:
     program_id: str
     agent_id: str
     landing_url: str
+    policy: ClickPolicy  # the program's, shared by its links
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,20 +65,30 @@ async def load_snapshot(dsn: str) -> Snapshot:
             r["token_hash"]: r["tenant_id"]
             for r in await conn.fetch("SELECT token_hash, tenant_id FROM erp_endpoints")
         }
-        links = {
-            r["code"]: LinkRecord(
+        links = {}
+        policies: dict[str, ClickPolicy] = {}  # one per program, shared by its links
+        for r in await conn.fetch(
+            "SELECT l.code, l.id, l.tenant_id, l.program_id, l.agent_id, p.landing_url,"
+            " p.click_max_age_hours, p.bot_user_agents, p.relay_token_hash, p.relay_ips"
+            " FROM links l JOIN programs p ON p.id = l.program_id"
+        ):
+            policy = policies.get(r["program_id"])
+            if policy is None:
+                policy = policies[r["program_id"]] = ClickPolicy.from_settings(
+                    max_age_hours=r["click_max_age_hours"],
+                    bot_user_agents=r["bot_user_agents"],
+                    relay_token_hash=r["relay_token_hash"],
+                    relay_ips=r["relay_ips"],
+                )
+            links[r["code"]] = LinkRecord(
                 code=r["code"],
                 link_id=r["id"],
                 tenant_id=r["tenant_id"],
                 program_id=r["program_id"],
                 agent_id=r["agent_id"],
                 landing_url=r["landing_url"],
+                policy=policy,
             )
-            for r in await conn.fetch(
-                "SELECT l.code, l.id, l.tenant_id, l.program_id, l.agent_id, p.landing_url"
-                " FROM links l JOIN programs p ON p.id = l.program_id"
-            )
-        }
     finally:
         await conn.close()
     return Snapshot(shops=shops, erp_tokens=tokens, links=links)

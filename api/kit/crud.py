@@ -303,10 +303,11 @@ def crud_router(spec: CrudSpec) -> APIRouter:
         row = await writable(session, principal, object_id, if_match, "change")
         columns = spec.model.__table__.c
         # An explicit null clears nullable columns only; elsewhere it means "leave as is".
+        # Fields that are no column (a write-only secret) reach `prepare` as sent.
         values = {
             k: v
             for k, v in body.model_dump(exclude_unset=True).items()
-            if v is not None or columns[k].nullable
+            if v is not None or k not in columns or columns[k].nullable
         }
         await _check_references(session, spec, principal, values)
         if spec.prepare is not None:

@@ -11,8 +11,9 @@ class ClickEvent(BaseModel):
     """One recorded click.
 
     The IP is never stored: `ip_hash` is a salted hash. Bots are flagged, not dropped, and a
-    repeated IP+UA+link within a short window is marked `is_duplicate`; attribution decides what
-    to do with both.
+    repeated click of the same visitor (its visitor id, else IP+UA) on the same link within a
+    short window is marked `is_duplicate` (the program's click policies, `ingest/clicks.py`);
+    attribution decides what to do with both.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -39,8 +40,12 @@ class PixelClick(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     link_code: Annotated[str, Field(min_length=1, max_length=100)]
-    client_event_id: Annotated[str | None, Field(max_length=100)] = Field(
-        default=None, description="Idempotency: the same id from the same pixel is one click."
+    client_event_id: Annotated[
+        str | None, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+    ] = Field(
+        default=None,
+        description="Idempotency: the same id from the same pixel is one click; the click id is"
+        " derived from it (README: the click-id contract).",
     )
     occurred_at: AwareDatetime | None = None
     visitor_id: Annotated[str | None, Field(max_length=100)] = None

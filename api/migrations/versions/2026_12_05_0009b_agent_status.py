@@ -7,7 +7,7 @@ Existing agents get their history: `active` from their creation, and their curre
 another, from this migration's time (when they stopped is not known).
 
 Revision ID: 0009b_agent_status
-Revises: 0008_truncate_wall
+Revises: 0009_click_policies
 Create Date: 2026-12-05
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0009b_agent_status"
-down_revision = "0008_truncate_wall"
+down_revision = "0009_click_policies"
 branch_labels = None
 depends_on = None
 
