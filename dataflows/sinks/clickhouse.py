@@ -17,6 +17,7 @@ from typing import Any
 
 import clickhouse_connect
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from typing_extensions import override
@@ -169,6 +170,9 @@ def is_unavailable(exc: BaseException) -> bool:
 class _Partition(StatelessSinkPartition[tuple[str, list[Row]]]):
     def __init__(self, settings: Settings, deadletter_topic: str) -> None:
         self._client = client_for(settings)
+        # Each table's column types, read once (`create_insert_context` asks the server for
+        # them): an insert then costs one request, not a DESCRIBE and the insert.
+        self._types: dict[str, Sequence[ClickHouseType]] = {}
         self._live = LivePublisher(settings.redis_url, COLUMNS)
         self._dead = DeadLetterWriter(settings.kafka_bootstrap, deadletter_topic)
 
@@ -190,10 +194,24 @@ class _Partition(StatelessSinkPartition[tuple[str, list[Row]]]):
         # make one part per row; large batches are parts of their own.
         settings = ASYNC_INSERT if len(rows) < ASYNC_BELOW_ROWS else None
         columns = list(COLUMNS[table])
-        with_retries(
-            lambda: self._client.insert(table, list(rows), column_names=columns, settings=settings),
-            is_unavailable, store="clickhouse",
-        )  # fmt: skip
+        with_retries(lambda: self._insert_once(table, columns, rows, settings), is_unavailable,
+                     store="clickhouse")  # fmt: skip
+
+    def _insert_once(
+        self, table: str, columns: list[str], rows: Sequence[Row], settings: dict[str, int] | None
+    ) -> None:
+        if table not in self._types:
+            context = self._client.create_insert_context(table, column_names=columns)
+            self._types[table] = context.column_types
+        try:
+            self._client.insert(
+                table, list(rows), column_names=columns, column_types=self._types[table],
+                settings=settings,
+            )  # fmt: skip
+        except Exception:
+            # The table may have changed under us (a migration while running): ask again.
+            self._types.pop(table, None)
+            raise
 
     def _reject(self, table: str, row: Row, error: BaseException) -> None:
         self._dead.reject(
