@@ -19,14 +19,15 @@ Contracts:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas.events.shopify import ShopifyLineItem, ShopifyOrder, ShopifyRefund
+from schemas.events.shopify import ShopifyRefund
 from schemas.ids import derived_id
 from schemas.money import CurrencyCode, DecimalStr
 
@@ -167,7 +168,78 @@ class OrderRefund(BaseModel):
 # --- Shopify --------------------------------------------------------------------------------
 
 
-def _click_ids_from_order(order: ShopifyOrder) -> tuple[str, ...]:
+class _Amounted(Protocol):
+    @property
+    def amount(self) -> Decimal: ...
+
+
+class _Priced(Protocol):
+    @property
+    def price(self) -> Decimal: ...
+
+
+class _Attribute(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def value(self) -> str | None: ...
+
+
+class _Customer(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+class LineFacts(Protocol):
+    """What a conversion reads of a Shopify line item (`ShopifyLineItem`, or the flow's
+    msgspec decoding of only these fields, `dataflows.attribution.wire.LineItem`)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def product_id(self) -> int | None: ...
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def price(self) -> Decimal: ...
+    @property
+    def total_discount(self) -> Decimal | None: ...
+    @property
+    def discount_allocations(self) -> Sequence[_Amounted]: ...
+    @property
+    def tax_lines(self) -> Sequence[_Priced]: ...
+
+
+class OrderFacts(Protocol):
+    """What a conversion reads of a Shopify order (`ShopifyOrder`, or
+    `dataflows.attribution.wire.OrderBody`)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def currency(self) -> str | None: ...
+    @property
+    def taxes_included(self) -> bool | None: ...
+    @property
+    def landing_site(self) -> str | None: ...
+    @property
+    def landing_site_ref(self) -> str | None: ...
+    @property
+    def note_attributes(self) -> Sequence[_Attribute]: ...
+    @property
+    def customer(self) -> _Customer | None: ...
+    @property
+    def line_items(self) -> Sequence[LineFacts]: ...
+    @property
+    def occurred_at(self) -> datetime | None: ...
+    @property
+    def customer_email(self) -> str | None: ...
+    def coupon_codes(self) -> list[str]: ...
+
+
+def _click_ids_from_order(order: OrderFacts) -> tuple[str, ...]:
     ids: list[str] = []
     for url in (order.landing_site, order.landing_site_ref):
         if url:
@@ -180,7 +252,7 @@ def _click_ids_from_order(order: ShopifyOrder) -> tuple[str, ...]:
     return tuple(ids)
 
 
-def _visitor_id_from_order(order: ShopifyOrder) -> str | None:
+def _visitor_id_from_order(order: OrderFacts) -> str | None:
     for attr in order.note_attributes:
         if attr.name.strip().lower() in VISITOR_ID_ATTRIBUTES and attr.value and attr.value.strip():
             return attr.value.strip()
@@ -188,7 +260,7 @@ def _visitor_id_from_order(order: ShopifyOrder) -> str | None:
 
 
 def _line_from_shopify(
-    item: ShopifyLineItem, *, taxes_included: bool, collections: Mapping[str, tuple[str, ...]]
+    item: LineFacts, *, taxes_included: bool, collections: Mapping[str, tuple[str, ...]]
 ) -> ConversionLine:
     if item.discount_allocations:
         discount = sum((a.amount for a in item.discount_allocations), Decimal(0))
@@ -210,7 +282,7 @@ def _line_from_shopify(
 
 
 def conversion_from_shopify(
-    order: ShopifyOrder,
+    order: OrderFacts,
     *,
     tenant_id: str,
     source_event_id: str,

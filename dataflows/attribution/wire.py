@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated
 
 import msgspec
 
 from schemas.events.envelope import SCHEMA_VERSION, BodyEncoding, Source
+from schemas.events.shopify import ShopifyOrder
+from schemas.events.wire import WireDatetime
 from schemas.ids import body_sha256
+from schemas.money import parse_amount
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 _Short = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
@@ -108,3 +112,99 @@ def decode_click(body: bytes) -> ClickBody:
     click = _CLICK.decode(body)
     _aware("occurred_at", click.occurred_at)
     return click
+
+
+# --- Shopify orders: only the fields attribution and commission use ------------------------
+
+
+class Amount(Decimal):
+    """A money amount decoded by `parse_amount`, as `DecimalStr` validates it (a marker type
+    for msgspec's `dec_hook`; the conversion's models turn it into a plain `Decimal`)."""
+
+    __slots__ = ()
+
+
+class Stamp(WireDatetime):
+    """A timestamp decoded by `WireDatetime.from_wire`, as `WireTimestamp` validates it."""
+
+    __slots__ = ()
+
+
+def _hook(kind: type, value: object) -> object:
+    if kind is Amount:
+        return Amount(parse_amount(value))  # type: ignore[arg-type]  # parse_amount judges it
+    if kind is Stamp:
+        if not isinstance(value, str):
+            raise ValueError("expected an ISO 8601 timestamp with a UTC offset")
+        return Stamp.from_wire(value)
+    raise NotImplementedError(kind)
+
+
+class NoteAttribute(msgspec.Struct, frozen=True, gc=False):
+    name: str
+    value: str | None = None
+
+
+class DiscountCode(msgspec.Struct, frozen=True, gc=False):
+    code: str
+
+
+class DiscountAllocation(msgspec.Struct, frozen=True, gc=False):
+    amount: Amount
+
+
+class TaxLine(msgspec.Struct, frozen=True, gc=False):
+    price: Amount
+
+
+class LineItem(msgspec.Struct, frozen=True, gc=False):
+    id: int
+    quantity: int
+    price: Amount
+    product_id: int | None = None
+    total_discount: Amount | None = None
+    discount_allocations: tuple[DiscountAllocation, ...] = ()
+    tax_lines: tuple[TaxLine, ...] = ()
+
+
+class Customer(msgspec.Struct, frozen=True, gc=False):
+    id: int
+    email: str | None = None
+
+
+class OrderBody(msgspec.Struct, frozen=True, gc=False):
+    """The fields of `ShopifyOrder` that `conversion_from_shopify` reads, with the same types
+    and validators; every other key of the body is ignored (it is archived as received)."""
+
+    id: int
+    name: str | None = None
+    email: str | None = None
+    contact_email: str | None = None
+    created_at: Stamp | None = None
+    processed_at: Stamp | None = None
+    currency: str | None = None
+    taxes_included: bool | None = None
+    discount_codes: tuple[DiscountCode, ...] = ()
+    landing_site: str | None = None
+    landing_site_ref: str | None = None
+    note_attributes: tuple[NoteAttribute, ...] = ()
+    customer: Customer | None = None
+    line_items: tuple[LineItem, ...] = ()
+
+    coupon_codes = ShopifyOrder.coupon_codes
+    occurred_at = ShopifyOrder.occurred_at
+    customer_email = ShopifyOrder.customer_email
+
+
+# strict: only JSON's own types; what pydantic's lax mode would coerce goes to pydantic.
+_ORDER = msgspec.json.Decoder(OrderBody, dec_hook=_hook)
+
+
+def decode_order(body: bytes) -> OrderBody:
+    """The order facts in an `orders/*` body; `ValueError` for anything msgspec or the amount
+    and timestamp validators refuse (the caller then asks `ShopifyOrder`, whose error is the
+    dead letter's reason)."""
+    try:
+        return _ORDER.decode(body)
+    except (TypeError, ArithmeticError) as exc:  # from a validator inside `dec_hook`
+        raise ValueError(str(exc)) from exc
