@@ -175,6 +175,7 @@ class ShopCollection(Base):
     deleted: Mapped[bool] = mapped_column(server_default="false")
     source: Mapped[str]
     changed_at: Mapped[datetime]
+    products_changed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

@@ -137,6 +137,7 @@ async def _replace(
     row.deleted = False
     row.source = "api"
     row.changed_at = meta.now
+    row.products_changed_at = meta.now
     row.updated_at = meta.now
     await session.flush()
     return row, before

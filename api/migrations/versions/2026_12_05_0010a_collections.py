@@ -1,8 +1,10 @@
-"""Collection membership per shop: which products each Shopify collection holds, so collection
-commission rates apply to the order lines they name. One row per (shop, collection): its title,
-its product ids (`NULL` while the membership is not known: a collection seen only through a
-webhook without collects), where the last change came from and its source time. A deleted
-collection keeps its row (`deleted`), so a late, older update cannot bring it back.
+"""Collection membership per shop: which products each Shopify collection holds, so
+collection commission rates apply to the order lines they name. One row per (shop, collection):
+its title, its product ids (`NULL` while the membership is not known: a collection seen only
+through a webhook without collects), where the last change came from, and the source times of
+the newest titled change (`changed_at`) and of the newest change of its products
+(`products_changed_at`), so reordered webhooks converge. A deleted collection keeps its row
+(`deleted`), so a late, older update cannot bring it back.
 
 Revision ID: 0010a_collections
 Revises: 0009b_agent_status
@@ -28,6 +30,7 @@ CREATE TABLE shop_collections (
     deleted         boolean NOT NULL DEFAULT false,
     source          text NOT NULL CHECK (source IN ('api', 'webhook')),
     changed_at      timestamptz NOT NULL,
+    products_changed_at timestamptz,
     updated_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (shop, collection_id)
 );
