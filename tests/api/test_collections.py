@@ -11,15 +11,18 @@ from typing import Any
 
 import orjson
 import psycopg
+import pytest
 from httpx import AsyncClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from api.collections import backfill
 from dataflows.config import ConfigSnapshot, load_snapshot
 from schemas.events.envelope import EventEnvelope, Source
 from tests.api.factories import bearer, build_world, create_coupon, create_program, create_shop
 from tests.dataflows.builders import RECEIVED, T0, days, order_body
 from tests.dataflows.test_flow import run
+from tests.fixtures import DATA
 
 IPODS, MACBOOKS = (
     "841564295",
@@ -169,3 +172,24 @@ async def test_bad_membership_bodies_are_problems(client: AsyncClient) -> None:
         response = await client.put(path, json=body, headers=owner)
         assert response.status_code == status, (path, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_the_backfill_file_of_shopify_collects_replaces_each_collection(
+    client: AsyncClient,
+) -> None:
+    world = await build_world(client)
+    owner = bearer(world.tokens["owner"])
+    shop = await create_shop(client, world.tokens["owner"])
+    document = orjson.loads((DATA / "shopify" / "collects_list.json").read_bytes())
+    client.headers.update(owner)
+    response = await backfill.send(client, shop, backfill.import_body(document))
+    assert response.status_code == 200, response.text
+    listed = await client.get(f"/v1/shops/{shop}/collections")
+    assert {i["collection_id"]: i["product_ids"] for i in listed.json()["items"]} == {
+        "395646240": [IPOD],
+        "482865238": [IPOD, OTHER],
+        "841564295": [IPOD],
+    }
+    for bad in ({"collects": [{"product_id": 1}]}, {"products": []}, [], {"collections": []}):
+        with pytest.raises(backfill.BackfillError):
+            backfill.import_body(bad)

@@ -64,6 +64,8 @@ SHOPIFY_TOPIC_BY_FILE: dict[str, str | None] = {
     "orders_updated.json": "orders/updated",
     "refunds_create.json": "refunds/create",
     "shop_redact.json": "shop/redact",
+    # An Admin API response (the collects backfill file), not a webhook body.
+    "collects_list.json": None,
     # Example delivery *headers* (names and test values), not a body: nothing to parse.
     "delivery_headers_examples.json": None,
 }
