@@ -24,6 +24,7 @@ from api.api_keys.endpoints import router as api_keys_router
 from api.audit.endpoints import router as audit_router
 from api.auth.endpoints import router as auth_router
 from api.clickhouse import ClickHouseReader
+from api.collections.endpoints import router as collections_router
 from api.companies.endpoints import router as companies_router
 from api.coupons.endpoints import router as coupons_router
 from api.dashboard.endpoints import install as install_dashboard
@@ -65,6 +66,7 @@ def v1_router() -> APIRouter:
         links_router,
         coupons_router,
         shops_router,
+        collections_router,
         fx_rates_router,
         ledger_router,
         payouts_router,

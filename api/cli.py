@@ -1,12 +1,16 @@
-"""`refstream audit …`: operator commands of the business core."""
+"""`refstream audit …` and `refstream shop collections …`: operator commands of the business
+core."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import httpx
+import orjson
 import psycopg
 import typer
 from psycopg.rows import dict_row
@@ -14,9 +18,13 @@ from rich.console import Console
 
 from api.audit import anchor
 from api.audit.chain import AuditFields, StoredEntry, verify_chain
+from api.collections import backfill
 from schemas.settings import Settings
 
 audit_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+collections_app = typer.Typer(
+    no_args_is_help=True, help="A shop's collection membership (for collection commission rates)."
+)
 console = Console()
 
 _COLUMNS = (
@@ -100,3 +108,38 @@ def write_anchor(path: Path, value: anchor.Anchor, key: bytes) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(anchor.dump(value, key))
     os.replace(partial, path)
+
+
+@collections_app.command("import")
+def import_collections(
+    path: Annotated[Path, typer.Argument(help="JSON: the API's bulk body or Shopify's collects.")],
+    shop: Annotated[str, typer.Option(help="Shop domain, e.g. acme.myshopify.com.")],
+    api: Annotated[str, typer.Option(help="Base URL of the business API.")] = (
+        "http://127.0.0.1:8000"
+    ),
+    token: Annotated[
+        str,
+        typer.Option(
+            envvar="REFSTREAM_API_TOKEN", help="An owner's access token or API key (rsk_…)."
+        ),
+    ] = "",
+) -> None:
+    """Replace the membership of every collection in PATH through the API (`shops.write` on
+    the company; audited as `shop_collection.import`)."""
+    try:
+        body = backfill.import_body(orjson.loads(path.read_bytes()))
+    except (OSError, orjson.JSONDecodeError, backfill.BackfillError) as exc:
+        console.print(f"[red]cannot import {path}: {exc}[/red]")
+        raise typer.Exit(code=2) from exc
+
+    async def run() -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(base_url=api, headers=headers, timeout=60) as client:
+            return await backfill.send(client, shop, body)
+
+    response = asyncio.run(run())
+    if response.is_error:
+        console.print(f"[red]{response.status_code}: {response.text[:2000]}[/red]")
+        raise typer.Exit(code=1)
+    counts = [len(c["product_ids"] or []) for c in response.json()["items"]]
+    console.print(f"{len(counts)} collection(s) of {shop} replaced, {sum(counts)} product(s)")

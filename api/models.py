@@ -160,6 +160,25 @@ class Shop(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class ShopCollection(Base):
+    """A Shopify collection of a shop and its products (`product_ids` None: not known yet)."""
+
+    __tablename__ = "shop_collections"
+
+    shop: Mapped[str] = mapped_column(
+        ForeignKey("shops.domain", ondelete="CASCADE"), primary_key=True
+    )
+    collection_id: Mapped[str] = mapped_column(primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    title: Mapped[str | None]
+    product_ids: Mapped[list[str] | None] = mapped_column(ARRAY(Text()), nullable=True)
+    deleted: Mapped[bool] = mapped_column(server_default="false")
+    source: Mapped[str]
+    changed_at: Mapped[datetime]
+    products_changed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class ErpEndpoint(Base):
     __tablename__ = "erp_endpoints"
 

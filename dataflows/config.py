@@ -4,7 +4,8 @@ Per tenant: programs (attribution policy, hold days, currency), agent-owned coup
 agents (email for self-referral checks, parent chain for manager overrides), commission rule
 sets (the newest version per program for new accruals, every version by `(rule_id, version)` so
 an edit reprices with the rules the order was accrued under), and the reporting currency with
-its exchange rates (`fx_rate`: the rate an order's conversion and entries are fixed at).
+its exchange rates (`fx_rate`: the rate an order's conversion and entries are fixed at), and
+each shop's collection membership (`product_collections`, see `dataflows.commission.collections`).
 
 `load_snapshot` reads it in one transaction with the sync driver (psycopg); `PostgresConfig`
 caches it and reloads it when it is older than `refresh_seconds` (on the next lookup, so a
@@ -45,6 +46,7 @@ from schemas.ids import derived_id
 log = structlog.get_logger(__name__)
 
 DEFAULT_POLICY = AttributionPolicy()
+_EMPTY: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 MAX_CHAIN = 16  # manager levels followed up the hierarchy (guards against cycles)
 
 
@@ -77,6 +79,26 @@ class TenantConfig:
     reporting_currency: str | None = None  # tenants.currency; None: the tenant is not known
     # currency → ((valid_from, rate), …) sorted by valid_from
     fx_rates: Mapping[str, tuple[tuple[datetime, Decimal], ...]] = field(default_factory=dict)
+    # shop → product id → collection ids (sorted): the known collection membership
+    collections: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
+
+    def product_collections(self, shop_id: str | None) -> Mapping[str, tuple[str, ...]]:
+        """Product id → ids of the collections it belongs to, in `shop_id`'s known membership
+        (empty for a shop without any); `None` (an order without a shop) gets every shop's of
+        the tenant (Shopify's product ids are global, so shops never collide)."""
+        if shop_id is not None:
+            return self.collections.get(shop_id, _EMPTY)
+        return self._all_collections
+
+    @cached_property
+    def _all_collections(self) -> Mapping[str, tuple[str, ...]]:
+        if len(self.collections) == 1:
+            return next(iter(self.collections.values()))
+        merged: dict[str, set[str]] = {}
+        for membership in self.collections.values():
+            for product_id, ids in membership.items():
+                merged.setdefault(product_id, set()).update(ids)
+        return MappingProxyType({p: tuple(sorted(ids)) for p, ids in merged.items()})
 
     @property
     def default_program(self) -> ProgramConfig | None:
@@ -217,6 +239,22 @@ def status_histories(
     return out
 
 
+def collection_membership(
+    rows: Sequence[tuple[Any, ...]],
+) -> dict[tuple[str, str], Mapping[str, tuple[str, ...]]]:
+    """`(tenant, shop)` → product id → collection ids (sorted, unique), from the rows `(tenant,
+    shop, collection id, product ids)` of collections whose membership is known."""
+    per: dict[tuple[str, str], dict[str, set[str]]] = {}
+    for tenant_id, shop, collection_id, product_ids in rows:
+        products = per.setdefault((tenant_id, shop), {})
+        for product_id in product_ids:
+            products.setdefault(product_id, set()).add(collection_id)
+    return {
+        key: MappingProxyType({p: tuple(sorted(ids)) for p, ids in products.items()})
+        for key, products in per.items()
+    }
+
+
 def build_snapshot(
     programs: list[tuple[Any, ...]],
     coupons: list[tuple[Any, ...]],
@@ -226,10 +264,12 @@ def build_snapshot(
     tenant_rows: Sequence[tuple[Any, ...]] = (),
     fx_rates: Sequence[tuple[Any, ...]] = (),
     agent_statuses: Sequence[tuple[Any, ...]] = (),
+    collections: Sequence[tuple[Any, ...]] = (),
 ) -> ConfigSnapshot:
     """A snapshot from raw rows (the shapes `load_snapshot` selects). Rules come ordered so that
     the last row per program is its newest; rates so that each currency's are oldest first;
-    status changes as `status_histories` says."""
+    status changes as `status_histories` says; collection rows `(tenant, shop, collection,
+    product ids)` as `collection_membership` says."""
     per: dict[str, dict[str, Any]] = {}
 
     def slot(tenant_id: str) -> dict[str, Any]:
@@ -263,6 +303,8 @@ def build_snapshot(
         slot(tenant_id).setdefault("fx_rates", {}).setdefault(currency.strip(), []).append(
             (valid_from, rate)
         )
+    for (tenant_id, shop), membership in collection_membership(collections).items():
+        slot(tenant_id).setdefault("collections", {})[shop] = membership
     for parts in per.values():
         parts["fx_rates"] = {c: tuple(r) for c, r in parts.get("fx_rates", {}).items()}
     tenants = {t: TenantConfig(tenant_id=t, **parts) for t, parts in per.items()}
@@ -271,6 +313,8 @@ def build_snapshot(
         digest = derived_id("cfg", digest, repr((list(tenant_rows), list(fx_rates))))
     if agent_statuses:  # so are agents' status changes
         digest = derived_id("cfg", digest, repr(list(agent_statuses)))
+    if collections:  # and collection membership
+        digest = derived_id("cfg", digest, repr(list(collections)))
     return ConfigSnapshot(tenants=tenants, version=digest)
 
 
@@ -306,9 +350,14 @@ def load_snapshot(postgres_url: str) -> ConfigSnapshot:
             "SELECT tenant_id, currency, rate, valid_from FROM fx_rates"
             " ORDER BY tenant_id, currency, valid_from"
         ).fetchall()
+        collections = conn.execute(
+            "SELECT tenant_id, shop, collection_id, product_ids FROM shop_collections"
+            " WHERE NOT deleted AND product_ids IS NOT NULL"
+            " ORDER BY tenant_id, shop, collection_id"
+        ).fetchall()
     return build_snapshot(
         programs, coupons, agents, rules, tenant_rows=tenants, fx_rates=fx_rates,
-        agent_statuses=agent_statuses,
+        agent_statuses=agent_statuses, collections=collections,
     )  # fmt: skip
 
 

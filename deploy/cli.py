@@ -28,6 +28,7 @@ from schemas.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(ingest_cli.shop_app, name="shop")
+ingest_cli.shop_app.add_typer(api_cli.collections_app, name="collections")
 app.add_typer(ingest_cli.odoo_app, name="odoo")
 app.add_typer(ingest_cli.ingest_app, name="ingest")
 app.add_typer(api_cli.audit_app, name="audit")

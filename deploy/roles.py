@@ -60,6 +60,7 @@ SERVICE_GRANTS: dict[str, str] = {
     "ledger_replay_promotions": _APPEND,
     "ledger_replay_adjustments": _APPEND,
     "agent_status_changes": _APPEND,
+    "shop_collections": "SELECT, INSERT, UPDATE",  # membership replaced, deleted flag (webhooks)
     "alembic_version": "",  # the owner's business
 }
 

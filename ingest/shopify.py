@@ -164,6 +164,15 @@ class _ShopFacts(_Facts):
     id: int
 
 
+class _CatalogFacts(_Facts):
+    id: int
+    updated_at: AwareDatetime | None = None
+
+    def facts(self, received_at: datetime) -> tuple[datetime, str | None]:
+        # Keyed by the collection or product, so its changes stay in order.
+        return self.updated_at or received_at, str(self.id)
+
+
 class _ComplianceFacts(_Facts):
     shop_id: int
     shop_domain: str
@@ -179,6 +188,11 @@ _FACTS: dict[str, type[_Facts]] = {
     "refunds/create": _RefundFacts,
     "customers/create": _CustomerFacts,
     "app/uninstalled": _ShopFacts,
+    "collections/create": _CatalogFacts,
+    "collections/update": _CatalogFacts,
+    "collections/delete": _CatalogFacts,
+    "products/create": _CatalogFacts,
+    "products/update": _CatalogFacts,
     "customers/data_request": _ComplianceFacts,
     "customers/redact": _ComplianceFacts,
     "shop/redact": _ComplianceFacts,

@@ -36,7 +36,10 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.REFUNDS, "Shopify refunds/create webhooks"),
     TopicSpec(Topic.ERP, "Odoo sale.order and account.move notifications"),
     TopicSpec(Topic.GDPR, "Shopify mandatory compliance webhooks"),
-    TopicSpec(Topic.SHOPS, "Shopify shop lifecycle (app/uninstalled)"),
+    TopicSpec(
+        Topic.SHOPS,
+        "Shopify shop lifecycle (app/uninstalled) and catalog (collections/*, products/*)",
+    ),
     TopicSpec(Topic.CONFIG, "rule and mapping changes published by the API", compacted=True),
     TopicSpec(Topic.DEADLETTER, "authenticated bodies that could not be parsed, with the reason"),
 )
@@ -51,6 +54,12 @@ _SHOPIFY_TOPIC_STREAMS: dict[str, Topic] = {
     "refunds/create": Topic.REFUNDS,
     "customers/create": Topic.CUSTOMERS,
     "app/uninstalled": Topic.SHOPS,
+    # The catalog: collection membership is shop configuration (dataflows.catalog).
+    "collections/create": Topic.SHOPS,
+    "collections/update": Topic.SHOPS,
+    "collections/delete": Topic.SHOPS,
+    "products/create": Topic.SHOPS,
+    "products/update": Topic.SHOPS,
     "customers/data_request": Topic.GDPR,
     "customers/redact": Topic.GDPR,
     "shop/redact": Topic.GDPR,

@@ -31,3 +31,9 @@ class RuleVersionRead(BaseModel):
     )
     reviewed_by: str | None
     reviewed_at: datetime | None
+    warnings: list[str] = Field(
+        default=[],
+        description="What the dataflow cannot apply as written, e.g. a collection rate whose "
+        "collection has no known membership in any shop (its lines never match until "
+        "`PUT /v1/shops/{domain}/collections/{id}/products` or a webhook makes it known).",
+    )

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.audit import record
 from api.authz.policies import Principal, can_at
+from api.collections.service import unknown_collections
 from api.context import RequestMeta
 from api.db import ReadSession
 from api.errors import Conflict, Forbidden, NotFound, Unprocessable
@@ -56,7 +57,10 @@ async def list_versions(
 ) -> list[RuleVersionRead]:
     await _program(session, principal, program_id)
     rules = RuleRepository(session, tenant_id=principal.tenant_id, program_id=program_id)
-    return [to_read(r) for r in await rules.versions()]
+    return [
+        await _with_warnings(session, principal.tenant_id, to_read(r))
+        for r in await rules.versions()
+    ]
 
 
 async def get_version(
@@ -67,7 +71,23 @@ async def get_version(
     rule = await rules.version(version)
     if rule is None:
         raise NotFound(f"Program {program_id!r} has no rules version {version}.")
-    return to_read(rule)
+    return await _with_warnings(session, principal.tenant_id, to_read(rule))
+
+
+async def _with_warnings(
+    session: ReadSession, tenant_id: str, read: RuleVersionRead
+) -> RuleVersionRead:
+    """`read` with a warning for each collection rate whose collection has no known membership:
+    the dataflow cannot tell which lines it names, so it would silently never apply."""
+    rates = read.body.get("collection_rates") or []
+    named = [str(r["collection_id"]) for r in rates if isinstance(r, dict) and "collection_id" in r]
+    unknown = await unknown_collections(session, tenant_id, named) if named else []
+    warnings = [
+        f"collection_rates: collection {c!r} has no known membership in any shop; its rate "
+        "applies to no line until its products are known"
+        for c in unknown
+    ]
+    return read.model_copy(update={"warnings": warnings})
 
 
 def validated_rule_set(
@@ -142,7 +162,7 @@ async def create_version(
         after=snapshot(rule),
         meta=meta,
     )
-    return to_read(rule)
+    return await _with_warnings(session, principal.tenant_id, to_read(rule))
 
 
 async def _locked_program(session: AsyncSession, program_id: str) -> Program:
@@ -195,4 +215,4 @@ async def review_version(
         after=snapshot(rule),
         meta=meta,
     )
-    return to_read(rule)
+    return await _with_warnings(session, principal.tenant_id, to_read(rule))

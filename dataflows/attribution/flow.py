@@ -15,6 +15,7 @@ kafka_in (clicks, orders, refunds, erp, customers) ──errs──────�
              conversions, entries, approvals, dead letters (late, orphan)       ▼
       rows → key_table → ch_batch (batch) → clickhouse_out          deadletter_out (Kafka)
       entries + approvals → key_ledger → ledger_batch (batch) → ledger_out (PostgreSQL)
+      collection webhooks → key_catalog → catalog_batch (batch) → catalog_out (PostgreSQL)
 ```
 """
 
@@ -46,7 +47,9 @@ from dataflows.attribution.events import (
 )
 from dataflows.attribution.state import Output, Tuning, builder
 from dataflows.batching import batch
+from dataflows.catalog import CollectionChange, collection_change, is_collection_webhook
 from dataflows.config import ConfigProvider, PostgresConfig
+from dataflows.sinks.catalog import CatalogSink
 from dataflows.sinks.clickhouse import (
     ClickHouseSink,
     Row,
@@ -98,6 +101,7 @@ class Outputs:
     dead: Stream[DeadLetter]
     rows: Stream[tuple[str, list[Row]]]  # (ClickHouse table, rows)
     ledger: Stream[tuple[str, list[LedgerItem]]]  # (tenant, entries and approvals)
+    catalog: Stream[tuple[str, list[CollectionChange]]]  # (tenant, collection changes)
 
 
 def _now() -> datetime:
@@ -120,6 +124,8 @@ def parse_value(raw: bytes | None, *, archive: bool = True) -> list[Tagged]:
             if archive:
                 out.append(("row", ("clicks", click_row(click, envelope))))
             out.append(("event", click_event(envelope, click, raw)))
+        elif archive and is_collection_webhook(envelope):  # the live flow keeps membership
+            out.extend(("catalog", c) for c in [collection_change(envelope)] if c is not None)
         elif (event := event_from_envelope(envelope, raw)) is not None:
             out.append(("event", event))
             if archive and event.kind == "refund":  # analytics' refunded revenue
@@ -207,6 +213,15 @@ def _entry_tenant(item: LedgerItem) -> str:
     return item.tenant_id
 
 
+def _collection_change(item: Tagged) -> CollectionChange | None:
+    value: CollectionChange | None = item[1] if item[0] == "catalog" else None
+    return value
+
+
+def _change_tenant(change: CollectionChange) -> str:
+    return change.tenant_id
+
+
 def attribution_steps(
     values: Stream[bytes | None],
     config: ConfigProvider,
@@ -238,7 +253,13 @@ def attribution_steps(
     items: Stream[LedgerItem] = op.filter_map("entries", tagged, _ledger_item)
     entries = op.key_on("key_ledger", items, _entry_tenant)
     ledger = batch("ledger_batch", entries, batching.timeout, batching.max_size)
-    return Outputs(dead=dead, rows=op.map("table_batch", row_batches, _table_batch), ledger=ledger)
+    changes = op.key_on("key_catalog", op.filter_map("catalog", tagged, _collection_change),
+                        _change_tenant)  # fmt: skip
+    catalog = batch("catalog_batch", changes, batching.timeout, batching.max_size)
+    return Outputs(
+        dead=dead, rows=op.map("table_batch", row_batches, _table_batch), ledger=ledger,
+        catalog=catalog,
+    )  # fmt: skip
 
 
 def _check_broker(bootstrap: str, timeout: float = 10.0) -> None:
@@ -311,6 +332,7 @@ def build(
     op.output("clickhouse_out", outputs.rows, ClickHouseSink(settings, deadletter_topic))
     ledger_sink = LedgerSink(settings.postgres_url, settings.kafka_bootstrap, deadletter_topic)
     op.output("ledger_out", outputs.ledger, ledger_sink)
+    op.output("catalog_out", outputs.catalog, CatalogSink(settings.postgres_url))
     return flow
 
 

@@ -97,6 +97,7 @@ from dataflows.attribution.logic import (
     binding_from,
 )
 from dataflows.commission.adjustments import reprice, reverse_cancellation, reverse_refund
+from dataflows.commission.collections import with_collections
 from dataflows.commission.holds import approves_at
 from dataflows.commission.logic import CommissionError, accrue
 from dataflows.config import ConfigProvider, TenantConfig
@@ -509,6 +510,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         """Decide a new order, accrue its commission, then apply what waited for it."""
         assert isinstance(event.payload, Conversion)
         conversion, state = event.payload, self.state
+        conversion = with_collections(conversion, cfg.product_collections(conversion.shop))
         policy = cfg.policy()
         customer = conversion.customer_id
         binding = state.bindings.get(customer) if customer is not None else None
@@ -603,7 +605,9 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             book.cancelled = True
         else:
             assert isinstance(event.payload, Conversion)
-            updated = event.payload
+            updated = with_collections(
+                event.payload, cfg.product_collections(event.payload.shop), decided=book.conversion
+            )
             same = (updated.lines, updated.order_discount) == (
                 book.conversion.lines,
                 book.conversion.order_discount,

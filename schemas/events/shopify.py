@@ -310,6 +310,39 @@ class ShopifyShop(WireModel):
     updated_at: WireTimestamp | None = None
 
 
+class ShopifyCollect(WireModel):
+    """One product in a custom collection (Shopify's Collect resource)."""
+
+    product_id: int
+    collection_id: int | None = None
+    id: int | None = None
+
+
+class ShopifyCollection(WireModel):
+    """The collection resource: the body of collections/create and collections/update (a custom
+    or smart collection, without its products), and of collections/delete (only `id`). A body
+    carrying `collects` (as the Admin API's custom-collection writes do) gives the collection's
+    full membership; smart collections' `rules` are kept but not evaluated."""
+
+    id: int
+    handle: str | None = None
+    title: str | None = None
+    updated_at: WireTimestamp | None = None
+    published_at: WireTimestamp | None = None
+    sort_order: str | None = None
+    collects: tuple[ShopifyCollect, ...] | None = None
+
+
+class ShopifyProduct(WireModel):
+    """The product resource: the body of products/create and products/update (no collections)."""
+
+    id: int
+    title: str | None = None
+    handle: str | None = None
+    created_at: WireTimestamp | None = None
+    updated_at: WireTimestamp | None = None
+
+
 class ShopifyPrivacyCustomer(WireModel):
     """The customer a compliance request is about."""
 
@@ -353,6 +386,8 @@ ShopifyBody = (
     | ShopifyOrderEdited
     | ShopifyRefund
     | ShopifyShop
+    | ShopifyCollection
+    | ShopifyProduct
     | ShopifyCustomer
     | CustomersDataRequest
     | CustomersRedact
@@ -369,6 +404,11 @@ _TOPIC_MODELS: Mapping[str, type[ShopifyBody]] = MappingProxyType(
         "orders/edited": ShopifyOrderEdited,
         "refunds/create": ShopifyRefund,
         "app/uninstalled": ShopifyShop,
+        "collections/create": ShopifyCollection,
+        "collections/update": ShopifyCollection,
+        "collections/delete": ShopifyCollection,
+        "products/create": ShopifyProduct,
+        "products/update": ShopifyProduct,
         "customers/create": ShopifyCustomer,
         "customers/data_request": CustomersDataRequest,
         "customers/redact": CustomersRedact,

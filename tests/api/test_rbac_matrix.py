@@ -113,6 +113,7 @@ async def test_every_route_answers_every_caller_as_declared(
             client, owner, program_id=program_id, agent_id=world.team_agent_id
         ),
         "domain": await create_shop(client, owner),
+        "collection_id": "841564295",
         "note_id": await create_note(client, owner, agent_id=world.team_agent_id),
         "entry_id": insert_ledger_entry(
             pg_url, tenant_id=world.company_id, agent_id=world.team_agent_id

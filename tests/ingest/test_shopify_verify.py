@@ -87,7 +87,7 @@ def test_front_door_reads_ids_and_event_time_for_the_key() -> None:
         ("orders/paid", b'{"id": "not-a-number"}', "id"),
         ("refunds/create", b'{"id": 1}', "order_id"),
         ("orders/paid", b'{"id": 1, "created_at": "2026-01-02T03:04:05"}', "created_at"),
-        ("products/create", b"{}", "unsupported topic"),
+        ("inventory_levels/update", b"{}", "unsupported topic"),
     ],
 )
 def test_front_door_refuses_bodies_it_cannot_key(topic: str, body: bytes, reason: str) -> None:

@@ -111,4 +111,4 @@ def test_every_modelled_shopify_topic_has_a_stream() -> None:
     for shopify_topic in SHOPIFY_TOPICS:
         assert topic_for_shopify(shopify_topic) in set(Topic)
     with pytest.raises(KeyError):
-        topic_for_shopify("products/create")
+        topic_for_shopify("inventory_levels/update")

@@ -50,6 +50,9 @@ if not (SHOPIFY_DIR.is_dir() and ODOO_DIR.is_dir()):
 # Which topic each Shopify file is the body of (see SOURCES.md §1).
 SHOPIFY_TOPIC_BY_FILE: dict[str, str | None] = {
     "app_uninstalled.json": "app/uninstalled",
+    "collections_create.json": "collections/create",
+    "collections_update.json": "collections/update",
+    "collections_delete.json": "collections/delete",
     "customers_create.json": "customers/create",
     "customers_data_request.json": "customers/data_request",
     "customers_redact.json": "customers/redact",
@@ -61,6 +64,8 @@ SHOPIFY_TOPIC_BY_FILE: dict[str, str | None] = {
     "orders_updated.json": "orders/updated",
     "refunds_create.json": "refunds/create",
     "shop_redact.json": "shop/redact",
+    # An Admin API response (the collects backfill file), not a webhook body.
+    "collects_list.json": None,
     # Example delivery *headers* (names and test values), not a body: nothing to parse.
     "delivery_headers_examples.json": None,
 }
@@ -336,6 +341,11 @@ def test_topic_table_covers_the_subscribed_topics() -> None:
         "orders/fulfilled",
         "refunds/create",
         "app/uninstalled",
+        "collections/create",
+        "collections/update",
+        "collections/delete",
+        "products/create",
+        "products/update",
         "customers/create",
         "customers/data_request",
         "customers/redact",
@@ -450,7 +460,7 @@ def test_models_are_immutable() -> None:
 
 def test_unknown_shopify_topic_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="unsupported Shopify webhook topic"):
-        parse_shopify_body("products/create", b"{}")
+        parse_shopify_body("inventory_levels/update", b"{}")
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b"not json", b'{"id": 1,}', b"\xff\xfe"])
