@@ -54,7 +54,10 @@ field added later is missing from an older snapshot and `_complete` gives it its
 
 Determinism: decisions use only event times, ids and the configuration, and follow-ups apply in
 a canonical order, so any arrival order of one order's events with its clicks gives the same
-ledger. Known arrival-order dependences (documented, not hidden): the tier volume and the
+ledger; refunds and the cancellation of a decided order are settled in event-time order
+whatever order they arrive in (`adjustments.settle`: late earlier events book corrections
+dated like what they correct). Known arrival-order dependences (documented, not hidden): edits
+apply when they arrive (later refunds settle against the edited basis), the tier volume and the
 new-customer flag depend on which of an agent's/customer's orders were decided first, and
 clicks cited by nobody but matching the order's visitor count only if they arrived before the
 order was decided.
@@ -96,7 +99,7 @@ from dataflows.attribution.logic import (
     attributed_conversion,
     binding_from,
 )
-from dataflows.commission.adjustments import reprice, reverse_cancellation, reverse_refund
+from dataflows.commission.adjustments import Cancellation, reprice, settle
 from dataflows.commission.collections import with_collections
 from dataflows.commission.holds import approves_at
 from dataflows.commission.logic import CommissionError, accrue
@@ -152,6 +155,9 @@ class OrderBook:
     # Added for fx rates; older snapshots lack it (their rows were written at 1). None: no rate
     # was known at the order's event time, so nothing was booked (see `_open`).
     fx_rate: Decimal | None = Decimal(1)
+    # Added for event-time settlement (`adjustments.settle`); None in older snapshots, whose
+    # cancelled books keep the arrival-order rule (a later refund books nothing).
+    cancellation: Cancellation | None = None
 
 
 @dataclass(slots=True)
@@ -594,15 +600,19 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             refund = event.payload
             if any(r.refund_id == refund.refund_id for r in book.refunds):
                 return
-            new = reverse_refund(book.entries, refund, book.conversion, book.refunds)
             book.refunds.append(refund)
+            if book.cancelled and book.cancellation is None:  # a book from before `settle`
+                new = []
+            else:
+                new = settle(book.entries, book.conversion, book.refunds, book.cancellation,
+                             trigger=event.event_id)  # fmt: skip
         elif event.kind == "cancel":
             if book.cancelled:
                 return
-            new = reverse_cancellation(
-                book.entries, occurred_at=from_ms(event.occurred_ms), source_event_id=event.event_id
-            )
             book.cancelled = True
+            book.cancellation = Cancellation(from_ms(event.occurred_ms), event.event_id)
+            new = settle(book.entries, book.conversion, book.refunds, book.cancellation,
+                         trigger=event.event_id)  # fmt: skip
         else:
             assert isinstance(event.payload, Conversion)
             updated = with_collections(

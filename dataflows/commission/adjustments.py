@@ -26,6 +26,7 @@ subtracting them here would count a refund twice. A cancelled order is never rep
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -260,3 +261,99 @@ def reprice(
             )
         )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """An order's cancellation: its event time and the event that reported it."""
+
+    occurred_at: datetime
+    source_event_id: str
+
+
+def _step_key(step: OrderRefund | Cancellation) -> tuple[datetime, str]:
+    return (step.occurred_at, step.source_event_id)
+
+
+def settle(
+    existing: Sequence[CommissionAccrual],
+    conversion: Conversion,
+    refunds: Sequence[OrderRefund],
+    cancellation: Cancellation | None,
+    *,
+    trigger: str,
+) -> list[CommissionAccrual]:
+    """New entries that make the order's reversals what its refunds and its cancellation give
+    when applied **in event-time order** (`(occurred_at, source_event_id)`), whatever order they
+    arrived in: the same sum per key, kind and day, so monthly statements never depend on
+    arrival order.
+
+    The canonical reversals are computed with `reverse_refund` and `reverse_cancellation` on the
+    order's earned entries (ACCRUAL, OVERRIDE, REPRICE) and compared with the REVERSAL entries
+    already booked, per `(key, event time)`. Where they differ: the canonical entry itself when
+    nothing of it is booked yet (a refund arriving after a later cancellation books its own
+    reversal, with its own id and date), else a correction (REVERSAL, dated like the entry it
+    corrects, id from the group and `trigger`, the event that made it necessary). So a late
+    earlier refund books its reversal and a correction of the cancellation dated like it.
+    `[]` when the ledger already is canonical (a re-delivered event adds nothing).
+    """
+    _single_order(existing, conversion)
+    earned = [e for e in existing if e.kind is not EntryKind.REVERSAL]
+    canonical = list(earned)
+    applied: list[OrderRefund] = []
+    steps: list[OrderRefund | Cancellation] = [*refunds]
+    if cancellation is not None:
+        steps.append(cancellation)
+    for step in sorted(steps, key=_step_key):
+        if isinstance(step, OrderRefund):
+            applied.append(step)
+            canonical += reverse_refund(canonical, step, conversion, applied)
+        else:
+            canonical += reverse_cancellation(
+                canonical, occurred_at=step.occurred_at, source_event_id=step.source_event_id
+            )
+    want = _by_group(e for e in canonical if e.kind is EntryKind.REVERSAL)
+    have = _by_group(e for e in existing if e.kind is EntryKind.REVERSAL)
+    ids = {e.entry_id for e in existing}
+    out: list[CommissionAccrual] = []
+    for group in sorted({*want, *have}, key=lambda g: (_sort_key(g[0]), g[1])):
+        wanted, booked = want.get(group, []), have.get(group, [])
+        diff = sum((e.amount for e in wanted), Decimal(0)) - sum(
+            (e.amount for e in booked), Decimal(0)
+        )
+        if diff == 0:
+            continue
+        if not booked and all(e.entry_id not in ids for e in wanted):
+            out.extend(wanted)
+            continue
+        (line_id, level, agent_id), at = group
+        template = (wanted or booked)[0]
+        correction_id = entry_id(
+            template.tenant_id, template.order_id, line_id, EntryKind.REVERSAL, level, agent_id,
+            "correction", at.isoformat(), trigger,
+        )  # fmt: skip
+        out.append(
+            _new_entry(
+                template,
+                entry_id_=correction_id,
+                kind=EntryKind.REVERSAL,
+                amount=diff,
+                occurred_at=at,
+                reason=(
+                    f"correction of the reversals dated {at.isoformat()} by "
+                    f"{decimal_to_text(diff)}: a refund or cancellation that happened earlier "
+                    "arrived later (the order's reversals follow event time)"
+                ),
+                source_event_id=template.source_event_id,
+            )
+        )
+    return out
+
+
+def _by_group(
+    entries: Iterable[CommissionAccrual],
+) -> dict[tuple[Key, datetime], list[CommissionAccrual]]:
+    groups: dict[tuple[Key, datetime], list[CommissionAccrual]] = {}
+    for entry in entries:
+        groups.setdefault((_key(entry), entry.occurred_at), []).append(entry)
+    return groups
