@@ -9,24 +9,32 @@ from collections import defaultdict
 from datetime import timedelta
 from decimal import Decimal
 
+import psycopg
+from bytewax.testing import run_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dataflows.attribution.events import Event, event_from_envelope
+from dataflows.attribution.flow import build
 from dataflows.attribution.state import Tuning, builder
 from dataflows.config import StaticConfig
 from schemas.events.envelope import EventEnvelope
 from schemas.ledger import CommissionAccrual
+from schemas.settings import Settings
 from tests.dataflows.builders import (
     T0,
+    Tenant,
     click,
     click_id,
     days,
+    new_tenant,
     order_body,
     refund,
+    seed_tenant,
     shopify,
     snapshot,
 )
+from tests.dataflows.conftest import Topics, produce
 
 TENANT = "t_settle"
 ORDER = 1001
@@ -126,3 +134,53 @@ def test_a_duplicate_cancellation_and_refund_add_nothing() -> None:
     twice, entries_twice = _ledger([the_order, part, cancel, part, cancel, part])
     assert once == twice
     assert len(entries_once) == len(entries_twice)
+
+
+def _month_sums(settings: Settings, t: Tenant) -> dict[tuple[str, str, str, str], Decimal]:
+    roles = {t.ana: "ana", t.boss: "boss", t.bob: "bob"}
+    with psycopg.connect(settings.postgres_url) as conn:
+        rows = conn.execute(
+            "SELECT agent_id, currency, kind, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM'),"
+            " sum(amount) FROM ledger_entries WHERE tenant_id = %s GROUP BY 1, 2, 3, 4",
+            (t.tenant_id,),
+        ).fetchall()
+    return {(roles[a], c, k, m): s for a, c, k, m, s in rows if s != 0}
+
+
+def test_real_servers_book_the_same_months_when_the_cancellation_arrives_first(
+    stack_settings: Settings, topics: Topics
+) -> None:
+    """Through Kafka, the dataflow and the PostgreSQL ledger, each delivery three times: one
+    tenant gets refund then cancellation, the other cancellation then refund (same topic and
+    key, so that is the order the flow reads them in)."""
+    tenants = [new_tenant(), new_tenant()]
+    items: list[tuple[str, EventEnvelope]] = []
+    for n, t in enumerate(tenants):
+        seed_tenant(stack_settings, t)
+        # A coupon, not a click: the order is decided at once (a cited click read after it would
+        # hold the order, and its follow-ups would wait and apply in event-time order anyway).
+        body = order_body(ORDER, at=T0, lines=LINES, coupon=t.coupon)
+        placed = shopify(t.tenant_id, "orders/create", body, at=T0, entity=str(ORDER),
+                         event_id=f"{t.tenant_id}-o")  # fmt: skip
+        part = refund(t.tenant_id, ORDER, 81, [(1, 1)], at=T0 + days(29),
+                      event_id=f"{t.tenant_id}-r")  # fmt: skip
+        cancelled = dict(body, updated_at=(T0 + days(30)).isoformat())
+        cancel = shopify(t.tenant_id, "orders/cancelled", cancelled, at=T0 + days(30),
+                         entity=str(ORDER), event_id=f"{t.tenant_id}-c")  # fmt: skip
+        followups = [part, cancel] if n == 0 else [cancel, part]
+        items += [(topics.orders, e) for e in (placed, *followups) for _ in range(3)]
+    produce(stack_settings, items)
+    run_main(build(stack_settings, tail=False, input_topics=topics.inputs,
+                   deadletter_topic=topics.deadletter))  # fmt: skip
+
+    in_order, late_refund = (_month_sums(stack_settings, t) for t in tenants)
+    assert in_order == late_refund
+    assert {m for *_, m in in_order} == {"2026-11", "2026-12"}
+    with psycopg.connect(stack_settings.postgres_url) as conn:
+        corrections = conn.execute(
+            "SELECT count(*) FROM ledger_entries WHERE tenant_id = %s"
+            " AND reason LIKE 'correction%%'",
+            (tenants[1].tenant_id,),
+        ).fetchone()
+    assert corrections is not None
+    assert corrections[0] > 0
