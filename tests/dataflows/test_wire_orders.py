@@ -39,6 +39,7 @@ from schemas.events.shopify import (
     ShopifyTaxLine,
 )
 from tests.dataflows.builders import T0, order_body
+from tests.dataflows.test_wire import _mutate
 from tests.fixtures import DATA
 
 ORDERS = [
@@ -156,16 +157,7 @@ def test_mutated_orders_are_accepted_or_refused_alike(
 ) -> None:
     n, path = which
     doc = copy.deepcopy(ORDERS[n])
-    *parents, leaf = path
-    target: Any = doc
-    for key in parents:
-        target = target[key]
-    if action == "drop":
-        target.pop(leaf, None)
-    elif action == "set":
-        target[leaf] = junk
-    else:
-        target[f"{leaf}_extra"] = junk
+    _mutate(doc, path, action, junk)
     _agree(orjson.dumps(doc))
 
 
