@@ -100,3 +100,16 @@ def write_anchor(path: Path, value: anchor.Anchor, key: bytes) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(anchor.dump(value, key))
     os.replace(partial, path)
+
+
+exceptions_app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="The exceptions inbox (dead letters)."
+)
+
+
+@exceptions_app.command("consume")
+def consume_exceptions() -> None:
+    """Store the dead-letter topic's letters per tenant in PostgreSQL (runs until stopped)."""
+    from api.exceptions.consumer import consume  # Kafka client only for this command
+
+    consume(Settings())

@@ -60,6 +60,7 @@ SERVICE_GRANTS: dict[str, str] = {
     "ledger_replay_promotions": _APPEND,
     "ledger_replay_adjustments": _APPEND,
     "agent_status_changes": _APPEND,
+    "exceptions": "SELECT, INSERT, UPDATE",  # resolution only (a trigger rejects the rest)
     "alembic_version": "",  # the owner's business
 }
 
