@@ -30,6 +30,7 @@ from api.coupons.endpoints import router as coupons_router
 from api.dashboard.endpoints import install as install_dashboard
 from api.db import create_engine, create_sessionmaker
 from api.errors import PROBLEM_JSON, install_problem_handlers
+from api.exceptions.endpoints import router as exceptions_router
 from api.fx_rates.endpoints import router as fx_rates_router
 from api.ledger.endpoints import router as ledger_router
 from api.links.endpoints import router as links_router
@@ -68,6 +69,7 @@ def v1_router() -> APIRouter:
         shops_router,
         collections_router,
         fx_rates_router,
+        exceptions_router,
         ledger_router,
         payouts_router,
         audit_router,

@@ -143,3 +143,16 @@ def import_collections(
         raise typer.Exit(code=1)
     counts = [len(c["product_ids"] or []) for c in response.json()["items"]]
     console.print(f"{len(counts)} collection(s) of {shop} replaced, {sum(counts)} product(s)")
+
+
+exceptions_app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="The exceptions inbox (dead letters)."
+)
+
+
+@exceptions_app.command("consume")
+def consume_exceptions() -> None:
+    """Store the dead-letter topic's letters per tenant in PostgreSQL (runs until stopped)."""
+    from api.exceptions.consumer import consume  # Kafka client only for this command
+
+    consume(Settings())

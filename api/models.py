@@ -217,6 +217,31 @@ class FxRate(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class ExceptionRecord(Base):
+    """A dead letter of one tenant (the exceptions inbox, migration 0010b). Only the resolution
+    columns change, once (a trigger rejects any other UPDATE and every DELETE)."""
+
+    __tablename__ = "exceptions"
+
+    id: Mapped[str] = mapped_column(primary_key=True)
+    tenant_id: Mapped[str]
+    reason: Mapped[str]
+    stage: Mapped[str]
+    source: Mapped[str | None]
+    kind: Mapped[str | None]
+    event_id: Mapped[str | None]
+    entity_id: Mapped[str | None]
+    shop: Mapped[str | None]
+    occurred_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime]
+    recorded_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    event: Mapped[dict[str, Any] | None]
+    raw: Mapped[str | None]
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None]
+    resolution: Mapped[str | None]
+
+
 class LedgerEntry(Base):
     """Append-only (a trigger rejects UPDATE and DELETE)."""
 

@@ -61,6 +61,7 @@ SERVICE_GRANTS: dict[str, str] = {
     "ledger_replay_adjustments": _APPEND,
     "agent_status_changes": _APPEND,
     "shop_collections": "SELECT, INSERT, UPDATE",  # membership replaced, deleted flag (webhooks)
+    "exceptions": "SELECT, INSERT, UPDATE",  # resolution only (a trigger rejects the rest)
     "alembic_version": "",  # the owner's business
 }
 

@@ -294,6 +294,10 @@ def dataflow_argv(recovery_dir: Path) -> list[str]:
             "--recovery-dir", str(recovery_dir), "--snapshot-seconds", "5"]  # fmt: skip
 
 
+def exceptions_argv() -> list[str]:
+    return [sys.executable, "-m", "deploy.cli", "exceptions", "consume"]
+
+
 def start_worker(name: str, argv: list[str], paths: StatePaths, settle: float = 3.0) -> int:
     """Start a process without an HTTP endpoint; ready = still running after `settle` s."""
     proc = spawn(name, argv, paths)
@@ -494,6 +498,11 @@ def up(settings: Settings, report: Callable[[str], None] = lambda _msg: None) ->
         start_worker("dataflow", dataflow_argv(paths.recovery), paths)
     report(f"dataflow: running (recovery state in {paths.recovery})")
 
+    if not _managed_alive(paths, "exceptions"):
+        report("exceptions: starting the dead-letter consumer (exceptions inbox)")
+        start_worker("exceptions", exceptions_argv(), paths)
+    report("exceptions: running")
+
 
 def migrate(settings: Settings, report: Callable[[str], None] = lambda _msg: None) -> None:
     """Apply PostgreSQL migrations, ClickHouse DDL and Kafka topics; each step is idempotent."""
@@ -519,7 +528,7 @@ def migrate(settings: Settings, report: Callable[[str], None] = lambda _msg: Non
 def down(settings: Settings, report: Callable[[str], None] = lambda _msg: None) -> None:
     """Stop what `up` started (by PID). Reused PostgreSQL/Redis servers are left running."""
     paths = StatePaths(settings.state_dir)
-    for name in ("dataflow", "api", "ingest", "clickhouse", "kafka", "redis"):
+    for name in ("exceptions", "dataflow", "api", "ingest", "clickhouse", "kafka", "redis"):
         pid = read_pid(paths, name)
         if pid is None:
             continue
@@ -546,6 +555,11 @@ def status(settings: Settings) -> list[ComponentStatus]:
         ("ingest", ingest_url, check_http(f"{ingest_url}/readyz")),
         ("api", api_url, check_http(f"{api_url}/readyz")),
         ("dataflow", "bytewax", None if _managed_alive(paths, "dataflow") else "not running"),
+        (
+            "exceptions",
+            "dead letters",
+            None if _managed_alive(paths, "exceptions") else "not running",
+        ),
     ]
     result = []
     for name, address, why in rows:

@@ -75,6 +75,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "ledger.adjust": _MANAGEMENT,
     "payouts.read": frozenset({Role.owner, Role.manager, Role.agent}),
     "payouts.write": _OWNER,
+    # the exceptions inbox (dead letters): company-wide operational data, for management
+    "exceptions.read": _MANAGEMENT,
+    "exceptions.resolve": _MANAGEMENT,
     # analytics (ClickHouse): every role, scoped to the agents it reaches (agents: their own)
     "analytics.read": _ALL,
 }

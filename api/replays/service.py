@@ -3,7 +3,8 @@
 Promotion never changes a live entry (the ledger is append-only): in one transaction (the
 caller's; this module only flushes) it books every money difference as a new `adjustment`
 entry with an id derived from the replay and the corrected entry, records what each corrects,
-writes a `ledger_replay.promote` audit entry and marks the replay promoted. Afterwards the live
+writes a `ledger_replay.promote` audit entry, marks the replay promoted and resolves the open
+exceptions of the orders it decided (`api.exceptions`). Afterwards the live
 totals in the replay's scope equal the shadow's; promoting the same replay again changes nothing.
 """
 
@@ -18,6 +19,7 @@ from api.audit import record
 from api.context import RequestMeta
 from api.db import ReadSession
 from api.errors import Conflict, NotFound
+from api.exceptions.repository import resolve_replayed
 from api.replays.diff import ChangeKind, LedgerDiff, diff_ledgers, plan_adjustments
 from api.replays.repository import ReplayRepository, ReplayRow, ReplayWriteRepository
 
@@ -100,5 +102,7 @@ async def promote(
         replay, actor=actor, adjustments=len(adjustments), audit_seq=audit.seq, at=meta.now
     )
     await repository.add_adjustments(replay, adjustments, at=meta.now)
+    # The documented fix of a dead letter (e.g. add the missing rate, replay, promote) closes it.
+    await resolve_replayed(session, replay.tenant_id, replay_id, by=actor, at=meta.now)
     await session.flush()
     return Promotion(replay_id, len(adjustments), audit.seq, False, net)

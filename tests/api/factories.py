@@ -5,12 +5,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import psycopg
 from httpx import AsyncClient
+
+from api.exceptions.consumer import store
+from api.exceptions.letters import exception_row
+from schemas.events.envelope import DeadLetter, EventEnvelope, Source
 
 ClientFactory = Callable[..., AsyncClient]
 PASSWORD = "correct horse battery staple"
@@ -264,3 +269,38 @@ async def create_payout(client: AsyncClient, token: str, *, agent_id: str) -> di
     assert response.status_code == 201, response.text
     payout: dict[str, Any] = response.json()
     return payout
+
+
+def refund_dead_letter(
+    *,
+    tenant_id: str,
+    order_id: str = "450789469",
+    reason: str = "late: older than the allowed lateness",
+    event_id: str | None = None,
+    failed_at: datetime | None = None,
+) -> DeadLetter:
+    """A dataflow dead letter of a Shopify `refunds/create` event of `order_id`."""
+    body = orjson.dumps({"id": 1, "order_id": int(order_id) if order_id.isdigit() else order_id})
+    at = failed_at or datetime(2026, 11, 2, tzinfo=UTC)
+    envelope = EventEnvelope.wrap(
+        body,
+        event_id=event_id or f"evt_{uuid.uuid4().hex}",
+        source=Source.SHOPIFY,
+        kind="refunds/create",
+        tenant_id=tenant_id,
+        shop="acme.myshopify.com",
+        entity_id=order_id,
+        occurred_at=at - timedelta(hours=1),
+        received_at=at - timedelta(minutes=1),
+        headers={"x-shopify-topic": "refunds/create"},
+    )
+    return DeadLetter(reason=reason, stage="dataflow", failed_at=at, envelope=envelope)
+
+
+def insert_exception(pg_url: str, *, tenant_id: str, **letter: Any) -> str:
+    """One exception stored as the exceptions consumer stores it (see `refund_dead_letter`)."""
+    row = exception_row(refund_dead_letter(tenant_id=tenant_id, **letter))
+    assert row is not None
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        store(conn, [row])
+    return row.id

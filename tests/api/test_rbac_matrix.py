@@ -33,6 +33,7 @@ from tests.api.factories import (
     create_program,
     create_shop,
     create_user,
+    insert_exception,
     insert_ledger_entry,
     insert_proposed_rule_version,
     login,
@@ -198,6 +199,8 @@ async def fresh_params(
                     pg_url, tenant_id=world.company_id, program_id=program_id
                 )
             )
+        elif name == "exception_id":
+            made[name] = insert_exception(pg_url, tenant_id=world.company_id)
         elif name == "payout_id":
             made[name] = (await fresh_payout(client, pg_url, world, program_id))["id"]
         else:

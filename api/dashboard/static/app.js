@@ -1,6 +1,7 @@
 // The refstream dashboard: plain browser JavaScript, no build step. Talks only to the public
 // API: /v1/auth (login, refresh), /v1/analytics (tiles, chart, top agents), /v1/agents and
-// /v1/programs (filters), /v1/live (Server-Sent Events via a one-time ticket).
+// /v1/programs (filters), /v1/live (Server-Sent Events via a one-time ticket), /v1/exceptions/counts
+// (the open exceptions, for owners and managers; hidden for the other roles).
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
@@ -156,6 +157,18 @@ async function refreshAnalytics() {
   ]);
   if (failure) analyticsUnavailable(failure);
   else $("#analytics-error").hidden = true;
+  refreshExceptions();
+}
+
+async function refreshExceptions() {
+  const pill = $("#exceptions");
+  try {
+    const counts = await api("/v1/exceptions/counts");
+    pill.textContent = `${counts.open} open exception${counts.open === 1 ? "" : "s"}`;
+    pill.hidden = false;
+  } catch (_) {
+    pill.hidden = true; // 403 for operators, observers and agents: the inbox is management's
+  }
 }
 
 // One refresh at a time; events arriving meanwhile cause exactly one more afterwards, so a
