@@ -69,6 +69,7 @@ state split by visitor/order with a click index exchange (not in v1).
 
 from __future__ import annotations
 
+import base64
 import heapq
 import pickle
 import sys
@@ -78,6 +79,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime
 from decimal import Decimal
 
+import orjson
 from bytewax.operators import StatefulLogic
 
 from dataflows.attribution.clicks import ClickStore
@@ -318,7 +320,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             self._approve_due(cfg, out, now)
         except Exception as exc:  # as in `on_item`: one tenant's failure stops no one
             reason = f"state: timer of tenant {self.tenant_id}: {type(exc).__name__}: {exc}"
-            out.append(("dead", self._dead_letter(None, reason[:500])))
+            out.append(("dead", self._facts_letter({"tenant_id": self.tenant_id}, reason[:500])))
         return out, self.state.is_empty()
 
     def on_eof(self) -> tuple[Iterable[Output], bool]:
@@ -551,7 +553,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
                 f"fx: no {conversion.currency} rate at {conversion.occurred_at.isoformat()}: "
                 f"order {conversion.order_id} decided without conversion row or commission"
             )
-            out.append(("dead", self._dead_letter(None, reason)))
+            out.append(("dead", self._order_letter(conversion, reason)))
         self._accrue(book, cfg, out)
         heapq.heappush(state.order_heap, (event.occurred_ms, conversion.order_id))
         out.extend(self._conversion_row(book, event.received_ms))
@@ -588,7 +590,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             )  # fmt: skip
         except CommissionError as exc:
             reason = f"commission: order {conversion.order_id}: {exc}"
-            out.append(("dead", self._dead_letter(None, reason)))
+            out.append(("dead", self._order_letter(conversion, reason)))
             return
         self.state.volumes[volume_key] = book.period_volume + conversion.net_revenue
 
@@ -771,6 +773,20 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
 
     def _dead_letter(self, event: Event | None, reason: str) -> DeadLetter:
         return dead_letter(reason, event.raw if event is not None else b"", from_ms(self.wall_ms()))
+
+    def _order_letter(self, conversion: Conversion, reason: str) -> DeadLetter:
+        """A letter about a decided order whose event is no longer at hand: its facts name the
+        tenant, shop, order and source event, so the exceptions inbox can file it."""
+        facts = {
+            "tenant_id": conversion.tenant_id, "shop": conversion.shop,
+            "order_id": conversion.order_id, "source_event_id": conversion.source_event_id,
+        }  # fmt: skip
+        return self._facts_letter(facts, reason)
+
+    def _facts_letter(self, facts: dict[str, str | None], reason: str) -> DeadLetter:
+        raw = base64.b64encode(orjson.dumps(facts)).decode("ascii")
+        return DeadLetter(reason=reason, stage="dataflow", failed_at=from_ms(self.wall_ms()),
+                          raw=raw)  # fmt: skip
 
 
 def builder(

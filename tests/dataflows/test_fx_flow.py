@@ -8,6 +8,7 @@ import pickle
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from api.exceptions.letters import exception_row
 from dataflows.attribution.logic import AttributionDecision, AttributionRule
 from dataflows.attribution.state import OrderBook, _unpack
 from dataflows.config import ConfigSnapshot
@@ -98,6 +99,10 @@ def test_an_order_without_a_known_rate_is_decided_but_books_nothing() -> None:
         "fx: no EUR rate at 2026-11-02T12:00:00+00:00: order 1001 decided without conversion "
         "row or commission"
     )
+    # The letter names its tenant and order, so the exceptions inbox files it.
+    row = exception_row(dead)
+    assert row is not None
+    assert (row.tenant_id, row.entity_id) == (TENANT, "1001")
     # Nothing of 1001 at a guessed rate: no conversion row (its refund and edit add none), no
     # accrual, no reversal or reprice.
     assert [c.order_id for c in result.conversions] == ["1002"]
