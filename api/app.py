@@ -9,7 +9,6 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -25,15 +24,18 @@ from api.audit.endpoints import router as audit_router
 from api.auth.endpoints import router as auth_router
 from api.clickhouse import ClickHouseReader
 from api.companies.endpoints import router as companies_router
+from api.conditional import ConditionalGetMiddleware
+from api.contract import install_contract
 from api.coupons.endpoints import router as coupons_router
 from api.dashboard.endpoints import install as install_dashboard
 from api.db import create_engine, create_sessionmaker
-from api.errors import PROBLEM_JSON, install_problem_handlers
+from api.errors import install_problem_handlers
 from api.fx_rates.endpoints import router as fx_rates_router
 from api.ledger.endpoints import router as ledger_router
 from api.links.endpoints import router as links_router
 from api.live.endpoints import router as live_router
 from api.live.hub import LiveHub, stop_on_signals
+from api.me.endpoints import router as me_router
 from api.notes.endpoints import router as notes_router
 from api.observability import Metrics, RequestContextMiddleware, configure_logging
 from api.payouts.endpoints import router as payouts_router
@@ -45,16 +47,13 @@ from api.users.endpoints import router as users_router
 from schemas.production import check_startup
 from schemas.settings import Settings
 
-_PROBLEM_RESPONSE: dict[int | str, dict[str, Any]] = {
-    "4XX": {"description": "Problem (RFC 9457)", "content": {PROBLEM_JSON: {}}},
-}
-
 
 def v1_router() -> APIRouter:
-    router = APIRouter(prefix="/v1", responses=_PROBLEM_RESPONSE)
+    router = APIRouter(prefix="/v1")
     for domain in (
         companies_router,
         auth_router,
+        me_router,
         api_keys_router,
         units_router,
         users_router,
@@ -114,6 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_problem_handlers(app)
+    install_contract(app)
+    app.add_middleware(ConditionalGetMiddleware)  # inside: 304s still get the request id
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     if (
         settings.trusted_proxies
@@ -122,11 +123,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1_router())
     install_dashboard(app)
 
-    @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
+    @app.get(
+        "/healthz",
+        operation_id="ops.healthz",
+        tags=["ops"],
+        summary="Liveness: the process answers",
+    )
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], summary="Readiness: PostgreSQL and Redis answer")
+    @app.get(
+        "/readyz",
+        operation_id="ops.readyz",
+        tags=["ops"],
+        summary="Readiness: PostgreSQL and Redis answer",
+    )
     async def readyz(request: Request) -> JSONResponse:
         checks = {"postgres": "ok", "redis": "ok"}
         try:
