@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -46,6 +47,15 @@ from api.units.endpoints import router as units_router
 from api.users.endpoints import router as users_router
 from schemas.production import check_startup
 from schemas.settings import Settings
+
+_READINESS: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "checks"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "unavailable"]},
+        "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
 
 
 def v1_router() -> APIRouter:
@@ -137,6 +147,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         operation_id="ops.readyz",
         tags=["ops"],
         summary="Readiness: PostgreSQL and Redis answer",
+        responses={
+            200: {"content": {"application/json": {"schema": _READINESS}}},
+            503: {
+                "description": "Not ready: `checks` says which store failed",
+                "content": {"application/json": {"schema": _READINESS}},
+            },
+        },
     )
     async def readyz(request: Request) -> JSONResponse:
         checks = {"postgres": "ok", "redis": "ok"}
