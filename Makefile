@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 
-.PHONY: install deps lock lint test test-fast chaos demo up down status compose-check clean
+.PHONY: install sdkgen deps lock lint test test-fast chaos demo up down status compose-check clean
 
 install: $(VENV)/.installed
 
@@ -14,6 +14,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
+
+# The OpenAPI client generator of tests/api/test_generated_client.py, in its own venv (its pins
+# conflict with refstream's httpx and typer); the test builds it on first use too.
+SDKGEN := .venv-sdkgen
+sdkgen: $(SDKGEN)/bin/openapi-python-client
+
+$(SDKGEN)/bin/openapi-python-client: tests/api/sdkgen/requirements.txt
+	$(PYTHON) -m venv --clear $(SDKGEN)
+	$(SDKGEN)/bin/pip install --quiet --no-deps -r tests/api/sdkgen/requirements.txt
+	cp tests/api/sdkgen/requirements.txt $(SDKGEN)/.requirements
 
 # Re-resolve the newest versions pyproject.toml allows and pin them in constraints.txt.
 LOCK_VENV := .lock-venv

@@ -26,16 +26,19 @@ from api.auth.endpoints import router as auth_router
 from api.clickhouse import ClickHouseReader
 from api.collections.endpoints import router as collections_router
 from api.companies.endpoints import router as companies_router
+from api.conditional import ConditionalGetMiddleware
+from api.contract import install_contract
 from api.coupons.endpoints import router as coupons_router
 from api.dashboard.endpoints import install as install_dashboard
 from api.db import create_engine, create_sessionmaker
-from api.errors import PROBLEM_JSON, install_problem_handlers
+from api.errors import install_problem_handlers
 from api.exceptions.endpoints import router as exceptions_router
 from api.fx_rates.endpoints import router as fx_rates_router
 from api.ledger.endpoints import router as ledger_router
 from api.links.endpoints import router as links_router
 from api.live.endpoints import router as live_router
 from api.live.hub import LiveHub, stop_on_signals
+from api.me.endpoints import router as me_router
 from api.notes.endpoints import router as notes_router
 from api.observability import Metrics, RequestContextMiddleware, configure_logging
 from api.payouts.endpoints import router as payouts_router
@@ -47,16 +50,22 @@ from api.users.endpoints import router as users_router
 from schemas.production import check_startup
 from schemas.settings import Settings
 
-_PROBLEM_RESPONSE: dict[int | str, dict[str, Any]] = {
-    "4XX": {"description": "Problem (RFC 9457)", "content": {PROBLEM_JSON: {}}},
+_READINESS: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "checks"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "unavailable"]},
+        "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
 }
 
 
 def v1_router() -> APIRouter:
-    router = APIRouter(prefix="/v1", responses=_PROBLEM_RESPONSE)
+    router = APIRouter(prefix="/v1")
     for domain in (
         companies_router,
         auth_router,
+        me_router,
         api_keys_router,
         units_router,
         users_router,
@@ -118,6 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_problem_handlers(app)
+    install_contract(app)
+    app.add_middleware(ConditionalGetMiddleware)  # inside: 304s still get the request id
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     if (
         settings.trusted_proxies
@@ -126,11 +137,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1_router())
     install_dashboard(app)
 
-    @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
+    @app.get(
+        "/healthz",
+        operation_id="ops.healthz",
+        tags=["ops"],
+        summary="Liveness: the process answers",
+    )
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], summary="Readiness: PostgreSQL and Redis answer")
+    @app.get(
+        "/readyz",
+        operation_id="ops.readyz",
+        tags=["ops"],
+        summary="Readiness: PostgreSQL and Redis answer",
+        responses={
+            200: {"content": {"application/json": {"schema": _READINESS}}},
+            503: {
+                "description": "Not ready: `checks` says which store failed",
+                "content": {"application/json": {"schema": _READINESS}},
+            },
+        },
+    )
     async def readyz(request: Request) -> JSONResponse:
         checks = {"postgres": "ok", "redis": "ok"}
         try:

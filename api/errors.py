@@ -12,11 +12,41 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
 _TYPE_PREFIX = "urn:refstream:problem:"
+
+
+class FieldError(BaseModel):
+    """One invalid field of a request that failed validation (`code` = `validation-error`)."""
+
+    loc: list[str | int] = Field(description="Where: body/query/path/header, then the field path")
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """The body of every error answer (`application/problem+json`, RFC 9457).
+
+    `code` is the stable, machine-readable reason clients branch on (`not-found`, `forbidden`,
+    `precondition-failed`, `validation-error`, `rate-limited`, ...); `type` is the same as a URN.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="urn:refstream:problem:<code>")
+    code: str = Field(description="Stable machine-readable reason")
+    title: str
+    status: int
+    detail: str
+    instance: str = Field(description="The request path")
+    request_id: str | None = Field(description="Quote it when reporting a problem")
+    errors: list[FieldError] | None = Field(
+        default=None, description="The invalid fields (validation errors only)"
+    )
 
 
 class RefstreamError(Exception):
@@ -109,6 +139,7 @@ def problem(
     """An RFC 9457 problem document carrying the request id."""
     body: dict[str, Any] = {
         "type": _TYPE_PREFIX + type_,
+        "code": type_,
         "title": title,
         "status": status,
         "detail": detail,
@@ -192,6 +223,7 @@ def internal_error_body(*, path: str, request_id: str | None) -> dict[str, Any]:
     """The problem document of an unexpected failure (details go to the log, not the client)."""
     return {
         "type": _TYPE_PREFIX + RefstreamError.type,
+        "code": RefstreamError.type,
         "title": RefstreamError.title,
         "status": 500,
         "detail": "The server could not complete the request.",

@@ -54,17 +54,25 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def problems(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for the refusals `codes` ((status, code) pairs), grouped by status."""
-    by_status: dict[int, list[str]] = {}
+    """OpenAPI `responses` for the refusals `codes` ((status, code) pairs), grouped by status,
+    and a `4XX` catch-all (e.g. 405): every refusal is a problem document. Declaring them also
+    keeps FastAPI from adding its 422 `HTTPValidationError`, which the ingress never answers
+    (invalid parameters are a 400 `bad_request` problem)."""
+    by_status: dict[int | str, list[str]] = {}
     for status, code in codes:
         by_status.setdefault(status, []).append(code)
-    return {
+    documented: dict[int | str, dict[str, Any]] = {
         status: {
             "description": "Problem; `code`: " + ", ".join(f"`{c}`" for c in names),
             "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
         }
-        for status, names in sorted(by_status.items())
+        for status, names in sorted(by_status.items(), key=lambda item: str(item[0]))
     }
+    documented["4XX"] = {
+        "description": "Any other refusal (e.g. `method_not_allowed`)",
+        "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+    }
+    return documented
 
 
 def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -90,6 +98,7 @@ _BODY_REFUSALS = ((415, "unsupported_media_type"), (413, "body_too_large"), (400
 _BROKER = ((503, "broker_unavailable"),)
 
 SHOPIFY: dict[str, Any] = {
+    "operation_id": "webhooks.shopify",
     "responses": {
         **outcome(
             "Stored in Kafka (`accepted`), seen before (`duplicate`) or kept as a dead letter"
@@ -121,6 +130,7 @@ SHOPIFY: dict[str, Any] = {
 }
 
 ODOO: dict[str, Any] = {
+    "operation_id": "webhooks.odoo",
     "responses": {
         **outcome(
             "Stored in Kafka (`accepted`), seen before (`duplicate`) or kept as a dead letter"
@@ -143,6 +153,7 @@ ODOO: dict[str, Any] = {
 }
 
 REDIRECT: dict[str, Any] = {
+    "operation_id": "clicks.redirect",
     "responses": {
         302: {
             "description": "Redirect to the program's landing URL with `rsclid`; sets the "
@@ -154,6 +165,7 @@ REDIRECT: dict[str, Any] = {
 }
 
 PIXEL: dict[str, Any] = {
+    "operation_id": "clicks.pixel_batch",
     "status_code": 202,
     "responses": {
         202: {

@@ -20,7 +20,7 @@ AgentsRead = Annotated[Principal, Depends(Authorized("agents.read"))]
 AgentsWrite = Annotated[Principal, Depends(Authorized("agents.write"))]
 
 
-@router.get("", summary="Agents the caller may see")
+@router.get("", operation_id="agents.list", summary="Agents the caller may see")
 async def list_agents(
     principal: AgentsRead, session: ReadOnlySession, cursor: Cursor = None, limit: Limit = 50
 ) -> Page[AgentRead]:
@@ -38,7 +38,7 @@ def _tagged(representation: AgentRead, response: Response) -> AgentRead:
     return representation
 
 
-@router.get("/{agent_id}")
+@router.get("/{agent_id}", operation_id="agents.get")
 async def get_agent(
     agent_id: str, principal: AgentsRead, session: ReadOnlySession, response: Response
 ) -> AgentRead:
@@ -46,7 +46,7 @@ async def get_agent(
     return _tagged(await service.read_one(session, principal, row), response)
 
 
-@router.post("", status_code=201)
+@router.post("", operation_id="agents.create", status_code=201)
 async def create_agent(
     body: AgentCreate, principal: AgentsWrite, session: WriteSession, meta: Meta, response: Response
 ) -> AgentRead:
@@ -54,7 +54,11 @@ async def create_agent(
     return _tagged(await service.read_one(session, principal, row), response)
 
 
-@router.patch("/{agent_id}", summary="Change an agent (a stale `If-Match` answers 412)")
+@router.patch(
+    "/{agent_id}",
+    operation_id="agents.update",
+    summary="Change an agent (a stale `If-Match` answers 412)",
+)
 async def update_agent(
     agent_id: str,
     body: AgentUpdate,
@@ -70,6 +74,7 @@ async def update_agent(
 
 @router.post(
     "/{agent_id}/status",
+    operation_id="agents.change_status",
     summary="Change an agent's status from an instant (default now, never in the future)",
 )
 async def change_agent_status(

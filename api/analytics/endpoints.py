@@ -59,7 +59,11 @@ def _directory(session: ReadOnlySession, principal: Principal) -> AnalyticsDirec
     return AnalyticsDirectory(session, principal)
 
 
-@router.get("/summary", summary="Totals over a period (default: the last 30 days)")
+@router.get(
+    "/summary",
+    operation_id="analytics.summary",
+    summary="Totals over a period (default: the last 30 days)",
+)
 async def get_summary(
     principal: AnalyticsRead,
     session: ReadOnlySession,
@@ -72,7 +76,11 @@ async def get_summary(
     )
 
 
-@router.get("/timeseries", summary="Clicks, conversions, revenue, commission per time bucket")
+@router.get(
+    "/timeseries",
+    operation_id="analytics.timeseries",
+    summary="Clicks, conversions, revenue, commission per time bucket",
+)
 async def get_timeseries(
     principal: AnalyticsRead,
     session: ReadOnlySession,
@@ -86,7 +94,11 @@ async def get_timeseries(
     )
 
 
-@router.get("/breakdown", summary="Totals per agent, unit, program, shop, link or coupon")
+@router.get(
+    "/breakdown",
+    operation_id="analytics.breakdown",
+    summary="Totals per agent, unit, program, shop, link or coupon",
+)
 async def get_breakdown(
     principal: AnalyticsRead,
     session: ReadOnlySession,
@@ -104,7 +116,11 @@ async def get_breakdown(
     )  # fmt: skip
 
 
-@router.get("/top-agents", summary="The best agents by revenue, commission or conversions")
+@router.get(
+    "/top-agents",
+    operation_id="analytics.top_agents",
+    summary="The best agents by revenue, commission or conversions",
+)
 async def get_top_agents(
     principal: AnalyticsRead,
     session: ReadOnlySession,
@@ -120,7 +136,11 @@ async def get_top_agents(
     )  # fmt: skip
 
 
-@router.get("/me", summary="The summary of the calling agent's own rows (agents only)")
+@router.get(
+    "/me",
+    operation_id="analytics.my_summary",
+    summary="The summary of the calling agent's own rows (agents only)",
+)
 async def get_my_summary(
     principal: AnalyticsRead,
     session: ReadOnlySession,

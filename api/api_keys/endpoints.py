@@ -18,7 +18,7 @@ router = APIRouter(prefix="/api-keys", tags=["api keys"])
 ApiKeysManage = Annotated[Principal, Depends(Authorized("api_keys.manage"))]
 
 
-@router.get("")
+@router.get("", operation_id="api_keys.list")
 async def list_api_keys(principal: ApiKeysManage, session: ReadOnlySession) -> list[ApiKeyRead]:
     keys = await ApiKeyRepository(session, principal, "api_keys.manage").list()
     return [ApiKeyRead.model_validate(k) for k in keys]
@@ -26,6 +26,7 @@ async def list_api_keys(principal: ApiKeysManage, session: ReadOnlySession) -> l
 
 @router.post(
     "",
+    operation_id="api_keys.create",
     status_code=201,
     summary="Create a key; the response is the only time it shows",
     dependencies=[Depends(no_store)],
@@ -36,7 +37,7 @@ async def create_api_key(
     return await service.create_api_key(session, principal, body, meta)
 
 
-@router.delete("/{key_id}", status_code=204, summary="Revoke a key")
+@router.delete("/{key_id}", operation_id="api_keys.revoke", status_code=204, summary="Revoke a key")
 async def revoke_api_key(
     key_id: str, principal: ApiKeysManage, session: WriteSession, meta: Meta
 ) -> Response:

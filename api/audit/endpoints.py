@@ -17,7 +17,7 @@ router = APIRouter(prefix="/audit", tags=["audit"])
 AuditRead = Annotated[Principal, Depends(Authorized("audit.read"))]
 
 
-@router.get("", summary="The company's audit log, newest first")
+@router.get("", operation_id="audit.list", summary="The company's audit log, newest first")
 async def list_audit(
     principal: AuditRead,
     session: ReadOnlySession,

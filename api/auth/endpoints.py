@@ -15,6 +15,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 @router.post(
     "/login",
+    operation_id="auth.login",
     summary="Email + password -> access token + refresh token",
     dependencies=[Depends(no_store)],
 )
@@ -28,6 +29,7 @@ async def login(
 
 @router.post(
     "/refresh",
+    operation_id="auth.refresh",
     summary="Rotate a refresh token (reuse revokes its whole family)",
     dependencies=[Depends(no_store)],
 )
@@ -38,7 +40,12 @@ async def refresh(
     return await service.refresh(session, settings, body.refresh_token, meta)
 
 
-@router.post("/logout", status_code=204, summary="Revoke a refresh token and its family")
+@router.post(
+    "/logout",
+    operation_id="auth.logout",
+    status_code=204,
+    summary="Revoke a refresh token and its family",
+)
 async def logout(body: RefreshRequest, session: WriteSession, meta: Meta) -> Response:
     await service.logout(session, body.refresh_token, meta)
     return Response(status_code=204)

@@ -23,7 +23,11 @@ ShopsWrite = Annotated[Principal, Depends(Authorized("shops.write"))]
 CollectionId = Annotated[str, Path(pattern=r"^[0-9]{1,20}$", description="Shopify collection id")]
 
 
-@router.get("", summary="The shop's known collections and their products")
+@router.get(
+    "",
+    summary="The shop's known collections and their products",
+    operation_id="shops.list_collections",
+)
 async def list_collections(
     domain: str, principal: ShopsRead, session: ReadOnlySession
 ) -> CollectionList:
@@ -33,6 +37,7 @@ async def list_collections(
 @router.put(
     "/{collection_id}/products",
     summary="Replace one collection's products (the backfill for what webhooks do not carry)",
+    operation_id="shops.put_collection_products",
 )
 async def put_collection_products(
     domain: str,
@@ -47,7 +52,11 @@ async def put_collection_products(
     )
 
 
-@router.put("", summary="Bulk backfill: replace the products of every listed collection")
+@router.put(
+    "",
+    summary="Bulk backfill: replace the products of every listed collection",
+    operation_id="shops.import_collections",
+)
 async def import_collections(
     domain: str,
     body: CollectionImport,

@@ -18,7 +18,12 @@ router = APIRouter(prefix="/companies", tags=["companies"])
 CompanyReader = Annotated[Principal, Depends(Authorized("company.read"))]
 
 
-@router.post("", status_code=201, summary="Sign up: create a company, its root unit and owner")
+@router.post(
+    "",
+    operation_id="companies.create",
+    status_code=201,
+    summary="Sign up: create a company, its root unit and owner",
+)
 async def create_company(
     request: Request, body: CompanyCreate, session: WriteSession, meta: Meta
 ) -> CompanyCreated:
@@ -28,6 +33,6 @@ async def create_company(
     return await service.create_company(session, body, meta)
 
 
-@router.get("/me", summary="The caller's company")
+@router.get("/me", operation_id="companies.get_mine", summary="The caller's company")
 async def my_company(principal: CompanyReader, session: ReadOnlySession) -> CompanyRead:
     return CompanyRead.model_validate(await repository.company(session, principal.tenant_id))

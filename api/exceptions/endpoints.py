@@ -28,7 +28,7 @@ ExceptionsRead = Annotated[Principal, Depends(Authorized("exceptions.read"))]
 ExceptionsResolve = Annotated[Principal, Depends(Authorized("exceptions.resolve"))]
 
 
-@router.get("", summary="The company's dead letters, newest first")
+@router.get("", summary="The company's dead letters, newest first", operation_id="exceptions.list")
 async def list_exceptions(
     principal: ExceptionsRead,
     session: ReadOnlySession,
@@ -45,7 +45,11 @@ async def list_exceptions(
     )
 
 
-@router.get("/counts", summary="How many of the company's exceptions are open and resolved")
+@router.get(
+    "/counts",
+    summary="How many of the company's exceptions are open and resolved",
+    operation_id="exceptions.counts",
+)
 async def count_exceptions(principal: ExceptionsRead, session: ReadOnlySession) -> ExceptionCounts:
     open_, resolved = await ExceptionRepository(session, principal, "exceptions.read").counts()
     return ExceptionCounts(open=open_, resolved=resolved)
@@ -54,6 +58,7 @@ async def count_exceptions(principal: ExceptionsRead, session: ReadOnlySession) 
 @router.post(
     "/{exception_id}/resolve",
     summary="Mark an open exception resolved, with what was done about it",
+    operation_id="exceptions.resolve",
     responses={409: {"description": "The exception is resolved already"}},
 )
 async def resolve_exception(

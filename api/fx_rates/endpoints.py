@@ -32,7 +32,11 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("", summary="The company's exchange rates, oldest valid_from first")
+@router.get(
+    "",
+    operation_id="fx_rates.list",
+    summary="The company's exchange rates, oldest valid_from first",
+)
 async def list_rates(
     principal: FxRatesRead, session: ReadOnlySession, filters: Annotated[FxRateFilters, Query()]
 ) -> Page[FxRateRead]:
@@ -47,6 +51,7 @@ async def list_rates(
 
 @router.post(
     "",
+    operation_id="fx_rates.create",
     status_code=201,
     summary="Add an exchange rate (rates are never changed; a later one supersedes it)",
     response_model=FxRateRead,

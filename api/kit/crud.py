@@ -337,16 +337,32 @@ def crud_router(spec: CrudSpec) -> APIRouter:
         _after_commit(spec, request, background)
 
     noun = spec.noun.replace("_", " ")
-    router.get("", summary=f"List {noun}s", response_model=Page[spec.read_schema])(  # type: ignore[name-defined]
-        _bind(list_items, principal=reader, params=Annotated[params_model, Query()])
-    )
-    router.get(item, summary=f"Get a {noun}", response_model=spec.read_schema)(
-        _bind(get_item, object_id=object_id_param, principal=reader)
-    )
-    router.post("", status_code=201, summary=f"Create a {noun}", response_model=spec.read_schema)(
-        _bind(create_item, body=Annotated[spec.create_schema, Body()], principal=writer)
-    )
-    router.patch(item, summary=f"Change a {noun}", response_model=spec.read_schema)(
+    op_prefix = spec.tag.replace(" ", "_")  # operation ids read as SDK methods: notes.list
+    router.get(
+        "",
+        operation_id=f"{op_prefix}.list",
+        summary=f"List {noun}s",
+        response_model=Page[spec.read_schema],  # type: ignore[name-defined]
+    )(_bind(list_items, principal=reader, params=Annotated[params_model, Query()]))
+    router.get(
+        item,
+        operation_id=f"{op_prefix}.get",
+        summary=f"Get a {noun}",
+        response_model=spec.read_schema,
+    )(_bind(get_item, object_id=object_id_param, principal=reader))
+    router.post(
+        "",
+        operation_id=f"{op_prefix}.create",
+        status_code=201,
+        summary=f"Create a {noun}",
+        response_model=spec.read_schema,
+    )(_bind(create_item, body=Annotated[spec.create_schema, Body()], principal=writer))
+    router.patch(
+        item,
+        operation_id=f"{op_prefix}.update",
+        summary=f"Change a {noun}",
+        response_model=spec.read_schema,
+    )(
         _bind(
             update_item,
             object_id=object_id_param,
@@ -354,9 +370,9 @@ def crud_router(spec: CrudSpec) -> APIRouter:
             principal=writer,
         )
     )
-    router.delete(item, status_code=204, summary=f"Delete a {noun}")(
-        _bind(delete_item, object_id=object_id_param, principal=writer)
-    )
+    router.delete(
+        item, operation_id=f"{op_prefix}.delete", status_code=204, summary=f"Delete a {noun}"
+    )(_bind(delete_item, object_id=object_id_param, principal=writer))
     return router
 
 

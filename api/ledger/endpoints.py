@@ -43,7 +43,11 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-@router.get("/ledger", summary="Ledger entries with their current status, and totals")
+@router.get(
+    "/ledger",
+    operation_id="ledger.list_entries",
+    summary="Ledger entries with their current status, and totals",
+)
 async def list_entries(
     principal: LedgerRead, session: ReadOnlySession, filters: Annotated[LedgerFilters, Query()]
 ) -> LedgerPage:
@@ -63,7 +67,11 @@ async def list_entries(
     )
 
 
-@router.get("/ledger/entries/{entry_id}", summary="One entry and its status history")
+@router.get(
+    "/ledger/entries/{entry_id}",
+    operation_id="ledger.get_entry",
+    summary="One entry and its status history",
+)
 async def get_entry(
     entry_id: str, principal: LedgerRead, session: ReadOnlySession
 ) -> LedgerEntryDetail:
@@ -101,6 +109,7 @@ def _status_route(target: EntryStatus, verb: str) -> None:
     change.__name__ = f"{verb}_entry"
     router.post(
         f"/ledger/entries/{{entry_id}}/{verb}",
+        operation_id=f"ledger.{verb}_entry",
         summary=f"{verb.title()} an entry (appends a status event)",
         response_model=LedgerEntryRead,
         responses=_IDEMPOTENT,
@@ -114,6 +123,7 @@ _status_route(EntryStatus.REJECTED, "reject")
 
 @router.post(
     "/ledger/adjustments",
+    operation_id="ledger.create_adjustment",
     status_code=201,
     summary="A manual adjustment entry, with a mandatory reason",
     response_model=LedgerEntryRead,
@@ -145,7 +155,11 @@ async def create_adjustment(
     )
 
 
-@router.get("/agents/{agent_id}/statement", summary="An agent's statement over a period")
+@router.get(
+    "/agents/{agent_id}/statement",
+    operation_id="ledger.agent_statement",
+    summary="An agent's statement over a period",
+)
 async def agent_statement(
     agent_id: str,
     principal: LedgerRead,

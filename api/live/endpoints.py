@@ -56,6 +56,7 @@ async def _live_principal(
 
 @router.post(
     "/live/tickets",
+    operation_id="live.create_ticket",
     status_code=201,
     summary="A one-time ticket to open the live stream from a browser (EventSource)",
     dependencies=[Depends(no_store)],
@@ -68,6 +69,7 @@ async def create_ticket(principal: LiveRead, request: Request) -> LiveTicket:
 
 @router.get(
     "/live",
+    operation_id="live.stream",
     response_class=StreamingResponse,
     responses=_STREAM_DOC,
     summary="Live conversions and commission entries of the caller's scope (SSE)",

@@ -32,7 +32,7 @@ _IDEMPOTENT: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("", summary="Payouts the caller may see")
+@router.get("", operation_id="payouts.list", summary="Payouts the caller may see")
 async def list_payouts(
     principal: PayoutsRead, session: ReadOnlySession, filters: Annotated[PayoutFilters, Query()]
 ) -> Page[PayoutRead]:
@@ -47,6 +47,7 @@ async def list_payouts(
 
 @router.post(
     "",
+    operation_id="payouts.create",
     status_code=201,
     summary="Create a payout from an agent's approved, unpaid entries",
     response_model=PayoutDetail,
@@ -73,7 +74,7 @@ async def create_payout(
     )
 
 
-@router.get("/{payout_id}", summary="A payout and its entries")
+@router.get("/{payout_id}", operation_id="payouts.get", summary="A payout and its entries")
 async def get_payout(
     payout_id: str, principal: PayoutsRead, session: ReadOnlySession
 ) -> PayoutDetail:
@@ -82,6 +83,7 @@ async def get_payout(
 
 @router.post(
     "/{payout_id}/paid",
+    operation_id="payouts.mark_paid",
     summary="Mark a payout paid (its entries become paid)",
     response_model=PayoutDetail,
     responses=_IDEMPOTENT,
@@ -108,6 +110,7 @@ async def mark_paid(
 
 @router.post(
     "/{payout_id}/cancel",
+    operation_id="payouts.cancel",
     summary="Cancel an unpaid payout (its entries become payable again)",
     response_model=PayoutDetail,
     responses=_IDEMPOTENT,
@@ -134,6 +137,7 @@ async def cancel_payout(
 
 @router.get(
     "/{payout_id}/export.csv",
+    operation_id="payouts.export_csv",
     summary="The payout's entries as CSV",
     response_class=Response,
     responses={200: {"content": {"text/csv": {}}}},

@@ -19,14 +19,20 @@ RulesActivate = Annotated[Principal, Depends(Authorized("rules.activate"))]
 Version = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
 
-@router.get("", summary="Every version of the program's commission rules, oldest first")
+@router.get(
+    "",
+    operation_id="rules.list",
+    summary="Every version of the program's commission rules, oldest first",
+)
 async def list_rule_versions(
     program_id: str, principal: RulesRead, session: ReadOnlySession
 ) -> list[RuleVersionRead]:
     return await service.list_versions(session, principal, program_id)
 
 
-@router.get("/{version}", summary="One version of the program's commission rules")
+@router.get(
+    "/{version}", operation_id="rules.get", summary="One version of the program's commission rules"
+)
 async def get_rule_version(
     program_id: str,
     version: Version,
@@ -38,6 +44,7 @@ async def get_rule_version(
 
 @router.post(
     "",
+    operation_id="rules.propose",
     status_code=201,
     summary="Store new rules as the next version (an owner's is active, a manager's proposed)",
 )
@@ -51,14 +58,22 @@ async def create_rule_version(
     return await service.create_version(session, principal, program_id, body, meta)
 
 
-@router.post("/{version}/activate", summary="Activate a proposed version (it becomes live)")
+@router.post(
+    "/{version}/activate",
+    operation_id="rules.activate",
+    summary="Activate a proposed version (it becomes live)",
+)
 async def activate_rule_version(
     program_id: str, version: Version, principal: RulesActivate, session: WriteSession, meta: Meta
 ) -> RuleVersionRead:
     return await service.review_version(session, principal, program_id, version, "active", meta)
 
 
-@router.post("/{version}/reject", summary="Reject a proposed version (it never goes live)")
+@router.post(
+    "/{version}/reject",
+    operation_id="rules.reject",
+    summary="Reject a proposed version (it never goes live)",
+)
 async def reject_rule_version(
     program_id: str, version: Version, principal: RulesActivate, session: WriteSession, meta: Meta
 ) -> RuleVersionRead:

@@ -18,19 +18,21 @@ UnitsRead = Annotated[Principal, Depends(Authorized("units.read"))]
 UnitsWrite = Annotated[Principal, Depends(Authorized("units.write"))]
 
 
-@router.get("", summary="Units in the caller's subtrees, parents before children")
+@router.get(
+    "", operation_id="units.list", summary="Units in the caller's subtrees, parents before children"
+)
 async def list_units(principal: UnitsRead, session: ReadOnlySession) -> list[UnitRead]:
     units = await UnitRepository(session, principal, "units.read").list()
     return [UnitRead.model_validate(u) for u in units]
 
 
-@router.get("/{unit_id}")
+@router.get("/{unit_id}", operation_id="units.get")
 async def get_unit(unit_id: str, principal: UnitsRead, session: ReadOnlySession) -> UnitRead:
     unit = await UnitRepository(session, principal, "units.read").get(unit_id)
     return UnitRead.model_validate(unit)
 
 
-@router.post("", status_code=201)
+@router.post("", operation_id="units.create", status_code=201)
 async def create_unit(
     body: UnitCreate, principal: UnitsWrite, session: WriteSession, meta: Meta
 ) -> UnitRead:

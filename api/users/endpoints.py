@@ -17,13 +17,15 @@ router = APIRouter(prefix="/users", tags=["users"])
 UsersManage = Annotated[Principal, Depends(Authorized("users.manage"))]
 
 
-@router.get("", summary="Users with a membership in the caller's subtrees")
+@router.get(
+    "", operation_id="users.list", summary="Users with a membership in the caller's subtrees"
+)
 async def list_users(principal: UsersManage, session: ReadOnlySession) -> list[UserRead]:
     users = await UserRepository(session, principal, "users.manage").list()
     return [service.to_read(principal, u) for u in users]
 
 
-@router.post("", status_code=201)
+@router.post("", operation_id="users.create", status_code=201)
 async def create_user(
     body: UserCreate, principal: UsersManage, session: WriteSession, meta: Meta
 ) -> UserRead:
@@ -32,6 +34,7 @@ async def create_user(
 
 @router.post(
     "/{user_id}/disable",
+    operation_id="users.disable",
     summary="Disable a user: logins refused, refresh tokens revoked, access tokens stop at once",
 )
 async def disable_user(
@@ -40,7 +43,11 @@ async def disable_user(
     return service.to_read(principal, await service.disable_user(session, principal, user_id, meta))
 
 
-@router.put("/{user_id}/memberships/{unit_id}", summary="Grant or change the role on a unit")
+@router.put(
+    "/{user_id}/memberships/{unit_id}",
+    operation_id="users.set_membership",
+    summary="Grant or change the role on a unit",
+)
 async def set_membership(
     user_id: str,
     unit_id: str,
@@ -55,7 +62,9 @@ async def set_membership(
     return service.to_read(principal, user)
 
 
-@router.delete("/{user_id}/memberships/{unit_id}", status_code=204)
+@router.delete(
+    "/{user_id}/memberships/{unit_id}", operation_id="users.delete_membership", status_code=204
+)
 async def delete_membership(
     user_id: str, unit_id: str, principal: UsersManage, session: WriteSession, meta: Meta
 ) -> Response:

@@ -1,5 +1,7 @@
 """Schemathesis against the app's own OpenAPI document, in process, as a company owner: whatever
-it sends, no operation answers 5xx. Bounded (a few examples per operation, no shrinking)."""
+it sends, no operation answers 5xx, and every answer conforms to the document (its status code
+is declared, its content type and headers are the declared ones, its body validates against the
+declared schema, problem+json included). Bounded (a few examples per operation, no shrinking)."""
 
 from __future__ import annotations
 
@@ -7,13 +9,28 @@ from typing import Any
 
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
 from schemathesis.python.asgi import get_client
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from api.app import create_app
 from schemas.settings import Settings
 from tests.api.factories import PASSWORD, unique_slug
 
 EXAMPLES_PER_OPERATION = 4
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 def owner_token(client: Any) -> str:
@@ -32,7 +49,7 @@ def owner_token(client: Any) -> str:
     return token
 
 
-def test_no_operation_answers_5xx(api_settings: Settings) -> None:
+def test_every_answer_conforms_to_the_document_and_none_is_5xx(api_settings: Settings) -> None:
     app = create_app(api_settings)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     failures: list[str] = []
@@ -52,7 +69,8 @@ def is_event_stream(operation: Any) -> bool:
 
 
 def fuzz(operation: Any, client: Any, headers: dict[str, str], failures: list[str]) -> None:
-    """A few generated requests to one operation; 5xx answers are collected in `failures`."""
+    """A few generated requests to one operation; 5xx and non-conforming answers are collected
+    in `failures`."""
 
     @given(case=operation.as_strategy())
     @settings(
@@ -64,10 +82,12 @@ def fuzz(operation: Any, client: Any, headers: dict[str, str], failures: list[st
     )
     def check(case: Any) -> None:
         response = case.call(session=client, headers=headers)
-        if response.status_code >= 500:
+        try:
+            case.validate_response(response, checks=CHECKS)
+        except FailureGroup as failure:
             failures.append(
                 f"{operation.method.upper()} {operation.path}: {response.status_code} "
-                f"for {case.path_parameters} {case.query} {case.body!r:.200}"
+                f"for {case.path_parameters} {case.query} {case.body!r:.200}: {failure!s:.600}"
             )
 
     check()
