@@ -187,8 +187,9 @@ class TenantState:
     awaiting: dict[str, list[str]] = field(default_factory=dict)  # click id → pending orders
     followups: dict[str, list[Event]] = field(default_factory=dict)
     # Each book pickled once when it changes: a snapshot then copies bytes instead of pickling
-    # every order's pydantic objects each epoch (measured: ~5x cheaper snapshots).
-    orders: dict[str, bytes] = field(default_factory=dict)
+    # every order's pydantic objects each epoch (measured: ~5x cheaper snapshots). A run that
+    # never snapshots (`Tuning.snapshots` False: replays) keeps the books themselves.
+    orders: dict[str, bytes | OrderBook] = field(default_factory=dict)
     order_heap: list[tuple[int, str]] = field(default_factory=list)
     bindings: dict[str, CustomerBinding] = field(default_factory=dict)
     customers: dict[str, int] = field(default_factory=dict)  # customer → first order ms
@@ -224,7 +225,9 @@ def _pack(book: OrderBook) -> bytes:
     return pickle.dumps(book, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _unpack(data: bytes) -> OrderBook:
+def _unpack(data: bytes | OrderBook) -> OrderBook:
+    if isinstance(data, OrderBook):  # kept unpickled (a run without snapshots)
+        return data
     book: OrderBook = pickle.loads(data)
     _complete(book)
     return book
@@ -345,6 +348,11 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             return _NO_SNAPSHOT
         # Pickled now, so later mutation cannot leak into the snapshot (must be immutable).
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _keep(self, order_id: str, book: OrderBook) -> None:
+        """Store a decided order's book: pickled now when snapshots are taken (a snapshot then
+        copies bytes), as itself in a run that never snapshots (no pickling on its order path)."""
+        self.state.orders[order_id] = _pack(book) if self.tuning.snapshots else book
 
     # --- time ----------------------------------------------------------------------------
 
@@ -476,7 +484,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         book = _unpack(self.state.orders[order_id])
         self._apply(book, event, cfg, out)
         self._approve(order_id, book, cfg, out, self.wall_ms())
-        self.state.orders[order_id] = _pack(book)
+        self._keep(order_id, book)
 
     def _release_due(
         self, cfg: TenantConfig, out: list[Output], due: Callable[[Pending], bool]
@@ -565,7 +573,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             self._apply(book, followup, cfg, out)
         self._index_name(book)
         self._approve(conversion.order_id, book, cfg, out, self.wall_ms())
-        state.orders[conversion.order_id] = _pack(book)
+        self._keep(conversion.order_id, book)
 
     def _accrue(self, book: OrderBook, cfg: TenantConfig, out: list[Output]) -> None:
         decision, conversion = book.decision, book.conversion
@@ -691,7 +699,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             book = _unpack(state.orders[order_id])
             self._mark_paid(book, paid_ms, invoice)
             self._approve(order_id, book, cfg, out, self.wall_ms())
-            state.orders[order_id] = _pack(book)
+            self._keep(order_id, book)
 
     def _on_sale_order(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
         assert isinstance(event.payload, SaleOrderRef)
@@ -754,7 +762,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
                 continue  # superseded by a later schedule, or the book expired
             book = _unpack(state.orders[order_id])
             self._approve(order_id, book, cfg, out, now_ms)
-            state.orders[order_id] = _pack(book)
+            self._keep(order_id, book)
 
     def _conversion_row(self, book: OrderBook, received_ms: int) -> list[Output]:
         # attributed_at: the receive time of the event that produced this version of the row,

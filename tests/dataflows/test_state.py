@@ -12,7 +12,7 @@ from dataflows.attribution.events import Event, event_from_envelope
 from dataflows.attribution.state import AttributionLogic, Tuning, builder
 from dataflows.config import StaticConfig
 from schemas.events.envelope import EventEnvelope
-from tests.dataflows.builders import T0, click, click_id, days, order, snapshot
+from tests.dataflows.builders import T0, click, click_id, days, order, refund, snapshot
 
 TENANT = "t_state"
 MS = timedelta(milliseconds=1)
@@ -107,6 +107,27 @@ def test_runs_without_snapshots_cannot_be_resumed_by_mistake() -> None:
     build = builder(StaticConfig(snapshot(TENANT)), no_snapshots, Clock(0))
     with pytest.raises(RuntimeError, match="snapshots=False"):
         build(snapshot_bytes)
+
+
+def test_a_run_without_snapshots_keeps_books_unpickled_with_the_same_outputs() -> None:
+    """Replays (no snapshots) keep order books as objects instead of pickling them on every
+    change; what they emit must not differ from a snapshotting run's."""
+    events = [
+        event(click(TENANT, click_id(1), at=T0)),
+        event(order(TENANT, 1001, at=T0 + days(1), cites=click_id(1))),
+        event(refund(TENANT, 1001, 77, [(1, 1)], at=T0 + days(2))),
+        event(order(TENANT, 1001, at=T0 + days(3), cites=click_id(1), topic="orders/cancelled")),
+        event(refund(TENANT, 1001, 77, [(1, 1)], at=T0 + days(2), event_id="again")),
+    ]
+    outputs = []
+    for tuning in (Tuning(), Tuning(snapshots=False)):
+        run = logic(tuning)
+        outputs.append([out for e in events for out in run.on_item(e)[0]])
+        stored = run.state.orders["1001"]
+        assert isinstance(stored, bytes) is tuning.snapshots
+    with_snapshots, without = outputs
+    assert [tag for tag, _ in with_snapshots].count("entry") >= 4  # accruals and reversals
+    assert without == with_snapshots
 
 
 def test_a_snapshot_written_with_one_click_dict_resumes_into_the_click_store() -> None:
