@@ -101,6 +101,7 @@ from dataflows.attribution.logic import (
     attributed_conversion,
     binding_from,
 )
+from dataflows.attribution.segments import SegmentedMap
 from dataflows.commission.adjustments import Cancellation, reprice, settle
 from dataflows.commission.collections import with_collections
 from dataflows.commission.holds import approves_at
@@ -111,6 +112,8 @@ from schemas.events.envelope import DeadLetter
 from schemas.ledger import AttributedConversion, CommissionAccrual, EntryApproval
 
 DAY_MS = 86_400_000
+# Keys per segment of the segmented maps (a snapshot re-pickles the segments that changed).
+SEEN_SEGMENT, BOOK_SEGMENT, REF_SEGMENT = 20_000, 5_000, 20_000
 DEFAULT_HOLD_DAYS = 30  # a program that is gone from the configuration holds like a new one
 Output = tuple[str, AttributedConversion | CommissionAccrual | EntryApproval | DeadLetter]
 # Streams whose watermarks hold back expiry; ERP notifications are rare and must not.
@@ -181,7 +184,10 @@ class TenantState:
     # Where snapshots written before the store kept the index and heap; emptied on resume.
     click_heap: list[tuple[int, str]] = field(default_factory=list)
     visitors: dict[str, list[str]] = field(default_factory=dict)
-    seen: dict[str, int] = field(default_factory=dict)
+    # Seen ids, order books and order names in segments that keep their pickled bytes until
+    # they change (`segments.SegmentedMap`), so a snapshot re-pickles only what changed.
+    seen: SegmentedMap[str, int] = field(default_factory=lambda: SegmentedMap(SEEN_SEGMENT))
+    # Where snapshots written before the segmented maps kept the heaps; emptied on resume.
     seen_heap: list[tuple[int, str]] = field(default_factory=list)
     pending: dict[str, Pending] = field(default_factory=dict)
     awaiting: dict[str, list[str]] = field(default_factory=dict)  # click id → pending orders
@@ -189,8 +195,10 @@ class TenantState:
     # Each book pickled once when it changes: a snapshot then copies bytes instead of pickling
     # every order's pydantic objects each epoch (measured: ~5x cheaper snapshots). A run that
     # never snapshots (`Tuning.snapshots` False: replays) keeps the books themselves.
-    orders: dict[str, bytes | OrderBook] = field(default_factory=dict)
-    order_heap: list[tuple[int, str]] = field(default_factory=list)
+    orders: SegmentedMap[str, bytes | OrderBook] = field(
+        default_factory=lambda: SegmentedMap(BOOK_SEGMENT)
+    )
+    order_heap: list[tuple[int, str]] = field(default_factory=list)  # (before segments)
     bindings: dict[str, CustomerBinding] = field(default_factory=dict)
     customers: dict[str, int] = field(default_factory=dict)  # customer → first order ms
     volumes: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (agent, YYYY-MM)
@@ -198,7 +206,8 @@ class TenantState:
     # Added for holds; older snapshots lack them (see the module docstring).
     holds: list[tuple[int, str]] = field(default_factory=list)  # (due wall ms, order id) heap
     hold_due: dict[str, int] = field(default_factory=dict)  # order id → its live heap entry
-    order_refs: dict[str, str] = field(default_factory=dict)  # order name → id ("" = ambiguous)
+    # order name → id ("" = ambiguous)
+    order_refs: SegmentedMap[str, str] = field(default_factory=lambda: SegmentedMap(REF_SEGMENT))
     sale_orders: dict[str, tuple[str, int]] = field(default_factory=dict)  # → (name, seen ms)
     paid_waiting: dict[str, tuple[int, str]] = field(default_factory=dict)  # name → (ms, inv.)
     unmatched_invoices: int = 0
@@ -292,8 +301,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             out.append(("dead", self._dead_letter(value, "late: older than the allowed lateness")))
             return out, False
         if value.kind != "click":  # clicks are deduplicated by their click id (`_known_click`)
-            state.seen[value.event_id] = value.occurred_ms
-            heapq.heappush(state.seen_heap, (value.occurred_ms, value.event_id))
+            state.seen.add(value.event_id, value.occurred_ms, value.occurred_ms)
         cfg = self.config.tenant(self.tenant_id)
         advanced = self._advance(value)
         if value.kind == "click":
@@ -349,10 +357,15 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         # Pickled now, so later mutation cannot leak into the snapshot (must be immutable).
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def _keep(self, order_id: str, book: OrderBook) -> None:
+    def _keep(self, order_id: str, book: OrderBook, new_at_ms: int | None = None) -> None:
         """Store a decided order's book: pickled now when snapshots are taken (a snapshot then
-        copies bytes), as itself in a run that never snapshots (no pickling on its order path)."""
-        self.state.orders[order_id] = _pack(book) if self.tuning.snapshots else book
+        copies bytes), as itself in a run that never snapshots (no pickling on its order path).
+        A new book (`new_at_ms`: its order's event time) expires after the order retention."""
+        stored = _pack(book) if self.tuning.snapshots else book
+        if new_at_ms is None:
+            self.state.orders[order_id] = stored
+        else:
+            self.state.orders.add(order_id, stored, new_at_ms)
 
     # --- time ----------------------------------------------------------------------------
 
@@ -386,13 +399,9 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         clicks_settled = self._slowest("click", "order") - tuning.allowed_lateness_ms
         click_horizon = clicks_settled - cfg.max_lookback_days() * DAY_MS
         state.clicks.expire(click_horizon)
-        while state.seen_heap and state.seen_heap[0][0] < settled:
-            _, event_id = heapq.heappop(state.seen_heap)
-            state.seen.pop(event_id, None)
+        state.seen.expire(settled)
         order_horizon = state.watermark_ms - tuning.order_retention_ms
-        while state.order_heap and state.order_heap[0][0] < order_horizon:
-            occurred, order_id = heapq.heappop(state.order_heap)
-            stored = state.orders.pop(order_id, None)
+        for occurred, order_id, stored in state.orders.expire(order_horizon):
             book = _unpack(stored) if stored is not None else None
             customer = book.conversion.customer_id if book is not None else None
             if customer is not None and state.customers.get(customer) == occurred:
@@ -563,7 +572,6 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             )
             out.append(("dead", self._order_letter(conversion, reason)))
         self._accrue(book, cfg, out)
-        heapq.heappush(state.order_heap, (event.occurred_ms, conversion.order_id))
         out.extend(self._conversion_row(book, event.received_ms))
         out.extend(("entry", e) for e in book.entries)
         if event.kind == "cancel":
@@ -573,7 +581,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             self._apply(book, followup, cfg, out)
         self._index_name(book)
         self._approve(conversion.order_id, book, cfg, out, self.wall_ms())
-        self._keep(conversion.order_id, book)
+        self._keep(conversion.order_id, book, new_at_ms=event.occurred_ms)
 
     def _accrue(self, book: OrderBook, cfg: TenantConfig, out: list[Output]) -> None:
         decision, conversion = book.decision, book.conversion
@@ -811,6 +819,11 @@ def builder(
         if isinstance(state.clicks, dict):  # a snapshot from before the click store
             state.clicks = ClickStore.from_legacy(state.clicks, state.visitors, state.click_heap)
             state.visitors, state.click_heap = {}, []
+        if isinstance(state.seen, dict):  # a snapshot from before the segmented maps
+            state.seen = SegmentedMap.from_dict(state.seen, state.seen_heap, SEEN_SEGMENT)
+            state.orders = SegmentedMap.from_dict(state.orders, state.order_heap, BOOK_SEGMENT)
+            state.order_refs = SegmentedMap.from_dict(state.order_refs, (), REF_SEGMENT)
+            state.seen_heap, state.order_heap = [], []
         return AttributionLogic(state, config, tuning or Tuning(), clock)
 
     return build
