@@ -2,8 +2,8 @@
 
 Every refusal is a JSON problem body (`application/problem+json`) with a stable `code`:
 415 unsupported_media_type, 413 body_too_large, 401 unknown_shop / invalid_signature /
-unknown_endpoint, 429 rate_limited, 503 broker_unavailable, 404 unknown_link / bad_landing_url /
-not_found, 405 method_not_allowed, 400 bad_request.
+unknown_endpoint, 403 origin_not_allowed, 429 rate_limited, 503 broker_unavailable, 404
+unknown_link / bad_landing_url / not_found, 405 method_not_allowed, 400 bad_request.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import structlog
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
-from ingest import clicks, docs, guards, odoo, shopify
+from ingest import clicks, docs, guards, odoo, pixel, shopify
 from ingest.metrics import (
     CLICKS_LOST,
     CLICKS_REDATED,
@@ -87,10 +87,19 @@ def _ingress(request: Request) -> Ingress:
     return ingress
 
 
-async def _read_json_body(request: Request, limit: int) -> bytes:
+JSON_TYPES = frozenset({"application/json"})
+# A browser's `sendBeacon(url, string)` and a CORS "simple" fetch send text/plain.
+BROWSER_JSON_TYPES = frozenset({"application/json", "text/plain"})
+
+
+async def _read_json_body(
+    request: Request, limit: int, accepted: frozenset[str] = JSON_TYPES
+) -> bytes:
     content_type = request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise Refused(415, "unsupported_media_type", "Content-Type must be application/json")
+    if content_type.split(";")[0].strip().lower() not in accepted:
+        raise Refused(
+            415, "unsupported_media_type", "Content-Type must be " + " or ".join(sorted(accepted))
+        )
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -381,11 +390,57 @@ async def referral_redirect(link_code: str, request: Request) -> Response:
     return response
 
 
+async def _storefront_origin(ingress: Ingress, request: Request) -> str | None:
+    """The request's `Origin` when a browser sent one from a registered shop's storefront; None
+    without one (a server-side caller); `Refused` 403 `origin_not_allowed` for any other origin
+    (no CORS headers: the browser blocks the answer, and nothing is recorded)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None
+    if await ingress.registry.storefront(origin) is None:
+        raise Refused(
+            403, "origin_not_allowed", "this origin is not the storefront of a registered shop",
+            {"Vary": "Origin"},
+        )  # fmt: skip
+    return origin
+
+
+@router.options("/v1/clicks", summary="CORS preflight of the storefront pixel", **docs.PREFLIGHT)
+async def pixel_preflight(request: Request) -> Response:
+    ingress = _ingress(request)
+    try:
+        if (
+            "origin" not in request.headers
+            or "access-control-request-method" not in request.headers
+        ):
+            detail = "not a CORS preflight: Origin and Access-Control-Request-Method needed"
+            raise Refused(400, "bad_request", detail)
+        origin = await _storefront_origin(ingress, request)
+        assert origin is not None  # the header is there
+    except Refused as refused:
+        _count("pixel", "preflight", refused.code)
+        return refused.response()
+    _count("pixel", "preflight", "allowed")
+    return Response(status_code=204, headers=pixel.preflight_headers(origin))
+
+
+@router.get(pixel.PIXEL_PATH, summary="The storefront snippet (JavaScript)", **docs.PIXEL_SCRIPT)
+async def pixel_script(request: Request) -> Response:
+    headers = {"ETag": pixel.ETAG, "Cache-Control": pixel.CACHE_CONTROL}
+    if pixel.etag_matches(request.headers.get("if-none-match")):
+        return Response(status_code=304, headers=headers)
+    return Response(pixel.SCRIPT, media_type=pixel.SCRIPT_TYPE, headers=headers)
+
+
 @router.post("/v1/clicks", summary="Clicks from the storefront pixel (batch)", **docs.PIXEL)
 async def pixel_clicks(request: Request) -> Response:
     ingress = _ingress(request)
+    cors: dict[str, str] = {}
     try:
-        raw = await _read_json_body(request, 256 * 1024)
+        origin = await _storefront_origin(ingress, request)
+        if origin is not None:
+            cors = pixel.allowed_headers(origin)
+        raw = await _read_json_body(request, 256 * 1024, BROWSER_JSON_TYPES)
         try:
             batch = PixelBatch.model_validate_json(raw)
         except ValidationError as exc:
@@ -432,9 +487,11 @@ async def pixel_clicks(request: Request) -> Response:
             CLICKS_REDATED.labels(why).inc()
     except Refused as refused:
         _count("pixel", "click", refused.code)
-        return refused.response()
+        response = refused.response()
+        response.headers.update(cors)
+        return response
     _count("pixel", "click", "accepted")
-    return json_response(202, {"accepted": accepted, "rejected": rejected})
+    return json_response(202, {"accepted": accepted, "rejected": rejected}, cors)
 
 
 def _validation_detail(exc: ValidationError) -> str:
