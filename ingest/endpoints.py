@@ -28,7 +28,7 @@ from ingest.metrics import (
     REQUESTS,
 )
 from ingest.producer import ProduceFailed
-from ingest.registry import LinkRecord
+from ingest.registry import LinkRecord, ShopRecord
 from schemas.events.click import ClickEvent, PixelBatch
 from schemas.events.envelope import DeadLetter, EventEnvelope, Source
 from schemas.events.shopify import SHOPIFY_TOPICS
@@ -282,6 +282,7 @@ async def _record_click(
     landing_url: str | None,
     referrer: str | None,
     source: Source,
+    shop: str | None = None,
 ) -> RecordedClick:
     """The click judged by its program's policy (bots, relay, duplicates), wrapped for Kafka.
     `dedup_visitor` is the visitor id the client sent (None: judge duplicates by IP+UA)."""
@@ -313,6 +314,7 @@ async def _record_click(
         agent_id=link.agent_id,
         landing_url=landing_url,
         referrer=referrer,
+        shop=shop,
         user_agent=who.user_agent[:500] if who.user_agent else None,
         ip_hash=ip_digest,
         is_bot=clicks.is_bot(who.user_agent, link.policy),
@@ -324,6 +326,7 @@ async def _record_click(
         source=source,
         kind="click",
         tenant_id=link.tenant_id,
+        shop=shop,
         entity_id=click_id,
         occurred_at=occurred_at,
         received_at=datetime.now(UTC),
@@ -390,19 +393,20 @@ async def referral_redirect(link_code: str, request: Request) -> Response:
     return response
 
 
-async def _storefront_origin(ingress: Ingress, request: Request) -> str | None:
-    """The request's `Origin` when a browser sent one from a registered shop's storefront; None
-    without one (a server-side caller); `Refused` 403 `origin_not_allowed` for any other origin
-    (no CORS headers: the browser blocks the answer, and nothing is recorded)."""
+async def _storefront_origin(ingress: Ingress, request: Request) -> tuple[str, ShopRecord] | None:
+    """The request's `Origin` and its shop when a browser sent one from a registered shop's
+    storefront; None without one (a server-side caller); `Refused` 403 `origin_not_allowed` for
+    any other origin (no CORS headers: the browser blocks the answer, and nothing is recorded)."""
     origin = request.headers.get("origin")
     if origin is None:
         return None
-    if await ingress.registry.storefront(origin) is None:
+    shop = await ingress.registry.storefront(origin)
+    if shop is None:
         raise Refused(
             403, "origin_not_allowed", "this origin is not the storefront of a registered shop",
             {"Vary": "Origin"},
         )  # fmt: skip
-    return origin
+    return origin, shop
 
 
 @router.options("/v1/clicks", summary="CORS preflight of the storefront pixel", **docs.PREFLIGHT)
@@ -415,13 +419,13 @@ async def pixel_preflight(request: Request) -> Response:
         ):
             detail = "not a CORS preflight: Origin and Access-Control-Request-Method needed"
             raise Refused(400, "bad_request", detail)
-        origin = await _storefront_origin(ingress, request)
-        assert origin is not None  # the header is there
+        storefront = await _storefront_origin(ingress, request)
+        assert storefront is not None  # the header is there
     except Refused as refused:
         _count("pixel", "preflight", refused.code)
         return refused.response()
     _count("pixel", "preflight", "allowed")
-    return Response(status_code=204, headers=pixel.preflight_headers(origin))
+    return Response(status_code=204, headers=pixel.preflight_headers(storefront[0]))
 
 
 @router.get(pixel.PIXEL_PATH, summary="The storefront snippet (JavaScript)", **docs.PIXEL_SCRIPT)
@@ -437,9 +441,10 @@ async def pixel_clicks(request: Request) -> Response:
     ingress = _ingress(request)
     cors: dict[str, str] = {}
     try:
-        origin = await _storefront_origin(ingress, request)
-        if origin is not None:
-            cors = pixel.allowed_headers(origin)
+        storefront = await _storefront_origin(ingress, request)
+        shop = storefront[1] if storefront is not None else None
+        if storefront is not None:
+            cors = pixel.allowed_headers(storefront[0])
         raw = await _read_json_body(request, 256 * 1024, BROWSER_JSON_TYPES)
         try:
             batch = PixelBatch.model_validate_json(raw)
@@ -453,7 +458,9 @@ async def pixel_clicks(request: Request) -> Response:
         redated: list[str] = []
         for index, item in enumerate(batch.clicks):
             link = await ingress.registry.link(item.link_code)
-            if link is None:
+            # A storefront records its own company's links only; another company's link is
+            # unknown to it (nothing tells it that the code exists).
+            if link is None or (shop is not None and link.tenant_id != shop.tenant_id):
                 rejected.append({"index": index, "code": "unknown_link"})
                 continue
             click_id = (
@@ -466,6 +473,7 @@ async def pixel_clicks(request: Request) -> Response:
                 ingress, request, link, relay, click_id=click_id, occurred_at=occurred_at,
                 visitor_id=item.visitor_id, dedup_visitor=item.visitor_id,
                 landing_url=item.landing_url, referrer=item.referrer, source=Source.PIXEL,
+                shop=shop.domain if shop is not None else None,
             )  # fmt: skip
             pending.append(recorded.envelope)
             report: dict[str, Any] = {

@@ -148,6 +148,7 @@ def test_a_referred_shopper_s_order_is_attributed_through_the_cart(
         click = clicks_by_id(settings)[click_id]
         assert click.link_code == ana
         assert click.visitor_id == visitor_id
+        assert click.shop == shop.domain
         assert click.landing_url == f"https://{shop.domain}/collections/office?ref={ana}"
         assert not click.is_bot
         # First-party cookies of the shop's own domain, and the cart's attributes.

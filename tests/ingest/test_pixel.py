@@ -14,11 +14,11 @@ import orjson
 import psycopg
 
 from ingest import pixel
-from ingest.cli import register_shop
+from ingest.cli import ensure_tenant, register_shop
 from ingest.clicks import pixel_click_id
 from schemas.conversion import CLICK_ID_ATTRIBUTES, VISITOR_ID_ATTRIBUTES
 from schemas.settings import Settings
-from tests.ingest.conftest import Registered
+from tests.ingest.conftest import ClientFactory, Registered
 from tests.ingest.test_clicks import BROWSER, clicks_by_id
 
 PREFLIGHT = {
@@ -89,6 +89,7 @@ async def test_text_plain_beacon_from_the_storefront_is_recorded_with_the_contra
     assert accepted["click_id"] == expected
     click = clicks_by_id(stack_settings)[expected]
     assert (click.visitor_id, click.agent_id) == ("v-pixel", registered.agent_id)
+    assert click.shop == registered.shop  # the storefront it came from
     assert not click.is_bot
     assert not click.is_duplicate
     # The same beacon as JSON (a retry) is the same click, not a duplicate of itself.
@@ -195,3 +196,43 @@ def test_the_snippet_writes_the_cart_attributes_the_dataflow_reads() -> None:
     assert "/v1/clicks" in script
     assert "http://" not in script
     assert "https://" not in script.split("*/", 1)[1]
+
+
+async def test_a_storefront_records_only_its_own_company_s_links(
+    make_client: ClientFactory, registered: Registered, stack_settings: Settings
+) -> None:
+    """Another company's link code sent from this shop's storefront is `unknown_link` there;
+    the same code sent by a server (no Origin) is recorded as before."""
+    suffix = uuid.uuid4().hex[:10]
+    other_code = f"other-{suffix}"
+    with psycopg.connect(stack_settings.postgres_url) as conn:
+        ensure_tenant(conn, f"t_{suffix}")
+        conn.execute(
+            "INSERT INTO programs (id, tenant_id, name, landing_url)"
+            " VALUES (%s, %s, 'P', 'https://other.example/')",
+            (f"prg_{suffix}", f"t_{suffix}"),
+        )
+        conn.execute(
+            "INSERT INTO agents (id, tenant_id, name) VALUES (%s, %s, 'Oz')",
+            (f"agt_{suffix}", f"t_{suffix}"),
+        )
+        conn.execute(
+            "INSERT INTO links (id, tenant_id, program_id, agent_id, code)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (f"lnk_{suffix}", f"t_{suffix}", f"prg_{suffix}", f"agt_{suffix}", other_code),
+        )
+    body = orjson.dumps(
+        {"clicks": [{"link_code": other_code}, {"link_code": registered.link_code}]}
+    )
+    async with make_client() as client:
+        browser = await client.post("/v1/clicks", content=body, headers={
+            "Origin": origin_of(registered), "Content-Type": "text/plain", "User-Agent": BROWSER,
+        })  # fmt: skip
+        server = await client.post("/v1/clicks", content=body, headers={
+            "Content-Type": "application/json", "User-Agent": BROWSER,
+        })  # fmt: skip
+    assert browser.status_code == 202, browser.text
+    assert browser.json()["rejected"] == [{"index": 0, "code": "unknown_link"}]
+    assert [a["index"] for a in browser.json()["accepted"]] == [1]
+    assert server.json()["rejected"] == []
+    assert [a["index"] for a in server.json()["accepted"]] == [0, 1]
