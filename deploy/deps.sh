@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the test suite needs from the machine besides Python packages: PostgreSQL and Redis (the
-# real servers under test) and, for the browser test, Debian's Chromium with Node.js and npm.
+# real servers under test) and, for the browser tests, Debian's Chromium with Node.js, npm and openssl.
 # Installs what is missing when it can (root with apt-get), otherwise stops with one line naming
 # what to install; then starts PostgreSQL and Redis if they are down. `make test` runs it
 # (and `.ci/run` calls `make test`).
@@ -12,6 +12,7 @@ command -v pg_ctlcluster >/dev/null || command -v pg_ctl >/dev/null || need+=(po
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+command -v openssl >/dev/null || need+=(openssl)  # the storefront stand-in's TLS certificate
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
     echo "deps: missing ${need[*]}; install them (Debian: sudo apt-get install ${need[*]}) and run make test again" >&2

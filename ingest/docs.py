@@ -185,7 +185,43 @@ PIXEL: dict[str, Any] = {
                 }
             },
         },
-        **problems(*_BODY_REFUSALS, *_BROKER),
+        **problems(*_BODY_REFUSALS, (403, "origin_not_allowed"), *_BROKER),
     },
-    "openapi_extra": json_body(inline_schema(PixelBatch), "Up to 100 clicks."),
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "description": "Up to 100 clicks. A browser may send the same JSON as `text/plain` "
+            "(`navigator.sendBeacon`, a CORS simple request); with an `Origin` header it must be "
+            "the storefront of a registered shop (`https://{shop domain}`), else 403.",
+            "content": {
+                "application/json": {"schema": inline_schema(PixelBatch)},
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        }
+    },
+}
+
+PREFLIGHT: dict[str, Any] = {
+    "operation_id": "clicks.pixel_preflight",
+    "status_code": 204,
+    "responses": {
+        204: {
+            "description": "The origin is the storefront of a registered shop: "
+            "`Access-Control-Allow-Origin` echoes it (with `Vary: Origin`, the allowed method "
+            "and headers, and `Access-Control-Max-Age`)",
+        },
+        **problems((400, "bad_request"), (403, "origin_not_allowed")),
+    },
+}
+
+PIXEL_SCRIPT: dict[str, Any] = {
+    "operation_id": "clicks.pixel_script",
+    "responses": {
+        200: {
+            "description": "The storefront snippet (plain JavaScript), with `ETag` and "
+            "`Cache-Control`",
+            "content": {"text/javascript": {"schema": {"type": "string"}}},
+        },
+        304: {"description": "Not modified (`If-None-Match` names the current `ETag`)"},
+    },
 }

@@ -2,8 +2,8 @@
 
 Every refusal is a JSON problem body (`application/problem+json`) with a stable `code`:
 415 unsupported_media_type, 413 body_too_large, 401 unknown_shop / invalid_signature /
-unknown_endpoint, 429 rate_limited, 503 broker_unavailable, 404 unknown_link / bad_landing_url /
-not_found, 405 method_not_allowed, 400 bad_request.
+unknown_endpoint, 403 origin_not_allowed, 429 rate_limited, 503 broker_unavailable, 404
+unknown_link / bad_landing_url / not_found, 405 method_not_allowed, 400 bad_request.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import structlog
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
-from ingest import clicks, docs, guards, odoo, shopify
+from ingest import clicks, docs, guards, odoo, pixel, shopify
 from ingest.metrics import (
     CLICKS_LOST,
     CLICKS_REDATED,
@@ -28,7 +28,7 @@ from ingest.metrics import (
     REQUESTS,
 )
 from ingest.producer import ProduceFailed
-from ingest.registry import LinkRecord
+from ingest.registry import LinkRecord, ShopRecord
 from schemas.events.click import ClickEvent, PixelBatch
 from schemas.events.envelope import DeadLetter, EventEnvelope, Source
 from schemas.events.shopify import SHOPIFY_TOPICS
@@ -87,10 +87,19 @@ def _ingress(request: Request) -> Ingress:
     return ingress
 
 
-async def _read_json_body(request: Request, limit: int) -> bytes:
+JSON_TYPES = frozenset({"application/json"})
+# A browser's `sendBeacon(url, string)` and a CORS "simple" fetch send text/plain.
+BROWSER_JSON_TYPES = frozenset({"application/json", "text/plain"})
+
+
+async def _read_json_body(
+    request: Request, limit: int, accepted: frozenset[str] = JSON_TYPES
+) -> bytes:
     content_type = request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise Refused(415, "unsupported_media_type", "Content-Type must be application/json")
+    if content_type.split(";")[0].strip().lower() not in accepted:
+        raise Refused(
+            415, "unsupported_media_type", "Content-Type must be " + " or ".join(sorted(accepted))
+        )
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -273,6 +282,7 @@ async def _record_click(
     landing_url: str | None,
     referrer: str | None,
     source: Source,
+    shop: str | None = None,
 ) -> RecordedClick:
     """The click judged by its program's policy (bots, relay, duplicates), wrapped for Kafka.
     `dedup_visitor` is the visitor id the client sent (None: judge duplicates by IP+UA)."""
@@ -304,6 +314,7 @@ async def _record_click(
         agent_id=link.agent_id,
         landing_url=landing_url,
         referrer=referrer,
+        shop=shop,
         user_agent=who.user_agent[:500] if who.user_agent else None,
         ip_hash=ip_digest,
         is_bot=clicks.is_bot(who.user_agent, link.policy),
@@ -315,6 +326,7 @@ async def _record_click(
         source=source,
         kind="click",
         tenant_id=link.tenant_id,
+        shop=shop,
         entity_id=click_id,
         occurred_at=occurred_at,
         received_at=datetime.now(UTC),
@@ -381,11 +393,59 @@ async def referral_redirect(link_code: str, request: Request) -> Response:
     return response
 
 
+async def _storefront_origin(ingress: Ingress, request: Request) -> tuple[str, ShopRecord] | None:
+    """The request's `Origin` and its shop when a browser sent one from a registered shop's
+    storefront; None without one (a server-side caller); `Refused` 403 `origin_not_allowed` for
+    any other origin (no CORS headers: the browser blocks the answer, and nothing is recorded)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None
+    shop = await ingress.registry.storefront(origin)
+    if shop is None:
+        raise Refused(
+            403, "origin_not_allowed", "this origin is not the storefront of a registered shop",
+            {"Vary": "Origin"},
+        )  # fmt: skip
+    return origin, shop
+
+
+@router.options("/v1/clicks", summary="CORS preflight of the storefront pixel", **docs.PREFLIGHT)
+async def pixel_preflight(request: Request) -> Response:
+    ingress = _ingress(request)
+    try:
+        if (
+            "origin" not in request.headers
+            or "access-control-request-method" not in request.headers
+        ):
+            detail = "not a CORS preflight: Origin and Access-Control-Request-Method needed"
+            raise Refused(400, "bad_request", detail)
+        storefront = await _storefront_origin(ingress, request)
+        assert storefront is not None  # the header is there
+    except Refused as refused:
+        _count("pixel", "preflight", refused.code)
+        return refused.response()
+    _count("pixel", "preflight", "allowed")
+    return Response(status_code=204, headers=pixel.preflight_headers(storefront[0]))
+
+
+@router.get(pixel.PIXEL_PATH, summary="The storefront snippet (JavaScript)", **docs.PIXEL_SCRIPT)
+async def pixel_script(request: Request) -> Response:
+    headers = {"ETag": pixel.ETAG, "Cache-Control": pixel.CACHE_CONTROL}
+    if pixel.etag_matches(request.headers.get("if-none-match")):
+        return Response(status_code=304, headers=headers)
+    return Response(pixel.SCRIPT, media_type=pixel.SCRIPT_TYPE, headers=headers)
+
+
 @router.post("/v1/clicks", summary="Clicks from the storefront pixel (batch)", **docs.PIXEL)
 async def pixel_clicks(request: Request) -> Response:
     ingress = _ingress(request)
+    cors: dict[str, str] = {}
     try:
-        raw = await _read_json_body(request, 256 * 1024)
+        storefront = await _storefront_origin(ingress, request)
+        shop = storefront[1] if storefront is not None else None
+        if storefront is not None:
+            cors = pixel.allowed_headers(storefront[0])
+        raw = await _read_json_body(request, 256 * 1024, BROWSER_JSON_TYPES)
         try:
             batch = PixelBatch.model_validate_json(raw)
         except ValidationError as exc:
@@ -398,7 +458,9 @@ async def pixel_clicks(request: Request) -> Response:
         redated: list[str] = []
         for index, item in enumerate(batch.clicks):
             link = await ingress.registry.link(item.link_code)
-            if link is None:
+            # A storefront records its own company's links only; another company's link is
+            # unknown to it (nothing tells it that the code exists).
+            if link is None or (shop is not None and link.tenant_id != shop.tenant_id):
                 rejected.append({"index": index, "code": "unknown_link"})
                 continue
             click_id = (
@@ -411,6 +473,7 @@ async def pixel_clicks(request: Request) -> Response:
                 ingress, request, link, relay, click_id=click_id, occurred_at=occurred_at,
                 visitor_id=item.visitor_id, dedup_visitor=item.visitor_id,
                 landing_url=item.landing_url, referrer=item.referrer, source=Source.PIXEL,
+                shop=shop.domain if shop is not None else None,
             )  # fmt: skip
             pending.append(recorded.envelope)
             report: dict[str, Any] = {
@@ -432,9 +495,11 @@ async def pixel_clicks(request: Request) -> Response:
             CLICKS_REDATED.labels(why).inc()
     except Refused as refused:
         _count("pixel", "click", refused.code)
-        return refused.response()
+        response = refused.response()
+        response.headers.update(cors)
+        return response
     _count("pixel", "click", "accepted")
-    return json_response(202, {"accepted": accepted, "rejected": rejected})
+    return json_response(202, {"accepted": accepted, "rejected": rejected}, cors)
 
 
 def _validation_detail(exc: ValidationError) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -46,6 +46,13 @@ class Snapshot:
     shops: dict[str, ShopRecord]
     erp_tokens: dict[str, str]  # token hash -> tenant id
     links: dict[str, LinkRecord]
+    # Browser origins of the shops' storefronts, for the pixel's CORS: `https://{domain}`.
+    origins: dict[str, ShopRecord] = field(default_factory=dict)
+
+
+def storefront_origin(domain: str) -> str:
+    """The browser `Origin` of a registered shop's storefront (HTTPS, default port)."""
+    return f"https://{domain.lower()}"
 
 
 async def load_snapshot(dsn: str) -> Snapshot:
@@ -91,7 +98,8 @@ async def load_snapshot(dsn: str) -> Snapshot:
             )
     finally:
         await conn.close()
-    return Snapshot(shops=shops, erp_tokens=tokens, links=links)
+    origins = {storefront_origin(shop.domain): shop for shop in shops.values()}
+    return Snapshot(shops=shops, erp_tokens=tokens, links=links, origins=origins)
 
 
 class Registry:
@@ -129,6 +137,14 @@ class Registry:
         found = self._snapshot.shops.get(domain)
         if found is None and await self._early_reload():
             found = self._snapshot.shops.get(domain)
+        return found
+
+    async def storefront(self, origin: str) -> ShopRecord | None:
+        """The active shop whose storefront is the browser origin `origin` (None: none is)."""
+        key = origin.strip().lower()
+        found = self._snapshot.origins.get(key)
+        if found is None and await self._early_reload():
+            found = self._snapshot.origins.get(key)
         return found
 
     async def erp_tenant(self, token_hash: str) -> str | None:

@@ -9,24 +9,18 @@ a failure, never a skip.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from deploy.demo_company import AGENTS
-from deploy.stack import free_port
 from schemas.settings import Settings
+from tests.browser.conftest import ARTIFACTS, CHROMIUM, HERE, Stack, refstream
 from tests.browser.traffic import (
     PASSWORD,
     api_url,
@@ -38,84 +32,8 @@ from tests.browser.traffic import (
     wait_for_links,
 )
 from tests.deploy.cli_output import printed_login
-from tests.fixtures.postgres import drop_database, new_target
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
 DEADLINE_MS = 2000  # issue #6: the feed and the tiles change within 2 s of the ingress accepting
-
-
-@pytest.fixture(scope="session")
-def playwright_ready() -> Path:
-    """`node` and Chromium present, `playwright-core` installed from the committed lock file."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail("node/npm not found: install Node.js (.ci/run does on CI)")
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} not found: apt-get install chromium (.ci/run does on CI)")
-    lock = HERE / "package-lock.json"
-    stamp = HERE / "node_modules" / ".lock-sha256"
-    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
-    if not stamp.is_file() or stamp.read_text() != digest:
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=HERE, capture_output=True, text=True,
-            timeout=300, check=False,
-        )  # fmt: skip
-        if result.returncode != 0:
-            pytest.fail(f"npm ci failed:\n{result.stdout}\n{result.stderr}")
-        stamp.write_text(digest)
-    return Path(node)
-
-
-def refstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args], env=env, capture_output=True, text=True,
-        timeout=180, check=False, cwd=ROOT,
-    )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Stack:
-    settings: Settings
-    env: dict[str, str]  # what `refstream` run against this stack needs
-
-
-@pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, postgres_server: str, redis_url: str
-) -> Iterator[Stack]:
-    """The whole stack as processes on free ports, with a database of its own."""
-    database = new_target(postgres_server)
-    env = {
-        **os.environ,
-        "COLUMNS": "200",
-        "REFSTREAM_STATE_DIR": str(tmp_path_factory.mktemp("stack") / "state"),
-        "REFSTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
-        "REFSTREAM_CLICKHOUSE_URL": f"http://default:@127.0.0.1:{free_port()}/refstream",
-        **database.env(),
-        "REFSTREAM_REDIS_URL": redis_url,
-        "REFSTREAM_INGEST_PORT": str(free_port()),
-        "REFSTREAM_API_PORT": str(free_port()),
-        "REFSTREAM_INGEST_WORKERS": "1",
-    }
-    started = refstream(env, "up")
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield Stack(
-            database.settings(
-                kafka_bootstrap=env["REFSTREAM_KAFKA_BOOTSTRAP"],
-                clickhouse_url=env["REFSTREAM_CLICKHOUSE_URL"],
-                redis_url=redis_url,
-                ingest_port=int(env["REFSTREAM_INGEST_PORT"]),
-                api_port=int(env["REFSTREAM_API_PORT"]),
-            ),
-            env,
-        )
-    finally:
-        refstream(env, "down")
-        drop_database(database)
 
 
 def serves_analytics(settings: Settings) -> bool:

@@ -89,7 +89,11 @@ async def test_pixel_rejects_invalid_batches(client: httpx.AsyncClient) -> None:
         response = await client.post("/v1/clicks", json=body)
         assert response.status_code == 400
         assert response.json()["code"] == "bad_request"
+    # text/plain is the same JSON (a browser's sendBeacon); other media types are refused.
     response = await client.post("/v1/clicks", content=b"x", headers={"Content-Type": "text/plain"})
+    assert response.status_code == 400
+    assert response.json()["code"] == "bad_request"
+    response = await client.post("/v1/clicks", content=b"x", headers={"Content-Type": "text/csv"})
     assert response.status_code == 415
 
 
