@@ -95,18 +95,22 @@ def decode_split(clicks: list[bytes]) -> list[tuple[str, float]]:
     ]
 
 
-def snapshot_costs(plan: Plan, clicks: list[bytes]) -> list[tuple[str, float, int]]:
-    """The tenant's snapshot with every click live: (label, ms, bytes) when first taken, again
-    with nothing changed (an idle epoch), and after an epoch's worth of new clicks (busy)."""
+def snapshot_costs(
+    plan: Plan, clicks: list[bytes], orders: list[bytes]
+) -> list[tuple[str, float, int]]:
+    """The tenant's snapshot with every click and order book live: (label, ms, bytes) when
+    first taken, again with nothing changed (an idle epoch), and after an epoch's worth of new
+    clicks and orders (busy)."""
     logic = _logic(plan)
     feed = _feeder(logic)
-    held, fresh = clicks[:-1000], clicks[-1000:]
-    feed(held)
+    feed(clicks[:-1000])
+    feed(orders[:-200])
     out = []
-    for label, before in (("first (every segment pickled)", None), ("idle epoch", None),
-                          ("busy epoch (+1,000 clicks)", fresh)):  # fmt: skip
-        if before is not None:
-            feed(before)
+    busy = ("busy epoch (+1,000 clicks, +200 orders)", (clicks[-1000:], orders[-200:]))
+    for label, fresh in (("first (every segment pickled)", None), ("idle epoch", None), busy):
+        if fresh is not None:
+            for values in fresh:
+                feed(values)
         started = time.perf_counter()
         data = logic.snapshot()
         out.append((label, (time.perf_counter() - started) * 1e3, len(data)))
@@ -159,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     print("a click's decoding, µs each (best of 3 passes):")
     for label, us in decode_split(clicks[:20_000]):
         print(f"  {label:<42} {us:8.1f}")
-    print(f"the tenant's snapshot with {len(clicks):,} live clicks:")
-    for label, ms, size in snapshot_costs(plan, clicks):
+    books = sum(1 for value in orders if b"orders/create" in value)
+    print(f"the tenant's snapshot with {len(clicks):,} live clicks and {books:,} order books:")
+    for label, ms, size in snapshot_costs(plan, clicks, orders):
         print(f"  {label:<42} {ms:8.1f} ms {size / 1e6:8.1f} MB")
     print("cumulative µs per order under cProfile (the profiler adds its own overhead):")
     for label, suffix, name in PARTS:

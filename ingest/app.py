@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from ingest import endpoints
+from ingest import docs, endpoints
 from ingest.metrics import exposition
 from ingest.producer import EventProducer
 from ingest.registry import Registry
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     app.include_router(endpoints.router)
     install_problem_handlers(app)
+    docs.install_components(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -115,8 +116,9 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    """Routing errors (unknown path, wrong method) and FastAPI's own validation answer
-    problem+json with a `code`, like every other refusal of the ingress."""
+    """Routing errors (unknown path, wrong method), FastAPI's own validation and unexpected
+    errors (500 `internal_error`) answer problem+json with a `code`, like every other refusal
+    of the ingress."""
 
     async def http_error(_: Request, exc: Exception) -> Response:
         if not isinstance(exc, StarletteHTTPException):  # registered for that type only
@@ -128,8 +130,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def invalid_request(_: Request, __: Exception) -> Response:
         return endpoints.Refused(400, "bad_request", "invalid request parameters").response()
 
+    async def internal_error(_: Request, __: Exception) -> Response:
+        # Starlette logs the exception after this answer; the body names no internals.
+        return endpoints.Refused(500, "internal_error", "internal error").response()
+
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(Exception, internal_error)
 
 
 # Sent on every answer: no MIME sniffing, no framing, and referrers reduced to the origin

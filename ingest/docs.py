@@ -11,6 +11,9 @@ from schemas.events.click import PixelBatch
 
 PROBLEM_JSON = "application/problem+json"
 
+# The ingress's problem document, one named component (`install_components`) that every answer
+# refers to, so a generated client has one type for them.
+PROBLEM_REF: dict[str, Any] = {"$ref": "#/components/schemas/Problem"}
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "RFC 9457 problem document with a stable machine-readable `code`.",
@@ -64,15 +67,38 @@ def problems(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
     documented: dict[int | str, dict[str, Any]] = {
         status: {
             "description": "Problem; `code`: " + ", ".join(f"`{c}`" for c in names),
-            "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+            "content": {PROBLEM_JSON: {"schema": PROBLEM_REF}},
         }
         for status, names in sorted(by_status.items(), key=lambda item: str(item[0]))
     }
     documented["4XX"] = {
         "description": "Any other refusal (e.g. `method_not_allowed`)",
-        "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+        "content": {PROBLEM_JSON: {"schema": PROBLEM_REF}},
     }
     return documented
+
+
+_INTERNAL_ERROR: dict[str, Any] = {
+    "description": "Internal error (`code`: `internal_error`; quote `X-Request-Id`)",
+    "content": {PROBLEM_JSON: {"schema": PROBLEM_REF}},
+}
+
+
+def install_components(app: Any) -> None:
+    """Add the named `Problem` schema the routes' answers refer to, and the 500 any operation
+    can answer, to `app`'s document."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document: dict[str, Any] = build()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault("Problem", PROBLEM_SCHEMA)
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                operation.setdefault("responses", {}).setdefault("500", _INTERNAL_ERROR)
+        return document
+
+    app.openapi = openapi
 
 
 def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -154,6 +180,7 @@ ODOO: dict[str, Any] = {
 
 REDIRECT: dict[str, Any] = {
     "operation_id": "clicks.redirect",
+    "status_code": 302,  # its answer: not FastAPI's default 200
     "responses": {
         302: {
             "description": "Redirect to the program's landing URL with `rsclid`; sets the "

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import psycopg
 
+from ingest.app import create_app
 from ingest.clicks import CLICK_PARAM, ip_hash
 from schemas.settings import Settings
 from tests.ingest.conftest import ClientFactory, Registered
@@ -88,6 +89,42 @@ async def test_the_openapi_document_states_bodies_and_error_codes(
     assert "202" in pixel["responses"]
     redirect = paths["/r/{link_code}"]["get"]
     assert {"302", "404"} <= set(redirect["responses"])
+    assert "200" not in redirect["responses"]  # it never answers 200
+
+
+async def test_every_problem_answer_refers_to_one_named_problem_schema(
+    client: httpx.AsyncClient,
+) -> None:
+    document = (await client.get("/openapi.json")).json()
+    problem = document["components"]["schemas"]["Problem"]
+    assert problem["required"] == ["type", "title", "status", "detail", "code"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "500" in responses, (method, path)
+            for status, answer in responses.items():
+                problem_body = answer.get("content", {}).get("application/problem+json")
+                if problem_body is not None:
+                    assert problem_body["schema"] == {"$ref": "#/components/schemas/Problem"}, (
+                        method, path, status,
+                    )  # fmt: skip
+
+
+async def test_an_unexpected_error_answers_a_problem_500(stack_settings: Settings) -> None:
+    app = create_app(stack_settings)
+
+    async def broken() -> None:
+        raise RuntimeError("a bug with internals: /secret/path")
+
+    app.add_api_route("/broken", broken)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
+        response = await client.get("/broken")
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == "internal_error"
+    assert "secret" not in response.text
 
 
 async def test_click_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(
