@@ -426,25 +426,12 @@ def accrue(
     currency = conversion.currency
     tenant_id, order_id = conversion.tenant_id, conversion.order_id
     program_id = decision.program_id or rules.program_id
-    levels = min(len(rules.manager_overrides) + 1, len(agent_chain))
-    # Every field below comes from validated models (the conversion, the rules) or is computed
-    # here, except the caller's `fx_rate`, agent ids and the decision's program: when those are
-    # what validation would accept unchanged, skip the validation (the entries are equal and
-    # serialise the same); otherwise validate, which coerces or raises exactly as before.
-    trusted = (
-        type(fx_rate) is Decimal
-        and fx_rate.is_finite()
-        and fx_rate > 0
-        and type(program_id) is str
-        and all(type(agent) is str for agent in agent_chain[:levels])
-    )
-    make = CommissionAccrual.model_construct if trusted else CommissionAccrual
     conversion_id, occurred_at = conversion.conversion_id, conversion.occurred_at
 
     def entry(
         line_id: str, kind: EntryKind, level: int, units: int, reason: str
     ) -> CommissionAccrual:
-        return make(
+        return CommissionAccrual(
             entry_id=entry_id(tenant_id, order_id, line_id, kind, level),
             tenant_id=tenant_id,
             agent_id=agent_chain[level],

@@ -5,14 +5,12 @@ amounts (as Decimals with the same digits and exponent), reasons and errors, on 
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -304,39 +302,13 @@ def test_round_half_even_by_hand(amount: Fraction, currency: str, expected: str)
     assert str(logic.round_half_even(amount, currency)) == expected
 
 
-# --- entries built without validation ----------------------------------------------------------
+# --- entries ----------------------------------------------------------------------------------
+# Entries are still built through pydantic's validation: `CommissionAccrual.model_construct` was
+# measured at about twice the cost of validating (pydantic 2.14: a Python loop against the
+# Rust validator), so it is not used. Validation keeps coercing and refusing exactly as before:
 
 
-def validated(entry: CommissionAccrual) -> CommissionAccrual:
-    """The same entry through pydantic's validation, from the fields that were set."""
-    return CommissionAccrual(**{k: getattr(entry, k) for k in entry.model_fields_set})
-
-
-@SLOW
-@given(scenario=scenarios())
-def test_unvalidated_entries_equal_and_serialise_like_validated_ones(
-    scenario: dict[str, Any],
-) -> None:
-    kind, entries = outcome(lambda: logic.accrue(**scenario))
-    if kind != "ok":
-        return
-    for entry in entries:
-        checked = validated(entry)
-        assert entry == checked
-        assert entry.model_dump() == checked.model_dump()
-        assert entry.model_dump(mode="json") == checked.model_dump(mode="json")
-        assert entry.model_dump_json() == checked.model_dump_json()
-        assert entry.model_fields_set == checked.model_fields_set
-        assert repr(entry) == repr(checked)
-        assert hash(entry) == hash(checked)
-        assert CommissionAccrual.model_validate_json(entry.model_dump_json()) == entry
-        back = pickle.loads(pickle.dumps(entry))
-        assert back == checked
-        assert back.__getstate__() == checked.__getstate__()
-        assert orjson.loads(entry.model_dump_json())["amount"] == str(entry.amount)
-
-
-def test_unusual_inputs_still_go_through_validation() -> None:
+def test_unusual_entry_inputs_are_coerced_or_refused_as_before() -> None:
     order = Conversion(
         tenant_id="t1", order_id="1001", occurred_at=ORDER_AT, currency="USD",
         lines=(ConversionLine(line_id="l1", quantity=1, unit_price=Decimal("100.00")),),
