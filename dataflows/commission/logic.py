@@ -6,10 +6,12 @@ capped at the lines' total), shared pro rata to those line nets by `allocate` �
 sum exactly to the order's net revenue.
 
 **Rounding** happens in exactly three places, always half-even to the currency's minor unit
-(the rule of `schemas.money.quantize`), and every intermediate value is exact: amounts are
-integers of the currency's minor unit, a percentage or flat amount is its `Decimal`'s exact integer
-ratio (12.5 → 25/2), and an unrounded amount is an integer numerator over an integer denominator
-(rounded by `divmod`, compared by cross-multiplication), so nothing is ever approximated:
+(the rule of `schemas.money.quantize`), and every intermediate value is exact, in integers:
+amounts are whole minor units of the order's currency, a percentage or flat amount is its
+`Decimal`'s exact integer ratio (12.5 → 25/2, 7.125 → 57/8), and an unrounded amount is an
+integer numerator over a denominator shared by the whole order, so sums, caps and remainders
+compare as integers and rounding is an integer `divmod` — digit for digit what exact `Fraction`
+arithmetic gives (a converted tier threshold is still compared as a `Fraction`):
 1. line nets (the order-discount split above);
 2. the agent's order commission: `sum(line commissions)` after the per-line cap, then the
    per-order cap, rounded once; it is then split over the lines pro rata to their unrounded
