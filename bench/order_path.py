@@ -19,15 +19,20 @@ import pstats
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from bench.dataflow import Plan
 from dataflows.attribution.flow import _rows, parse_value, tune_garbage_collector
+from dataflows.attribution.logic import AttributionDecision
 from dataflows.attribution.state import AttributionLogic, Tuning, builder
 from dataflows.attribution.wire import decode_click, decode_envelope
-from dataflows.config import StaticConfig, build_snapshot
+from dataflows.commission.logic import accrue
+from dataflows.config import ConfigSnapshot, StaticConfig, build_snapshot
+from schemas.conversion import Conversion
 from schemas.events.click import ClickEvent
 from schemas.events.envelope import EventEnvelope
+from schemas.ledger import AttributionRule
 from tests.dataflows.builders import new_tenant, rules_body
 
 # (label, file suffix, function name) of the parts reported
@@ -44,9 +49,9 @@ PARTS = (
 )
 
 
-def _logic(plan: Plan, tuning: Tuning | None = None) -> AttributionLogic:
+def _snapshot(plan: Plan) -> ConfigSnapshot:
     t = plan.tenant
-    snapshot = build_snapshot(
+    return build_snapshot(
         [(t.tenant_id, t.program, 30, "last_click", True, 0, 30, "USD")],
         [(t.tenant_id, t.coupon.lower(), t.program, t.bob)],
         [(t.tenant_id, t.ana, t.boss, "ana@x.test"), (t.tenant_id, t.bob, None, None),
@@ -55,7 +60,10 @@ def _logic(plan: Plan, tuning: Tuning | None = None) -> AttributionLogic:
           rules_body(program=t.program, overrides=["5"]))],
         tenant_rows=[(t.tenant_id, "USD")],
     )  # fmt: skip
-    return builder(StaticConfig(snapshot), tuning or Tuning())(None)
+
+
+def _logic(plan: Plan, tuning: Tuning | None = None) -> AttributionLogic:
+    return builder(StaticConfig(_snapshot(plan)), tuning or Tuning())(None)
 
 
 def _feeder(logic: AttributionLogic) -> Callable[[list[bytes]], None]:
@@ -93,6 +101,36 @@ def decode_split(clicks: list[bytes]) -> list[tuple[str, float]]:
         ("click body: pydantic", _per_item_us(ClickEvent.model_validate_json, bodies)),
         ("whole parse_value of a click", _per_item_us(parse_value, clicks)),
     ]
+
+
+def accrue_us(plan: Plan, orders: list[bytes]) -> float:
+    """`accrue` alone, without a profiler: µs per order (best of 3 passes) on the bench's
+    orders, each as one of ana's (an accrual and her manager's override) under the tenant's
+    rules, as `AttributionLogic._accrue` calls it."""
+    t = plan.tenant
+    cfg = _snapshot(plan).tenant(t.tenant_id)
+    rules = cfg.rules_for(t.program)
+    assert rules is not None
+    decision = AttributionDecision(
+        rule=AttributionRule.LAST_CLICK, agent_id=t.ana, program_id=t.program, click_id=None,
+        coupon_code=None, explanation="bench",
+    )  # fmt: skip
+    chain = cfg.agent_chain(t.ana)
+    conversions = [
+        item.payload
+        for value in orders
+        for tag, item in parse_value(value, archive=False)
+        if tag == "event" and isinstance(item.payload, Conversion)
+    ]
+
+    def one(conversion: Conversion) -> object:
+        return accrue(
+            conversion, decision, rules, chain, period_volume=Decimal(0), is_new_customer=False,
+            fx_rate=cfg.fx_rate(conversion.currency, conversion.occurred_at) or Decimal(1),
+            rules_rate=cfg.rules_rate(rules, conversion),
+        )  # fmt: skip
+
+    return _per_item_us(one, conversions)
 
 
 def snapshot_costs(
@@ -167,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"the tenant's snapshot with {len(clicks):,} live clicks and {books:,} order books:")
     for label, ms, size in snapshot_costs(plan, clicks, orders):
         print(f"  {label:<42} {ms:8.1f} ms {size / 1e6:8.1f} MB")
+    print(f"commission (accrue) alone, no profiler, best of 3 passes: "
+          f"{accrue_us(plan, orders):.1f} µs per order")  # fmt: skip
     print("cumulative µs per order under cProfile (the profiler adds its own overhead):")
     for label, suffix, name in PARTS:
         total = sum(

@@ -6,7 +6,12 @@ capped at the lines' total), shared pro rata to those line nets by `allocate` �
 sum exactly to the order's net revenue.
 
 **Rounding** happens in exactly three places, always half-even to the currency's minor unit
-(the rule of `schemas.money.quantize`), and every intermediate value is an exact `Fraction`:
+(the rule of `schemas.money.quantize`), and every intermediate value is exact, in integers:
+amounts are whole minor units of the order's currency, a percentage or flat amount is its
+`Decimal`'s exact integer ratio (12.5 → 25/2, 7.125 → 57/8), and an unrounded amount is an
+integer numerator over a denominator shared by the whole order, so sums, caps and remainders
+compare as integers and rounding is an integer `divmod` — digit for digit what exact `Fraction`
+arithmetic gives (a converted tier threshold is still compared as a `Fraction`):
 1. line nets (the order-discount split above);
 2. the agent's order commission: `sum(line commissions)` after the per-line cap, then the
    per-order cap, rounded once; it is then split over the lines pro rata to their unrounded
@@ -49,11 +54,55 @@ class CommissionError(ValueError):
     """The inputs cannot be combined into commission (mismatched currency, program or chain)."""
 
 
+def _half_even(numerator: int, denominator: int) -> int:
+    """`numerator / denominator` (denominator > 0) rounded half-even to an integer, exactly."""
+    whole, rest = divmod(numerator, denominator)
+    twice = 2 * rest
+    if twice > denominator or (twice == denominator and whole & 1):
+        return whole + 1
+    return whole
+
+
+def _amount(units: int, exponent: int, currency: str) -> Decimal:
+    """`units` minor units of `currency` (`exponent` = its minor units) as a quantized Decimal."""
+    return quantize(Decimal(units).scaleb(-exponent), currency)
+
+
+def _split(units: int, weights: Sequence[int]) -> list[int]:
+    """`units` (≥ 0) split over integer `weights` (≥ 0) pro rata: each share the floor of its exact
+    part, the leftover units one each to the largest remainders, ties to the earlier index; all-
+    zero weights split equally. Every part has the denominator `sum(weights)`, so comparing the
+    integer remainders compares the exact fractional parts."""
+    whole = sum(weights)
+    if whole == 0:
+        weights = [1] * len(weights)
+        whole = len(weights)
+    shares: list[int] = []
+    remainders: list[int] = []
+    for weight in weights:
+        share, rest = divmod(units * weight, whole)
+        shares.append(share)
+        remainders.append(rest)
+    leftover = units - sum(shares)
+    if leftover:
+        # A stable sort, also with reverse=True: equal remainders keep their index order.
+        for i in sorted(range(len(shares)), key=remainders.__getitem__, reverse=True)[:leftover]:
+            shares[i] += 1
+    return shares
+
+
+def _whole_weights(weights: Sequence[Fraction | Decimal | int]) -> list[int]:
+    """Integers in exactly the proportions of `weights` (each times the lcm of the denominators)."""
+    ratios = [w.as_integer_ratio() for w in weights]
+    common = math.lcm(*(d for _, d in ratios))
+    return [n * (common // d) for n, d in ratios]
+
+
 def round_half_even(amount: Fraction, currency: str) -> Decimal:
     """Exact `amount` rounded half-even to `currency`'s minor unit (no decimal context involved)."""
     exponent = minor_units(currency)
-    units = round(amount * 10**exponent)  # Fraction rounds half to even, exactly
-    return quantize(Decimal(units).scaleb(-exponent), currency)
+    numerator, denominator = amount.as_integer_ratio()
+    return _amount(_half_even(numerator * 10**exponent, denominator), exponent, currency)
 
 
 def allocate(
@@ -74,25 +123,29 @@ def allocate(
         return []
     if any(w < 0 for w in weights):
         raise CommissionError("allocation weights must be non-negative")
-    # The two common cases, without Fraction arithmetic (same results as the general case).
+    # The two common cases, without converting the weights (same results as the general case).
     if amount == 0:
         return [quantize(Decimal(0), currency)] * len(weights)
     if len(weights) == 1:
         return [amount]
-    parts = [Fraction(w) for w in weights]
-    if sum(parts) == 0:
-        parts = [Fraction(1)] * len(parts)
     exponent = minor_units(currency)
     units = int(abs(amount).scaleb(exponent))
-    whole = sum(parts)
-    exact = [units * p / whole for p in parts]
-    shares = [math.floor(e) for e in exact]
-    leftover = units - sum(shares)
-    by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] - shares[i]), i))
-    for i in by_remainder[:leftover]:
-        shares[i] += 1
     sign = -1 if amount < 0 else 1
-    return [quantize(Decimal(sign * s).scaleb(-exponent), currency) for s in shares]
+    shares = _split(units, _whole_weights(weights))
+    return [_amount(sign * s, exponent, currency) for s in shares]
+
+
+def _nets(conversion: Conversion, exponent: int) -> tuple[list[Decimal], list[int]]:
+    """Per line (in order): the net revenue as a quantized Decimal and as minor units."""
+    currency = conversion.currency
+    before = [quantize(line.net_before_order_discount, currency) for line in conversion.lines]
+    units = [int(net.scaleb(exponent)) for net in before]
+    discount = int(quantize(conversion.order_discount, currency).scaleb(exponent))
+    discount = min(discount, sum(units))
+    if discount == 0:
+        return before, units
+    units = [net - share for net, share in zip(units, _split(discount, units), strict=True)]
+    return [_amount(net, exponent, currency) for net in units], units
 
 
 def line_nets(conversion: Conversion) -> dict[str, Decimal]:
@@ -100,14 +153,8 @@ def line_nets(conversion: Conversion) -> dict[str, Decimal]:
 
     Sums exactly to `quantize(conversion.net_revenue)`; every value is ≥ 0 and quantized.
     """
-    currency = conversion.currency
-    before = [quantize(line.net_before_order_discount, currency) for line in conversion.lines]
-    discount = min(quantize(conversion.order_discount, currency), sum(before, Decimal(0)))
-    shares = allocate(discount, before, currency)
-    return {
-        line.line_id: net - share
-        for line, net, share in zip(conversion.lines, before, shares, strict=True)
-    }
+    nets, _ = _nets(conversion, minor_units(conversion.currency))
+    return {line.line_id: net for line, net in zip(conversion.lines, nets, strict=True)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +179,21 @@ class OrderCommission:
     capped: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Commission:
+    """`compute_commission` in minor units: line i's unrounded amount (after the per-line cap) is
+    `raws[i] / denominator`; `amounts[i]` its allocated share of `total`."""
+
+    exponent: int
+    nets: list[Decimal]
+    rows: list[tuple[ConversionLine, Rate, str, str]]  # line, rate, source, reason
+    raws: list[int]
+    denominator: int
+    amounts: list[int]
+    total: int
+    capped: bool
+
+
 def _tier_volume(rules: CommissionRuleSet, period_volume: Decimal, scale: Fraction) -> Decimal:
     """The volume to choose `rules`' tier with, in the rules' currency: `period_volume` itself
     when `scale` is 1, else the highest threshold whose converted value it reaches exactly (or
@@ -142,54 +204,120 @@ def _tier_volume(rules: CommissionRuleSet, period_volume: Decimal, scale: Fracti
     return reached[-1] if reached else Decimal(-1)
 
 
-def _converted_cap(cap: Decimal | None, scale: Fraction, currency: str) -> Fraction | None:
-    """A cap in the order's currency: converted, then rounded down to a minor unit."""
+def _converted_cap(cap: Decimal | None, scale: Fraction, exponent: int) -> tuple[int, int] | None:
+    """A cap in the order currency's minor units, as (numerator, denominator): converted, then
+    rounded down to a minor unit."""
     if cap is None:
         return None
+    numerator, denominator = cap.as_integer_ratio()
     if scale == 1:
-        return Fraction(cap)
-    exponent = minor_units(currency)
-    return Fraction(math.floor(Fraction(cap) * scale * 10**exponent), 10**exponent)
+        return numerator * 10**exponent, denominator
+    units = numerator * scale.numerator * 10**exponent // (denominator * scale.denominator)
+    return units, 1
 
 
 def _raw_line_amounts(
     conversion: Conversion,
     rules: CommissionRuleSet,
-    nets: dict[str, Decimal],
+    nets: list[Decimal],
+    net_units: list[int],
     *,
+    exponent: int,
     period_volume: Decimal,
     is_new_customer: bool,
-    scale: Fraction = Fraction(1),
-) -> list[tuple[ConversionLine, Rate, str, Fraction, str]]:
-    rows: list[tuple[ConversionLine, Rate, str, Fraction, str]] = []
+    scale: Fraction,
+) -> list[tuple[ConversionLine, Rate, str, int, int, str]]:
+    """Per line: (line, rate, source, numerator, denominator, how), the agent's exact commission
+    in minor units before any cap being numerator / denominator."""
+    rows: list[tuple[ConversionLine, Rate, str, int, int, str]] = []
     per_order: dict[str, list[int]] = {}  # rate source → row indexes sharing one flat amount
     volume = _tier_volume(rules, period_volume, scale)
-    for line in conversion.lines:
+    to_minor = scale.numerator * 10**exponent  # a flat amount's minor units per unit of it
+    for line, net, units in zip(conversion.lines, nets, net_units, strict=True):
         rate, source = rules.rate_for(line, period_volume=volume, is_new_customer=is_new_customer)
-        net = nets[line.line_id]
         described = rate.describe(rules.currency)
         if line.quantity == 0:
-            raw, how = Fraction(0), f"{described}: no units"
+            numerator, denominator, how = 0, 1, f"{described}: no units"
         elif rate.kind is RateKind.PERCENT:
-            raw = Fraction(net) * Fraction(rate.value) / 100
+            value, places = rate.value.as_integer_ratio()
+            numerator, denominator = units * value, 100 * places
             how = f"{described} of {decimal_to_text(net)} net"
         elif rate.kind is RateKind.FLAT_PER_UNIT:
-            raw = Fraction(rate.value) * scale * line.quantity
+            value, places = rate.value.as_integer_ratio()
+            numerator, denominator = value * to_minor * line.quantity, places * scale.denominator
             how = f"{described} * {line.quantity}"
         else:
             per_order.setdefault(source, []).append(len(rows))
-            raw, how = Fraction(0), f"share of {described}"
-        rows.append((line, rate, source, raw, how))
+            numerator, denominator, how = 0, 1, f"share of {described}"
+        rows.append((line, rate, source, numerator, denominator, how))
     for indexes in per_order.values():
-        rate = rows[indexes[0]][1]
-        weights = [Fraction(nets[rows[i][0].line_id]) for i in indexes]
+        weights = [net_units[i] for i in indexes]
         if sum(weights) == 0:
-            weights = [Fraction(rows[i][0].quantity) for i in indexes]
+            weights = [rows[i][0].quantity for i in indexes]
         whole = sum(weights)
         for i, weight in zip(indexes, weights, strict=True):
-            line, rate, source, _, how = rows[i]
-            rows[i] = (line, rate, source, Fraction(rate.value) * scale * weight / whole, how)
+            line, rate, source, _, _, how = rows[i]
+            value, places = rate.value.as_integer_ratio()
+            numerator = value * to_minor * weight
+            rows[i] = (line, rate, source, numerator, places * scale.denominator * whole, how)
     return rows
+
+
+def _compute(
+    conversion: Conversion,
+    rules: CommissionRuleSet,
+    *,
+    period_volume: Decimal,
+    is_new_customer: bool,
+    rules_rate: Fraction | Decimal | None,
+) -> _Commission:
+    currency = conversion.currency
+    scale = Fraction(1)
+    if rules.currency != currency:
+        if rules_rate is None or rules_rate <= 0:
+            raise CommissionError(
+                f"rules are in {rules.currency}, the order in {currency}, and no "
+                f"{rules.currency}→{currency} rate is known at the order's time"
+            )
+        scale = Fraction(rules_rate)
+    exponent = minor_units(currency)
+    nets, net_units = _nets(conversion, exponent)
+    rows = _raw_line_amounts(
+        conversion, rules, nets, net_units, exponent=exponent, period_volume=period_volume,
+        is_new_customer=is_new_customer, scale=scale,
+    )  # fmt: skip
+    line_cap = _converted_cap(rules.max_per_line, scale, exponent)
+    order_cap = _converted_cap(rules.max_per_order, scale, exponent)
+    # Everything over one common denominator: sums, caps and the split are then integer maths.
+    denominators = [row[4] for row in rows]
+    denominators += [cap[1] for cap in (line_cap, order_cap) if cap is not None]
+    denominator = math.lcm(*denominators)
+    uncapped = [row[3] * (denominator // row[4]) for row in rows]
+    raws = uncapped
+    if line_cap is not None:
+        limit = line_cap[0] * (denominator // line_cap[1])
+        raws = [min(raw, limit) for raw in uncapped]
+    whole = sum(raws)
+    capped = False
+    if order_cap is not None:
+        limit = order_cap[0] * (denominator // order_cap[1])
+        capped = whole > limit
+        whole = min(whole, limit)
+    total = _half_even(whole, denominator)
+    amounts = _split(total, raws) if rows else []
+    converted = ""
+    if scale != 1:
+        at = f"{Decimal(scale.numerator) / Decimal(scale.denominator):.8g}"  # a label, not maths
+        converted = f"; {rules.currency} amounts at {at} {currency} per {rules.currency}"
+    reasons: list[tuple[ConversionLine, Rate, str, str]] = []
+    for (line, rate, source, _, _, how), before, raw in zip(rows, uncapped, raws, strict=True):
+        reason = f"{how} ({source})"
+        if raw < before:
+            reason += f"; capped at {decimal_to_text(rules.max_per_line or Decimal(0))} per line"
+        if capped:
+            reason += f"; order capped at {decimal_to_text(rules.max_per_order or Decimal(0))}"
+        reasons.append((line, rate, source, reason + converted))
+    return _Commission(exponent, nets, reasons, raws, denominator, amounts, total, capped)
 
 
 def compute_commission(
@@ -209,53 +337,28 @@ def compute_commission(
     (order-currency units per rules-currency unit; see the module docstring);
     `CommissionError` if they are and no positive `rules_rate` is given.
     """
-    currency = conversion.currency
-    scale = Fraction(1)
-    if rules.currency != currency:
-        if rules_rate is None or rules_rate <= 0:
-            raise CommissionError(
-                f"rules are in {rules.currency}, the order in {currency}, and no "
-                f"{rules.currency}→{currency} rate is known at the order's time"
-            )
-        scale = Fraction(rules_rate)
-    nets = line_nets(conversion)
-    rows = _raw_line_amounts(
-        conversion, rules, nets, period_volume=period_volume, is_new_customer=is_new_customer,
-        scale=scale,
+    c = _compute(
+        conversion, rules, period_volume=period_volume, is_new_customer=is_new_customer,
+        rules_rate=rules_rate,
     )  # fmt: skip
-    line_cap = _converted_cap(rules.max_per_line, scale, currency)
-    raws = [min(raw, line_cap) if line_cap is not None else raw for *_, raw, _ in rows]
-    uncapped = sum(raws, Fraction(0))
-    order_cap = _converted_cap(rules.max_per_order, scale, currency)
-    capped = order_cap is not None and uncapped > order_cap
-    total = round_half_even(
-        min(uncapped, order_cap) if order_cap is not None else uncapped, currency
-    )
-    amounts = allocate(total, raws, currency)
-    converted = ""
-    if scale != 1:
-        at = f"{Decimal(scale.numerator) / Decimal(scale.denominator):.8g}"  # a label, not maths
-        converted = f"; {rules.currency} amounts at {at} {currency} per {rules.currency}"
-    lines = []
-    for (line, rate, source, raw, how), capped_raw, amount in zip(rows, raws, amounts, strict=True):
-        reason = f"{how} ({source})"
-        if capped_raw < raw:
-            reason += f"; capped at {decimal_to_text(rules.max_per_line or Decimal(0))} per line"
-        if capped:
-            reason += f"; order capped at {decimal_to_text(rules.max_per_order or Decimal(0))}"
-        reason += converted
-        lines.append(
-            LineCommission(
-                line_id=line.line_id,
-                net=nets[line.line_id],
-                rate=rate,
-                source=source,
-                raw=capped_raw,
-                amount=amount,
-                reason=reason,
-            )
+    currency, one = conversion.currency, 10**c.exponent
+    lines = tuple(
+        LineCommission(
+            line_id=line.line_id,
+            net=net,
+            rate=rate,
+            source=source,
+            raw=Fraction(raw, c.denominator * one),
+            amount=_amount(units, c.exponent, currency),
+            reason=reason,
         )
-    return OrderCommission(total=total, lines=tuple(lines), capped=capped)
+        for (line, rate, source, reason), net, raw, units in zip(
+            c.rows, c.nets, c.raws, c.amounts, strict=True
+        )
+    )
+    return OrderCommission(
+        total=_amount(c.total, c.exponent, currency), lines=lines, capped=c.capped
+    )
 
 
 def entry_id(
@@ -318,54 +421,57 @@ def accrue(
             f"decision is for program {decision.program_id}, rules for {rules.program_id}"
         )
     _validate_chain(decision, agent_chain)
-    commission = compute_commission(
+    c = _compute(
         conversion, rules, period_volume=period_volume, is_new_customer=is_new_customer,
         rules_rate=rules_rate,
     )  # fmt: skip
+    currency = conversion.currency
+    tenant_id, order_id = conversion.tenant_id, conversion.order_id
+    program_id = decision.program_id or rules.program_id
+    conversion_id, occurred_at = conversion.conversion_id, conversion.occurred_at
 
     def entry(
-        line_id: str, kind: EntryKind, level: int, amount: Decimal, reason: str
+        line_id: str, kind: EntryKind, level: int, units: int, reason: str
     ) -> CommissionAccrual:
         return CommissionAccrual(
-            entry_id=entry_id(conversion.tenant_id, conversion.order_id, line_id, kind, level),
-            tenant_id=conversion.tenant_id,
+            entry_id=entry_id(tenant_id, order_id, line_id, kind, level),
+            tenant_id=tenant_id,
             agent_id=agent_chain[level],
-            program_id=decision.program_id or rules.program_id,
-            conversion_id=conversion.conversion_id,
-            order_id=conversion.order_id,
+            program_id=program_id,
+            conversion_id=conversion_id,
+            order_id=order_id,
             line_item_id=line_id,
             kind=kind,
             level=level,
-            amount=amount,
-            currency=conversion.currency,
+            amount=_amount(units, c.exponent, currency),
+            currency=currency,
             fx_rate=fx_rate,
             rule_id=rules.rule_id,
             rule_version=rules.version,
-            occurred_at=conversion.occurred_at,
+            occurred_at=occurred_at,
             reason=reason,
             source_event_id=conversion.source_event_id,
         )
 
     entries = [
-        entry(line.line_id, EntryKind.ACCRUAL, 0, line.amount, line.reason)
-        for line in commission.lines
-        if line.amount != 0
+        entry(line.line_id, EntryKind.ACCRUAL, 0, units, reason)
+        for (line, _, _, reason), units in zip(c.rows, c.amounts, strict=True)
+        if units != 0
     ]
-    agent_amounts = [line.amount for line in commission.lines]
+    total = decimal_to_text(_amount(c.total, c.exponent, currency))
     for level, percent in enumerate(rules.manager_overrides, start=1):
         if level >= len(agent_chain):
             break
-        level_total = round_half_even(
-            Fraction(commission.total) * Fraction(percent) / 100, conversion.currency
-        )
+        numerator, denominator = percent.as_integer_ratio()
+        level_total = _half_even(c.total * numerator, 100 * denominator)
         reason = (
             f"level {level} override: {decimal_to_text(percent)}% of agent "
-            f"{agent_chain[0]}'s commission {decimal_to_text(commission.total)}"
+            f"{agent_chain[0]}'s commission {total}"
         )
-        shares = allocate(level_total, agent_amounts, conversion.currency)
+        shares = _split(level_total, c.amounts) if c.amounts else []
         entries.extend(
             entry(line.line_id, EntryKind.OVERRIDE, level, share, reason)
-            for line, share in zip(commission.lines, shares, strict=True)
+            for (line, *_), share in zip(c.rows, shares, strict=True)
             if share != 0
         )
     return entries
