@@ -156,10 +156,15 @@ class SegmentedMap(Generic[K, V]):
         segment.packed = None
 
     def pop(self, key: K, default: Any = None) -> Any:
+        """Remove `key` now, with its expiry entry (so the key can be added again with a time
+        of its own). Linear in its segment's heap: the state only pops keys without times."""
         segment = self._holder(key)
         if segment is None:
             return default
         segment.packed = None
+        if segment.heap:
+            segment.heap = [entry for entry in segment.heap if entry[1] != key]
+            heapq.heapify(segment.heap)
         return segment.data.pop(key)
 
     def __delitem__(self, key: K) -> None:

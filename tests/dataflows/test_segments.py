@@ -30,7 +30,7 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(operations, st.integers(1, 4))
 def test_behaves_like_a_dict_with_an_expiry_heap(
     ops: list[tuple[str, str, int]], size: int
@@ -45,10 +45,13 @@ def test_behaves_like_a_dict_with_an_expiry_heap(
             model[key] = n
             generation[key] = generation.get(key, 0) + 1
             heapq.heappush(heap, (n, key, generation[key]))
-        elif op == "set":
+        elif op == "set":  # keeps the time of a key that has one; a new key gets none
+            if key not in model:
+                generation[key] = generation.get(key, 0) + 1
             segmented[key] = n
             model[key] = n
-        elif op == "pop":
+        elif op == "pop":  # the key goes with its time
+            generation[key] = generation.get(key, 0) + 1
             assert segmented.pop(key) == model.pop(key, None)
         elif op == "expire":
             expected = set()
