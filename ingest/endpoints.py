@@ -192,7 +192,7 @@ async def _shopify(request: Request) -> Response:
     await _produce(ingress, topic_for_shopify(topic), envelope.key(), envelope.to_bytes())
     await guards.remember(ingress.redis, dedup, settings.ingest_dedup_ttl_seconds)
     _count("shopify", topic_label, "accepted")
-    return json_response(200, {"status": "accepted", "event_id": delivery})
+    return json_response(200, {"status": "accepted", "event_id": envelope.event_id})
 
 
 # --- Odoo ----------------------------------------------------------------------------------
