@@ -14,6 +14,7 @@ import redis
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
 from schemas.registry import REGISTRY_CHANGED_CHANNEL, erp_token_hash
 from schemas.settings import Settings
@@ -180,7 +181,7 @@ def shopify_reconcile(
     try:
         start = datetime.fromisoformat(since) if since else None
     except ValueError:
-        console.print(f"[red]--since is not an ISO 8601 time: {since}[/red]")
+        console.print(f"[red]--since is not an ISO 8601 time: {escape(since or '')}[/red]")
         raise typer.Exit(code=1) from None
     try:
         result = asyncio.run(
@@ -195,7 +196,10 @@ def shopify_reconcile(
             )
         )
     except reconcile.ReconcileError as exc:
-        console.print(f"[red]reconcile {shop}: {exc}[/red] (watermark unchanged)", soft_wrap=True)
+        console.print(
+            f"[red]reconcile {escape(shop)}: {escape(str(exc))}[/red] (watermark unchanged)",
+            soft_wrap=True,
+        )
         raise typer.Exit(code=1) from exc
     calls = result.calls
     console.print(
