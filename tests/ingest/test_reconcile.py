@@ -6,6 +6,9 @@ these tests."""
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -412,3 +415,42 @@ async def test_webhooks_and_reconciliation_count_every_order_once(
     letters = [orjson.loads(m.value() or b"") for m in read_to_end(
         stack_settings.kafka_bootstrap, deadletter)]  # fmt: skip
     assert [x for x in letters if (x.get("envelope") or {}).get("tenant_id") == t.tenant_id] == []
+
+
+# --- the command -------------------------------------------------------------------------
+
+
+def test_the_refstream_command_takes_the_token_from_the_environment(
+    stack_settings: Settings, registered: Registered, shopify_admin: ShopifyAdmin
+) -> None:
+    admin = admin_for(shopify_admin, registered.shop)
+    admin.put(admin_order(6000, datetime(2025, 4, 2, tzinfo=UTC)))
+    env = {
+        **os.environ,
+        "REFSTREAM_KAFKA_BOOTSTRAP": stack_settings.kafka_bootstrap,
+        "REFSTREAM_POSTGRES_URL": stack_settings.postgres_url,
+        "REFSTREAM_SHOPIFY_TOKEN": admin.token,
+    }
+
+    def refstream(*args: str, token: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "deploy.cli", "shopify", "reconcile", "--shop",
+             registered.shop, "--admin-url", admin.url, *args],
+            env=env if token else {k: v for k, v in env.items() if k != "REFSTREAM_SHOPIFY_TOKEN"},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    no_token = refstream("--since", "2025-01-01T00:00:00Z", token=False)
+    assert no_token.returncode == 1
+    assert "REFSTREAM_SHOPIFY_TOKEN" in no_token.stdout
+    first_run = refstream()  # no watermark yet and no --since
+    assert first_run.returncode == 1
+    assert "--since" in first_run.stdout
+    assert rc.stored_watermark(stack_settings, registered.shop) is None
+    done = refstream("--since", "2025-01-01T00:00:00Z", "--overlap-seconds", "0")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{registered.shop}: 1 orders, 0 refunds sent" in done.stdout
+    assert rc.stored_watermark(stack_settings, registered.shop) is not None
+    again = refstream("--overlap-seconds", "0")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{registered.shop}: 0 orders, 0 refunds sent" in again.stdout
