@@ -11,10 +11,11 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import orjson
 import psycopg
 import pytest
@@ -26,6 +27,7 @@ from ingest import reconcile as rc
 from ingest.cli import register_shop
 from ingest.reconcile import AdminApi, ReconcileError
 from schemas.events.envelope import EventEnvelope
+from schemas.ids import derived_id
 from schemas.settings import Settings
 from schemas.topics import Topic
 from tests.dataflows.builders import new_tenant, seed_tenant
@@ -454,3 +456,30 @@ def test_the_refstream_command_takes_the_token_from_the_environment(
     again = refstream("--overlap-seconds", "0")
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"{registered.shop}: 0 orders, 0 refunds sent" in again.stdout
+
+
+async def test_the_identity_rule_is_pinned_and_a_repeated_delivery_gets_the_same_id(
+    client: httpx.AsyncClient, registered: Registered
+) -> None:
+    at = datetime(2025, 4, 2, 11, 31, 38, tzinfo=timezone(timedelta(hours=-5)))
+    order = admin_order(9100, at, refund_id=9900, template="order_full_450789469.json")
+    body = orjson.dumps(order)
+    headers = shopify_headers(registered.shop, registered.secret, body, "orders/paid")
+    first = (await client.post("/webhooks/shopify", content=body, headers=headers)).json()
+    again = (await client.post("/webhooks/shopify", content=body, headers=headers)).json()
+    assert (first["status"], again["status"]) == ("accepted", "duplicate")
+    # shop + "order" + order id + updated_at in UTC (µs): the same for every order topic.
+    version = derived_id("evt", registered.shop, "order", 9100, "2025-04-02T16:31:38.000000+00:00")
+    assert first["event_id"] == again["event_id"] == version
+    # Another delivery (new webhook id) of the same version, as orders/updated: the same id.
+    headers = shopify_headers(registered.shop, registered.secret, body, "orders/updated")
+    other = (await client.post("/webhooks/shopify", content=body, headers=headers)).json()
+    assert (other["status"], other["event_id"]) == ("accepted", version)
+    refund = orjson.dumps(order["refunds"][0])
+    headers = shopify_headers(registered.shop, registered.secret, refund, "refunds/create")
+    answer = (await client.post("/webhooks/shopify", content=refund, headers=headers)).json()
+    assert answer["event_id"] == derived_id("evt", registered.shop, "refund", 9900)
+    # What a reconciliation sends for this order carries the same ids.
+    out = rc.events_of_order(order, registered.shop, registered.tenant_id, datetime.now(UTC))
+    assert [o.envelope.event_id for o in out] == [version, answer["event_id"]]
+    assert [o.envelope.kind for o in out] == ["orders/updated", "refunds/create"]
