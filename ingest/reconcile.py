@@ -325,7 +325,10 @@ async def reconcile(
 ) -> ReconcileResult:
     """One reconciliation of `shop` from `since` (default: its stored watermark)."""
     shop = shop.strip().lower()
-    tenant_id, stored = await asyncio.to_thread(shop_state, settings, shop)
+    try:
+        tenant_id, stored = await asyncio.to_thread(shop_state, settings, shop)
+    except psycopg.Error as exc:
+        raise ReconcileError(f"PostgreSQL: {exc}") from exc
     start = since or stored
     if start is None:
         raise ReconcileError(f"no watermark stored for {shop}: give --since for the first run")
@@ -360,9 +363,12 @@ async def reconcile(
     # Everything up to the Admin API's clock at the first call was listed: later changes are
     # the next run's. The overlap covers writes in flight at that moment (dedup absorbs it).
     clock = api.server_time or started_at
-    watermark = await asyncio.to_thread(
-        advance_watermark, settings, shop, clock - overlap, counts["order"], counts["refund"]
-    )
+    try:
+        watermark = await asyncio.to_thread(
+            advance_watermark, settings, shop, clock - overlap, counts["order"], counts["refund"]
+        )
+    except psycopg.Error as exc:  # the events are in Kafka; the next run repeats them
+        raise ReconcileError(f"events sent, watermark not stored: PostgreSQL: {exc}") from exc
     return ReconcileResult(
         shop=shop, tenant_id=tenant_id, since=start, watermark=watermark, orders=counts["order"],
         refunds=counts["refund"], dead_lettered=counts["dead_letter"], event_ids=tuple(sent),
