@@ -62,6 +62,7 @@ SERVICE_GRANTS: dict[str, str] = {
     "agent_status_changes": _APPEND,
     "shop_collections": "SELECT, INSERT, UPDATE",  # membership replaced, deleted flag (webhooks)
     "exceptions": "SELECT, INSERT, UPDATE",  # resolution only (a trigger rejects the rest)
+    "shopify_reconcile_watermarks": "SELECT, INSERT, UPDATE",  # advanced after each run
     "alembic_version": "",  # the owner's business
 }
 

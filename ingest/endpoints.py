@@ -180,7 +180,7 @@ async def _shopify(request: Request) -> Response:
     if admission.duplicate:
         DEDUP_HITS.labels("shopify").inc()
         _count("shopify", topic_label, "duplicate")
-        return json_response(200, {"status": "duplicate", "event_id": delivery})
+        return json_response(200, {"status": "duplicate", "event_id": _event_id(headers, raw)})
 
     received_at = datetime.now(UTC)
     topic = headers.topic or ""
@@ -201,7 +201,16 @@ async def _shopify(request: Request) -> Response:
     await _produce(ingress, topic_for_shopify(topic), envelope.key(), envelope.to_bytes())
     await guards.remember(ingress.redis, dedup, settings.ingest_dedup_ttl_seconds)
     _count("shopify", topic_label, "accepted")
-    return json_response(200, {"status": "accepted", "event_id": delivery})
+    return json_response(200, {"status": "accepted", "event_id": envelope.event_id})
+
+
+def _event_id(headers: shopify.ShopifyHeaders, raw: bytes) -> str:
+    """The id the first delivery was answered with: the envelope's (content-derived for orders
+    and refunds), or the delivery id if the body was dead-lettered."""
+    try:
+        return shopify.event_id(headers, shopify.parse(headers.topic or "", raw), raw)
+    except shopify.UnreadableBody:
+        return headers.delivery_id(raw)
 
 
 # --- Odoo ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
@@ -218,13 +218,49 @@ def parse(topic: str, raw: bytes) -> _Facts:
         ) from exc
 
 
+# Order topics whose body is "the order as of `updated_at`": one order version, whichever of
+# these topics (or a reconciliation, `ingest.reconcile`) delivers it.
+ORDER_VERSION_TOPICS = frozenset(
+    {"orders/create", "orders/updated", "orders/paid", "orders/fulfilled"}
+)
+
+
+def _instant(when: datetime) -> str:
+    """One spelling per instant: `-05:00` and `Z` renderings of the same time agree."""
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def event_id(headers: ShopifyHeaders, body: _Facts, raw: bytes) -> str:
+    """The envelope's event id: derived from the content for orders and refunds, so a webhook
+    and a reconciliation (`ingest.reconcile`, which cannot know `X-Shopify-Webhook-Id`) give one
+    order version or refund the same id, and the dataflow's dedup counts it once:
+
+    - an order version (`orders/create|updated|paid|fulfilled`):
+      `derived_id("evt", shop, "order", order id, updated_at in UTC)`;
+    - a cancellation (`orders/cancelled`): the same with `"orders/cancelled"` for `"order"`
+      (a cancellation has its own effect, so it is not folded into the version's updates);
+    - a refund (`refunds/create`; refunds never change): `derived_id("evt", shop, "refund", id)`.
+
+    Other topics, and order bodies without `updated_at`, keep the delivery id (`delivery_id`).
+    """
+    shop = headers.shop_domain or ""
+    if isinstance(body, _OrderFacts) and body.updated_at is not None:
+        if headers.topic in ORDER_VERSION_TOPICS:
+            return derived_id("evt", shop, "order", body.id, _instant(body.updated_at))
+        if headers.topic == "orders/cancelled":
+            return derived_id("evt", shop, "orders/cancelled", body.id, _instant(body.updated_at))
+    if isinstance(body, _RefundFacts) and headers.topic == "refunds/create":
+        return derived_id("evt", shop, "refund", body.id)
+    return headers.delivery_id(raw)
+
+
 def build_envelope(
     raw: bytes, headers: ShopifyHeaders, body: _Facts, tenant_id: str, received_at: datetime
 ) -> EventEnvelope:
     occurred_at, entity_id = body.facts(received_at)
     return EventEnvelope.wrap(
         raw,
-        event_id=headers.delivery_id(raw),
+        event_id=event_id(headers, body, raw),
         source=Source.SHOPIFY,
         kind=headers.topic or "unknown",
         tenant_id=tenant_id,

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
         default=3.0, gt=0, description="Broker ack wait before answering 503 (Shopify: 5 s)."
     )
     ingest_registry_refresh_seconds: float = Field(default=30.0, gt=0)
+    shopify_token: SecretStr | None = Field(
+        default=None,
+        description="Shopify Admin API access token of the shop `refstream shopify reconcile` "
+        "reads (`X-Shopify-Access-Token`); refstream stores no shop tokens.",
+    )
     ingest_metrics_dir: Path | None = Field(
         default=None, description="Prometheus multiprocess directory when running workers."
     )
@@ -152,7 +157,13 @@ class Settings(BaseSettings):
         "`<state_dir>/audit-anchor.json`); keep it off the database server.",
     )
 
-    @field_validator("postgres_admin_url", "audit_anchor_key", "audit_anchor_path", mode="before")
+    @field_validator(
+        "postgres_admin_url",
+        "audit_anchor_key",
+        "audit_anchor_path",
+        "shopify_token",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -27,6 +27,7 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.postgres",
     "tests.fixtures.redis",
+    "tests.fixtures.shopify_admin",
 ]
 
 

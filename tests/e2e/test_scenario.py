@@ -131,9 +131,12 @@ def by_order(sent: Sent, entries: list[LedgerEntry]) -> dict[str, list[tuple[str
 
 def test_every_acknowledged_event_is_archived_once(sent: Sent, e2e_stack: E2EStack) -> None:
     assert dict(sent.sender.sent) == {"clicks": 4, "orders": 10, "refunds": 1, "erp": 1}
-    assert {s: len(ids) for s, ids in sent.sender.acked.items()} == dict(sent.sender.sent)
+    # O1's orders/paid and O6's orders/updated carry the same order version (same updated_at)
+    # as their orders/create: one event each (content-derived ids, README *Reconciliation*).
+    acked = {s: len(ids) for s, ids in sent.sender.acked.items()}
+    assert acked == {"clicks": 4, "orders": 8, "refunds": 1, "erp": 1}
     assert archived_ids(e2e_stack, sent.tenant.tenant_id) == sent.sender.all_acked
-    assert len(sent.sender.all_acked) == 16
+    assert len(sent.sender.all_acked) == 14
 
 
 def test_ledger_matches_the_hand_computed_commission(sent: Sent, e2e_stack: E2EStack) -> None:
