@@ -63,14 +63,15 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg import sql
 
+from bench.engine import Engine
 from dataflows.attribution.events import click_event, parse_click, parse_envelope
-from dataflows.attribution.state import builder
 from dataflows.config import StaticConfig, load_snapshot
 from dataflows.sinks.clickhouse import client_for
 from deploy.clickhouse_http import start_subprocess, stop_subprocess
 from deploy.migrations import migrate_clickhouse, migrate_postgres
 from deploy.stack import StatePaths, free_port, start_kafka, stop_pid
 from schemas.events.envelope import EventEnvelope, Source
+from schemas.ids import visitor_tag
 from schemas.settings import Settings
 from tests.dataflows.builders import (
     Tenant,
@@ -137,12 +138,17 @@ class Plan:
     def click_at(self, i: int) -> datetime:
         return self.base + timedelta(milliseconds=i * self.span_ms // self.clicks)
 
+    def visitor(self, i: int) -> str:
+        return f"v{i % max(1, self.clicks // 3)}"
+
     def click_id(self, i: int) -> str:
-        return f"clk_{i:032x}"
+        """As the ingress mints them (`schemas.ids.click_id_for_visitor`): the visitor's tag,
+        then (here, deterministically) the click's number."""
+        return f"clk_{visitor_tag(self.visitor(i))}{i:028x}"
 
     def click_bytes(self, i: int) -> tuple[bytes, bytes]:
         t = self.tenant
-        visitor = f"v{i % max(1, self.clicks // 3)}"
+        visitor = self.visitor(i)
         envelope = click(
             t.tenant_id, self.click_id(i), at=self.click_at(i), agent=self.agent(i),
             program=t.program, visitor=visitor,
@@ -658,26 +664,27 @@ def bare_phase(
 
 
 def state_phase(settings: Settings, plan: Plan, sample: int, fig: Figures) -> None:
-    """Clicks through the real `AttributionLogic` (config read from the bench database)."""
+    """Clicks through the flow's click shards (`bench.engine`, config read from the bench
+    database): memory and snapshot bytes per live click, over all the tenant's shards."""
     config = StaticConfig(load_snapshot(settings.postgres_url))
     n = min(sample, plan.clicks)
     raws = [plan.click_bytes(i)[1] for i in range(n)]
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    logic = builder(config)(None)
+    engine = Engine(config)
     for raw in raws:
         envelope = parse_envelope(raw)
-        logic.on_item(click_event(envelope, parse_click(envelope)))
+        engine.event(click_event(envelope, parse_click(envelope)))
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    live = len(logic.state.clicks)
+    live = sum(len(shard.state.clicks) for shard in engine.shards.values())
     if live != n:
         fig.notes.append(f"state: {live} live clicks of {n} fed (some expired)")
     fig.state_clicks = live
     fig.traced_bytes = (after - before) / live
-    fig.pickle_bytes = len(logic.snapshot()) / live
+    fig.pickle_bytes = engine.snapshot_touched() / live
 
 
 # --- report ----------------------------------------------------------------------------------

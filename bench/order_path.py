@@ -3,9 +3,10 @@
     .venv/bin/python -m bench.order_path [--clicks 50000] [--orders 10000]
 
 Feeds `bench.dataflow`'s deterministic clicks and then its orders (and refunds) through the same
-steps the flow runs per item (`parse_value`, the tenant's `AttributionLogic.on_item`, the
-ClickHouse row builders), first untimed by a profiler for the rates, then again under cProfile
-on a fresh state for the split: microseconds per order in each named part (cumulative, so parts
+steps the flow runs per item (`parse_value`, the clock, routing, the click shards and the
+tenant's `AttributionLogic.on_item`, as `bench.engine` drives them; the ClickHouse row
+builders), first untimed by a profiler for the rates, then again under cProfile on a fresh
+state for the split: microseconds per order in each named part (cumulative, so parts
 that call each other overlap). Bytewax, Kafka and the sinks' I/O are not included: this is the
 ceiling the Python work per event sets. Prints figures; asserts nothing.
 """
@@ -23,9 +24,10 @@ from decimal import Decimal
 from typing import Any
 
 from bench.dataflow import Plan
-from dataflows.attribution.flow import _rows, parse_value, tune_garbage_collector
+from bench.engine import Engine
+from dataflows.attribution.flow import parse_value, tune_garbage_collector
 from dataflows.attribution.logic import AttributionDecision
-from dataflows.attribution.state import AttributionLogic, Tuning, builder
+from dataflows.attribution.state import Tuning
 from dataflows.attribution.wire import decode_click, decode_envelope
 from dataflows.commission.logic import accrue
 from dataflows.config import ConfigSnapshot, StaticConfig, build_snapshot
@@ -40,6 +42,7 @@ PARTS = (
     ("parse: envelope, body, archive rows", "attribution/flow.py", "parse_value"),
     ("  of which envelope decoding (msgspec)", "attribution/wire.py", "decode_envelope"),
     ("  of which Shopify order → Conversion", "schemas/conversion.py", "conversion_from_shopify"),
+    ("click shards: on_item (lookups)", "stages/clicks.py", "on_item"),
     ("tenant state: on_item", "attribution/state.py", "on_item"),
     ("  attribution decision", "attribution/logic.py", "attribute"),
     ("  commission (accrue)", "commission/logic.py", "accrue"),
@@ -62,21 +65,12 @@ def _snapshot(plan: Plan) -> ConfigSnapshot:
     )  # fmt: skip
 
 
-def _logic(plan: Plan, tuning: Tuning | None = None) -> AttributionLogic:
-    return builder(StaticConfig(_snapshot(plan)), tuning or Tuning())(None)
+def _engine(plan: Plan, tuning: Tuning | None = None) -> Engine:
+    return Engine(StaticConfig(_snapshot(plan)), tuning or Tuning())
 
 
-def _feeder(logic: AttributionLogic) -> Callable[[list[bytes]], None]:
-    def feed(values: list[bytes]) -> None:
-        for value in values:
-            for tag, item in parse_value(value):
-                if tag == "event":
-                    for output in logic.on_item(item)[0]:
-                        _rows(output)
-                else:
-                    _rows((tag, item))
-
-    return feed
+def _feeder(engine: Engine) -> Callable[[list[bytes]], None]:
+    return engine.feeder()
 
 
 def _per_item_us(fn: Callable[[Any], object], items: list[Any]) -> float:
@@ -136,11 +130,12 @@ def accrue_us(plan: Plan, orders: list[bytes]) -> float:
 def snapshot_costs(
     plan: Plan, clicks: list[bytes], orders: list[bytes]
 ) -> list[tuple[str, float, int]]:
-    """The tenant's snapshot with every click and order book live: (label, ms, bytes) when
+    """The snapshot of every key an epoch touched (bytewax snapshots those: the tenant's click
+    shards and its order books), with every click and order book live: (label, ms, bytes) when
     first taken, again with nothing changed (an idle epoch), and after an epoch's worth of new
     clicks and orders (busy)."""
-    logic = _logic(plan)
-    feed = _feeder(logic)
+    engine = _engine(plan)
+    feed = _feeder(engine)
     feed(clicks[:-1000])
     feed(orders[:-200])
     out = []
@@ -149,9 +144,11 @@ def snapshot_costs(
         if fresh is not None:
             for values in fresh:
                 feed(values)
+        if label == "first (every segment pickled)":
+            engine.touched.update(engine.shards, engine.tenants)
         started = time.perf_counter()
-        data = logic.snapshot()
-        out.append((label, (time.perf_counter() - started) * 1e3, len(data)))
+        size = engine.snapshot_touched()
+        out.append((label, (time.perf_counter() - started) * 1e3, size))
     return out
 
 
@@ -165,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     orders = [value for _, _, value in plan.order_messages()]
     tune_garbage_collector()
 
-    feed = _feeder(_logic(plan))
+    feed = _feeder(_engine(plan))
     started = time.perf_counter()
     feed(clicks)
     click_seconds = time.perf_counter() - started
@@ -174,13 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     order_seconds = time.perf_counter() - started
 
     # The same orders in a run that never snapshots (replays): books kept unpickled.
-    feed = _feeder(_logic(plan, Tuning(snapshots=False)))
+    feed = _feeder(_engine(plan, Tuning(snapshots=False)))
     feed(clicks)
     started = time.perf_counter()
     feed(orders)
     unpickled_seconds = time.perf_counter() - started
 
-    feed = _feeder(_logic(plan))
+    feed = _feeder(_engine(plan))
     feed(clicks)
     profile = cProfile.Profile()
     profile.enable()
@@ -202,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, us in decode_split(clicks[:20_000]):
         print(f"  {label:<42} {us:8.1f}")
     books = sum(1 for value in orders if b"orders/create" in value)
-    print(f"the tenant's snapshot with {len(clicks):,} live clicks and {books:,} order books:")
+    print(f"snapshots of the touched keys, {len(clicks):,} live clicks, {books:,} order books:")
     for label, ms, size in snapshot_costs(plan, clicks, orders):
         print(f"  {label:<42} {ms:8.1f} ms {size / 1e6:8.1f} MB")
     print(f"commission (accrue) alone, no profiler, best of 3 passes: "

@@ -32,7 +32,7 @@ from ingest.registry import LinkRecord, ShopRecord
 from schemas.events.click import ClickEvent, PixelBatch
 from schemas.events.envelope import DeadLetter, EventEnvelope, Source
 from schemas.events.shopify import SHOPIFY_TOPICS
-from schemas.ids import body_sha256, derived_id, random_id
+from schemas.ids import body_sha256, click_id_for_visitor, derived_id, random_id
 from schemas.registry import erp_token_hash
 from schemas.topics import Topic, topic_for_shopify
 from schemas.urls import check_http_url
@@ -376,7 +376,7 @@ async def referral_redirect(link_code: str, request: Request) -> Response:
     # Only a visitor id the browser sent back identifies a visitor; a new one is unique anyway.
     returning = request.cookies.get(clicks.VISITOR_COOKIE) or None
     visitor_id = returning or secrets.token_hex(16)
-    click_id = random_id("clk")
+    click_id = click_id_for_visitor(visitor_id)  # files it with the visitor's clicks
     recorded = await _record_click(
         ingress, request, link, relay, click_id=click_id, occurred_at=now, visitor_id=visitor_id,
         dedup_visitor=returning, landing_url=link.landing_url,
@@ -475,6 +475,8 @@ async def pixel_clicks(request: Request) -> Response:
             click_id = (
                 clicks.pixel_click_id(link.tenant_id, link.code, item.client_event_id)
                 if item.client_event_id
+                else click_id_for_visitor(item.visitor_id)
+                if item.visitor_id
                 else random_id("clk")
             )
             occurred_at, reason = clicks.click_time(item.occurred_at, now, link.policy)

@@ -32,6 +32,19 @@ def random_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(16)}"
 
 
+def visitor_tag(visitor_id: str) -> str:
+    """A visitor's 16-bit tag, four hex digits of BLAKE2b: the same in every process."""
+    return hashlib.blake2b(visitor_id.encode(), digest_size=2).hexdigest()
+
+
+def click_id_for_visitor(visitor_id: str) -> str:
+    """A fresh click id (`clk_` + 32 hex digits, as every click id) whose first four digits
+    are its visitor's tag: the dataflow files a click under the shard its id names, so a click
+    minted this way lives with its visitor's other clicks (`dataflows.attribution.routing`).
+    112 random bits remain."""
+    return f"clk_{visitor_tag(visitor_id)}{secrets.token_hex(14)}"
+
+
 def body_sha256(raw: bytes) -> str:
     """Hex SHA-256 of a raw body: the reference to an archived payload."""
     return hashlib.sha256(raw).hexdigest()

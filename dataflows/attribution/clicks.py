@@ -53,18 +53,24 @@ class Segment:
         return segment
 
 
-def _restore(packed: list[bytes]) -> ClickStore:
-    store = ClickStore()
+def _restore(packed: list[bytes], segment_size: int | None = None) -> ClickStore:
+    store = ClickStore(segment_size)
     store.segments = [Segment.unpack(p) for p in packed] or [Segment()]
     return store
 
 
 class ClickStore:
-    """`click_id → Click` with a visitor index and expiry by event time (see the module)."""
+    """`click_id → Click` with a visitor index and expiry by event time (see the module).
 
-    __slots__ = ("segments",)
+    `segment_size`: clicks per segment. A tenant's own store (before click shards) used 20,000;
+    a click shard holds a 64th of a tenant and each busy epoch touches most shards, so shards
+    use small segments (`stages.clicks.SHARD_SEGMENT`): the open segment is what an epoch
+    re-pickles."""
 
-    def __init__(self) -> None:
+    __slots__ = ("segment_size", "segments")
+
+    def __init__(self, segment_size: int | None = None) -> None:
+        self.segment_size = segment_size or SEGMENT_SIZE
         self.segments: list[Segment] = [Segment()]
 
     @classmethod
@@ -78,8 +84,8 @@ class ClickStore:
         heapq.heapify(store.segments[0].heap)
         return store
 
-    def __reduce__(self) -> tuple[object, tuple[list[bytes]]]:
-        return _restore, ([segment.pack() for segment in self.segments],)
+    def __reduce__(self) -> tuple[object, tuple[list[bytes], int]]:
+        return _restore, ([segment.pack() for segment in self.segments], self.segment_size)
 
     def __eq__(self, other: object) -> bool:
         """Equal when they hold the same clicks (however they are segmented)."""
@@ -122,7 +128,7 @@ class ClickStore:
 
     def add(self, click_id: str, click: Click) -> None:
         segment = self.segments[-1]
-        if len(segment.clicks) >= SEGMENT_SIZE:
+        if len(segment.clicks) >= self.segment_size:
             segment = Segment()
             self.segments.append(segment)
         segment.clicks[click_id] = click

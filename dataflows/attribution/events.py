@@ -100,6 +100,14 @@ class Event:
     received_ms: int
     payload: tuple[str, Click] | Conversion | OrderRefund | InvoicePaid | SaleOrderRef
     raw: bytes = b""
+    # An order's candidate clicks as its click shards answered (`routing.Found`, gathered by
+    # the tenant): cited clicks in the order's order, then its visitor's in arrival order.
+    # None: not asked (events the tenant's own click store serves; older snapshots lack it).
+    found: tuple[tuple[str, Click], ...] | None = None
+    # Judged where events are still in input order (`stages.clock.TenantClocks.stamp`): late,
+    # and the position in this worker's input (the tenant restores that order in a batch).
+    late: bool = False
+    seq: int = 0
 
     @property
     def order_id(self) -> str:

@@ -27,12 +27,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage, KafkaSourceMessage
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow, Stream
+from bytewax.operators import KeyedStream
 from confluent_kafka.admin import AdminClient
 
 from dataflows.attribution.events import (
@@ -45,6 +46,7 @@ from dataflows.attribution.events import (
     parse_click,
     parse_envelope,
 )
+from dataflows.attribution.routing import Found, ShardItem, TenantItem, is_shard_item, route
 from dataflows.attribution.state import Output, Tuning, builder
 from dataflows.batching import batch
 from dataflows.catalog import CollectionChange, collection_change, is_collection_webhook
@@ -60,6 +62,8 @@ from dataflows.sinks.clickhouse import (
     refund_row,
 )
 from dataflows.sinks.postgres import LedgerSink
+from dataflows.stages.clicks import ShardOutput, ShardTuning, shard_builder
+from dataflows.stages.clock import TenantClocks, stateful_in_input_order
 from schemas.events.envelope import DeadLetter
 from schemas.ledger import AttributedConversion, CommissionAccrual, EntryApproval
 from schemas.production import check_startup
@@ -167,12 +171,36 @@ def _event(item: Tagged) -> Event:
     return event
 
 
-def _tenant(event: Event) -> str:
-    return event.tenant_id
-
-
 def _unkey(keyed: tuple[str, Output]) -> Tagged:
     return keyed[1]
+
+
+def _unkey_shard(keyed: tuple[str, ShardOutput]) -> ShardOutput:
+    return keyed[1]
+
+
+def _found(item: ShardOutput) -> Found | None:
+    return item if isinstance(item, Found) else None
+
+
+def _found_tenant(found: Found) -> str:
+    return found.event.tenant_id
+
+
+def _shard_dead(item: ShardOutput) -> Tagged | None:
+    return ("dead", item) if isinstance(item, DeadLetter) else None
+
+
+def shard_tuning(tuning: Tuning) -> ShardTuning:
+    """The click shards' share of the state's time limits."""
+    return ShardTuning(
+        allowed_lateness_ms=tuning.allowed_lateness_ms,
+        order_wait_event_ms=tuning.order_wait_event_ms,
+        order_wait_wall_ms=tuning.order_wait_wall_ms,
+        max_stream_skew_ms=tuning.max_stream_skew_ms,
+        release_on_eof=tuning.release_on_eof,
+        snapshots=tuning.snapshots,
+    )
 
 
 def _dead(item: Tagged) -> DeadLetter | None:
@@ -240,10 +268,25 @@ def attribution_steps(
     parsed = op.flat_map("parse", values, parse)
     split = op.branch("is_event", parsed, _is_event)
     events = op.map("event", split.trues, _event)
-    keyed = op.key_on("key_tenant", events, _tenant)
-    attributed = op.stateful("attribute", keyed, builder(config, tuning, wall_ms))
+    # Clicks and orders' lookups to the tenant's click shards; the rest to the tenant
+    # (`routing`). The shards' answers join the tenant's input.
+    # Lateness is judged here, in the order this worker read the events (`stages.clock`).
+    tuning = tuning or Tuning()
+    clocks = TenantClocks(tuning.allowed_lateness_ms, tuning.future_skew_ms)
+    stamped = op.map("clock", events, clocks.stamp)
+    routed = op.branch("to_shards", op.flat_map("route", stamped, route), is_shard_item)
+    to_shards = cast(KeyedStream[ShardItem], routed.trues)  # what `is_shard_item` says
+    to_tenant = cast(KeyedStream[TenantItem], routed.falses)
+    shards = shard_builder(config, shard_tuning(tuning), clocks, wall_ms)
+    shard_out = op.map("unkey_shard", op.stateful("clicks", to_shards, shards), _unkey_shard)
+    found = op.key_on("key_found", op.filter_map("found", shard_out, _found), _found_tenant)
+    keyed = op.merge("to_tenant", to_tenant, found)
+    attributed = stateful_in_input_order(
+        "attribute", keyed, builder(config, tuning, wall_ms, clocks)
+    )
     results = op.map("unkey", attributed, _unkey)
-    tagged = op.merge("results", split.falses, results)
+    shard_dead = op.filter_map("shard_dead", shard_out, _shard_dead)
+    tagged = op.merge("results", split.falses, results, shard_dead)
 
     dead = op.filter_map("dead", tagged, _dead)
     rows = op.key_on(

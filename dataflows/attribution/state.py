@@ -84,6 +84,7 @@ from bytewax.operators import StatefulLogic
 
 from dataflows.attribution.clicks import ClickStore
 from dataflows.attribution.events import (
+    Click,
     Event,
     InvoicePaid,
     SaleOrderRef,
@@ -101,12 +102,14 @@ from dataflows.attribution.logic import (
     attributed_conversion,
     binding_from,
 )
+from dataflows.attribution.routing import Found
 from dataflows.attribution.segments import SegmentedMap
 from dataflows.commission.adjustments import Cancellation, reprice, settle
 from dataflows.commission.collections import with_collections
 from dataflows.commission.holds import approves_at
 from dataflows.commission.logic import CommissionError, accrue
 from dataflows.config import ConfigProvider, TenantConfig
+from dataflows.stages.clock import TenantClocks, stream_of
 from schemas.conversion import Conversion, OrderRefund
 from schemas.events.envelope import DeadLetter
 from schemas.ledger import AttributedConversion, CommissionAccrual, EntryApproval
@@ -211,11 +214,14 @@ class TenantState:
     sale_orders: dict[str, tuple[str, int]] = field(default_factory=dict)  # → (name, seen ms)
     paid_waiting: dict[str, tuple[int, str]] = field(default_factory=dict)  # name → (ms, inv.)
     unmatched_invoices: int = 0
+    # Added for click shards: an order's answers from its shards, until all are in
+    # (order event id → shard → answer).
+    gathering: dict[str, dict[int, Found]] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not (
             self.clicks or self.seen or self.pending or self.followups or self.orders
-            or self.paid_waiting or self.sale_orders
+            or self.paid_waiting or self.sale_orders or self.gathering
         )  # fmt: skip
 
 
@@ -246,18 +252,12 @@ def _shared(text: str | None) -> str | None:
     return None if text is None else sys.intern(text)
 
 
-def _stream(event: Event) -> str:
-    if event.kind in ("paid", "sale_order"):
-        return "erp"
-    return "order" if event.kind == "cancel" else event.kind
-
-
 def _month(ms: int) -> str:
     when = from_ms(ms)
     return f"{when.year:04d}-{when.month:02d}"  # cheaper than strftime on the order path
 
 
-class AttributionLogic(StatefulLogic[Event, Output, bytes]):
+class AttributionLogic(StatefulLogic[Event | Found, Output, bytes]):
     """The tenant's attribution state machine (see the module docstring)."""
 
     def __init__(
@@ -266,11 +266,15 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         config: ConfigProvider,
         tuning: Tuning,
         wall_ms: Callable[[], int],
+        clocks: TenantClocks | None = None,
     ) -> None:
         self.state = state
         self.config = config
         self.tuning = tuning
         self.wall_ms = wall_ms
+        # In the dataflow, lateness is judged upstream in input order (`stages.clock`); alone
+        # (tests, benches), against this tenant's own marks.
+        self.clocks = clocks
 
     # --- bytewax hooks -------------------------------------------------------------------
 
@@ -278,16 +282,23 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
     def tenant_id(self) -> str:
         return self.state.tenant_id
 
-    def on_item(self, value: Event) -> tuple[Iterable[Output], bool]:
+    def on_item(self, value: Event | Found) -> tuple[Iterable[Output], bool]:
         """`_on_item`, except that an event it fails on becomes a dead letter (with the tenant,
         the event and the error) instead of stopping the flow for every tenant. What the failed
-        event emitted is dropped; the state keeps what it changed before the error."""
+        event emitted is dropped; the state keeps what it changed before the error. An order's
+        answers from its click shards (`Found`) are gathered first (`_gather`)."""
         try:
+            if isinstance(value, Found):
+                event = self._gather(value)
+                if event is None:
+                    return [], False
+                value = event
             return self._on_item(value)
         except Exception as exc:
-            self.state.tenant_id = value.tenant_id
-            reason = f"state: {value.kind} {value.event_id}: {type(exc).__name__}: {exc}"[:500]
-            return [("dead", self._dead_letter(value, reason))], False
+            failed = value.event if isinstance(value, Found) else value
+            self.state.tenant_id = failed.tenant_id
+            reason = f"state: {failed.kind} {failed.event_id}: {type(exc).__name__}: {exc}"[:500]
+            return [("dead", self._dead_letter(failed, reason))], False
 
     def _on_item(self, value: Event) -> tuple[Iterable[Output], bool]:
         out: list[Output] = []
@@ -295,8 +306,13 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         state.tenant_id = value.tenant_id  # bytewax's builder is not told the key
         if value.event_id in state.seen or (value.kind == "click" and self._known_click(value)):
             return out, False
-        own_mark = state.marks.get(_stream(value), 0)
-        if value.occurred_ms < own_mark - self.tuning.allowed_lateness_ms:
+        if self.clocks is not None:  # judged in input order (`stages.clock`)
+            late = getattr(value, "late", False)
+        else:
+            late = value.occurred_ms < state.marks.get(stream_of(value), 0) - (
+                self.tuning.allowed_lateness_ms
+            )
+        if late:
             state.late_events += 1
             out.append(("dead", self._dead_letter(value, "late: older than the allowed lateness")))
             return out, False
@@ -319,6 +335,28 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
             if self.tuning.order_wait_event_ms is not None:
                 self._release_due(cfg, out, self._event_time_due)
         return out, state.is_empty()
+
+    def _gather(self, found: Found) -> Event | None:
+        """The order event with its candidate clicks once every shard it asked has answered,
+        else None (the answer is kept). Answers for an event already seen are dropped."""
+        event, state = found.event, self.state
+        state.tenant_id = event.tenant_id
+        if event.event_id in state.seen:
+            return None
+        if len(found.shards) == 1:
+            answers = [found]
+        else:
+            parts = state.gathering.setdefault(event.event_id, {})
+            parts[found.shard] = found  # a duplicate answer replaces its twin
+            if len(parts) < len(found.shards):
+                return None
+            del state.gathering[event.event_id]
+            answers = [parts[shard] for shard in found.shards]
+        cited = {c: click for answer in answers for c, click in answer.cited}
+        assert isinstance(event.payload, Conversion)
+        clicks = [(c, cited[c]) for c in event.payload.click_ids if c in cited]
+        clicks.extend(pair for answer in answers for pair in answer.visited)
+        return replace(event, found=tuple(clicks))
 
     def on_notify(self) -> tuple[Iterable[Output], bool]:
         out: list[Output] = []
@@ -371,7 +409,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
 
     def _advance(self, event: Event) -> bool:
         candidate = min(event.occurred_ms, event.received_ms + self.tuning.future_skew_ms)
-        stream = _stream(event)
+        stream = stream_of(event)
         if candidate <= self.state.marks.get(stream, 0):
             return False
         self.state.marks[stream] = candidate
@@ -472,7 +510,12 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         if order_id in state.pending:
             state.followups.setdefault(order_id, []).append(replace(event, raw=b""))
             return
-        missing = {c for c in conversion.click_ids if c not in state.clicks}
+        # Click shards waited for the cited clicks already (`stages.clicks`); only an event
+        # they were not asked about waits here, for this tenant's own store.
+        if getattr(event, "found", None) is None:
+            missing = {c for c in conversion.click_ids if c not in state.clicks}
+        else:
+            missing = set()
         kept = replace(event, raw=b"")
         if missing and not self._event_time_due(Pending(event, missing, 0)):
             state.pending[order_id] = Pending(kept, missing, self.wall_ms())
@@ -512,15 +555,29 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
                 self.state.awaiting.pop(click_id, None)
         self._open(pending.event, cfg, out)
 
-    def _candidates(self, conversion: Conversion) -> list[ClickCandidate]:
-        state = self.state
-        ids = [c for c in conversion.click_ids if c in state.clicks]
-        if conversion.visitor_id is not None:
-            ids.extend(state.clicks.visitor_clicks(conversion.visitor_id))
+    def _candidates(
+        self, conversion: Conversion, found: tuple[tuple[str, Click], ...] | None
+    ) -> list[ClickCandidate]:
+        """The order's candidate clicks: what its shards found (`found`) and what this tenant's
+        own store holds (clicks filed before the shards, until they expire), cited ones first."""
+        store = self.state.clicks
+        pairs: list[tuple[str, Click]] = []
+        if store:
+            pairs = [(c, click) for c in conversion.click_ids if (click := store.get(c))]
+            if conversion.visitor_id is not None:
+                visited = store.visitor_clicks(conversion.visitor_id)
+                pairs.extend((c, click) for c in visited if (click := store.get(c)))
+        if found:
+            pairs = [*pairs, *found] if pairs else list(found)
+        if pairs and store:  # cited ones first in the order's order, whichever store held them
+            rank = {c: i for i, c in enumerate(conversion.click_ids)}
+            last = len(rank)
+            pairs.sort(key=lambda pair: rank.get(pair[0], last))
+        unique: dict[str, Click] = {}
+        for click_id, click in pairs:
+            unique.setdefault(click_id, click)
         out = []
-        for click_id in dict.fromkeys(ids):
-            click = state.clicks.get(click_id)
-            assert click is not None
+        for click_id, click in unique.items():
             occurred, agent, program, link, visitor, bot, dup = click
             out.append(
                 ClickCandidate(
@@ -539,7 +596,7 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
         policy = cfg.policy()
         customer = conversion.customer_id
         binding = state.bindings.get(customer) if customer is not None else None
-        clicks = self._candidates(conversion)
+        clicks = self._candidates(conversion, getattr(event, "found", None))
         agents = {c.agent_id for c in clicks if c.agent_id is not None}
         agents |= {cfg.coupons[c].agent_id for c in conversion.coupon_codes if c in cfg.coupons}
         if binding is not None:
@@ -806,9 +863,14 @@ class AttributionLogic(StatefulLogic[Event, Output, bytes]):
 
 
 def builder(
-    config: ConfigProvider, tuning: Tuning | None = None, wall_ms: Callable[[], int] | None = None
+    config: ConfigProvider,
+    tuning: Tuning | None = None,
+    wall_ms: Callable[[], int] | None = None,
+    clocks: TenantClocks | None = None,
 ) -> Callable[[bytes | None], AttributionLogic]:
-    """What `op.stateful` calls for a new tenant key, with its resume snapshot (or `None`)."""
+    """What `op.stateful` calls for a new tenant key, with its resume snapshot (or `None`).
+    With `clocks` (the dataflow's), lateness is judged upstream and a resumed tenant's marks
+    are merged into them."""
     clock = wall_ms or (lambda: int(time.time() * 1000))
 
     def build(resume: bytes | None) -> AttributionLogic:
@@ -824,6 +886,8 @@ def builder(
             state.orders = SegmentedMap.from_dict(state.orders, state.order_heap, BOOK_SEGMENT)
             state.order_refs = SegmentedMap.from_dict(state.order_refs, (), REF_SEGMENT)
             state.seen_heap, state.order_heap = [], []
-        return AttributionLogic(state, config, tuning or Tuning(), clock)
+        if clocks is not None and state.tenant_id:
+            clocks.merge(state.tenant_id, state.marks)
+        return AttributionLogic(state, config, tuning or Tuning(), clock, clocks)
 
     return build

@@ -62,6 +62,7 @@ def order_body(
     customer: int | None = None,
     email: str | None = None,
     currency: str = "USD",
+    visitor: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": order_id,
@@ -79,6 +80,8 @@ def order_body(
         body["discount_codes"] = [{"code": coupon, "amount": "0.00", "type": "fixed_amount"}]
     if cites is not None:
         body["note_attributes"] = [{"name": "_rsclid", "value": cites}]
+    if visitor is not None:
+        body.setdefault("note_attributes", []).append({"name": "_rsvid", "value": visitor})
     if customer is not None:
         body["customer"] = {"id": customer}
     if email is not None:

@@ -1,0 +1,280 @@
+"""The click shards: one `ClickShard` per `(tenant, shard)` key (`attribution.routing`).
+
+Bookkeeping only, no rules: a shard files clicks (deduplicated by click id, late ones
+dead-lettered), answers orders' `Lookup`s with the clicks it holds (`Found`), holds a lookup
+whose cited clicks it has not seen yet, and expires clicks by event time. The rules of who wins
+stay in `attribution.logic`, applied by the tenant once every shard it asked has answered.
+
+- **Waiting for a cited click**: held until the click arrives, for `order_wait_wall` of
+  processing time (`notify_at`: only shards with a held lookup have a timer), to the end of a
+  bounded input, or (`order_wait_event_ms`) until the click watermark passes the order's time
+  + wait, exactly as the tenant held orders before the shards (see `attribution.state`). A
+  held lookup keeps its place: later lookups of the same order wait behind it, so the tenant
+  opens an order's book with its first event.
+- **Watermarks** are the tenant's as this worker reads its events (`stages.clock`): a click
+  judged late there is dead-lettered here (after deduplication, as before the shards); clicks
+  expire once no order that is not late could still use them (older than
+  `min(click, order watermark) - allowed_lateness - max lookback`). A snapshot keeps the
+  tenant's marks, so a resumed process starts from them.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bytewax.operators import StatefulLogic
+
+from dataflows.attribution.clicks import ClickStore
+from dataflows.attribution.events import Click, Event, dead_letter, from_ms
+from dataflows.attribution.routing import Found, Lookup, ShardItem, VisitorCopy
+from dataflows.config import ConfigProvider
+from dataflows.stages.clock import TenantClocks
+from schemas.events.envelope import DeadLetter
+
+DAY_MS = 86_400_000
+# Clicks per segment of a shard's store: a busy epoch touches most of a tenant's shards, and
+# each re-pickles its open segment (measured by `bench.order_path`'s busy snapshot).
+SHARD_SEGMENT = 500
+ShardOutput = Found | DeadLetter
+
+
+@dataclass(frozen=True, slots=True)
+class ShardTuning:
+    """The `attribution.state.Tuning` fields a shard uses (milliseconds)."""
+
+    allowed_lateness_ms: int
+    order_wait_event_ms: int | None
+    order_wait_wall_ms: int
+    max_stream_skew_ms: int
+    release_on_eof: bool
+    snapshots: bool
+
+
+@dataclass(slots=True)
+class HeldLookup:
+    lookup: Lookup
+    missing: set[str]
+    since_wall_ms: int
+
+
+@dataclass(slots=True)
+class ShardState:
+    tenant_id: str = ""
+    clicks: ClickStore = field(default_factory=lambda: ClickStore(SHARD_SEGMENT))
+    held: dict[str, HeldLookup] = field(default_factory=dict)  # order event id → lookup
+    awaiting: dict[str, list[str]] = field(default_factory=dict)  # click id → event ids
+    marks: dict[str, int] = field(default_factory=dict)  # the tenant's, when snapshotted
+    expired_at_ms: int = 0  # the click watermark of the last expiry
+    late_events: int = 0
+
+    def is_empty(self) -> bool:
+        return not (self.clicks or self.held)
+
+
+_NO_SNAPSHOT = pickle.dumps(None)
+
+
+def _shared(text: str | None) -> str | None:
+    return None if text is None else sys.intern(text)
+
+
+class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
+    """One `(tenant, shard)` key's clicks and held lookups (see the module docstring)."""
+
+    def __init__(
+        self,
+        state: ShardState,
+        config: ConfigProvider,
+        tuning: ShardTuning,
+        wall_ms: Callable[[], int],
+        clocks: TenantClocks,
+    ) -> None:
+        self.state = state
+        self.config = config
+        self.tuning = tuning
+        self.wall_ms = wall_ms
+        self.clocks = clocks
+
+    # --- bytewax hooks -------------------------------------------------------------------
+
+    def on_item(self, value: ShardItem) -> tuple[Iterable[ShardOutput], bool]:
+        """As the tenant's `on_item`: an item this fails on becomes a dead letter naming it,
+        and the flow goes on."""
+        event = value.event if isinstance(value, Lookup | VisitorCopy) else value
+        self.state.tenant_id = event.tenant_id  # bytewax's builder is not told the key
+        out: list[ShardOutput] = []
+        try:
+            if isinstance(value, Lookup):
+                self._lookup(value, out)
+            else:
+                self._file(event, out, copy=isinstance(value, VisitorCopy))
+        except Exception as exc:
+            reason = f"state: {event.kind} {event.event_id}: {type(exc).__name__}: {exc}"[:500]
+            return [self._dead_letter(event, reason)], False
+        return out, self.state.is_empty()
+
+    def on_notify(self) -> tuple[Iterable[ShardOutput], bool]:
+        out: list[ShardOutput] = []
+        now, wait = self.wall_ms(), self.tuning.order_wait_wall_ms
+        self._release_due(out, lambda held: held.since_wall_ms + wait <= now)
+        return out, self.state.is_empty()
+
+    def on_eof(self) -> tuple[Iterable[ShardOutput], bool]:
+        out: list[ShardOutput] = []
+        if self.tuning.release_on_eof:
+            self._release_due(out, lambda _: True)
+        return out, self.state.is_empty()
+
+    def notify_at(self) -> datetime | None:
+        held = self.state.held
+        if not held:
+            return None
+        first = min(h.since_wall_ms for h in held.values())
+        return from_ms(first + self.tuning.order_wait_wall_ms)
+
+    def snapshot(self) -> bytes:
+        if not self.tuning.snapshots:
+            return _NO_SNAPSHOT
+        self.state.marks = dict(self.clocks.marks(self.state.tenant_id))
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    # --- clicks --------------------------------------------------------------------------
+
+    def _file(self, event: Event, out: list[ShardOutput], *, copy: bool) -> None:
+        """File a click (or its copy under its visitor); release lookups that waited for it."""
+        assert isinstance(event.payload, tuple)
+        click_id, (occurred, agent, program, link, visitor, bot, dup) = event.payload
+        state, tenant = self.state, event.tenant_id
+        if click_id in state.clicks:  # a duplicate: clicks are deduplicated by their id
+            return
+        if event.late:  # judged in input order (`stages.clock`)
+            if not copy:  # the click's own shard reports it; its copy goes quietly
+                state.late_events += 1
+                out.append(self._dead_letter(event, "late: older than the allowed lateness"))
+            return
+        # Agents, programs and links repeat across clicks: one shared string each (~150 B less
+        # per live click); a pickled snapshot keeps the sharing.
+        click: Click = (
+            occurred, _shared(agent), _shared(program), sys.intern(link), visitor, bot, dup
+        )  # fmt: skip
+        state.clicks.add(click_id, click)
+        if not copy:
+            for event_id in state.awaiting.pop(click_id, []):
+                held = state.held.get(event_id)
+                if held is None:
+                    continue
+                held.missing.discard(click_id)
+                if not held.missing:
+                    self._release(event_id, out)
+        mark = self.clocks.marks(tenant).get("click", 0)
+        if mark > state.expired_at_ms:
+            state.expired_at_ms = mark
+            self._expire()
+            if self.tuning.order_wait_event_ms is not None:
+                self._release_due(out, self._event_time_due)
+
+    def _expire(self) -> None:
+        tuning, tenant = self.tuning, self.state.tenant_id
+        marks = self.clocks.marks(tenant)
+        seen = [marks[s] for s in ("click", "order") if s in marks]
+        if not seen:
+            return
+        fastest = max(marks.values())
+        slowest = max(min(seen), fastest - tuning.max_stream_skew_ms)
+        lookback = self.config.tenant(tenant).max_lookback_days() * DAY_MS
+        self.state.clicks.expire(slowest - tuning.allowed_lateness_ms - lookback)
+
+    # --- lookups -------------------------------------------------------------------------
+
+    def _lookup(self, lookup: Lookup, out: list[ShardOutput]) -> None:
+        state, event = self.state, lookup.event
+        if event.event_id in state.held:  # a duplicate of a held lookup
+            return
+        missing = {c for c in lookup.click_ids if c not in state.clicks}
+        order_id = event.order_id
+        behind = any(h.lookup.event.order_id == order_id for h in state.held.values())
+        if behind or (missing and not self._event_time_due(HeldLookup(lookup, missing, 0))):
+            state.held[event.event_id] = HeldLookup(lookup, missing, self.wall_ms())
+            for click_id in missing:
+                state.awaiting.setdefault(click_id, []).append(event.event_id)
+            return
+        out.append(self._found(lookup))
+
+    def _found(self, lookup: Lookup) -> Found:
+        clicks = self.state.clicks
+        cited = tuple((c, click) for c in lookup.click_ids if (click := clicks.get(c)) is not None)
+        visited: tuple[tuple[str, Click], ...] = ()
+        if lookup.visitor is not None:
+            visited = tuple(
+                (c, click) for c in clicks.visitor_clicks(lookup.visitor)
+                if (click := clicks.get(c)) is not None
+            )  # fmt: skip
+        return Found(lookup.event, lookup.shard, lookup.shards, cited, visited)
+
+    def _event_time_due(self, held: HeldLookup) -> bool:
+        wait = self.tuning.order_wait_event_ms
+        if wait is None:
+            return False
+        clicks = self.clocks.marks(held.lookup.event.tenant_id).get("click", 0)
+        return held.lookup.event.occurred_ms + wait <= clicks
+
+    def _release_due(self, out: list[ShardOutput], due: Callable[[HeldLookup], bool]) -> None:
+        """Release what is due, in arrival order; a lookup held only behind an earlier one of
+        its order goes right after it."""
+        blocked: set[str] = set()  # orders with an earlier lookup still held
+        for event_id, held in list(self.state.held.items()):
+            order_id = held.lookup.event.order_id
+            if event_id not in self.state.held or order_id in blocked:
+                continue
+            if due(held):
+                self._release(event_id, out)
+            else:
+                blocked.add(order_id)
+
+    def _release(self, event_id: str, out: list[ShardOutput]) -> None:
+        state = self.state
+        held = state.held.pop(event_id)
+        for click_id in held.missing:
+            waiting = [e for e in state.awaiting.get(click_id, []) if e != event_id]
+            if waiting:
+                state.awaiting[click_id] = waiting
+            else:
+                state.awaiting.pop(click_id, None)
+        out.append(self._found(held.lookup))
+        # Lookups of the same order that waited only behind this one go next, in order.
+        order_id = held.lookup.event.order_id
+        for other, later in list(state.held.items()):
+            if later.lookup.event.order_id != order_id:
+                continue
+            if later.missing:
+                break
+            self._release(other, out)
+            break
+
+    def _dead_letter(self, event: Event, reason: str) -> DeadLetter:
+        return dead_letter(reason, event.raw, from_ms(self.wall_ms()))
+
+
+def shard_builder(
+    config: ConfigProvider,
+    tuning: ShardTuning,
+    clocks: TenantClocks,
+    wall_ms: Callable[[], int] | None = None,
+) -> Callable[[bytes | None], ClickShard]:
+    """What `op.stateful` calls for a new shard key, with its resume snapshot (or `None`)."""
+    clock = wall_ms or (lambda: int(time.time() * 1000))
+
+    def build(resume: bytes | None) -> ClickShard:
+        if resume == _NO_SNAPSHOT:
+            raise RuntimeError("resuming from a run made with Tuning(snapshots=False)")
+        state: ShardState = pickle.loads(resume) if resume is not None else ShardState()
+        if state.tenant_id:
+            clocks.merge(state.tenant_id, state.marks)
+        return ClickShard(state, config, tuning, clock, clocks)
+
+    return build
