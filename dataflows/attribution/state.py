@@ -91,10 +91,8 @@ from dataflows.attribution.events import (
     dead_letter,
     from_ms,
     order_ref,
-    to_ms,
 )
 from dataflows.attribution.logic import (
-    AttributionDecision,
     ClickCandidate,
     CustomerBinding,
     KnownReferrals,
@@ -104,9 +102,16 @@ from dataflows.attribution.logic import (
 )
 from dataflows.attribution.routing import Found
 from dataflows.attribution.segments import SegmentedMap
-from dataflows.commission.adjustments import Cancellation, reprice, settle
+from dataflows.commission.book import (
+    OrderBook,
+    apply_cancel,
+    apply_edit,
+    apply_refund,
+    due_approvals,
+    is_same_order,
+    mark_paid,
+)
 from dataflows.commission.collections import with_collections
-from dataflows.commission.holds import approves_at
 from dataflows.commission.logic import CommissionError, accrue
 from dataflows.config import ConfigProvider, TenantConfig
 from dataflows.stages.clock import TenantClocks, stream_of
@@ -115,8 +120,10 @@ from schemas.events.envelope import DeadLetter
 from schemas.ledger import AttributedConversion, CommissionAccrual, EntryApproval
 
 DAY_MS = 86_400_000
-# Keys per segment of the segmented maps (a snapshot re-pickles the segments that changed).
-SEEN_SEGMENT, BOOK_SEGMENT, REF_SEGMENT = 20_000, 5_000, 20_000
+# Keys per segment of the segmented maps (a snapshot re-pickles the segments that changed:
+# measured by `bench.order_path`'s busy epoch, 20k/5k/20k re-pickled ~10x what 2k/500/2k did;
+# a lookup that misses asks every segment, so they stay in the thousands).
+SEEN_SEGMENT, BOOK_SEGMENT, REF_SEGMENT = 2_000, 500, 2_000
 DEFAULT_HOLD_DAYS = 30  # a program that is gone from the configuration holds like a new one
 Output = tuple[str, AttributedConversion | CommissionAccrual | EntryApproval | DeadLetter]
 # Streams whose watermarks hold back expiry; ERP notifications are rare and must not.
@@ -140,32 +147,6 @@ class Tuning:
     # bytewax asks for a snapshot every epoch even without recovery, and each one pickles the
     # whole tenant (see bench.replay for the replay's rate with and without).
     snapshots: bool = True
-
-
-@dataclass(slots=True)
-class OrderBook:
-    """A decided order: what commission adjustments need later."""
-
-    conversion: Conversion
-    decision: AttributionDecision
-    received_ms: int
-    chain: tuple[str, ...] = ()
-    rule_key: tuple[str, int] | None = None
-    period_volume: Decimal = Decimal(0)
-    is_new_customer: bool = False
-    entries: list[CommissionAccrual] = field(default_factory=list)
-    refunds: list[OrderRefund] = field(default_factory=list)
-    cancelled: bool = False
-    # Added for holds; older snapshots lack them (see the module docstring).
-    paid_ms: int | None = None  # when the ERP reported the order's invoice paid
-    paid_invoice: str = ""
-    approved: set[str] = field(default_factory=set)  # entry ids whose approval was emitted
-    # Added for fx rates; older snapshots lack it (their rows were written at 1). None: no rate
-    # was known at the order's event time, so nothing was booked (see `_open`).
-    fx_rate: Decimal | None = Decimal(1)
-    # Added for event-time settlement (`adjustments.settle`); None in older snapshots, whose
-    # cancelled books keep the arrival-order rule (a later refund books nothing).
-    cancellation: Cancellation | None = None
 
 
 @dataclass(slots=True)
@@ -668,57 +649,31 @@ class AttributionLogic(StatefulLogic[Event | Found, Output, bytes]):
         self.state.volumes[volume_key] = book.period_volume + conversion.net_revenue
 
     def _apply(self, book: OrderBook, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
-        """A follow-up (refund, cancellation, update) of a decided order → adjustment entries."""
-        new: list[CommissionAccrual] = []
+        """A follow-up (refund, cancellation, update) of a decided order → adjustment entries
+        (the rules: `commission.book`)."""
         if event.kind == "refund":
             assert isinstance(event.payload, OrderRefund)
-            refund = event.payload
-            if any(r.refund_id == refund.refund_id for r in book.refunds):
-                return
-            book.refunds.append(refund)
-            if book.cancelled and book.cancellation is None:  # a book from before `settle`
-                new = []
-            else:
-                new = settle(book.entries, book.conversion, book.refunds, book.cancellation,
-                             trigger=event.event_id)  # fmt: skip
+            new = apply_refund(book, event.payload, event.event_id)
         elif event.kind == "cancel":
-            if book.cancelled:
-                return
-            book.cancelled = True
-            book.cancellation = Cancellation(from_ms(event.occurred_ms), event.event_id)
-            new = settle(book.entries, book.conversion, book.refunds, book.cancellation,
-                         trigger=event.event_id)  # fmt: skip
+            new = apply_cancel(book, from_ms(event.occurred_ms), event.event_id)
         else:
             assert isinstance(event.payload, Conversion)
             updated = with_collections(
                 event.payload, cfg.product_collections(event.payload.shop), decided=book.conversion
             )
-            same = (updated.lines, updated.order_discount) == (
-                book.conversion.lines,
-                book.conversion.order_discount,
-            )
-            if same:
+            if is_same_order(book, updated):
                 return
             rules = cfg.rule_versions.get(book.rule_key) if book.rule_key else None
-            if rules is not None and not book.cancelled and book.fx_rate is not None:
-                try:
-                    target = accrue(
-                        updated, book.decision, rules, book.chain,
-                        period_volume=book.period_volume, is_new_customer=book.is_new_customer,
-                        fx_rate=book.fx_rate,
-                        rules_rate=cfg.rules_rate(rules, updated),
-                    )  # fmt: skip
-                except CommissionError as exc:
-                    reason = f"commission: edit of order {updated.order_id}: {exc}"
-                    out.append(("dead", self._dead_letter(event, reason)))
-                    return
-                new = reprice(
-                    book.entries, target, edit_id=event.event_id,
-                    occurred_at=from_ms(event.occurred_ms), source_event_id=event.event_id,
+            try:
+                new = apply_edit(
+                    book, updated, rules, cfg.rules_rate, event.event_id,
+                    from_ms(event.occurred_ms),
                 )  # fmt: skip
-            book.conversion = updated
+            except CommissionError as exc:
+                reason = f"commission: edit of order {updated.order_id}: {exc}"
+                out.append(("dead", self._dead_letter(event, reason)))
+                return
             out.extend(self._conversion_row(book, event.received_ms))
-        book.entries.extend(new)
         out.extend(("entry", e) for e in new)
 
     # --- holds ---------------------------------------------------------------------------
@@ -734,11 +689,7 @@ class AttributionLogic(StatefulLogic[Event | Found, Output, bytes]):
         refs[ref] = order_id if refs.get(ref, order_id) == order_id else ""
         waiting = self.state.paid_waiting.pop(ref, None)
         if waiting is not None and refs[ref]:
-            self._mark_paid(book, *waiting)
-
-    def _mark_paid(self, book: OrderBook, paid_ms: int, invoice: str) -> None:
-        if book.paid_ms is None or paid_ms < book.paid_ms:
-            book.paid_ms, book.paid_invoice = paid_ms, invoice
+            mark_paid(book, *waiting)
 
     def _on_paid(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
         assert isinstance(event.payload, InvoicePaid)
@@ -762,7 +713,7 @@ class AttributionLogic(StatefulLogic[Event | Found, Output, bytes]):
             )
         elif order_id:
             book = _unpack(state.orders[order_id])
-            self._mark_paid(book, paid_ms, invoice)
+            mark_paid(book, paid_ms, invoice)
             self._approve(order_id, book, cfg, out, self.wall_ms())
             self._keep(order_id, book)
 
@@ -787,30 +738,8 @@ class AttributionLogic(StatefulLogic[Event | Found, Output, bytes]):
         the order for the earliest one still held."""
         if not self.tuning.holds:
             return
-        hold_days = self._hold_days(cfg, book)
-        paid = from_ms(book.paid_ms) if book.paid_ms is not None else None
-        order_time = book.conversion.occurred_at
-        by_hold = to_ms(order_time) + hold_days * DAY_MS
-        later: list[int] = []
-        for entry in book.entries:
-            if entry.entry_id in book.approved:
-                continue
-            due = to_ms(approves_at(entry, paid, hold_days, order_occurred_at=order_time))
-            if due > now_ms:
-                later.append(due)
-                continue
-            book.approved.add(entry.entry_id)
-            paid_first = book.paid_ms is not None and book.paid_ms < by_hold
-            reason = (
-                f"invoice {book.paid_invoice} paid" if paid_first
-                else f"hold period of {hold_days} days ended"
-            )  # fmt: skip
-            approval = EntryApproval(
-                tenant_id=entry.tenant_id, entry_id=entry.entry_id, approved_at=from_ms(due),
-                reason=reason,
-            )  # fmt: skip
-            out.append(("approval", approval))
-        next_due = min(later, default=None)
+        approvals, next_due = due_approvals(book, self._hold_days(cfg, book), now_ms)
+        out.extend(("approval", approval) for approval in approvals)
         if self.state.hold_due.get(order_id) == next_due:
             return
         if next_due is None:
