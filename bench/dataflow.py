@@ -102,6 +102,7 @@ class Topics:
     fresh: str = "bench.fresh_orders"
     dead_tail: str = "bench.dead_tail"
     dead_bounded: str = "bench.dead_bounded"
+    dead_single: str = "bench.dead_single"
     bare_out: str = "bench.bare_out"
 
     @property
@@ -109,7 +110,8 @@ class Topics:
         return (self.clicks, self.orders, self.refunds)
 
     def all(self) -> tuple[str, ...]:
-        return (*self.inputs, self.fresh, self.dead_tail, self.dead_bounded, self.bare_out)
+        return (*self.inputs, self.fresh, self.dead_tail, self.dead_bounded, self.dead_single,
+                self.bare_out)  # fmt: skip
 
 
 @dataclass
@@ -389,9 +391,15 @@ def attribution_factory(inputs: tuple[str, ...], dead: str, *, tail: bool, args:
 
 
 def run_bounded(
-    stack: Stack, settings: Settings, factory: str, log: Path, processes: int = 1
+    stack: Stack,
+    settings: Settings,
+    factory: str,
+    log: Path,
+    processes: int = 1,
+    cpu: list[float] | None = None,
 ) -> float:
-    """Wall time of a bounded run over `processes` bytewax processes (one worker each)."""
+    """Wall time of a bounded run over `processes` bytewax processes (one worker each); each
+    process's CPU seconds (user + system, from `wait4`) are appended to `cpu` if given."""
     addresses = ";".join(f"{HOST}:{free_port()}" for _ in range(processes))
     started = time.perf_counter()
     cluster = [("-i", str(i), "-a", addresses) if processes > 1 else () for i in range(processes)]
@@ -399,7 +407,13 @@ def run_bounded(
         start_flow(stack, settings, factory, log.with_suffix(f".{i}.log"), cluster[i])
         for i in range(processes)
     ]
-    codes = [proc.wait(timeout=3600) for proc in procs]
+    codes = []
+    for proc in procs:
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        codes.append(proc.returncode)
+        if cpu is not None:
+            cpu.append(usage.ru_utime + usage.ru_stime)
     elapsed = time.perf_counter() - started
     for i, code in enumerate(codes):
         if code != 0:
@@ -470,6 +484,9 @@ class Figures:
     e2e_s: float | None = None
     click_phase: tuple[int, float] | None = None
     order_phase: tuple[int, float] | None = None
+    e2e_cpu: list[float] = field(default_factory=list)  # CPU s per process, bounded run
+    single_s: float | None = None  # the bounded run on one process (with --processes > 1)
+    single_cpu: list[float] = field(default_factory=list)
     bare_s: float | None = None
     bare_out: int | None = None
     pickle_bytes: float | None = None
@@ -633,9 +650,10 @@ def bounded_phase(
     try:
         factory = attribution_factory(topics.inputs, topics.dead_bounded, tail=False, args=args)
         fig.e2e_s = run_bounded(
-            stack, settings, factory, stack.scratch / "bounded.log", args.processes
+            stack, settings, factory, stack.scratch / "bounded.log", args.processes, fig.e2e_cpu
         )
-        print(f"  bounded run: {fig.events} events in {fig.e2e_s:.1f} s")
+        print(f"  bounded run: {fig.events} events in {fig.e2e_s:.1f} s"
+              f" (CPU s per process: {', '.join(f'{c:.1f}' for c in fig.e2e_cpu)})")  # fmt: skip
         rows, totals = plan.expected_ledger()
         got_rows, got_totals = sinks.ledger()
         fig.check("bounded run: ledger rows", rows, got_rows)
@@ -648,6 +666,18 @@ def bounded_phase(
     fig.check(
         "bounded run: dead letters", 0, count_to_end(settings.kafka_bootstrap, topics.dead_bounded)
     )
+
+
+def single_process_phase(
+    stack: Stack, settings: Settings, topics: Topics, args: Any, fig: Figures
+) -> None:
+    """The same bounded run on one process, on fresh stores: the base of the scale-out ratio."""
+    factory = attribution_factory(topics.inputs, topics.dead_single, tail=False, args=args)
+    fig.single_s = run_bounded(
+        stack, settings, factory, stack.scratch / "single.log", 1, fig.single_cpu
+    )
+    print(f"  bounded run on 1 process: {fig.events} events in {fig.single_s:.1f} s"
+          f" ({fig.single_cpu[0]:.1f} CPU s)")  # fmt: skip
 
 
 def bare_phase(
@@ -714,6 +744,20 @@ def report(fig: Figures, args: Any) -> None:
         if phase:
             n, s = phase
             row(f"  {label} events/s (tailing run)", f"{n / s:,.0f}")
+    if len(fig.e2e_cpu) > 1:
+        total = sum(fig.e2e_cpu)
+        shares = [c / total for c in fig.e2e_cpu]
+        ok = all(0.4 <= share <= 0.6 for share in shares) if len(shares) == 2 else None
+        row("  CPU share per process (bounded run)", " / ".join(f"{x:.0%}" for x in shares),
+            "40-60 %", ok)  # fmt: skip
+        if fig.single_s and fig.single_cpu:
+            per_cpu = fig.events / total
+            single = fig.events / fig.single_cpu[0]
+            row("  events per CPU-second, N processes", f"{per_cpu:,.0f}")
+            row("  events per CPU-second, 1 process", f"{single:,.0f}")
+            row("  ratio N / 1 process (per CPU-second)", f"{per_cpu / single:.2f}", "≥ 0.8",
+                per_cpu / single >= 0.8)  # fmt: skip
+            row("  end-to-end events/s on 1 process", f"{fig.events / fig.single_s:,.0f}")
     bare = fig.events / fig.bare_s if fig.bare_s else None
     row("bare Kafka→Kafka map events/s", f"{bare:,.0f}" if bare else "not measured")
     if e2e and bare:
@@ -798,6 +842,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             tailing_phase(stack, tail_settings, plan, topics, args, fig)
         bounded_phase(stack, bounded_settings, plan, topics, args, fig)
+        if args.processes > 1:
+            single_settings = stores(stack, base_settings, "single")
+            seed_tenant(single_settings, tenant)
+            single_process_phase(stack, single_settings, topics, args, fig)
         bare_phase(stack, base_settings, topics, fig, args.processes)
         state_phase(bounded_settings, plan, args.state_sample, fig)
         report(fig, args)
