@@ -1,13 +1,15 @@
-"""Per-tenant attribution state and the `StatefulLogic` that drives it.
+"""The tenant's attribution state and the `StatefulLogic` that drives it.
 
-The dataflow keys events by tenant; one `AttributionLogic` per tenant (v1) keeps:
+In the dataflow, clicks live below the tenant, in click shards keyed `(tenant, shard)`
+(`routing`, `stages.clicks`): an order reaches its tenant with the candidate clicks its shards
+found (`Found`, gathered here), lateness judged upstream in input order (`stages.clock`), and
+each batch handled in input order. One `AttributionLogic` per tenant keeps:
 
-- **clicks** for the lookback window, by **event time**: `click_id → Click` tuple (int-ms
-  timestamps) plus a visitor index and min-heaps `(occurred_ms, click_id)`, in segments that
-  keep their pickled bytes until they change (`clicks.ClickStore`, so a snapshot re-pickles
-  only what changed); a click is expired
-  inside `on_item` (no timers) once no order that is not late could still use it: older than
-  `min(click, order watermark) - allowed_lateness - max lookback`;
+- **its own clicks** only when driven alone (tests, benches) or resumed from a snapshot of the
+  tenant-keyed flow (they keep serving as candidates until they expire), in a columnar store
+  (`clicks.ClickStore`) expired by **event time** inside `on_item` once no order that is not
+  late could still use them: older than `min(click, order watermark) - allowed_lateness - max
+  lookback`;
 - **seen event ids** for deduplication, expired at `slowest watermark - allowed_lateness` (an
   older event is rejected as late before it could be a duplicate, so the set stays bounded);
   clicks are deduplicated by their click id against the click index instead (it outlives the
@@ -62,9 +64,10 @@ new-customer flag depend on which of an agent's/customer's orders were decided f
 clicks cited by nobody but matching the order's visitor count only if they arrived before the
 order was decided.
 
-Scale-out: state is per tenant, so tenants spread over workers by bytewax's key hashing, while
-Kafka partitions are keyed `tenant:entity`; a tenant larger than one worker would need the
-state split by visitor/order with a click index exchange (not in v1).
+Scale-out: a tenant's click shards spread over workers by bytewax's key hashing; this state
+(order books, bindings, first orders, tier volume, holds) stays per tenant, since the decision
+and the commission read the customer's and the agent's history (splitting it is the remaining
+part of issue #19's item 1).
 """
 
 from __future__ import annotations
@@ -808,7 +811,7 @@ def builder(
         state = pickle.loads(resume) if resume is not None else TenantState()
         _complete(state)
         if isinstance(state.clicks, dict):  # a snapshot from before the click store
-            state.clicks = ClickStore.from_legacy(state.clicks, state.visitors, state.click_heap)
+            state.clicks = ClickStore.from_legacy(state.clicks)
             state.visitors, state.click_heap = {}, []
         if isinstance(state.seen, dict):  # a snapshot from before the segmented maps
             state.seen = SegmentedMap.from_dict(state.seen, state.seen_heap, SEEN_SEGMENT)

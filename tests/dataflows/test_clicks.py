@@ -6,6 +6,8 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dataflows.attribution import clicks as store_module
 from dataflows.attribution.clicks import ClickStore
@@ -59,15 +61,76 @@ def test_a_snapshot_re_pickles_only_the_segments_that_changed(
     assert restored.visitor_clicks("v1") == store.visitor_clicks("v1")
     assert restored.get("new") == _click(99, "v1")
     assert pickle.loads(first).get("new") is None
-    store.expire(5_000)  # takes clicks from the first segment: only it is re-pickled
-    assert store.segments[0].packed is None
+    store.expire(5_000)  # hides clicks of the first segment: nothing is re-pickled
+    assert store.segments[0].packed is packed[0]
     assert store.segments[1].packed is packed[1]
+    assert pickle.loads(pickle.dumps(store)) == store  # the horizon travels with the store
+    assert "c4" not in pickle.loads(pickle.dumps(store))
 
 
 def test_a_snapshot_from_before_the_store_resumes_into_it() -> None:
     clicks = {f"c{n}": _click(n, "v") for n in range(5)}
-    store = ClickStore.from_legacy(clicks, {"v": list(clicks)}, [(1_000 * n, f"c{n}")
-                                                                  for n in range(5)])  # fmt: skip
+    store = ClickStore.from_legacy(clicks)
     assert store.visitor_clicks("v") == list(clicks)
     store.expire(2_000)
     assert set(store) == {"c2", "c3", "c4"}
+
+
+_IDS = st.one_of(
+    st.integers(0, 40).map(lambda n: f"clk_{n:032x}"),  # the contract's form
+    st.integers(0, 5).map(lambda n: f"c{n}"),  # anything else
+)
+_VISITORS = st.one_of(st.none(), st.sampled_from(["v1", "v2", "0" * 31 + "a", "f" * 32, "F" * 32]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("add"), _IDS, st.integers(0, 100), _VISITORS, st.booleans()),
+            st.tuples(st.just("expire"), st.integers(0, 120)),
+            st.tuples(st.just("pickle")),
+        ),
+        max_size=60,
+    ),
+    st.integers(1, 6),
+)
+def test_the_store_answers_as_a_dict_with_eager_expiry(
+    ops: list[tuple[object, ...]], segment: int
+) -> None:
+    """Columns, logical expiry and pickling give the answers of one dict of tuples from which
+    expiry removes old clicks at once (the model)."""
+    store, model, horizon = ClickStore(segment), {}, -1
+    for op in ops:
+        if op[0] == "add":
+            _, cid, at, visitor, bot = op
+            if cid in model:  # the flow adds a click id once (dedup asks the store first)
+                continue
+            click = (at, "agt", None, "link", visitor, bot, False)
+            if at < horizon:  # what the flow would call late: never added
+                continue
+            store.add(cid, click)  # type: ignore[arg-type]
+            model[cid] = click
+        elif op[0] == "expire":
+            horizon = max(horizon, op[1])  # type: ignore[call-overload]
+            store.expire(op[1])  # type: ignore[arg-type]
+            model = {c: k for c, k in model.items() if k[0] >= horizon}
+        else:
+            store = pickle.loads(pickle.dumps(store))
+        assert dict(zip(store, map(store.get, store), strict=True)) == model
+        assert len(store) == len(model)
+        assert bool(store) == bool(model)
+        for visitor in ("v1", "v2", "0" * 31 + "a", "f" * 32, "F" * 32):
+            assert store.visitor_clicks(visitor) == [c for c, k in model.items()
+                                                     if k[4] == visitor]  # fmt: skip
+        assert all(c in store for c in model)
+
+
+def test_a_segment_pickled_before_columns_resumes() -> None:
+    from dataflows.attribution.clicks import Segment
+
+    old = pickle.dumps(({"c1": _click(1, "v"), "c2": _click(2, None)}, {"v": ["c1"]},
+                        [(1_000, "c1"), (2_000, "c2")]))  # fmt: skip
+    segment = Segment.unpack(old)
+    assert [segment.click(segment.ids[k]) for k in ("c1", "c2")] == [_click(1, "v"),
+                                                                     _click(2, None)]  # fmt: skip
