@@ -293,15 +293,9 @@ def reference_ledger(
             if due <= wall:
                 approvals[entry.entry_id] = due
 
-    decisions: dict[str, Decided] = {
-        order_id: (
-            book.decision.rule,
-            book.decision.agent_id,
-            book.decision.program_id,
-            book.decision.click_id,
-            book.decision.coupon_code,
-        )  # fmt: skip
-        for order_id, book in books.items()
-    }
+    decisions: dict[str, Decided] = {}
+    for order_id, book in books.items():
+        d = book.decision
+        decisions[order_id] = (d.rule, d.agent_id, d.program_id, d.click_id, d.coupon_code)
     entries = [entry for book in books.values() for entry in book.entries]
     return ReferenceResult(entries, decisions, approvals, errors)

@@ -51,6 +51,7 @@ keeps the shuffled order except where an event must wait for its prerequisites.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -346,7 +347,7 @@ def prerequisites(scenario: Scenario) -> dict[int, set[int]]:
                 before[i] |= visitor_clicks
         if o.edits:  # rule 3
             chain = sorted(by_order[o.order_id], key=lambda i: deliveries[i].event_time)
-            for earlier, later in zip(chain, chain[1:], strict=False):
+            for earlier, later in itertools.pairwise(chain):
                 before[later].add(earlier)
     if scenario.world.binds:  # rule 5
         customers: dict[int, list[OrderSpec]] = {}
@@ -358,9 +359,9 @@ def prerequisites(scenario: Scenario) -> dict[int, set[int]]:
             for o in orders:
                 for i in deciding(o.order_id):
                     before[i] |= {click_of[c] for c in o.cites}
-            for earlier, later in zip(orders, orders[1:], strict=False):
-                for i in deciding(later.order_id):
-                    before[i] |= set(deciding(earlier.order_id))
+            for first, then in itertools.pairwise(orders):
+                for i in deciding(then.order_id):
+                    before[i] |= set(deciding(first.order_id))
     return before
 
 
@@ -438,8 +439,10 @@ def order_specs(draw: st.DrawFn, order_id: int, click_ids: Sequence[str]) -> Ord
     invoice_spec = None
     if draw(st.integers(0, 2)) == 0:
         via = draw(st.booleans())
+        wall_hour = int((WALL - BASE) / timedelta(hours=1))
+        paid_at = st.one_of(later, st.just(wall_hour)) if hour < wall_hour else later
         invoice_spec = InvoiceSpec(
-            hour=draw(later),
+            hour=draw(paid_at),  # sometimes exactly the wall clock: approved just in time
             via_sale_order=via,
             sale_order_hour=draw(st.one_of(st.none(), later)) if via else None,
             paid=draw(st.integers(0, 4)) > 0,
@@ -519,19 +522,20 @@ def run_engine(envelopes: Iterable[EventEnvelope], config: ConfigSnapshot) -> En
     op.output("dead_out", outputs.dead, TestingSink(dead))
     op.output("rows_out", outputs.rows, TestingSink(rows))
     op.output("ledger_out", outputs.ledger, TestingSink(ledger))
-    run_main(flow)
+    run_main(flow)  # type: ignore[no-untyped-call]
     items = [item for _, batch in ledger for item in batch]
     decisions: dict[str, list[Decided]] = {}
     for table, batch in rows:
         if table != "conversions":
             continue
         for row in batch:
-            values_ = dict(zip(COLUMNS["conversions"], row, strict=True))
-            decided = (
-                AttributionRule(values_["rule"]), values_["agent_id"], values_["program_id"],
-                values_["click_id"], values_["coupon_code"],
+            column = dict(zip(COLUMNS["conversions"], row, strict=True))
+            text = {k: None if v is None else str(v) for k, v in column.items()}
+            decided: Decided = (
+                AttributionRule(str(column["rule"])), text["agent_id"], text["program_id"],
+                text["click_id"], text["coupon_code"],
             )  # fmt: skip
-            decisions.setdefault(str(values_["order_id"]), []).append(decided)
+            decisions.setdefault(str(column["order_id"]), []).append(decided)
     return EngineResult(
         entries=[e for e in items if isinstance(e, CommissionAccrual)],
         approvals=[a for a in items if isinstance(a, EntryApproval)],
@@ -620,7 +624,7 @@ def assert_same_ledger(envelopes: list[EventEnvelope], world: World) -> None:
 
 
 @settings(
-    max_examples=120,
+    max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
