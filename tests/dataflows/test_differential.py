@@ -177,7 +177,7 @@ worlds = st.builds(
     World,
     main_model=st.sampled_from(["last_click", "first_click"]),
     main_coupon_wins=st.booleans(),
-    main_binding=st.sampled_from([0, 0, 2]),
+    main_binding=st.sampled_from([0, 2]),
     alt_coupon_wins=st.booleans(),
     alt_binding=st.sampled_from([0, 1]),
     order_cap=st.sampled_from([None, "25"]),
