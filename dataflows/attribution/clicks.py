@@ -257,9 +257,12 @@ class ClickStore:
         if horizon_ms <= self.horizon:
             return
         self.horizon = horizon_ms
-        live = [s for s in self.segments if s.newest >= horizon_ms]
-        if len(live) == len(self.segments):
+        # Whole segments go from the front (the oldest, in arrival order): one comparison when
+        # nothing is due. A segment behind a younger one waits its turn, hidden meanwhile.
+        segments = self.segments
+        if segments[0].newest >= horizon_ms:
             return
-        if not live or live[-1] is not self.segments[-1]:
-            live.append(Segment())  # the open segment is always there
-        self.segments = live
+        while len(segments) > 1 and segments[0].newest < horizon_ms:
+            segments.pop(0)
+        if segments[0].newest < horizon_ms and len(segments[0]):  # the open one, all expired
+            segments[0] = Segment()

@@ -100,6 +100,8 @@ class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
         self.tuning = tuning
         self.wall_ms = wall_ms
         self.clocks = clocks
+        self._cfg: object = None  # the configuration `_lookback_ms` was read from
+        self._lookback_ms = 0
 
     # --- bytewax hooks -------------------------------------------------------------------
 
@@ -187,8 +189,10 @@ class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
             return
         fastest = max(marks.values())
         slowest = max(min(seen), fastest - tuning.max_stream_skew_ms)
-        lookback = self.config.tenant(tenant).max_lookback_days() * DAY_MS
-        self.state.clicks.expire(slowest - tuning.allowed_lateness_ms - lookback)
+        cfg = self.config.tenant(tenant)
+        if cfg is not self._cfg:  # the configuration changes every 30 s at most
+            self._cfg, self._lookback_ms = cfg, cfg.max_lookback_days() * DAY_MS
+        self.state.clicks.expire(slowest - tuning.allowed_lateness_ms - self._lookback_ms)
 
     # --- lookups -------------------------------------------------------------------------
 
