@@ -1,20 +1,29 @@
-"""Throughput and latency of the real ingress under signed Shopify webhooks and referral clicks.
+"""Throughput and latency of the real ingress under signed Shopify webhooks and referral clicks,
+against the floor of its design measured in the same run.
 
 Run from the project root::
 
-    .venv/bin/python -m bench.ingress [--seconds 20] [--workers 2] [--connections 64]
-                                      [--clicks-share 0.2] [--profile]
+    .venv/bin/python -m bench.ingress [--seconds 15] [--workers 2] [--connections 64]
+                                      [--server uvicorn|granian] [--profile]
 
 Self-contained: starts a private tansu broker, a private PostgreSQL database
 (`refstream_bench_<hex>`), uses Redis db 14 (flushed before and after), registers a shop and
-referral links, starts `refstream ingest serve` as a subprocess and drives it over loopback with
-wrk (`apt-get install -y wrk`; a multi-process asyncio fallback runs when wrk is missing). After
-the load it reads both topics back to the end and checks that every acknowledged webhook is in
-Kafka. Everything it started is stopped and dropped again, also on Ctrl-C. Nothing is asserted:
-it prints figures (timings belong here, not in tests).
+referral links, starts `refstream ingest serve` and the bare floor (`bench.ingress_floor`: read,
+verify the HMAC, produce with the same producer settings, answer after the ack; no framework)
+as subprocesses with the same worker count, and drives both over loopback with the same records:
 
-The load generator, the broker, Redis and the ingress share the machine's cores: the CPU table
-says who used what during the measured phase.
+- per kind (signed `POST /webhooks/shopify`, then `GET /r/{code}`): wrk, closed loop,
+  `--connections` keep-alive connections (`apt-get install -y wrk`; a multi-process asyncio
+  fallback runs when wrk is missing), floor then refstream back to back; then each at a fixed
+  rate of `--rate-fraction` of its own maximum (an open-loop, wrk2-style generator: latency
+  counts from when a request was due).
+- the ratio refstream ÷ floor, p50/p99 of both, the fixed-rate p99, and the load average
+  (other engineers share the cores: a ratio of the same run is what compares).
+
+After the load it reads every topic back to the end and checks that every acknowledged webhook
+and click is in Kafka. Everything it started is stopped and dropped again, also on Ctrl-C.
+Nothing is asserted: it prints figures (timings belong here, not in tests). `--profile` runs
+py-spy on one ingress worker during refstream's webhook phase and prints where its time goes.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
@@ -43,6 +53,7 @@ from typing import Any
 import orjson
 import psycopg
 import redis
+from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg import sql
 from rich.console import Console
 from rich.table import Table
@@ -81,10 +92,12 @@ class Stack:
     settings: Settings | None = None
     broker_pid: int | None = None
     ingress: subprocess.Popen[bytes] | None = None
+    floor: subprocess.Popen[bytes] | None = None
     notes: list[str] = field(default_factory=list)
 
     def teardown(self) -> None:
         stop_ingress(self.ingress)
+        stop_ingress(self.floor)
         if self.broker_pid is not None:
             stop_pid(self.broker_pid)
         if self.settings is not None:
@@ -160,7 +173,9 @@ def register(settings: Settings, links: int = 4) -> Registration:
     return Registration(shop, secret, codes)
 
 
-def start_ingress(settings: Settings, workers: int, log: Path) -> subprocess.Popen[bytes]:
+def start_ingress(
+    settings: Settings, workers: int, log: Path, server: str = "uvicorn"
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFSTREAM_")}
     env.update(
         {
@@ -175,7 +190,17 @@ def start_ingress(settings: Settings, workers: int, log: Path) -> subprocess.Pop
     )
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "deploy.cli", "ingest", "serve", "--workers", str(workers)],
+            [
+                sys.executable,
+                "-m",
+                "deploy.cli",
+                "ingest",
+                "serve",
+                "--workers",
+                str(workers),
+                "--server",
+                server,
+            ],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -210,6 +235,54 @@ def stop_ingress(proc: subprocess.Popen[bytes] | None) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
+
+
+FLOOR_ORDERS_TOPIC = "bench.floor.orders"
+FLOOR_CLICKS_TOPIC = "bench.floor.clicks"
+
+
+def create_floor_topics(settings: Settings) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+    topics = [NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
+              for t in (FLOOR_ORDERS_TOPIC, FLOOR_CLICKS_TOPIC)]  # fmt: skip
+    for future in admin.create_topics(topics).values():
+        future.result(timeout=15)
+
+
+def start_floor(
+    settings: Settings, reg: Registration, port: int, workers: int, log: Path
+) -> subprocess.Popen[bytes]:
+    """The bare ASGI floor (`bench.ingress_floor`) under uvicorn, as the ingress is served."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFSTREAM_")}
+    env.update({"FLOOR_BOOTSTRAP": settings.kafka_bootstrap, "FLOOR_SECRET": reg.secret,
+                "FLOOR_ORDERS_TOPIC": FLOOR_ORDERS_TOPIC,
+                "FLOOR_CLICKS_TOPIC": FLOOR_CLICKS_TOPIC})  # fmt: skip
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bench.ingress_floor:app", "--host", HOST,
+             "--port", str(port), "--workers", str(workers), "--http", "httptools",
+             "--loop", "uvloop", "--log-level", "warning", "--no-access-log"],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+
+def wait_answering(
+    proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 60
+) -> None:
+    """Until the floor answers anything over HTTP (it has no readiness endpoint: 404 will do)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"floor exited with code {proc.returncode}:\n{tail}")
+        try:
+            urllib.request.urlopen(f"http://{HOST}:{port}/ready", timeout=2)
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"floor not answering after {timeout:.0f}s")
 
 
 # --- requests, built before the timed phase ------------------------------------------------
@@ -501,6 +574,138 @@ def run_fallback(
     )
 
 
+def _open_loop_process(
+    port: int, records: str, phase: str, rate: float, seconds: float, connections: int,
+    share: float,
+) -> dict[str, Any]:  # fmt: skip
+    """A constant-rate (open-loop, wrk2-style) load: request i is due at i / rate, spread over
+    `connections` keep-alive sockets (each one request at a time, as wrk's). Latency counts
+    from when a request was due, not when it was sent, so a server that falls behind shows
+    its queue in the figures (no coordinated omission)."""
+    orders, clicks = read_records(Path(records))
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    latencies: list[float] = []
+    late: list[float] = []
+    statuses: Counter[str] = Counter()
+    sent: Counter[str] = Counter()
+    acked_o: list[str] = []
+    acked_c: list[str] = []
+    errors: Counter[str] = Counter()
+    state = {"acc": 0.0, "n": 0}
+    total = int(rate * seconds)
+    interval = connections / rate
+
+    def next_request() -> bytes:
+        state["acc"] += share
+        if state["acc"] >= 1.0 and clicks:
+            state["acc"] -= 1.0
+            sent["clicks"] += 1
+            return clicks[sent["clicks"] % len(clicks)]
+        state["n"] += 1
+        n = state["n"]
+        sent["orders"] += 1
+        prefix, suffix = orders[n % len(orders)]
+        return prefix + f"bench-{phase}-{n}".encode() + suffix
+
+    async def connection(index: int, start: float) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            reader, writer = await asyncio.open_connection(HOST, port)
+        except OSError:
+            errors["connect"] += 1
+            return
+        due = start + index / rate
+        try:
+            for _ in range(index, total, connections):
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                late.append(max(0.0, loop.time() - due))
+                writer.write(next_request())
+                head = await reader.readuntil(b"\r\n\r\n")
+                match = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                body = await reader.readexactly(int(match.group(1))) if match else b""
+                latencies.append(loop.time() - due)
+                _tally(head, body, statuses, acked_o, acked_c)
+                due += interval
+        except (OSError, asyncio.IncompleteReadError):
+            errors["read"] += 1
+        finally:
+            writer.close()
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.2  # every socket connected before the first request is due
+        await asyncio.gather(*(connection(i, start) for i in range(connections)))
+        return loop.time() - start
+
+    elapsed = asyncio.run(main())
+    late.sort()
+    return {
+        "elapsed": elapsed, "latencies": latencies, "statuses": statuses, "sent": sent,
+        "acked_o": acked_o, "acked_c": acked_c, "errors": errors,
+        "late_p99_ms": late[int(len(late) * 0.99)] * 1000 if late else 0.0,
+    }  # fmt: skip
+
+
+def _tally(
+    head: bytes, body: bytes, statuses: Counter[str], acked_o: list[str], acked_c: list[str]
+) -> None:
+    status = int(head[9:12])
+    if status == 200:
+        found = STATUS_RE.search(body)
+        if found and found.group(1) == b"accepted":
+            acked_o.append(found.group(2).decode())
+        statuses[f"200 {found.group(1).decode() if found else '?'}"] += 1
+    elif status == 302:
+        clicked = RSCLID_RE.search(head)
+        if clicked:
+            acked_c.append(clicked.group(1).decode())
+        statuses["302 redirect"] += 1
+    else:
+        code = CODE_RE.search(body)
+        statuses[f"{status} {code.group(1).decode() if code else '?'}"] += 1
+
+
+def run_open_loop(
+    port: int, records: Path, phase: str, rate: float, seconds: float, connections: int,
+    share: float,
+) -> LoadResult:  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        part = pool.submit(
+            _open_loop_process, port, str(records), phase, rate, seconds, connections, share
+        ).result()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    latencies = sorted(part["latencies"])
+    latency = _percentiles(latencies)
+    latency["generator late p99"] = part["late_p99_ms"]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return LoadResult(
+        generator=f"open loop at {rate:,.0f}/s", seconds=part["elapsed"],
+        requests=len(latencies), latency_ms=latency, statuses=part["statuses"],
+        socket_errors=dict(part["errors"]), sent=part["sent"],
+        acked_orders=set(part["acked_o"]), acked_clicks=set(part["acked_c"]), cpu_seconds=cpu,
+    )  # fmt: skip
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    """p50..p99.9, mean and max in ms of sorted latencies in seconds."""
+    if not latencies:
+        return {}
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(len(latencies) * q / 100))] * 1000
+
+    latency = {f"p{q:g}": pct(q) for q in (50, 75, 90, 95, 99, 99.9)}
+    latency["mean"] = sum(latencies) / len(latencies) * 1000
+    latency["max"] = latencies[-1] * 1000
+    return latency
+
+
 # --- process accounting ---------------------------------------------------------------------
 
 
@@ -566,7 +771,7 @@ def describe(cmd: str) -> str:
     if "multiprocessing" in cmd and "resource_tracker" in cmd:
         return "resource tracker"
     if "multiprocessing" in cmd or "spawn_main" in cmd:
-        return "uvicorn worker"
+        return "worker"
     if "deploy.cli" in cmd:
         return "uvicorn supervisor"
     return cmd[:40]
@@ -686,10 +891,17 @@ class TopicCheck:
     not_acked_present: int
 
 
-def check_topic(bootstrap: str, topic: str, acked: set[str], timeout: float) -> TopicCheck:
+def check_topic(
+    bootstrap: str, topic: str, acked: set[str], timeout: float, by_key: bool = False
+) -> TopicCheck:
+    """What of `acked` is in `topic`: ids are the envelopes' event ids (the floor's topics:
+    the message keys)."""
     messages = read_to_end(bootstrap, topic, timeout)
-    ids = Counter()
+    ids: Counter[str] = Counter()
     for msg in messages:
+        if by_key:
+            ids[(msg.key() or b"").decode()] += 1
+            continue
         value = msg.value()
         if value:
             ids[orjson.loads(value)["event_id"]] += 1
@@ -715,7 +927,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3, help="warm-up phase, not measured")
     parser.add_argument("--workers", type=int, default=2, help="ingress worker processes")
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections")
-    parser.add_argument("--clicks-share", type=float, default=0.2, help="share of GET /r/{code}")
+    parser.add_argument(
+        "--rate-fraction",
+        type=float,
+        default=0.5,
+        help="fixed-rate phase at this fraction of each server's own maximum",
+    )
+    parser.add_argument(
+        "--server",
+        choices=("uvicorn", "granian"),
+        default="uvicorn",
+        help="HTTP server of the ingress (the floor always runs on uvicorn)",
+    )
     parser.add_argument("--load-threads", type=int, default=1,
                         help="wrk threads / fallback processes (default 1: leave cores to the "
                              "system under test)")  # fmt: skip
@@ -725,8 +948,8 @@ def main() -> None:
     parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator")
     args = parser.parse_args()
     args.profile = args.profile or args.profile_out is not None
-    if not 0 <= args.clicks_share < 1:
-        parser.error("--clicks-share must be in [0, 1)")
+    if not 0 < args.rate_fraction <= 1:
+        parser.error("--rate-fraction must be in (0, 1]")
 
     def on_term(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
@@ -744,6 +967,35 @@ def main() -> None:
                       f"redis db {REDIS_DB}, {stack.scratch}[/dim]")  # fmt: skip
 
 
+@dataclass
+class Phase:
+    """One load phase against one server: closed loop (wrk) or fixed rate (open loop)."""
+
+    result: LoadResult
+
+    @property
+    def ok_per_second(self) -> float:
+        """200 accepted or 302 redirects per second: the work the server got done."""
+        ok = self.result.statuses.get("200 accepted", 0) + self.result.statuses.get(
+            "302 redirect", 0
+        )
+        return ok / self.result.seconds if self.result.seconds else 0.0
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.result.requests / self.result.seconds if self.result.seconds else 0.0
+
+    def latency(self, key: str) -> float:
+        return self.result.latency_ms.get(key, float("nan"))
+
+    @property
+    def refused(self) -> int:
+        return sum(n for k, n in self.result.statuses.items() if not k.startswith(("200 ", "302")))
+
+
+KINDS = (("webhooks", "POST /webhooks/shopify", 0.0), ("clicks", "GET /r/{code}", 1.0))
+
+
 def run(stack: Stack, args: argparse.Namespace) -> None:
     wrk = None if args.no_wrk else shutil.which("wrk")
     if wrk is None and not args.no_wrk:
@@ -754,143 +1006,247 @@ def run(stack: Stack, args: argparse.Namespace) -> None:
 
     step = time.perf_counter()
     settings = start_stack(stack)
+    create_floor_topics(settings)
     reg = register(settings)
     records = stack.scratch / "records.bin"
     n_orders, n_clicks, sizes = build_records(reg, settings.ingest_port, args.bodies, records)
     log = stack.scratch / "ingress.log"
-    stack.ingress = start_ingress(settings, args.workers, log)
+    stack.ingress = start_ingress(settings, args.workers, log, args.server)
+    floor_port = free_port()
+    floor_log = stack.scratch / "floor.log"
+    stack.floor = start_floor(settings, reg, floor_port, args.workers, floor_log)
     wait_ready(stack.ingress, settings.ingest_port, log)
+    wait_answering(stack.floor, floor_port, floor_log)
     pids = group_pids(stack.ingress.pid)
     console.print(
         f"[dim]stack ready in {time.perf_counter() - step:.1f}s: broker {settings.kafka_bootstrap}"
-        f", db {stack.database}, redis db {REDIS_DB}, ingress :{settings.ingest_port} "
-        f"(pids {pids}); {n_orders} signed bodies ({min(sizes)}-{max(sizes)} B, "
-        f"mean {sum(sizes) // len(sizes)} B), {n_clicks} click requests[/dim]"
+        f", db {stack.database}, redis db {REDIS_DB}, ingress ({args.server}) "
+        f":{settings.ingest_port} (pids {pids}), floor :{floor_port}; {n_orders} signed bodies "
+        f"({min(sizes)}-{max(sizes)} B, mean {sum(sizes) // len(sizes)} B), {n_clicks} click "
+        f"requests[/dim]"
     )
     out_dir = stack.scratch / "acked"
     out_dir.mkdir()
+    ports = {"floor": floor_port, "refstream": settings.ingest_port}
 
-    def load(phase: str, seconds: float) -> LoadResult:
+    def load(target: str, phase: str, seconds: float, share: float) -> LoadResult:
+        port = ports[target]
         if wrk is not None:
-            return run_wrk(wrk, settings.ingest_port, records, out_dir, phase, seconds,
-                           args.connections, args.load_threads, args.clicks_share)  # fmt: skip
-        return run_fallback(settings.ingest_port, records, phase, seconds, args.connections,
-                            max(1, args.load_threads), args.clicks_share)  # fmt: skip
+            return run_wrk(wrk, port, records, out_dir, phase, seconds,
+                           args.connections, args.load_threads, share)  # fmt: skip
+        return run_fallback(port, records, phase, seconds, args.connections,
+                            max(1, args.load_threads), share)  # fmt: skip
 
-    warm = load("w", args.warmup) if args.warmup > 0 else None
+    load_before = os.getloadavg()
+    if args.warmup > 0:
+        for target in ports:
+            load(target, f"w{target[0]}", args.warmup, 0.2)
 
-    # Measured phase, with CPU accounting (and the profiler) around it.
-    ingress_pids = group_pids(stack.ingress.pid)
-    redis_client = redis.Redis.from_url(settings.redis_url)
-    redis_pid = int(redis_client.info("server")["process_id"])
-    redis_client.close()
-    watched = {"broker (tansu)": [stack.broker_pid or 0], "redis-server": [redis_pid],
-               "ingress (all processes)": ingress_pids}  # fmt: skip
-    worker_pids = [p for p in ingress_pids if describe(process_info(p)[0]) == "uvicorn worker"]
-    cpu_before = {k: sum(cpu_seconds(p) for p in v) for k, v in watched.items()}
-    threads_before = thread_cpu(worker_pids)
-    busy_before = machine_busy()
-    profiler = None
-    profile_out = stack.scratch / "profile.txt"
-    if py_spy is not None:
-        target = worker_pids[0] if worker_pids else ingress_pids[-1]
-        length = min(10.0, max(2.0, args.seconds - 3))
-        profiler_box: list[subprocess.Popen[bytes]] = []
-        delayed = threading.Timer(
-            1.0, lambda: profiler_box.append(start_profile(py_spy, target, length, profile_out))
-        )
-        delayed.start()
-    result = load("m", args.seconds)
-    busy_after = machine_busy()
-    cpu_after = {k: sum(cpu_seconds(p) for p in v) for k, v in watched.items()}
-    threads_used = thread_cpu(worker_pids)
-    threads_used.subtract(threads_before)
-    if py_spy is not None:
-        delayed.join()
-        profiler = profiler_box[0] if profiler_box else None
-        if profiler is not None:
-            _, stderr = profiler.communicate(timeout=60)
-            if profiler.returncode != 0:
-                console.print(f"[yellow]py-spy failed: {stderr.decode()[-500:]}[/yellow]")
+    closed: dict[tuple[str, str], Phase] = {}
+    fixed: dict[tuple[str, str], Phase] = {}
+    accounting: Accounting | None = None
+    for kind, _, share in KINDS:
+        for target in ports:  # the floor first, then refstream, back to back
+            phase = f"{target[0]}{kind[0]}"
+            if target == "refstream" and kind == "webhooks":
+                accounting = Accounting.start(stack, settings, py_spy, args.seconds)
+                closed[kind, target] = Phase(load(target, phase, args.seconds, share))
+                accounting.stop(closed[kind, target].result)
+            else:
+                closed[kind, target] = Phase(load(target, phase, args.seconds, share))
+        for target, port in ports.items():
+            rate = max(1.0, closed[kind, target].ok_per_second * args.rate_fraction)
+            fixed[kind, target] = Phase(run_open_loop(
+                port, records, f"{target[0]}{kind[0]}o", rate, args.seconds, args.connections,
+                share,
+            ))  # fmt: skip
+    load_after = os.getloadavg()
 
     peaks = [(p, *process_info(p)) for p in group_pids(stack.ingress.pid)]
     stop_ingress(stack.ingress)
+    stop_ingress(stack.floor)
 
-    acked_orders = result.acked_orders | (warm.acked_orders if warm else set())
-    acked_clicks = result.acked_clicks | (warm.acked_clicks if warm else set())
+    ours = [ph.result for (_, t), ph in (closed | fixed).items() if t == "refstream"]
+    floors = [ph.result for (_, t), ph in (closed | fixed).items() if t == "floor"]
+    acked_orders = set(read_acked(out_dir, "wr")[0]).union(*(r.acked_orders for r in ours))
+    acked_clicks = set(read_acked(out_dir, "wr")[1]).union(*(r.acked_clicks for r in ours))
+    floor_orders = set(read_acked(out_dir, "wf")[0]).union(*(r.acked_orders for r in floors))
+    floor_clicks = set(read_acked(out_dir, "wf")[1]).union(*(r.acked_clicks for r in floors))
     step = time.perf_counter()
     orders = check_topic(settings.kafka_bootstrap, str(Topic.ORDERS), acked_orders, 300)
     clicks = check_topic(settings.kafka_bootstrap, str(Topic.CLICKS), acked_clicks, 300)
+    f_orders = check_topic(settings.kafka_bootstrap, FLOOR_ORDERS_TOPIC, floor_orders, 300, True)
+    f_clicks = check_topic(settings.kafka_bootstrap, FLOOR_CLICKS_TOPIC, floor_clicks, 300, True)
     read_seconds = time.perf_counter() - step
 
     # --- report ---
-    if result.raw_output:
-        console.print(f"[dim]{result.raw_output.strip()}[/dim]")
-    rps = result.requests / result.seconds if result.seconds else 0.0
-    accepted = result.statuses.get("200 accepted", 0)
-    redirects = result.statuses.get("302 redirect", 0)
-    table = Table(title=f"ingress under load — {args.workers} workers, {args.connections} "
-                        f"connections, {result.generator}, {result.seconds:.1f} s measured "
-                        f"(+{args.warmup:g} s warm-up)")  # fmt: skip
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row("requests/s (all)", f"{rps:,.0f}")
-    table.add_row("signed webhooks accepted/s (200)", f"{accepted / result.seconds:,.0f}")
-    table.add_row("clicks redirected/s (302)", f"{redirects / result.seconds:,.0f}")
-    for key in ("p50", "p75", "p90", "p95", "p99", "p99.9", "mean", "max"):
-        if key in result.latency_ms:
-            table.add_row(f"latency {key} (ms, all requests)", f"{result.latency_ms[key]:.2f}")
-    for key, count in sorted(result.statuses.items()):
-        table.add_row(f"HTTP {key}", f"{count:,}")
-    non_2xx3xx = sum(n for k, n in result.statuses.items() if not k.startswith(("2", "3")))
-    table.add_row("non-2xx/3xx responses", f"{non_2xx3xx:,}")
-    for key, count in sorted(result.socket_errors.items()):
-        if count:
-            table.add_row(f"socket errors: {key}", f"{count:,}")
-    table.add_row("requests sent: orders / clicks",
-                  f"{result.sent['orders']:,} / {result.sent['clicks']:,}")  # fmt: skip
-    table.add_section()
-    table.add_row("webhooks acked 200 (warm-up + measured)", f"{len(acked_orders):,}")
-    table.add_row(f"{Topic.ORDERS} messages (read to end)", f"{orders.messages:,}")
-    table.add_row("[bold]acked but missing in Kafka[/bold]", f"[bold]{orders.acked_missing}[/bold]")
-    table.add_row("duplicate order messages", f"{orders.bench_messages - orders.distinct:,}")
-    table.add_row("order messages not acked (in flight at stop)", f"{orders.not_acked_present:,}")
-    table.add_row("clicks redirected 302 (warm-up + measured)", f"{len(acked_clicks):,}")
-    table.add_row(f"{Topic.CLICKS} messages (read to end)", f"{clicks.messages:,}")
-    table.add_row("redirected clicks missing in Kafka", f"{clicks.acked_missing}")
-    table.add_row("read-back time (s)", f"{read_seconds:.1f}")
-    table.add_section()
-    for pid, cmd, hwm in peaks:
-        table.add_row(f"peak RSS {describe(cmd)} (pid {pid})", f"{hwm / 1024:,.0f} MiB")
-    table.add_row("peak RSS ingress total (sum of VmHWM)",
-                  f"{sum(h for _, _, h in peaks) / 1024:,.0f} MiB")  # fmt: skip
-    table.add_section()
-    wall = result.seconds or 1.0
-    cores = os.cpu_count() or 1
-    busy = (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1]) * 100
-    table.add_row(f"machine CPU busy ({cores} cores)", f"{busy:.0f} %")
-    rows = {k: cpu_after[k] - cpu_before[k] for k in watched}
-    rows["load generator"] = result.cpu_seconds
-    machine_seconds = (busy_after[0] - busy_before[0]) / CLK_TCK
-    rows["everything else on the machine"] = max(0.0, machine_seconds - sum(rows.values()))
-    for name, seconds in sorted(rows.items(), key=lambda kv: -kv[1]):
-        table.add_row(f"CPU {name}", f"{seconds / wall:.2f} cores ({seconds:.1f} s)")
-    for kind, seconds in sorted(threads_used.items()):
-        table.add_row(
-            f"  of which workers' {kind}", f"{seconds / wall:.2f} cores ({seconds:.1f} s)"
+    table = Table(title=f"refstream ingress ({args.server}) against its bare floor, same run — "
+                        f"{args.workers} workers each, wrk {args.connections} connections "
+                        f"{args.seconds:g} s per phase; fixed rate = {args.rate_fraction:g} x "
+                        f"each one's own maximum")  # fmt: skip
+    for column in ("figure", "floor (bare ASGI)", "refstream", "refstream ÷ floor", "target"):
+        table.add_column(column, justify="left" if column == "figure" else "right")
+    verdicts: list[str] = []
+    for kind, label, _ in KINDS:
+        floor, ours_c = closed[kind, "floor"], closed[kind, "refstream"]
+        floor_f, ours_f = fixed[kind, "floor"], fixed[kind, "refstream"]
+        ratio = ours_c.ok_per_second / floor.requests_per_second if floor.requests_per_second else 0
+        p99_ratio = ours_c.latency("p99") / floor.latency("p99")
+        table.add_row(f"[bold]{label}[/bold]")
+        what = "accepted webhooks/s" if kind == "webhooks" else "redirects/s"
+        table.add_row(f"  max: {what} (refstream) ÷ requests/s (floor)",
+                      f"{floor.requests_per_second:,.0f}", f"{ours_c.ok_per_second:,.0f}",
+                      f"{ratio:.2f}", "≥ 0.60")  # fmt: skip
+        table.add_row(f"  p50 at {args.connections} connections (ms)",
+                      f"{floor.latency('p50'):.1f}", f"{ours_c.latency('p50'):.1f}",
+                      f"{ours_c.latency('p50') / floor.latency('p50'):.2f}", "")  # fmt: skip
+        table.add_row(f"  p99 at {args.connections} connections (ms)",
+                      f"{floor.latency('p99'):.1f}", f"{ours_c.latency('p99'):.1f}",
+                      f"{p99_ratio:.2f}", "≤ 2.00")  # fmt: skip
+        table.add_row("  fixed rate (requests/s)", f"{floor_f.requests_per_second:,.0f}",
+                      f"{ours_f.requests_per_second:,.0f}", "", "")  # fmt: skip
+        table.add_row("  p50 at the fixed rate (ms)", f"{floor_f.latency('p50'):.1f}",
+                      f"{ours_f.latency('p50'):.1f}", "", "")  # fmt: skip
+        table.add_row("  p99 at the fixed rate (ms)", f"{floor_f.latency('p99'):.1f}",
+                      f"{ours_f.latency('p99'):.1f}", "", "≤ 10")  # fmt: skip
+        table.add_row("  load generator late p99 at the fixed rate (ms)",
+                      f"{floor_f.latency('generator late p99'):.1f}",
+                      f"{ours_f.latency('generator late p99'):.1f}", "", "")  # fmt: skip
+        table.add_row("  refused / failed answers (all phases)",
+                      f"{floor.refused + floor_f.refused:,}",
+                      f"{ours_c.refused + ours_f.refused:,}", "", "0")  # fmt: skip
+        verdicts.append(
+            f"{kind}: ratio {ratio:.2f} ({'met' if ratio >= 0.6 else 'missed'}), p99 "
+            f"{p99_ratio:.2f}x the floor's ({'met' if p99_ratio <= 2 else 'missed'}), fixed-rate "
+            f"p99 {ours_f.latency('p99'):.1f} ms "
+            f"({'met' if ours_f.latency('p99') <= 10 else 'missed'})"
         )
+    table.add_section()
+    table.add_row("acked but missing in Kafka (webhooks)", f"{f_orders.acked_missing}",
+                  f"[bold]{orders.acked_missing}[/bold]", "", "0")  # fmt: skip
+    table.add_row("acked but missing in Kafka (clicks)", f"{f_clicks.acked_missing}",
+                  f"[bold]{clicks.acked_missing}[/bold]", "", "0")  # fmt: skip
+    table.add_row("acked webhooks / topic messages", f"{len(floor_orders):,} / "
+                  f"{f_orders.messages:,}", f"{len(acked_orders):,} / {orders.messages:,}",
+                  "", "")  # fmt: skip
+    table.add_row("redirected clicks / topic messages", f"{len(floor_clicks):,} / "
+                  f"{f_clicks.messages:,}", f"{len(acked_clicks):,} / {clicks.messages:,}",
+                  "", "")  # fmt: skip
+    table.add_row("read-back time (s)", "", f"{read_seconds:.1f}", "", "")
+    table.add_section()
+    table.add_row("load average (1, 5, 15 min) before / after",
+                  " ".join(f"{x:.2f}" for x in load_before),
+                  " ".join(f"{x:.2f}" for x in load_after), "", "")  # fmt: skip
     console.print(table)
-    console.print(
-        f"target: ≥ 8,000 signed webhooks/s with p99 ≤ 25 ms on 2 cores — measured "
-        f"{accepted / result.seconds:,.0f}/s accepted webhooks, {rps:,.0f}/s all requests, "
-        f"p99 {result.latency_ms.get('p99', float('nan')):.1f} ms "
-        f"(load generator and broker share the same cores)"
-    )
-    if py_spy is not None and profile_out.exists():
-        summarize_profile(profile_out)
+
+    detail = Table(title="every phase: answers by status")
+    detail.add_column("phase")
+    detail.add_column("generator")
+    detail.add_column("seconds", justify="right")
+    detail.add_column("answers", justify="left")
+    for (kind, target), ph in [*closed.items(), *fixed.items()]:
+        statuses = ", ".join(f"{k} {n:,}" for k, n in sorted(ph.result.statuses.items()))
+        errors = ", ".join(f"{k} {n}" for k, n in ph.result.socket_errors.items() if n)
+        detail.add_row(f"{target} {kind}", ph.result.generator, f"{ph.result.seconds:.1f}",
+                       statuses + (f"; socket errors: {errors}" if errors else ""))  # fmt: skip
+    console.print(detail)
+    if accounting is not None:
+        accounting.report(peaks)
+    for verdict in verdicts:
+        console.print(verdict)
+    if py_spy is not None and accounting is not None and accounting.profile_out.exists():
+        summarize_profile(accounting.profile_out)
         if args.profile_out:
-            shutil.copyfile(profile_out, args.profile_out)
+            shutil.copyfile(accounting.profile_out, args.profile_out)
             console.print(f"raw py-spy stacks kept in {args.profile_out}")
+
+
+@dataclass
+class Accounting:
+    """CPU by process and thread (and py-spy on one worker) around refstream's webhook phase."""
+
+    stack: Stack
+    watched: dict[str, list[int]]
+    worker_pids: list[int]
+    cpu_before: dict[str, float]
+    threads_before: Counter[str]
+    busy_before: tuple[float, float]
+    profile_out: Path
+    py_spy: str | None
+    timer: threading.Timer | None = None
+    profiler_box: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    rows: dict[str, float] = field(default_factory=dict)
+    threads_used: Counter[str] = field(default_factory=Counter)
+    busy: float = 0.0
+    wall: float = 1.0
+
+    @classmethod
+    def start(
+        cls, stack: Stack, settings: Settings, py_spy: str | None, seconds: float
+    ) -> Accounting:
+        assert stack.ingress is not None
+        ingress_pids = group_pids(stack.ingress.pid)
+        redis_client = redis.Redis.from_url(settings.redis_url)
+        redis_pid = int(redis_client.info("server")["process_id"])
+        redis_client.close()
+        watched = {"broker (tansu)": [stack.broker_pid or 0], "redis-server": [redis_pid],
+                   "ingress (all processes)": ingress_pids}  # fmt: skip
+        workers = [p for p in ingress_pids if describe(process_info(p)[0]) == "worker"]
+        acc = cls(
+            stack, watched, workers, {k: sum(cpu_seconds(p) for p in v) for k, v in
+                                      watched.items()},
+            thread_cpu(workers), machine_busy(), stack.scratch / "profile.txt", py_spy,
+        )  # fmt: skip
+        if py_spy is not None:
+            target = workers[0] if workers else ingress_pids[-1]
+            length = min(10.0, max(2.0, seconds - 3))
+            acc.timer = threading.Timer(1.0, lambda: acc.profiler_box.append(
+                start_profile(py_spy, target, length, acc.profile_out)))  # fmt: skip
+            acc.timer.start()
+        return acc
+
+    def stop(self, result: LoadResult) -> None:
+        busy_after = machine_busy()
+        cpu_after = {k: sum(cpu_seconds(p) for p in v) for k, v in self.watched.items()}
+        self.threads_used = thread_cpu(self.worker_pids)
+        self.threads_used.subtract(self.threads_before)
+        self.wall = result.seconds or 1.0
+        self.busy = (
+            (busy_after[0] - self.busy_before[0])
+            / max(1, busy_after[1] - self.busy_before[1])
+            * 100
+        )
+        self.rows = {k: cpu_after[k] - self.cpu_before[k] for k in self.watched}
+        self.rows["load generator"] = result.cpu_seconds
+        machine_seconds = (busy_after[0] - self.busy_before[0]) / CLK_TCK
+        self.rows["everything else on the machine"] = max(
+            0.0, machine_seconds - sum(self.rows.values())
+        )
+        if self.timer is not None:
+            self.timer.join()
+            profiler = self.profiler_box[0] if self.profiler_box else None
+            if profiler is not None:
+                _, stderr = profiler.communicate(timeout=60)
+                if profiler.returncode != 0:
+                    console.print(f"[yellow]py-spy failed: {stderr.decode()[-500:]}[/yellow]")
+
+    def report(self, peaks: list[tuple[int, str, int]]) -> None:
+        table = Table(title="refstream's webhook phase (closed loop): who used the CPU")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        cores = os.cpu_count() or 1
+        table.add_row(f"machine CPU busy ({cores} cores)", f"{self.busy:.0f} %")
+        for name, seconds in sorted(self.rows.items(), key=lambda kv: -kv[1]):
+            table.add_row(f"CPU {name}", f"{seconds / self.wall:.2f} cores ({seconds:.1f} s)")
+        for kind, seconds in sorted(self.threads_used.items()):
+            table.add_row(f"  of which workers' {kind}",
+                          f"{seconds / self.wall:.2f} cores ({seconds:.1f} s)")  # fmt: skip
+        table.add_section()
+        for pid, cmd, hwm in peaks:
+            table.add_row(f"peak RSS {describe(cmd)} (pid {pid})", f"{hwm / 1024:,.0f} MiB")
+        table.add_row("peak RSS ingress total (sum of VmHWM)",
+                      f"{sum(h for _, _, h in peaks) / 1024:,.0f} MiB")  # fmt: skip
+        console.print(table)
 
 
 if __name__ == "__main__":
