@@ -53,7 +53,7 @@ from typing import Any
 import orjson
 import psycopg
 import redis
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from psycopg import sql
 from rich.console import Console
 from rich.table import Table
@@ -594,7 +594,8 @@ def _open_loop_process(
     acked_o: list[str] = []
     acked_c: list[str] = []
     errors: Counter[str] = Counter()
-    state = {"acc": 0.0, "n": 0}
+    state = {"acc": 0.0}
+    counter = {"n": 0}
     total = int(rate * seconds)
     interval = connections / rate
 
@@ -604,8 +605,8 @@ def _open_loop_process(
             state["acc"] -= 1.0
             sent["clicks"] += 1
             return clicks[sent["clicks"] % len(clicks)]
-        state["n"] += 1
-        n = state["n"]
+        counter["n"] += 1
+        n = counter["n"]
         sent["orders"] += 1
         prefix, suffix = orders[n % len(orders)]
         return prefix + f"bench-{phase}-{n}".encode() + suffix

@@ -139,7 +139,7 @@ class EventEnvelope(BaseModel):
         return cls.model_validate_json(data)
 
 
-def _json_time(when: datetime) -> str | None:
+def json_time(when: datetime) -> str | None:
     """`when` as the envelope's JSON spells it (pydantic's: ISO 8601, `Z` for UTC), or None for
     a time the plain spelling does not cover (naive, or an offset that is not whole minutes)."""
     offset = when.utcoffset()
@@ -176,7 +176,7 @@ def envelope_bytes(
     the model's lengths, an odd time offset) go through the model, which validates them as
     before; tests/schemas compare both spellings.
     """
-    occurred, received = _json_time(occurred_at), _json_time(received_at)
+    occurred, received = json_time(occurred_at), json_time(received_at)
     if (
         occurred is None
         or received is None
