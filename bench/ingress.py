@@ -77,7 +77,7 @@ LUA_SCRIPT = Path(__file__).with_name("ingress_wrk.lua")
 REDIS_DB = 14
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-console = Console(highlight=False)
+console = Console(highlight=False, width=150)
 
 
 # --- the private stack ---------------------------------------------------------------------

@@ -26,6 +26,7 @@ from ingest.hot import SECURITY_HEADERS, HotPath
 from ingest.metrics import exposition
 from ingest.producer import EventProducer
 from ingest.registry import Registry
+from ingest.resp import Commands, commands_for
 from schemas.production import check_startup
 from schemas.settings import Settings
 
@@ -38,6 +39,7 @@ class Ingress:
     producer: EventProducer
     redis: aioredis.Redis
     registry: Registry
+    guards: Commands  # the hot path's Redis (`ingest.resp`): dedup, rate limits, click windows
 
 
 def configure_logging(level: str) -> None:
@@ -68,12 +70,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )  # fmt: skip
         await registry.start()
         producer = EventProducer(settings.kafka_bootstrap, settings.ingest_produce_timeout_seconds)
-        app.state.ingress = Ingress(settings, producer, redis, registry)
+        guards = commands_for(settings.redis_url, timeout=2)
+        app.state.ingress = Ingress(settings, producer, redis, registry, guards)
         try:
             yield
         finally:
             await registry.stop()
             producer.close()
+            await guards.close()
             await redis.aclose()
 
     app = FastAPI(

@@ -224,7 +224,7 @@ async def _shopify(
     delivery = headers.delivery_id(raw)
     dedup = guards.dedup_key("shopify", shop.domain, delivery)
     admission = await guards.admit(
-        ingress.redis,
+        ingress.guards,
         scope=f"shop:{shop.domain}",
         dedup=dedup,
         limit_per_second=settings.ingest_rate_limit_per_shop,
@@ -249,13 +249,13 @@ async def _shopify(
             received_at=received_at, headers=headers.kept,
         )  # fmt: skip
         await _dead_letter(ingress, envelope, str(exc), received_at)
-        await guards.remember(ingress.redis, dedup, settings.ingest_dedup_ttl_seconds)
+        await guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
         _count("shopify", topic_label, "dead_lettered")
         return json_answer(200, {"status": "dead_lettered", "event_id": delivery})
 
     key, value, event_id = shopify.envelope_parts(raw, headers, body, shop.tenant_id, received_at)
     await _produce(ingress, topic_for_shopify(topic), key, value)
-    await guards.remember(ingress.redis, dedup, settings.ingest_dedup_ttl_seconds)
+    await guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
     _count("shopify", topic_label, "accepted")
     return Answer(200, b'{"status":"accepted","event_id":' + orjson.dumps(event_id) + b"}")
 
@@ -305,7 +305,7 @@ async def _odoo(token: str, request: Request) -> Response:
     delivery = odoo.delivery_id(tenant_id, body, raw)
     dedup = guards.dedup_key("odoo", tenant_id, delivery)
     admission = await guards.admit(
-        ingress.redis,
+        ingress.guards,
         scope=f"odoo:{tenant_id}",
         dedup=dedup,
         limit_per_second=settings.ingest_rate_limit_per_shop,
@@ -319,7 +319,7 @@ async def _odoo(token: str, request: Request) -> Response:
         return json_response(200, {"status": "duplicate", "event_id": delivery})
     envelope = odoo.build_envelope(raw, body, tenant_id, received_at)
     await _produce(ingress, Topic.ERP, envelope.key(), envelope.to_bytes())
-    await guards.remember(ingress.redis, dedup, settings.ingest_dedup_ttl_seconds)
+    await guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
     _count("odoo", body.model, "accepted")
     return json_response(200, {"status": "accepted", "event_id": delivery})
 
@@ -360,7 +360,7 @@ async def _record_click(
     who = clicks.shopper(link.policy, relay, peer_ip=peer_ip, user_agent=user_agent)
     ip_digest = clicks.ip_hash(settings.click_ip_salt, who.ip)
     first = await guards.first_click(
-        ingress.redis,
+        ingress.guards,
         clicks.fingerprint(ip_digest, who.user_agent, link.code, dedup_visitor),
         settings.click_duplicate_window_seconds,
         click_id,

@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import NoScriptError, RedisError
 
 from ingest.metrics import REDIS_UNAVAILABLE
+from ingest.resp import Commands
 
 PREFIX = "refstream:ingest"
 log = structlog.get_logger(__name__)
@@ -53,11 +53,11 @@ class _Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def run(self, redis: aioredis.Redis, keys: list[str], args: list[str | int]) -> Any:
+    async def run(self, redis: Commands, keys: list[str], args: list[str | int]) -> Any:
         try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+            return await redis.call("EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            return await redis.eval(self.source, len(keys), *keys, *args)
+            return await redis.call("EVAL", self.source, len(keys), *keys, *args)
 
 
 # Count the request in its scope's one-second window (the window expires after 2 s), and
@@ -77,9 +77,7 @@ _FIRST_CLICK = _Script(
 )
 
 
-async def admit(
-    redis: aioredis.Redis, *, scope: str, dedup: str, limit_per_second: int
-) -> Admission:
+async def admit(redis: Commands, *, scope: str, dedup: str, limit_per_second: int) -> Admission:
     """One round trip: count this request in the scope's one-second window; was it seen before?"""
     window = int(time.time())
     rate_key = f"{PREFIX}:rate:{scope}:{window}"
@@ -91,16 +89,16 @@ async def admit(
     return Admission(over_limit=int(count) > limit_per_second, duplicate=bool(seen))
 
 
-async def remember(redis: aioredis.Redis, dedup: str, ttl_seconds: int) -> None:
+async def remember(redis: Commands, dedup: str, ttl_seconds: int) -> None:
     """Mark a delivery as written to Kafka (after the broker's ack, never before)."""
     try:
-        await redis.set(dedup, b"1", ex=ttl_seconds)
+        await redis.call("SET", dedup, "1", "EX", ttl_seconds)
     except (RedisError, OSError) as exc:
         _unavailable("remember", exc)
 
 
 async def first_click(
-    redis: aioredis.Redis,
+    redis: Commands,
     fingerprint: str,
     window_seconds: int,
     click_id: str,
