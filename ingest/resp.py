@@ -158,8 +158,7 @@ class PipelinedRedis:
             loop.create_connection(lambda: _Protocol(self), self._host, self._port),
             self._timeout,
         )
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport  # (uvloop's is no asyncio.Transport subclass: no isinstance)
         try:
             if self._password is not None:
                 credentials = (self._username, self._password) if self._username else (
