@@ -29,8 +29,7 @@ from ingest.metrics import (
     CLICKS_REDATED,
     DEAD_LETTERS,
     DEDUP_HITS,
-    PRODUCE_SECONDS,
-    REQUESTS,
+    tally,
 )
 from ingest.producer import ProduceFailed
 from ingest.registry import LinkRecord, ShopRecord
@@ -168,7 +167,7 @@ async def _produce(ingress: Ingress, topic: Topic, key: bytes, value: bytes) -> 
         raise Refused(
             503, "broker_unavailable", "event not stored, retry later", {"Retry-After": "5"}
         ) from exc
-    PRODUCE_SECONDS.labels(str(topic)).observe(seconds)
+    tally.produced(str(topic), seconds)
 
 
 async def _dead_letter(
@@ -181,7 +180,7 @@ async def _dead_letter(
 
 
 def _count(endpoint: str, topic: str, outcome: str) -> None:
-    REQUESTS.labels(endpoint, topic, outcome).inc()
+    tally.request(endpoint, topic, outcome)
 
 
 # --- Shopify -------------------------------------------------------------------------------

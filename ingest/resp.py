@@ -106,6 +106,7 @@ class PipelinedRedis:
         self._transport: asyncio.Transport | None = None
         self._connecting: asyncio.Future[None] | None = None
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._outgoing: list[bytes] = []  # packed commands of this loop turn, not yet written
 
     async def call(self, *args: str | int | bytes) -> Any:
         transport = self._transport
@@ -117,15 +118,26 @@ class PipelinedRedis:
         return await self._send(transport, hiredis.pack_command(args))  # type: ignore[arg-type]
 
     async def _send(self, transport: asyncio.Transport, packed: bytes) -> Any:
+        """Queue the command; the commands of one event-loop turn go out in one write (one
+        system call for all the requests that reached Redis in that turn)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append(future)
-        transport.write(packed)
+        if not self._outgoing:
+            loop.call_soon(self._flush, transport)
+        self._outgoing.append(packed)
         timer = loop.call_later(self._timeout, self._timed_out, future)
         try:
             return await future
         finally:
             timer.cancel()
+
+    def _flush(self, transport: asyncio.Transport) -> None:
+        if transport is not self._transport:  # dropped since: its commands have failed
+            return
+        outgoing, self._outgoing = self._outgoing, []
+        if outgoing:
+            transport.write(b"".join(outgoing))
 
     def _timed_out(self, future: asyncio.Future[Any]) -> None:
         if not future.done():
@@ -135,6 +147,7 @@ class PipelinedRedis:
         """Fail every waiting command and close the connection (the next call reconnects)."""
         transport, self._transport = self._transport, None
         waiting, self._waiting = self._waiting, collections.deque()
+        self._outgoing = []
         for future in waiting:
             if not future.done():
                 future.set_exception(error)
