@@ -959,6 +959,12 @@ def main() -> None:
     parser.add_argument("--bodies", type=int, default=2000, help="distinct signed order bodies")
     parser.add_argument("--profile", action="store_true", help="py-spy one worker for ~10 s")
     parser.add_argument("--profile-out", type=Path, help="keep py-spy's raw (collapsed) stacks")
+    parser.add_argument(
+        "--profile-kind",
+        choices=("webhooks", "clicks"),
+        default="webhooks",
+        help="the phase CPU accounting and py-spy watch (default webhooks)",
+    )
     parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator")
     args = parser.parse_args()
     args.profile = args.profile or args.profile_out is not None
@@ -1097,7 +1103,7 @@ def run(stack: Stack, args: argparse.Namespace) -> None:
         for n in range(args.rounds):
             for target in ports:  # the floor, then refstream, back to back, round after round
                 phase, name = closed[kind, target], f"{target[0]}{kind[0]}{n}"
-                if target == "refstream" and kind == "webhooks" and n == 0:
+                if target == "refstream" and kind == args.profile_kind and n == 0:
                     accounting = Accounting.start(stack, settings, py_spy, args.seconds)
                     result = measured(
                         phase, functools.partial(load, "refstream", name, args.seconds, share)
@@ -1288,7 +1294,7 @@ class Accounting:
                     console.print(f"[yellow]py-spy failed: {stderr.decode()[-500:]}[/yellow]")
 
     def report(self, peaks: list[tuple[int, str, int]]) -> None:
-        table = Table(title="refstream's webhook phase (closed loop): who used the CPU")
+        table = Table(title="refstream's first closed-loop round (--profile-kind): CPU by user")
         table.add_column("measure")
         table.add_column("value", justify="right")
         cores = os.cpu_count() or 1
