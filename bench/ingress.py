@@ -93,12 +93,14 @@ class Stack:
     database: str
     settings: Settings | None = None
     broker_pid: int | None = None
-    ingress: subprocess.Popen[bytes] | None = None
+    ingress: subprocess.Popen[bytes] | None = None  # the first of `ingresses`
+    ingresses: list[subprocess.Popen[bytes]] = field(default_factory=list)
     floor: subprocess.Popen[bytes] | None = None
     notes: list[str] = field(default_factory=list)
 
     def teardown(self) -> None:
-        stop_ingress(self.ingress)
+        for proc in self.ingresses:
+            stop_ingress(proc)
         stop_ingress(self.floor)
         if self.broker_pid is not None:
             stop_pid(self.broker_pid)
@@ -1038,6 +1040,7 @@ def run(stack: Stack, args: argparse.Namespace) -> None:
                       "Install it with `apt-get install -y wrk` for figures that measure the "
                       "ingress rather than the client.[/yellow]")  # fmt: skip
     py_spy = py_spy_binary() if args.profile else None
+    servers = ["uvicorn", "granian"] if args.server == "both" else [args.server]
 
     step = time.perf_counter()
     settings = start_stack(stack)
@@ -1045,24 +1048,40 @@ def run(stack: Stack, args: argparse.Namespace) -> None:
     reg = register(settings)
     records = stack.scratch / "records.bin"
     n_orders, n_clicks, sizes = build_records(reg, settings.ingest_port, args.bodies, records)
-    log = stack.scratch / "ingress.log"
-    stack.ingress = start_ingress(settings, args.workers, log, args.server)
+    # One ingress per HTTP server, each with its own port and state directory (metrics files).
+    ports: dict[str, int] = {}
+    codes: dict[str, str] = {}  # target -> one letter naming its phases (event ids, acked files)
+    for server in servers:
+        target = f"refstream ({server})"
+        own = (
+            settings
+            if not stack.ingresses
+            else settings.model_copy(
+                update={"ingest_port": free_port(), "state_dir": stack.scratch / f"state-{server}"}
+            )
+        )
+        log = stack.scratch / f"ingress-{server}.log"
+        proc = start_ingress(own, args.workers, log, server)
+        stack.ingresses.append(proc)
+        wait_ready(proc, own.ingest_port, log)
+        ports[target], codes[target] = own.ingest_port, server[0]
+    stack.ingress = stack.ingresses[0]
     floor_port = free_port()
     floor_log = stack.scratch / "floor.log"
     stack.floor = start_floor(settings, reg, floor_port, args.workers, floor_log)
-    wait_ready(stack.ingress, settings.ingest_port, log)
     wait_answering(stack.floor, floor_port, floor_log)
-    pids = group_pids(stack.ingress.pid)
+    ports = {"floor": floor_port, **ports}
+    codes["floor"] = "f"
+    ours_targets = [t for t in ports if t != "floor"]
     console.print(
         f"[dim]stack ready in {time.perf_counter() - step:.1f}s: broker {settings.kafka_bootstrap}"
-        f", db {stack.database}, redis db {REDIS_DB}, ingress ({args.server}) "
-        f":{settings.ingest_port} (pids {pids}), floor :{floor_port}; {n_orders} signed bodies "
-        f"({min(sizes)}-{max(sizes)} B, mean {sum(sizes) // len(sizes)} B), {n_clicks} click "
-        f"requests[/dim]"
+        f", db {stack.database}, redis db {REDIS_DB}, "
+        + ", ".join(f"{t} :{p}" for t, p in ports.items())
+        + f"; {n_orders} signed bodies ({min(sizes)}-{max(sizes)} B, mean "
+        f"{sum(sizes) // len(sizes)} B), {n_clicks} click requests[/dim]"
     )
     out_dir = stack.scratch / "acked"
     out_dir.mkdir()
-    ports = {"floor": floor_port, "refstream": settings.ingest_port}
 
     def load(target: str, phase: str, seconds: float, share: float) -> LoadResult:
         port = ports[target]
@@ -1073,21 +1092,21 @@ def run(stack: Stack, args: argparse.Namespace) -> None:
                             max(1, args.load_threads), share)  # fmt: skip
 
     load_before = os.getloadavg()
+    warm: dict[str, LoadResult] = {}
     if args.warmup > 0:
         for target in ports:
-            load(target, f"w{target[0]}", args.warmup, 0.2)
+            warm[target] = load(target, f"w{codes[target]}", args.warmup, 0.2)
 
     redis_client = redis.Redis.from_url(settings.redis_url)
     redis_pid = int(redis_client.info("server")["process_id"])
     redis_client.close()
 
     def measured(phase: Phase, run_load: Callable[[], LoadResult]) -> LoadResult:
-        """`run_load`, with the CPU the rest of the machine used meanwhile (not us: the two
+        """`run_load`, with the CPU the rest of the machine used meanwhile (not us: the
         servers, the broker, Redis, the load generator) kept in `phase.others`."""
-        assert stack.ingress is not None
         assert stack.floor is not None
-        pids = [*group_pids(stack.ingress.pid), *group_pids(stack.floor.pid),
-                stack.broker_pid or 0, redis_pid]  # fmt: skip
+        pids = [*(p for proc in stack.ingresses for p in group_pids(proc.pid)),
+                *group_pids(stack.floor.pid), stack.broker_pid or 0, redis_pid]  # fmt: skip
         ours_before, busy_before = sum(cpu_seconds(p) for p in pids), machine_busy()
         result = run_load()
         ours = sum(cpu_seconds(p) for p in pids) - ours_before + result.cpu_seconds
@@ -1102,33 +1121,37 @@ def run(stack: Stack, args: argparse.Namespace) -> None:
     for kind, _, share in KINDS:
         for n in range(args.rounds):
             for target in ports:  # the floor, then refstream, back to back, round after round
-                phase, name = closed[kind, target], f"{target[0]}{kind[0]}{n}"
-                if target == "refstream" and kind == args.profile_kind and n == 0:
+                phase, name = closed[kind, target], f"{codes[target]}{kind[0]}{n}"
+                run_load = functools.partial(load, target, name, args.seconds, share)
+                if target == ours_targets[0] and kind == args.profile_kind and n == 0:
                     accounting = Accounting.start(stack, settings, py_spy, args.seconds)
-                    result = measured(
-                        phase, functools.partial(load, "refstream", name, args.seconds, share)
-                    )
-                    accounting.stop(result)
+                    accounting.stop(measured(phase, run_load))
                 else:
-                    measured(phase, functools.partial(load, target, name, args.seconds, share))
+                    measured(phase, run_load)
         for target, port in ports.items():
             rate = max(1.0, closed[kind, target].ok_per_second * args.rate_fraction)
             measured(fixed[kind, target], functools.partial(
-                run_open_loop, port, records, f"{target[0]}{kind[0]}o", rate, args.seconds * 2,
-                args.connections, share,
+                run_open_loop, port, records, f"{codes[target]}{kind[0]}o", rate,
+                args.seconds * 2, args.connections, share,
             ))  # fmt: skip
     load_after = os.getloadavg()
 
     peaks = [(p, *process_info(p)) for p in group_pids(stack.ingress.pid)]
-    stop_ingress(stack.ingress)
+    for proc in stack.ingresses:
+        stop_ingress(proc)
     stop_ingress(stack.floor)
 
-    ours = [r for (_, t), ph in (closed | fixed).items() if t == "refstream" for r in ph.rounds]
-    floors = [r for (_, t), ph in (closed | fixed).items() if t == "floor" for r in ph.rounds]
-    acked_orders = set(read_acked(out_dir, "wr")[0]).union(*(r.acked_orders for r in ours))
-    acked_clicks = set(read_acked(out_dir, "wr")[1]).union(*(r.acked_clicks for r in ours))
-    floor_orders = set(read_acked(out_dir, "wf")[0]).union(*(r.acked_orders for r in floors))
-    floor_clicks = set(read_acked(out_dir, "wf")[1]).union(*(r.acked_clicks for r in floors))
+    def results(floor: bool) -> list[LoadResult]:
+        return [
+            *(r for t, r in warm.items() if (t == "floor") == floor),
+            *(r for (_, t), ph in (closed | fixed).items() if (t == "floor") == floor
+              for r in ph.rounds),
+        ]  # fmt: skip
+
+    acked_orders = set().union(*(r.acked_orders for r in results(False)))
+    acked_clicks = set().union(*(r.acked_clicks for r in results(False)))
+    floor_orders = set().union(*(r.acked_orders for r in results(True)))
+    floor_clicks = set().union(*(r.acked_clicks for r in results(True)))
     step = time.perf_counter()
     orders = check_topic(settings.kafka_bootstrap, str(Topic.ORDERS), acked_orders, 300)
     clicks = check_topic(settings.kafka_bootstrap, str(Topic.CLICKS), acked_clicks, 300)
@@ -1137,67 +1160,78 @@ def run(stack: Stack, args: argparse.Namespace) -> None:
     read_seconds = time.perf_counter() - step
 
     # --- report ---
-    table = Table(title=f"refstream ingress ({args.server}) against its bare floor, same run — "
-                        f"{args.workers} workers each, wrk {args.connections} connections, "
-                        f"{args.rounds} alternating rounds of {args.seconds:g} s; fixed rate = "
+    table = Table(title=f"refstream ingress against its bare floor, same run — {args.workers} "
+                        f"workers each, wrk {args.connections} connections, {args.rounds} "
+                        f"alternating rounds of {args.seconds:g} s; fixed rate = "
                         f"{args.rate_fraction:g} x each one's own maximum for "
                         f"{args.seconds * 2:g} s")  # fmt: skip
-    for column in ("figure", "floor (bare ASGI)", "refstream", "refstream ÷ floor", "target"):
-        table.add_column(column, justify="left" if column == "figure" else "right")
+    table.add_column("figure")
+    table.add_column("floor (bare ASGI, uvicorn)", justify="right")
+    for target in ours_targets:
+        table.add_column(target, justify="right")
+        table.add_column("÷ floor", justify="right")
+    table.add_column("target", justify="right")
     verdicts: list[str] = []
+
+    def row(name: str, floor_text: str, values: list[tuple[str, str]], goal: str = "") -> None:
+        table.add_row(name, floor_text, *(x for pair in values for x in pair), goal)
+
     for kind, label, _ in KINDS:
-        floor, ours_c = closed[kind, "floor"], closed[kind, "refstream"]
-        floor_f, ours_f = fixed[kind, "floor"], fixed[kind, "refstream"]
-        ratio = ours_c.ok_per_second / floor.requests_per_second if floor.requests_per_second else 0
-        p99_ratio = ours_c.latency("p99") / floor.latency("p99")
+        floor, floor_f = closed[kind, "floor"], fixed[kind, "floor"]
+        ours_c = [closed[kind, t] for t in ours_targets]
+        ours_f = [fixed[kind, t] for t in ours_targets]
         table.add_row(f"[bold]{label}[/bold]")
         what = "accepted webhooks/s" if kind == "webhooks" else "redirects/s"
-        table.add_row(f"  max: {what} (refstream) ÷ requests/s (floor)",
-                      f"{floor.requests_per_second:,.0f}", f"{ours_c.ok_per_second:,.0f}",
-                      f"{ratio:.2f}", "≥ 0.60")  # fmt: skip
-        table.add_row(f"  p50 at {args.connections} connections (ms)",
-                      f"{floor.latency('p50'):.1f}", f"{ours_c.latency('p50'):.1f}",
-                      f"{ours_c.latency('p50') / floor.latency('p50'):.2f}", "")  # fmt: skip
-        table.add_row(f"  p99 at {args.connections} connections (ms)",
-                      f"{floor.latency('p99'):.1f}", f"{ours_c.latency('p99'):.1f}",
-                      f"{p99_ratio:.2f}", "≤ 2.00")  # fmt: skip
-        table.add_row("  fixed rate (requests/s)", f"{floor_f.requests_per_second:,.0f}",
-                      f"{ours_f.requests_per_second:,.0f}", "", "")  # fmt: skip
-        table.add_row("  p50 at the fixed rate (ms)", f"{floor_f.latency('p50'):.1f}",
-                      f"{ours_f.latency('p50'):.1f}", "", "")  # fmt: skip
-        table.add_row("  p99 at the fixed rate (ms)", f"{floor_f.latency('p99'):.1f}",
-                      f"{ours_f.latency('p99'):.1f}", "", "≤ 10")  # fmt: skip
-        table.add_row("  load generator late p99 at the fixed rate (ms)",
-                      f"{floor_f.latency('generator late p99'):.1f}",
-                      f"{ours_f.latency('generator late p99'):.1f}", "", "")  # fmt: skip
-        table.add_row("  CPU others used meanwhile (cores, mean of the closed-loop rounds)",
-                      f"{floor.others_cores:.2f}", f"{ours_c.others_cores:.2f}", "",
-                      "")  # fmt: skip
-        table.add_row("  refused / failed answers (all phases)",
-                      f"{floor.refused + floor_f.refused:,}",
-                      f"{ours_c.refused + ours_f.refused:,}", "", "0")  # fmt: skip
-        verdicts.append(
-            f"{kind}: ratio {ratio:.2f} ({'met' if ratio >= 0.6 else 'missed'}), p99 "
-            f"{p99_ratio:.2f}x the floor's ({'met' if p99_ratio <= 2 else 'missed'}), fixed-rate "
-            f"p99 {ours_f.latency('p99'):.1f} ms "
-            f"({'met' if ours_f.latency('p99') <= 10 else 'missed'})"
+        row(f"  max: {what} ÷ floor requests/s", f"{floor.requests_per_second:,.0f}",
+            [(f"{o.ok_per_second:,.0f}", f"{o.ok_per_second / floor.requests_per_second:.2f}")
+             for o in ours_c], "≥ 0.60")  # fmt: skip
+        for key in ("p50", "p99"):
+            row(f"  {key} at {args.connections} connections (ms)", f"{floor.latency(key):.1f}",
+                [(f"{o.latency(key):.1f}", f"{o.latency(key) / floor.latency(key):.2f}")
+                 for o in ours_c], "≤ 2.00" if key == "p99" else "")  # fmt: skip
+        row("  fixed rate (requests/s)", f"{floor_f.requests_per_second:,.0f}",
+            [(f"{o.requests_per_second:,.0f}", "") for o in ours_f])  # fmt: skip
+        for key in ("p50", "p99"):
+            row(f"  {key} at the fixed rate (ms)", f"{floor_f.latency(key):.1f}",
+                [(f"{o.latency(key):.1f}", "") for o in ours_f],
+                "≤ 10" if key == "p99" else "")  # fmt: skip
+        row("  load generator late p99 at the fixed rate (ms)",
+            f"{floor_f.latency('generator late p99'):.1f}",
+            [(f"{o.latency('generator late p99'):.1f}", "") for o in ours_f])  # fmt: skip
+        row(
+            "  CPU others used meanwhile (cores, mean of the closed-loop rounds)",
+            f"{floor.others_cores:.2f}",
+            [(f"{o.others_cores:.2f}", "") for o in ours_c],
         )
+        row("  refused / failed answers (all phases)", f"{floor.refused + floor_f.refused:,}",
+            [(f"{c.refused + f.refused:,}", "") for c, f in zip(ours_c, ours_f, strict=True)],
+            "0")  # fmt: skip
+        for target, o, f in zip(ours_targets, ours_c, ours_f, strict=True):
+            ratio = o.ok_per_second / floor.requests_per_second
+            p99_ratio = o.latency("p99") / floor.latency("p99")
+            verdicts.append(
+                f"{target} {kind}: ratio {ratio:.2f} ({'met' if ratio >= 0.6 else 'missed'}), "
+                f"p99 {p99_ratio:.2f}x the floor's ({'met' if p99_ratio <= 2 else 'missed'}), "
+                f"fixed-rate p99 {f.latency('p99'):.1f} ms "
+                f"({'met' if f.latency('p99') <= 10 else 'missed'})"
+            )
     table.add_section()
-    table.add_row("acked but missing in Kafka (webhooks)", f"{f_orders.acked_missing}",
-                  f"[bold]{orders.acked_missing}[/bold]", "", "0")  # fmt: skip
-    table.add_row("acked but missing in Kafka (clicks)", f"{f_clicks.acked_missing}",
-                  f"[bold]{clicks.acked_missing}[/bold]", "", "0")  # fmt: skip
-    table.add_row("acked webhooks / topic messages", f"{len(floor_orders):,} / "
-                  f"{f_orders.messages:,}", f"{len(acked_orders):,} / {orders.messages:,}",
-                  "", "")  # fmt: skip
-    table.add_row("redirected clicks / topic messages", f"{len(floor_clicks):,} / "
-                  f"{f_clicks.messages:,}", f"{len(acked_clicks):,} / {clicks.messages:,}",
-                  "", "")  # fmt: skip
-    table.add_row("read-back time (s)", "", f"{read_seconds:.1f}", "", "")
+    blank = [("", "")] * (len(ours_targets) - 1)
+    row("acked but missing in Kafka (webhooks, all refstream servers)",
+        f"{f_orders.acked_missing}", [(f"[bold]{orders.acked_missing}[/bold]", ""), *blank],
+        "0")  # fmt: skip
+    row("acked but missing in Kafka (clicks, all refstream servers)",
+        f"{f_clicks.acked_missing}", [(f"[bold]{clicks.acked_missing}[/bold]", ""), *blank],
+        "0")  # fmt: skip
+    row("acked webhooks / topic messages", f"{len(floor_orders):,} / {f_orders.messages:,}",
+        [(f"{len(acked_orders):,} / {orders.messages:,}", ""), *blank])  # fmt: skip
+    row("redirected clicks / topic messages", f"{len(floor_clicks):,} / {f_clicks.messages:,}",
+        [(f"{len(acked_clicks):,} / {clicks.messages:,}", ""), *blank])  # fmt: skip
+    row("read-back time (s)", "", [(f"{read_seconds:.1f}", ""), *blank])
     table.add_section()
-    table.add_row("load average (1, 5, 15 min) before / after",
-                  " ".join(f"{x:.2f}" for x in load_before),
-                  " ".join(f"{x:.2f}" for x in load_after), "", "")  # fmt: skip
+    row("load average (1, 5, 15 min) before / after",
+        " ".join(f"{x:.2f}" for x in load_before),
+        [(" ".join(f"{x:.2f}" for x in load_after), ""), *blank])  # fmt: skip
     console.print(table)
 
     detail = Table(title="every round: answers by status, and the CPU others used meanwhile")
