@@ -951,9 +951,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--server",
-        choices=("uvicorn", "granian"),
+        choices=("uvicorn", "granian", "both"),
         default="uvicorn",
-        help="HTTP server of the ingress (the floor always runs on uvicorn)",
+        help="HTTP server of the ingress; both: one ingress on each, measured in the same "
+        "rounds (the floor always runs on uvicorn)",
     )
     parser.add_argument("--load-threads", type=int, default=1,
                         help="wrk threads / fallback processes (default 1: leave cores to the "
