@@ -998,6 +998,14 @@ class Phase:
 
     rounds: list[LoadResult] = field(default_factory=list)
     others: list[float] = field(default_factory=list)  # cores others used, per round
+    server_cpu: list[float] = field(default_factory=list)  # the server's CPU seconds, per round
+
+    @property
+    def cpu_per_ok_us(self) -> float:
+        """CPU the server's processes used per 200/302 answer (µs): what a request costs,
+        whatever share of the cores the neighbours left it."""
+        ok = self.ok_per_second * self.seconds
+        return sum(self.server_cpu) / ok * 1e6 if ok else float("nan")
 
     def _sum(self, count: int | float, seconds: float) -> float:
         return count / seconds if seconds else 0.0
@@ -1102,14 +1110,19 @@ def run(stack: Stack, args: argparse.Namespace) -> None:
     redis_pid = int(redis_client.info("server")["process_id"])
     redis_client.close()
 
-    def measured(phase: Phase, run_load: Callable[[], LoadResult]) -> LoadResult:
-        """`run_load`, with the CPU the rest of the machine used meanwhile (not us: the
-        servers, the broker, Redis, the load generator) kept in `phase.others`."""
+    def measured(phase: Phase, target: str, run_load: Callable[[], LoadResult]) -> LoadResult:
+        """`run_load`, with the CPU the target server's processes used (`phase.server_cpu`)
+        and the CPU the rest of the machine used meanwhile (not us: the servers, the broker,
+        Redis, the load generator; `phase.others`)."""
         assert stack.floor is not None
-        pids = [*(p for proc in stack.ingresses for p in group_pids(proc.pid)),
-                *group_pids(stack.floor.pid), stack.broker_pid or 0, redis_pid]  # fmt: skip
+        procs = {**dict(zip(ours_targets, stack.ingresses, strict=True)), "floor": stack.floor}
+        server = group_pids(procs[target].pid)
+        pids = [*(p for proc in procs.values() for p in group_pids(proc.pid)),
+                stack.broker_pid or 0, redis_pid]  # fmt: skip
         ours_before, busy_before = sum(cpu_seconds(p) for p in pids), machine_busy()
+        server_before = sum(cpu_seconds(p) for p in server)
         result = run_load()
+        phase.server_cpu.append(sum(cpu_seconds(p) for p in server) - server_before)
         ours = sum(cpu_seconds(p) for p in pids) - ours_before + result.cpu_seconds
         machine = (machine_busy()[0] - busy_before[0]) / CLK_TCK
         phase.rounds.append(result)
@@ -1126,12 +1139,12 @@ def run(stack: Stack, args: argparse.Namespace) -> None:
                 run_load = functools.partial(load, target, name, args.seconds, share)
                 if target == ours_targets[0] and kind == args.profile_kind and n == 0:
                     accounting = Accounting.start(stack, settings, py_spy, args.seconds)
-                    accounting.stop(measured(phase, run_load))
+                    accounting.stop(measured(phase, target, run_load))
                 else:
-                    measured(phase, run_load)
+                    measured(phase, target, run_load)
         for target, port in ports.items():
             rate = max(1.0, closed[kind, target].ok_per_second * args.rate_fraction)
-            measured(fixed[kind, target], functools.partial(
+            measured(fixed[kind, target], target, functools.partial(
                 run_open_loop, port, records, f"{codes[target]}{kind[0]}o", rate,
                 args.seconds * 2, args.connections, share,
             ))  # fmt: skip
@@ -1186,6 +1199,10 @@ def run(stack: Stack, args: argparse.Namespace) -> None:
         row(f"  max: {what} ÷ floor requests/s", f"{floor.requests_per_second:,.0f}",
             [(f"{o.ok_per_second:,.0f}", f"{o.ok_per_second / floor.requests_per_second:.2f}")
              for o in ours_c], "≥ 0.60")  # fmt: skip
+        row("  server CPU per answer (µs; floor ÷ refstream: the same ratio in CPU)",
+            f"{floor.cpu_per_ok_us:,.0f}",
+            [(f"{o.cpu_per_ok_us:,.0f}", f"{floor.cpu_per_ok_us / o.cpu_per_ok_us:.2f}")
+             for o in ours_c])  # fmt: skip
         for key in ("p50", "p99"):
             row(f"  {key} at {args.connections} connections (ms)", f"{floor.latency(key):.1f}",
                 [(f"{o.latency(key):.1f}", f"{o.latency(key) / floor.latency(key):.2f}")
@@ -1236,16 +1253,17 @@ def run(stack: Stack, args: argparse.Namespace) -> None:
     console.print(table)
 
     detail = Table(title="every round: answers by status, and the CPU others used meanwhile")
-    for column in ("phase", "generator", "seconds", "ok/s", "p99 ms", "others' cores", "answers"):
+    for column in ("phase", "generator", "seconds", "ok/s", "p99 ms", "CPU µs/answer",
+                   "others' cores", "answers"):  # fmt: skip
         detail.add_column(column, justify="left" if column in ("phase", "answers") else "right")
     for (kind, target), ph in [*closed.items(), *fixed.items()]:
         for n, (result, others) in enumerate(zip(ph.rounds, ph.others, strict=True)):
             statuses = ", ".join(f"{k} {c:,}" for k, c in sorted(result.statuses.items()))
             errors = ", ".join(f"{k} {c}" for k, c in result.socket_errors.items() if c)
-            single = Phase([result], [others])
+            single = Phase([result], [others], [ph.server_cpu[n]])
             detail.add_row(f"{target} {kind} #{n + 1}", result.generator, f"{result.seconds:.1f}",
                            f"{single.ok_per_second:,.0f}", f"{single.latency('p99'):.1f}",
-                           f"{others:.2f}",
+                           f"{single.cpu_per_ok_us:,.0f}", f"{others:.2f}",
                            statuses + (f"; socket errors: {errors}" if errors else ""))  # fmt: skip
     console.print(detail)
     if accounting is not None:
