@@ -68,7 +68,7 @@ async def test_a_refused_connection_is_an_oserror_and_a_killed_one_is_reopened(
         admin = redis.Redis.from_url(stack_settings.redis_url)
         killed = [c for c in admin.client_list() if c.get("name") == name]
         assert len(killed) == 1
-        admin.execute_command("CLIENT", "KILL", "ID", killed[0]["id"])
+        admin.client_kill_filter(_id=killed[0]["id"])
         admin.close()
         await asyncio.sleep(0.1)  # the close reaches the connection
         assert await client.call("PING") == b"PONG"
