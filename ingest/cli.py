@@ -154,8 +154,11 @@ def serve(
 def serve_granian(settings: Settings, workers: int) -> None:
     """The same app under granian (Rust HTTP/1.1 server, ASGI interface): `bench.ingress
     --server granian` compares the two."""
-    from granian import Granian  # optional: `pip install granian`
-    from granian.constants import Interfaces, Loops
+    try:
+        from granian import Granian  # optional: `pip install granian`
+        from granian.constants import Interfaces, Loops
+    except ImportError as exc:
+        raise typer.BadParameter("granian is not installed: pip install granian") from exc
 
     Granian(
         "ingest.app:create_app",

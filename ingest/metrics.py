@@ -65,7 +65,9 @@ class Tally:
     def __init__(self) -> None:
         self._requests: dict[tuple[str, str, str], int] = {}
         self._produce: list[tuple[str, float]] = []
-        self._scheduled = False
+        # The loop a flush is scheduled on (a flush pending on a loop that has since closed,
+        # as between tests, does not stop the next loop from scheduling its own).
+        self._scheduled: asyncio.AbstractEventLoop | None = None
 
     def request(self, endpoint: str, topic: str, outcome: str) -> None:
         key = (endpoint, topic, outcome)
@@ -77,12 +79,13 @@ class Tally:
         self._schedule()
 
     def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        loop = asyncio.get_running_loop()
+        if self._scheduled is not loop:
+            self._scheduled = loop
+            loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        self._scheduled = False
+        self._scheduled = None
         requests, self._requests = self._requests, {}
         produce, self._produce = self._produce, []
         for labels, count in requests.items():
