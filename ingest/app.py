@@ -22,9 +22,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ingest import docs, endpoints
+from ingest.hot import SECURITY_HEADERS, HotPath
 from ingest.metrics import exposition
 from ingest.producer import EventProducer
 from ingest.registry import Registry
+from ingest.resp import Commands, commands_for
 from schemas.production import check_startup
 from schemas.settings import Settings
 
@@ -37,6 +39,7 @@ class Ingress:
     producer: EventProducer
     redis: aioredis.Redis
     registry: Registry
+    guards: Commands  # the hot path's Redis (`ingest.resp`): dedup, rate limits, click windows
 
 
 def configure_logging(level: str) -> None:
@@ -61,15 +64,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2)
-        registry = Registry(settings.postgres_url, redis, settings.ingest_registry_refresh_seconds)
+        registry = Registry(
+            settings.postgres_url, redis, settings.ingest_registry_refresh_seconds,
+            settings.ingest_unknown_shop_ttl_seconds,
+        )  # fmt: skip
         await registry.start()
         producer = EventProducer(settings.kafka_bootstrap, settings.ingest_produce_timeout_seconds)
-        app.state.ingress = Ingress(settings, producer, redis, registry)
+        guards = commands_for(settings.redis_url, timeout=2)
+        app.state.ingress = Ingress(settings, producer, redis, registry, guards)
         try:
             yield
         finally:
             await registry.stop()
             producer.close()
+            await guards.close()
             await redis.aclose()
 
     app = FastAPI(
@@ -80,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(HotPath)  # outside RequestIdMiddleware: it does that work itself
     if settings.trusted_proxies:  # click IP hashes from the real client, never a forged header
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     app.include_router(endpoints.router)
@@ -137,15 +146,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(Exception, internal_error)
-
-
-# Sent on every answer: no MIME sniffing, no framing, and referrers reduced to the origin
-# across sites (what a redirect to the shop passes on).
-SECURITY_HEADERS = (
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"strict-origin-when-cross-origin"),
-)
 
 
 class RequestIdMiddleware:

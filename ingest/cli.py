@@ -112,8 +112,11 @@ def odoo_add_endpoint(
 @ingest_app.command("serve")
 def serve(
     workers: Annotated[int | None, typer.Option(help="Default: REFSTREAM_INGEST_WORKERS.")] = None,
+    server: Annotated[
+        str, typer.Option(help="HTTP server: uvicorn (httptools, uvloop) or granian.")
+    ] = "uvicorn",
 ) -> None:
-    """Run the ingress under uvicorn with several worker processes."""
+    """Run the ingress with several worker processes."""
     settings = Settings()
     count = workers or settings.ingest_workers
     if count > 1:
@@ -127,6 +130,11 @@ def serve(
         # uvicorn serves one worker in this process, whose metrics already keep their values
         # in memory (prometheus_client chose when this module imported it): expose those.
         os.environ.pop("REFSTREAM_INGEST_METRICS_DIR", None)
+    if server == "granian":
+        serve_granian(settings, count)
+        return
+    if server != "uvicorn":
+        raise typer.BadParameter("--server must be uvicorn or granian")
     uvicorn.run(
         "ingest.app:create_app",
         factory=True,
@@ -141,6 +149,27 @@ def serve(
         http="httptools",
         loop="uvloop",
     )
+
+
+def serve_granian(settings: Settings, workers: int) -> None:
+    """The same app under granian (Rust HTTP/1.1 server, ASGI interface): `bench.ingress
+    --server granian` compares the two."""
+    try:
+        from granian import Granian  # optional: `pip install granian`
+        from granian.constants import Interfaces, Loops
+    except ImportError as exc:
+        raise typer.BadParameter("granian is not installed: pip install granian") from exc
+
+    Granian(
+        "ingest.app:create_app",
+        address=settings.ingest_host,
+        port=settings.ingest_port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.uvloop,
+        factory=True,
+        log_enabled=False,
+    ).serve()
 
 
 @shopify_app.command("reconcile")

@@ -8,7 +8,11 @@ unknown_link / bad_landing_url / not_found, 405 method_not_allowed, 400 bad_requ
 
 from __future__ import annotations
 
+import functools
+import http.cookies
+import re
 import secrets
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -17,6 +21,7 @@ import orjson
 import structlog
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
+from starlette.requests import cookie_parser
 
 from ingest import clicks, docs, guards, odoo, pixel, shopify
 from ingest.metrics import (
@@ -24,13 +29,18 @@ from ingest.metrics import (
     CLICKS_REDATED,
     DEAD_LETTERS,
     DEDUP_HITS,
-    PRODUCE_SECONDS,
-    REQUESTS,
+    tally,
 )
 from ingest.producer import ProduceFailed
 from ingest.registry import LinkRecord, ShopRecord
-from schemas.events.click import ClickEvent, PixelBatch
-from schemas.events.envelope import DeadLetter, EventEnvelope, Source
+from schemas.events.click import PixelBatch, click_bytes
+from schemas.events.envelope import (
+    DeadLetter,
+    EventEnvelope,
+    Source,
+    envelope_bytes,
+    envelope_key,
+)
 from schemas.events.shopify import SHOPIFY_TOPICS
 from schemas.ids import body_sha256, click_id_for_visitor, derived_id, random_id
 from schemas.registry import erp_token_hash
@@ -58,7 +68,7 @@ class Refused(Exception):
         self.detail = detail
         self.headers = headers or {}
 
-    def response(self) -> Response:
+    def answer(self) -> Answer:
         body = {
             "type": PROBLEM_BASE + self.code.replace("_", "-"),
             "title": self.code.replace("_", " "),
@@ -66,20 +76,40 @@ class Refused(Exception):
             "detail": self.detail,
             "code": self.code,
         }
-        return Response(
-            orjson.dumps(body),
-            status_code=self.status,
-            media_type="application/problem+json",
-            headers=self.headers,
-        )
+        return Answer(
+            self.status, orjson.dumps(body), "application/problem+json",
+            tuple(self.headers.items()),
+        )  # fmt: skip
+
+    def response(self) -> Response:
+        return self.answer().response()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer as plain values: the hot path (`ingest.hot`) sends it as ASGI messages, the
+    FastAPI routes wrap it in a `Response`. `headers` may repeat a name (two `Set-Cookie`)."""
+
+    status: int
+    body: bytes = b""
+    media_type: str | None = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def response(self) -> Response:
+        response = Response(self.body, status_code=self.status, media_type=self.media_type)
+        for name, value in self.headers:
+            response.headers.append(name, value)
+        return response
+
+
+def json_answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Answer:
+    return Answer(status, orjson.dumps(body), "application/json", tuple((headers or {}).items()))
 
 
 def json_response(
     status: int, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
+    return json_answer(status, body, headers).response()
 
 
 def _ingress(request: Request) -> Ingress:
@@ -92,15 +122,22 @@ JSON_TYPES = frozenset({"application/json"})
 BROWSER_JSON_TYPES = frozenset({"application/json", "text/plain"})
 
 
-async def _read_json_body(
-    request: Request, limit: int, accepted: frozenset[str] = JSON_TYPES
-) -> bytes:
-    content_type = request.headers.get("content-type", "")
+# The body's chunks as they arrive (`Request.stream`, or the hot path's ASGI `receive` loop).
+BodyStream = Callable[[], AsyncIterator[bytes]]
+
+
+async def read_json_body(
+    headers: Mapping[str, str], stream: BodyStream, limit: int,
+    accepted: frozenset[str] = JSON_TYPES,
+) -> bytes:  # fmt: skip
+    """The body, refused 415 for another Content-Type, 413 beyond `limit` (declared or sent).
+    `headers` answers lower-case names (Starlette's `Headers`, or the hot path's dict)."""
+    content_type = headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() not in accepted:
         raise Refused(
             415, "unsupported_media_type", "Content-Type must be " + " or ".join(sorted(accepted))
         )
-    declared = request.headers.get("content-length")
+    declared = headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise Refused(400, "bad_request", "invalid Content-Length")
@@ -108,12 +145,18 @@ async def _read_json_body(
             raise Refused(413, "body_too_large", f"body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in stream():
         size += len(chunk)
         if size > limit:
             raise Refused(413, "body_too_large", f"body exceeds {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _read_json_body(
+    request: Request, limit: int, accepted: frozenset[str] = JSON_TYPES
+) -> bytes:
+    return await read_json_body(request.headers, request.stream, limit, accepted)
 
 
 async def _produce(ingress: Ingress, topic: Topic, key: bytes, value: bytes) -> None:
@@ -124,7 +167,7 @@ async def _produce(ingress: Ingress, topic: Topic, key: bytes, value: bytes) -> 
         raise Refused(
             503, "broker_unavailable", "event not stored, retry later", {"Retry-After": "5"}
         ) from exc
-    PRODUCE_SECONDS.labels(str(topic)).observe(seconds)
+    tally.produced(str(topic), seconds)
 
 
 async def _dead_letter(
@@ -137,7 +180,7 @@ async def _dead_letter(
 
 
 def _count(endpoint: str, topic: str, outcome: str) -> None:
-    REQUESTS.labels(endpoint, topic, outcome).inc()
+    tally.request(endpoint, topic, outcome)
 
 
 # --- Shopify -------------------------------------------------------------------------------
@@ -145,20 +188,32 @@ def _count(endpoint: str, topic: str, outcome: str) -> None:
 
 @router.post("/webhooks/shopify", summary="Shopify webhook (HMAC-verified)", **docs.SHOPIFY)
 async def shopify_webhook(request: Request) -> Response:
+    """Served by `ingest.hot` (plain ASGI) in the running app; this route states the endpoint
+    in the OpenAPI document and serves an app built without the hot path."""
+    answer = await shopify_delivery(_ingress(request), request.headers, request.stream)
+    return answer.response()
+
+
+async def shopify_delivery(
+    ingress: Ingress, headers: Mapping[str, str], stream: BodyStream
+) -> Answer:
+    """One Shopify delivery, answered: `headers` answers lower-case names."""
+    delivery_headers = shopify.ShopifyHeaders.read(headers)
     try:
-        return await _shopify(request)
+        return await _shopify(ingress, headers, delivery_headers, stream)
     except Refused as refused:
-        topic = shopify.ShopifyHeaders.read(request.headers).topic or "-"
+        topic = delivery_headers.topic or "-"
         _count("shopify", topic if topic in SHOPIFY_TOPICS else "other", refused.code)
         log.info("ingest.refused", source="shopify", code=refused.code, detail=refused.detail)
-        return refused.response()
+        return refused.answer()
 
 
-async def _shopify(request: Request) -> Response:
-    ingress = _ingress(request)
+async def _shopify(
+    ingress: Ingress, request_headers: Mapping[str, str], headers: shopify.ShopifyHeaders,
+    stream: BodyStream,
+) -> Answer:  # fmt: skip
     settings = ingress.settings
-    raw = await _read_json_body(request, settings.ingest_max_body_bytes)
-    headers = shopify.ShopifyHeaders.read(request.headers)
+    raw = await read_json_body(request_headers, stream, settings.ingest_max_body_bytes)
     shop = await ingress.registry.shop(headers.shop_domain) if headers.shop_domain else None
     if shop is None:
         raise Refused(401, "unknown_shop", "shop is not registered")
@@ -168,7 +223,7 @@ async def _shopify(request: Request) -> Response:
     delivery = headers.delivery_id(raw)
     dedup = guards.dedup_key("shopify", shop.domain, delivery)
     admission = await guards.admit(
-        ingress.redis,
+        ingress.guards,
         scope=f"shop:{shop.domain}",
         dedup=dedup,
         limit_per_second=settings.ingest_rate_limit_per_shop,
@@ -180,7 +235,7 @@ async def _shopify(request: Request) -> Response:
     if admission.duplicate:
         DEDUP_HITS.labels("shopify").inc()
         _count("shopify", topic_label, "duplicate")
-        return json_response(200, {"status": "duplicate", "event_id": _event_id(headers, raw)})
+        return json_answer(200, {"status": "duplicate", "event_id": _event_id(headers, raw)})
 
     received_at = datetime.now(UTC)
     topic = headers.topic or ""
@@ -193,15 +248,15 @@ async def _shopify(request: Request) -> Response:
             received_at=received_at, headers=headers.kept,
         )  # fmt: skip
         await _dead_letter(ingress, envelope, str(exc), received_at)
-        await guards.remember(ingress.redis, dedup, settings.ingest_dedup_ttl_seconds)
+        await guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
         _count("shopify", topic_label, "dead_lettered")
-        return json_response(200, {"status": "dead_lettered", "event_id": delivery})
+        return json_answer(200, {"status": "dead_lettered", "event_id": delivery})
 
-    envelope = shopify.build_envelope(raw, headers, body, shop.tenant_id, received_at)
-    await _produce(ingress, topic_for_shopify(topic), envelope.key(), envelope.to_bytes())
-    await guards.remember(ingress.redis, dedup, settings.ingest_dedup_ttl_seconds)
+    key, value, event_id = shopify.envelope_parts(raw, headers, body, shop.tenant_id, received_at)
+    await _produce(ingress, topic_for_shopify(topic), key, value)
+    await guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
     _count("shopify", topic_label, "accepted")
-    return json_response(200, {"status": "accepted", "event_id": envelope.event_id})
+    return Answer(200, b'{"status":"accepted","event_id":' + orjson.dumps(event_id) + b"}")
 
 
 def _event_id(headers: shopify.ShopifyHeaders, raw: bytes) -> str:
@@ -249,7 +304,7 @@ async def _odoo(token: str, request: Request) -> Response:
     delivery = odoo.delivery_id(tenant_id, body, raw)
     dedup = guards.dedup_key("odoo", tenant_id, delivery)
     admission = await guards.admit(
-        ingress.redis,
+        ingress.guards,
         scope=f"odoo:{tenant_id}",
         dedup=dedup,
         limit_per_second=settings.ingest_rate_limit_per_shop,
@@ -263,7 +318,7 @@ async def _odoo(token: str, request: Request) -> Response:
         return json_response(200, {"status": "duplicate", "event_id": delivery})
     envelope = odoo.build_envelope(raw, body, tenant_id, received_at)
     await _produce(ingress, Topic.ERP, envelope.key(), envelope.to_bytes())
-    await guards.remember(ingress.redis, dedup, settings.ingest_dedup_ttl_seconds)
+    await guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
     _count("odoo", body.model, "accepted")
     return json_response(200, {"status": "accepted", "event_id": delivery})
 
@@ -273,17 +328,22 @@ async def _odoo(token: str, request: Request) -> Response:
 
 @dataclass(frozen=True, slots=True)
 class RecordedClick:
-    envelope: EventEnvelope
-    click: ClickEvent
+    """A click judged and serialised for Kafka (`key`, `value`: its envelope)."""
+
+    key: bytes
+    value: bytes
+    is_bot: bool
+    is_duplicate: bool
     relay: str | None  # what became of a relay's forwarded headers (None: none sent)
 
 
 async def _record_click(
     ingress: Ingress,
-    request: Request,
     link: LinkRecord,
     relay: clicks.RelayHeaders,
     *,
+    peer_ip: str | None,
+    user_agent: str | None,
     click_id: str,
     occurred_at: datetime,
     visitor_id: str | None,
@@ -296,15 +356,10 @@ async def _record_click(
     """The click judged by its program's policy (bots, relay, duplicates), wrapped for Kafka.
     `dedup_visitor` is the visitor id the client sent (None: judge duplicates by IP+UA)."""
     settings = ingress.settings
-    who = clicks.shopper(
-        link.policy,
-        relay,
-        peer_ip=request.client.host if request.client else None,
-        user_agent=request.headers.get("user-agent"),
-    )
+    who = clicks.shopper(link.policy, relay, peer_ip=peer_ip, user_agent=user_agent)
     ip_digest = clicks.ip_hash(settings.click_ip_salt, who.ip)
     first = await guards.first_click(
-        ingress.redis,
+        ingress.guards,
         clicks.fingerprint(ip_digest, who.user_agent, link.code, dedup_visitor),
         settings.click_duplicate_window_seconds,
         click_id,
@@ -313,7 +368,8 @@ async def _record_click(
         if visitor_id and not dedup_visitor
         else None,
     )
-    click = ClickEvent(
+    is_bot = clicks.is_bot(who.user_agent, link.policy)
+    click = click_bytes(
         click_id=click_id,
         tenant_id=link.tenant_id,
         link_code=link.code,
@@ -326,11 +382,11 @@ async def _record_click(
         shop=shop,
         user_agent=who.user_agent[:500] if who.user_agent else None,
         ip_hash=ip_digest,
-        is_bot=clicks.is_bot(who.user_agent, link.policy),
+        is_bot=is_bot,
         is_duplicate=not first,
     )
-    envelope = EventEnvelope.wrap(
-        orjson.dumps(click.model_dump(mode="json")),
+    value = envelope_bytes(
+        click,
         event_id=click_id,
         source=source,
         kind="click",
@@ -340,23 +396,35 @@ async def _record_click(
         occurred_at=occurred_at,
         received_at=datetime.now(UTC),
     )
-    return RecordedClick(envelope, click, who.relay)
+    key = envelope_key(link.tenant_id, click_id, click_id)
+    return RecordedClick(key, value, is_bot, not first, who.relay)
 
 
-def _relay_headers(request: Request) -> clicks.RelayHeaders:
+def _relay_headers(headers: Mapping[str, str]) -> clicks.RelayHeaders:
     try:
-        return clicks.RelayHeaders.read(request.headers)
+        return clicks.RelayHeaders.read(headers)
     except clicks.BadRelayHeaders as exc:
         raise Refused(400, "bad_request", str(exc)) from exc
 
 
 @router.get("/r/{link_code}", summary="Referral link: record the click, redirect", **docs.REDIRECT)
 async def referral_redirect(link_code: str, request: Request) -> Response:
-    ingress = _ingress(request)
+    """Served by `ingest.hot` (plain ASGI) in the running app; this route states the endpoint
+    in the OpenAPI document and serves an app built without the hot path."""
+    peer = request.client.host if request.client else None
+    return (await redirect(_ingress(request), link_code, request.headers, peer)).response()
+
+
+async def redirect(
+    ingress: Ingress, link_code: str, headers: Mapping[str, str], peer_ip: str | None
+) -> Answer:
+    """A referral click: recorded (after the broker's ack) and answered 302 to the landing
+    page; the shopper is redirected even when the broker does not answer. `headers` answers
+    lower-case names."""
     link = await ingress.registry.link(link_code)
     if link is None:
         _count("redirect", "click", "unknown_link")
-        return Refused(404, "unknown_link", "no such referral link").response()
+        return Refused(404, "unknown_link", "no such referral link").answer()
     try:
         check_http_url(link.landing_url)
     except ValueError as exc:
@@ -366,40 +434,63 @@ async def referral_redirect(link_code: str, request: Request) -> Response:
         log.warning("ingest.bad_landing_url", link_code=link.code, error=str(exc))
         return Refused(
             404, "bad_landing_url", "this referral link's landing URL is not a valid http(s) URL"
-        ).response()
+        ).answer()
     try:
-        relay = _relay_headers(request)
+        relay = _relay_headers(headers)
     except Refused as refused:
         _count("redirect", "click", refused.code)
-        return refused.response()
+        return refused.answer()
     now = datetime.now(UTC)
     # Only a visitor id the browser sent back identifies a visitor; a new one is unique anyway.
-    returning = request.cookies.get(clicks.VISITOR_COOKIE) or None
+    cookie = headers.get("cookie")
+    returning = (cookie_parser(cookie).get(clicks.VISITOR_COOKIE) if cookie else None) or None
     visitor_id = returning or secrets.token_hex(16)
     click_id = click_id_for_visitor(visitor_id)  # files it with the visitor's clicks
     recorded = await _record_click(
-        ingress, request, link, relay, click_id=click_id, occurred_at=now, visitor_id=visitor_id,
-        dedup_visitor=returning, landing_url=link.landing_url,
-        referrer=request.headers.get("referer"), source=Source.CLICK,
+        ingress, link, relay, peer_ip=peer_ip, user_agent=headers.get("user-agent"),
+        click_id=click_id, occurred_at=now, visitor_id=visitor_id, dedup_visitor=returning,
+        landing_url=link.landing_url, referrer=headers.get("referer"), source=Source.CLICK,
     )  # fmt: skip
-    envelope = recorded.envelope
     try:
-        await _produce(ingress, Topic.CLICKS, envelope.key(), envelope.to_bytes())
+        await _produce(ingress, Topic.CLICKS, recorded.key, recorded.value)
         _count("redirect", "click", "accepted")
     except Refused:
         # The shopper still reaches the shop; the unrecorded click is counted, not hidden.
         CLICKS_LOST.inc()
         _count("redirect", "click", "unrecorded")
-    response = Response(status_code=302, headers={
-        "Location": clicks.redirect_url(link.landing_url, click_id),
-        "Cache-Control": "no-store",
-    })  # fmt: skip
     max_age = ingress.settings.click_cookie_max_age_days * 86400
-    response.set_cookie(clicks.VISITOR_COOKIE, visitor_id, max_age=max_age, httponly=True,
-                        samesite="lax")  # fmt: skip
-    response.set_cookie(clicks.CLICK_COOKIE, click_id, max_age=max_age, httponly=True,
-                        samesite="lax")  # fmt: skip
-    return response
+    return Answer(302, b"", None, (
+        ("location", clicks.redirect_url(link.landing_url, click_id)),
+        ("cache-control", "no-store"),
+        ("set-cookie", _cookie(clicks.VISITOR_COOKIE, visitor_id, max_age)),
+        ("set-cookie", _cookie(clicks.CLICK_COOKIE, click_id, max_age)),
+    ))  # fmt: skip
+
+
+_PLAIN_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _cookie(name: str, value: str, max_age: int) -> str:
+    """The `Set-Cookie` value Starlette's `set_cookie(httponly, samesite=lax)` writes."""
+    if _PLAIN_COOKIE_VALUE.fullmatch(value):
+        return f"{name}={value}{_cookie_attributes(name, max_age)}"
+    return _simple_cookie(name, value, max_age)
+
+
+def _simple_cookie(name: str, value: str, max_age: int) -> str:
+    cookie: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
+    cookie[name] = value
+    cookie[name]["max-age"] = max_age
+    cookie[name]["path"] = "/"
+    cookie[name]["httponly"] = True
+    cookie[name]["samesite"] = "lax"
+    return cookie.output(header="").strip()
+
+
+@functools.cache
+def _cookie_attributes(name: str, max_age: int) -> str:
+    """What follows `name=value` (the same for every plain value): computed once."""
+    return _simple_cookie(name, "v", max_age).removeprefix(f"{name}=v")
 
 
 async def _storefront_origin(ingress: Ingress, request: Request) -> tuple[str, ShopRecord] | None:
@@ -459,11 +550,11 @@ async def pixel_clicks(request: Request) -> Response:
             batch = PixelBatch.model_validate_json(raw)
         except ValidationError as exc:
             raise Refused(400, "bad_request", _validation_detail(exc)) from exc
-        relay = _relay_headers(request)
+        relay = _relay_headers(request.headers)
         now = datetime.now(UTC)
         accepted: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
-        pending: list[EventEnvelope] = []
+        pending: list[RecordedClick] = []
         redated: list[str] = []
         for index, item in enumerate(batch.clicks):
             link = await ingress.registry.link(item.link_code)
@@ -481,18 +572,20 @@ async def pixel_clicks(request: Request) -> Response:
             )
             occurred_at, reason = clicks.click_time(item.occurred_at, now, link.policy)
             recorded = await _record_click(
-                ingress, request, link, relay, click_id=click_id, occurred_at=occurred_at,
-                visitor_id=item.visitor_id, dedup_visitor=item.visitor_id,
+                ingress, link, relay, peer_ip=request.client.host if request.client else None,
+                user_agent=request.headers.get("user-agent"), click_id=click_id,
+                occurred_at=occurred_at, visitor_id=item.visitor_id,
+                dedup_visitor=item.visitor_id,
                 landing_url=item.landing_url, referrer=item.referrer, source=Source.PIXEL,
                 shop=shop.domain if shop is not None else None,
             )  # fmt: skip
-            pending.append(recorded.envelope)
+            pending.append(recorded)
             report: dict[str, Any] = {
                 "index": index,
                 "click_id": click_id,
                 "occurred_at": occurred_at.isoformat(),
-                "bot": recorded.click.is_bot,
-                "duplicate": recorded.click.is_duplicate,
+                "bot": recorded.is_bot,
+                "duplicate": recorded.is_duplicate,
             }
             if reason is not None and item.occurred_at is not None:
                 report["redated"] = {"reason": reason, "claimed_at": item.occurred_at.isoformat()}
@@ -500,8 +593,8 @@ async def pixel_clicks(request: Request) -> Response:
             if recorded.relay is not None:
                 report["relay"] = recorded.relay
             accepted.append(report)
-        for envelope in pending:
-            await _produce(ingress, Topic.CLICKS, envelope.key(), envelope.to_bytes())
+        for click in pending:
+            await _produce(ingress, Topic.CLICKS, click.key, click.value)
         for why in redated:  # counted once the clicks are stored
             CLICKS_REDATED.labels(why).inc()
     except Refused as refused:

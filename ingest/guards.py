@@ -13,14 +13,16 @@ anyway) and webhook retries. Rate limits are off for the outage.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from ingest.metrics import REDIS_UNAVAILABLE
+from ingest.resp import Commands
 
 PREFIX = "refstream:ingest"
 log = structlog.get_logger(__name__)
@@ -42,34 +44,61 @@ def dedup_key(source: str, scope: str, delivery_id: str) -> str:
     return f"{PREFIX}:seen:{source}:{scope}:{delivery_id}"
 
 
-async def admit(
-    redis: aioredis.Redis, *, scope: str, dedup: str, limit_per_second: int
-) -> Admission:
+class _Script:
+    """A Lua script run by its SHA-1 (`EVALSHA`: one command, one reply to parse, where a
+    pipeline of the same steps costs redis-py a command object and a reply per step), sent
+    in full once per Redis that does not know it yet."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def run(self, redis: Commands, keys: list[str], args: list[str | int]) -> Any:
+        try:
+            return await redis.call("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await redis.call("EVAL", self.source, len(keys), *keys, *args)
+
+
+# Count the request in its scope's one-second window (the window expires after 2 s), and
+# whether the delivery was seen before.
+_ADMIT = _Script(
+    "local n = redis.call('INCR', KEYS[1]) "
+    "if n == 1 then redis.call('EXPIRE', KEYS[1], 2) end "
+    "return {n, redis.call('EXISTS', KEYS[2])}"
+)
+# The window's holder of a visitor's click on a link (set if none), and the click's second
+# identity remembered too (KEYS[2], when given).
+_FIRST_CLICK = _Script(
+    "redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) "
+    "local holder = redis.call('GET', KEYS[1]) "
+    "if KEYS[2] then redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2]) end "
+    "return holder"
+)
+
+
+async def admit(redis: Commands, *, scope: str, dedup: str, limit_per_second: int) -> Admission:
     """One round trip: count this request in the scope's one-second window; was it seen before?"""
     window = int(time.time())
     rate_key = f"{PREFIX}:rate:{scope}:{window}"
-    pipe = redis.pipeline(transaction=False)
-    pipe.incr(rate_key)
-    pipe.expire(rate_key, 2)
-    pipe.exists(dedup)
     try:
-        count, _, seen = await pipe.execute()
+        count, seen = await _ADMIT.run(redis, [rate_key, dedup], [])
     except (RedisError, OSError) as exc:  # fail open (see the module docstring)
         _unavailable("admit", exc)
         return Admission(over_limit=False, duplicate=False)
     return Admission(over_limit=int(count) > limit_per_second, duplicate=bool(seen))
 
 
-async def remember(redis: aioredis.Redis, dedup: str, ttl_seconds: int) -> None:
+async def remember(redis: Commands, dedup: str, ttl_seconds: int) -> None:
     """Mark a delivery as written to Kafka (after the broker's ack, never before)."""
     try:
-        await redis.set(dedup, b"1", ex=ttl_seconds)
+        await redis.call("SET", dedup, "1", "EX", ttl_seconds)
     except (RedisError, OSError) as exc:
         _unavailable("remember", exc)
 
 
 async def first_click(
-    redis: aioredis.Redis,
+    redis: Commands,
     fingerprint: str,
     window_seconds: int,
     click_id: str,
@@ -80,14 +109,11 @@ async def first_click(
     pixel batch: same `client_event_id`, same id) is never a duplicate of itself. `also` is a
     second identity of the same click remembered for the window (a visitor id just given to the
     browser, so its next click is judged by it)."""
-    key = f"{PREFIX}:click:{fingerprint}"
-    pipe = redis.pipeline(transaction=False)
-    pipe.set(key, click_id.encode(), nx=True, ex=window_seconds)
-    pipe.get(key)
+    keys = [f"{PREFIX}:click:{fingerprint}"]
     if also is not None:
-        pipe.set(f"{PREFIX}:click:{also}", click_id.encode(), ex=window_seconds)
+        keys.append(f"{PREFIX}:click:{also}")
     try:
-        _, holder, *_ = await pipe.execute()
+        holder = await _FIRST_CLICK.run(redis, keys, [click_id, window_seconds])
     except (RedisError, OSError) as exc:  # fail open (see the module docstring)
         _unavailable("first_click", exc)
         return True

@@ -1,8 +1,17 @@
 """Prometheus metrics of the ingress. With several uvicorn workers, `PROMETHEUS_MULTIPROC_DIR`
-is set by the launcher (`refstream ingest serve`) and /metrics aggregates every worker."""
+is set by the launcher (`refstream ingest serve`) and /metrics aggregates every worker.
+
+The hot path's request counts and produce latencies go through `tally`: a request adds to a
+plain dict (no lock, no label lookup), and the event loop's next turn adds the sums to the
+Prometheus values (whose every `labels()` and `inc()` takes a lock, and in multiprocess mode
+writes the shared file): one update per label set per turn, however many requests the turn
+answered. A count is in /metrics one loop turn after its answer was sent; /metrics of the same
+worker adds what is pending first.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from prometheus_client import (
@@ -50,7 +59,46 @@ CLICKS_REDATED = Counter(
 )
 
 
+class Tally:
+    """Request counts and produce latencies collected without locks, flushed once per turn."""
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, str, str], int] = {}
+        self._produce: list[tuple[str, float]] = []
+        # The loop a flush is scheduled on (a flush pending on a loop that has since closed,
+        # as between tests, does not stop the next loop from scheduling its own).
+        self._scheduled: asyncio.AbstractEventLoop | None = None
+
+    def request(self, endpoint: str, topic: str, outcome: str) -> None:
+        key = (endpoint, topic, outcome)
+        self._requests[key] = self._requests.get(key, 0) + 1
+        self._schedule()
+
+    def produced(self, topic: str, seconds: float) -> None:
+        self._produce.append((topic, seconds))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._scheduled is not loop:
+            self._scheduled = loop
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = None
+        requests, self._requests = self._requests, {}
+        produce, self._produce = self._produce, []
+        for labels, count in requests.items():
+            REQUESTS.labels(*labels).inc(count)
+        for topic, seconds in produce:
+            PRODUCE_SECONDS.labels(topic).observe(seconds)
+
+
+tally = Tally()
+
+
 def exposition(multiprocess_dir: Path | None) -> tuple[bytes, str]:
+    tally.flush()
     if multiprocess_dir is None:
         return generate_latest(), CONTENT_TYPE_LATEST
     registry = CollectorRegistry()

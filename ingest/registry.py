@@ -2,8 +2,12 @@
 
 Loaded from PostgreSQL (owned by the business core) at start, reloaded when a change is
 announced on Redis (`REGISTRY_CHANGED_CHANNEL`) and every `refresh_seconds` as a safety net,
-so a request never queries the database. An unknown shop triggers at most one early reload per
-second (a shop registered a moment ago is found without waiting for the refresh).
+so a request never queries the database for a registration it knows. A shop domain it does not
+know is looked up once, by itself (`Registry.shop`): a shop created a moment ago is accepted on
+its first webhook, without waiting for the announcement; a domain found nowhere is remembered as
+unknown for `ingest_unknown_shop_ttl_seconds`, so a stream of bad domains costs PostgreSQL at
+most one query per domain per that time (and at most `LOOKUPS_PER_SECOND` per worker). Other
+unknown keys trigger at most one early reload per second.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ from ingest.clicks import ClickPolicy
 from schemas.registry import REGISTRY_CHANGED_CHANNEL
 
 log = structlog.get_logger("ingest.registry")
+
+# Single-shop lookups a worker makes per second at most (a burst of made-up domains must not
+# become a burst of database queries); beyond that an unknown domain is refused unasked.
+LOOKUPS_PER_SECOND = 20
+_SHOP_COLUMNS = "SELECT domain, tenant_id, secret, previous_secret FROM shops"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +73,7 @@ async def load_snapshot(dsn: str) -> Snapshot:
                 tenant_id=r["tenant_id"],
                 secrets=tuple(s for s in (r["secret"], r["previous_secret"]) if s),
             )
-            for r in await conn.fetch(
-                "SELECT domain, tenant_id, secret, previous_secret FROM shops WHERE active"
-            )
+            for r in await conn.fetch(_SHOP_COLUMNS + " WHERE active")
         }
         tokens = {
             r["token_hash"]: r["tenant_id"]
@@ -103,10 +110,18 @@ async def load_snapshot(dsn: str) -> Snapshot:
 
 
 class Registry:
-    def __init__(self, dsn: str, redis: aioredis.Redis, refresh_seconds: float) -> None:
+    def __init__(
+        self, dsn: str, redis: aioredis.Redis, refresh_seconds: float,
+        unknown_shop_ttl_seconds: float = 5.0,
+    ) -> None:  # fmt: skip
         self._dsn = dsn
         self._redis = redis
         self._refresh = refresh_seconds
+        self._unknown_ttl = unknown_shop_ttl_seconds
+        self._unknown_shops: dict[str, float] = {}  # domain -> monotonic time it expires
+        self._lookups: dict[str, asyncio.Future[ShopRecord | None]] = {}  # in flight
+        self._lookup_window = (0, 0)  # (second, lookups made in it)
+        self._pool: asyncpg.Pool | None = None
         self._snapshot = Snapshot({}, {}, {})
         self._last_load = 0.0
         self._lock = asyncio.Lock()
@@ -127,17 +142,75 @@ class Registry:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
         self._tasks = []
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     async def reload(self) -> None:
         async with self._lock:
             self._snapshot = await load_snapshot(self._dsn)
             self._last_load = time.monotonic()
+            self._unknown_shops.clear()  # a reload knows every shop that exists
 
     async def shop(self, domain: str) -> ShopRecord | None:
         found = self._snapshot.shops.get(domain)
-        if found is None and await self._early_reload():
-            found = self._snapshot.shops.get(domain)
+        if found is not None:
+            return found
+        expires = self._unknown_shops.get(domain)
+        if expires is not None and time.monotonic() < expires:
+            return None
+        pending = self._lookups.get(domain)
+        if pending is not None:  # the same domain asked by concurrent requests: one query
+            return await asyncio.shield(pending)
+        if not self._may_look_up():
+            return None
+        future: asyncio.Future[ShopRecord | None] = asyncio.get_running_loop().create_future()
+        self._lookups[domain] = future
+        try:
+            found = await self._look_up_shop(domain)
+            future.set_result(found)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: concurrent waiters may be none
+            raise
+        finally:
+            del self._lookups[domain]
         return found
+
+    def _may_look_up(self) -> bool:
+        second = int(time.monotonic())
+        window, made = self._lookup_window
+        made = made + 1 if window == second else 1
+        self._lookup_window = (second, made)
+        return made <= LOOKUPS_PER_SECOND
+
+    async def _look_up_shop(self, domain: str) -> ShopRecord | None:
+        """The active shop `domain` from PostgreSQL, kept in the snapshot when found (the next
+        reload has it anyway); remembered as unknown for a while when not. None, without
+        remembering, when the database does not answer."""
+        try:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn, min_size=0, max_size=2, timeout=5, command_timeout=5
+                )
+            row = await self._pool.fetchrow(_SHOP_COLUMNS + " WHERE domain = $1 AND active", domain)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            log.warning("registry.shop_lookup_failed", domain=domain, error=str(exc))
+            return None
+        if row is None:
+            if len(self._unknown_shops) > 10_000:  # bounded: a flood of made-up domains
+                self._unknown_shops.clear()
+            self._unknown_shops[domain] = time.monotonic() + self._unknown_ttl
+            return None
+        shop = ShopRecord(
+            domain=row["domain"],
+            tenant_id=row["tenant_id"],
+            secrets=tuple(s for s in (row["secret"], row["previous_secret"]) if s),
+        )
+        self._snapshot.shops[shop.domain] = shop
+        self._snapshot.origins[storefront_origin(shop.domain)] = shop
+        log.info("registry.shop_found", domain=domain)
+        return shop
 
     async def storefront(self, origin: str) -> ShopRecord | None:
         """The active shop whose storefront is the browser origin `origin` (None: none is)."""

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
         default=3.0, gt=0, description="Broker ack wait before answering 503 (Shopify: 5 s)."
     )
     ingest_registry_refresh_seconds: float = Field(default=30.0, gt=0)
+    ingest_unknown_shop_ttl_seconds: float = Field(
+        default=5.0, gt=0,
+        description="How long a shop domain found in no registration is answered 401 without "
+        "asking PostgreSQL again (a shop created meanwhile is accepted after that at most).",
+    )  # fmt: skip
     shopify_token: SecretStr | None = Field(
         default=None,
         description="Shopify Admin API access token of the shop `refstream shopify reconcile` "

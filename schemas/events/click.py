@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.events.envelope import json_time
 
 
 class ClickEvent(BaseModel):
@@ -32,6 +37,63 @@ class ClickEvent(BaseModel):
     ip_hash: str | None = None
     is_bot: bool = False
     is_duplicate: bool = False
+
+
+_CLICK_ID = re.compile(r"clk_[0-9a-f]{32}")
+
+
+def click_bytes(
+    *,
+    click_id: str,
+    tenant_id: str,
+    link_code: str,
+    occurred_at: datetime,
+    visitor_id: str | None = None,
+    program_id: str | None = None,
+    agent_id: str | None = None,
+    shop: str | None = None,
+    landing_url: str | None = None,
+    referrer: str | None = None,
+    user_agent: str | None = None,
+    ip_hash: str | None = None,
+    is_bot: bool = False,
+    is_duplicate: bool = False,
+) -> bytes:
+    """`orjson.dumps(ClickEvent(...).model_dump(mode="json"))`, byte for byte, without the
+    model (the hot path's serialisation of a click; tests/schemas compare both). Values the
+    plain spelling cannot promise to match go through the model, which validates them."""
+    occurred = json_time(occurred_at)
+    if (
+        occurred is None
+        or not tenant_id
+        or not 0 < len(link_code) <= 100
+        or not (_CLICK_ID.fullmatch(click_id))
+    ):
+        event = ClickEvent(
+            click_id=click_id, tenant_id=tenant_id, link_code=link_code, occurred_at=occurred_at,
+            visitor_id=visitor_id, program_id=program_id, agent_id=agent_id, shop=shop,
+            landing_url=landing_url, referrer=referrer, user_agent=user_agent, ip_hash=ip_hash,
+            is_bot=is_bot, is_duplicate=is_duplicate,
+        )  # fmt: skip
+        return orjson.dumps(event.model_dump(mode="json"))
+    return orjson.dumps(
+        {
+            "click_id": click_id,
+            "tenant_id": tenant_id,
+            "link_code": link_code,
+            "occurred_at": occurred,
+            "visitor_id": visitor_id,
+            "program_id": program_id,
+            "agent_id": agent_id,
+            "shop": shop,
+            "landing_url": landing_url,
+            "referrer": referrer,
+            "user_agent": user_agent,
+            "ip_hash": ip_hash,
+            "is_bot": is_bot,
+            "is_duplicate": is_duplicate,
+        }
+    )
 
 
 class PixelClick(BaseModel):

@@ -1,0 +1,102 @@
+"""The hot path: `POST /webhooks/shopify` and `GET /r/{code}` served as plain ASGI.
+
+Nearly every request the ingress gets is one of these two. Through FastAPI each paid for the
+framework's routing (a regex per route), a `Request`, dependency solving, a `Response` object
+and three more middleware layers: about half of a webhook's CPU time (bench/ingress
+`--profile`). Here they are matched by method and path, their headers read once into a dict,
+their body read from `receive`, and the answer sent as two ASGI messages with the request id
+and the security headers. The work and the answers are the FastAPI routes' own
+(`endpoints.shopify_delivery`, `endpoints.redirect`): the routes stay, for the OpenAPI
+document and every path this does not match (a trailing slash, a mount under a root path).
+
+Installed just inside the error middleware, so an unexpected error still answers the
+problem+json 500, and inside the proxy-headers middleware, so a click's address is the
+trusted proxy's `X-Forwarded-For` when one is configured.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import structlog
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ingest import endpoints
+
+# Sent on every answer: no MIME sniffing, no framing, and referrers reduced to the origin
+# across sites (what a redirect to the shop passes on).
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"strict-origin-when-cross-origin"),
+)
+WEBHOOK_PATH = "/webhooks/shopify"
+REDIRECT_PREFIX = "/r/"
+
+
+class HotPath:
+    """ASGI middleware answering the two hot endpoints itself; everything else passes on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            path: str = scope["path"]
+            method: str = scope["method"]
+            if method == "POST" and path == WEBHOOK_PATH:
+                await self._answer(scope, receive, send, None)
+                return
+            if method == "GET" and path.startswith(REDIRECT_PREFIX):
+                code = path[len(REDIRECT_PREFIX) :]
+                if code and "/" not in code:
+                    await self._answer(scope, receive, send, code)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, code: str | None) -> None:
+        # First value of each name, as Starlette's `Headers.get` (ASGI names are lower-case).
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
+        request_id = headers.get("x-request-id") or os.urandom(16).hex()  # as uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id, path=scope["path"])
+        ingress = scope["app"].state.ingress
+        try:
+            if code is None:
+                answer = await endpoints.shopify_delivery(ingress, headers, _stream(receive))
+            else:
+                client = scope.get("client")
+                answer = await endpoints.redirect(
+                    ingress, code, headers, client[0] if client else None
+                )
+        except ClientDisconnect:
+            return  # nobody to answer
+        await _send(send, answer, request_id)
+
+
+def _stream(receive: Receive) -> endpoints.BodyStream:
+    async def chunks() -> AsyncIterator[bytes]:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect
+            body: bytes = message.get("body", b"")
+            if body:
+                yield body
+            if not message.get("more_body", False):
+                return
+
+    return chunks
+
+
+async def _send(send: Send, answer: endpoints.Answer, request_id: str) -> None:
+    headers = [(b"content-length", str(len(answer.body)).encode())]
+    if answer.media_type is not None:
+        headers.append((b"content-type", answer.media_type.encode()))
+    headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers)
+    headers.append((b"x-request-id", request_id.encode("latin-1")))
+    headers.extend(SECURITY_HEADERS)
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})

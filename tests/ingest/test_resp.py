@@ -1,0 +1,81 @@
+"""The guards' pipelined Redis connection (`ingest.resp`) against the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+
+import pytest
+import redis
+from redis.exceptions import NoScriptError, ResponseError
+
+from ingest.resp import PipelinedRedis, RedisPyCommands, commands_for
+from schemas.settings import Settings
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_concurrent_commands_share_the_connection_and_get_their_own_replies(
+    stack_settings: Settings,
+) -> None:
+    client = commands_for(stack_settings.redis_url, timeout=2)
+    assert isinstance(client, PipelinedRedis)
+    prefix = f"test:resp:{uuid.uuid4().hex}"
+    try:
+        await asyncio.gather(*(client.call("SET", f"{prefix}:{n}", n, "EX", 60)
+                               for n in range(200)))  # fmt: skip
+        replies = await asyncio.gather(*(client.call("GET", f"{prefix}:{n}") for n in range(200)))
+        assert replies == [str(n).encode() for n in range(200)]
+        # The URL's database: what it wrote is there for another client of the same URL.
+        other = redis.Redis.from_url(stack_settings.redis_url)
+        assert other.get(f"{prefix}:7") == b"7"
+        other.close()
+    finally:
+        await client.close()
+
+
+async def test_error_replies_raise_and_the_connection_stays_usable(
+    stack_settings: Settings,
+) -> None:
+    client = commands_for(stack_settings.redis_url, timeout=2)
+    try:
+        with pytest.raises(NoScriptError):
+            await client.call("EVALSHA", "0" * 40, 0)
+        with pytest.raises(ResponseError):
+            await client.call("INCR", "not", "a", "command", "shape")
+        assert await client.call("PING") == b"PONG"
+    finally:
+        await client.close()
+
+
+async def test_a_refused_connection_is_an_oserror_and_a_killed_one_is_reopened(
+    stack_settings: Settings,
+) -> None:
+    down = PipelinedRedis("127.0.0.1", _closed_port(), timeout=1)
+    with pytest.raises(ConnectionRefusedError):  # an OSError: the guards fail open on it
+        await down.call("PING")
+
+    client = commands_for(stack_settings.redis_url, timeout=2)
+    try:
+        name = f"resp-{uuid.uuid4().hex[:8]}"
+        await client.call("CLIENT", "SETNAME", name)
+        admin = redis.Redis.from_url(stack_settings.redis_url)
+        killed = [c for c in admin.client_list() if c.get("name") == name]
+        assert len(killed) == 1
+        admin.client_kill_filter(_id=killed[0]["id"])
+        admin.close()
+        await asyncio.sleep(0.1)  # the close reaches the connection
+        assert await client.call("PING") == b"PONG"
+    finally:
+        await client.close()
+
+
+def test_tls_and_unix_socket_urls_are_left_to_redis_py() -> None:
+    assert isinstance(commands_for("rediss://cache.example:6380/0", 2), RedisPyCommands)
+    assert isinstance(commands_for("unix:///run/redis.sock?db=1", 2), RedisPyCommands)

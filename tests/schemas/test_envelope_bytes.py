@@ -1,0 +1,71 @@
+"""`envelope_bytes` (the ingress's hot-path serialisation) spells exactly what the model does."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from schemas.events.envelope import EventEnvelope, Source, envelope_bytes, envelope_key
+
+offsets = st.one_of(
+    st.just(UTC),
+    st.just(timezone(timedelta(0))),
+    st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m))),
+    st.integers(-50_000, 50_000).map(lambda s: timezone(timedelta(seconds=s))),
+)
+# hypothesis wants naive bounds; `timezones` makes the values aware.
+times = st.datetimes(
+    min_value=datetime(1990, 1, 1),  # noqa: DTZ001
+    max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+    timezones=offsets,
+)
+texts = st.text(max_size=220)
+
+
+@given(
+    raw=st.binary(max_size=500) | st.text(max_size=300).map(str.encode),
+    event_id=texts,
+    source=st.sampled_from(Source),
+    kind=texts,
+    tenant_id=texts,
+    shop=st.none() | texts,
+    entity_id=st.none() | texts,
+    occurred_at=times,
+    received_at=times,
+    headers=st.none() | st.dictionaries(st.text(max_size=20), st.text(max_size=20), max_size=4),
+)
+def test_the_plain_spelling_is_the_models_byte_for_byte(
+    raw: bytes, event_id: str, source: Source, kind: str, tenant_id: str, shop: str | None,
+    entity_id: str | None, occurred_at: datetime, received_at: datetime,
+    headers: dict[str, str] | None,
+) -> None:  # fmt: skip
+    fields = {
+        "event_id": event_id, "source": source, "kind": kind, "tenant_id": tenant_id,
+        "shop": shop, "entity_id": entity_id, "occurred_at": occurred_at,
+        "received_at": received_at, "headers": headers,
+    }  # fmt: skip
+    try:
+        model = EventEnvelope.wrap(raw, **fields)  # type: ignore[arg-type]
+    except ValidationError:
+        with pytest.raises(ValidationError):
+            envelope_bytes(raw, **fields)  # type: ignore[arg-type]
+        return
+    assert envelope_bytes(raw, **fields) == model.to_bytes()  # type: ignore[arg-type]
+    assert envelope_key(tenant_id, entity_id, event_id) == model.key()
+
+
+def test_a_typical_webhook_takes_the_plain_path_and_reads_back() -> None:
+    when = datetime(2026, 11, 25, 10, 0, 0, 400_000, tzinfo=UTC)
+    data = envelope_bytes(
+        b'{"id": 1}', event_id="evt_1", source=Source.SHOPIFY, kind="orders/create",
+        tenant_id="t_1", occurred_at=when, received_at=when, shop="a.myshopify.com",
+        entity_id="1", headers={"shopify-topic": "orders/create"},
+    )  # fmt: skip
+    again = EventEnvelope.from_bytes(data)
+    assert again.raw_body() == b'{"id": 1}'
+    assert again.occurred_at == when
+    assert b'"occurred_at":"2026-11-25T10:00:00.400000Z"' in data
