@@ -202,13 +202,25 @@ class ClickStore:
         return sum(1 for s in self.segments for t in s.occurred if t >= horizon)
 
     def __bool__(self) -> bool:  # asked for every event (`is_empty`): no count
-        horizon = self.horizon
+        horizon, last = self.horizon, self.segments[-1]
+        if last.occurred and last.newest >= horizon:  # the usual answer, at once
+            return True
         return any(len(s) and s.newest >= horizon for s in self.segments)
+
+    @staticmethod
+    def key(click_id: str) -> Key:
+        """How the store keys `click_id` (for `has_key`/`add_key`: computed once per click)."""
+        return _id_key(click_id)
+
+    def has_key(self, key: Key) -> bool:
+        return self._find_key(key) is not None
 
     def _find(self, click_id: object) -> tuple[Segment, int] | None:
         if not isinstance(click_id, str):
             return None
-        key = _id_key(click_id)
+        return self._find_key(_id_key(click_id))
+
+    def _find_key(self, key: Key) -> tuple[Segment, int] | None:
         for segment in reversed(self.segments):
             row = segment.ids.get(key)
             if row is not None:
@@ -246,11 +258,14 @@ class ClickStore:
         })  # fmt: skip
 
     def add(self, click_id: str, click: Click) -> None:
+        self.add_key(_id_key(click_id), click)
+
+    def add_key(self, key: Key, click: Click) -> None:
         segment = self.segments[-1]
         if len(segment) >= self.segment_size:
             segment = Segment()
             self.segments.append(segment)
-        segment.add(_id_key(click_id), click)
+        segment.add(key, click)
 
     def expire(self, horizon_ms: int) -> None:
         """Forget every click that occurred before `horizon_ms` (see the module docstring)."""

@@ -128,7 +128,6 @@ def route(event: Event) -> list[tuple[str, ShardItem | TenantItem]]:
 
 
 def is_shard_item(keyed: tuple[str, ShardItem | TenantItem]) -> bool:
-    item = keyed[1]
-    return isinstance(item, Lookup | VisitorCopy) or (
-        isinstance(item, Event) and item.kind == "click"
-    )
+    """Whether `route` keyed the item to a click shard (shard keys carry the unit separator,
+    which no tenant id contains)."""
+    return "\x1f" in keyed[0]

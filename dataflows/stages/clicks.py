@@ -41,6 +41,10 @@ DAY_MS = 86_400_000
 # each re-pickles its open segment (measured by `bench.order_path`'s busy snapshot); rows below
 # 257 are Python's cached small ints, so a row number costs nothing.
 SHARD_SEGMENT = 256
+# Expiry runs when the click watermark moved this far (event time) since it last ran: a click
+# then stays findable at most this long past its horizon, where no order that is not late can
+# use it anyway (it is outside every such order's lookback).
+EXPIRE_EVERY_MS = 1_000
 ShardOutput = Found | DeadLetter
 
 
@@ -153,7 +157,8 @@ class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
         assert isinstance(event.payload, tuple)
         click_id, (occurred, agent, program, link, visitor, bot, dup) = event.payload
         state, tenant = self.state, event.tenant_id
-        if click_id in state.clicks:  # a duplicate: clicks are deduplicated by their id
+        key = state.clicks.key(click_id)
+        if state.clicks.has_key(key):  # a duplicate: clicks are deduplicated by their id
             return
         if event.late:  # judged in input order (`stages.clock`)
             if not copy:  # the click's own shard reports it; its copy goes quietly
@@ -165,7 +170,7 @@ class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
         click: Click = (
             occurred, _shared(agent), _shared(program), sys.intern(link), visitor, bot, dup
         )  # fmt: skip
-        state.clicks.add(click_id, click)
+        state.clicks.add_key(key, click)
         if not copy:
             for event_id in state.awaiting.pop(click_id, []):
                 held = state.held.get(event_id)
@@ -175,11 +180,11 @@ class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
                 if not held.missing:
                     self._release(event_id, out)
         mark = self.clocks.marks(tenant).get("click", 0)
-        if mark > state.expired_at_ms:
+        if mark >= state.expired_at_ms + EXPIRE_EVERY_MS:
             state.expired_at_ms = mark
             self._expire()
-            if self.tuning.order_wait_event_ms is not None:
-                self._release_due(out, self._event_time_due)
+        if state.held and self.tuning.order_wait_event_ms is not None:
+            self._release_due(out, self._event_time_due)
 
     def _expire(self) -> None:
         tuning, tenant = self.tuning, self.state.tenant_id
