@@ -61,7 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2)
-        registry = Registry(settings.postgres_url, redis, settings.ingest_registry_refresh_seconds)
+        app_secret = settings.shopify_api_secret
+        registry = Registry(
+            settings.postgres_url,
+            redis,
+            settings.ingest_registry_refresh_seconds,
+            app_secret.get_secret_value() if app_secret is not None else None,
+        )
         await registry.start()
         producer = EventProducer(settings.kafka_bootstrap, settings.ingest_produce_timeout_seconds)
         app.state.ingress = Ingress(settings, producer, redis, registry)
