@@ -30,10 +30,10 @@ from sqlalchemy import delete, select
 
 from api.audit import record
 from api.authz.dependencies import Authorized
-from api.authz.policies import Principal
+from api.authz.policies import Principal, can_at
 from api.context import Meta, RequestMeta
 from api.db import WriteSession
-from api.errors import BadRequest, RefstreamError, Unauthorized
+from api.errors import BadRequest, Forbidden, RefstreamError, Unauthorized
 from api.models import Shop, ShopClaim, ShopCollection
 from api.registry import announce_registry_change
 from api.shopify import admin, oauth
@@ -146,6 +146,8 @@ def redirect_uri(settings: Settings) -> str:
 async def start_install(
     body: InstallStart, principal: ShopsWrite, request: Request
 ) -> InstallStarted:
+    if not can_at(principal, "shops.write", None):  # company configuration: the root unit's
+        raise Forbidden("You cannot install the Shopify app here.")
     settings: Settings = request.app.state.settings
     client_id, _, _ = _app(settings)
     shop = body.shop.strip().lower()

@@ -19,10 +19,10 @@ from sqlalchemy.dialects.postgresql import insert
 
 from api.audit import record
 from api.authz.dependencies import Authorized
-from api.authz.policies import Principal
+from api.authz.policies import Principal, can_at
 from api.context import Meta
 from api.db import ReadOnlySession, WriteSession
-from api.errors import Conflict
+from api.errors import Conflict, Forbidden
 from api.kit.crud import Change, CompanyWide, CrudSpec, crud_router
 from api.models import Shop, ShopClaim
 from api.registry import announce_registry_change
@@ -81,6 +81,8 @@ async def claim_shop(
     request: Request,
     background: BackgroundTasks,
 ) -> ShopClaimRead:
+    if not can_at(principal, "shops.write", None):  # company configuration: the root unit's
+        raise Forbidden("You cannot connect a shop here.")
     settings: Settings = request.app.state.settings
     own = await session.scalar(
         select(Shop.domain).where(Shop.domain == body.domain, Shop.tenant_id == principal.tenant_id)
