@@ -39,6 +39,7 @@ from api.registry import announce_registry_change
 from api.shopify import admin, oauth
 from api.snapshots import snapshot
 from schemas import secretbox
+from schemas.registry import valid_shop
 from schemas.settings import Settings
 
 router = APIRouter(prefix="/shopify", tags=["shopify"])
@@ -151,7 +152,7 @@ async def start_install(
     settings: Settings = request.app.state.settings
     client_id, _, _ = _app(settings)
     shop = body.shop.strip().lower()
-    if not oauth.valid_shop(shop):
+    if not valid_shop(shop):
         raise InvalidShop("`shop` must match ^[a-z0-9][a-z0-9-]*\\.myshopify\\.com$.")
     state = secrets.token_urlsafe(32)
     bound = {"tenant_id": principal.tenant_id, "actor": principal.actor, "shop": shop}
