@@ -203,7 +203,10 @@ def shopify_reconcile(
     ] = None,
     token: Annotated[
         str | None,
-        typer.Option(help="Admin API access token; default: REFSTREAM_SHOPIFY_TOKEN."),
+        typer.Option(
+            help="Admin API access token; default: REFSTREAM_SHOPIFY_TOKEN, else the token "
+            "stored when the app was installed on the shop."
+        ),
     ] = None,
     admin_url: Annotated[
         str | None,
@@ -221,10 +224,19 @@ def shopify_reconcile(
     from ingest import reconcile
 
     settings = Settings()
-    stored = settings.shopify_token
-    secret = token or (stored.get_secret_value() if stored is not None else None)
+    configured = settings.shopify_token
+    secret = token or (configured.get_secret_value() if configured is not None else None)
+    try:
+        secret = secret or reconcile.stored_token(settings, shop)
+    except reconcile.ReconcileError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(code=1) from exc
     if not secret:
-        console.print("[red]no Admin API token: --token or REFSTREAM_SHOPIFY_TOKEN[/red]")
+        console.print(
+            "[red]no Admin API token: --token, REFSTREAM_SHOPIFY_TOKEN, or install the app on "
+            "the shop (OAuth) so its token is stored[/red]",
+            soft_wrap=True,
+        )
         raise typer.Exit(code=1)
     try:
         start = datetime.fromisoformat(since) if since else None

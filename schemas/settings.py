@@ -119,7 +119,8 @@ class Settings(BaseSettings):
     shopify_token: SecretStr | None = Field(
         default=None,
         description="Shopify Admin API access token of the shop `refstream shopify reconcile` "
-        "reads (`X-Shopify-Access-Token`); default: the token stored when the shop was installed.",
+        "reads (`X-Shopify-Access-Token`); unset: the token stored when the app was installed "
+        "on the shop through OAuth.",
     )
     # --- the Shopify app: OAuth installs (api/shopify) and custom-app shop claims ---
     shopify_api_key: str | None = Field(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,11 +21,13 @@ from typer.testing import CliRunner
 
 from api.app import create_app as create_api
 from deploy.cli import app as cli
+from ingest import reconcile
 from ingest.cli import file_claim
 from schemas.settings import Settings
 from tests.api.factories import bearer, create_company, login
 from tests.fixtures.shopify_admin import ShopifyAdmin, serve
 from tests.ingest.conftest import ClientFactory, shopify_headers
+from tests.ingest.test_reconcile import admin_order
 
 CLIENT_ID, CLIENT_SECRET = "ingest-test-client", "ingest-test-client-secret-0123"
 TOKEN_KEY = "3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
@@ -173,6 +176,14 @@ async def test_app_uninstalled_revokes_the_token_and_stops_the_shops_intake(
     shop = stand_in.shop
     installed = await install(api, shop)
     origin = {"Origin": f"https://{shop}", "Access-Control-Request-Method": "POST"}
+    # The stored token is what `refstream shopify reconcile` uses for the shop by default.
+    token = reconcile.stored_token(app_settings, shop)
+    assert token is not None
+    assert token == stand_in.issued_tokens[-1]
+    stand_in.put(admin_order(7000, datetime(2026, 12, 1, tzinfo=UTC)))
+    run = await reconcile.reconcile(app_settings, shop, token=token, base_url=stand_in.url,
+                                    since=datetime(2026, 11, 1, tzinfo=UTC))  # fmt: skip
+    assert (run.orders, run.tenant_id) == (1, installed["company_id"])
 
     async with make_client(shopify_api_secret=SecretStr(CLIENT_SECRET)) as ingress:
         # Webhooks of an installed shop are signed with the app's client secret.
@@ -196,6 +207,7 @@ async def test_app_uninstalled_revokes_the_token_and_stops_the_shops_intake(
         tenant, token, scopes, when = row
         assert (tenant, token, scopes) == (installed["company_id"], None, None)
         assert when is not None
+        assert reconcile.stored_token(app_settings, shop) is None
 
         refused = await deliver(ingress, shop, CLIENT_SECRET, order(22))
         assert refused.status_code == 403
