@@ -77,10 +77,10 @@ async def exchange_code(
 async def subscribe_webhooks(
     client: httpx.AsyncClient, base: str, token: str, callback_url: str
 ) -> list[str]:
-    """One subscription per `SUBSCRIBED_TOPICS` entry; returns the subscription ids. A topic
+    """One subscription per `SUBSCRIBED_TOPICS` entry; returns the topics subscribed. A topic
     already subscribed at this URL is a `userErrors` entry "Address for this topic has already
     been taken", which counts as done (a re-install)."""
-    ids: list[str] = []
+    done: list[str] = []
     for topic in SUBSCRIBED_TOPICS:
         variables = {
             "topic": graphql_topic(topic),
@@ -96,11 +96,13 @@ async def subscribe_webhooks(
             raise AdminCallFailed(f"{topic}: {type(exc).__name__}: {exc}") from exc
         if response.status_code != 200:
             raise AdminCallFailed(f"{topic}: the GraphQL Admin API answered {response.status_code}")
-        ids.extend(_subscription_id(topic, response))
-    return ids
+        _check_subscribed(topic, response)
+        done.append(topic)
+    return done
 
 
-def _subscription_id(topic: str, response: httpx.Response) -> list[str]:
+def _check_subscribed(topic: str, response: httpx.Response) -> None:
+    """`AdminCallFailed` unless the answer is a created (or already existing) subscription."""
     try:
         body: dict[str, Any] = response.json()
         if body.get("errors"):
@@ -108,9 +110,10 @@ def _subscription_id(topic: str, response: httpx.Response) -> list[str]:
         payload = body["data"]["webhookSubscriptionCreate"]
         errors = payload.get("userErrors") or []
         if any("already been taken" in str(e.get("message", "")) for e in errors):
-            return []
+            return
         if errors:
             raise AdminCallFailed(f"{topic}: {errors[0].get('message')}")
-        return [str(payload["webhookSubscription"]["id"])]
+        if not payload["webhookSubscription"]["id"]:
+            raise AdminCallFailed(f"{topic}: no subscription id in the answer")
     except (ValueError, KeyError, TypeError) as exc:
         raise AdminCallFailed(f"{topic}: not a webhookSubscriptionCreate answer") from exc

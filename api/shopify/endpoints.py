@@ -216,7 +216,7 @@ async def finish_install(
         shop=callback.shop,
         company_id=bound["tenant_id"],
         scopes=[s for s in grant.scope.split(",") if s],
-        webhook_subscriptions=len(subscriptions) or len(admin.SUBSCRIBED_TOPICS),
+        webhook_subscriptions=len(subscriptions),
     )
 
 

@@ -22,7 +22,7 @@ from api.authz.dependencies import Authorized
 from api.authz.policies import Principal, can_at
 from api.context import Meta
 from api.db import ReadOnlySession, WriteSession
-from api.errors import Conflict, Forbidden
+from api.errors import Conflict, Forbidden, Unprocessable
 from api.kit.crud import Change, CompanyWide, CrudSpec, crud_router
 from api.models import Shop, ShopClaim
 from api.registry import announce_registry_change
@@ -32,6 +32,11 @@ from schemas.settings import Settings
 
 def _prepare(change: Change) -> dict[str, Any]:
     values = {**change.values, "updated_at": change.meta.now}
+    if change.row is not None and "secret" in values and change.row.install == "oauth":
+        raise Unprocessable(
+            "This shop was installed through OAuth: its webhooks are signed with the app's "
+            "secret, so it has no secret of its own to rotate."
+        )
     if change.row is not None and "secret" in values:
         # Rotation: webhooks signed with the old secret stay valid until the next rotation.
         values["previous_secret"] = change.row.secret

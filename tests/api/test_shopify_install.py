@@ -155,6 +155,12 @@ async def test_an_install_stores_the_token_sealed_and_subscribes_the_webhooks(
     assert read.status_code == 200
     assert read.json()["install"] == "oauth"
     assert "access_token" not in read.json()
+    rotate = await api.patch(
+        f"/v1/shops/{stand_in.shop}", json={"secret": "s" * 32}, headers=bearer(company.token)
+    )
+    assert rotate.status_code == 422
+    assert rotate.headers["content-type"] == PROBLEM
+    assert installed.json()["webhook_subscriptions"] == len(SUBSCRIBED_TOPICS)
     with psycopg.connect(pg_url) as conn:
         audit = conn.execute(
             "SELECT action, after::text FROM audit_log WHERE tenant_id = %s AND entity_id = %s",
