@@ -27,6 +27,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.audit import record
 from api.authz.dependencies import Authorized
@@ -221,7 +222,7 @@ async def finish_install(
 
 
 async def _store(
-    session: Any,
+    session: AsyncSession,
     shop: str,
     bound: dict[str, str],
     grant: admin.Grant,
@@ -266,7 +267,7 @@ async def _store(
     )  # fmt: skip
 
 
-async def _release(session: Any, row: Shop, meta: RequestMeta) -> None:
+async def _release(session: AsyncSession, row: Shop, meta: RequestMeta) -> None:
     """`row`'s previous company loses the shop: its collections of the shop go, and its audit
     log says why (the new owner is not named: it is another company's business)."""
     await session.execute(

@@ -338,3 +338,29 @@ async def test_a_claim_without_proof_is_no_shop_and_a_taken_domain_is_not_reveal
     )
     assert again.status_code == 409
     assert again.headers["content-type"] == PROBLEM
+
+
+async def test_a_failed_webhook_subscription_rolls_the_install_back(
+    api_settings: Settings, stand_in: ShopifyAdmin, pg_url: str
+) -> None:
+    # Shopify accepts HTTPS endpoints only: an http:// ingress URL fails the subscriptions.
+    settings = api_settings.model_copy(
+        update={"shopify_admin_url": stand_in.url, "ingest_public_url": "http://ingest.test"}
+    )
+    application = create_app(settings)
+    async with (
+        application.router.lifespan_context(application),
+        AsyncClient(
+            transport=ASGITransport(app=application, raise_app_exceptions=False),
+            base_url="http://testserver",
+        ) as client,
+    ):
+        company = await new_company(client)
+        failed = await client.get(await approve(client, company, stand_in.shop))
+        assert failed.status_code == 502
+        assert failed.headers["content-type"] == PROBLEM
+        assert failed.json()["code"] == "shopify-call-failed"
+        assert "not supported" in failed.json()["detail"]
+    assert len(stand_in.issued_tokens) == 1  # Shopify issued one; refstream kept nothing
+    assert shop_row(pg_url, stand_in.shop) is None
+    assert stand_in.subscriptions == []

@@ -136,6 +136,7 @@ def app_settings(stack_settings: Settings, stand_in: ShopifyAdmin) -> Settings:
             "shopify_api_secret": SecretStr(CLIENT_SECRET),
             "shopify_token_key": SecretStr(TOKEN_KEY),
             "shopify_admin_url": stand_in.url,
+            "ingest_public_url": "https://ingest.example.test",  # Shopify takes HTTPS only
             "jwt_secret": SecretStr("test-secret-" + "x" * 40),
         }
     )
