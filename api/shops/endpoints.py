@@ -40,6 +40,8 @@ def _prepare(change: Change) -> dict[str, Any]:
     if change.row is not None and "secret" in values:
         # Rotation: webhooks signed with the old secret stay valid until the next rotation.
         values["previous_secret"] = change.row.secret
+        # A custom app uninstalled and installed again: giving its secret reconnects the shop.
+        values["uninstalled_at"] = None
     return values
 
 

@@ -44,7 +44,8 @@ class ShopClaimRead(BaseModel):
 
 
 class ShopUpdate(BaseModel):
-    """A new `secret` rotates it: the old one stays accepted as the previous secret."""
+    """A new `secret` rotates it: the old one stays accepted as the previous secret. Giving a
+    secret also reconnects a custom-app shop whose app was uninstalled (`uninstalled_at`)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -6,6 +6,7 @@ and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -223,4 +224,43 @@ async def test_app_uninstalled_revokes_the_token_and_stops_the_shops_intake(
     assert (await install(api, shop))["shop"] == shop
     async with make_client(shopify_api_secret=SecretStr(CLIENT_SECRET)) as ingress:
         again = await deliver(ingress, shop, CLIENT_SECRET, order(24))
+        assert again.status_code == 200, again.text
+
+
+async def test_a_custom_app_shop_through_the_api_stops_at_uninstall_and_reconnects(
+    make_client: ClientFactory, api: httpx.AsyncClient, app_settings: Settings
+) -> None:
+    made = await create_company(api)
+    owner = await login(api, company=made["company"]["slug"], email=made["owner_email"])
+    headers = bearer(owner["access_token"])
+    domain, secret = f"custom-{uuid.uuid4().hex[:10]}.myshopify.com", f"shpss_{uuid.uuid4().hex}"
+    claimed = await api.post("/v1/shops", json={"domain": domain, "secret": secret},
+                             headers=headers)  # fmt: skip
+    assert claimed.status_code == 202, claimed.text
+    assert (await api.get(f"/v1/shops/{domain}", headers=headers)).status_code == 404
+
+    async with make_client() as ingress:
+        proof = await deliver(ingress, domain, secret, order(30))
+        assert proof.status_code == 200, proof.text
+        shop = await api.get(f"/v1/shops/{domain}", headers=headers)
+        assert shop.status_code == 200
+        assert (shop.json()["install"], shop.json()["uninstalled_at"]) == ("custom", None)
+        assert (await api.get("/v1/shop-claims", headers=headers)).json() == []
+
+        body = orjson.dumps({"id": 548380010, "name": "Custom", "domain": domain})
+        assert (await deliver(ingress, domain, secret, body, "app/uninstalled")).status_code == 200
+        refused = await deliver(ingress, domain, secret, order(31))
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "shop_uninstalled"
+
+        # Reinstalled on Shopify: the owner gives the app's secret again, which reconnects it.
+        patched = await api.patch(f"/v1/shops/{domain}", json={"secret": secret},
+                                  headers=headers)  # fmt: skip
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["uninstalled_at"] is None
+        for _ in range(50):  # the ingress reloads on the API's announcement
+            again = await deliver(ingress, domain, secret, order(32))
+            if again.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
         assert again.status_code == 200, again.text
