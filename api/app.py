@@ -44,6 +44,7 @@ from api.observability import Metrics, RequestContextMiddleware, configure_loggi
 from api.payouts.endpoints import router as payouts_router
 from api.programs.endpoints import router as programs_router
 from api.rules.endpoints import router as rules_router
+from api.shopify.endpoints import router as shopify_router
 from api.shops.endpoints import router as shops_router
 from api.units.endpoints import router as units_router
 from api.users.endpoints import router as users_router
@@ -76,6 +77,7 @@ def v1_router() -> APIRouter:
         links_router,
         coupons_router,
         shops_router,
+        shopify_router,
         collections_router,
         fx_rates_router,
         exceptions_router,

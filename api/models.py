@@ -153,11 +153,30 @@ class Shop(Base):
 
     domain: Mapped[str] = mapped_column(primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
-    secret: Mapped[str]
+    secret: Mapped[str | None]  # None for OAuth installs: the app's client secret signs
     previous_secret: Mapped[str | None]
     active: Mapped[bool] = mapped_column(server_default="true")
+    install: Mapped[str] = mapped_column(server_default="custom")  # custom | oauth
+    access_token: Mapped[bytes | None]  # sealed (schemas/secretbox.py), never the plaintext
+    token_scopes: Mapped[str | None]
+    verified_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    installed_by: Mapped[str | None]  # the user who completed the OAuth install
+    uninstalled_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ShopClaim(Base):
+    """A company's claim of a shop domain with a custom app's webhook secret, until a webhook
+    signed with it proves it (then it becomes a `Shop`). Never visible to other companies."""
+
+    __tablename__ = "shop_claims"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    domain: Mapped[str] = mapped_column(primary_key=True)
+    secret: Mapped[str]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime]
 
 
 class ShopCollection(Base):

@@ -7,7 +7,15 @@ from typing import Any
 from sqlalchemy import inspect
 
 _SECRET_COLUMNS = frozenset(
-    {"password_hash", "key_hash", "token_hash", "secret", "previous_secret", "relay_token_hash"}
+    {
+        "password_hash",
+        "key_hash",
+        "token_hash",
+        "secret",
+        "previous_secret",
+        "relay_token_hash",
+        "access_token",
+    }
 )
 
 

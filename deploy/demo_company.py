@@ -3,11 +3,11 @@
 `set_up` signs the company up through the API (`POST /v1/companies`), logs in as its owner and
 creates what is missing: two teams under the root unit, a manager on the first team, a program
 with its commission rules, four agents (two per team) with a referral link and a coupon each,
-and the Shopify shop; the Odoo endpoint comes from `refstream odoo add-endpoint`'s function
-(the API has no route for it). Every API call is audited, so the company's audit log shows the
-setup. Re-running it on the same stack reuses the company and everything it finds by name or
-code; only the shop's webhook secret is rotated (it is write-only, so a run cannot read the old
-one) and a new Odoo token is made.
+and the Shopify shop (a claim that the first signed webhook proves); the Odoo endpoint comes
+from `refstream odoo add-endpoint`'s function (the API has no route for it). Every API call is
+audited, so the company's audit log shows the setup. Re-running it on the same stack reuses the
+company and everything it finds by name or code; only the shop's webhook secret is rotated (it
+is write-only, so a run cannot read the old one) and a new Odoo token is made.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class _Api:
 
     def call(self, step: str, method: str, path: str, **kwargs: Any) -> Any:
         response = self.client.request(method, path, **kwargs)
-        if response.status_code not in (200, 201):
+        if response.status_code not in (200, 201, 202):
             raise DemoError(f"{step}: {method} {path} answered {_problem(response)}")
         return response.json()
 
@@ -222,7 +222,10 @@ def _agent(
 
 
 def _shop(api: _Api, domain: str) -> str:
-    """Register the shop with a new webhook secret (a rotation when it exists); returns it."""
+    """Register the shop with a new webhook secret (a rotation when it exists); returns it.
+
+    A new shop is a custom-app claim (`POST /v1/shops` answers 202): the demo's first webhook,
+    signed with this secret, proves it at the ingress and makes it the company's shop."""
     secret = secrets.token_hex(16)
     if api.exists(f"/v1/shops/{domain}"):
         api.call("rotate the shop's secret", "PATCH", f"/v1/shops/{domain}",

@@ -60,9 +60,12 @@ SERVICE_GRANTS: dict[str, str] = {
     "ledger_replay_promotions": _APPEND,
     "ledger_replay_adjustments": _APPEND,
     "agent_status_changes": _APPEND,
-    "shop_collections": "SELECT, INSERT, UPDATE",  # membership replaced, deleted flag (webhooks)
+    # Membership replaced, deleted flag (webhooks); DELETE: an OAuth install that takes a shop
+    # over from another company removes that company's collections of it (api/shopify).
+    "shop_collections": _CRUD,
     "exceptions": "SELECT, INSERT, UPDATE",  # resolution only (a trigger rejects the rest)
     "shopify_reconcile_watermarks": "SELECT, INSERT, UPDATE",  # advanced after each run
+    "shop_claims": _CRUD,  # filed, re-filed, removed when proven (the ingress) or withdrawn
     "alembic_version": "",  # the owner's business
 }
 

@@ -64,9 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2)
+        app_secret = settings.shopify_api_secret
         registry = Registry(
             settings.postgres_url, redis, settings.ingest_registry_refresh_seconds,
             settings.ingest_unknown_shop_ttl_seconds,
+            app_secret.get_secret_value() if app_secret is not None else None,
         )  # fmt: skip
         await registry.start()
         producer = EventProducer(settings.kafka_bootstrap, settings.ingest_produce_timeout_seconds)

@@ -16,7 +16,7 @@ import uvicorn
 from rich.console import Console
 from rich.markup import escape
 
-from schemas.registry import REGISTRY_CHANGED_CHANNEL, erp_token_hash
+from schemas.registry import REGISTRY_CHANGED_CHANNEL, erp_token_hash, valid_shop
 from schemas.settings import Settings
 
 shop_app = typer.Typer(no_args_is_help=True, help="Shopify shops and their webhook secrets.")
@@ -46,7 +46,13 @@ def announce_change(settings: Settings) -> None:
 def register_shop(
     settings: Settings, domain: str, tenant: str, secret: str, previous_secret: str | None
 ) -> str:
-    """Insert or update a shop and announce the change; returns the normalised domain."""
+    """Insert or update a custom-app shop **without proof** and announce the change; returns the
+    normalised domain.
+
+    The fixture path of tests and benches (and of an operator restoring a registration): it
+    skips the claim and its proof (`file_claim`, `ingest.claims`), so nothing a company can
+    reach calls it; `refstream shop add` files a claim instead.
+    """
     domain = domain.strip().lower()
     with psycopg.connect(settings.postgres_url) as conn:
         ensure_tenant(conn, tenant)
@@ -54,8 +60,26 @@ def register_shop(
             "INSERT INTO shops (domain, tenant_id, secret, previous_secret) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT (domain) DO UPDATE SET tenant_id = EXCLUDED.tenant_id,"
             " secret = EXCLUDED.secret, previous_secret = EXCLUDED.previous_secret,"
-            " active = true, updated_at = now()",
+            " install = 'custom', uninstalled_at = NULL, active = true, updated_at = now()",
             (domain, tenant, secret, previous_secret),
+        )
+    announce_change(settings)
+    return domain
+
+
+def file_claim(settings: Settings, domain: str, tenant: str, secret: str) -> str:
+    """File (or renew) `tenant`'s claim of `domain` with a custom app's webhook `secret`: the
+    first webhook for the domain signed with it makes it the tenant's shop (`ingest.claims`).
+    Returns the normalised domain."""
+    domain = domain.strip().lower()
+    with psycopg.connect(settings.postgres_url) as conn:
+        ensure_tenant(conn, tenant)
+        conn.execute(
+            "INSERT INTO shop_claims (tenant_id, domain, secret, expires_at)"
+            " VALUES (%s, %s, %s, now() + make_interval(hours => %s))"
+            " ON CONFLICT (tenant_id, domain) DO UPDATE SET secret = EXCLUDED.secret,"
+            " created_at = now(), expires_at = EXCLUDED.expires_at",
+            (tenant, domain, secret, settings.shop_claim_ttl_hours),
         )
     announce_change(settings)
     return domain
@@ -77,15 +101,25 @@ def create_erp_endpoint(settings: Settings, tenant: str) -> str:
 @shop_app.command("add")
 def shop_add(
     domain: Annotated[str, typer.Argument(help="e.g. acme.myshopify.com")],
-    secret: Annotated[str, typer.Option(help="The app's client secret (signs webhooks).")],
+    secret: Annotated[str, typer.Option(help="The custom app's client secret (signs webhooks).")],
     tenant: Annotated[str, typer.Option(help="Tenant id the shop belongs to.")],
-    previous_secret: Annotated[
-        str | None, typer.Option(help="The previous secret, accepted during rotation.")
-    ] = None,
 ) -> None:
-    """Register a shop, or rotate its secret (the old one stays valid as `previous`)."""
-    domain = register_shop(Settings(), domain, tenant, secret, previous_secret)
-    console.print(f"shop {domain} registered for tenant {tenant}")
+    """Connect a shop through its custom app: files a claim that becomes the shop with the first
+    webhook the ingress receives for it signed with SECRET (send a test notification from the
+    shop's admin). Rotate the secret of a shop you have with PATCH /v1/shops/{domain}."""
+    domain = domain.strip().lower()
+    if not valid_shop(domain):
+        console.print(f"[red]{escape(domain)} is not a *.myshopify.com domain[/red]")
+        raise typer.Exit(code=1)
+    if len(secret) < 16:
+        console.print("[red]--secret must be at least 16 characters[/red]")
+        raise typer.Exit(code=1)
+    domain = file_claim(Settings(), domain, tenant, secret)
+    console.print(
+        f"claim of {domain} filed for tenant {tenant}: unverified until the first webhook "
+        "signed with this secret reaches the ingress",
+        soft_wrap=True,
+    )
 
 
 @shop_app.command("list")
@@ -93,11 +127,25 @@ def shop_list() -> None:
     """Registered shops (secrets are not shown)."""
     with psycopg.connect(Settings().postgres_url) as conn:
         rows = conn.execute(
-            "SELECT domain, tenant_id, previous_secret IS NOT NULL, active FROM shops ORDER BY 1"
+            "SELECT domain, tenant_id, previous_secret IS NOT NULL, active, install,"
+            " uninstalled_at IS NOT NULL FROM shops ORDER BY 1"
         ).fetchall()
-    for domain, tenant, rotating, active in rows:
-        flags = ", ".join(f for f, on in (("rotating", rotating), ("inactive", not active)) if on)
-        console.print(f"{domain}  tenant={tenant}  {flags}")
+        claims = conn.execute(
+            "SELECT domain, tenant_id FROM shop_claims WHERE expires_at > now() ORDER BY 1, 2"
+        ).fetchall()
+    for domain, tenant, rotating, active, install, uninstalled in rows:
+        flags = ", ".join(
+            f
+            for f, on in (
+                ("rotating", rotating),
+                ("inactive", not active),
+                ("uninstalled", uninstalled),
+            )
+            if on
+        )
+        console.print(f"{domain}  tenant={tenant}  {install}  {flags}")
+    for domain, tenant in claims:
+        console.print(f"{domain}  tenant={tenant}  claim (unverified)")
 
 
 @odoo_app.command("add-endpoint")
@@ -184,7 +232,10 @@ def shopify_reconcile(
     ] = None,
     token: Annotated[
         str | None,
-        typer.Option(help="Admin API access token; default: REFSTREAM_SHOPIFY_TOKEN."),
+        typer.Option(
+            help="Admin API access token; default: REFSTREAM_SHOPIFY_TOKEN, else the token "
+            "stored when the app was installed on the shop."
+        ),
     ] = None,
     admin_url: Annotated[
         str | None,
@@ -202,10 +253,19 @@ def shopify_reconcile(
     from ingest import reconcile
 
     settings = Settings()
-    stored = settings.shopify_token
-    secret = token or (stored.get_secret_value() if stored is not None else None)
+    configured = settings.shopify_token
+    secret = token or (configured.get_secret_value() if configured is not None else None)
+    try:
+        secret = secret or reconcile.stored_token(settings, shop)
+    except reconcile.ReconcileError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(code=1) from exc
     if not secret:
-        console.print("[red]no Admin API token: --token or REFSTREAM_SHOPIFY_TOKEN[/red]")
+        console.print(
+            "[red]no Admin API token: --token, REFSTREAM_SHOPIFY_TOKEN, or install the app on "
+            "the shop (OAuth) so its token is stored[/red]",
+            soft_wrap=True,
+        )
         raise typer.Exit(code=1)
     try:
         start = datetime.fromisoformat(since) if since else None

@@ -133,6 +133,7 @@ SHOPIFY: dict[str, Any] = {
             *_BODY_REFUSALS,
             (401, "unknown_shop"),
             (401, "invalid_signature"),
+            (403, "shop_uninstalled"),
             (429, "rate_limited"),
             *_BROKER,
         ),

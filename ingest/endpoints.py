@@ -2,8 +2,9 @@
 
 Every refusal is a JSON problem body (`application/problem+json`) with a stable `code`:
 415 unsupported_media_type, 413 body_too_large, 401 unknown_shop / invalid_signature /
-unknown_endpoint, 403 origin_not_allowed, 429 rate_limited, 503 broker_unavailable, 404
-unknown_link / bad_landing_url / not_found, 405 method_not_allowed, 400 bad_request.
+unknown_endpoint, 403 origin_not_allowed / shop_uninstalled, 429 rate_limited, 503
+broker_unavailable, 404 unknown_link / bad_landing_url / not_found, 405 method_not_allowed, 400
+bad_request.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from starlette.requests import cookie_parser
 
-from ingest import clicks, docs, guards, odoo, pixel, shopify
+from ingest import claims, clicks, docs, guards, odoo, pixel, shopify
 from ingest.metrics import (
     CLICKS_LOST,
     CLICKS_REDATED,
@@ -43,7 +44,7 @@ from schemas.events.envelope import (
 )
 from schemas.events.shopify import SHOPIFY_TOPICS
 from schemas.ids import body_sha256, click_id_for_visitor, derived_id, random_id
-from schemas.registry import erp_token_hash
+from schemas.registry import REGISTRY_CHANGED_CHANNEL, erp_token_hash
 from schemas.topics import Topic, topic_for_shopify
 from schemas.urls import check_http_url
 
@@ -216,9 +217,19 @@ async def _shopify(
     raw = await read_json_body(request_headers, stream, settings.ingest_max_body_bytes)
     shop = await ingress.registry.shop(headers.shop_domain) if headers.shop_domain else None
     if shop is None:
-        raise Refused(401, "unknown_shop", "shop is not registered")
-    if not shopify.verify(raw, headers.hmac, shop.secrets):
+        shop = await _proven_claim(ingress, headers, raw)
+        if shop is None:
+            raise Refused(401, "unknown_shop", "shop is not registered")
+    elif not shopify.verify(raw, headers.hmac, shop.secrets):
         raise Refused(401, "invalid_signature", "HMAC signature does not match")
+    if headers.topic == "app/uninstalled":
+        await _uninstalled(ingress, shop)
+    elif shop.uninstalled:
+        raise Refused(
+            403, "shop_uninstalled",
+            "the refstream app was uninstalled from this shop: its webhooks are not accepted "
+            "until it is installed again",
+        )  # fmt: skip
 
     delivery = headers.delivery_id(raw)
     dedup = guards.dedup_key("shopify", shop.domain, delivery)
@@ -257,6 +268,42 @@ async def _shopify(
     await guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
     _count("shopify", topic_label, "accepted")
     return Answer(200, b'{"status":"accepted","event_id":' + orjson.dumps(event_id) + b"}")
+
+
+async def _announce(ingress: Ingress) -> None:
+    """Reload this worker's registrations now and tell the other workers to."""
+    await ingress.registry.reload()
+    try:
+        await ingress.redis.publish(REGISTRY_CHANGED_CHANNEL, b"changed")
+    except Exception as exc:  # their periodic reload is the safety net
+        log.warning("ingest.announce_failed", error=str(exc))
+
+
+async def _proven_claim(
+    ingress: Ingress, headers: shopify.ShopifyHeaders, raw: bytes
+) -> ShopRecord | None:
+    """The shop a pending custom-app claim of the delivery's domain becomes, if the delivery is
+    signed with that claim's secret (`ingest.claims`); None otherwise (no claim says so)."""
+    if not headers.shop_domain:
+        return None
+    pending = await ingress.registry.claims(headers.shop_domain)
+    claim = claims.proven_claim(raw, headers.hmac, pending)
+    if claim is None:
+        return None
+    promoted = await claims.promote(ingress.settings.postgres_url, claim)
+    await _announce(ingress)
+    shop = await ingress.registry.shop(claim.domain)
+    if not promoted or shop is None or shop.tenant_id != claim.tenant_id:
+        return None
+    log.info("ingest.claim_proven", shop=claim.domain, tenant_id=claim.tenant_id)
+    return shop
+
+
+async def _uninstalled(ingress: Ingress, shop: ShopRecord) -> None:
+    """`app/uninstalled` (authenticated): the token goes, and with it the shop's intake."""
+    if await claims.uninstall(ingress.settings.postgres_url, shop.domain, shop.tenant_id):
+        log.info("ingest.shop_uninstalled", shop=shop.domain, tenant_id=shop.tenant_id)
+        await _announce(ingress)
 
 
 def _event_id(headers: shopify.ShopifyHeaders, raw: bytes) -> str:

@@ -43,6 +43,7 @@ import psycopg
 
 from ingest import shopify
 from ingest.producer import EventProducer
+from schemas import secretbox
 from schemas.events.envelope import DeadLetter, EventEnvelope, Source
 from schemas.settings import Settings
 from schemas.topics import Topic, topic_for_shopify
@@ -268,6 +269,26 @@ def shop_state(settings: Settings, shop: str) -> tuple[str, datetime | None]:
     if row is None:
         raise ReconcileError(f"shop {shop} is not registered (refstream shop add)")
     return row[0], row[1]
+
+
+def stored_token(settings: Settings, shop: str) -> str | None:
+    """The Admin API access token stored when the app was installed on `shop` through OAuth
+    (`api.shopify`), opened with `REFSTREAM_SHOPIFY_TOKEN_KEY`; None if there is none (a
+    custom-app shop, or the app was uninstalled). ReconcileError if it cannot be opened."""
+    with psycopg.connect(settings.postgres_url) as conn:
+        row = conn.execute(
+            "SELECT access_token FROM shops WHERE domain = %s AND uninstalled_at IS NULL",
+            (shop.strip().lower(),),
+        ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    if settings.shopify_token_key is None:
+        raise ReconcileError(f"{shop}'s stored token needs REFSTREAM_SHOPIFY_TOKEN_KEY to open")
+    try:
+        key = secretbox.load_key(settings.shopify_token_key.get_secret_value())
+        return secretbox.open_sealed(key, bytes(row[0]), shop.strip().lower())
+    except secretbox.SecretBoxError as exc:
+        raise ReconcileError(f"{shop}'s stored token: {exc}") from exc
 
 
 def stored_watermark(settings: Settings, shop: str) -> datetime | None:

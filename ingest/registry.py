@@ -16,11 +16,13 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
+from ingest.claims import ClaimRecord
 from ingest.clicks import ClickPolicy
 from schemas.registry import REGISTRY_CHANGED_CHANNEL
 
@@ -29,7 +31,23 @@ log = structlog.get_logger("ingest.registry")
 # Single-shop lookups a worker makes per second at most (a burst of made-up domains must not
 # become a burst of database queries); beyond that an unknown domain is refused unasked.
 LOOKUPS_PER_SECOND = 20
-_SHOP_COLUMNS = "SELECT domain, tenant_id, secret, previous_secret FROM shops"
+_SHOP_COLUMNS = (
+    "SELECT domain, tenant_id, secret, previous_secret, install,"
+    " uninstalled_at IS NOT NULL AS uninstalled FROM shops"
+)
+
+
+def _shop_record(r: Any, app_secret: str | None) -> ShopRecord:
+    """A `shops` row as the ingress checks it: an OAuth shop's webhooks are signed with the
+    app's client secret, a custom app's with its own (and the previous one during rotation)."""
+    own = app_secret if r["install"] == "oauth" else r["secret"]
+    return ShopRecord(
+        domain=r["domain"],
+        tenant_id=r["tenant_id"],
+        secrets=tuple(s for s in (own, r["previous_secret"]) if s),
+        install=r["install"],
+        uninstalled=r["uninstalled"],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +55,8 @@ class ShopRecord:
     domain: str
     tenant_id: str
     secrets: tuple[str, ...]  # current first, then the previous one during rotation
+    install: str = "custom"  # custom: its own app's secret; oauth: the app's client secret
+    uninstalled: bool = False  # `app/uninstalled` came: its webhooks are refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +77,8 @@ class Snapshot:
     links: dict[str, LinkRecord]
     # Browser origins of the shops' storefronts, for the pixel's CORS: `https://{domain}`.
     origins: dict[str, ShopRecord] = field(default_factory=dict)
+    # Custom-app claims waiting for their first signed webhook (`ingest.claims`), by domain.
+    claims: dict[str, tuple[ClaimRecord, ...]] = field(default_factory=dict)
 
 
 def storefront_origin(domain: str) -> str:
@@ -64,17 +86,23 @@ def storefront_origin(domain: str) -> str:
     return f"https://{domain.lower()}"
 
 
-async def load_snapshot(dsn: str) -> Snapshot:
+async def load_snapshot(dsn: str, app_secret: str | None = None) -> Snapshot:
+    """Everything registered. `app_secret` is the Shopify app's client secret, which signs the
+    webhooks of every shop installed through OAuth (None: no OAuth shop can be verified)."""
     conn = await asyncpg.connect(dsn, timeout=5)
     try:
         shops = {
-            r["domain"]: ShopRecord(
-                domain=r["domain"],
-                tenant_id=r["tenant_id"],
-                secrets=tuple(s for s in (r["secret"], r["previous_secret"]) if s),
-            )
+            r["domain"]: _shop_record(r, app_secret)
             for r in await conn.fetch(_SHOP_COLUMNS + " WHERE active")
         }
+        claims: dict[str, list[ClaimRecord]] = {}
+        for r in await conn.fetch(
+            "SELECT domain, tenant_id, secret FROM shop_claims WHERE expires_at > now()"
+            " ORDER BY created_at"
+        ):
+            claims.setdefault(r["domain"], []).append(
+                ClaimRecord(r["domain"], r["tenant_id"], r["secret"])
+            )
         tokens = {
             r["token_hash"]: r["tenant_id"]
             for r in await conn.fetch("SELECT token_hash, tenant_id FROM erp_endpoints")
@@ -105,16 +133,29 @@ async def load_snapshot(dsn: str) -> Snapshot:
             )
     finally:
         await conn.close()
-    origins = {storefront_origin(shop.domain): shop for shop in shops.values()}
-    return Snapshot(shops=shops, erp_tokens=tokens, links=links, origins=origins)
+    origins = {
+        storefront_origin(shop.domain): shop for shop in shops.values() if not shop.uninstalled
+    }
+    return Snapshot(
+        shops=shops,
+        erp_tokens=tokens,
+        links=links,
+        origins=origins,
+        claims={domain: tuple(found) for domain, found in claims.items()},
+    )
 
 
 class Registry:
     def __init__(
-        self, dsn: str, redis: aioredis.Redis, refresh_seconds: float,
+        self,
+        dsn: str,
+        redis: aioredis.Redis,
+        refresh_seconds: float,
         unknown_shop_ttl_seconds: float = 5.0,
-    ) -> None:  # fmt: skip
+        app_secret: str | None = None,
+    ) -> None:
         self._dsn = dsn
+        self._app_secret = app_secret
         self._redis = redis
         self._refresh = refresh_seconds
         self._unknown_ttl = unknown_shop_ttl_seconds
@@ -148,7 +189,7 @@ class Registry:
 
     async def reload(self) -> None:
         async with self._lock:
-            self._snapshot = await load_snapshot(self._dsn)
+            self._snapshot = await load_snapshot(self._dsn, self._app_secret)
             self._last_load = time.monotonic()
             self._unknown_shops.clear()  # a reload knows every shop that exists
 
@@ -202,15 +243,18 @@ class Registry:
                 self._unknown_shops.clear()
             self._unknown_shops[domain] = time.monotonic() + self._unknown_ttl
             return None
-        shop = ShopRecord(
-            domain=row["domain"],
-            tenant_id=row["tenant_id"],
-            secrets=tuple(s for s in (row["secret"], row["previous_secret"]) if s),
-        )
+        shop = _shop_record(row, self._app_secret)
         self._snapshot.shops[shop.domain] = shop
         self._snapshot.origins[storefront_origin(shop.domain)] = shop
         log.info("registry.shop_found", domain=domain)
         return shop
+
+    async def claims(self, domain: str) -> tuple[ClaimRecord, ...]:
+        """The pending custom-app claims of `domain` (a claim filed a moment ago included)."""
+        found = self._snapshot.claims.get(domain)
+        if found is None and await self._early_reload():
+            found = self._snapshot.claims.get(domain)
+        return found or ()
 
     async def storefront(self, origin: str) -> ShopRecord | None:
         """The active shop whose storefront is the browser origin `origin` (None: none is)."""

@@ -1,5 +1,6 @@
 """Production mode (`REFSTREAM_ENVIRONMENT=production`): the services refuse to start with the
-development JWT secret, the public click-IP salt, or a PostgreSQL role that may rewrite the
+development JWT secret, the public click-IP salt, a Shopify app without its secret or token
+key, or a PostgreSQL role that may rewrite the
 append-only tables (a superuser, the owner). Each problem is one line of the exit message.
 In any mode, an API worker among several refuses to start without a shared JWT secret.
 """
@@ -11,6 +12,7 @@ from typing import NoReturn
 
 import psycopg
 
+from schemas import secretbox
 from schemas.settings import DEV_CLICK_IP_SALT, Settings
 
 # Tables whose rows are facts: never updated, deleted or truncated.
@@ -75,6 +77,28 @@ def settings_problems(settings: Settings, *, api_worker: bool = False) -> list[s
             "REFSTREAM_CLICK_IP_SALT is the public development salt (stored click IP hashes "
             "could be reversed)"
         )
+    problems += shopify_app_problems(settings)
+    return problems
+
+
+def shopify_app_problems(settings: Settings) -> list[str]:
+    """With the Shopify app on (`shopify_api_key` set), its secret and a valid token key are
+    needed: installs would fail one by one otherwise, with shops' tokens in the balance."""
+    if not settings.shopify_api_key:
+        return []
+    problems = []
+    if settings.shopify_api_secret is None:
+        problems.append("REFSTREAM_SHOPIFY_API_KEY is set but REFSTREAM_SHOPIFY_API_SECRET is not")
+    if settings.shopify_token_key is None:
+        problems.append(
+            "REFSTREAM_SHOPIFY_API_KEY is set but REFSTREAM_SHOPIFY_TOKEN_KEY is not (the "
+            "installed shops' access tokens are stored encrypted with it)"
+        )
+    else:
+        try:
+            secretbox.load_key(settings.shopify_token_key.get_secret_value())
+        except secretbox.SecretBoxError as exc:
+            problems.append(f"REFSTREAM_SHOPIFY_TOKEN_KEY: {exc}")
     return problems
 
 

@@ -124,7 +124,51 @@ class Settings(BaseSettings):
     shopify_token: SecretStr | None = Field(
         default=None,
         description="Shopify Admin API access token of the shop `refstream shopify reconcile` "
-        "reads (`X-Shopify-Access-Token`); refstream stores no shop tokens.",
+        "reads (`X-Shopify-Access-Token`); unset: the token stored when the app was installed "
+        "on the shop through OAuth.",
+    )
+    # --- the Shopify app: OAuth installs (api/shopify) and custom-app shop claims ---
+    shopify_api_key: str | None = Field(
+        default=None,
+        description="The app's client id (Partner Dashboard); unset: OAuth installs are off.",
+    )
+    shopify_api_secret: SecretStr | None = Field(
+        default=None,
+        description="The app's client secret: signs Shopify's OAuth redirects and the webhooks "
+        "of every shop installed through OAuth.",
+    )
+    shopify_scopes: str = Field(
+        default="read_orders,read_products,read_customers",
+        description="Access scopes an OAuth install asks for (comma-separated).",
+    )
+    shopify_token_key: SecretStr | None = Field(
+        default=None,
+        description="AES-256-GCM key of the stored Admin API access tokens: 32 bytes, "
+        "url-safe base64 (`python -c 'import os,base64;print(base64.urlsafe_b64encode("
+        "os.urandom(32)).decode())'`). Needed for OAuth installs; keep it out of the database.",
+    )
+    shopify_admin_url: str | None = Field(
+        default=None,
+        description="Base URL of every shop's admin for OAuth and the Admin API (a proxy or a "
+        "local stand-in); default `https://{shop}`.",
+    )
+    api_public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The API's public base URL: OAuth's `redirect_uri` is "
+        "`{api_public_url}/v1/shopify/callback` (whitelisted in the app's settings).",
+    )
+    ingest_public_url: str = Field(
+        default="http://127.0.0.1:8001",
+        description="The ingress's public base URL: the webhook subscriptions of an installed "
+        "shop point at `{ingest_public_url}/webhooks/shopify`.",
+    )
+    shopify_install_ttl_seconds: int = Field(
+        default=600, ge=10, description="How long an OAuth `state` nonce stays usable."
+    )
+    shop_claim_ttl_hours: int = Field(
+        default=72,
+        ge=1,
+        description="How long a custom-app shop claim waits for its first signed webhook.",
     )
     ingest_metrics_dir: Path | None = Field(
         default=None, description="Prometheus multiprocess directory when running workers."
@@ -167,6 +211,10 @@ class Settings(BaseSettings):
         "audit_anchor_key",
         "audit_anchor_path",
         "shopify_token",
+        "shopify_api_key",
+        "shopify_api_secret",
+        "shopify_token_key",
+        "shopify_admin_url",
         mode="before",
     )
     @classmethod

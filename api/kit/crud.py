@@ -140,6 +140,8 @@ class CrudSpec:
     # The stored form of an id given in a path (e.g. coupon codes are matched upper-case).
     normalise_id: Callable[[str], str] | None = None
     after_commit: Callable[[Request], Awaitable[None]] | None = None
+    # False: the entity has a hand-written create route (e.g. shops, which need a proof).
+    generate_create: bool = True
 
     @property
     def id_column(self) -> Any:
@@ -350,13 +352,14 @@ def crud_router(spec: CrudSpec) -> APIRouter:
         summary=f"Get a {noun}",
         response_model=spec.read_schema,
     )(_bind(get_item, object_id=object_id_param, principal=reader))
-    router.post(
-        "",
-        operation_id=f"{op_prefix}.create",
-        status_code=201,
-        summary=f"Create a {noun}",
-        response_model=spec.read_schema,
-    )(_bind(create_item, body=Annotated[spec.create_schema, Body()], principal=writer))
+    if spec.generate_create:
+        router.post(
+            "",
+            operation_id=f"{op_prefix}.create",
+            status_code=201,
+            summary=f"Create a {noun}",
+            response_model=spec.read_schema,
+        )(_bind(create_item, body=Annotated[spec.create_schema, Body()], principal=writer))
     router.patch(
         item,
         operation_id=f"{op_prefix}.update",

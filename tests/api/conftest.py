@@ -18,6 +18,10 @@ from tests.api.factories import ClientFactory
 from tests.fixtures.clickhouse import ClickHouseServer
 from tests.fixtures.postgres import PgTarget, drop_database, migrated_database
 
+SHOPIFY_CLIENT_ID = "test-client-id"
+SHOPIFY_CLIENT_SECRET = "test-client-secret-0123456789"
+SHOPIFY_TOKEN_KEY = "q2hZ4Jr1l5m7yN0dVbXpC8kLwE3sTgUaOiRfHjKmNnQ="  # 32 bytes, url-safe base64
+
 
 @pytest.fixture(scope="session")
 def pg_target(postgres_server: str) -> Iterator[PgTarget]:
@@ -46,6 +50,11 @@ def api_settings(pg_url: str, redis_url: str, api_clickhouse_url: str) -> Settin
         # Every test's client shares one address within the window: only tests that set it
         # lower (tests/api/test_auth_hardening.py) exercise the per-IP limit.
         login_rate_limit_per_ip=100_000,
+        # The Shopify app (OAuth installs); tests/api/test_shopify_install.py points
+        # `shopify_admin_url` at its stand-in.
+        shopify_api_key=SHOPIFY_CLIENT_ID,
+        shopify_api_secret=SHOPIFY_CLIENT_SECRET,
+        shopify_token_key=SHOPIFY_TOKEN_KEY,
     )
 
 

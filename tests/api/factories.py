@@ -15,6 +15,8 @@ from httpx import AsyncClient
 
 from api.exceptions.consumer import store
 from api.exceptions.letters import exception_row
+from ingest.claims import ClaimRecord, promote, proven_claim
+from ingest.shopify import sign
 from schemas.events.envelope import DeadLetter, EventEnvelope, Source
 
 ClientFactory = Callable[..., AsyncClient]
@@ -186,13 +188,32 @@ async def create_coupon(client: AsyncClient, token: str, *, program_id: str, age
     return code
 
 
-async def create_shop(client: AsyncClient, token: str) -> str:
+async def create_shop(client: AsyncClient, token: str, pg_url: str) -> str:
+    """A custom-app shop of the token's company, through the product's own path: the claim
+    (`POST /v1/shops`), then its proof as the ingress makes it (`prove_claim`)."""
     domain = f"{unique_slug('s')}.myshopify.com"
     response = await client.post(
         "/v1/shops", json={"domain": domain, "secret": "s" * 32}, headers=bearer(token)
     )
-    assert response.status_code == 201, response.text
+    assert response.status_code == 202, response.text
+    await prove_claim(pg_url, domain, "s" * 32)
     return domain
+
+
+async def prove_claim(pg_url: str, domain: str, secret: str) -> None:
+    """The documented fixture path of API tests, which run no ingress: exactly what the ingress
+    does with the first webhook for `domain` signed with `secret` (`ingest.claims`: the claim
+    whose secret verifies the delivery is promoted), minus the HTTP delivery itself. Tests of
+    the proof through a real ingress are in tests/ingest/test_shop_claims.py."""
+    body = b'{"id": 1, "test": true}'
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(
+            "SELECT tenant_id, secret FROM shop_claims WHERE domain = %s", (domain,)
+        ).fetchall()
+    pending = tuple(ClaimRecord(domain, tenant, stored) for tenant, stored in rows)
+    claim = proven_claim(body, sign(secret, body), pending)
+    assert claim is not None, f"no claim of {domain} is signed by this secret"
+    assert await promote(pg_url, claim), f"{domain} was not promoted"
 
 
 async def create_note(client: AsyncClient, token: str, *, agent_id: str) -> str:

@@ -80,7 +80,7 @@ async def test_collection_rates_apply_to_lines_of_products_in_the_collection(
     assert created.status_code == 201, created.text
     # Neither collection's products are known yet: both rates are reported, not ignored.
     assert [w.split("'")[1] for w in created.json()["warnings"]] == [IPODS, MACBOOKS]
-    shop = await create_shop(client, world.tokens["owner"])
+    shop = await create_shop(client, world.tokens["owner"], pg_url)
     code = await create_coupon(
         client, world.tokens["owner"], program_id=program_id, agent_id=world.team_agent_id
     )
@@ -132,7 +132,7 @@ async def test_bulk_import_replaces_listed_collections_and_is_audited(
 ) -> None:
     world = await build_world(client)
     owner = bearer(world.tokens["owner"])
-    shop = await create_shop(client, world.tokens["owner"])
+    shop = await create_shop(client, world.tokens["owner"], pg_url)
     first = {"collections": [{"id": IPODS, "product_ids": [IPOD, OTHER]}]}
     assert (await client.put(f"/v1/shops/{shop}/collections", json=first, headers=owner)).is_success
     second = {
@@ -156,10 +156,10 @@ async def test_bulk_import_replaces_listed_collections_and_is_audited(
     assert audits[-1][2] == {"collections": {IPODS: 1, MACBOOKS: 0}}
 
 
-async def test_bad_membership_bodies_are_problems(client: AsyncClient) -> None:
+async def test_bad_membership_bodies_are_problems(client: AsyncClient, pg_url: str) -> None:
     world = await build_world(client)
     owner = bearer(world.tokens["owner"])
-    shop = await create_shop(client, world.tokens["owner"])
+    shop = await create_shop(client, world.tokens["owner"], pg_url)
     base = f"/v1/shops/{shop}/collections"
     cases = [
         (f"{base}/{IPODS}/products", {"product_ids": ["gid://shopify/Product/1"]}, 422),
@@ -175,11 +175,11 @@ async def test_bad_membership_bodies_are_problems(client: AsyncClient) -> None:
 
 
 async def test_the_backfill_file_of_shopify_collects_replaces_each_collection(
-    client: AsyncClient,
+    client: AsyncClient, pg_url: str
 ) -> None:
     world = await build_world(client)
     owner = bearer(world.tokens["owner"])
-    shop = await create_shop(client, world.tokens["owner"])
+    shop = await create_shop(client, world.tokens["owner"], pg_url)
     document = orjson.loads((DATA / "shopify" / "collects_list.json").read_bytes())
     client.headers.update(owner)
     response = await backfill.send(client, shop, backfill.import_body(document))

@@ -63,7 +63,7 @@ async def test_shop_secrets_are_write_only_and_rotation_keeps_the_previous_one(
 ) -> None:
     world = await build_world(client)
     owner = bearer(world.tokens["owner"])
-    domain = await create_shop(client, world.tokens["owner"])
+    domain = await create_shop(client, world.tokens["owner"], pg_url)
     rotated = await client.patch(f"/v1/shops/{domain}", json={"secret": "n" * 32}, headers=owner)
     assert rotated.status_code == 200
     listed = await client.get("/v1/shops", headers=owner)
@@ -83,14 +83,14 @@ async def test_shop_secrets_are_write_only_and_rotation_keeps_the_previous_one(
 
 
 async def test_shop_changes_are_announced_to_the_ingress_after_commit(
-    client: AsyncClient, redis_url: str
+    client: AsyncClient, redis_url: str, pg_url: str
 ) -> None:
     world = await build_world(client)
     redis = Redis.from_url(redis_url)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(REGISTRY_CHANGED_CHANNEL)
     try:
-        await create_shop(client, world.tokens["owner"])
+        await create_shop(client, world.tokens["owner"], pg_url)
         message = None
         for _ in range(20):
             message = await pubsub.get_message(timeout=0.5)

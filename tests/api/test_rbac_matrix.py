@@ -113,7 +113,7 @@ async def test_every_route_answers_every_caller_as_declared(
         "code": await create_coupon(
             client, owner, program_id=program_id, agent_id=world.team_agent_id
         ),
-        "domain": await create_shop(client, owner),
+        "domain": await create_shop(client, owner, pg_url),
         "collection_id": "841564295",
         "note_id": await create_note(client, owner, agent_id=world.team_agent_id),
         "entry_id": insert_ledger_entry(
@@ -181,7 +181,7 @@ async def fresh_params(
                 client, owner, program_id=program_id, agent_id=team_agent
             )
         elif name == "domain":
-            made[name] = await create_shop(client, owner)
+            made[name] = await create_shop(client, owner, pg_url)
         elif name == "note_id":
             made[name] = await create_note(client, owner, agent_id=team_agent)
         elif name == "entry_id":

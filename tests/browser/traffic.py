@@ -65,8 +65,32 @@ def set_up_company(settings: Settings) -> Shop:
             code = f"{first}-{slug}"
             ok(api.post("/v1/links", json={"program_id": program, "agent_id": agent, "code": code}))
             links.append(code)
-        ok(api.post("/v1/shops", json={"domain": domain, "secret": secret}))
+        claimed = api.post("/v1/shops", json={"domain": domain, "secret": secret})
+        assert claimed.status_code == 202, claimed.text
+    prove_shop(settings, domain, secret)
     return Shop(created.json()["company"]["id"], slug, email, domain, secret, tuple(links))
+
+
+def prove_shop(settings: Settings, domain: str, secret: str, timeout: float = 15) -> None:
+    """What the merchant's test notification does: a webhook signed with the custom app's
+    secret reaches the ingress, which makes the claim the company's shop (`ingest.claims`).
+    Retried while the ingress has not loaded the claim yet (it answers 401 until then)."""
+    body = orjson.dumps({"id": 706405506930370084, "email": f"test@{domain}",
+                         "created_at": "2026-12-01T10:00:00Z",
+                         "updated_at": "2026-12-01T10:00:00Z"})  # fmt: skip
+    headers = {
+        "Content-Type": "application/json", "X-Shopify-Topic": "customers/create",
+        "X-Shopify-Shop-Domain": domain, "X-Shopify-Hmac-Sha256": sign(secret, body),
+        "X-Shopify-Event-Id": f"test-{uuid.uuid4().hex}",
+    }  # fmt: skip
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=ingest_url(settings), timeout=10) as ingress:
+        while True:
+            response = ingress.post("/webhooks/shopify", content=body, headers=headers)
+            if response.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    assert response.status_code == 200, response.text
 
 
 def ok(response: httpx.Response) -> Any:

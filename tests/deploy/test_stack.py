@@ -126,7 +126,7 @@ def test_up_status_demo_down(stack_env: dict[str, str]) -> None:
     with api(stack_env, owner) as as_owner:
         setup = {"company.create": 1, "unit.create": 3, "user.create": 2, "program.create": 1,
                  "commission_rule.create": 1, "agent.create": 4, "link.create": 4,
-                 "coupon.create": 4, "shop.create": 1}  # fmt: skip
+                 "coupon.create": 4, "shop_claim.create": 1}  # fmt: skip
         assert audit_actions(as_owner) == setup
     with api(stack_env, printed_login(demo.stdout, "manager")) as as_manager:
         team = {a["name"] for a in as_manager.get("/v1/agents").json()["items"]}

@@ -12,6 +12,7 @@ API's ledger totals.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -32,6 +33,8 @@ import psycopg
 
 from deploy import stack
 from deploy.demo_company import DemoSetup, set_up
+from ingest.cli import announce_change
+from tests.api.factories import prove_claim
 from tests.fixtures.postgres import PgTarget
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,7 +158,13 @@ def new_tenant(e2e: E2EStack) -> TenantSetup:
     program with a 10 % base rule and 30 hold days, agents with links and coupons, a Shopify
     shop and an Odoo endpoint."""
     slug = f"e2e-{uuid.uuid4().hex[:10]}"
-    return TenantSetup(set_up(e2e.settings, slug=slug, owner_password=PASSWORD))
+    demo = set_up(e2e.settings, slug=slug, owner_password=PASSWORD)
+    # The shop is a custom-app claim until a webhook signed with its secret proves it; proven
+    # here by the ingress's own proof code (the fixture path of tests/api/factories.py), as a
+    # test delivery would be archived and counted.
+    asyncio.run(prove_claim(e2e.settings.postgres_url, demo.shop, demo.secret))
+    announce_change(e2e.settings)
+    return TenantSetup(demo)
 
 
 def wait_for_registration(e2e: E2EStack, tenant: TenantSetup, timeout: float = 20) -> None:

@@ -24,13 +24,14 @@ SHOPIFY_FIXTURE_TOPICS = {
     "order_full_450789469.json": "orders/updated",
     "refunds_create.json": "refunds/create",
     "customers_create.json": "customers/create",
-    "app_uninstalled.json": "app/uninstalled",
     "collections_create.json": "collections/create",
     "collections_update.json": "collections/update",
     "collections_delete.json": "collections/delete",
     "customers_data_request.json": "customers/data_request",
     "customers_redact.json": "customers/redact",
     "shop_redact.json": "shop/redact",
+    # Last: the ingress refuses a shop's webhooks once the app is uninstalled from it.
+    "app_uninstalled.json": "app/uninstalled",
 }
 
 

@@ -55,6 +55,21 @@ def test_a_superuser_or_owner_connection_is_refused(pg_target: PgTarget) -> None
     assert "may UPDATE, DELETE or TRUNCATE audit_log, ledger_entries" in owner
 
 
+def test_the_shopify_app_needs_its_secret_and_a_valid_token_key(pg_target: PgTarget) -> None:
+    values: dict[str, object] = {"jwt_secret": SECRET, "click_ip_salt": SALT}
+    assert production(pg_target, pg_target.url, shopify_api_key="id", **values) == [
+        "REFSTREAM_SHOPIFY_API_KEY is set but REFSTREAM_SHOPIFY_API_SECRET is not",
+        "REFSTREAM_SHOPIFY_API_KEY is set but REFSTREAM_SHOPIFY_TOKEN_KEY is not (the installed "
+        "shops' access tokens are stored encrypted with it)",
+    ]
+    [short] = production(pg_target, pg_target.url, shopify_api_key="id",
+                         shopify_api_secret="s", shopify_token_key="c2hvcnQ", **values)  # fmt: skip
+    assert short == "REFSTREAM_SHOPIFY_TOKEN_KEY: the key must be 32 bytes, not 5"
+    key = "q2hZ4Jr1l5m7yN0dVbXpC8kLwE3sTgUaOiRfHjKmNnQ="
+    assert production(pg_target, pg_target.url, shopify_api_key="id", shopify_api_secret="s",
+                      shopify_token_key=key, **values) == []  # fmt: skip
+
+
 def test_development_mode_checks_nothing(pg_target: PgTarget) -> None:
     assert settings_problems(pg_target.settings()) == []
     check_startup(pg_target.settings(postgres_url=pg_target.superuser_url))

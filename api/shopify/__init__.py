@@ -1,0 +1,1 @@
+"""Shopify app installation through OAuth (authorization code grant)."""
