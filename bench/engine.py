@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 from dataflows.attribution.events import Event
 from dataflows.attribution.flow import _rows, parse_value, shard_tuning
-from dataflows.attribution.routing import Found, is_shard_item, route
+from dataflows.attribution.routing import Found, Held, is_shard_item, route
 from dataflows.attribution.state import AttributionLogic, Output, Tuning, builder
 from dataflows.config import ConfigProvider
 from dataflows.stages.clicks import ClickShard, shard_builder
@@ -39,7 +39,7 @@ class Engine:
                 if shard is None:
                     shard = self.shards[key] = self._shard(None)
                 for answer in shard.on_item(item)[0]:  # type: ignore[arg-type]
-                    if isinstance(answer, Found):
+                    if isinstance(answer, Found | Held):
                         out.extend(self._to_tenant(answer.event.tenant_id, answer))
                     else:
                         out.append(("dead", answer))
@@ -47,7 +47,7 @@ class Engine:
                 out.extend(self._to_tenant(key, item))  # type: ignore[arg-type]
         return out
 
-    def _to_tenant(self, tenant_id: str, item: Event | Found) -> Iterable[Output]:
+    def _to_tenant(self, tenant_id: str, item: Event | Found | Held) -> Iterable[Output]:
         self.touched.add(tenant_id)
         logic = self.tenants.get(tenant_id)
         if logic is None:

@@ -46,7 +46,14 @@ from dataflows.attribution.events import (
     parse_click,
     parse_envelope,
 )
-from dataflows.attribution.routing import Found, ShardItem, TenantItem, is_shard_item, route
+from dataflows.attribution.routing import (
+    Found,
+    Held,
+    ShardItem,
+    TenantItem,
+    is_shard_item,
+    route,
+)
 from dataflows.attribution.state import Output, Tuning, builder
 from dataflows.batching import batch
 from dataflows.catalog import CollectionChange, collection_change, is_collection_webhook
@@ -179,12 +186,12 @@ def _unkey_shard(keyed: tuple[str, ShardOutput]) -> ShardOutput:
     return keyed[1]
 
 
-def _found(item: ShardOutput) -> Found | None:
-    return item if isinstance(item, Found) else None
+def _found(item: ShardOutput) -> Found | Held | None:
+    return item if isinstance(item, Found | Held) else None
 
 
-def _found_tenant(found: Found) -> str:
-    return found.event.tenant_id
+def _found_tenant(found: TenantItem) -> str:
+    return found.event.tenant_id if isinstance(found, Found | Held) else found.tenant_id
 
 
 def _shard_dead(item: ShardOutput) -> Tagged | None:
@@ -279,8 +286,9 @@ def attribution_steps(
     to_tenant = cast(KeyedStream[TenantItem], routed.falses)
     shards = shard_builder(config, shard_tuning(tuning), clocks, wall_ms)
     shard_out = op.map("unkey_shard", op.stateful("clicks", to_shards, shards), _unkey_shard)
-    found = op.key_on("key_found", op.filter_map("found", shard_out, _found), _found_tenant)
-    keyed = op.merge("to_tenant", to_tenant, found)
+    answers: Stream[TenantItem] = op.filter_map("found", shard_out, _found)
+    found: KeyedStream[TenantItem] = op.key_on("key_found", answers, _found_tenant)
+    keyed: KeyedStream[TenantItem] = op.merge("to_tenant", to_tenant, found)
     attributed = stateful_in_input_order(
         "attribute", keyed, builder(config, tuning, wall_ms, clocks)
     )

@@ -86,10 +86,21 @@ class Found:
     shards: tuple[int, ...]
     cited: tuple[tuple[str, Click], ...] = ()
     visited: tuple[tuple[str, Click], ...] = ()
+    # The input position this answer takes at the tenant: the click's that released it (the
+    # order was decided when that click was read), else 0 (the order's own).
+    at_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A shard holds `event`'s lookup until a cited click arrives: until its answer comes, the
+    tenant keeps the order's other events as follow-ups."""
+
+    event: Event
 
 
 ShardItem = Event | VisitorCopy | Lookup
-TenantItem = Event | Found
+TenantItem = Event | Found | Held
 
 
 def route(event: Event) -> list[tuple[str, ShardItem | TenantItem]]:

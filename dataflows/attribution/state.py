@@ -105,7 +105,7 @@ from dataflows.attribution.logic import (
     attributed_conversion,
     binding_from,
 )
-from dataflows.attribution.routing import Found
+from dataflows.attribution.routing import Found, Held
 from dataflows.attribution.segments import SegmentedMap
 from dataflows.commission.book import (
     OrderBook,
@@ -203,11 +203,14 @@ class TenantState:
     # Added for click shards: an order's answers from its shards, until all are in
     # (order event id → shard → answer).
     gathering: dict[str, dict[int, Found]] = field(default_factory=dict)
+    # Orders whose first event a click shard holds (`Held`): order id → that event's id; their
+    # other events wait as follow-ups meanwhile.
+    held: dict[str, str] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not (
             self.clicks or self.seen or self.pending or self.followups or self.orders
-            or self.paid_waiting or self.sale_orders or self.gathering
+            or self.paid_waiting or self.sale_orders or self.gathering or self.held
         )  # fmt: skip
 
 
@@ -243,7 +246,7 @@ def _month(ms: int) -> str:
     return f"{when.year:04d}-{when.month:02d}"  # cheaper than strftime on the order path
 
 
-class AttributionLogic(StatefulLogic[Event | Found, Output, bytes]):
+class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
     """The tenant's attribution state machine (see the module docstring)."""
 
     def __init__(
@@ -268,12 +271,15 @@ class AttributionLogic(StatefulLogic[Event | Found, Output, bytes]):
     def tenant_id(self) -> str:
         return self.state.tenant_id
 
-    def on_item(self, value: Event | Found) -> tuple[Iterable[Output], bool]:
+    def on_item(self, value: Event | Found | Held) -> tuple[Iterable[Output], bool]:
         """`_on_item`, except that an event it fails on becomes a dead letter (with the tenant,
         the event and the error) instead of stopping the flow for every tenant. What the failed
         event emitted is dropped; the state keeps what it changed before the error. An order's
         answers from its click shards (`Found`) are gathered first (`_gather`)."""
         try:
+            if isinstance(value, Held):
+                self._held(value.event)
+                return [], False
             if isinstance(value, Found):
                 event = self._gather(value)
                 if event is None:
@@ -281,7 +287,7 @@ class AttributionLogic(StatefulLogic[Event | Found, Output, bytes]):
                 value = event
             return self._on_item(value)
         except Exception as exc:
-            failed = value.event if isinstance(value, Found) else value
+            failed = value.event if isinstance(value, Found | Held) else value
             self.state.tenant_id = failed.tenant_id
             reason = f"state: {failed.kind} {failed.event_id}: {type(exc).__name__}: {exc}"[:500]
             return [("dead", self._dead_letter(failed, reason))], False
@@ -292,6 +298,8 @@ class AttributionLogic(StatefulLogic[Event | Found, Output, bytes]):
         state.tenant_id = value.tenant_id  # bytewax's builder is not told the key
         if value.event_id in state.seen or (value.kind == "click" and self._known_click(value)):
             return out, False
+        if value.kind in ("order", "cancel") and state.held.get(value.order_id) == value.event_id:
+            del state.held[value.order_id]  # the held event is answered: it opens the order
         if self.clocks is not None:  # judged in input order (`stages.clock`)
             late = getattr(value, "late", False)
         else:
@@ -321,6 +329,16 @@ class AttributionLogic(StatefulLogic[Event | Found, Output, bytes]):
             if self.tuning.order_wait_event_ms is not None:
                 self._release_due(cfg, out, self._event_time_due)
         return out, state.is_empty()
+
+    def _held(self, event: Event) -> None:
+        """A shard holds `event`'s lookup: unless the order is decided (or waits already), its
+        other events are follow-ups until this one is answered."""
+        state = self.state
+        state.tenant_id = event.tenant_id
+        order_id = event.order_id
+        if event.event_id in state.seen or order_id in state.orders:
+            return
+        state.held.setdefault(order_id, event.event_id)
 
     def _gather(self, found: Found) -> Event | None:
         """The order event with its candidate clicks once every shard it asked has answered,
@@ -493,7 +511,7 @@ class AttributionLogic(StatefulLogic[Event | Found, Output, bytes]):
         if order_id in state.orders:
             self._apply_stored(order_id, event, cfg, out)
             return
-        if order_id in state.pending:
+        if order_id in state.pending or order_id in state.held:
             state.followups.setdefault(order_id, []).append(replace(event, raw=b""))
             return
         # Click shards waited for the cited clicks already (`stages.clicks`); only an event

@@ -9,8 +9,10 @@ stay in `attribution.logic`, applied by the tenant once every shard it asked has
   processing time (`notify_at`: only shards with a held lookup have a timer), to the end of a
   bounded input, or (`order_wait_event_ms`) until the click watermark passes the order's time
   + wait, exactly as the tenant held orders before the shards (see `attribution.state`). A
-  held lookup keeps its place: later lookups of the same order wait behind it, so the tenant
-  opens an order's book with its first event.
+  shard that holds a lookup tells the tenant at once (`Held`): the tenant then keeps the order's
+  other events as follow-ups, applied in event time once the order is decided, as it did for an
+  order it held itself. A later lookup of an order already held here is answered at once (it
+  will be a follow-up: its candidates do not matter).
 - **Watermarks** are the tenant's as this worker reads its events (`stages.clock`): a click
   judged late there is dead-lettered here (after deduplication, as before the shards); clicks
   expire once no order that is not late could still use them (older than
@@ -31,7 +33,7 @@ from bytewax.operators import StatefulLogic
 
 from dataflows.attribution.clicks import ClickStore
 from dataflows.attribution.events import Click, Event, dead_letter, from_ms
-from dataflows.attribution.routing import Found, Lookup, ShardItem, VisitorCopy
+from dataflows.attribution.routing import Found, Held, Lookup, ShardItem, VisitorCopy
 from dataflows.config import ConfigProvider
 from dataflows.stages.clock import TenantClocks
 from schemas.events.envelope import DeadLetter
@@ -45,7 +47,7 @@ SHARD_SEGMENT = 256
 # then stays findable at most this long past its horizon, where no order that is not late can
 # use it anyway (it is outside every such order's lookback).
 EXPIRE_EVERY_MS = 1_000
-ShardOutput = Found | DeadLetter
+ShardOutput = Found | Held | DeadLetter
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +180,7 @@ class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
                     continue
                 held.missing.discard(click_id)
                 if not held.missing:
-                    self._release(event_id, out)
+                    self._release(event_id, out, at_seq=event.seq)
         mark = self.clocks.marks(tenant).get("click", 0)
         if mark >= state.expired_at_ms + EXPIRE_EVERY_MS:
             state.expired_at_ms = mark
@@ -207,15 +209,17 @@ class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
             return
         missing = {c for c in lookup.click_ids if c not in state.clicks}
         order_id = event.order_id
-        behind = any(h.lookup.event.order_id == order_id for h in state.held.values())
-        if behind or (missing and not self._event_time_due(HeldLookup(lookup, missing, 0))):
+        if missing and any(h.lookup.event.order_id == order_id for h in state.held.values()):
+            missing = set()  # the order waits already: this event will be one of its follow-ups
+        if missing and not self._event_time_due(HeldLookup(lookup, missing, 0)):
             state.held[event.event_id] = HeldLookup(lookup, missing, self.wall_ms())
             for click_id in missing:
                 state.awaiting.setdefault(click_id, []).append(event.event_id)
+            out.append(Held(event))
             return
         out.append(self._found(lookup))
 
-    def _found(self, lookup: Lookup) -> Found:
+    def _found(self, lookup: Lookup, at_seq: int = 0) -> Found:
         clicks = self.state.clicks
         cited = tuple((c, click) for c in lookup.click_ids if (click := clicks.get(c)) is not None)
         visited: tuple[tuple[str, Click], ...] = ()
@@ -224,7 +228,7 @@ class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
                 (c, click) for c in clicks.visitor_clicks(lookup.visitor)
                 if (click := clicks.get(c)) is not None
             )  # fmt: skip
-        return Found(lookup.event, lookup.shard, lookup.shards, cited, visited)
+        return Found(lookup.event, lookup.shard, lookup.shards, cited, visited, at_seq)
 
     def _event_time_due(self, held: HeldLookup) -> bool:
         wait = self.tuning.order_wait_event_ms
@@ -234,19 +238,11 @@ class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
         return held.lookup.event.occurred_ms + wait <= clicks
 
     def _release_due(self, out: list[ShardOutput], due: Callable[[HeldLookup], bool]) -> None:
-        """Release what is due, in arrival order; a lookup held only behind an earlier one of
-        its order goes right after it."""
-        blocked: set[str] = set()  # orders with an earlier lookup still held
-        for event_id, held in list(self.state.held.items()):
-            order_id = held.lookup.event.order_id
-            if event_id not in self.state.held or order_id in blocked:
-                continue
-            if due(held):
-                self._release(event_id, out)
-            else:
-                blocked.add(order_id)
+        """Release what is due, in arrival order."""
+        for event_id in [e for e, held in self.state.held.items() if due(held)]:
+            self._release(event_id, out)
 
-    def _release(self, event_id: str, out: list[ShardOutput]) -> None:
+    def _release(self, event_id: str, out: list[ShardOutput], at_seq: int = 0) -> None:
         state = self.state
         held = state.held.pop(event_id)
         for click_id in held.missing:
@@ -255,16 +251,7 @@ class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
                 state.awaiting[click_id] = waiting
             else:
                 state.awaiting.pop(click_id, None)
-        out.append(self._found(held.lookup))
-        # Lookups of the same order that waited only behind this one go next, in order.
-        order_id = held.lookup.event.order_id
-        for other, later in list(state.held.items()):
-            if later.lookup.event.order_id != order_id:
-                continue
-            if later.missing:
-                break
-            self._release(other, out)
-            break
+        out.append(self._found(held.lookup, at_seq))
 
     def _dead_letter(self, event: Event, reason: str) -> DeadLetter:
         return dead_letter(reason, event.raw, from_ms(self.wall_ms()))

@@ -131,8 +131,13 @@ class InputOrder(StatefulBatchLogic[V, W, S]):
 
 
 def _seq(item: object) -> int:
+    """An item's input position: a shard's answer released by a click takes the click's
+    (`Found.at_seq`), anything else its event's."""
+    at = getattr(item, "at_seq", 0)
+    if at:
+        return int(at)
     event = getattr(item, "event", item)
-    return getattr(event, "seq", 0)
+    return int(getattr(event, "seq", 0))
 
 
 @operator

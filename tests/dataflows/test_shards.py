@@ -21,6 +21,7 @@ from dataflows.attribution.events import Event, event_from_envelope, parse_envel
 from dataflows.attribution.flow import Batching, attribution_steps
 from dataflows.attribution.routing import (
     Found,
+    Held,
     Lookup,
     VisitorCopy,
     id_shard,
@@ -35,7 +36,7 @@ from dataflows.stages.clock import TenantClocks
 from schemas.events.envelope import EventEnvelope
 from schemas.ids import click_id_for_visitor
 from schemas.ledger import AttributionRule, CommissionAccrual
-from tests.dataflows.builders import T0, click, click_id, days, order, snapshot
+from tests.dataflows.builders import T0, click, click_id, days, order, refund, snapshot
 
 TENANT = "t_shards"
 WALL_MS = 1_800_000_000_000
@@ -108,7 +109,7 @@ def _lookup(event: Event) -> Lookup:
     return item
 
 
-def test_a_shard_holds_an_order_until_its_cited_click_and_keeps_later_events_behind_it() -> None:
+def test_a_shard_holds_an_order_until_its_cited_click_and_tells_the_tenant() -> None:
     tuning, now = Tuning(), [WALL_MS]
     clocks = TenantClocks(tuning.allowed_lateness_ms, tuning.future_skew_ms)
     shard = _shard(clocks, tuning, now)
@@ -117,20 +118,40 @@ def test_a_shard_holds_an_order_until_its_cited_click_and_keeps_later_events_beh
     updated = clocks.stamp(
         _event(order(TENANT, 1001, at=T0 + days(1), cites=cid, topic="orders/updated"))
     )
-    assert list(shard.on_item(_lookup(created))[0]) == []
+    (held,) = shard.on_item(_lookup(created))[0]
+    assert isinstance(held, Held)
+    assert held.event.event_id == created.event_id
     assert list(shard.on_item(_lookup(created))[0]) == []  # a redelivery while held
-    assert list(shard.on_item(_lookup(updated))[0]) == []  # behind its order's first event
+    # The order waits already: its later event is answered at once (the tenant keeps it as a
+    # follow-up until the held one is answered).
+    (answer,) = shard.on_item(_lookup(updated))[0]
+    assert isinstance(answer, Found)
+    assert answer.event.event_id == updated.event_id
     assert shard.notify_at() is not None
 
     out, discard = shard.on_item(clocks.stamp(_event(click(TENANT, cid, at=T0, visitor="v1"))))
-    found = list(out)
-    assert [f.event.event_id for f in found if isinstance(f, Found)] == [
-        created.event_id,
-        updated.event_id,
-    ]
-    assert all(isinstance(f, Found) and [c for c, _ in f.cited] == [cid] for f in found)
+    (found,) = list(out)
+    assert isinstance(found, Found)
+    assert found.event.event_id == created.event_id
+    assert [c for c, _ in found.cited] == [cid]
     assert not discard
     assert shard.notify_at() is None
+
+
+def test_the_tenant_applies_events_that_came_while_a_shard_held_the_order_in_event_time() -> None:
+    """Refunds and edits that reach the tenant while a shard holds the order's first event are
+    follow-ups: applied in event time once the order is decided, whichever path they took."""
+    cid = click_id_for_visitor("v1")
+    created = order(TENANT, 1001, at=T0 + days(1), cites=cid, lines=[(1, 2, "50.00")])
+    edited = order(TENANT, 1001, at=T0 + days(2), cites=cid, lines=[(1, 2, "80.00")],
+                   topic="orders/updated")  # fmt: skip
+    refunded = refund(TENANT, 1001, 7, [(1, 1)], at=T0 + days(3))
+    late_click = click(TENANT, cid, at=T0, visitor="v1")
+    # The refund (t+3) reaches the tenant directly, before the edit (t+2) that went through
+    # the shard; the click comes last.
+    arrival = [created, refunded, edited, late_click]
+    in_time = [late_click, created, edited, refunded]
+    assert _ledger(_run(arrival)) == _ledger(_run(in_time))
 
 
 def test_a_held_order_is_released_without_its_click_after_the_wait() -> None:
