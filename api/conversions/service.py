@@ -16,7 +16,7 @@ agent's clicks, coupons or customers.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from api.analytics.service import narrow
@@ -68,12 +68,23 @@ _REJECTED_FIELDS = ("kind", "ref", "agent_id", "program_id", "link_code", "at", 
 def rejected_from(value: Any) -> RejectedRead:
     """One element of the `rejected` column as the API model (unredacted)."""
     f = {name: _field(value, i, name) for i, name in enumerate(_REJECTED_FIELDS)}
-    code = f["code"] if f["code"] in RejectionCode else RejectionCode.OTHER
+    try:
+        code = RejectionCode(f["code"])
+    except ValueError:  # a code a newer dataflow wrote: still shown, as `other`
+        code = RejectionCode.OTHER
     return RejectedRead(
         kind=CandidateKind(f["kind"]), ref=f["ref"], agent_id=f["agent_id"],
-        program_id=f["program_id"], link_code=f["link_code"], at=f["at"],
-        code=RejectionCode(code), reason=f["reason"],
+        program_id=f["program_id"], link_code=f["link_code"], at=_utc(f["at"]), code=code,
+        reason=f["reason"],
     )  # fmt: skip
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    """Every time column is `DateTime64(3, 'UTC')`, but clickhouse-connect may return it naive
+    (always inside a tuple): it is UTC."""
+    if when is None or when.tzinfo is not None:
+        return when
+    return when.replace(tzinfo=UTC)
 
 
 def winner_of(row: Mapping[str, Any]) -> Referral | None:
@@ -151,8 +162,8 @@ def decision_from(row: Mapping[str, Any], reach: tuple[str, ...] | None) -> Conv
     attributed = rule is not AttributionRule.UNATTRIBUTED
     return ConversionDecision(
         conversion_id=row["conversion_id"], order_id=row["order_id"],
-        order_name=row["order_name"], shop=row["shop"], occurred_at=row["occurred_at"],
-        decided_at=row["attributed_at"],
+        order_name=row["order_name"], shop=row["shop"], occurred_at=_utc(row["occurred_at"]),
+        decided_at=_utc(row["attributed_at"]),
         status=ConversionStatus.attributed if attributed else ConversionStatus.unattributed,
         rule=rule, agent_id=row["agent_id"], program_id=row["program_id"], winner=winner,
         revenue=decimal_to_text(quantize(row["revenue"], row["currency"])),
@@ -183,7 +194,7 @@ async def list_orders(
     rows = await store.orders(order_query(tenant_id, reach, filters))
     items = [decision_from(row, reach) for row in rows]
     last = rows[-1] if len(rows) == filters.limit else None
-    cursor = encode_keyset(last["occurred_at"], last["conversion_id"]) if last else None
+    cursor = encode_keyset(items[-1].occurred_at, items[-1].conversion_id) if last else None
     return ConversionPage(items=items, next_cursor=cursor)
 
 

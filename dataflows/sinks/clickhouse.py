@@ -92,9 +92,12 @@ def click_row(click: AnyClick, envelope: AnyEnvelope) -> Row:
     )  # fmt: skip
 
 
+# The fields of one `conversions.rejected` element, in the column's tuple order (ClickHouse 0006).
+REJECTED_FIELDS = ("kind", "ref", "agent_id", "program_id", "link_code", "at", "code", "reason")
+
+
 def rejected_value(r: RejectedCandidate) -> tuple[Any, ...]:
-    """One element of the `conversions.rejected` column (ClickHouse 0006): a named tuple in the
-    column's field order."""
+    """One element of the `conversions.rejected` column: a tuple in `REJECTED_FIELDS` order."""
     return (r.kind.value, r.ref, r.agent_id, r.program_id, r.link_code, r.at, r.code.value,
             r.reason)  # fmt: skip
 

@@ -277,7 +277,8 @@ def _conversion(order: str, click: str | None, *, version: int = 1) -> dict[str,
     """A `conversions` row as the dataflow wrote it before ClickHouse 0004 (no link_code)."""
     when = datetime(2026, 10, 5, tzinfo=UTC)
     row = dict.fromkeys(COLUMNS["conversions"])
-    del row["link_code"]
+    for later in ("link_code", "explanation", "rejected"):  # 0004, 0006
+        del row[later]
     return row | {
         "tenant_id": "t_mig", "conversion_id": f"cv_{order}", "order_id": order,
         "occurred_at": when, "attributed_at": when + timedelta(seconds=version),
@@ -309,8 +310,8 @@ def test_clickhouse_0004_and_0005_keep_a_populated_database_right(
         _conversion("o2", "c2", version=2), _conversion("o3", None), _conversion("o4", "c9"),
     ])  # fmt: skip
 
-    assert migrations.migrate_clickhouse(settings) == 2  # 0004 (link_code), 0005 (encoding)
-    assert migrations.migrate_clickhouse(settings) == 0
+    assert migrations.migrate_clickhouse(settings, up_to=5) == 2  # 0004 (link), 0005 (encoding)
+    assert migrations.migrate_clickhouse(settings, up_to=5) == 0
 
     def rows(table: str) -> list[tuple[Any, ...]]:
         return client.query(
