@@ -12,6 +12,7 @@ from api.analytics.repository import AnalyticsDirectory
 from api.authz.dependencies import Authorized
 from api.authz.policies import Principal
 from api.clickhouse import ClickHouse
+from api.context import Meta
 from api.conversions import service
 from api.conversions.repository import DecisionStore
 from api.conversions.schemas import ConversionDecision, ConversionFilters, ConversionPage
@@ -38,9 +39,12 @@ async def list_conversions(
     session: ReadOnlySession,
     clickhouse: ClickHouse,
     filters: Annotated[ConversionFilters, Query()],
+    meta: Meta,
 ) -> ConversionPage:
     reach = await AnalyticsDirectory(session, principal).reachable_agents()
-    return await service.list_orders(DecisionStore(clickhouse), principal.tenant_id, reach, filters)
+    return await service.list_orders(
+        DecisionStore(clickhouse), principal.tenant_id, reach, filters, now=meta.now
+    )
 
 
 @router.get(

@@ -1,11 +1,21 @@
 """The decided orders in ClickHouse's `conversions` (one row per order, attributed or not, with
 its decision since ClickHouse 0006), read with `FINAL` so a re-emitted or replayed row counts
-once. SQL is fixed text; every value is a server-side parameter."""
+once. SQL is fixed text; every value is a server-side parameter.
+
+A page is read in two steps, because `FINAL` cannot filter before it merges (no PREWHERE), so
+every column a query names is read for every row of the scanned range:
+1. the page's keys, `(occurred_at, conversion_id)`, naming only the light columns it filters and
+   sorts on, over a time window that widens until the page is full (`WINDOWS`): newest first,
+   a page of a busy company is found in the last day and a sparse filter widens to all time;
+2. the page's rows, explanation and rejected candidates included, by their sorting key
+   (tenant, day, conversion id), which reads only the granules that hold them.
+A lookup by order id or name skips granules by the bloom filters of ClickHouse 0006 instead.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +25,13 @@ COLUMNS = (
     "conversion_id", "order_id", "order_name", "shop", "occurred_at", "attributed_at", "rule",
     "agent_id", "program_id", "click_id", "link_code", "coupon_code", "customer_id", "currency",
     "revenue", "is_new_customer", "explanation", "rejected",
+)  # fmt: skip
+
+# How far back from the page's anchor (the cursor, else `to`, else now) each try reads; `None` =
+# no lower bound but the caller's `from`. Each window holds the previous one, so the first full
+# page is the page the unbounded query would return.
+WINDOWS: tuple[timedelta | None, ...] = (
+    timedelta(days=1), timedelta(days=7), timedelta(days=30), timedelta(days=120), None,
 )  # fmt: skip
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -34,6 +51,7 @@ class OrderQuery:
     tenant_id: str
     agents: tuple[str, ...] | None
     order: str | None = None
+    program_id: str | None = None
     attributed: bool | None = None
     start: datetime | None = None
     end: datetime | None = None
@@ -41,8 +59,27 @@ class OrderQuery:
     limit: int = 50
 
 
-def orders_sql(q: OrderQuery) -> tuple[str, dict[str, Any]]:
-    """(SQL, parameters) of one page of decided orders, newest first."""
+def windows(q: OrderQuery, now: datetime) -> list[OrderQuery]:
+    """The queries to try in turn: `q` with ever earlier `start`s, ending with `q` itself.
+
+    An order lookup (`order`) has its own index and is tried once; so is a query whose `from`
+    is within the first window."""
+    if q.order is not None:
+        return [q]
+    anchor = q.after[0] if q.after is not None else q.end if q.end is not None else now
+    tries: list[OrderQuery] = []
+    for span in WINDOWS:
+        if span is None:
+            break
+        start = anchor - span
+        if q.start is not None and start <= q.start:
+            break
+        tries.append(replace(q, start=start))
+    return [*tries, q]
+
+
+def keys_sql(q: OrderQuery) -> tuple[str, dict[str, Any]]:
+    """(SQL, parameters) of one page's keys `(occurred_at, conversion_id)`, newest first."""
     conditions = ["tenant_id = {tenant:String}"]
     params: dict[str, Any] = {"tenant": q.tenant_id, "limit": q.limit}
     if q.agents is not None:
@@ -56,6 +93,9 @@ def orders_sql(q: OrderQuery) -> tuple[str, dict[str, Any]]:
     if q.order is not None:
         conditions.append("(order_id = {order:String} OR order_name = {order:String})")
         params["order"] = q.order
+    if q.program_id is not None:
+        conditions.append("program_id = {program:String}")
+        params["program"] = q.program_id
     if q.start is not None:
         conditions.append("occurred_at >= fromUnixTimestamp64Milli({start_ms:Int64}, 'UTC')")
         params["start_ms"] = epoch_ms(q.start)
@@ -63,16 +103,30 @@ def orders_sql(q: OrderQuery) -> tuple[str, dict[str, Any]]:
         conditions.append("occurred_at < fromUnixTimestamp64Milli({end_ms:Int64}, 'UTC')")
         params["end_ms"] = epoch_ms(q.end)
     if q.after is not None:
+        # The plain bound lets the sorting key skip newer days; the tuple orders ties by id.
         conditions.append(
-            "(occurred_at, conversion_id) < "
+            "occurred_at <= fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')"
+            " AND (occurred_at, conversion_id) < "
             "(fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC'), {after_id:String})"
         )
         params["after_ms"], params["after_id"] = epoch_ms(q.after[0]), q.after[1]
     sql = (
-        f"SELECT {', '.join(COLUMNS)} FROM conversions FINAL WHERE {' AND '.join(conditions)}"
+        "SELECT toUnixTimestamp64Milli(occurred_at), conversion_id FROM conversions FINAL"
+        f" WHERE {' AND '.join(conditions)}"
         " ORDER BY occurred_at DESC, conversion_id DESC LIMIT {limit:UInt32}"
     )
     return sql, params
+
+
+def rows_sql(tenant_id: str, keys: Sequence[tuple[int, str]]) -> tuple[str, dict[str, Any]]:
+    """(SQL, parameters) of the full rows of `keys` (epoch ms, conversion id), by sorting key."""
+    days = sorted({(_EPOCH + timedelta(milliseconds=ms)).date() for ms, _ in keys})
+    sql = (
+        f"SELECT {', '.join(COLUMNS)} FROM conversions FINAL"
+        " WHERE tenant_id = {tenant:String} AND toDate(occurred_at) IN {days:Array(Date)}"
+        " AND conversion_id IN {ids:Array(String)}"
+    )
+    return sql, {"tenant": tenant_id, "days": days, "ids": [cid for _, cid in keys]}
 
 
 def order_sql(tenant_id: str, order_id: str) -> tuple[str, dict[str, Any]]:
@@ -90,10 +144,20 @@ class DecisionStore:
     def __init__(self, reader: ClickHouseReader) -> None:
         self.reader = reader
 
-    async def orders(self, q: OrderQuery) -> list[dict[str, Any]]:
+    async def orders(self, q: OrderQuery, now: datetime) -> list[dict[str, Any]]:
+        """One page of decided orders, newest first (see the module's two steps)."""
         if q.agents == ():
             return []  # nothing in reach: no query
-        return _records(await self.reader.query(*orders_sql(q)))
+        keys: list[tuple[int, str]] = []
+        for attempt in windows(q, now):
+            keys = [(int(ms), str(cid)) for ms, cid in await self.reader.query(*keys_sql(attempt))]
+            if len(keys) >= q.limit:
+                break
+        if not keys:
+            return []
+        by_id = {row["conversion_id"]: row for row in
+                 _records(await self.reader.query(*rows_sql(q.tenant_id, keys)))}  # fmt: skip
+        return [by_id[cid] for _, cid in keys if cid in by_id]
 
     async def order(self, tenant_id: str, order_id: str) -> dict[str, Any] | None:
         rows = _records(await self.reader.query(*order_sql(tenant_id, order_id)))

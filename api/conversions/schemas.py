@@ -86,6 +86,7 @@ class ConversionFilters(BaseModel):
 
     order: _Text | None = Field(default=None, description="An order id or name (e.g. `#1001`).")
     agent_id: _Text | None = None
+    program_id: _Text | None = None
     status: ConversionStatus | None = None
     from_: AwareDatetime | None = Field(
         default=None, alias="from", description="Orders at or after (ISO 8601 with offset)."

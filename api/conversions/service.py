@@ -183,15 +183,20 @@ def order_query(
     attributed = None if filters.status is None else filters.status is ConversionStatus.attributed
     return OrderQuery(
         tenant_id=tenant_id, agents=narrow(reach, agent_id=filters.agent_id),
-        order=filters.order, attributed=attributed, start=filters.from_, end=filters.to,
-        after=after, limit=filters.limit,
+        order=filters.order, program_id=filters.program_id, attributed=attributed,
+        start=filters.from_, end=filters.to, after=after, limit=filters.limit,
     )  # fmt: skip
 
 
 async def list_orders(
-    store: DecisionStore, tenant_id: str, reach: tuple[str, ...] | None, filters: ConversionFilters
+    store: DecisionStore,
+    tenant_id: str,
+    reach: tuple[str, ...] | None,
+    filters: ConversionFilters,
+    *,
+    now: datetime,
 ) -> ConversionPage:
-    rows = await store.orders(order_query(tenant_id, reach, filters))
+    rows = await store.orders(order_query(tenant_id, reach, filters), now)
     items = [decision_from(row, reach) for row in rows]
     last = rows[-1] if len(rows) == filters.limit else None
     cursor = encode_keyset(items[-1].occurred_at, items[-1].conversion_id) if last else None

@@ -171,6 +171,10 @@ async def test_filters_narrow_and_pages_follow_each_other(client: AsyncClient, c
               "to": (T + timedelta(hours=3)).isoformat()}  # fmt: skip
     assert orders_of(await get(client, owner, **window)) == [o["o3"], o["o2"]]
     assert orders_of(await get(client, owner, agent_id="agt_unknown")) == []
+    assert orders_of(await get(client, owner, program_id="prg_p", agent_id=w.own_agent_id)) == [
+        o["o2"]
+    ]
+    assert orders_of(await get(client, owner, program_id="prg_other")) == []
 
     seen: list[str] = []
     cursor: str | None = None
@@ -182,6 +186,23 @@ async def test_filters_narrow_and_pages_follow_each_other(client: AsyncClient, c
         if cursor is None:
             break
     assert seen == [o["o5"], o["o4"], o["o3"], o["o2"], o["o1"]]
+
+
+async def test_pages_reach_orders_older_than_every_window(client: AsyncClient, ch: Client) -> None:
+    """The list reads the last day first and widens: an order years back still comes, last."""
+    data = load(ch, await build_world(client))
+    w, o = data.world, data.o
+    old = f"old-{uuid.uuid4().hex[:8]}"
+    insert(ch, [row(w.company_id, old, w.team_agent_id, T - timedelta(days=800),
+                    rule="last_click")])  # fmt: skip
+    owner = w.tokens["owner"]
+    everything = [o["o5"], o["o4"], o["o3"], o["o2"], o["o1"], old]
+    assert orders_of(await get(client, owner)) == everything
+    first = await get(client, owner, limit=5)
+    assert orders_of(first) == everything[:5]
+    assert orders_of(await get(client, owner, limit=5, cursor=first["next_cursor"])) == [old]
+    mine = await get(client, w.tokens["manager"], agent_id=w.team_agent_id)
+    assert orders_of(mine) == [o["o5"], o["o1"], old]
 
 
 async def test_staff_below_the_root_and_agents_see_only_orders_credited_in_their_reach(
@@ -263,7 +284,7 @@ def test_the_routes_are_documented(app: Any) -> None:
     paths = app.openapi()["paths"]
     listing = paths["/v1/conversions"]["get"]
     assert {p["name"] for p in listing["parameters"]} >= {
-        "order", "agent_id", "status", "from", "to", "cursor", "limit",
+        "order", "agent_id", "program_id", "status", "from", "to", "cursor", "limit",
     }  # fmt: skip
     detail = paths["/v1/conversions/{order_id}"]["get"]
     assert "404" in detail["responses"]

@@ -5,8 +5,10 @@
 // "analytics unavailable" banner shown) and the live stream connected; then reads
 // {"order":"#123"} on stdin (sent right after the ingress accepted that order), waits until the
 // live feed shows the order and — when the analytics answered — the conversions tile changed,
-// saves a screenshot and prints {"event":"result", ...}. Any failure prints
-// {"event":"error", ...} and exits 1.
+// then clicks the order in the feed and in the "recent orders" table and reads the explanation
+// dialog each time (`explain_feed`, `explain_table`: its order, status line, winner, text and
+// rejected candidates' codes), saves a screenshot and prints {"event":"result", ...}. Any failure
+// prints {"event":"error", ...} and exits 1.
 //
 // Environment: BASE_URL, COMPANY, EMAIL, PASSWORD, SCREENSHOT, DEADLINE_MS (default 2000),
 // CHROMIUM (default /usr/bin/chromium).
@@ -20,6 +22,21 @@ const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
 async function banner(page) {
   return page.$eval("#analytics-error", (n) => (n.hidden ? null : n.textContent));
+}
+
+// Click `selector` and read the explanation dialog once it shows `order`.
+async function explain(page, selector, order) {
+  await page.click(selector);
+  await page.waitForSelector(`#explain[open][data-order="${order}"]`, { timeout: 10000 });
+  const read = await page.$eval("#explain", (d) => ({
+    order: d.dataset.order,
+    status: d.querySelector("#explain-status").textContent,
+    winner: d.querySelector("#explain-winner").textContent,
+    text: d.querySelector("#explain-text").textContent,
+    rejected: [...d.querySelectorAll("#explain-rejected tbody tr[data-code]")].map((r) => r.dataset.code),
+    error: d.querySelector("#explain-error").textContent,
+  }));
+  return read;
 }
 
 async function tiles(page) {
@@ -74,8 +91,19 @@ try {
   const feed = await page.$$eval("#feed li", (nodes) => nodes.map((n) => n.textContent));
   await page.waitForTimeout(1500); // let the tile highlight fade for a calm screenshot
   await page.screenshot({ path: env.SCREENSHOT, fullPage: true });
+
+  // Click-to-explain: the order in the live feed, then in the recent orders table (refreshed
+  // with the analytics after the order arrived).
+  const explainFeed = await explain(page, `#feed li[data-order="${order}"]`, order);
+  await page.click("#explain-close");
+  await page.waitForSelector(`#recent-orders tbody tr[data-order="${order}"]`, { timeout: 10000 });
+  const recentOrders = await page.$$eval("#recent-orders tbody tr",
+    (rows) => rows.map((r) => r.textContent));
+  const explainTable = await explain(page, `#recent-orders tbody tr[data-order="${order}"]`, order);
+  await page.screenshot({ path: env.SCREENSHOT.replace(/\.png$/, "-explain.png"), fullPage: true });
   out({ event: "result", feed_ms: feedMs, tiles_ms: tilesMs, before, after, feed,
-        banner: await banner(page), console_errors: consoleErrors });
+        banner: await banner(page), console_errors: consoleErrors, explain_feed: explainFeed,
+        explain_table: explainTable, recent_orders: recentOrders });
 } catch (err) {
   if (page) await page.screenshot({ path: env.SCREENSHOT, fullPage: true }).catch(() => {});
   const state = page ? await tiles(page).catch(() => null) : null;

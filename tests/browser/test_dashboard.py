@@ -113,6 +113,17 @@ def test_dashboard_shows_a_new_conversion_live(playwright_ready: Path, stack: St
         # Without the analytics API the page says so and the live feed still works.
         assert "not available" in result["banner"], result
         assert set(result["after"].values()) == {"\u2013"}, result  # an en dash: no value
+    # Click-to-explain: the order in the feed and in the recent orders table opens its decision
+    # (from /v1/conversions/{order_id}): credited to Ana by the click the order cited.
+    explained = result["explain_feed"]
+    assert explained["order"] == name, explained
+    assert explained["status"] == "Credited to Ana Lima by last click", explained
+    assert explained["winner"].startswith("Winning referral: click "), explained
+    assert f"via link {shop.links[0]}" in explained["winner"], explained
+    assert explained["text"].startswith("last_click click "), explained
+    assert (explained["rejected"], explained["error"]) == ([], ""), explained
+    assert result["explain_table"] == explained, result
+    assert any(name in row and "Ana Lima" in row for row in result["recent_orders"]), result
     print(f"feed after {result['feed_ms']} ms, tiles after {result['tiles_ms']} ms")  # noqa: T201
     assert screenshot.stat().st_size > 10_000
 
