@@ -3,11 +3,13 @@
 // Protocol (one JSON object per line): prints {"event":"ready","tiles":{...},"banner":...,
 // "top_agents":[names]} once logged in with the KPI tiles and the top agents loaded (or the
 // "analytics unavailable" banner shown) and the live stream connected; then reads
-// {"order":"#123"} on stdin (sent right after the ingress accepted that order), waits until the
+// {"order":"#123","unattributed":"#122"} on stdin (sent right after the ingress accepted #123;
+// #122 came before the page opened and cited a bot's click), waits until the
 // live feed shows the order and — when the analytics answered — the conversions tile changed,
-// then clicks the order in the feed and in the "recent orders" table and reads the explanation
-// dialog each time (`explain_feed`, `explain_table`: its order, status line, winner, text and
-// rejected candidates' codes), saves a screenshot and prints {"event":"result", ...}. Any failure
+// then clicks the order in the feed and in the "recent orders" table, and the unattributed one in
+// the table, and reads the explanation dialog each time (`explain_feed`, `explain_table`,
+// `explain_unattributed`: its order, status line, winner, text and rejected candidates' codes),
+// saves a screenshot and prints {"event":"result", ...}. Any failure
 // prints {"event":"error", ...} and exits 1.
 //
 // Environment: BASE_URL, COMPANY, EMAIL, PASSWORD, SCREENSHOT, DEADLINE_MS (default 2000),
@@ -76,7 +78,7 @@ try {
   out({ event: "ready", tiles: before, banner: await banner(page), top_agents: topAgents });
 
   const { value: line } = await lines.next();
-  const { order } = JSON.parse(line);
+  const { order, unattributed } = JSON.parse(line);
   const started = Date.now();
   await page.waitForSelector(`#feed li[data-order="${order}"]`, { timeout: deadline });
   const feedMs = Date.now() - started;
@@ -101,9 +103,13 @@ try {
     (rows) => rows.map((r) => r.textContent));
   const explainTable = await explain(page, `#recent-orders tbody tr[data-order="${order}"]`, order);
   await page.screenshot({ path: env.SCREENSHOT.replace(/\.png$/, "-explain.png"), fullPage: true });
+  await page.click("#explain-close");
+  const explainUnattributed = await explain(
+    page, `#recent-orders tbody tr[data-order="${unattributed}"]`, unattributed);
   out({ event: "result", feed_ms: feedMs, tiles_ms: tilesMs, before, after, feed,
         banner: await banner(page), console_errors: consoleErrors, explain_feed: explainFeed,
-        explain_table: explainTable, recent_orders: recentOrders });
+        explain_table: explainTable, explain_unattributed: explainUnattributed,
+        recent_orders: recentOrders });
 } catch (err) {
   if (page) await page.screenshot({ path: env.SCREENSHOT, fullPage: true }).catch(() => {});
   const state = page ? await tiles(page).catch(() => null) : null;

@@ -224,6 +224,14 @@ async function refreshRecentOrders() {
   }
 }
 
+// The stored words name agents by id: show the names this page knows instead.
+function withNames(text) {
+  return text.replace(/agent (\S+?)(?=[\s,)]|$)/g, (all, id) => {
+    const name = agentName(id);
+    return name && name !== id ? `agent ${name}` : all;
+  });
+}
+
 function referralText(r) {
   if (r.kind === "click") return `click ${r.ref}${r.link_code ? ` via link ${r.link_code}` : ""}`;
   if (r.kind === "coupon") return `coupon ${r.ref}`;
@@ -242,14 +250,14 @@ function renderExplanation(d) {
     : "Not credited to any agent";
   $("#explain-winner").textContent = d.winner ? `Winning referral: ${referralText(d.winner)}` : "";
   $("#explain-text").textContent = d.explained
-    ? d.explanation
+    ? withNames(d.explanation)
     : "Decided before explanations were stored: only the rule and the winner are known.";
   const body = $("#explain-rejected tbody");
   body.replaceChildren(...d.rejected.map((r) => {
     const row = document.createElement("tr");
     row.dataset.code = r.code;
     const what = r.redacted ? `${KINDS[r.kind] || r.kind} of another agent` : `${KINDS[r.kind] || r.kind} ${r.ref}`;
-    const why = cell(r.reason);
+    const why = cell(withNames(r.reason));
     const code = document.createElement("span");
     code.className = "code";
     code.textContent = ` (${r.code})`;
