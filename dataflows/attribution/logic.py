@@ -548,36 +548,48 @@ def attributed_conversion(
 
 
 # The reasons `attribute` writes, by their fixed wording: the text is what people read (and what
-# decisions pickled in recovery snapshots hold), the code is what programs filter on. Anchored
-# at the start; the first match wins. `tests/dataflows/test_attribution_logic.py` drives every
-# branch of `attribute` and checks that none is left `other`.
-_REASON_CODES: tuple[tuple[re.Pattern[str], RejectionCode], ...] = tuple(
-    (re.compile(pattern), code)
-    for pattern, code in (
-        (r"not cited by the order", RejectionCode.NOT_CITED),
-        (r"click after the order", RejectionCode.AFTER_ORDER),
-        (r"outside the \d+-day lookback window", RejectionCode.OUTSIDE_WINDOW),
-        (r"duplicate of an earlier click", RejectionCode.DUPLICATE),
-        (r"bot click", RejectionCode.BOT),
-        (r"click has no agent", RejectionCode.NO_AGENT),
-        (r"agent .* is (paused|terminated)", RejectionCode.AGENT_INACTIVE),
-        (r"self-referral:", RejectionCode.SELF_REFERRAL),
-        (r"binding starts after the order", RejectionCode.BINDING_NOT_STARTED),
-        (r"binding expired at", RejectionCode.BINDING_EXPIRED),
-        (r"customer .* is bound to agent", RejectionCode.BOUND_CUSTOMER),
-        (r"coupon .* wins \(coupon_beats_cookie\)", RejectionCode.COUPON_WINS),
-        (r"click .* wins \(cookie beats coupon\)", RejectionCode.CLICK_WINS),
-        (r"coupon .* comes first on the order", RejectionCode.ANOTHER_COUPON),
-        (r"program .*'s click .* is more recent", RejectionCode.ANOTHER_PROGRAM),
-        (r"(last_click|first_click): click .* is (later|earlier)", RejectionCode.ATTRIBUTION_MODEL),
-    )
+# decisions pickled in recovery snapshots hold), the code is what programs filter on. Keyed by
+# the reason's first word (so a reason is matched against one to three patterns, not all), each
+# pattern anchored at the start. `tests/dataflows/test_attribution_logic.py` drives every branch
+# of `attribute` and checks that none is left `other`.
+_REASONS: tuple[tuple[str, RejectionCode], ...] = (
+    (r"not cited by the order", RejectionCode.NOT_CITED),
+    (r"click after the order", RejectionCode.AFTER_ORDER),
+    (r"click has no agent", RejectionCode.NO_AGENT),
+    (r"click \S+ wins \(cookie beats coupon\)", RejectionCode.CLICK_WINS),
+    (r"outside the \d+-day lookback window", RejectionCode.OUTSIDE_WINDOW),
+    (r"duplicate of an earlier click", RejectionCode.DUPLICATE),
+    (r"bot click", RejectionCode.BOT),
+    (r"agent .* is (paused|terminated)", RejectionCode.AGENT_INACTIVE),
+    (r"self-referral:", RejectionCode.SELF_REFERRAL),
+    (r"binding starts after the order", RejectionCode.BINDING_NOT_STARTED),
+    (r"binding expired at", RejectionCode.BINDING_EXPIRED),
+    (r"customer .* is bound to agent", RejectionCode.BOUND_CUSTOMER),
+    (r"coupon .* wins \(coupon_beats_cookie\)", RejectionCode.COUPON_WINS),
+    (r"coupon .* comes first on the order", RejectionCode.ANOTHER_COUPON),
+    (r"program .*'s click .* is more recent", RejectionCode.ANOTHER_PROGRAM),
+    (r"last_click: click .* is later", RejectionCode.ATTRIBUTION_MODEL),
+    (r"first_click: click .* is earlier", RejectionCode.ATTRIBUTION_MODEL),
 )
+
+
+def _by_first_word(
+    reasons: Sequence[tuple[str, RejectionCode]],
+) -> dict[str, tuple[tuple[re.Pattern[str], RejectionCode], ...]]:
+    index: dict[str, tuple[tuple[re.Pattern[str], RejectionCode], ...]] = {}
+    for pattern, code in reasons:
+        first = pattern.split(" ", 1)[0]
+        index[first] = (*index.get(first, ()), (re.compile(pattern), code))
+    return index
+
+
+_REASON_CODES = _by_first_word(_REASONS)
 
 
 def reason_code(reason: str) -> RejectionCode:
     """The machine-readable code of a rejection reason written by `attribute`; `other` for a
     text it never writes (so a reworded reason degrades to `other`, never to a wrong code)."""
-    for pattern, code in _REASON_CODES:
+    for pattern, code in _REASON_CODES.get(reason.split(" ", 1)[0], ()):
         if pattern.match(reason):
             return code
     return RejectionCode.OTHER
