@@ -97,6 +97,7 @@ def load(client: Client, rows: int) -> float:
     }  # fmt: skip
     for offset in range(0, rows, CHUNK):
         count = min(CHUNK, rows - offset)
+        # The materialized views fill `conversion_orders` and `conversion_refs` (the lookup).
         client.command(LOAD, parameters=base | {"offset": offset, "count": count})
         print(f"  loaded {offset + count:,} / {rows:,} orders", flush=True)
     return time.perf_counter() - started
@@ -172,12 +173,14 @@ def main() -> None:
         )
         have = client.command("SELECT count() FROM conversions FINAL")
         if have != args.rows:
-            client.command("TRUNCATE TABLE conversions")
+            for table in ("conversions", "conversion_orders", "conversion_refs"):
+                client.command(f"TRUNCATE TABLE {table}")
             print(f"loading {args.rows:,} decided orders into {data_dir} ...", flush=True)
             print(f"loaded in {load(client, args.rows):.0f} s")
         if not args.no_optimize:
             started = time.perf_counter()
-            client.command("OPTIMIZE TABLE conversions FINAL")
+            for table in ("conversions", "conversion_refs"):
+                client.command(f"OPTIMIZE TABLE {table} FINAL")
             print(f"OPTIMIZE ... FINAL took {time.perf_counter() - started:.0f} s")
         size = client.query(
             "SELECT sum(rows), count(), sum(data_compressed_bytes) FROM system.parts"

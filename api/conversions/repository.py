@@ -9,7 +9,8 @@ every column a query names is read for every row of the scanned range:
    a page of a busy company is found in the last day and a sparse filter widens to all time;
 2. the page's rows, explanation and rejected candidates included, by their sorting key
    (tenant, day, conversion id), which reads only the granules that hold them.
-A lookup by order id or name skips granules by the bloom filters of ClickHouse 0006 instead.
+A lookup by order id or name finds the order's key in `conversion_refs` (ClickHouse 0006, sorted
+by tenant and order id or name) instead: two primary-key reads.
 """
 
 from __future__ import annotations
@@ -78,6 +79,14 @@ def windows(q: OrderQuery, now: datetime) -> list[OrderQuery]:
     return [*tries, q]
 
 
+# The keys of the orders whose id or name is `{order}`: the sorting key of `conversions` reads
+# only their granules.
+_BY_REF = (
+    "(toDate(occurred_at), conversion_id) IN (SELECT toDate(occurred_at), conversion_id"
+    " FROM conversion_refs FINAL WHERE tenant_id = {tenant:String} AND ref = {order:String})"
+)
+
+
 def keys_sql(q: OrderQuery) -> tuple[str, dict[str, Any]]:
     """(SQL, parameters) of one page's keys `(occurred_at, conversion_id)`, newest first."""
     conditions = ["tenant_id = {tenant:String}"]
@@ -91,7 +100,9 @@ def keys_sql(q: OrderQuery) -> tuple[str, dict[str, Any]]:
     elif q.attributed is False:
         conditions.append("rule = 'unattributed'")
     if q.order is not None:
-        conditions.append("(order_id = {order:String} OR order_name = {order:String})")
+        conditions.append(
+            f"{_BY_REF} AND (order_id = {{order:String}} OR order_name = {{order:String}})"
+        )
         params["order"] = q.order
     if q.program_id is not None:
         conditions.append("program_id = {program:String}")
@@ -134,7 +145,7 @@ def order_sql(tenant_id: str, order_id: str) -> tuple[str, dict[str, Any]]:
     the same order id in two shops)."""
     sql = (
         f"SELECT {', '.join(COLUMNS)} FROM conversions FINAL"
-        " WHERE tenant_id = {tenant:String} AND order_id = {order:String}"
+        f" WHERE tenant_id = {{tenant:String}} AND {_BY_REF} AND order_id = {{order:String}}"
         " ORDER BY occurred_at DESC, conversion_id DESC LIMIT 1"
     )
     return sql, {"tenant": tenant_id, "order": order_id}

@@ -339,6 +339,45 @@ def test_clickhouse_0004_and_0005_keep_a_populated_database_right(
     clickhouse_server.client().command(f"DROP DATABASE {database} SYNC")
 
 
+def test_clickhouse_0006_keeps_old_rows_and_stores_and_finds_decisions(
+    clickhouse_server: ClickHouseServer,
+) -> None:
+    """Rows written before 0006 read an empty explanation and no rejected candidates, and are
+    found by order id and name through `conversion_refs` (backfilled); rows written after carry
+    their decision, and the view indexes them too."""
+    database = f"mig_{uuid.uuid4().hex[:12]}"
+    url = f"http://default:@{clickhouse_server.host}:{clickhouse_server.port}/{database}"
+    settings = Settings(clickhouse_url=url)
+    assert migrations.migrate_clickhouse(settings, up_to=5) == 5
+    client = clickhouse_server.client(database=database)
+    before = _conversion("o1", "c1") | {"link_code": "l1", "order_name": "#1001"}
+    _insert(client, "conversions", [before, before])  # and a replay of it
+    assert migrations.migrate_clickhouse(settings, up_to=6) == 1
+
+    old = client.query("SELECT order_id, explanation, rejected FROM conversions FINAL").result_rows
+    assert old == [("o1", "", [])]
+    when = datetime(2026, 10, 6, tzinfo=UTC)
+    after = _conversion("o2", None) | {
+        "link_code": None, "order_name": None, "explanation": "coupon CODE1 owned by agent agt_1",
+        "rejected": [("click", "c9", "agt_2", None, "l9", when, "coupon_wins",
+                      "coupon CODE1 wins (coupon_beats_cookie)")],
+    }  # fmt: skip
+    _insert(client, "conversions", [after])
+    (stored,) = client.query(
+        "SELECT rejected FROM conversions FINAL WHERE order_id = 'o2'"
+    ).result_rows[0]
+    assert [tuple(e.values()) if isinstance(e, dict) else tuple(e) for e in stored] == [
+        ("click", "c9", "agt_2", None, "l9", when.replace(tzinfo=None), "coupon_wins",
+         "coupon CODE1 wins (coupon_beats_cookie)"),
+    ]  # fmt: skip
+    refs = client.query(
+        "SELECT ref, conversion_id FROM conversion_refs FINAL ORDER BY ref"
+    ).result_rows
+    assert refs == [("#1001", "cv_o1"), ("o1", "cv_o1"), ("o2", "cv_o2")]
+    client.close()
+    clickhouse_server.client().command(f"DROP DATABASE {database} SYNC")
+
+
 def test_existing_agents_get_a_status_history(empty_pg_target: PgTarget) -> None:
     settings = empty_pg_target.settings()
     migrations.migrate_postgres(settings, "0008_truncate_wall")
