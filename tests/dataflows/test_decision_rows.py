@@ -22,8 +22,8 @@ from schemas.ledger import (
     RejectionCode,
 )
 from schemas.settings import Settings
-from tests.dataflows.builders import T0, click, click_id, days, order
-from tests.dataflows.conftest import Tenant, Topics, produce
+from tests.dataflows.builders import T0, Tenant, click, click_id, days, order
+from tests.dataflows.conftest import Topics, produce
 from tests.dataflows.test_flow import TENANT, run
 
 
