@@ -21,6 +21,61 @@ class AttributionRule(StrEnum):
     UNATTRIBUTED = "unattributed"
 
 
+class CandidateKind(StrEnum):
+    """What kind of referral a candidate of an attribution decision was."""
+
+    BINDING = "binding"  # a customer binding (lifetime commission)
+    COUPON = "coupon"  # an agent-owned coupon on the order
+    CLICK = "click"  # a recorded click
+
+
+class RejectionCode(StrEnum):
+    """Why a candidate did not win, machine-readable (the text says it for people).
+
+    Ineligible: `not_cited`, `after_order`, `outside_window`, `duplicate`, `bot`, `no_agent`,
+    `agent_inactive`, `self_referral`, `binding_not_started`, `binding_expired`. Eligible but
+    beaten: `bound_customer` (a binding wins), `coupon_wins`, `click_wins` (coupon vs cookie),
+    `another_coupon` (an earlier coupon on the order), `another_program` (a more recent click of
+    another program governs), `attribution_model` (last/first click picked another).
+    `other`: a reason this version cannot classify (never produced by the current logic)."""
+
+    NOT_CITED = "not_cited"
+    AFTER_ORDER = "after_order"
+    OUTSIDE_WINDOW = "outside_window"
+    DUPLICATE = "duplicate"
+    BOT = "bot"
+    NO_AGENT = "no_agent"
+    AGENT_INACTIVE = "agent_inactive"
+    SELF_REFERRAL = "self_referral"
+    BINDING_NOT_STARTED = "binding_not_started"
+    BINDING_EXPIRED = "binding_expired"
+    BOUND_CUSTOMER = "bound_customer"
+    COUPON_WINS = "coupon_wins"
+    CLICK_WINS = "click_wins"
+    ANOTHER_COUPON = "another_coupon"
+    ANOTHER_PROGRAM = "another_program"
+    ATTRIBUTION_MODEL = "attribution_model"
+    OTHER = "other"
+
+
+class RejectedCandidate(BaseModel):
+    """A referral that could have explained the order but did not win, and why.
+
+    `ref` names it: the click id, the coupon code, or the bound customer id. `at` is the click's
+    time or the binding's start (none for a coupon): with the order time it shows a window."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: CandidateKind
+    ref: str
+    agent_id: str | None = None
+    program_id: str | None = None
+    link_code: str | None = None
+    at: AwareDatetime | None = None
+    code: RejectionCode
+    reason: str
+
+
 class EntryKind(StrEnum):
     ACCRUAL = "accrual"
     OVERRIDE = "override"  # a manager's share up the agent hierarchy
@@ -67,6 +122,9 @@ class AttributedConversion(BaseModel):
     )
     explanation: str = ""
     source_event_id: str
+    # Every candidate that lost, in the decision's canonical order (binding, coupons, clicks).
+    # Defaulted, so facts built before it existed (and their pickles) still validate.
+    rejected: tuple[RejectedCandidate, ...] = ()
 
 
 class CommissionAccrual(BaseModel):

@@ -27,7 +27,7 @@ from dataflows.sinks.deadletter import DeadLetterWriter, isolate
 from dataflows.sinks.live import LivePublisher
 from dataflows.sinks.retry import with_retries
 from schemas.events.shopify import ShopifyRefund, parse_shopify_body
-from schemas.ledger import AttributedConversion, CommissionAccrual
+from schemas.ledger import AttributedConversion, CommissionAccrual, RejectedCandidate
 from schemas.settings import Settings
 from schemas.topics import Topic
 
@@ -49,7 +49,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "tenant_id", "conversion_id", "shop", "order_id", "order_name", "occurred_at",
         "attributed_at", "rule", "agent_id", "program_id", "click_id", "coupon_code",
         "customer_id", "is_new_customer", "currency", "revenue", "fx_rate", "source_event_id",
-        "version", "link_code",
+        "version", "link_code", "explanation", "rejected",
     ),
     "commission_events": (
         "tenant_id", "entry_id", "agent_id", "program_id", "conversion_id", "order_id",
@@ -92,12 +92,25 @@ def click_row(click: AnyClick, envelope: AnyEnvelope) -> Row:
     )  # fmt: skip
 
 
+# The fields of one `conversions.rejected` element, in the column's tuple order (ClickHouse 0006).
+REJECTED_FIELDS = ("kind", "ref", "agent_id", "program_id", "link_code", "at", "code", "reason")
+
+
+def rejected_value(r: RejectedCandidate) -> tuple[Any, ...]:
+    """One element of the `conversions.rejected` column: a tuple in `REJECTED_FIELDS` order."""
+    return (r.kind.value, r.ref, r.agent_id, r.program_id, r.link_code, r.at, r.code.value,
+            r.reason)  # fmt: skip
+
+
 def conversion_row(c: AttributedConversion) -> Row:
+    """The `conversions` row of a decided order, attributed or not: the decision's facts, its
+    explanation and every rejected candidate with its reason (ClickHouse 0006)."""
     return (
         c.tenant_id, c.conversion_id, c.shop, c.order_id, c.order_name, c.occurred_at,
         c.attributed_at, c.rule.value, c.agent_id, c.program_id, c.click_id, c.coupon_code,
         c.customer_id, c.is_new_customer, c.currency, c.revenue, c.fx_rate, c.source_event_id,
-        to_ms(c.attributed_at), c.link_code,
+        to_ms(c.attributed_at), c.link_code, c.explanation,
+        [rejected_value(r) for r in c.rejected],
     )  # fmt: skip
 
 

@@ -59,7 +59,7 @@ def conversion_row(tenant: str, order: str, agent: str | None, when: datetime, r
         "program_id": "prg_p" if agent else None, "click_id": click, "coupon_code": coupon,
         "customer_id": None, "is_new_customer": False, "currency": currency,
         "revenue": Decimal(revenue), "fx_rate": Decimal(fx), "source_event_id": f"ev_{order}",
-        "version": version, "link_code": link,
+        "version": version, "link_code": link, "explanation": "", "rejected": [],
     }  # fmt: skip
 
 

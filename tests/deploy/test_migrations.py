@@ -277,7 +277,8 @@ def _conversion(order: str, click: str | None, *, version: int = 1) -> dict[str,
     """A `conversions` row as the dataflow wrote it before ClickHouse 0004 (no link_code)."""
     when = datetime(2026, 10, 5, tzinfo=UTC)
     row = dict.fromkeys(COLUMNS["conversions"])
-    del row["link_code"]
+    for later in ("link_code", "explanation", "rejected"):  # 0004, 0006
+        del row[later]
     return row | {
         "tenant_id": "t_mig", "conversion_id": f"cv_{order}", "order_id": order,
         "occurred_at": when, "attributed_at": when + timedelta(seconds=version),
@@ -309,8 +310,8 @@ def test_clickhouse_0004_and_0005_keep_a_populated_database_right(
         _conversion("o2", "c2", version=2), _conversion("o3", None), _conversion("o4", "c9"),
     ])  # fmt: skip
 
-    assert migrations.migrate_clickhouse(settings) == 2  # 0004 (link_code), 0005 (encoding)
-    assert migrations.migrate_clickhouse(settings) == 0
+    assert migrations.migrate_clickhouse(settings, up_to=5) == 2  # 0004 (link), 0005 (encoding)
+    assert migrations.migrate_clickhouse(settings, up_to=5) == 0
 
     def rows(table: str) -> list[tuple[Any, ...]]:
         return client.query(
@@ -334,6 +335,45 @@ def test_clickhouse_0004_and_0005_keep_a_populated_database_right(
     # Rows written after the migration keep their link in the order lookup too.
     _insert(client, "conversions", [_conversion("o5", "c5") | {"link_code": "l_five"}])
     assert rows("conversion_orders")[-1] == ("o5", "l_five", 1)
+    client.close()
+    clickhouse_server.client().command(f"DROP DATABASE {database} SYNC")
+
+
+def test_clickhouse_0006_keeps_old_rows_and_stores_and_finds_decisions(
+    clickhouse_server: ClickHouseServer,
+) -> None:
+    """Rows written before 0006 read an empty explanation and no rejected candidates, and are
+    found by order id and name through `conversion_refs` (backfilled); rows written after carry
+    their decision, and the view indexes them too."""
+    database = f"mig_{uuid.uuid4().hex[:12]}"
+    url = f"http://default:@{clickhouse_server.host}:{clickhouse_server.port}/{database}"
+    settings = Settings(clickhouse_url=url)
+    assert migrations.migrate_clickhouse(settings, up_to=5) == 5
+    client = clickhouse_server.client(database=database)
+    before = _conversion("o1", "c1") | {"link_code": "l1", "order_name": "#1001"}
+    _insert(client, "conversions", [before, before])  # and a replay of it
+    assert migrations.migrate_clickhouse(settings, up_to=6) == 1
+
+    old = client.query("SELECT order_id, explanation, rejected FROM conversions FINAL").result_rows
+    assert old == [("o1", "", [])]
+    when = datetime(2026, 10, 6, tzinfo=UTC)
+    after = _conversion("o2", None) | {
+        "link_code": None, "order_name": None, "explanation": "coupon CODE1 owned by agent agt_1",
+        "rejected": [("click", "c9", "agt_2", None, "l9", when, "coupon_wins",
+                      "coupon CODE1 wins (coupon_beats_cookie)")],
+    }  # fmt: skip
+    _insert(client, "conversions", [after])
+    (stored,) = client.query(
+        "SELECT rejected FROM conversions FINAL WHERE order_id = 'o2'"
+    ).result_rows[0]
+    assert [tuple(e.values()) if isinstance(e, dict) else tuple(e) for e in stored] == [
+        ("click", "c9", "agt_2", None, "l9", when.replace(tzinfo=None), "coupon_wins",
+         "coupon CODE1 wins (coupon_beats_cookie)"),
+    ]  # fmt: skip
+    refs = client.query(
+        "SELECT ref, conversion_id FROM conversion_refs FINAL ORDER BY ref"
+    ).result_rows
+    assert refs == [("#1001", "cv_o1"), ("o1", "cv_o1"), ("o2", "cv_o2")]
     client.close()
     clickhouse_server.client().command(f"DROP DATABASE {database} SYNC")
 
