@@ -52,7 +52,7 @@ SPAN = timedelta(days=180)
 CHUNK = 1_000_000
 # Loaded directly or (the last two) by the materialized views of deploy/clickhouse/0002.
 TABLES = ("clicks", "conversions", "commission_events", "refunds", "conversion_orders",
-          "click_links", "rollup_touches", "refund_orders", "order_touches", "rollups",
+          "click_links", "rollup_touches", "rollups",
           "rollup_builds")  # fmt: skip
 
 # Expressions over `number` (the conversion index) shared by every table, so clicks, entries
@@ -252,7 +252,7 @@ def main() -> None:
         )
         have = client.command("SELECT count() FROM conversions FINAL")
         if have != args.rows:
-            for table in TABLES:
+            for table in (*TABLES, "refund_hours"):
                 client.command(f"TRUNCATE TABLE {table}")
             print(f"loading {args.rows:,} conversions into {data_dir} ...", flush=True)
             print(f"loaded in {load(client, args.rows):.0f} s")

@@ -4,10 +4,10 @@ Run it next to the API (one is enough; two are safe, they only duplicate work)::
 
     python -m api.analytics.builder [--interval 10] [--once]
 
-Each cycle: (1) the hours of refunds whose order's conversion was written since the last cycle
-are touched (with the conversion's insert time), since a refund counts through its conversion;
-(2) days with a closed hour that no build covers, or touched after their build, are rebuilt
-whole from raw rows with `FINAL` into a new gen; (3) the new gen is registered in
+Each cycle: (1) days with a closed hour that no build covers, or touched after their build
+(`rollup_touches`: materialized views record every insert's hours, and a conversion's insert the
+hours of its order's refunds), are rebuilt whole from raw rows with `FINAL` into a new gen,
+several consecutive days per INSERT; (2) the new gen is registered in
 `rollup_builds` only once all its rows are written, so queries switch to it atomically; rows of
 superseded gens are deleted a minute later, when no query planned before the switch can still be
 reading them.
@@ -45,15 +45,6 @@ KEEP_SUPERSEDED_MS = 60_000
 # Days per INSERT when many are stale (a first build, a replay): fewer statements, bounded memory.
 BATCH_DAYS = 7
 
-_ORDER_TOUCHES = (
-    "INSERT INTO rollup_touches (tenant_id, hour, touched_at)"
-    " SELECT r.tenant_id, r.hour, o.last_touch FROM (SELECT tenant_id, order_id, hour"
-    " FROM refund_orders WHERE (tenant_id, order_id) IN (SELECT tenant_id, order_id"
-    " FROM order_touches WHERE touched_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC'))) AS r"
-    " INNER JOIN (SELECT tenant_id, order_id, max(touched_at) AS last_touch FROM order_touches"
-    " WHERE touched_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')"
-    " GROUP BY tenant_id, order_id) AS o ON r.tenant_id = o.tenant_id AND r.order_id = o.order_id"
-)
 _TOUCHES = (
     "SELECT tenant_id, toInt64(toUnixTimestamp(hour)) * 1000,"
     " toInt64(toUnixTimestamp64Milli(touched_at)) FROM rollup_touches FINAL"
@@ -125,7 +116,6 @@ class Builder:
     """Builds rollups over one ClickHouse database; `cycle` is one pass."""
 
     client: Client
-    since_ms: int = 0  # order touches from here on are looked at
     # (when, tenant, day) of days rebuilt: older gens are deleted `KEEP_SUPERSEDED_MS` later
     superseded: list[tuple[int, str, int]] = field(default_factory=list)
 
@@ -133,8 +123,6 @@ class Builder:
         """One pass; returns the days built. `now_ms` (server time) decides which hour is open."""
         started = server_ms(self.client)
         now = started if now_ms is None else now_ms
-        self.client.command(_ORDER_TOUCHES, parameters={"since": self.since_ms})
-        self.since_ms = started - 60_000  # overlap: touches are idempotent
         closed = now // HOUR_MS * HOUR_MS
         touches = [
             (str(t), int(h), int(at))

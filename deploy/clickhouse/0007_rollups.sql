@@ -56,34 +56,26 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS refunds_touch_mv TO rollup_touches (tenan
 SELECT DISTINCT tenant_id, toStartOfHour(occurred_at) AS hour FROM refunds;
 
 -- A refund counts through its order's conversion, which may be written after the refund (a
--- refund delivered before its order, an order replayed once its fx rate exists). Conversions
--- record their order ids here; the builder touches the hours of those orders' refunds (found by
--- order id in `refund_orders`) with the conversion's insert time before it looks for stale hours.
-CREATE TABLE IF NOT EXISTS refund_orders
+-- refund delivered before its order, an order replayed once its fx rate exists): writing a
+-- conversion touches the hours of its order's refunds too. `refund_hours` is a Join-engine
+-- table (an in-memory hash table by order, kept on disk), so the view looks the inserted
+-- orders up in it without reading a table; a replayed refund adds a duplicate entry, which
+-- only touches the same hour twice.
+CREATE TABLE IF NOT EXISTS refund_hours
 (
-    tenant_id LowCardinality(String),
+    tenant_id String,
     order_id  String,
-    refund_id String,
     hour      DateTime('UTC')
 )
-ENGINE = ReplacingMergeTree
-ORDER BY (tenant_id, order_id, refund_id);
+ENGINE = Join(ALL, INNER, tenant_id, order_id);
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS refund_orders_mv TO refund_orders AS
-SELECT tenant_id, order_id, refund_id, toStartOfHour(occurred_at) AS hour FROM refunds;
+CREATE MATERIALIZED VIEW IF NOT EXISTS refund_hours_mv TO refund_hours AS
+SELECT tenant_id, order_id, toStartOfHour(occurred_at) AS hour FROM refunds;
 
-CREATE TABLE IF NOT EXISTS order_touches
-(
-    tenant_id  LowCardinality(String),
-    order_id   String,
-    touched_at DateTime64(3, 'UTC') DEFAULT now64(3)
-)
-ENGINE = MergeTree
-ORDER BY (tenant_id, touched_at)
-TTL toDateTime(touched_at) + INTERVAL 2 DAY;
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS order_touches_mv TO order_touches (tenant_id LowCardinality(String), order_id String) AS
-SELECT DISTINCT tenant_id, order_id FROM conversions;
+CREATE MATERIALIZED VIEW IF NOT EXISTS refund_orders_touch_mv TO rollup_touches (tenant_id LowCardinality(String), hour DateTime('UTC')) AS
+SELECT c.tenant_id AS tenant_id, r.hour AS hour
+FROM conversions AS c
+INNER JOIN refund_hours AS r ON c.tenant_id = r.tenant_id AND c.order_id = r.order_id;
 
 -- 3. The rollups: per tenant, "cuboid" (the dimensions kept: total = none; agent, program, shop,
 --    link or coupon = that one; full = all five) and grain (m = minute, total only; h = UTC
@@ -141,5 +133,5 @@ UNION DISTINCT SELECT DISTINCT tenant_id, toStartOfHour(occurred_at) FROM conver
 UNION DISTINCT SELECT DISTINCT tenant_id, toStartOfHour(occurred_at) FROM commission_events
 UNION DISTINCT SELECT DISTINCT tenant_id, toStartOfHour(occurred_at) FROM refunds;
 
-INSERT INTO refund_orders
-SELECT tenant_id, order_id, refund_id, toStartOfHour(occurred_at) FROM refunds;
+INSERT INTO refund_hours
+SELECT DISTINCT tenant_id, order_id, toStartOfHour(occurred_at) FROM refunds;
