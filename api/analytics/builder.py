@@ -155,9 +155,7 @@ class Builder:
             _, tenant, day = item
             gen = current.get((tenant, day))
             if gen is not None:
-                self.client.command(
-                    _DELETE, parameters={"tenant": tenant, "day": day, "gen": gen}
-                )
+                self.client.command(_DELETE, parameters={"tenant": tenant, "day": day, "gen": gen})
             self.superseded.remove(item)
 
 

@@ -334,9 +334,7 @@ class AnalyticsStore:
 
     async def totals(self, q: Question) -> Totals:
         where = await self.where(q, choose_cuboid(_filters(q), None), "d")
-        rows = await self.reader.query(
-            summary_sql(q, where), q.parameters() | where.parameters()
-        )
+        rows = await self.reader.query(summary_sql(q, where), q.parameters() | where.parameters())
         clicks, visitors, conversions, revenue, commission, refunds, refunded = rows[0]
         return Totals(
             clicks=int(clicks),

@@ -40,7 +40,7 @@ DIMENSIONS = ("agent_id", "program_id", "shop", "link_code", "coupon_code")
 # cuboid name → the dimension it keeps (`None`: total, every dimension: full)
 SINGLE = {"agent": "agent_id", "program": "program_id", "shop": "shop", "link": "link_code",
           "coupon": "coupon_code"}  # fmt: skip
-GRAINS = {"total": ("m", "h", "d"), "full": ("h", "d")} | {c: ("h", "d") for c in SINGLE}
+GRAINS = {"total": ("m", "h", "d"), "full": ("h", "d")} | dict.fromkeys(SINGLE, ("h", "d"))
 
 # Every part of the facts stream has these columns, in this order.
 FACT_COLUMNS = (
@@ -79,15 +79,15 @@ class Filters:
     coupon_code: str | None = None
 
     def dimensions(self) -> set[str]:
-        out = {
-            name
-            for name, value in (
-                ("agent", self.agents), ("program", self.program_id), ("shop", self.shop),
-                ("link", self.link_code), ("coupon", self.coupon_code),
-            )  # fmt: skip
-            if value is not None
+        """The cuboid dimensions the filters need."""
+        values = {
+            "agent": self.agents,
+            "program": self.program_id,
+            "shop": self.shop,
+            "link": self.link_code,
+            "coupon": self.coupon_code,
         }
-        return out
+        return {name for name, value in values.items() if value is not None}
 
     def conditions(self, columns: Mapping[str, str | None]) -> list[str]:
         """SQL conditions on the given columns (dimension → column, `None` = the source has no
@@ -108,7 +108,7 @@ class Filters:
         return out
 
 
-_ALL = {d: d for d in DIMENSIONS}
+_ALL: dict[str, str | None] = {d: d for d in DIMENSIONS}
 _COUNTED_CLICKS = ("agent_id IS NOT NULL", "NOT is_bot", "NOT is_duplicate")
 
 
@@ -174,10 +174,13 @@ def raw_facts(ranges: Sequence[tuple[int, int]], filters: Filters) -> list[str]:
         f"SELECT click_id FROM conversions WHERE {tenant} AND {within}"
         " AND link_code IS NULL AND click_id IS NOT NULL"
     )
-    conversions = ["c.agent_id IS NOT NULL"] + filters.conditions(
-        {"agent_id": "c.agent_id", "program_id": "c.program_id", "shop": "c.shop",
-         "coupon_code": "c.coupon_code"}
-    )  # fmt: skip
+    conversions = [
+        "c.agent_id IS NOT NULL",
+        *filters.conditions(
+            {"agent_id": "c.agent_id", "program_id": "c.program_id", "shop": "c.shop",
+             "coupon_code": "c.coupon_code"}
+        ),
+    ]  # fmt: skip
     conversion_part = (
         f"SELECT {_minute('c.occurred_at')} AS t, {_text('c.agent_id')} AS a,"
         f" {_text('c.program_id')} AS p, {_text('c.shop')} AS s,"
@@ -262,7 +265,9 @@ def rollup_facts(plan: Plan, filters: Filters) -> str | None:
         placeholder = _SINGLE_KEY[plan.cuboid]
         value = getattr(filters, "agents" if plan.cuboid == "agent" else SINGLE[plan.cuboid])
         if value is not None:
-            op = "IN {agents:Array(String)}" if plan.cuboid == "agent" else f"= {{{placeholder}:String}}"
+            op = "IN {agents:Array(String)}" if plan.cuboid == "agent" else "= "
+            if plan.cuboid != "agent":
+                op += f"{{{placeholder}:String}}"
             conditions.append(f"k {op}")
     conditions += filters.conditions(_ALL)
     columns = ", ".join(FACT_COLUMNS[1:])
@@ -302,8 +307,10 @@ class Plan:
                 "r_days": [d // 1000 for d in self.days],
                 "r_hours": [h // 1000 for h in self.hours],
                 "rb_first": min([*self.days, *self.hours]) // 1000,
-                "rb_last": max([*(d + DAY_MS for d in self.days),
-                                *(h + HOUR_MS for h in self.hours)]) // 1000,
+                "rb_last": max(
+                    [*(d + DAY_MS for d in self.days), *(h + HOUR_MS for h in self.hours)]
+                )
+                // 1000,
             }
         return params
 
@@ -343,8 +350,10 @@ def plan(
     current: list[int] = []
     for hour in range(first, last, HOUR_MS):
         build = builds.get(hour // DAY_MS * DAY_MS)
-        if build is not None and hour + HOUR_MS <= build.until_ms and (
-            touches.get(hour, 0) <= build.built_ms
+        if (
+            build is not None
+            and hour + HOUR_MS <= build.until_ms
+            and (touches.get(hour, 0) <= build.built_ms)
         ):
             current.append(hour)
         else:
@@ -376,8 +385,9 @@ STATE_SQL = (
     " AND day >= toDate(fromUnixTimestamp64Milli({first:Int64}, 'UTC'))"
     " AND day < toDate(fromUnixTimestamp64Milli({last:Int64}, 'UTC')) + 1"
     "\nUNION ALL\n"
-    "SELECT 't', toInt64(toUnixTimestamp(hour)) * 1000, toInt64(toUnixTimestamp64Milli(touched_at)),"
-    " 0, toUInt64(0) FROM rollup_touches FINAL WHERE tenant_id = {tenant:String}"
+    "SELECT 't', toInt64(toUnixTimestamp(hour)) * 1000,"
+    " toInt64(toUnixTimestamp64Milli(touched_at)), 0, toUInt64(0) FROM rollup_touches FINAL"
+    " WHERE tenant_id = {tenant:String}"
     " AND hour >= fromUnixTimestamp64Milli({first:Int64}, 'UTC')"
     " AND hour < fromUnixTimestamp64Milli({last:Int64}, 'UTC')"
 )

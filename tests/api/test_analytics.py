@@ -166,14 +166,15 @@ def load(ch: Client, world: World, *, linked: bool | None = None) -> Dataset:
     coupon = f"ACODE{u}".upper()
     entries = [
         entry_row(t, f"e1-{u}", a, o["o1"], at(5, 10), "10.00", link=la),
-        entry_row(t, f"e2-{u}", a, o["o2"], at(6), "5.00", currency="USD", fx="0.9",
-                  coupon=coupon),  # 4.50
+        entry_row(
+            t, f"e2-{u}", a, o["o2"], at(6), "5.00", currency="USD", fx="0.9", coupon=coupon
+        ),  # 4.50
         entry_row(t, f"e3-{u}", m, o["o1"], at(5, 10), "0.50", link=la),  # m's override on o1
-        entry_row(t, f"e4-{u}", b, o["o3"], at(31, 23, 30), "2.00", currency="GBP", fx="1.15",
-                  link=lb),
+        entry_row(
+            t, f"e4-{u}", b, o["o3"], at(31, 23, 30), "2.00", currency="GBP", fx="1.15", link=lb
+        ),
         entry_row(t, f"e5-{u}", m, o["o4"], at(10), "1.00", link=lm),
-        entry_row(t, f"e6-{u}", a, o["o1"], at(20), "-5.00", kind="adjustment",
-                  link=la),  # refund
+        entry_row(t, f"e6-{u}", a, o["o1"], at(20), "-5.00", kind="adjustment", link=la),  # refund
         entry_row(t, f"e7-{u}", a, o["o6"], at(15, month=9), "7.00"),  # out of period
         entry_row(t, f"e8-{u}", a, o["o6"], at(15), "-7.00", kind="adjustment"),
     ]

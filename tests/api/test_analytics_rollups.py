@@ -70,8 +70,9 @@ def click(tenant: str, rng: random.Random, when: datetime, n: int) -> dict[str, 
     }  # fmt: skip
 
 
-def conversion(tenant: str, rng: random.Random, when: datetime, n: int, clicks: list[dict[str, Any]],
-               *, version: int = 1) -> tuple[dict[str, Any], str | None]:  # fmt: skip
+def conversion(tenant: str, rng: random.Random, when: datetime, n: int,
+               clicks: list[dict[str, Any]], *, version: int = 1,
+               ) -> tuple[dict[str, Any], str | None]:  # fmt: skip
     """A conversion row and the link its commission entries carry (the resolved link)."""
     agent = rng.choice([*AGENTS, *AGENTS, None])
     kind = rng.random()
@@ -167,14 +168,19 @@ def generate(tenant: str, seed: int = 16) -> Dataset:
         if conv["agent_id"] is not None:
             late.add("commission_events", entry(conv, link, f"{n}", conv["agent_id"],
                                                 Decimal("1.23"), when))  # fmt: skip
-    edited = next(c for c in first.tables["conversions"] if c["agent_id"] is not None
-                  and D0 + timedelta(days=1) <= c["occurred_at"] < D0 + timedelta(days=2))  # fmt: skip
+    day2 = (D0 + timedelta(days=1), D0 + timedelta(days=2))
+    edited = next(
+        c
+        for c in first.tables["conversions"]
+        if c["agent_id"] is not None and day2[0] <= c["occurred_at"] < day2[1]
+    )
     late.add("conversions", edited | {"revenue": edited["revenue"] * 2, "version": 9})
     late_hours.add(utc_ms(edited["occurred_at"]) // HOUR_MS * HOUR_MS)
     for conv in held_back:
         late.add("conversions", conv)
         for row in first.tables["refunds"]:
-            if row["order_id"] == conv["order_id"] and row["occurred_at"] < NOW - timedelta(hours=1):
+            closed = row["occurred_at"] < NOW - timedelta(hours=1)
+            if row["order_id"] == conv["order_id"] and closed:
                 late_hours.add(utc_ms(row["occurred_at"]) // HOUR_MS * HOUR_MS)
     return Dataset(first, late, late_hours)
 
@@ -275,7 +281,7 @@ async def test_every_query_answers_the_same_from_rollups_as_from_raw_rows(
     builder.cycle(now_ms=now)
     plan = await rolled_up(rollups, tenant)
     # Days 1-3 from day rollups, day 4's closed hours from hour rollups, the rest raw.
-    assert len(plan.days) == 3 and len(plan.hours) == 5
+    assert (len(plan.days), len(plan.hours)) == (3, 5)
     assert plan.raw[-1] == (utc_ms(D0) + 3 * DAY_MS + 5 * HOUR_MS, utc_ms(D0 + SPAN))
     expected = await answers(raw, tenant)
     assert differences(expected, await answers(rollups, tenant)) == []
@@ -285,7 +291,8 @@ async def test_every_query_answers_the_same_from_rollups_as_from_raw_rows(
     insert(ch, data.late)
     plan = await rolled_up(rollups, tenant)
     raw_hours = {h for start, end in plan.raw for h in range(start, end, HOUR_MS)}
-    assert data.late_hours <= raw_hours and len(plan.days) < 3
+    assert data.late_hours <= raw_hours
+    assert len(plan.days) < 3
     expected = await answers(raw, tenant)
     assert differences(expected, await answers(rollups, tenant)) == []
     # A replay of everything (and a retried batch) counts once, before and after the rebuild.
@@ -298,7 +305,7 @@ async def test_every_query_answers_the_same_from_rollups_as_from_raw_rows(
     rebuilt = builder.cycle(now_ms=now)
     assert len(rebuilt) == 4
     plan = await rolled_up(rollups, tenant)
-    assert len(plan.days) == 3 and len(plan.hours) == 5
+    assert (len(plan.days), len(plan.hours)) == (3, 5)
     assert differences(expected, await answers(rollups, tenant)) == []
     # Nothing stale is left: another pass builds nothing.
     assert builder.cycle(now_ms=now) == []
