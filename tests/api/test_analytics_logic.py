@@ -153,6 +153,9 @@ def test_current_days_and_hours_come_from_rollups_and_the_rest_from_raw_rows() -
     assert split.gens == (7, 8)
     minutes = plan(start, end, "total", builds, touches, grain="m")
     assert (minutes.hours, minutes.minutes) == (split.hours, True)
+    # Shops have day rows only: their partial days are read raw.
+    shop = plan(start, end, "shop", builds, touches, grain="d")
+    assert (shop.days, shop.hours, shop.raw) == ((), (), ((start, end),))
     # Minute rows exist for totals only; a period inside one hour has no whole hour.
     assert plan(start, end, "agent", builds, touches, grain="m").raw == ((start, end),)
     assert plan(DAY0 + 60_000, DAY0 + H - 1, "total", builds, {}, grain="d").raw == (
