@@ -141,10 +141,11 @@ class Builder:
                 for day in batch
                 if (day.tenant_id, day.day_ms) in builds
             ]
-        self._clean(started)
+        self.clean(started)
         return work
 
-    def _clean(self, now_ms: int) -> None:
+    def clean(self, now_ms: int) -> None:
+        """Delete the rows of gens superseded at least `KEEP_SUPERSEDED_MS` before `now_ms`."""
         due = [s for s in self.superseded if s[0] <= now_ms - KEEP_SUPERSEDED_MS]
         if not due:
             return

@@ -120,6 +120,13 @@ def refund_row(envelope: AnyEnvelope) -> Row:
     Shopify reports it); shipping and goodwill adjustments are not revenue and are left out.
     `fx_rate` stays NULL: queries use the rate of the order's conversion. `ValueError` if the body
     is not a refund (the flow only calls this for bodies `event_from_envelope` already parsed).
+
+    The row carries no agent, program, coupon or link: it is written from the webhook alone, and
+    the order's decision may not exist yet (a refund delivered before its order, an order dead-
+    lettered until its fx rate exists). Analytics attributes a refund through its order's
+    conversion when it reads it: the rollup builder for closed hours (one day's refunds, looked
+    up by order id, the key of `conversion_orders`), queries only for the raw ranges they read;
+    writing a conversion touches its refunds' hours, so they are rebuilt (ClickHouse 0007).
     """
     refund = parse_shopify_body(envelope.kind, envelope.raw_body())
     if not isinstance(refund, ShopifyRefund):
