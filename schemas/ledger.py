@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -150,6 +150,24 @@ class CommissionAccrual(BaseModel):
     occurred_at: AwareDatetime
     reason: str = ""
     source_event_id: str
+    # What analytics filters and groups commission by, copied from the order's conversion and
+    # attribution decision when the entry is made (issue #16), so no query has to find the
+    # entry's conversion by order id. The agent and program are the fields above.
+    shop: str | None = None
+    coupon_code: str | None = Field(default=None, description="The winning coupon, if any.")
+    link_code: str | None = Field(default=None, description="The winning click's link, if any.")
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        """Entries pickled in recovery snapshots before the analytics fields existed (order books
+        keep their entries) load with those fields unknown (`None`), instead of lacking them."""
+        values = state.get("__dict__")
+        if isinstance(values, dict):
+            for name in _ANALYTICS_FIELDS:
+                values.setdefault(name, None)
+        super().__setstate__(state)
+
+
+_ANALYTICS_FIELDS = ("shop", "coupon_code", "link_code")
 
 
 class EntryApproval(BaseModel):

@@ -54,7 +54,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "commission_events": (
         "tenant_id", "entry_id", "agent_id", "program_id", "conversion_id", "order_id",
         "line_item_id", "kind", "status", "level", "amount", "currency", "fx_rate", "rule_id",
-        "rule_version", "occurred_at", "source_event_id", "version",
+        "rule_version", "occurred_at", "source_event_id", "version", "shop", "link_code",
+        "coupon_code",
     ),
     "refunds": (
         "tenant_id", "refund_id", "order_id", "shop", "occurred_at", "currency", "amount",
@@ -115,10 +116,13 @@ def conversion_row(c: AttributedConversion) -> Row:
 
 
 def entry_row(e: CommissionAccrual) -> Row:
+    """The `commission_events` row, with the order's shop, coupon and link (issue #16), so
+    analytics filters and groups commission without looking up the entry's conversion."""
     return (
         e.tenant_id, e.entry_id, e.agent_id, e.program_id, e.conversion_id, e.order_id,
         e.line_item_id, e.kind.value, e.status.value, e.level, e.amount, e.currency, e.fx_rate,
-        e.rule_id, e.rule_version, e.occurred_at, e.source_event_id, ENTRY_VERSION,
+        e.rule_id, e.rule_version, e.occurred_at, e.source_event_id, ENTRY_VERSION, e.shop,
+        e.link_code, e.coupon_code,
     )  # fmt: skip
 
 
@@ -129,6 +133,13 @@ def refund_row(envelope: AnyEnvelope) -> Row:
     Shopify reports it); shipping and goodwill adjustments are not revenue and are left out.
     `fx_rate` stays NULL: queries use the rate of the order's conversion. `ValueError` if the body
     is not a refund (the flow only calls this for bodies `event_from_envelope` already parsed).
+
+    The row carries no agent, program, coupon or link: it is written from the webhook alone, and
+    the order's decision may not exist yet (a refund delivered before its order, an order dead-
+    lettered until its fx rate exists). Analytics attributes a refund through its order's
+    conversion when it reads it: the rollup builder for closed hours (one day's refunds, looked
+    up by order id, the key of `conversion_orders`), queries only for the raw ranges they read;
+    writing a conversion touches its refunds' hours, so they are rebuilt (ClickHouse 0007).
     """
     refund = parse_shopify_body(envelope.kind, envelope.raw_body())
     if not isinstance(refund, ShopifyRefund):

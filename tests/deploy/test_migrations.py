@@ -374,6 +374,62 @@ def test_clickhouse_0006_keeps_old_rows_and_stores_and_finds_decisions(
         "SELECT ref, conversion_id FROM conversion_refs FINAL ORDER BY ref"
     ).result_rows
     assert refs == [("#1001", "cv_o1"), ("o1", "cv_o1"), ("o2", "cv_o2")]
+
+
+def test_clickhouse_0007_backfills_entries_and_marks_every_hour_with_rows_stale(
+    clickhouse_server: ClickHouseServer,
+) -> None:
+    database = f"mig_{uuid.uuid4().hex[:12]}"
+    url = f"http://default:@{clickhouse_server.host}:{clickhouse_server.port}/{database}"
+    settings = Settings(clickhouse_url=url)
+    migrations.migrate_clickhouse(settings, up_to=6)
+    client = clickhouse_server.client(database=database)
+    when = datetime(2026, 10, 4, 9, 30, tzinfo=UTC)
+    _insert(client, "clicks", [
+        {"tenant_id": "t_mig", "click_id": "c1", "link_code": "l_one", "agent_id": "agt_1",
+         "occurred_at": when, "is_bot": False, "is_duplicate": False, "version": 1}
+    ])  # fmt: skip
+    # o1 on c1 (its row written before 0004: no link_code), o3 by coupon; o2 not decided yet.
+    _insert(client, "conversions", [
+        _conversion("o1", "c1") | {"shop": "s1"}, _conversion("o3", None) | {"shop": "s1"},
+    ])  # fmt: skip
+    entries = [
+        {"tenant_id": "t_mig", "entry_id": f"le_{order}", "agent_id": "agt_1",
+         "conversion_id": f"cv_{order}", "order_id": order, "kind": "accrual",
+         "status": "pending", "level": 0, "amount": Decimal(1), "currency": "EUR",
+         "fx_rate": Decimal(1), "occurred_at": when, "source_event_id": f"ev_{order}",
+         "version": 1}
+        for order in ("o1", "o3")
+    ]  # fmt: skip
+    _insert(client, "commission_events", entries)
+    refund = {"tenant_id": "t_mig", "refund_id": "r2", "order_id": "o2", "amount": Decimal(5),
+              "occurred_at": when + timedelta(days=2), "line_count": 1,
+              "source_event_id": "ev_r2", "version": 1}  # fmt: skip
+    _insert(client, "refunds", [refund])
+
+    migrations.migrate_clickhouse(settings)
+
+    backfilled = client.query(
+        "SELECT order_id, shop, link_code, coupon_code FROM commission_events FINAL"
+        " ORDER BY order_id"
+    ).result_rows
+    assert backfilled == [("o1", "s1", "l_one", None), ("o3", "s1", None, "CODE1")]
+    touched = client.query("SELECT hour FROM rollup_touches FINAL ORDER BY hour").result_rows
+    hours = [
+        datetime(2026, 10, 4, 9, tzinfo=UTC),
+        datetime(2026, 10, 5, tzinfo=UTC),
+        datetime(2026, 10, 6, 9, tzinfo=UTC),
+    ]  # entries and click, orders, refund
+    assert [h.replace(tzinfo=UTC) for (h,) in touched] == hours
+    # The refund's order decided after the migration: its refund's hour is touched again.
+    touch = (
+        "SELECT toUnixTimestamp64Milli(touched_at) FROM rollup_touches FINAL"
+        " WHERE hour = {h:DateTime}"
+    )
+    before = client.command(touch, parameters={"h": hours[2]})
+    _insert(client, "conversions", [_conversion("o2", None)])
+    after = client.command(touch, parameters={"h": hours[2]})
+    assert int(after) > int(before)  # type: ignore[arg-type]
     client.close()
     clickhouse_server.client().command(f"DROP DATABASE {database} SYNC")
 
