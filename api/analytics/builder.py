@@ -3,6 +3,9 @@
 Run it next to the API (one is enough; two are safe, they only duplicate work)::
 
     python -m api.analytics.builder [--interval 10] [--once]
+    refstream analytics build [--interval 10] [--once]   # the same loop
+
+`refstream up`, docker-compose (service `rollups`) and deploy/k8s (`rollups.yaml`) run it.
 
 Each cycle: (1) days with a closed hour that no build covers, or touched after their build
 (`rollup_touches`: materialized views record every insert's hours, and a conversion's insert the
@@ -168,22 +171,29 @@ def client_for(settings: Settings) -> Client:
     )  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--interval", type=float, default=10.0, help="seconds between passes")
-    parser.add_argument("--once", action="store_true", help="one pass, then exit")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    builder = Builder(client_for(Settings()))
+def run(settings: Settings, *, interval: float = 10.0, once: bool = False) -> None:
+    """The builder's loop: a pass every `interval` seconds (one pass with `once`). Shared by
+    `python -m api.analytics.builder` and `refstream analytics build`, which `refstream up`,
+    docker-compose and deploy/k8s run."""
+    builder = Builder(client_for(settings))
     while True:
         started = time.monotonic()
         built = builder.cycle()
         if built:
             logger.info("rollups: built %d day(s) in %.1f s", len(built),
                         time.monotonic() - started)  # fmt: skip
-        if args.once:
+        if once:
             return
-        time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
+        time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between passes")
+    parser.add_argument("--once", action="store_true", help="one pass, then exit")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    run(Settings(), interval=args.interval, once=args.once)
 
 
 if __name__ == "__main__":
