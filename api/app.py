@@ -28,6 +28,7 @@ from api.collections.endpoints import router as collections_router
 from api.companies.endpoints import router as companies_router
 from api.conditional import ConditionalGetMiddleware
 from api.contract import install_contract
+from api.conversions.endpoints import router as conversions_router
 from api.coupons.endpoints import router as coupons_router
 from api.dashboard.endpoints import install as install_dashboard
 from api.db import create_engine, create_sessionmaker
@@ -85,6 +86,7 @@ def v1_router() -> APIRouter:
         payouts_router,
         audit_router,
         analytics_router,
+        conversions_router,
         live_router,
     ):
         router.include_router(domain)

@@ -156,3 +156,23 @@ def consume_exceptions() -> None:
     from api.exceptions.consumer import consume  # Kafka client only for this command
 
     consume(Settings())
+
+
+analytics_app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Analytics rollups (pre-aggregated hours)."
+)
+
+
+@analytics_app.command("build")
+def build_rollups(
+    interval: Annotated[float, typer.Option(help="Seconds between passes.", min=0.0)] = 10.0,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+) -> None:
+    """Rebuild the stale closed hours of the analytics rollups (runs until stopped, or one pass
+    with --once); without a builder every analytics query reads raw rows (correct but slow)."""
+    import logging
+
+    from api.analytics.builder import run  # ClickHouse client only for this command
+
+    logging.basicConfig(level=logging.INFO)
+    run(Settings(), interval=interval, once=once)

@@ -13,7 +13,9 @@ agents in 20 units, 5 programs, 3 shops, 3 currencies with fx rates, 10% coupon 
 clicks per conversion (2% bots), one commission entry per conversion plus a manager override on
 20%, refunds of 5% of the orders with their commission reversals. Then it times each main query
 through `AnalyticsStore` (the exact SQL and ClickHouse client path the API uses, over HTTP; the
-PostgreSQL reach lookup and FastAPI are not included) and prints p50/p99 per query.
+PostgreSQL reach lookup and FastAPI are not included) and prints p50/p99 per query. Before timing,
+the rollup builder (`api.analytics.builder`) builds every day once (its time is printed);
+`--raw` skips it and times the queries over raw rows only.
 Nothing is asserted: it prints figures.
 """
 
@@ -33,6 +35,7 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from api.analytics.builder import Builder
 from api.analytics.periods import Bucket
 from api.analytics.repository import AnalyticsStore, Question
 from api.analytics.schemas import Dimension, Metric
@@ -49,7 +52,8 @@ SPAN = timedelta(days=180)
 CHUNK = 1_000_000
 # Loaded directly or (the last two) by the materialized views of deploy/clickhouse/0002.
 TABLES = ("clicks", "conversions", "commission_events", "refunds", "conversion_orders",
-          "click_links")  # fmt: skip
+          "click_links", "rollup_touches", "rollups",
+          "rollup_builds")  # fmt: skip
 
 # Expressions over `number` (the conversion index) shared by every table, so clicks, entries
 # and refunds match their conversion.
@@ -90,13 +94,14 @@ SELECT {tenant:String}, concat('clk_', toString(number * 2 + k)), concat('l_', <
 FROM numbers({offset:UInt64}, {count:UInt64}) ARRAY JOIN [0, 1] AS k""",
     "commission_events": """
 INSERT INTO commission_events (tenant_id, entry_id, agent_id, program_id, conversion_id,
-  order_id, kind, status, level, amount, currency, fx_rate, occurred_at, source_event_id, version)
+  order_id, kind, status, level, amount, currency, fx_rate, occurred_at, source_event_id, version,
+  shop, link_code, coupon_code)
 SELECT {tenant:String}, concat('le_', toString(number), '_', toString(level)),
   if(level = 0, <AGENT>, concat('agt_', toString((intHash32(number) + 1) % {agents:UInt32}))),
   concat('prg_', toString(number % 5)), concat('cv_', toString(number)), <ORDER>,
   'accrual', 'pending', level, <REVENUE> / if(level = 0, 10, 200),
   ['EUR', 'USD', 'GBP'][number % 3 + 1], <FX>, fromUnixTimestamp64Milli(<T>, 'UTC'),
-  concat('ev_', toString(number)), 1
+  concat('ev_', toString(number)), 1, <ENTRY_ATTRIBUTION>
 FROM numbers({offset:UInt64}, {count:UInt64}) ARRAY JOIN [0, 1] AS level
 WHERE level = 0 OR number % 5 = 0""",
     "refunds": """
@@ -109,15 +114,24 @@ SELECT {tenant:String}, concat('rf_', toString(number)), <ORDER>,
 FROM numbers({offset:UInt64}, {count:UInt64}) WHERE number % 20 = 0""",
     "reversals": """
 INSERT INTO commission_events (tenant_id, entry_id, agent_id, program_id, conversion_id,
-  order_id, kind, status, level, amount, currency, fx_rate, occurred_at, source_event_id, version)
+  order_id, kind, status, level, amount, currency, fx_rate, occurred_at, source_event_id, version,
+  shop, link_code, coupon_code)
 SELECT {tenant:String}, concat('le_', toString(number), '_r'), <AGENT>,
   concat('prg_', toString(number % 5)), concat('cv_', toString(number)), <ORDER>,
   'adjustment', 'pending', 0, -<REVENUE> / 20, ['EUR', 'USD', 'GBP'][number % 3 + 1], <FX>,
-  fromUnixTimestamp64Milli(<T> + 2 * 86400000, 'UTC'), concat('ev_rf_', toString(number)), 1
+  fromUnixTimestamp64Milli(<T> + 2 * 86400000, 'UTC'), concat('ev_rf_', toString(number)), 1,
+  <ENTRY_ATTRIBUTION>
 FROM numbers({offset:UInt64}, {count:UInt64}) WHERE number % 20 = 0""",
 }
+# An entry's shop, link and coupon are its conversion's (as the dataflow writes them).
+_ENTRY_ATTRIBUTION = (
+    "concat('shop', toString(number % 3), '.myshopify.com'),"
+    " if(number % 10 = 0, NULL, concat('l_', <AGENT>)),"
+    " if(number % 10 = 0, concat('CODE', toString(intHash32(number) % {agents:UInt32})), NULL)"
+)
 LOADS = {
-    table: sql.replace("<T>", _T)
+    table: sql.replace("<ENTRY_ATTRIBUTION>", _ENTRY_ATTRIBUTION)
+    .replace("<T>", _T)
     .replace("<AGENT>", _AGENT)
     .replace("<REVENUE>", _REVENUE)
     .replace("<FX>", _FX)
@@ -220,6 +234,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=50, help="timed runs per query")
     parser.add_argument("--data-dir", type=Path, help="keep (and reuse) the chDB directory")
     parser.add_argument("--no-optimize", action="store_true", help="skip OPTIMIZE ... FINAL")
+    parser.add_argument("--raw", action="store_true", help="read raw rows only (no rollups)")
     args = parser.parse_args()
 
     scratch = None if args.data_dir else tempfile.mkdtemp(prefix="bench-analytics-")
@@ -237,18 +252,22 @@ def main() -> None:
         )
         have = client.command("SELECT count() FROM conversions FINAL")
         if have != args.rows:
-            for table in TABLES:
+            for table in (*TABLES, "refund_hours"):
                 client.command(f"TRUNCATE TABLE {table}")
             print(f"loading {args.rows:,} conversions into {data_dir} ...", flush=True)
             print(f"loaded in {load(client, args.rows):.0f} s")
         if not args.no_optimize:
             print(f"OPTIMIZE ... FINAL took {optimize(client):.0f} s")
+        if not args.raw:
+            started = time.perf_counter()
+            days = Builder(client).cycle()
+            print(f"built rollups of {len(days)} days in {time.perf_counter() - started:.0f} s")
         for table, (n, parts) in sorted(table_sizes(client).items()):
             print(f"  {table:<18} {n:>12,} rows in {parts} active parts")
         client.close()
         reader = ClickHouseReader(settings)
         print(f"timing {args.repeat} runs per query (3 warm-ups), through clickhouse-connect:")
-        asyncio.run(time_queries(AnalyticsStore(reader), args.repeat))
+        asyncio.run(time_queries(AnalyticsStore(reader, rollups=not args.raw), args.repeat))
         reader.close()
     finally:
         stop_subprocess(process)

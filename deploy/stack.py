@@ -298,6 +298,10 @@ def exceptions_argv() -> list[str]:
     return [sys.executable, "-m", "deploy.cli", "exceptions", "consume"]
 
 
+def rollups_argv() -> list[str]:
+    return [sys.executable, "-m", "deploy.cli", "analytics", "build"]
+
+
 def start_worker(name: str, argv: list[str], paths: StatePaths, settle: float = 3.0) -> int:
     """Start a process without an HTTP endpoint; ready = still running after `settle` s."""
     proc = spawn(name, argv, paths)
@@ -503,6 +507,11 @@ def up(settings: Settings, report: Callable[[str], None] = lambda _msg: None) ->
         start_worker("exceptions", exceptions_argv(), paths)
     report("exceptions: running")
 
+    if not _managed_alive(paths, "rollups"):
+        report("rollups: starting the analytics rollup builder")
+        start_worker("rollups", rollups_argv(), paths)
+    report("rollups: running")
+
 
 def migrate(settings: Settings, report: Callable[[str], None] = lambda _msg: None) -> None:
     """Apply PostgreSQL migrations, ClickHouse DDL and Kafka topics; each step is idempotent."""
@@ -528,7 +537,16 @@ def migrate(settings: Settings, report: Callable[[str], None] = lambda _msg: Non
 def down(settings: Settings, report: Callable[[str], None] = lambda _msg: None) -> None:
     """Stop what `up` started (by PID). Reused PostgreSQL/Redis servers are left running."""
     paths = StatePaths(settings.state_dir)
-    for name in ("exceptions", "dataflow", "api", "ingest", "clickhouse", "kafka", "redis"):
+    for name in (
+        "rollups",
+        "exceptions",
+        "dataflow",
+        "api",
+        "ingest",
+        "clickhouse",
+        "kafka",
+        "redis",
+    ):
         pid = read_pid(paths, name)
         if pid is None:
             continue
@@ -559,6 +577,11 @@ def status(settings: Settings) -> list[ComponentStatus]:
             "exceptions",
             "dead letters",
             None if _managed_alive(paths, "exceptions") else "not running",
+        ),
+        (
+            "rollups",
+            "analytics builder",
+            None if _managed_alive(paths, "rollups") else "not running",
         ),
     ]
     result = []

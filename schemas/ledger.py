@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -19,6 +19,61 @@ class AttributionRule(StrEnum):
     FIRST_CLICK = "first_click"
     CUSTOMER_BINDING = "customer_binding"
     UNATTRIBUTED = "unattributed"
+
+
+class CandidateKind(StrEnum):
+    """What kind of referral a candidate of an attribution decision was."""
+
+    BINDING = "binding"  # a customer binding (lifetime commission)
+    COUPON = "coupon"  # an agent-owned coupon on the order
+    CLICK = "click"  # a recorded click
+
+
+class RejectionCode(StrEnum):
+    """Why a candidate did not win, machine-readable (the text says it for people).
+
+    Ineligible: `not_cited`, `after_order`, `outside_window`, `duplicate`, `bot`, `no_agent`,
+    `agent_inactive`, `self_referral`, `binding_not_started`, `binding_expired`. Eligible but
+    beaten: `bound_customer` (a binding wins), `coupon_wins`, `click_wins` (coupon vs cookie),
+    `another_coupon` (an earlier coupon on the order), `another_program` (a more recent click of
+    another program governs), `attribution_model` (last/first click picked another).
+    `other`: a reason this version cannot classify (never produced by the current logic)."""
+
+    NOT_CITED = "not_cited"
+    AFTER_ORDER = "after_order"
+    OUTSIDE_WINDOW = "outside_window"
+    DUPLICATE = "duplicate"
+    BOT = "bot"
+    NO_AGENT = "no_agent"
+    AGENT_INACTIVE = "agent_inactive"
+    SELF_REFERRAL = "self_referral"
+    BINDING_NOT_STARTED = "binding_not_started"
+    BINDING_EXPIRED = "binding_expired"
+    BOUND_CUSTOMER = "bound_customer"
+    COUPON_WINS = "coupon_wins"
+    CLICK_WINS = "click_wins"
+    ANOTHER_COUPON = "another_coupon"
+    ANOTHER_PROGRAM = "another_program"
+    ATTRIBUTION_MODEL = "attribution_model"
+    OTHER = "other"
+
+
+class RejectedCandidate(BaseModel):
+    """A referral that could have explained the order but did not win, and why.
+
+    `ref` names it: the click id, the coupon code, or the bound customer id. `at` is the click's
+    time or the binding's start (none for a coupon): with the order time it shows a window."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: CandidateKind
+    ref: str
+    agent_id: str | None = None
+    program_id: str | None = None
+    link_code: str | None = None
+    at: AwareDatetime | None = None
+    code: RejectionCode
+    reason: str
 
 
 class EntryKind(StrEnum):
@@ -67,6 +122,9 @@ class AttributedConversion(BaseModel):
     )
     explanation: str = ""
     source_event_id: str
+    # Every candidate that lost, in the decision's canonical order (binding, coupons, clicks).
+    # Defaulted, so facts built before it existed (and their pickles) still validate.
+    rejected: tuple[RejectedCandidate, ...] = ()
 
 
 class CommissionAccrual(BaseModel):
@@ -92,6 +150,24 @@ class CommissionAccrual(BaseModel):
     occurred_at: AwareDatetime
     reason: str = ""
     source_event_id: str
+    # What analytics filters and groups commission by, copied from the order's conversion and
+    # attribution decision when the entry is made (issue #16), so no query has to find the
+    # entry's conversion by order id. The agent and program are the fields above.
+    shop: str | None = None
+    coupon_code: str | None = Field(default=None, description="The winning coupon, if any.")
+    link_code: str | None = Field(default=None, description="The winning click's link, if any.")
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        """Entries pickled in recovery snapshots before the analytics fields existed (order books
+        keep their entries) load with those fields unknown (`None`), instead of lacking them."""
+        values = state.get("__dict__")
+        if isinstance(values, dict):
+            for name in _ANALYTICS_FIELDS:
+                values.setdefault(name, None)
+        super().__setstate__(state)
+
+
+_ANALYTICS_FIELDS = ("shop", "coupon_code", "link_code")
 
 
 class EntryApproval(BaseModel):

@@ -42,6 +42,9 @@ class LiveConversion(BaseModel):
     currency: str
     occurred_at: AwareDatetime
     rule: str
+    # The order's id (`order` is its name when it has one): what `/v1/conversions/{order_id}`
+    # explains. Defaulted: batches published before it existed still parse.
+    order_id: str | None = None
 
 
 class LiveEntry(BaseModel):

@@ -2,7 +2,7 @@
 
 `attribute(conversion, known, policy, programs=...)` decides; `binding_from(...)` derives the
 customer binding that decision creates; `attributed_conversion(...)` turns a decision into the
-ledger-side fact.
+ledger-side fact, with every rejected candidate as structured data (`rejected_candidates`).
 
 **Policies are per program** (`programs`: program id → its policy; `policy` is the default, for
 candidates without a program or of a program not listed). Each candidate is judged by the
@@ -44,6 +44,7 @@ decision does not depend on the order candidates were passed in.
 from __future__ import annotations
 
 import calendar
+import re
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -56,7 +57,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.conversion import Conversion, normalise_email
 from schemas.events.click import ClickEvent
-from schemas.ledger import AttributedConversion, AttributionRule
+from schemas.ledger import (
+    AttributedConversion,
+    AttributionRule,
+    CandidateKind,
+    RejectedCandidate,
+    RejectionCode,
+)
 from schemas.money import quantize
 
 
@@ -511,8 +518,10 @@ def attributed_conversion(
     is_new_customer: bool,
     fx_rate: Decimal = Decimal(1),
 ) -> AttributedConversion:
-    """The ledger-side fact for a decision. `attributed_at` is processing time (a parameter,
-    never read from a clock); `revenue` is the order's net merchandise revenue, quantized."""
+    """The ledger-side fact for a decision, attributed or not, with its explanation and every
+    rejected candidate (so "why was this order credited, or not?" is answered from storage).
+    `attributed_at` is processing time (a parameter, never read from a clock); `revenue` is the
+    order's net merchandise revenue, quantized."""
     return AttributedConversion(
         conversion_id=conversion.conversion_id,
         tenant_id=conversion.tenant_id,
@@ -534,4 +543,78 @@ def attributed_conversion(
         fx_rate=fx_rate,
         explanation=decision.explanation,
         source_event_id=conversion.source_event_id,
+        rejected=rejected_candidates(decision),
     )
+
+
+# The reasons `attribute` writes, by their fixed wording: the text is what people read (and what
+# decisions pickled in recovery snapshots hold), the code is what programs filter on. Keyed by
+# the reason's first word (so a reason is matched against one to three patterns, not all), each
+# pattern anchored at the start. `tests/dataflows/test_attribution_logic.py` drives every branch
+# of `attribute` and checks that none is left `other`.
+_REASONS: tuple[tuple[str, RejectionCode], ...] = (
+    (r"not cited by the order", RejectionCode.NOT_CITED),
+    (r"click after the order", RejectionCode.AFTER_ORDER),
+    (r"click has no agent", RejectionCode.NO_AGENT),
+    (r"click \S+ wins \(cookie beats coupon\)", RejectionCode.CLICK_WINS),
+    (r"outside the \d+-day lookback window", RejectionCode.OUTSIDE_WINDOW),
+    (r"duplicate of an earlier click", RejectionCode.DUPLICATE),
+    (r"bot click", RejectionCode.BOT),
+    (r"agent .* is (paused|terminated)", RejectionCode.AGENT_INACTIVE),
+    (r"self-referral:", RejectionCode.SELF_REFERRAL),
+    (r"binding starts after the order", RejectionCode.BINDING_NOT_STARTED),
+    (r"binding expired at", RejectionCode.BINDING_EXPIRED),
+    (r"customer .* is bound to agent", RejectionCode.BOUND_CUSTOMER),
+    (r"coupon .* wins \(coupon_beats_cookie\)", RejectionCode.COUPON_WINS),
+    (r"coupon .* comes first on the order", RejectionCode.ANOTHER_COUPON),
+    (r"program .*'s click .* is more recent", RejectionCode.ANOTHER_PROGRAM),
+    (r"last_click: click .* is later", RejectionCode.ATTRIBUTION_MODEL),
+    (r"first_click: click .* is earlier", RejectionCode.ATTRIBUTION_MODEL),
+)
+
+
+def _by_first_word(
+    reasons: Sequence[tuple[str, RejectionCode]],
+) -> dict[str, tuple[tuple[re.Pattern[str], RejectionCode], ...]]:
+    index: dict[str, tuple[tuple[re.Pattern[str], RejectionCode], ...]] = {}
+    for pattern, code in reasons:
+        first = pattern.split(" ", 1)[0]
+        index[first] = (*index.get(first, ()), (re.compile(pattern), code))
+    return index
+
+
+_REASON_CODES = _by_first_word(_REASONS)
+
+
+def reason_code(reason: str) -> RejectionCode:
+    """The machine-readable code of a rejection reason written by `attribute`; `other` for a
+    text it never writes (so a reworded reason degrades to `other`, never to a wrong code)."""
+    for pattern, code in _REASON_CODES.get(reason.split(" ", 1)[0], ()):
+        if pattern.match(reason):
+            return code
+    return RejectionCode.OTHER
+
+
+def rejected_candidate(candidate: Candidate, reason: str) -> RejectedCandidate:
+    """One losing candidate of a decision as stored data: what it was, whose, when, and why."""
+    code = reason_code(reason)
+    if isinstance(candidate, CustomerBinding):
+        return RejectedCandidate(
+            kind=CandidateKind.BINDING, ref=candidate.customer_id, agent_id=candidate.agent_id,
+            program_id=candidate.program_id, at=candidate.bound_at, code=code, reason=reason,
+        )  # fmt: skip
+    if isinstance(candidate, CouponOwner):
+        return RejectedCandidate(
+            kind=CandidateKind.COUPON, ref=candidate.code, agent_id=candidate.agent_id,
+            program_id=candidate.program_id, code=code, reason=reason,
+        )  # fmt: skip
+    return RejectedCandidate(
+        kind=CandidateKind.CLICK, ref=candidate.click_id, agent_id=candidate.agent_id,
+        program_id=candidate.program_id, link_code=candidate.link_code,
+        at=candidate.occurred_at, code=code, reason=reason,
+    )  # fmt: skip
+
+
+def rejected_candidates(decision: AttributionDecision) -> tuple[RejectedCandidate, ...]:
+    """Every losing candidate of `decision`, in its canonical order."""
+    return tuple(rejected_candidate(c, reason) for c, reason in decision.rejected)

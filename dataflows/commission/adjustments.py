@@ -21,6 +21,11 @@ Order edit (`reprice`): REPRICE = new commission - basis, per key, only where th
 Reversals are deliberately *not* part of what is compared: refunds are tracked against the
 basis separately (the edited order's quantities are units sold, before refunds), so
 subtracting them here would count a refund twice. A cancelled order is never repriced.
+
+New entries copy what analytics groups by (agent, program, shop, coupon, link) from the entry
+they adjust, so a refund's reversal counts under the same shop, coupon and link as the accrual.
+An entry accrued before those fields existed (restored from an older snapshot) gives its
+adjustments the order's shop from the conversion; its coupon and link stay unknown.
 """
 
 from __future__ import annotations
@@ -88,17 +93,19 @@ def _new_entry(
     occurred_at: datetime,
     reason: str,
     source_event_id: str,
+    shop: str | None = None,
 ) -> CommissionAccrual:
-    return template.model_copy(
-        update={
-            "entry_id": entry_id_,
-            "kind": kind,
-            "amount": amount,
-            "occurred_at": occurred_at,
-            "reason": reason,
-            "source_event_id": source_event_id,
-        }
-    )
+    update: dict[str, object] = {
+        "entry_id": entry_id_,
+        "kind": kind,
+        "amount": amount,
+        "occurred_at": occurred_at,
+        "reason": reason,
+        "source_event_id": source_event_id,
+    }
+    if template.shop is None and shop is not None:  # an entry accrued before the field existed
+        update["shop"] = shop
+    return template.model_copy(update=update)
 
 
 def _cancel_id(key: Key, entries: Sequence[CommissionAccrual]) -> str:
@@ -171,6 +178,7 @@ def reverse_refund(
                     f"reversing {decimal_to_text(target)} of {decimal_to_text(basis)} in total"
                 ),
                 source_event_id=refund.source_event_id,
+                shop=conversion.shop,
             )
         )
     return out
@@ -345,6 +353,7 @@ def settle(
                     "arrived later (the order's reversals follow event time)"
                 ),
                 source_event_id=template.source_event_id,
+                shop=conversion.shop,
             )
         )
     return out

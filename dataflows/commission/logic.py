@@ -409,7 +409,8 @@ def accrue(
     manager, …]).
 
     Unattributed decisions give `[]`. Entries are PENDING, dated at the order's event time,
-    carry `rules.rule_id`/`rules.version` and `fx_rate`, and come out in a fixed order (level,
+    carry `rules.rule_id`/`rules.version`, `fx_rate`, and what analytics groups commission by
+    (the order's shop, the decision's coupon and link), and come out in a fixed order (level,
     then line order). `CommissionError` if the chain does not start with the decision's agent or
     repeats one, if the decision's program is not the rules' program, or if the rules are in
     another currency and `rules_rate` (see `compute_commission`) is missing.
@@ -451,6 +452,9 @@ def accrue(
             occurred_at=occurred_at,
             reason=reason,
             source_event_id=conversion.source_event_id,
+            shop=conversion.shop,
+            coupon_code=decision.coupon_code,
+            link_code=decision.link_code,
         )
 
     entries = [

@@ -27,7 +27,7 @@ from dataflows.sinks.deadletter import DeadLetterWriter, isolate
 from dataflows.sinks.live import LivePublisher
 from dataflows.sinks.retry import with_retries
 from schemas.events.shopify import ShopifyRefund, parse_shopify_body
-from schemas.ledger import AttributedConversion, CommissionAccrual
+from schemas.ledger import AttributedConversion, CommissionAccrual, RejectedCandidate
 from schemas.settings import Settings
 from schemas.topics import Topic
 
@@ -49,12 +49,13 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "tenant_id", "conversion_id", "shop", "order_id", "order_name", "occurred_at",
         "attributed_at", "rule", "agent_id", "program_id", "click_id", "coupon_code",
         "customer_id", "is_new_customer", "currency", "revenue", "fx_rate", "source_event_id",
-        "version", "link_code",
+        "version", "link_code", "explanation", "rejected",
     ),
     "commission_events": (
         "tenant_id", "entry_id", "agent_id", "program_id", "conversion_id", "order_id",
         "line_item_id", "kind", "status", "level", "amount", "currency", "fx_rate", "rule_id",
-        "rule_version", "occurred_at", "source_event_id", "version",
+        "rule_version", "occurred_at", "source_event_id", "version", "shop", "link_code",
+        "coupon_code",
     ),
     "refunds": (
         "tenant_id", "refund_id", "order_id", "shop", "occurred_at", "currency", "amount",
@@ -92,20 +93,36 @@ def click_row(click: AnyClick, envelope: AnyEnvelope) -> Row:
     )  # fmt: skip
 
 
+# The fields of one `conversions.rejected` element, in the column's tuple order (ClickHouse 0006).
+REJECTED_FIELDS = ("kind", "ref", "agent_id", "program_id", "link_code", "at", "code", "reason")
+
+
+def rejected_value(r: RejectedCandidate) -> tuple[Any, ...]:
+    """One element of the `conversions.rejected` column: a tuple in `REJECTED_FIELDS` order."""
+    return (r.kind.value, r.ref, r.agent_id, r.program_id, r.link_code, r.at, r.code.value,
+            r.reason)  # fmt: skip
+
+
 def conversion_row(c: AttributedConversion) -> Row:
+    """The `conversions` row of a decided order, attributed or not: the decision's facts, its
+    explanation and every rejected candidate with its reason (ClickHouse 0006)."""
     return (
         c.tenant_id, c.conversion_id, c.shop, c.order_id, c.order_name, c.occurred_at,
         c.attributed_at, c.rule.value, c.agent_id, c.program_id, c.click_id, c.coupon_code,
         c.customer_id, c.is_new_customer, c.currency, c.revenue, c.fx_rate, c.source_event_id,
-        to_ms(c.attributed_at), c.link_code,
+        to_ms(c.attributed_at), c.link_code, c.explanation,
+        [rejected_value(r) for r in c.rejected],
     )  # fmt: skip
 
 
 def entry_row(e: CommissionAccrual) -> Row:
+    """The `commission_events` row, with the order's shop, coupon and link (issue #16), so
+    analytics filters and groups commission without looking up the entry's conversion."""
     return (
         e.tenant_id, e.entry_id, e.agent_id, e.program_id, e.conversion_id, e.order_id,
         e.line_item_id, e.kind.value, e.status.value, e.level, e.amount, e.currency, e.fx_rate,
-        e.rule_id, e.rule_version, e.occurred_at, e.source_event_id, ENTRY_VERSION,
+        e.rule_id, e.rule_version, e.occurred_at, e.source_event_id, ENTRY_VERSION, e.shop,
+        e.link_code, e.coupon_code,
     )  # fmt: skip
 
 
@@ -116,6 +133,13 @@ def refund_row(envelope: AnyEnvelope) -> Row:
     Shopify reports it); shipping and goodwill adjustments are not revenue and are left out.
     `fx_rate` stays NULL: queries use the rate of the order's conversion. `ValueError` if the body
     is not a refund (the flow only calls this for bodies `event_from_envelope` already parsed).
+
+    The row carries no agent, program, coupon or link: it is written from the webhook alone, and
+    the order's decision may not exist yet (a refund delivered before its order, an order dead-
+    lettered until its fx rate exists). Analytics attributes a refund through its order's
+    conversion when it reads it: the rollup builder for closed hours (one day's refunds, looked
+    up by order id, the key of `conversion_orders`), queries only for the raw ranges they read;
+    writing a conversion touches its refunds' hours, so they are rebuilt (ClickHouse 0007).
     """
     refund = parse_shopify_body(envelope.kind, envelope.raw_body())
     if not isinstance(refund, ShopifyRefund):

@@ -38,7 +38,7 @@ def live_conversion(columns: Sequence[str], row: Row) -> tuple[str, LiveConversi
     message = LiveConversion(
         id=f["conversion_id"], order=f["order_name"] or f["order_id"], agent_id=f["agent_id"],
         program_id=f["program_id"], revenue=f["revenue"], currency=f["currency"],
-        occurred_at=f["occurred_at"], rule=f["rule"],
+        occurred_at=f["occurred_at"], rule=f["rule"], order_id=f["order_id"],
     )  # fmt: skip
     return f["tenant_id"], message
 

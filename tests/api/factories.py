@@ -9,15 +9,25 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import clickhouse_connect
 import orjson
 import psycopg
 from httpx import AsyncClient
 
 from api.exceptions.consumer import store
 from api.exceptions.letters import exception_row
+from dataflows.sinks.clickhouse import COLUMNS, conversion_row
 from ingest.claims import ClaimRecord, promote, proven_claim
 from ingest.shopify import sign
 from schemas.events.envelope import DeadLetter, EventEnvelope, Source
+from schemas.ledger import (
+    AttributedConversion,
+    AttributionRule,
+    CandidateKind,
+    RejectedCandidate,
+    RejectionCode,
+)
+from schemas.settings import Settings
 
 ClientFactory = Callable[..., AsyncClient]
 PASSWORD = "correct horse battery staple"
@@ -325,3 +335,33 @@ def insert_exception(pg_url: str, *, tenant_id: str, **letter: Any) -> str:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         store(conn, [row])
     return row.id
+
+
+def insert_decided_order(settings: Settings, *, tenant_id: str, agent_id: str) -> str:
+    """One order decided for `agent_id` by a click, beating an earlier click, written to
+    ClickHouse's `conversions` as the dataflow's sink writes it (`conversion_row`)."""
+    order_id = f"ord-{uuid.uuid4().hex[:10]}"
+    at = datetime(2026, 10, 5, 12, tzinfo=UTC)
+    fact = AttributedConversion(
+        conversion_id=f"cv_{order_id}", tenant_id=tenant_id, shop="s1.myshopify.com",
+        order_id=order_id, order_name=f"#{order_id}", occurred_at=at, attributed_at=at,
+        rule=AttributionRule.LAST_CLICK, agent_id=agent_id, program_id=None, click_id="clk_2",
+        link_code="spring", currency="EUR", revenue=Decimal("50.00"),
+        explanation=f"last_click click clk_2 of agent {agent_id} via link spring",
+        source_event_id=f"ev_{order_id}",
+        rejected=(RejectedCandidate(
+            kind=CandidateKind.CLICK, ref="clk_1", agent_id=agent_id, link_code="spring",
+            at=at - timedelta(days=1), code=RejectionCode.ATTRIBUTION_MODEL,
+            reason="last_click: click clk_2 is later",
+        ),),
+    )  # fmt: skip
+    target = settings.clickhouse
+    client = clickhouse_connect.get_client(
+        host=target.host, port=target.port, database=target.database
+    )
+    try:
+        columns = list(COLUMNS["conversions"])
+        client.insert("conversions", [list(conversion_row(fact))], column_names=columns)
+    finally:
+        client.close()
+    return order_id

@@ -59,19 +59,23 @@ def conversion_row(tenant: str, order: str, agent: str | None, when: datetime, r
         "program_id": "prg_p" if agent else None, "click_id": click, "coupon_code": coupon,
         "customer_id": None, "is_new_customer": False, "currency": currency,
         "revenue": Decimal(revenue), "fx_rate": Decimal(fx), "source_event_id": f"ev_{order}",
-        "version": version, "link_code": link,
+        "version": version, "link_code": link, "explanation": "", "rejected": [],
     }  # fmt: skip
 
 
 def entry_row(tenant: str, entry: str, agent: str, order: str, when: datetime, amount: str,
               *, currency: str = "EUR", fx: str = "1", kind: str = "accrual",
+              link: str | None = None, coupon: str | None = None,
               ) -> dict[str, Any]:  # fmt: skip
+    """`link`/`coupon`: the order's winning link and coupon, as the dataflow writes them on the
+    entry (ClickHouse 0007 backfills older entries from their conversion)."""
     return {
         "tenant_id": tenant, "entry_id": entry, "agent_id": agent, "program_id": "prg_p",
         "conversion_id": f"cv_{order}", "order_id": order, "line_item_id": None, "kind": kind,
         "status": "pending", "level": 0, "amount": Decimal(amount), "currency": currency,
         "fx_rate": Decimal(fx), "rule_id": None, "rule_version": None, "occurred_at": when,
-        "source_event_id": f"ev_{entry}", "version": 1,
+        "source_event_id": f"ev_{entry}", "version": 1, "shop": SHOP, "link_code": link,
+        "coupon_code": coupon,
     }  # fmt: skip
 
 
@@ -159,13 +163,18 @@ def load(ch: Client, world: World, *, linked: bool | None = None) -> Dataset:
     ]  # fmt: skip
     insert(ch, "conversions", conversions)
     insert(ch, "conversions", conversions[:1])  # replayed
+    coupon = f"ACODE{u}".upper()
     entries = [
-        entry_row(t, f"e1-{u}", a, o["o1"], at(5, 10), "10.00"),
-        entry_row(t, f"e2-{u}", a, o["o2"], at(6), "5.00", currency="USD", fx="0.9"),  # 4.50
-        entry_row(t, f"e3-{u}", m, o["o1"], at(5, 10), "0.50"),  # m's override on a's order
-        entry_row(t, f"e4-{u}", b, o["o3"], at(31, 23, 30), "2.00", currency="GBP", fx="1.15"),
-        entry_row(t, f"e5-{u}", m, o["o4"], at(10), "1.00"),
-        entry_row(t, f"e6-{u}", a, o["o1"], at(20), "-5.00", kind="adjustment"),  # refund
+        entry_row(t, f"e1-{u}", a, o["o1"], at(5, 10), "10.00", link=la),
+        entry_row(
+            t, f"e2-{u}", a, o["o2"], at(6), "5.00", currency="USD", fx="0.9", coupon=coupon
+        ),  # 4.50
+        entry_row(t, f"e3-{u}", m, o["o1"], at(5, 10), "0.50", link=la),  # m's override on o1
+        entry_row(
+            t, f"e4-{u}", b, o["o3"], at(31, 23, 30), "2.00", currency="GBP", fx="1.15", link=lb
+        ),
+        entry_row(t, f"e5-{u}", m, o["o4"], at(10), "1.00", link=lm),
+        entry_row(t, f"e6-{u}", a, o["o1"], at(20), "-5.00", kind="adjustment", link=la),  # refund
         entry_row(t, f"e7-{u}", a, o["o6"], at(15, month=9), "7.00"),  # out of period
         entry_row(t, f"e8-{u}", a, o["o6"], at(15), "-7.00", kind="adjustment"),
     ]
@@ -408,7 +417,8 @@ async def test_the_link_on_the_conversion_row_decides_without_its_click_row(
     lz, order = f"lz-{u}", f"oz-{u}"
     insert(ch, "conversions", [conversion_row(tenant, order, data.b, at(12), "7.00",
                                               click=f"cz-{u}", link=lz)])  # fmt: skip
-    insert(ch, "commission_events", [entry_row(tenant, f"ez-{u}", data.b, order, at(12), "0.70")])
+    insert(ch, "commission_events",
+           [entry_row(tenant, f"ez-{u}", data.b, order, at(12), "0.70", link=lz)])  # fmt: skip
     owner = data.world.tokens["owner"]
     body = await get(client, owner, "breakdown", by="link", **PERIOD)
     assert [(i["conversions"], i["revenue"], i["commission"]) for i in body["items"]

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from api.analytics.builder import batches
 from api.analytics.periods import (
     MAX_BUCKETS,
     Bucket,
@@ -17,6 +18,17 @@ from api.analytics.periods import (
     bucket_starts,
     company_zone,
     resolve_period,
+)
+from api.analytics.rollups import (
+    DAY_MS,
+    HOUR_MS,
+    Build,
+    DayWork,
+    Filters,
+    aligned,
+    choose_cuboid,
+    plan,
+    stale_days,
 )
 from api.analytics.schemas import Dimension, Metric
 from api.analytics.service import (
@@ -115,3 +127,76 @@ def test_breakdown_cursor_round_trips_and_refuses_another_sort() -> None:
     for garbage in ("!!", "e30", encode_rank_cursor(Dimension.agent, Metric.clicks, 1, "k")[:-4]):
         with pytest.raises(BadRequest):
             decode_rank_cursor(garbage, Dimension.agent, Metric.clicks)
+
+
+# --- rollups: where a period is read from, which days to build ------------------------------
+
+H, D = HOUR_MS, DAY_MS
+DAY0 = 20_000 * D  # some UTC midnight, in ms
+
+
+def test_current_days_and_hours_come_from_rollups_and_the_rest_from_raw_rows() -> None:
+    # Day 0 built whole at +30 h; day 1 built up to 05:00 at +30 h; hour 1:03 of day 0 touched
+    # after its build (a late row), hour 1:02 of day 1 touched before it.
+    builds = {
+        DAY0: Build(DAY0 + 30 * H, DAY0 + D, 7),
+        DAY0 + D: Build(DAY0 + 30 * H, DAY0 + D + 5 * H, 8),
+    }
+    touches = {DAY0 + 3 * H: DAY0 + 31 * H, DAY0 + D + 2 * H: DAY0 + 29 * H}
+    start, end = DAY0 - 20 * 60_000, DAY0 + D + 7 * H + 10 * 60_000
+    whole = plan(DAY0, DAY0 + D, "agent", builds, {}, grain="d")
+    assert (whole.days, whole.hours, whole.raw, whole.gens) == ((DAY0,), (), (), (7,))
+    split = plan(start, end, "total", builds, touches, grain="d")
+    assert split.days == ()  # day 0 has a stale hour: its other hours come from hour rows
+    assert split.hours == tuple(h for h in range(DAY0, DAY0 + D + 5 * H, H) if h != DAY0 + 3 * H)
+    assert split.raw == ((start, DAY0), (DAY0 + 3 * H, DAY0 + 4 * H), (DAY0 + D + 5 * H, end))
+    assert split.gens == (7, 8)
+    minutes = plan(start, end, "total", builds, touches, grain="m")
+    assert (minutes.hours, minutes.minutes) == (split.hours, True)
+    # Shops have day rows only: their partial days are read raw.
+    shop = plan(start, end, "shop", builds, touches, grain="d")
+    assert (shop.days, shop.hours, shop.raw) == ((), (), ((start, end),))
+    # Minute rows exist for totals only; a period inside one hour has no whole hour.
+    assert plan(start, end, "agent", builds, touches, grain="m").raw == ((start, end),)
+    assert plan(DAY0 + 60_000, DAY0 + H - 1, "total", builds, {}, grain="d").raw == (
+        (DAY0 + 60_000, DAY0 + H - 1),
+    )
+
+
+def test_the_cuboid_has_every_dimension_asked_for() -> None:
+    assert choose_cuboid(Filters(), None) == "total"
+    assert choose_cuboid(Filters(agents=("a",)), "agent") == "agent"
+    assert choose_cuboid(Filters(coupon_code="C"), None) == "coupon"
+    assert choose_cuboid(Filters(agents=()), "shop") == "full"
+    assert choose_cuboid(Filters(program_id="p", shop="s"), None) == "full"
+
+
+def test_stale_days_are_those_with_a_closed_hour_unbuilt_or_touched_after_the_build() -> None:
+    builds = {("t", DAY0): Build(DAY0 + 30 * H, DAY0 + D, 1),
+              ("t", DAY0 + D): Build(DAY0 + 30 * H, DAY0 + D + 5 * H, 2)}  # fmt: skip
+    closed = DAY0 + D + 8 * H
+    touches = [
+        ("t", DAY0 + 2 * H, DAY0 + 29 * H),  # built after: current
+        ("t", DAY0 + D + 6 * H, DAY0 + 31 * H),  # closed since the build: stale
+        ("t", DAY0 + D + 9 * H, DAY0 + 33 * H),  # the open hour and later: not yet
+        ("u", DAY0 + 4 * H, 0),  # another tenant, never built
+    ]
+    assert stale_days(touches, builds, closed) == [
+        DayWork("t", DAY0 + D, closed), DayWork("u", DAY0, DAY0 + D)
+    ]  # fmt: skip
+    late = [("t", DAY0 + 2 * H, DAY0 + 31 * H)]
+    assert stale_days(late, builds, closed) == [DayWork("t", DAY0, DAY0 + D)]
+
+
+def test_consecutive_whole_days_of_a_tenant_are_built_together() -> None:
+    work = [DayWork("t", DAY0 + i * D, DAY0 + (i + 1) * D) for i in range(9)]
+    work += [DayWork("t", DAY0 + 9 * D, DAY0 + 9 * D + 3 * H), DayWork("u", DAY0, DAY0 + D)]
+    assert [len(b) for b in batches(work, days=4)] == [4, 4, 2, 1]
+    assert batches(work, days=4)[2][-1].until_ms == DAY0 + 9 * D + 3 * H
+
+
+def test_rollup_hours_serve_time_series_only_in_zones_on_whole_hours() -> None:
+    start, end = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 4, tzinfo=UTC)
+    for zone, whole in (("Europe/Berlin", True), ("Asia/Kolkata", False), ("UTC", True)):
+        starts = bucket_starts(start, end, Bucket.day, ZoneInfo(zone))
+        assert aligned(starts) is whole

@@ -36,7 +36,7 @@ T = datetime(2026, 11, 25, 5, 0, tzinfo=UTC)
 def conversion(agent_id: str | None, cid: str | None = None) -> LiveConversion:
     return LiveConversion(
         id=cid or f"cv_{uuid.uuid4().hex[:8]}", order="#1", agent_id=agent_id, program_id="prg",
-        revenue=Decimal("100.00"), currency="USD", occurred_at=T, rule="coupon",
+        revenue=Decimal("100.00"), currency="USD", occurred_at=T, rule="coupon", order_id="1",
     )  # fmt: skip
 
 
@@ -191,7 +191,8 @@ async def test_conversion_payload_carries_money_as_strings_and_the_agent_name(
     assert conv == {
         "id": c.id, "order": "#1", "agent_id": world.team_agent_id, "agent_name": "Team agent",
         "program_id": "prg", "revenue": "100.00", "currency": "USD",
-        "occurred_at": "2026-11-25T05:00:00Z", "rule": "coupon", "written_at": T.isoformat(),
+        "occurred_at": "2026-11-25T05:00:00Z", "rule": "coupon", "order_id": "1",
+        "written_at": T.isoformat(),
     }  # fmt: skip
     (commission,) = [d for e, _, d in events if e == "commission"]
     assert (commission["amount"], commission["kind"]) == ("10.00", "accrual")

@@ -17,6 +17,7 @@ from httpx import AsyncClient
 from starlette.datastructures import Headers
 from starlette.types import Message
 
+from schemas.settings import Settings
 from tests.api.factories import (
     PASSWORD,
     ROLES,
@@ -33,6 +34,7 @@ from tests.api.factories import (
     create_program,
     create_shop,
     create_user,
+    insert_decided_order,
     insert_exception,
     insert_ledger_entry,
     insert_proposed_rule_version,
@@ -76,7 +78,7 @@ def fill(template: Any, values: dict[str, str]) -> Any:
 
 
 async def test_every_route_answers_every_caller_as_declared(
-    app: FastAPI, client: AsyncClient, pg_url: str
+    app: FastAPI, client: AsyncClient, pg_url: str, api_settings: Settings
 ) -> None:
     world = await build_world(client)
     other = await create_company(client)
@@ -120,6 +122,9 @@ async def test_every_route_answers_every_caller_as_declared(
             pg_url, tenant_id=world.company_id, agent_id=world.team_agent_id
         ),
         "payout_id": (await fresh_payout(client, pg_url, world, program_id))["id"],
+        "order_id": insert_decided_order(
+            api_settings, tenant_id=world.company_id, agent_id=world.team_agent_id
+        ),
     }
     logins = {role: (world.slug, world.emails[role]) for role in ROLES}
     logins["other_company"] = (other_slug, other["owner_email"])

@@ -3,10 +3,14 @@
 // Protocol (one JSON object per line): prints {"event":"ready","tiles":{...},"banner":...,
 // "top_agents":[names]} once logged in with the KPI tiles and the top agents loaded (or the
 // "analytics unavailable" banner shown) and the live stream connected; then reads
-// {"order":"#123"} on stdin (sent right after the ingress accepted that order), waits until the
+// {"order":"#123","unattributed":"#122"} on stdin (sent right after the ingress accepted #123;
+// #122 came before the page opened and cited a bot's click), waits until the
 // live feed shows the order and — when the analytics answered — the conversions tile changed,
-// saves a screenshot and prints {"event":"result", ...}. Any failure prints
-// {"event":"error", ...} and exits 1.
+// then clicks the order in the feed and in the "recent orders" table, and the unattributed one in
+// the table, and reads the explanation dialog each time (`explain_feed`, `explain_table`,
+// `explain_unattributed`: its order, status line, winner, text and rejected candidates' codes),
+// saves a screenshot and prints {"event":"result", ...}. Any failure
+// prints {"event":"error", ...} and exits 1.
 //
 // Environment: BASE_URL, COMPANY, EMAIL, PASSWORD, SCREENSHOT, DEADLINE_MS (default 2000),
 // CHROMIUM (default /usr/bin/chromium).
@@ -20,6 +24,21 @@ const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
 async function banner(page) {
   return page.$eval("#analytics-error", (n) => (n.hidden ? null : n.textContent));
+}
+
+// Click `selector` and read the explanation dialog once it shows `order`.
+async function explain(page, selector, order) {
+  await page.click(selector);
+  await page.waitForSelector(`#explain[open][data-order="${order}"]`, { timeout: 10000 });
+  const read = await page.$eval("#explain", (d) => ({
+    order: d.dataset.order,
+    status: d.querySelector("#explain-status").textContent,
+    winner: d.querySelector("#explain-winner").textContent,
+    text: d.querySelector("#explain-text").textContent,
+    rejected: [...d.querySelectorAll("#explain-rejected tbody tr[data-code]")].map((r) => r.dataset.code),
+    error: d.querySelector("#explain-error").textContent,
+  }));
+  return read;
 }
 
 async function tiles(page) {
@@ -59,7 +78,7 @@ try {
   out({ event: "ready", tiles: before, banner: await banner(page), top_agents: topAgents });
 
   const { value: line } = await lines.next();
-  const { order } = JSON.parse(line);
+  const { order, unattributed } = JSON.parse(line);
   const started = Date.now();
   await page.waitForSelector(`#feed li[data-order="${order}"]`, { timeout: deadline });
   const feedMs = Date.now() - started;
@@ -74,8 +93,23 @@ try {
   const feed = await page.$$eval("#feed li", (nodes) => nodes.map((n) => n.textContent));
   await page.waitForTimeout(1500); // let the tile highlight fade for a calm screenshot
   await page.screenshot({ path: env.SCREENSHOT, fullPage: true });
+
+  // Click-to-explain: the order in the live feed, then in the recent orders table (refreshed
+  // with the analytics after the order arrived).
+  const explainFeed = await explain(page, `#feed li[data-order="${order}"]`, order);
+  await page.click("#explain-close");
+  await page.waitForSelector(`#recent-orders tbody tr[data-order="${order}"]`, { timeout: 10000 });
+  const recentOrders = await page.$$eval("#recent-orders tbody tr",
+    (rows) => rows.map((r) => r.textContent));
+  const explainTable = await explain(page, `#recent-orders tbody tr[data-order="${order}"]`, order);
+  await page.screenshot({ path: env.SCREENSHOT.replace(/\.png$/, "-explain.png"), fullPage: true });
+  await page.click("#explain-close");
+  const explainUnattributed = await explain(
+    page, `#recent-orders tbody tr[data-order="${unattributed}"]`, unattributed);
   out({ event: "result", feed_ms: feedMs, tiles_ms: tilesMs, before, after, feed,
-        banner: await banner(page), console_errors: consoleErrors });
+        banner: await banner(page), console_errors: consoleErrors, explain_feed: explainFeed,
+        explain_table: explainTable, explain_unattributed: explainUnattributed,
+        recent_orders: recentOrders });
 } catch (err) {
   if (page) await page.screenshot({ path: env.SCREENSHOT, fullPage: true }).catch(() => {});
   const state = page ? await tiles(page).catch(() => null) : null;

@@ -82,7 +82,10 @@ def test_dashboard_shows_a_new_conversion_live(playwright_ready: Path, stack: St
         clicks = [click(ingress, shop.links[n % 3], f"visitor {n}") for n in range(9)]
         for n, price in enumerate(("899.00", "249.00", "59.90", "1299.00")):
             order(ingress, shop, first_order + n, clicks[n * 2], price)
-        wait_for_conversions(settings, shop.tenant_id, 4)
+        # An order citing a bot's click (recorded, flagged): credited to nobody, explained.
+        bot_click = click(ingress, shop.links[1], "Googlebot")
+        lost = order(ingress, shop, first_order + 9, bot_click, "10.00")
+        wait_for_conversions(settings, shop.tenant_id, 5)
 
         browser = open_dashboard(
             playwright_ready, settings, shop.slug, shop.owner_email, PASSWORD, screenshot
@@ -94,7 +97,7 @@ def test_dashboard_shows_a_new_conversion_live(playwright_ready: Path, stack: St
             visitor_click = click(ingress, shop.links[0], "live visitor")
             name = order(ingress, shop, first_order + 10, visitor_click, "449.00")
             assert browser.stdin is not None
-            browser.stdin.write(json.dumps({"order": name}) + "\n")
+            browser.stdin.write(json.dumps({"order": name, "unattributed": lost}) + "\n")
             browser.stdin.flush()
             result = read_event(browser, timeout=60)
         finally:
@@ -113,6 +116,24 @@ def test_dashboard_shows_a_new_conversion_live(playwright_ready: Path, stack: St
         # Without the analytics API the page says so and the live feed still works.
         assert "not available" in result["banner"], result
         assert set(result["after"].values()) == {"\u2013"}, result  # an en dash: no value
+    # Click-to-explain: the order in the feed and in the recent orders table opens its decision
+    # (from /v1/conversions/{order_id}): credited to Ana by the click the order cited.
+    explained = result["explain_feed"]
+    assert explained["order"] == name, explained
+    assert explained["status"] == "Credited to Ana Lima by last click", explained
+    assert explained["winner"].startswith("Winning referral: click "), explained
+    assert f"via link {shop.links[0]}" in explained["winner"], explained
+    assert explained["text"].startswith("last_click click "), explained
+    assert "of agent Ana Lima via link" in explained["text"], explained  # ids shown as names
+    assert (explained["rejected"], explained["error"]) == ([], ""), explained
+    assert result["explain_table"] == explained, result
+    assert any(name in row and "Ana Lima" in row for row in result["recent_orders"]), result
+    nobody = result["explain_unattributed"]
+    assert (nobody["order"], nobody["status"], nobody["winner"]) == (
+        lost, "Not credited to any agent", "",
+    )  # fmt: skip
+    assert nobody["text"] == "no eligible binding, coupon or click (1 candidates rejected)", nobody
+    assert nobody["rejected"] == ["bot"], nobody
     print(f"feed after {result['feed_ms']} ms, tiles after {result['tiles_ms']} ms")  # noqa: T201
     assert screenshot.stat().st_size > 10_000
 

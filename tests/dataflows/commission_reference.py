@@ -306,6 +306,10 @@ def accrue(
             occurred_at=conversion.occurred_at,
             reason=reason,
             source_event_id=conversion.source_event_id,
+            # What analytics groups commission by (not money): as `accrue` writes them.
+            shop=conversion.shop,
+            coupon_code=decision.coupon_code,
+            link_code=decision.link_code,
         )
 
     entries = [

@@ -291,3 +291,42 @@ def test_any_refund_sequence_never_over_reverses_and_a_full_refund_nets_to_zero(
     rest = a_refund("final", order_quantities)  # refunding every unit again can only clamp
     ledger += reverse_refund(ledger, rest, order, refunds)
     assert net(ledger) == 0
+
+
+# --- what analytics groups commission by (issue #16) ----------------------------------------
+
+
+def test_every_entry_carries_the_orders_shop_coupon_and_link() -> None:
+    decision = AttributionDecision(
+        rule=AttributionRule.LAST_CLICK, agent_id="a1", program_id="p1",
+        click_id="clk_" + "0" * 32, coupon_code="SPRING", explanation="", link_code="lnk-a1",
+    )  # fmt: skip
+    conversion = an_order({"l1": 2, "l2": 1}).model_copy(update={"shop": "s1.myshopify.com"})
+    ledger = accrue(conversion, decision, RULES, ("a1", "m1"), period_volume=Decimal(0),
+                    is_new_customer=False)  # fmt: skip
+    ledger += reverse_refund(ledger, a_refund("r1", {"l1": 1}), conversion)
+    ledger += reverse_cancellation(ledger, occurred_at=REFUND_AT, source_event_id="evt_cancel")
+    kinds = {e.kind for e in ledger}
+    assert kinds == {EntryKind.ACCRUAL, EntryKind.OVERRIDE, EntryKind.REVERSAL}
+    assert {(e.agent_id, e.program_id) for e in ledger} == {("a1", "p1"), ("m1", "p1")}
+    assert {(e.shop, e.coupon_code, e.link_code) for e in ledger} == {
+        ("s1.myshopify.com", "SPRING", "lnk-a1")
+    }
+
+
+def test_entries_pickled_before_the_fields_existed_load_and_adjust_with_the_orders_shop() -> None:
+    conversion = an_order({"l1": 2}).model_copy(update={"shop": "s1.myshopify.com"})
+    old = accrued(conversion)[0]
+    state = old.__getstate__()
+    for name in ("shop", "coupon_code", "link_code"):  # as pickled by the previous version
+        del state["__dict__"][name]
+    restored = CommissionAccrual.__new__(CommissionAccrual)
+    restored.__setstate__(state)
+    assert (restored.shop, restored.coupon_code, restored.link_code) == (None, None, None)
+    assert restored.model_copy(update={"shop": None}) == old.model_copy(
+        update={"shop": None, "link_code": None}
+    )
+    reversal = reverse_refund([restored], a_refund("r1", {"l1": 2}), conversion)
+    assert [(e.amount, e.shop, e.link_code) for e in reversal] == [
+        (-restored.amount, "s1.myshopify.com", None)
+    ]

@@ -5,6 +5,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,10 +23,12 @@ from dataflows.attribution.logic import (
     attribute,
     attributed_conversion,
     binding_from,
+    reason_code,
+    rejected_candidates,
 )
 from schemas.conversion import Conversion, ConversionLine
 from schemas.events.click import ClickEvent
-from schemas.ledger import AttributionRule
+from schemas.ledger import AttributionRule, CandidateKind, RejectedCandidate, RejectionCode
 
 ORDER_AT = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -593,3 +596,131 @@ def test_status_history_order_ties_and_initial_status() -> None:
     legacy = StatusHistory(initial=AgentStatus.TERMINATED)  # terminated before history existed
     assert legacy.at(at) == (AgentStatus.TERMINATED, None)
     assert not legacy.is_active_at(at)
+
+
+# --- stored explanation: every rejected candidate as data ------------------------------------
+
+
+def test_the_fact_stores_every_rejected_candidate_with_its_code_even_unattributed() -> None:
+    bot = a_click(1, agent="a2", is_bot=True)
+    old = a_click(2, agent="a3", before_order=timedelta(days=40))
+    binding = a_binding(agent="a9", bound_at=ORDER_AT - timedelta(days=500))  # expired
+    self_ref = AgentIdentity(agent_id="a1", emails=frozenset({"buyer@example.com"}))
+    conversion = a_conversion(coupons=["TENOFF"])
+    referrals = known(clicks=[bot, old], coupons={"TENOFF": "a1"}, bindings=[binding],
+                      identities=[self_ref])  # fmt: skip
+    decision = attribute(conversion, referrals, DEFAULT)
+    assert decision.rule is AttributionRule.UNATTRIBUTED
+    fact = attributed_conversion(conversion, decision, attributed_at=ORDER_AT,
+                                 is_new_customer=False)  # fmt: skip
+    assert fact.explanation == "no eligible binding, coupon or click (4 candidates rejected)"
+    assert fact.rejected == (
+        RejectedCandidate(
+            kind=CandidateKind.BINDING, ref="c1", agent_id="a9", program_id="p1",
+            at=binding.bound_at, code=RejectionCode.BINDING_EXPIRED,
+            reason="binding expired at 2024-10-27T12:00:00+00:00",
+        ),
+        RejectedCandidate(
+            kind=CandidateKind.COUPON, ref="TENOFF", agent_id="a1", program_id="p1",
+            code=RejectionCode.SELF_REFERRAL,
+            reason="self-referral: agent a1 is the buyer (same email)",
+        ),
+        RejectedCandidate(
+            kind=CandidateKind.CLICK, ref=click_id(2), agent_id="a3", program_id="p1",
+            link_code="link-a3", at=old.occurred_at, code=RejectionCode.OUTSIDE_WINDOW,
+            reason="outside the 30-day lookback window",
+        ),
+        RejectedCandidate(
+            kind=CandidateKind.CLICK, ref=click_id(1), agent_id="a2", program_id="p1",
+            link_code="link-a2", at=bot.occurred_at, code=RejectionCode.BOT, reason="bot click",
+        ),
+    )  # fmt: skip
+
+
+def test_an_attributed_fact_lists_what_the_winner_beat() -> None:
+    conversion = a_conversion(coupons=["TENOFF"])
+    clicks = [a_click(1, agent="a1", before_order=timedelta(days=3)), a_click(2, agent="a2")]
+    decision = attribute(conversion, known(clicks=clicks, coupons={"TENOFF": "a3"}), DEFAULT)
+    fact = attributed_conversion(conversion, decision, attributed_at=ORDER_AT,
+                                 is_new_customer=False)  # fmt: skip
+    assert (fact.rule, fact.coupon_code) == (AttributionRule.COUPON, "TENOFF")
+    assert [(r.kind, r.ref, r.code) for r in fact.rejected] == [
+        (CandidateKind.CLICK, click_id(1), RejectionCode.ATTRIBUTION_MODEL),
+        (CandidateKind.CLICK, click_id(2), RejectionCode.COUPON_WINS),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reason", "code"),
+    [
+        ("not cited by the order and not from its visitor", RejectionCode.NOT_CITED),
+        ("click after the order", RejectionCode.AFTER_ORDER),
+        ("outside the 7-day lookback window", RejectionCode.OUTSIDE_WINDOW),
+        ("duplicate of an earlier click", RejectionCode.DUPLICATE),
+        ("bot click", RejectionCode.BOT),
+        ("click has no agent", RejectionCode.NO_AGENT),
+        (
+            "agent a1 is terminated since 2025-03-08T12:00:00+00:00 (not active at the order's "
+            "time)",
+            RejectionCode.AGENT_INACTIVE,
+        ),
+        ("agent a1 is paused (not active at the order's time)", RejectionCode.AGENT_INACTIVE),
+        ("self-referral: agent a2 is the buyer (same email)", RejectionCode.SELF_REFERRAL),
+        ("self-referral: agent a2 is the buyer (customer c1)", RejectionCode.SELF_REFERRAL),
+        ("binding starts after the order", RejectionCode.BINDING_NOT_STARTED),
+        ("binding expired at 2025-05-30T12:00:00+00:00", RejectionCode.BINDING_EXPIRED),
+        ("customer c1 is bound to agent a9", RejectionCode.BOUND_CUSTOMER),
+        ("coupon TENOFF wins (coupon_beats_cookie)", RejectionCode.COUPON_WINS),
+        ("click clk_1 wins (cookie beats coupon)", RejectionCode.CLICK_WINS),
+        ("coupon SPRING comes first on the order", RejectionCode.ANOTHER_COUPON),
+        ("program p2's click clk_9 is more recent", RejectionCode.ANOTHER_PROGRAM),
+        ("last_click: click clk_2 is later", RejectionCode.ATTRIBUTION_MODEL),
+        ("first_click: click clk_1 is earlier", RejectionCode.ATTRIBUTION_MODEL),
+        ("a reason this version never writes", RejectionCode.OTHER),
+    ],
+)
+def test_every_reason_has_its_code(reason: str, code: RejectionCode) -> None:
+    assert reason_code(reason) is code
+
+
+statuses = st.sampled_from([AgentStatus.ACTIVE, AgentStatus.PAUSED, AgentStatus.TERMINATED])
+
+
+@given(
+    clicks=unique_clicks,
+    policy=policies,
+    coupon_owners=st.lists(agents.filter(lambda a: a is not None), max_size=2),
+    bound=st.one_of(st.none(), st.integers(min_value=-30, max_value=800)),
+    status=statuses,
+    self_referrer=st.sampled_from(["a1", "a2", "a3", "nobody"]),
+    second_program=st.booleans(),
+)
+def test_every_reason_attribute_writes_has_a_code(
+    clicks: list[ClickCandidate],
+    policy: AttributionPolicy,
+    coupon_owners: list[str],
+    bound: int | None,
+    status: AgentStatus,
+    self_referrer: str,
+    second_program: bool,
+) -> None:
+    """Whatever the candidates, no rejection is left `other`, and the stored list is the
+    decision's, in its order."""
+    codes = [f"C{i}" for i in range(len(coupon_owners))]
+    if second_program:
+        clicks = [replace(c, program_id="p2") if i % 2 else c for i, c in enumerate(clicks)]
+    bindings = (
+        [a_binding(agent="a3", bound_at=ORDER_AT - timedelta(days=bound), months=12)]
+        if bound is not None
+        else []
+    )
+    referrals = known(
+        clicks=clicks, coupons=dict(zip(codes, coupon_owners, strict=True)), bindings=bindings,
+        identities=[AgentIdentity(agent_id=self_referrer, customer_ids=frozenset({"c1"}))],
+        statuses={"a2": history((timedelta(days=1), status))},
+    )  # fmt: skip
+    conversion = a_conversion(coupons=codes, click_ids=[click_id(3), click_id(4)])
+    decision = attribute(conversion, referrals, policy, programs={"p2": AttributionPolicy()})
+    stored = rejected_candidates(decision)
+    assert [r.reason for r in stored] == [reason for _, reason in decision.rejected]
+    assert all(r.code is not RejectionCode.OTHER for r in stored), stored

@@ -95,10 +95,13 @@ def run(
 
 
 def _conversion(row: tuple[object, ...]) -> AttributedConversion:
-    from dataflows.sinks.clickhouse import COLUMNS
+    from dataflows.sinks.clickhouse import COLUMNS, REJECTED_FIELDS
 
     values = dict(zip(COLUMNS["conversions"], row, strict=True))
     values.pop("version")
+    elements = values["rejected"]
+    assert isinstance(elements, list)
+    values["rejected"] = [dict(zip(REJECTED_FIELDS, e, strict=True)) for e in elements]
     return AttributedConversion.model_validate(values)
 
 

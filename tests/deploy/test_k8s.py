@@ -329,12 +329,15 @@ def test_secrets_are_referenced_never_shipped() -> None:
 
 
 def cli_command(args: list[str]) -> Any:
-    """The command of `refstream ARGS` (typer builds click groups; a leaf has no subcommands)."""
+    """The command of `refstream ARGS` (typer builds click groups; a leaf has no subcommands);
+    the options after the command words must parse (click raises otherwise)."""
     command = typer.main.get_command(refstream_app)
-    for word in args:
+    words = list(args)
+    while words and not words[0].startswith("-"):
         assert hasattr(command, "commands"), args
-        command = command.commands[word]
+        command = command.commands[words.pop(0)]
     assert not hasattr(command, "commands"), args
+    command.make_context("refstream", words)
     return command
 
 
@@ -393,3 +396,21 @@ def test_pods_run_as_the_images_user_with_limits() -> None:
         assert container["securityContext"]["readOnlyRootFilesystem"] is True, where
         assert {"cpu", "memory"} <= container["resources"]["requests"].keys(), where
         assert {"cpu", "memory"} <= container["resources"]["limits"].keys(), where
+
+
+def test_the_rollup_builder_runs_the_builders_loop_against_clickhouse() -> None:
+    """The rollups Deployment runs `refstream analytics build` as a loop (not `--once`: a pod
+    that exits is restarted in a crash loop) with the ClickHouse URL, in one or two replicas
+    (two are safe: a build registers its gen only once written, they only duplicate work)."""
+    deployment = one("Deployment", "refstream-rollups")
+    assert deployment["spec"]["replicas"] in {1, 2}
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    program, *args = container["command"]
+    assert (program, args[:2]) == ("refstream", ["analytics", "build"])
+    assert "--once" not in args
+    command = cli_command(args)
+    interval = command.make_context("refstream", args[2:]).params["interval"]
+    assert 0 < interval <= 60
+    assert "REFSTREAM_CLICKHOUSE_URL" in env_names(container)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()

@@ -277,7 +277,8 @@ def _conversion(order: str, click: str | None, *, version: int = 1) -> dict[str,
     """A `conversions` row as the dataflow wrote it before ClickHouse 0004 (no link_code)."""
     when = datetime(2026, 10, 5, tzinfo=UTC)
     row = dict.fromkeys(COLUMNS["conversions"])
-    del row["link_code"]
+    for later in ("link_code", "explanation", "rejected"):  # 0004, 0006
+        del row[later]
     return row | {
         "tenant_id": "t_mig", "conversion_id": f"cv_{order}", "order_id": order,
         "occurred_at": when, "attributed_at": when + timedelta(seconds=version),
@@ -309,8 +310,8 @@ def test_clickhouse_0004_and_0005_keep_a_populated_database_right(
         _conversion("o2", "c2", version=2), _conversion("o3", None), _conversion("o4", "c9"),
     ])  # fmt: skip
 
-    assert migrations.migrate_clickhouse(settings) == 2  # 0004 (link_code), 0005 (encoding)
-    assert migrations.migrate_clickhouse(settings) == 0
+    assert migrations.migrate_clickhouse(settings, up_to=5) == 2  # 0004 (link), 0005 (encoding)
+    assert migrations.migrate_clickhouse(settings, up_to=5) == 0
 
     def rows(table: str) -> list[tuple[Any, ...]]:
         return client.query(
@@ -334,6 +335,101 @@ def test_clickhouse_0004_and_0005_keep_a_populated_database_right(
     # Rows written after the migration keep their link in the order lookup too.
     _insert(client, "conversions", [_conversion("o5", "c5") | {"link_code": "l_five"}])
     assert rows("conversion_orders")[-1] == ("o5", "l_five", 1)
+    client.close()
+    clickhouse_server.client().command(f"DROP DATABASE {database} SYNC")
+
+
+def test_clickhouse_0006_keeps_old_rows_and_stores_and_finds_decisions(
+    clickhouse_server: ClickHouseServer,
+) -> None:
+    """Rows written before 0006 read an empty explanation and no rejected candidates, and are
+    found by order id and name through `conversion_refs` (backfilled); rows written after carry
+    their decision, and the view indexes them too."""
+    database = f"mig_{uuid.uuid4().hex[:12]}"
+    url = f"http://default:@{clickhouse_server.host}:{clickhouse_server.port}/{database}"
+    settings = Settings(clickhouse_url=url)
+    assert migrations.migrate_clickhouse(settings, up_to=5) == 5
+    client = clickhouse_server.client(database=database)
+    before = _conversion("o1", "c1") | {"link_code": "l1", "order_name": "#1001"}
+    _insert(client, "conversions", [before, before])  # and a replay of it
+    assert migrations.migrate_clickhouse(settings, up_to=6) == 1
+
+    old = client.query("SELECT order_id, explanation, rejected FROM conversions FINAL").result_rows
+    assert old == [("o1", "", [])]
+    when = datetime(2026, 10, 6, tzinfo=UTC)
+    after = _conversion("o2", None) | {
+        "link_code": None, "order_name": None, "explanation": "coupon CODE1 owned by agent agt_1",
+        "rejected": [("click", "c9", "agt_2", None, "l9", when, "coupon_wins",
+                      "coupon CODE1 wins (coupon_beats_cookie)")],
+    }  # fmt: skip
+    _insert(client, "conversions", [after])
+    (stored,) = client.query(
+        "SELECT rejected FROM conversions FINAL WHERE order_id = 'o2'"
+    ).result_rows[0]
+    assert [tuple(e.values()) if isinstance(e, dict) else tuple(e) for e in stored] == [
+        ("click", "c9", "agt_2", None, "l9", when.replace(tzinfo=None), "coupon_wins",
+         "coupon CODE1 wins (coupon_beats_cookie)"),
+    ]  # fmt: skip
+    refs = client.query(
+        "SELECT ref, conversion_id FROM conversion_refs FINAL ORDER BY ref"
+    ).result_rows
+    assert refs == [("#1001", "cv_o1"), ("o1", "cv_o1"), ("o2", "cv_o2")]
+
+
+def test_clickhouse_0007_backfills_entries_and_marks_every_hour_with_rows_stale(
+    clickhouse_server: ClickHouseServer,
+) -> None:
+    database = f"mig_{uuid.uuid4().hex[:12]}"
+    url = f"http://default:@{clickhouse_server.host}:{clickhouse_server.port}/{database}"
+    settings = Settings(clickhouse_url=url)
+    migrations.migrate_clickhouse(settings, up_to=6)
+    client = clickhouse_server.client(database=database)
+    when = datetime(2026, 10, 4, 9, 30, tzinfo=UTC)
+    _insert(client, "clicks", [
+        {"tenant_id": "t_mig", "click_id": "c1", "link_code": "l_one", "agent_id": "agt_1",
+         "occurred_at": when, "is_bot": False, "is_duplicate": False, "version": 1}
+    ])  # fmt: skip
+    # o1 on c1 (its row written before 0004: no link_code), o3 by coupon; o2 not decided yet.
+    _insert(client, "conversions", [
+        _conversion("o1", "c1") | {"shop": "s1"}, _conversion("o3", None) | {"shop": "s1"},
+    ])  # fmt: skip
+    entries = [
+        {"tenant_id": "t_mig", "entry_id": f"le_{order}", "agent_id": "agt_1",
+         "conversion_id": f"cv_{order}", "order_id": order, "kind": "accrual",
+         "status": "pending", "level": 0, "amount": Decimal(1), "currency": "EUR",
+         "fx_rate": Decimal(1), "occurred_at": when, "source_event_id": f"ev_{order}",
+         "version": 1}
+        for order in ("o1", "o3")
+    ]  # fmt: skip
+    _insert(client, "commission_events", entries)
+    refund = {"tenant_id": "t_mig", "refund_id": "r2", "order_id": "o2", "amount": Decimal(5),
+              "occurred_at": when + timedelta(days=2), "line_count": 1,
+              "source_event_id": "ev_r2", "version": 1}  # fmt: skip
+    _insert(client, "refunds", [refund])
+
+    migrations.migrate_clickhouse(settings)
+
+    backfilled = client.query(
+        "SELECT order_id, shop, link_code, coupon_code FROM commission_events FINAL"
+        " ORDER BY order_id"
+    ).result_rows
+    assert backfilled == [("o1", "s1", "l_one", None), ("o3", "s1", None, "CODE1")]
+    touched = client.query("SELECT hour FROM rollup_touches FINAL ORDER BY hour").result_rows
+    hours = [
+        datetime(2026, 10, 4, 9, tzinfo=UTC),
+        datetime(2026, 10, 5, tzinfo=UTC),
+        datetime(2026, 10, 6, 9, tzinfo=UTC),
+    ]  # entries and click, orders, refund
+    assert [h.replace(tzinfo=UTC) for (h,) in touched] == hours
+    # The refund's order decided after the migration: its refund's hour is touched again.
+    touch = (
+        "SELECT toUnixTimestamp64Milli(touched_at) FROM rollup_touches FINAL"
+        " WHERE hour = {h:DateTime}"
+    )
+    before = client.command(touch, parameters={"h": hours[2]})
+    _insert(client, "conversions", [_conversion("o2", None)])
+    after = client.command(touch, parameters={"h": hours[2]})
+    assert int(after) > int(before)  # type: ignore[arg-type]
     client.close()
     clickhouse_server.client().command(f"DROP DATABASE {database} SYNC")
 

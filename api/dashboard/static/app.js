@@ -1,7 +1,8 @@
 // The refstream dashboard: plain browser JavaScript, no build step. Talks only to the public
 // API: /v1/auth (login, refresh), /v1/analytics (tiles, chart, top agents), /v1/agents and
 // /v1/programs (filters), /v1/live (Server-Sent Events via a one-time ticket), /v1/exceptions/counts
-// (the open exceptions, for owners and managers; hidden for the other roles).
+// (the open exceptions, for owners and managers; hidden for the other roles), /v1/conversions
+// (recent orders, and why an order was credited or not when one is clicked).
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
@@ -148,6 +149,7 @@ async function refreshAnalytics() {
   let failure = null;
   const fail = (err) => { failure = failure || err; };
   // Each part is drawn as soon as it arrives: the tiles do not wait for the chart.
+  refreshRecentOrders();
   await Promise.all([
     api(`/v1/analytics/summary?${filterQuery()}`).then(renderSummary, fail),
     api(`/v1/analytics/timeseries?${filterQuery({ bucket })}`)
@@ -168,6 +170,137 @@ async function refreshExceptions() {
     pill.hidden = false;
   } catch (_) {
     pill.hidden = true; // 403 for operators, observers and agents: the inbox is management's
+  }
+}
+
+// --- recent orders and their explanations ---------------------------------------------------
+
+const RULES = { coupon: "coupon", last_click: "last click", first_click: "first click",
+                customer_binding: "customer binding", unattributed: "not credited" };
+const KINDS = { click: "Click", coupon: "Coupon", binding: "Customer binding" };
+
+function agentName(id) {
+  if (!id) return "";
+  const option = [...$("#agent").options].find((o) => o.value === id);
+  return option ? option.textContent : id;
+}
+
+function cell(text, cls = "") {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  return td;
+}
+
+function renderRecentOrders(page) {
+  const body = $("#recent-orders tbody");
+  body.replaceChildren(...page.items.map((d) => {
+    const row = document.createElement("tr");
+    row.dataset.orderId = d.order_id;
+    row.dataset.order = d.order_name || d.order_id;
+    row.tabIndex = 0;
+    row.append(
+      cell(new Date(d.occurred_at).toLocaleString([], { hour12: false })),
+      cell(d.order_name || d.order_id),
+      cell(d.agent_id ? agentName(d.agent_id) : "–"),
+      cell(RULES[d.rule] || d.rule, d.status === "unattributed" ? "unattributed" : "rule"),
+      cell(formatMoney(d.revenue, d.currency), "num"));
+    return row;
+  }));
+  if (!page.items.length) body.innerHTML = '<tr><td colspan="5" class="muted">No decided orders in this period</td></tr>';
+}
+
+async function refreshRecentOrders() {
+  const params = new URLSearchParams(filterQuery({ limit: "10" }));
+  try {
+    renderRecentOrders(await api(`/v1/conversions?${params}`));
+  } catch (err) {
+    $("#recent-orders tbody").innerHTML = "";
+    const row = document.createElement("tr");
+    const td = cell(`Orders could not be loaded (${err.status || "network"}: ${err.message})`, "muted");
+    td.colSpan = 5;
+    row.append(td);
+    $("#recent-orders tbody").append(row);
+  }
+}
+
+// The stored words name agents by id: show the names this page knows instead.
+function withNames(text) {
+  return text.replace(/agent (\S+?)(?=[\s,)]|$)/g, (all, id) => {
+    const name = agentName(id);
+    return name && name !== id ? `agent ${name}` : all;
+  });
+}
+
+function referralText(r) {
+  if (r.kind === "click") return `click ${r.ref}${r.link_code ? ` via link ${r.link_code}` : ""}`;
+  if (r.kind === "coupon") return `coupon ${r.ref}`;
+  return `customer binding (customer ${r.ref})`;
+}
+
+function renderExplanation(d) {
+  const dialog = $("#explain");
+  dialog.dataset.order = d.order_name || d.order_id;
+  dialog.dataset.status = d.status;
+  $("#explain-order").textContent = `order ${d.order_name || d.order_id}`;
+  const status = $("#explain-status");
+  status.className = `explain-status ${d.status}`;
+  status.textContent = d.status === "attributed"
+    ? `Credited to ${agentName(d.agent_id)} by ${RULES[d.rule] || d.rule}`
+    : "Not credited to any agent";
+  $("#explain-winner").textContent = d.winner ? `Winning referral: ${referralText(d.winner)}` : "";
+  $("#explain-text").textContent = d.explained
+    ? withNames(d.explanation)
+    : "Decided before explanations were stored: only the rule and the winner are known.";
+  const body = $("#explain-rejected tbody");
+  body.replaceChildren(...d.rejected.map((r) => {
+    const row = document.createElement("tr");
+    row.dataset.code = r.code;
+    const what = r.redacted ? `${KINDS[r.kind] || r.kind} of another agent` : `${KINDS[r.kind] || r.kind} ${r.ref}`;
+    const why = cell(withNames(r.reason));
+    const code = document.createElement("span");
+    code.className = "code";
+    code.textContent = ` (${r.code})`;
+    why.append(code);
+    row.append(cell(what), cell(r.redacted ? "–" : (r.agent_id ? agentName(r.agent_id) : "no agent")), why);
+    return row;
+  }));
+  if (!d.rejected.length) {
+    body.innerHTML = `<tr><td colspan="3" class="muted">${d.explained ? "None: no other referral was considered." : "Not recorded."}</td></tr>`;
+  }
+}
+
+// `orderId` when known (the recent orders, live events of this version); else the order's name
+// as the live feed shows it, looked up through the list's `order` filter.
+async function explainOrder(orderId, orderName) {
+  const dialog = $("#explain");
+  $("#explain-error").textContent = "";
+  try {
+    let decision;
+    if (orderId) {
+      decision = await api(`/v1/conversions/${encodeURIComponent(orderId)}`);
+    } else {
+      const page = await api(`/v1/conversions?${new URLSearchParams({ order: orderName, limit: "1" })}`);
+      decision = page.items[0];
+      if (!decision) throw new ApiError(404, "not found");
+    }
+    renderExplanation(decision);
+  } catch (err) {
+    delete dialog.dataset.order;
+    $("#explain-order").textContent = `order ${orderName || orderId}`;
+    for (const id of ["#explain-status", "#explain-winner", "#explain-text"]) $(id).textContent = "";
+    $("#explain-rejected tbody").replaceChildren();
+    $("#explain-error").textContent = err.status === 404
+      ? "This order is not in your reach, or has not been decided yet."
+      : `The explanation could not be loaded (${err.status || "network"}: ${err.message}).`;
+  }
+  if (!dialog.open) dialog.showModal();
+}
+
+function onOrderClick(event) {
+  const target = event.target.closest("[data-order]");
+  if (target && (event.type === "click" || event.key === "Enter")) {
+    explainOrder(target.dataset.orderId, target.dataset.order);
   }
 }
 
@@ -201,6 +334,8 @@ function addToFeed(c) {
   const item = document.createElement("li");
   item.dataset.id = c.id;
   item.dataset.order = c.order;
+  if (c.order_id) item.dataset.orderId = c.order_id;
+  item.tabIndex = 0;
   const when = document.createElement("span");
   when.className = "when";
   when.textContent = new Date(c.occurred_at).toLocaleTimeString([], { hour12: false });
@@ -288,5 +423,9 @@ $("#login-form").addEventListener("submit", async (event) => {
   start();
 });
 $("#logout").addEventListener("click", logout);
+for (const list of [$("#feed"), $("#recent-orders tbody")]) {
+  list.addEventListener("click", onOrderClick);
+  list.addEventListener("keydown", onOrderClick);
+}
 $("#filters").addEventListener("change", () => requestRefresh());
 if (session.access) start();

@@ -1,0 +1,200 @@
+"""The rollup builder: rebuilds the stale closed hours of each day (see `api.analytics.rollups`).
+
+Run it next to the API (one is enough; two are safe, they only duplicate work)::
+
+    python -m api.analytics.builder [--interval 10] [--once]
+    refstream analytics build [--interval 10] [--once]   # the same loop
+
+`refstream up`, docker-compose (service `rollups`) and deploy/k8s (`rollups.yaml`) run it.
+
+Each cycle: (1) days with a closed hour that no build covers, or touched after their build
+(`rollup_touches`: materialized views record every insert's hours, and a conversion's insert the
+hours of its order's refunds), are rebuilt whole from raw rows with `FINAL` into a new gen,
+several consecutive days per INSERT; (2) the new gen is registered in
+`rollup_builds` only once all its rows are written, so queries switch to it atomically; rows of
+superseded gens are deleted a minute later, when no query planned before the switch can still be
+reading them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass, field
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from api.analytics.rollups import (
+    DAY_MS,
+    HOUR_MS,
+    Build,
+    DayWork,
+    build_sql,
+    new_gen,
+    stale_days,
+)
+from schemas.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# A build's `built_at` is recorded this much before it started reading: a row whose touch was
+# taken just before the build but whose part became visible after the read started still leaves
+# its hour stale (rebuilt next cycle) instead of missing from a "current" build.
+SAFETY_MS = 2_000
+# Superseded gens are deleted this long after the switch (longer than any plan → query gap).
+KEEP_SUPERSEDED_MS = 60_000
+# Days per INSERT when many are stale (a first build, a replay): fewer statements, bounded memory.
+BATCH_DAYS = 7
+
+_TOUCHES = (
+    "SELECT tenant_id, toInt64(toUnixTimestamp(hour)) * 1000,"
+    " toInt64(toUnixTimestamp64Milli(touched_at)) FROM rollup_touches FINAL"
+    " WHERE hour < fromUnixTimestamp64Milli({closed:Int64}, 'UTC')"
+)
+_BUILDS = (
+    "SELECT tenant_id, toInt64(toUnixTimestamp(toDateTime(day, 'UTC'))) * 1000,"
+    " toInt64(toUnixTimestamp64Milli(built_at)), toInt64(toUnixTimestamp(until)) * 1000, gen"
+    " FROM rollup_builds FINAL"
+)
+_REGISTER = (
+    "INSERT INTO rollup_builds (tenant_id, day, built_at, until, gen) SELECT {tenant:String},"
+    " toDate(fromUnixTimestamp64Milli({day:Int64}, 'UTC')),"
+    " fromUnixTimestamp64Milli({built:Int64}, 'UTC'),"
+    " toDateTime(intDiv({until:Int64}, 1000), 'UTC'), {gen:UInt64}"
+)
+_DELETE = (
+    "DELETE FROM rollups WHERE tenant_id = {tenant:String}"
+    " AND bucket >= toDateTime(intDiv({day:Int64}, 1000), 'UTC')"
+    " AND bucket < toDateTime(intDiv({day:Int64} + 86400000, 1000), 'UTC')"
+    " AND gen != {gen:UInt64}"
+)
+
+
+def server_ms(client: Client) -> int:
+    return int(client.command("SELECT toUnixTimestamp64Milli(now64(3))"))  # type: ignore[arg-type]
+
+
+def batches(work: list[DayWork], days: int = BATCH_DAYS) -> list[list[DayWork]]:
+    """Consecutive days of one tenant, at most `days` per batch (one INSERT each)."""
+    out: list[list[DayWork]] = []
+    for day in work:
+        last = out[-1][-1] if out else None
+        if (
+            last is not None
+            and last.tenant_id == day.tenant_id
+            and last.day_ms + DAY_MS == day.day_ms
+            and last.until_ms == last.day_ms + DAY_MS
+            and len(out[-1]) < days
+        ):
+            out[-1].append(day)
+        else:
+            out.append([day])
+    return out
+
+
+def build_days(client: Client, batch: list[DayWork], *, built_ms: int) -> int:
+    """Write the consecutive days of `batch` (their closed hours) under a new gen, then
+    register the gen for each day; returns the gen."""
+    gen = new_gen()
+    first, last = batch[0], batch[-1]
+    whole = last.until_ms if last.until_ms == last.day_ms + DAY_MS else last.day_ms
+    client.command(
+        build_sql(),
+        parameters={"tenant": first.tenant_id, "r0a": first.day_ms, "r0b": last.until_ms,
+                    "gen": gen, "whole": whole},
+    )  # fmt: skip
+    for day in batch:
+        client.command(
+            _REGISTER,
+            parameters={"tenant": day.tenant_id, "day": day.day_ms, "built": built_ms,
+                        "until": day.until_ms, "gen": gen},
+        )  # fmt: skip
+    return gen
+
+
+@dataclass
+class Builder:
+    """Builds rollups over one ClickHouse database; `cycle` is one pass."""
+
+    client: Client
+    # (when, tenant, day) of days rebuilt: older gens are deleted `KEEP_SUPERSEDED_MS` later
+    superseded: list[tuple[int, str, int]] = field(default_factory=list)
+
+    def cycle(self, now_ms: int | None = None) -> list[DayWork]:
+        """One pass; returns the days built. `now_ms` (server time) decides which hour is open."""
+        started = server_ms(self.client)
+        now = started if now_ms is None else now_ms
+        closed = now // HOUR_MS * HOUR_MS
+        touches = [
+            (str(t), int(h), int(at))
+            for t, h, at in self.client.query(_TOUCHES, parameters={"closed": closed}).result_rows
+        ]
+        builds = {
+            (str(t), int(d)): Build(int(b), int(u), int(g))
+            for t, d, b, u, g in self.client.query(_BUILDS).result_rows
+        }
+        work = stale_days(touches, builds, closed)
+        for batch in batches(work):
+            built = server_ms(self.client) - SAFETY_MS
+            build_days(self.client, batch, built_ms=built)
+            self.superseded += [
+                (started, day.tenant_id, day.day_ms)
+                for day in batch
+                if (day.tenant_id, day.day_ms) in builds
+            ]
+        self.clean(started)
+        return work
+
+    def clean(self, now_ms: int) -> None:
+        """Delete the rows of gens superseded at least `KEEP_SUPERSEDED_MS` before `now_ms`."""
+        due = [s for s in self.superseded if s[0] <= now_ms - KEEP_SUPERSEDED_MS]
+        if not due:
+            return
+        current = {
+            (str(t), int(d)): int(g) for t, d, _, _, g in self.client.query(_BUILDS).result_rows
+        }
+        for item in due:
+            _, tenant, day = item
+            gen = current.get((tenant, day))
+            if gen is not None:
+                self.client.command(_DELETE, parameters={"tenant": tenant, "day": day, "gen": gen})
+            self.superseded.remove(item)
+
+
+def client_for(settings: Settings) -> Client:
+    target = settings.clickhouse
+    return clickhouse_connect.get_client(
+        host=target.host, port=target.port, username=target.username, password=target.password,
+        database=target.database, secure=target.secure, send_receive_timeout=3600,
+    )  # fmt: skip
+
+
+def run(settings: Settings, *, interval: float = 10.0, once: bool = False) -> None:
+    """The builder's loop: a pass every `interval` seconds (one pass with `once`). Shared by
+    `python -m api.analytics.builder` and `refstream analytics build`, which `refstream up`,
+    docker-compose and deploy/k8s run."""
+    builder = Builder(client_for(settings))
+    while True:
+        started = time.monotonic()
+        built = builder.cycle()
+        if built:
+            logger.info("rollups: built %d day(s) in %.1f s", len(built),
+                        time.monotonic() - started)  # fmt: skip
+        if once:
+            return
+        time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between passes")
+    parser.add_argument("--once", action="store_true", help="one pass, then exit")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    run(Settings(), interval=args.interval, once=args.once)
+
+
+if __name__ == "__main__":
+    main()
