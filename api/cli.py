@@ -156,3 +156,35 @@ def consume_exceptions() -> None:
     from api.exceptions.consumer import consume  # Kafka client only for this command
 
     consume(Settings())
+
+
+redact_app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="GDPR redaction (Shopify compliance)."
+)
+
+
+@redact_app.command("run")
+def run_redactions(
+    every: Annotated[
+        int | None,
+        typer.Option(help="Repeat every N seconds until stopped (`refstream up` uses this)."),
+    ] = None,
+) -> None:
+    """Carry out the archived `customers/redact` and `shop/redact` requests not yet done: mask
+    the personal data in `raw_events` and `clicks`, record each in `redactions`."""
+    import time
+
+    from api.redaction import job
+
+    settings = Settings()
+    while True:
+        outcomes = job.run_once(settings)
+        for o in outcomes:
+            console.print(
+                f"{o.request.kind} {o.request.event_id} ({o.request.tenant_id}, "
+                f"{o.request.shop}): {o.raw_events} archived event(s), {o.clicks} click(s) masked"
+            )
+        console.print(f"{len(outcomes)} redaction request(s) carried out")
+        if every is None:
+            return
+        time.sleep(every)

@@ -65,6 +65,7 @@ SERVICE_GRANTS: dict[str, str] = {
     "shop_collections": _CRUD,
     "exceptions": "SELECT, INSERT, UPDATE",  # resolution only (a trigger rejects the rest)
     "shopify_reconcile_watermarks": "SELECT, INSERT, UPDATE",  # advanced after each run
+    "redactions": _APPEND,  # a GDPR redaction carried out (`refstream redact run`)
     "shop_claims": _CRUD,  # filed, re-filed, removed when proven (the ingress) or withdrawn
     "alembic_version": "",  # the owner's business
 }

@@ -200,6 +200,17 @@ class Settings(BaseSettings):
         description="HMAC key of the audit anchor (`refstream audit verify`); keep it away "
         "from the database and its backups.",
     )
+    redaction_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the customer references recorded by `refstream redact run` "
+        "(who holds it can tell whether a given customer was redacted; the record alone "
+        "cannot). Unset: the JWT secret is used, under its own domain prefix.",
+    )
+    redaction_interval_seconds: int = Field(
+        default=3600,
+        ge=60,
+        description="How often `refstream up` runs the redaction job (Shopify allows 30 days).",
+    )
     audit_anchor_path: Path | None = Field(
         default=None,
         description="File of the signed audit chain heads (default: "
@@ -210,6 +221,7 @@ class Settings(BaseSettings):
         "postgres_admin_url",
         "audit_anchor_key",
         "audit_anchor_path",
+        "redaction_key",
         "shopify_token",
         "shopify_api_key",
         "shopify_api_secret",

@@ -1,0 +1,267 @@
+"""The redaction job: finds the archived `customers/redact` and `shop/redact` requests not yet
+carried out, erases what they cover and records each in PostgreSQL (`redactions`).
+
+Why a job over the archive (`refstream redact run`, every hour under `refstream up`) rather than
+a consumer of the compliance topic: the dataflow already archives every envelope of
+`refstream.gdpr` into `raw_events`, so the archive is a durable queue that needs no Kafka
+position, survives the job being down for days (Shopify allows 30 days) and can be re-run
+after a failure: every step is idempotent (masking a masked body changes nothing) and a request
+is recorded only when all its steps are done.
+
+In ClickHouse, `raw_events` is a ReplacingMergeTree keyed by (tenant, source, event id): each
+affected event is written again with its body masked and a newer `archived_at`, then the older
+versions are deleted (a synchronous mutation), so no query, with or without FINAL, sees the
+personal data afterwards. In `clicks` the personal columns (IP hash, user agent, visitor id,
+referrer) are set to NULL by a synchronous `ALTER TABLE … UPDATE`; amounts, ids and keys are
+never touched, so revenue and commission totals stay as they were.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import clickhouse_connect
+import psycopg
+import structlog
+from clickhouse_connect.driver.client import Client
+
+from api.redaction import plan
+from api.redaction.plan import ArchivedEvent, RedactRequest
+from schemas.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+_SYNC = {"mutations_sync": 2}
+_KINDS = sorted(plan.ORDER_KINDS | plan.CUSTOMER_KINDS | plan.COMPLIANCE_KINDS)
+
+_RECORD = """
+INSERT INTO redactions (tenant_id, request_event_id, kind, shop, customer_ref, requested_at,
+                        done_at, raw_events, clicks)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (tenant_id, request_event_id) DO NOTHING
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one request erased: events rewritten in `raw_events`, rows masked in `clicks`."""
+
+    request: RedactRequest
+    raw_events: int
+    clicks: int
+
+
+def _body(text: str, encoding: str) -> bytes:
+    return base64.b64decode(text) if encoding == "base64" else text.encode()
+
+
+def pending(client: Client, conn: psycopg.Connection[Any]) -> list[RedactRequest]:
+    """The archived redaction requests that `redactions` does not record as done, oldest first.
+    A request whose body is not the documented shape is logged and left out."""
+    done = {
+        (tenant, event)
+        for tenant, event in conn.execute(
+            "SELECT tenant_id, request_event_id FROM redactions"
+        ).fetchall()
+    }
+    rows = client.query(
+        "SELECT tenant_id, shop, kind, event_id, received_at, body, body_encoding "
+        "FROM raw_events FINAL WHERE kind IN {kinds:Array(String)} ORDER BY received_at",
+        parameters={"kinds": list(plan.REDACT_KINDS)},
+    ).result_rows
+    requests = []
+    for tenant, shop, kind, event_id, received, body, encoding in rows:
+        if (tenant, event_id) in done:
+            continue
+        try:
+            request = plan.request_from_body(
+                tenant_id=tenant, shop=shop, kind=kind, event_id=event_id,
+                requested_at=received.replace(tzinfo=UTC), body=_body(body, encoding),
+            )  # fmt: skip
+        except plan.RequestError as exc:
+            log.warning("redaction_request_unreadable", event_id=event_id, reason=str(exc))
+            continue
+        requests.append(request)
+    return requests
+
+
+def _events(client: Client, where: str, parameters: dict[str, Any]) -> list[ArchivedEvent]:
+    rows = client.query(
+        "SELECT source, kind, event_id, body, body_encoding FROM raw_events FINAL "
+        f"WHERE tenant_id = {{tenant:String}} AND ({where})",
+        parameters=parameters,
+    ).result_rows
+    return [ArchivedEvent(s, k, e, _body(b, enc)) for s, k, e, b, enc in rows]
+
+
+def _click_ids(client: Client, tenant: str, orders: Sequence[str]) -> frozenset[str]:
+    rows = client.query(
+        "SELECT DISTINCT click_id FROM conversions FINAL WHERE tenant_id = {tenant:String} "
+        "AND order_id IN {orders:Array(String)} AND click_id IS NOT NULL",
+        parameters={"tenant": tenant, "orders": list(orders)},
+    ).result_rows
+    return frozenset(row[0] for row in rows)
+
+
+def covered(client: Client, request: RedactRequest) -> tuple[list[ArchivedEvent], frozenset[str]]:
+    """The archived events the request covers and the click ids of its orders' conversions.
+
+    The shop's events are narrowed in ClickHouse by a substring search for the customer's id,
+    email and orders (a superset), then decided exactly by `plan.affected` on the parsed body."""
+    base = {"tenant": request.tenant_id, "shop": request.shop}
+    if request.kind == "shop/redact":
+        rows = client.query(
+            "SELECT DISTINCT click_id FROM conversions FINAL WHERE tenant_id = {tenant:String} "
+            "AND shop = {shop:String} AND click_id IS NOT NULL",
+            parameters=base,
+        ).result_rows
+        shop_clicks = frozenset(row[0] for row in rows)
+        events = _events(
+            client,
+            "shop = {shop:String} OR (kind = 'click' AND event_id IN {ids:Array(String)})",
+            {**base, "ids": sorted(shop_clicks)},
+        )
+        return events, shop_clicks
+    needles = [str(request.customer_id), *sorted(request.orders)]
+    needles += [v for v in (request.email, request.phone) if v]
+    candidates = _events(
+        client,
+        "shop = {shop:String} AND kind IN {kinds:Array(String)} "
+        "AND (body_encoding = 'base64' "
+        "OR multiSearchAnyCaseInsensitive(body, {needles:Array(String)}))",
+        {**base, "kinds": _KINDS, "needles": needles},
+    )
+    orders = sorted(plan.affected_orders(request, candidates))
+    refunds = _events(
+        client,
+        "shop = {shop:String} AND kind IN {kinds:Array(String)} "
+        "AND (body_encoding = 'base64' OR multiSearchAny(body, {needles:Array(String)}))",
+        {**base, "kinds": sorted(plan.REFUND_KINDS), "needles": orders or ["\x00"]},
+    )
+    clicks = _click_ids(client, request.tenant_id, orders)
+    click_events = _events(
+        client,
+        "kind = 'click' AND event_id IN {ids:Array(String)}",
+        {**base, "ids": sorted(clicks)},
+    )
+    order_set = frozenset(orders)
+    chosen = [
+        e
+        for e in [*candidates, *refunds, *click_events]
+        if plan.affected(request, e, order_set, clicks)
+    ]
+    return chosen, clicks
+
+
+def _rewrite(client: Client, request: RedactRequest, events: Sequence[ArchivedEvent]) -> int:
+    """Write each event again with its body masked, then delete its older versions."""
+    if not events:
+        return 0
+    keys = sorted({f"{e.source}\x00{e.event_id}" for e in events})
+    masked = {f"{e.source}\x00{e.event_id}": plan.masked_body(e.body) for e in events}
+    result = client.query(
+        "SELECT * FROM raw_events FINAL WHERE tenant_id = {tenant:String} "
+        "AND concat(source, '\\0', event_id) IN {keys:Array(String)}",
+        parameters={"tenant": request.tenant_id, "keys": keys},
+        query_formats={"FixedString": "string"},
+    )
+    columns = list(result.column_names)
+    now = datetime.now(UTC)
+    cut = now.replace(microsecond=now.microsecond // 1000 * 1000)  # DateTime64(3)
+    rows = []
+    for row in result.result_rows:
+        record = dict(zip(columns, row, strict=True))
+        body = masked[f"{record['source']}\x00{record['event_id']}"]
+        record.update(
+            body=body.decode(), body_encoding="utf-8", archived_at=cut,
+            body_sha256=hashlib.sha256(body).hexdigest(),
+        )  # fmt: skip
+        rows.append([record[c] for c in columns])
+    client.insert("raw_events", rows, column_names=columns)
+    client.command(
+        "ALTER TABLE raw_events DELETE WHERE tenant_id = {tenant:String} "
+        "AND concat(source, '\\0', event_id) IN {keys:Array(String)} "
+        "AND archived_at < {cut:DateTime64(3, 'UTC')}",
+        parameters={"tenant": request.tenant_id, "keys": keys, "cut": cut},
+        settings=_SYNC,
+    )
+    return len(rows)
+
+
+def _mask_clicks(client: Client, request: RedactRequest, clicks: frozenset[str]) -> int:
+    """NULL the personal columns of the covered clicks (all the shop's for `shop/redact`)."""
+    where = "tenant_id = {tenant:String} AND (click_id IN {ids:Array(String)}"
+    if request.kind == "shop/redact":
+        where += " OR shop = {shop:String}"
+    where += ")"
+    parameters = {"tenant": request.tenant_id, "shop": request.shop, "ids": sorted(clicks)}
+    count = client.query(
+        f"SELECT count() FROM clicks WHERE {where} AND (ip_hash IS NOT NULL OR "
+        "user_agent IS NOT NULL OR visitor_id IS NOT NULL OR referrer IS NOT NULL)",
+        parameters=parameters,
+    ).result_rows[0][0]
+    if count:
+        client.command(
+            "ALTER TABLE clicks UPDATE ip_hash = NULL, user_agent = NULL, visitor_id = NULL, "
+            f"referrer = NULL WHERE {where}",
+            parameters=parameters,
+            settings=_SYNC,
+        )
+    return int(count)
+
+
+def execute(
+    client: Client, conn: psycopg.Connection[Any], request: RedactRequest, key: bytes
+) -> Outcome:
+    """Carry out one request and record it (the record holds counts and a keyed hash of the
+    customer, never the data). Safe to repeat: a crash before the record redoes it all."""
+    events, clicks = covered(client, request)
+    rewritten = _rewrite(client, request, events)
+    masked_clicks = _mask_clicks(client, request, clicks)
+    ref = (
+        plan.customer_ref(key, request.tenant_id, request.shop, request.customer_id)
+        if request.customer_id is not None
+        else None
+    )
+    with conn.transaction():
+        conn.execute(
+            _RECORD,
+            (request.tenant_id, request.event_id, request.kind, request.shop, ref,
+             request.requested_at, datetime.now(UTC), rewritten, masked_clicks),
+        )  # fmt: skip
+    log.info(
+        "redaction_done", tenant_id=request.tenant_id, kind=request.kind,
+        request_event_id=request.event_id, raw_events=rewritten, clicks=masked_clicks,
+    )  # fmt: skip
+    return Outcome(request, rewritten, masked_clicks)
+
+
+def run(client: Client, conn: psycopg.Connection[Any], key: bytes) -> list[Outcome]:
+    """Carry out every pending request, oldest first."""
+    return [execute(client, conn, request, key) for request in pending(client, conn)]
+
+
+def key_of(settings: Settings) -> bytes:
+    """The HMAC key of customer references: `redaction_key`, else the JWT secret."""
+    secret = settings.redaction_key or settings.jwt_secret
+    return secret.get_secret_value().encode()
+
+
+def run_once(settings: Settings) -> list[Outcome]:
+    """One pass of the job against the configured ClickHouse and PostgreSQL."""
+    target = settings.clickhouse
+    client = clickhouse_connect.get_client(
+        host=target.host, port=target.port, username=target.username,
+        password=target.password, database=target.database, secure=target.secure,
+        send_receive_timeout=3600,
+    )  # fmt: skip
+    try:
+        with psycopg.connect(settings.postgres_url) as conn:
+            return run(client, conn, key_of(settings))
+    finally:
+        client.close()
