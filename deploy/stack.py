@@ -298,6 +298,10 @@ def exceptions_argv() -> list[str]:
     return [sys.executable, "-m", "deploy.cli", "exceptions", "consume"]
 
 
+def redact_argv(every_seconds: int) -> list[str]:
+    return [sys.executable, "-m", "deploy.cli", "redact", "run", "--every", str(every_seconds)]
+
+
 def start_worker(name: str, argv: list[str], paths: StatePaths, settle: float = 3.0) -> int:
     """Start a process without an HTTP endpoint; ready = still running after `settle` s."""
     proc = spawn(name, argv, paths)
@@ -503,6 +507,11 @@ def up(settings: Settings, report: Callable[[str], None] = lambda _msg: None) ->
         start_worker("exceptions", exceptions_argv(), paths)
     report("exceptions: running")
 
+    if not _managed_alive(paths, "redact"):
+        report("redact: starting the GDPR redaction job")
+        start_worker("redact", redact_argv(settings.redaction_interval_seconds), paths)
+    report(f"redact: running (every {settings.redaction_interval_seconds} s)")
+
 
 def migrate(settings: Settings, report: Callable[[str], None] = lambda _msg: None) -> None:
     """Apply PostgreSQL migrations, ClickHouse DDL and Kafka topics; each step is idempotent."""
@@ -528,7 +537,8 @@ def migrate(settings: Settings, report: Callable[[str], None] = lambda _msg: Non
 def down(settings: Settings, report: Callable[[str], None] = lambda _msg: None) -> None:
     """Stop what `up` started (by PID). Reused PostgreSQL/Redis servers are left running."""
     paths = StatePaths(settings.state_dir)
-    for name in ("exceptions", "dataflow", "api", "ingest", "clickhouse", "kafka", "redis"):
+    workers = ("redact", "exceptions", "dataflow", "api", "ingest")
+    for name in (*workers, "clickhouse", "kafka", "redis"):
         pid = read_pid(paths, name)
         if pid is None:
             continue
@@ -560,6 +570,7 @@ def status(settings: Settings) -> list[ComponentStatus]:
             "dead letters",
             None if _managed_alive(paths, "exceptions") else "not running",
         ),
+        ("redact", "GDPR redaction", None if _managed_alive(paths, "redact") else "not running"),
     ]
     result = []
     for name, address, why in rows:

@@ -206,6 +206,19 @@ class Settings(BaseSettings):
         "(who holds it can tell whether a given customer was redacted; the record alone "
         "cannot). Unset: the JWT secret is used, under its own domain prefix.",
     )
+    raw_events_retention_days: int = Field(
+        default=730,
+        ge=0,
+        description="Days the raw-event archive (ClickHouse `raw_events`) keeps an event after "
+        "it was received; 0 keeps it forever. Replays rebuild only from what is kept. Applied "
+        "as a ClickHouse TTL by `refstream migrate`/`up`.",
+    )
+    clicks_retention_days: int = Field(
+        default=400,
+        ge=0,
+        description="Days ClickHouse `clicks` keeps a click (IP hash, user agent, visitor id); "
+        "0 keeps it forever. Applied as a ClickHouse TTL by `refstream migrate`/`up`.",
+    )
     redaction_interval_seconds: int = Field(
         default=3600,
         ge=60,

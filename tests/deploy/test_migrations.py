@@ -309,8 +309,8 @@ def test_clickhouse_0004_and_0005_keep_a_populated_database_right(
         _conversion("o2", "c2", version=2), _conversion("o3", None), _conversion("o4", "c9"),
     ])  # fmt: skip
 
-    assert migrations.migrate_clickhouse(settings) == 2  # 0004 (link_code), 0005 (encoding)
-    assert migrations.migrate_clickhouse(settings) == 0
+    assert migrations.migrate_clickhouse(settings, up_to=5) == 2  # 0004 (link), 0005 (encoding)
+    assert migrations.migrate_clickhouse(settings, up_to=5) == 0
 
     def rows(table: str) -> list[tuple[Any, ...]]:
         return client.query(
