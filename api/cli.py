@@ -93,6 +93,24 @@ def verify(
     console.print(f"{what} {len(heads)} chain heads in {path}")
 
 
+@audit_app.command()
+def erase(
+    value: Annotated[str, typer.Argument(help="The personal value (email, phone, name, IP).")],
+    tenant: Annotated[str, typer.Option(help="Company (tenant) id.")],
+) -> None:
+    """Erase a personal value from the company's audit log: the entries keep their references
+    (so every hash and the chain stay intact) and read `null` where the value was. Matches
+    emails and names case-insensitively; entries written before references existed keep their
+    inline values."""
+    settings = Settings()
+    with psycopg.connect(settings.postgres_url) as conn:
+        erased = conn.execute(
+            "DELETE FROM audit_personal WHERE tenant_id = %s AND lower(value) = lower(%s)",
+            (tenant, value),
+        ).rowcount
+    console.print(f"{erased} audit reference(s) erased")
+
+
 def read_anchor(path: Path, key: bytes) -> anchor.Anchor | None:
     """The anchor stored at `path`, or None when there is none yet."""
     try:

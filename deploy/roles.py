@@ -53,6 +53,7 @@ SERVICE_GRANTS: dict[str, str] = {
     "ledger_shadow_entries": _APPEND,
     "ledger_replay_orders": _APPEND,
     "audit_log": _APPEND,
+    "audit_personal": "SELECT, INSERT, DELETE",  # erasing a person deletes their values
     "ledger_entries": "SELECT, INSERT, UPDATE (entry_id)",  # FOR UPDATE only, see above
     "ledger_status_events": _APPEND,
     "payout_items": _APPEND,
