@@ -36,7 +36,13 @@ from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-_SYNC = {"mutations_sync": 2}
+# Statements may list a whole shop's ids: allow them past the default 256 KiB.
+_LARGE = {"max_query_size": 1 << 28}
+_SYNC = {**_LARGE, "mutations_sync": 2}
+_MS = "%Y-%m-%d %H:%M:%S.%f"
+# Parameters are bound in the client (`%(name)s`): the statement, sent as the request body,
+# may list thousands of ids (a shop's events), which as server-side parameters would go into
+# the URL and exceed its limit.
 _KINDS = sorted(plan.ORDER_KINDS | plan.CUSTOMER_KINDS | plan.COMPLIANCE_KINDS)
 
 _RECORD = """
@@ -71,8 +77,9 @@ def pending(client: Client, conn: psycopg.Connection[Any]) -> list[RedactRequest
     }
     rows = client.query(
         "SELECT tenant_id, shop, kind, event_id, received_at, body, body_encoding "
-        "FROM raw_events FINAL WHERE kind IN {kinds:Array(String)} ORDER BY received_at",
+        "FROM raw_events FINAL WHERE kind IN %(kinds)s ORDER BY received_at",
         parameters={"kinds": list(plan.REDACT_KINDS)},
+        settings=_LARGE,
     ).result_rows
     requests = []
     for tenant, shop, kind, event_id, received, body, encoding in rows:
@@ -93,17 +100,19 @@ def pending(client: Client, conn: psycopg.Connection[Any]) -> list[RedactRequest
 def _events(client: Client, where: str, parameters: dict[str, Any]) -> list[ArchivedEvent]:
     rows = client.query(
         "SELECT source, kind, event_id, body, body_encoding FROM raw_events FINAL "
-        f"WHERE tenant_id = {{tenant:String}} AND ({where})",
+        f"WHERE tenant_id = %(tenant)s AND ({where})",
         parameters=parameters,
+        settings=_LARGE,
     ).result_rows
     return [ArchivedEvent(s, k, e, _body(b, enc)) for s, k, e, b, enc in rows]
 
 
 def _click_ids(client: Client, tenant: str, orders: Sequence[str]) -> frozenset[str]:
     rows = client.query(
-        "SELECT DISTINCT click_id FROM conversions FINAL WHERE tenant_id = {tenant:String} "
-        "AND order_id IN {orders:Array(String)} AND click_id IS NOT NULL",
+        "SELECT DISTINCT click_id FROM conversions FINAL WHERE tenant_id = %(tenant)s "
+        "AND order_id IN %(orders)s AND click_id IS NOT NULL",
         parameters={"tenant": tenant, "orders": list(orders)},
+        settings=_LARGE,
     ).result_rows
     return frozenset(row[0] for row in rows)
 
@@ -111,42 +120,47 @@ def _click_ids(client: Client, tenant: str, orders: Sequence[str]) -> frozenset[
 def covered(client: Client, request: RedactRequest) -> tuple[list[ArchivedEvent], frozenset[str]]:
     """The archived events the request covers and the click ids of its orders' conversions.
 
-    The shop's events are narrowed in ClickHouse by a substring search for the customer's id,
-    email and orders (a superset), then decided exactly by `plan.affected` on the parsed body."""
+    The shop's events are narrowed in ClickHouse by the customer's id, email and orders read
+    from the JSON bodies (a superset), then decided exactly by `plan.affected` on the parsed
+    body (a body ClickHouse cannot read, base64, is always a candidate)."""
     base = {"tenant": request.tenant_id, "shop": request.shop}
     if request.kind == "shop/redact":
         rows = client.query(
-            "SELECT DISTINCT click_id FROM conversions FINAL WHERE tenant_id = {tenant:String} "
-            "AND shop = {shop:String} AND click_id IS NOT NULL",
+            "SELECT DISTINCT click_id FROM conversions FINAL WHERE tenant_id = %(tenant)s "
+            "AND shop = %(shop)s AND click_id IS NOT NULL",
             parameters=base,
         ).result_rows
         shop_clicks = frozenset(row[0] for row in rows)
         events = _events(
             client,
-            "shop = {shop:String} OR (kind = 'click' AND event_id IN {ids:Array(String)})",
+            "shop = %(shop)s OR (kind = 'click' AND event_id IN %(ids)s)",
             {**base, "ids": sorted(shop_clicks)},
         )
         return events, shop_clicks
-    needles = [str(request.customer_id), *sorted(request.orders)]
-    needles += [v for v in (request.email, request.phone) if v]
     candidates = _events(
         client,
-        "shop = {shop:String} AND kind IN {kinds:Array(String)} "
-        "AND (body_encoding = 'base64' "
-        "OR multiSearchAnyCaseInsensitive(body, {needles:Array(String)}))",
-        {**base, "kinds": _KINDS, "needles": needles},
-    )
+        "shop = %(shop)s AND kind IN %(kinds)s AND (body_encoding = 'base64' "
+        "OR JSONExtractUInt(body, 'customer', 'id') = %(customer)s "
+        "OR (kind = 'customers/create' AND JSONExtractUInt(body, 'id') = %(customer)s) "
+        "OR lower(JSONExtractString(body, 'email')) = %(email)s "
+        "OR lower(JSONExtractString(body, 'contact_email')) = %(email)s "
+        "OR toString(JSONExtractUInt(body, 'id')) IN %(orders)s "
+        "OR toString(JSONExtractUInt(body, 'order_edit', 'order_id')) IN %(orders)s)",
+        {**base, "kinds": _KINDS, "customer": request.customer_id,
+         "email": (request.email or "").strip().lower() or "\x00",
+         "orders": sorted(request.orders)},
+    )  # fmt: skip
     orders = sorted(plan.affected_orders(request, candidates))
     refunds = _events(
         client,
-        "shop = {shop:String} AND kind IN {kinds:Array(String)} "
-        "AND (body_encoding = 'base64' OR multiSearchAny(body, {needles:Array(String)}))",
-        {**base, "kinds": sorted(plan.REFUND_KINDS), "needles": orders or ["\x00"]},
+        "shop = %(shop)s AND kind IN %(kinds)s AND (body_encoding = 'base64' "
+        "OR toString(JSONExtractUInt(body, 'order_id')) IN %(orders)s)",
+        {**base, "kinds": sorted(plan.REFUND_KINDS), "orders": orders},
     )
     clicks = _click_ids(client, request.tenant_id, orders)
     click_events = _events(
         client,
-        "kind = 'click' AND event_id IN {ids:Array(String)}",
+        "kind = 'click' AND event_id IN %(ids)s",
         {**base, "ids": sorted(clicks)},
     )
     order_set = frozenset(orders)
@@ -165,10 +179,11 @@ def _rewrite(client: Client, request: RedactRequest, events: Sequence[ArchivedEv
     keys = sorted({f"{e.source}\x00{e.event_id}" for e in events})
     masked = {f"{e.source}\x00{e.event_id}": plan.masked_body(e.body) for e in events}
     result = client.query(
-        "SELECT * FROM raw_events FINAL WHERE tenant_id = {tenant:String} "
-        "AND concat(source, '\\0', event_id) IN {keys:Array(String)}",
+        "SELECT * FROM raw_events FINAL WHERE tenant_id = %(tenant)s "
+        "AND concat(source, '\\0', event_id) IN %(keys)s",
         parameters={"tenant": request.tenant_id, "keys": keys},
         query_formats={"FixedString": "string"},
+        settings=_LARGE,
     )
     columns = list(result.column_names)
     now = datetime.now(UTC)
@@ -184,10 +199,10 @@ def _rewrite(client: Client, request: RedactRequest, events: Sequence[ArchivedEv
         rows.append([record[c] for c in columns])
     client.insert("raw_events", rows, column_names=columns)
     client.command(
-        "ALTER TABLE raw_events DELETE WHERE tenant_id = {tenant:String} "
-        "AND concat(source, '\\0', event_id) IN {keys:Array(String)} "
-        "AND archived_at < {cut:DateTime64(3, 'UTC')}",
-        parameters={"tenant": request.tenant_id, "keys": keys, "cut": cut},
+        "ALTER TABLE raw_events DELETE WHERE tenant_id = %(tenant)s "
+        "AND concat(source, '\\0', event_id) IN %(keys)s "
+        "AND archived_at < toDateTime64(%(cut)s, 3, 'UTC')",
+        parameters={"tenant": request.tenant_id, "keys": keys, "cut": cut.strftime(_MS)},
         settings=_SYNC,
     )
     return len(rows)
@@ -195,15 +210,16 @@ def _rewrite(client: Client, request: RedactRequest, events: Sequence[ArchivedEv
 
 def _mask_clicks(client: Client, request: RedactRequest, clicks: frozenset[str]) -> int:
     """NULL the personal columns of the covered clicks (all the shop's for `shop/redact`)."""
-    where = "tenant_id = {tenant:String} AND (click_id IN {ids:Array(String)}"
+    where = "tenant_id = %(tenant)s AND (click_id IN %(ids)s"
     if request.kind == "shop/redact":
-        where += " OR shop = {shop:String}"
+        where += " OR shop = %(shop)s"
     where += ")"
     parameters = {"tenant": request.tenant_id, "shop": request.shop, "ids": sorted(clicks)}
     count = client.query(
         f"SELECT count() FROM clicks WHERE {where} AND (ip_hash IS NOT NULL OR "
         "user_agent IS NOT NULL OR visitor_id IS NOT NULL OR referrer IS NOT NULL)",
         parameters=parameters,
+        settings=_LARGE,
     ).result_rows[0][0]
     if count:
         client.command(

@@ -346,3 +346,23 @@ def test_masking_reaches_every_depth_and_keeps_the_rest() -> None:
         "shipping_address": None, "note": None,
     }  # fmt: skip
     assert plan.masked_body(b"\xff\x00 not json") == b""
+
+
+def test_shop_redact_of_a_large_shop_lists_its_ids_in_one_statement(
+    stores: Stores, shared_fixtures: Any, pg_target: PgTarget
+) -> None:
+    """15,000 events: their ids (over 256 KiB) exceed both the URL limit of server-side
+    parameters and ClickHouse's default query size; the job binds them into the body."""
+    orders = [
+        raw_event_row(
+            _envelope(stores.tenant, "orders/create", f"ev-large-order-{n:05}",
+                      {"id": n, "email": f"buyer{n}@example.com"}, SHOP, T0)
+        )
+        for n in range(15_000)
+    ]  # fmt: skip
+    _insert(stores.client, "raw_events", orders)
+    _request(stores, shared_fixtures, "shop/redact", "ev-redact-large")
+    with psycopg.connect(pg_target.url) as conn:
+        outcomes = job.run(stores.client, conn, KEY)
+    assert [o.raw_events for o in outcomes] == [15_001]
+    assert _traces(stores.client, stores.tenant, "@example.com") == 0
