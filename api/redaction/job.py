@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import clickhouse_connect
+import orjson
 import psycopg
 import structlog
 from clickhouse_connect.driver.client import Client
@@ -47,19 +48,21 @@ _KINDS = sorted(plan.ORDER_KINDS | plan.CUSTOMER_KINDS | plan.COMPLIANCE_KINDS)
 
 _RECORD = """
 INSERT INTO redactions (tenant_id, request_event_id, kind, shop, customer_ref, requested_at,
-                        done_at, raw_events, clicks)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                        done_at, raw_events, clicks, exceptions)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (tenant_id, request_event_id) DO NOTHING
 """
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one request erased: events rewritten in `raw_events`, rows masked in `clicks`."""
+    """What one request erased: events rewritten in `raw_events`, rows masked in `clicks`,
+    letters rewritten in the exceptions inbox."""
 
     request: RedactRequest
     raw_events: int
     clicks: int
+    exceptions: int = 0
 
 
 def _body(text: str, encoding: str) -> bytes:
@@ -231,12 +234,40 @@ def _mask_clicks(client: Client, request: RedactRequest, clicks: frozenset[str])
     return int(count)
 
 
+def _mask_letters(
+    conn: psycopg.Connection[Any],
+    request: RedactRequest,
+    orders: frozenset[str],
+    clicks: frozenset[str],
+) -> int:
+    """Rewrite the exceptions-inbox letters that hold the request's personal data, inside the
+    caller's transaction (declared a redaction: the inbox's trigger allows only that)."""
+    where = "shop = %s" if request.kind == "shop/redact" else "(shop = %s OR shop IS NULL)"
+    rows = conn.execute(
+        f"SELECT id, event FROM exceptions WHERE tenant_id = %s AND {where} AND event IS NOT NULL",
+        (request.tenant_id, request.shop),
+    ).fetchall()
+    changed = []
+    for exception_id, event in rows:
+        masked = plan.masked_letter(request, event, orders, clicks)
+        if masked is not None and masked != event:
+            changed.append((orjson.dumps(masked).decode(), exception_id))
+    if changed:
+        conn.execute("SET LOCAL refstream.redaction = 'on'")
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "UPDATE exceptions SET event = %s::jsonb, raw = NULL WHERE id = %s", changed
+            )
+    return len(changed)
+
+
 def execute(
     client: Client, conn: psycopg.Connection[Any], request: RedactRequest, key: bytes
 ) -> Outcome:
     """Carry out one request and record it (the record holds counts and a keyed hash of the
     customer, never the data). Safe to repeat: a crash before the record redoes it all."""
     events, clicks = covered(client, request)
+    orders = frozenset(plan.affected_orders(request, events))
     rewritten = _rewrite(client, request, events)
     masked_clicks = _mask_clicks(client, request, clicks)
     ref = (
@@ -245,16 +276,18 @@ def execute(
         else None
     )
     with conn.transaction():
+        letters = _mask_letters(conn, request, orders, clicks)
         conn.execute(
             _RECORD,
             (request.tenant_id, request.event_id, request.kind, request.shop, ref,
-             request.requested_at, datetime.now(UTC), rewritten, masked_clicks),
+             request.requested_at, datetime.now(UTC), rewritten, masked_clicks, letters),
         )  # fmt: skip
     log.info(
         "redaction_done", tenant_id=request.tenant_id, kind=request.kind,
         request_event_id=request.event_id, raw_events=rewritten, clicks=masked_clicks,
+        exceptions=letters,
     )  # fmt: skip
-    return Outcome(request, rewritten, masked_clicks)
+    return Outcome(request, rewritten, masked_clicks, letters)
 
 
 def run(client: Client, conn: psycopg.Connection[Any], key: bytes) -> list[Outcome]:

@@ -15,6 +15,7 @@ agent) needs it to give the same totals on replay.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from collections.abc import Iterable
@@ -219,3 +220,55 @@ def masked_body(body: bytes) -> bytes:
     if doc is None:
         return b""
     return orjson.dumps(mask(doc))
+
+
+def _envelope_body(event: dict[str, Any]) -> bytes | None:
+    body = event.get("body")
+    if not isinstance(body, str):
+        return None
+    if event.get("body_encoding") == "base64":
+        try:
+            return base64.b64decode(body)
+        except ValueError:
+            return None
+    return body.encode()
+
+
+def masked_letter(
+    request: RedactRequest,
+    event: dict[str, Any],
+    orders: frozenset[str],
+    clicks: frozenset[str],
+) -> dict[str, Any] | None:
+    """An exceptions-inbox letter (`exceptions.event`: the envelope that failed, or the sink
+    row a store refused) with the personal data masked, or None if it does not concern the
+    request. The caller passes only letters of the request's shop (and, for a customer, the
+    letters without a shop: refused sink rows)."""
+    body = _envelope_body(event)
+    if body is not None and isinstance(event.get("kind"), str):
+        archived = ArchivedEvent(
+            str(event.get("source", "")), event["kind"], str(event.get("event_id", "")), body
+        )
+        if not affected(request, archived, orders, clicks):
+            return None
+        masked = masked_body(body)
+        payload_ref = event.get("payload_ref")
+        ref: dict[str, Any] = payload_ref if isinstance(payload_ref, dict) else {}
+        return event | {
+            "body": masked.decode(),
+            "body_encoding": "utf-8",
+            "payload_ref": {
+                **ref,
+                "sha256": hashlib.sha256(masked).hexdigest(),
+                "size": len(masked),
+            },
+        }
+    concerned = (
+        request.kind == "shop/redact"
+        or str(event.get("order_id")) in orders
+        or event.get("click_id") in clicks
+    )
+    if not concerned:
+        return None
+    masked_row: dict[str, Any] = mask(event)
+    return masked_row

@@ -4,6 +4,7 @@ touches (queried, all versions of every row, not only the merged view) while the
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import uuid
@@ -19,11 +20,12 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from typer.testing import CliRunner
 
+from api.exceptions import consumer as exceptions_consumer
 from api.redaction import job, plan
 from dataflows.sinks.clickhouse import COLUMNS, raw_event_row
 from deploy import migrations
 from deploy.cli import app
-from schemas.events.envelope import EventEnvelope, Source
+from schemas.events.envelope import DeadLetter, EventEnvelope, Source
 from schemas.events.shopify import ShopifyOrder, parse_shopify_body
 from schemas.settings import Settings
 from tests.fixtures.clickhouse import ClickHouseServer
@@ -141,6 +143,36 @@ def _seed(stores: Stores, shared: Any) -> None:
     )  # fmt: skip
 
 
+def _letters(stores: Stores, shared: Any, pg_url: str) -> None:
+    """Dead letters in the exceptions inbox, stored by the inbox consumer's own code: Bob's
+    order refused by the dataflow, Bob's click row refused by the sink, Jane's order."""
+    bob_order = _fixture(shared, "order_full_450789469.json")
+    jane_order = _fixture(shared, "orders_create.json")
+    at = T0 + timedelta(days=1)
+    letters = [
+        DeadLetter(reason="late event", stage="dataflow", failed_at=at, envelope=_envelope(
+            stores.tenant, "orders/updated", "ev-bob-late", bob_order, SHOP, at)),
+        DeadLetter(reason="late event", stage="dataflow", failed_at=at, envelope=_envelope(
+            stores.tenant, "orders/updated", "ev-jane-late", jane_order, SHOP, at)),
+        DeadLetter(reason="refused", stage="sink:clickhouse", failed_at=at, raw=base64.b64encode(
+            orjson.dumps({"tenant_id": stores.tenant} | _click("clk-bob", "bob"))).decode()),
+    ]  # fmt: skip
+    rows, skipped = exceptions_consumer.rows_of([letter.to_bytes() for letter in letters])
+    assert skipped == 0
+    with psycopg.connect(pg_url) as conn:
+        exceptions_consumer.store(conn, rows)
+
+
+def _inbox(pg_url: str, tenant: str) -> dict[str, str]:
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(
+            "SELECT coalesce(event_id, entity_id, id), event::text FROM exceptions "
+            "WHERE tenant_id = %s",
+            (tenant,),
+        ).fetchall()
+    return dict(rows)
+
+
 def _insert(client: Client, table: str, rows: list[Any]) -> None:
     client.insert(table, rows, column_names=list(COLUMNS[table]))
 
@@ -201,8 +233,11 @@ def test_customers_redact_erases_the_customer_everywhere_and_keeps_totals(
 ) -> None:
     client, tenant = stores.client, stores.tenant
     _seed(stores, shared_fixtures)
+    _letters(stores, shared_fixtures, pg_target.url)
     _request(stores, shared_fixtures, "customers/redact", "ev-redact-bob")
     totals = _totals(client, tenant)
+    inbox = _inbox(pg_target.url, tenant)
+    assert sum("bob.norman" in e or "ip-bob" in e for e in inbox.values()) == 2
     before = _bodies(client, tenant)
     for needle in BOB_TRACES:
         assert _traces(client, tenant, needle) > 0, needle  # the seed holds what we erase
@@ -211,7 +246,8 @@ def test_customers_redact_erases_the_customer_everywhere_and_keeps_totals(
         outcomes = job.run(client, conn, KEY)
         assert job.run(client, conn, KEY) == []  # recorded: not carried out twice
         record = conn.execute(
-            "SELECT kind, shop, customer_ref, raw_events, clicks, requested_at, done_at "
+            "SELECT kind, shop, customer_ref, raw_events, clicks, requested_at, done_at, "
+            "exceptions "
             "FROM redactions WHERE tenant_id = %s AND request_event_id = 'ev-redact-bob'",
             (tenant,),
         ).fetchone()
@@ -253,6 +289,12 @@ def test_customers_redact_erases_the_customer_everywhere_and_keeps_totals(
     assert record[:5] == ("customers/redact", SHOP, ref, 6, 1)
     assert record[5] == T0 + timedelta(days=3)
     assert record[6] >= record[5]
+    assert record[7] == 2  # Bob's two letters in the exceptions inbox
+    after_inbox = _inbox(pg_target.url, tenant)
+    for needle in BOB_TRACES:
+        assert not any(needle in e for e in after_inbox.values()), needle
+    assert after_inbox["ev-jane-late"] == inbox["ev-jane-late"]
+    assert "jane@example.com" in after_inbox["ev-jane-late"]
     assert not any(str(BOB) in str(v) or "bob" in str(v).lower() for v in record)
 
 
@@ -366,3 +408,31 @@ def test_shop_redact_of_a_large_shop_lists_its_ids_in_one_statement(
         outcomes = job.run(stores.client, conn, KEY)
     assert [o.raw_events for o in outcomes] == [15_001]
     assert _traces(stores.client, stores.tenant, "@example.com") == 0
+
+
+def test_the_inbox_lets_a_redaction_rewrite_only_a_letters_event(
+    stores: Stores, shared_fixtures: Any, pg_target: PgTarget
+) -> None:
+    _letters(stores, shared_fixtures, pg_target.url)
+    with psycopg.connect(pg_target.url) as conn:
+        (letter,) = conn.execute(
+            "SELECT id FROM exceptions WHERE tenant_id = %s AND event_id = 'ev-jane-late'",
+            (stores.tenant,),
+        ).fetchone() or (None,)
+        for flag, change in (
+            ("off", "event = '{}'::jsonb"),  # not declared a redaction
+            ("on", "reason = 'forged'"),  # a redaction touching more than the letter
+            ("on", "resolved_at = now(), resolved_by = 'u', resolution = 'x'"),
+        ):
+            with pytest.raises(psycopg.errors.RaiseException):
+                _update(conn, flag, change, letter)
+        _update(conn, "on", "event = '{}'::jsonb", letter)
+        assert conn.execute("SELECT event FROM exceptions WHERE id = %s", (letter,)).fetchone() == (
+            {},
+        )
+
+
+def _update(conn: psycopg.Connection[Any], flag: str, change: str, letter: str) -> None:
+    with conn.transaction():
+        conn.execute(f"SET LOCAL refstream.redaction = '{flag}'")
+        conn.execute(f"UPDATE exceptions SET {change} WHERE id = %s", (letter,))

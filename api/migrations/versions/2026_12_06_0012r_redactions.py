@@ -29,6 +29,7 @@ CREATE TABLE redactions (
     done_at           timestamptz NOT NULL,
     raw_events        integer NOT NULL CHECK (raw_events >= 0),
     clicks            integer NOT NULL CHECK (clicks >= 0),
+    exceptions        integer NOT NULL CHECK (exceptions >= 0),
     PRIMARY KEY (tenant_id, request_event_id),
     CHECK ((kind = 'customers/redact') = (customer_ref IS NOT NULL))
 );
