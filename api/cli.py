@@ -189,7 +189,8 @@ def run_redactions(
     ] = None,
 ) -> None:
     """Carry out the archived `customers/redact` and `shop/redact` requests not yet done: mask
-    the personal data in `raw_events` and `clicks`, record each in `redactions`."""
+    the personal data in `raw_events`, `clicks` and the exceptions inbox, record each in
+    `redactions`."""
     import time
 
     from api.redaction import job
@@ -200,7 +201,8 @@ def run_redactions(
         for o in outcomes:
             console.print(
                 f"{o.request.kind} {o.request.event_id} ({o.request.tenant_id}, "
-                f"{o.request.shop}): {o.raw_events} archived event(s), {o.clicks} click(s) masked"
+                f"{o.request.shop}): {o.raw_events} archived event(s), {o.clicks} click(s), "
+                f"{o.exceptions} inbox letter(s) masked"
             )
         console.print(f"{len(outcomes)} redaction request(s) carried out")
         if every is None:

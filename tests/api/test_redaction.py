@@ -338,7 +338,7 @@ def test_cli_runs_pending_requests(
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())  # rich wraps at the terminal width
     assert "customers/redact ev-redact-cli" in output
-    assert "6 archived event(s), 1 click(s) masked" in output
+    assert "6 archived event(s), 1 click(s), 0 inbox letter(s) masked" in output
     assert _traces(stores.client, stores.tenant, "bob.norman") == 0
     again = CliRunner().invoke(app, ["redact", "run"])
     assert "0 redaction request(s) carried out" in again.output
