@@ -197,7 +197,17 @@ def run_redactions(
 
     settings = Settings()
     while True:
-        outcomes = job.run_once(settings)
+        failed: list[str] = []
+        try:
+            outcomes = job.run_once(settings)
+        except job.RequestsFailed as exc:
+            outcomes = exc.outcomes
+            failed = [f"{r.kind} {r.event_id} ({r.tenant_id})" for r in exc.failed]
+        except Exception as exc:  # a store unreachable: the loop tries again later
+            if every is None:
+                raise
+            console.print(f"[red]redaction run failed, retrying in {every} s: {exc}[/red]")
+            outcomes = []
         for o in outcomes:
             console.print(
                 f"{o.request.kind} {o.request.event_id} ({o.request.tenant_id}, "
@@ -205,6 +215,10 @@ def run_redactions(
                 f"{o.exceptions} inbox letter(s) masked"
             )
         console.print(f"{len(outcomes)} redaction request(s) carried out")
+        for request in failed:
+            console.print(f"[red]failed, left pending: {request}[/red]")
         if every is None:
+            if failed:
+                raise typer.Exit(code=1)
             return
         time.sleep(every)

@@ -275,6 +275,7 @@ def execute(
         if request.customer_id is not None
         else None
     )
+    conn.commit()  # end the reads' implicit transaction: the record commits on its own
     with conn.transaction():
         letters = _mask_letters(conn, request, orders, clicks)
         conn.execute(
@@ -290,9 +291,33 @@ def execute(
     return Outcome(request, rewritten, masked_clicks, letters)
 
 
+class RequestsFailed(RuntimeError):
+    """Some requests could not be carried out (each is logged); the others were."""
+
+    def __init__(self, outcomes: list[Outcome], failed: list[RedactRequest]) -> None:
+        super().__init__(", ".join(f"{r.kind} {r.event_id} ({r.tenant_id})" for r in failed))
+        self.outcomes = outcomes
+        self.failed = failed
+
+
 def run(client: Client, conn: psycopg.Connection[Any], key: bytes) -> list[Outcome]:
-    """Carry out every pending request, oldest first."""
-    return [execute(client, conn, request, key) for request in pending(client, conn)]
+    """Carry out every pending request, oldest first. A request that fails does not hold up the
+    others: it stays pending (tried again on the next run) and `RequestsFailed` names it once
+    the rest are done."""
+    outcomes, failed = [], []
+    for request in pending(client, conn):
+        try:
+            outcomes.append(execute(client, conn, request, key))
+        except Exception:  # any store error: the next run tries again
+            log.exception(
+                "redaction_failed", tenant_id=request.tenant_id, kind=request.kind,
+                request_event_id=request.event_id,
+            )  # fmt: skip
+            conn.rollback()
+            failed.append(request)
+    if failed:
+        raise RequestsFailed(outcomes, failed)
+    return outcomes
 
 
 def key_of(settings: Settings) -> bytes:

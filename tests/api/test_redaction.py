@@ -436,3 +436,29 @@ def _update(conn: psycopg.Connection[Any], flag: str, change: str, letter: str) 
     with conn.transaction():
         conn.execute(f"SET LOCAL refstream.redaction = '{flag}'")
         conn.execute(f"UPDATE exceptions SET {change} WHERE id = %s", (letter,))
+
+
+def test_a_failing_request_does_not_hold_up_the_others(
+    stores: Stores, shared_fixtures: Any, pg_target: PgTarget
+) -> None:
+    """A request that cannot be recorded (its tenant is unknown to PostgreSQL) stays pending
+    and is named; the one before it keeps its committed record, the run goes on."""
+    _seed(stores, shared_fixtures)
+    stray = _envelope(
+        "t_unknown_tenant", "shop/redact", "ev-redact-stray",
+        {"shop_id": 1, "shop_domain": SHOP}, SHOP, T0 + timedelta(days=4),
+    )  # fmt: skip
+    _insert(stores.client, "raw_events", [raw_event_row(stray)])
+    _request(stores, shared_fixtures, "customers/redact", "ev-redact-after")
+    with psycopg.connect(pg_target.url) as conn:
+        with pytest.raises(job.RequestsFailed) as failure:
+            job.run(stores.client, conn, KEY)
+        assert [r.event_id for r in failure.value.failed] == ["ev-redact-stray"]
+        assert [o.request.event_id for o in failure.value.outcomes] == ["ev-redact-after"]
+        assert [r.event_id for r in job.pending(stores.client, conn)] == ["ev-redact-stray"]
+    with psycopg.connect(pg_target.url) as other:
+        recorded = other.execute(
+            "SELECT request_event_id FROM redactions WHERE tenant_id = %s", (stores.tenant,)
+        ).fetchall()
+    assert recorded == [("ev-redact-after",)]
+    assert _traces(stores.client, stores.tenant, "bob.norman") == 0
