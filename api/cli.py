@@ -93,6 +93,24 @@ def verify(
     console.print(f"{what} {len(heads)} chain heads in {path}")
 
 
+@audit_app.command()
+def erase(
+    value: Annotated[str, typer.Argument(help="The personal value (email, phone, name, IP).")],
+    tenant: Annotated[str, typer.Option(help="Company (tenant) id.")],
+) -> None:
+    """Erase a personal value from the company's audit log: the entries keep their references
+    (so every hash and the chain stay intact) and read `null` where the value was. Matches
+    emails and names case-insensitively; entries written before references existed keep their
+    inline values."""
+    settings = Settings()
+    with psycopg.connect(settings.postgres_url) as conn:
+        erased = conn.execute(
+            "DELETE FROM audit_personal WHERE tenant_id = %s AND lower(value) = lower(%s)",
+            (tenant, value),
+        ).rowcount
+    console.print(f"{erased} audit reference(s) erased")
+
+
 def read_anchor(path: Path, key: bytes) -> anchor.Anchor | None:
     """The anchor stored at `path`, or None when there is none yet."""
     try:
@@ -176,3 +194,51 @@ def build_rollups(
 
     logging.basicConfig(level=logging.INFO)
     run(Settings(), interval=interval, once=once)
+
+
+redact_app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="GDPR redaction (Shopify compliance)."
+)
+
+
+@redact_app.command("run")
+def run_redactions(
+    every: Annotated[
+        int | None,
+        typer.Option(help="Repeat every N seconds until stopped (`refstream up` uses this)."),
+    ] = None,
+) -> None:
+    """Carry out the archived `customers/redact` and `shop/redact` requests not yet done: mask
+    the personal data in `raw_events`, `clicks` and the exceptions inbox, record each in
+    `redactions`."""
+    import time
+
+    from api.redaction import job
+
+    settings = Settings()
+    while True:
+        failed: list[str] = []
+        try:
+            outcomes = job.run_once(settings)
+        except job.RequestsFailed as exc:
+            outcomes = exc.outcomes
+            failed = [f"{r.kind} {r.event_id} ({r.tenant_id})" for r in exc.failed]
+        except Exception as exc:  # a store unreachable: the loop tries again later
+            if every is None:
+                raise
+            console.print(f"[red]redaction run failed, retrying in {every} s: {exc}[/red]")
+            outcomes = []
+        for o in outcomes:
+            console.print(
+                f"{o.request.kind} {o.request.event_id} ({o.request.tenant_id}, "
+                f"{o.request.shop}): {o.raw_events} archived event(s), {o.clicks} click(s), "
+                f"{o.exceptions} inbox letter(s) masked"
+            )
+        console.print(f"{len(outcomes)} redaction request(s) carried out")
+        for request in failed:
+            console.print(f"[red]failed, left pending: {request}[/red]")
+        if every is None:
+            if failed:
+                raise typer.Exit(code=1)
+            return
+        time.sleep(every)

@@ -321,6 +321,16 @@ class AuditLogEntry(Base):
     hash: Mapped[str]
 
 
+class AuditPersonal(Base):
+    """A personal value an audit entry refers to (`api.audit.personal`); deleted on erasure."""
+
+    __tablename__ = "audit_personal"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    ref: Mapped[str] = mapped_column(primary_key=True)
+    value: Mapped[str]
+
+
 class RefreshToken(Base):
     __tablename__ = "refresh_tokens"
 

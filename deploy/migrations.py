@@ -13,6 +13,7 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from clickhouse_connect.driver.client import Client
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from psycopg import sql
@@ -140,9 +141,58 @@ def migrate_clickhouse(settings: Settings, up_to: int | None = None) -> int:
                 client.command(statement)
             client.insert("schema_migrations", [[version, name]], column_names=["version", "name"])
             applied += 1
+        apply_retention(client, settings)
         return applied
     finally:
         client.close()
+
+
+# Table -> the time column its rows expire by (`0008_retention.sql`).
+RETENTION_COLUMNS = {"raw_events": "received_at", "clicks": "occurred_at"}
+_TTL_DAYS = re.compile(r"\bTTL\s+toDateTime\((\w+)\)\s*\+\s*toIntervalDay\((\d+)\)")
+
+
+def retention_days(settings: Settings) -> dict[str, int]:
+    """Days each table keeps its rows, from the settings (0 = forever)."""
+    return {
+        "raw_events": settings.raw_events_retention_days,
+        "clicks": settings.clicks_retention_days,
+    }
+
+
+def current_retention(client: Client) -> dict[str, int]:
+    """The days of each retained table's TTL as the server has it (0 = no TTL)."""
+    rows = client.query(
+        "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() "
+        "AND name IN {names:Array(String)}",
+        parameters={"names": sorted(RETENTION_COLUMNS)},
+    ).result_rows
+    found = {}
+    for name, engine in rows:
+        match = _TTL_DAYS.search(engine)
+        found[name] = int(match[2]) if match else 0
+    return found
+
+
+def apply_retention(client: Client, settings: Settings) -> dict[str, int]:
+    """Set each table's TTL to its retention setting where it differs; returns the tables
+    changed and their new days. On a populated table ClickHouse then drops the expired rows in
+    the background (the TTL is materialized as a mutation)."""
+    want = retention_days(settings)
+    have = current_retention(client)
+    changed = {}
+    for table, days in want.items():
+        if have.get(table) == days:
+            continue
+        if days == 0:
+            client.command(f"ALTER TABLE {table} REMOVE TTL")
+        else:
+            column = RETENTION_COLUMNS[table]
+            client.command(
+                f"ALTER TABLE {table} MODIFY TTL toDateTime({column}) + toIntervalDay({days})"
+            )
+        changed[table] = days
+    return changed
 
 
 # --- Kafka ----------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ SERVICE_GRANTS: dict[str, str] = {
     "ledger_shadow_entries": _APPEND,
     "ledger_replay_orders": _APPEND,
     "audit_log": _APPEND,
+    "audit_personal": "SELECT, INSERT, DELETE",  # erasing a person deletes their values
     "ledger_entries": "SELECT, INSERT, UPDATE (entry_id)",  # FOR UPDATE only, see above
     "ledger_status_events": _APPEND,
     "payout_items": _APPEND,
@@ -65,6 +66,7 @@ SERVICE_GRANTS: dict[str, str] = {
     "shop_collections": _CRUD,
     "exceptions": "SELECT, INSERT, UPDATE",  # resolution only (a trigger rejects the rest)
     "shopify_reconcile_watermarks": "SELECT, INSERT, UPDATE",  # advanced after each run
+    "redactions": _APPEND,  # a GDPR redaction carried out (`refstream redact run`)
     "shop_claims": _CRUD,  # filed, re-filed, removed when proven (the ingress) or withdrawn
     "alembic_version": "",  # the owner's business
 }

@@ -302,6 +302,10 @@ def rollups_argv() -> list[str]:
     return [sys.executable, "-m", "deploy.cli", "analytics", "build"]
 
 
+def redact_argv(every_seconds: int) -> list[str]:
+    return [sys.executable, "-m", "deploy.cli", "redact", "run", "--every", str(every_seconds)]
+
+
 def start_worker(name: str, argv: list[str], paths: StatePaths, settle: float = 3.0) -> int:
     """Start a process without an HTTP endpoint; ready = still running after `settle` s."""
     proc = spawn(name, argv, paths)
@@ -511,6 +515,10 @@ def up(settings: Settings, report: Callable[[str], None] = lambda _msg: None) ->
         report("rollups: starting the analytics rollup builder")
         start_worker("rollups", rollups_argv(), paths)
     report("rollups: running")
+    if not _managed_alive(paths, "redact"):
+        report("redact: starting the GDPR redaction job")
+        start_worker("redact", redact_argv(settings.redaction_interval_seconds), paths)
+    report(f"redact: running (every {settings.redaction_interval_seconds} s)")
 
 
 def migrate(settings: Settings, report: Callable[[str], None] = lambda _msg: None) -> None:
@@ -537,16 +545,8 @@ def migrate(settings: Settings, report: Callable[[str], None] = lambda _msg: Non
 def down(settings: Settings, report: Callable[[str], None] = lambda _msg: None) -> None:
     """Stop what `up` started (by PID). Reused PostgreSQL/Redis servers are left running."""
     paths = StatePaths(settings.state_dir)
-    for name in (
-        "rollups",
-        "exceptions",
-        "dataflow",
-        "api",
-        "ingest",
-        "clickhouse",
-        "kafka",
-        "redis",
-    ):
+    workers = ("redact", "rollups", "exceptions", "dataflow", "api", "ingest")
+    for name in (*workers, "clickhouse", "kafka", "redis"):
         pid = read_pid(paths, name)
         if pid is None:
             continue
@@ -583,6 +583,7 @@ def status(settings: Settings) -> list[ComponentStatus]:
             "analytics builder",
             None if _managed_alive(paths, "rollups") else "not running",
         ),
+        ("redact", "GDPR redaction", None if _managed_alive(paths, "redact") else "not running"),
     ]
     result = []
     for name, address, why in rows:

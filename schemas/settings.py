@@ -200,6 +200,30 @@ class Settings(BaseSettings):
         description="HMAC key of the audit anchor (`refstream audit verify`); keep it away "
         "from the database and its backups.",
     )
+    redaction_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the customer references recorded by `refstream redact run` "
+        "(who holds it can tell whether a given customer was redacted; the record alone "
+        "cannot). Unset: the JWT secret is used, under its own domain prefix.",
+    )
+    raw_events_retention_days: int = Field(
+        default=730,
+        ge=0,
+        description="Days the raw-event archive (ClickHouse `raw_events`) keeps an event after "
+        "it was received; 0 keeps it forever. Replays rebuild only from what is kept. Applied "
+        "as a ClickHouse TTL by `refstream migrate`/`up`.",
+    )
+    clicks_retention_days: int = Field(
+        default=400,
+        ge=0,
+        description="Days ClickHouse `clicks` keeps a click (IP hash, user agent, visitor id); "
+        "0 keeps it forever. Applied as a ClickHouse TTL by `refstream migrate`/`up`.",
+    )
+    redaction_interval_seconds: int = Field(
+        default=3600,
+        ge=60,
+        description="How often `refstream up` runs the redaction job (Shopify allows 30 days).",
+    )
     audit_anchor_path: Path | None = Field(
         default=None,
         description="File of the signed audit chain heads (default: "
@@ -210,6 +234,7 @@ class Settings(BaseSettings):
         "postgres_admin_url",
         "audit_anchor_key",
         "audit_anchor_path",
+        "redaction_key",
         "shopify_token",
         "shopify_api_key",
         "shopify_api_secret",

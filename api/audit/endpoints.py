@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from api.audit import repository
+from api.audit import personal, repository
 from api.audit.schemas import AuditEntryRead
 from api.authz.dependencies import Authorized
 from api.authz.policies import Principal, can_company_wide
@@ -32,6 +32,16 @@ async def list_audit(
     rows = await repository.page(
         session, tenant_id=principal.tenant_id, before_seq=before, limit=limit, entity_id=entity_id
     )
-    items = [AuditEntryRead.model_validate(r) for r in rows]
+    values = await repository.personal_values(session, principal.tenant_id, rows)
+    items = [
+        AuditEntryRead.model_validate(r).model_copy(
+            update={
+                "before": personal.resolve(r.before, values),
+                "after": personal.resolve(r.after, values),
+                "source_ip": personal.resolve(r.source_ip, values),
+            }
+        )
+        for r in rows
+    ]
     next_cursor = encode_cursor(items[-1].seq) if len(items) == limit else None
     return Page[AuditEntryRead](items=items, next_cursor=next_cursor)

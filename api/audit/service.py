@@ -8,9 +8,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.audit import personal
 from api.audit.chain import GENESIS_HASH, AuditFields, StoredEntry, entry_hash, json_snapshot
 from api.context import RequestMeta
-from api.models import AuditLogEntry
+from api.models import AuditLogEntry, AuditPersonal
 
 # First key of the two-key advisory lock that serialises appends to one tenant's chain.
 _AUDIT_LOCK_NAMESPACE = 0x5A0D17
@@ -32,6 +33,8 @@ async def record(
 
     A transaction-scoped advisory lock per tenant serialises appends, so seq = previous + 1 and
     prev_hash = previous hash hold under concurrency; the lock is released at commit/rollback.
+    Personal values (emails, phones, people's names, the source IP) are stored apart, in
+    `audit_personal`, and the hashed entry holds references to them (`api.audit.personal`).
     """
     await session.execute(
         select(func.pg_advisory_xact_lock(_AUDIT_LOCK_NAMESPACE, func.hashtext(tenant_id)))
@@ -45,6 +48,7 @@ async def record(
         )
     ).first()
     seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+    values: dict[str, str] = {}
     fields = AuditFields(
         tenant_id=tenant_id,
         seq=seq,
@@ -52,10 +56,10 @@ async def record(
         action=action,
         entity_type=entity_type,
         entity_id=entity_id,
-        before=json_snapshot(before),
-        after=json_snapshot(after),
+        before=personal.split(entity_type, json_snapshot(before), values),
+        after=personal.split(entity_type, json_snapshot(after), values),
         request_id=meta.request_id,
-        source_ip=meta.source_ip,
+        source_ip=personal.ip_ref(meta.source_ip, values),
         created_at=meta.now,
         prev_hash=prev_hash,
     )
@@ -74,6 +78,7 @@ async def record(
         prev_hash=prev_hash,
         hash=entry_hash(fields),
     )
+    session.add_all([AuditPersonal(tenant_id=tenant_id, ref=r, value=v) for r, v in values.items()])
     session.add(entry)
     await session.flush()
     return entry

@@ -231,3 +231,59 @@ async def test_the_anchor_cannot_be_moved_without_its_key(
     said = " ".join(refused.output.split())
     assert "audit anchor refused" in said
     assert "signature does not match" in said
+
+
+async def test_personal_data_sits_outside_the_chain_and_erasing_it_keeps_the_chain(
+    client: AsyncClient, pg_url: str
+) -> None:
+    """Issue #17: an entry holds references to emails, people's names and the source IP; the
+    values live in `audit_personal`, so erasing them leaves every hash as it was."""
+    world = await build_world(client)
+    response = await client.patch(
+        f"/v1/agents/{world.team_agent_id}",
+        json={"name": "Erin Erasable", "email": "erin@example.com"},
+        headers=bearer(world.tokens["manager"]),
+    )
+    assert response.status_code == 200, response.text
+    with psycopg.connect(pg_url) as conn:
+        stored = conn.execute(
+            "SELECT after::text, source_ip FROM audit_log WHERE tenant_id = %s "
+            "AND entity_id = %s AND action = 'agent.update'",
+            (world.company_id, world.team_agent_id),
+        ).fetchone()
+    assert stored is not None
+    for value in ("Erin", "erin@example.com", "198.51.100.7"):
+        assert value not in stored[0] + stored[1]
+    assert stored[1].startswith("pd:")
+    assert '"status": "active"' in stored[0]  # what is not personal stays inline
+
+    entry = (
+        await client.get(
+            f"/v1/audit?entity_id={world.team_agent_id}", headers=bearer(world.tokens["owner"])
+        )
+    ).json()["items"][0]
+    assert (entry["after"]["name"], entry["after"]["email"]) == (
+        "Erin Erasable",
+        "erin@example.com",
+    )
+    assert entry["source_ip"] == "198.51.100.7"
+
+    env = {"REFSTREAM_POSTGRES_URL": pg_url}
+    erased = CliRunner().invoke(
+        refstream_cli, ["audit", "erase", "ERIN@example.com", "--tenant", world.company_id], env=env
+    )
+    assert erased.exit_code == 0, erased.output
+    assert "1 audit reference(s) erased" in erased.output
+    after = (
+        await client.get(
+            f"/v1/audit?entity_id={world.team_agent_id}", headers=bearer(world.tokens["owner"])
+        )
+    ).json()["items"][0]
+    assert after["after"]["email"] is None
+    assert after["after"]["name"] == "Erin Erasable"  # only the erased value is gone
+    assert after["hash"] == entry["hash"]
+    assert chain_problems(pg_url, world.company_id) == []
+    verified = CliRunner().invoke(
+        refstream_cli, ["audit", "verify", "--tenant", world.company_id], env=env
+    )
+    assert verified.exit_code == 0, verified.output

@@ -83,3 +83,26 @@ def test_advancing_keeps_the_heads_of_companies_not_verified() -> None:
     old = anchor.Anchor(anchor.chain_heads(chain(3) + chain(2, tenant="co_2"), AT))
     new = anchor.advance(old, anchor.chain_heads(chain(4), AT))
     assert {t: h.seq for t, h in new.heads.items()} == {"co_1": 4, "co_2": 2}
+
+
+def test_personal_values_become_references_and_resolve_back() -> None:
+    from api.audit import personal
+
+    values: dict[str, str] = {}
+    refs = iter(f"pd:{n:032x}" for n in range(10))
+    agent = personal.split(
+        "agent", {"name": "Ann", "email": "a@b", "status": "active", "phone": None}, values,
+        lambda: next(refs),
+    )  # fmt: skip
+    program = personal.split("program", {"name": "Spring"}, values, lambda: next(refs))
+    ip = personal.ip_ref("203.0.113.9", values, lambda: next(refs))
+    assert agent == {"name": f"pd:{0:032x}", "email": f"pd:{1:032x}", "status": "active",
+                     "phone": None}  # fmt: skip
+    assert program == {"name": "Spring"}  # a program's name names no person
+    assert ip == f"pd:{2:032x}"
+    assert values == {f"pd:{0:032x}": "Ann", f"pd:{1:032x}": "a@b", ip: "203.0.113.9"}
+    assert personal.refs_in([agent, program, ip, None]) == set(values)
+    erased = {k: v for k, v in values.items() if v != "a@b"}
+    assert personal.resolve(agent, erased) == {"name": "Ann", "email": None, "status": "active",
+                                                "phone": None}  # fmt: skip
+    assert personal.is_ref(personal.new_ref())

@@ -72,7 +72,7 @@ def test_every_service_has_a_health_check_or_is_one_shot() -> None:
             assert service["restart"] == "no"
             continue
         assert "healthcheck" in service, name
-    for name in ("ingest", "api", "dataflow", "exceptions", "rollups", "migrate"):
+    for name in ("ingest", "api", "dataflow", "exceptions", "rollups", "redact", "migrate"):
         assert config[name]["build"]["dockerfile"] == "deploy/Dockerfile"
 
 
@@ -86,7 +86,7 @@ def test_every_secret_is_required_by_name(missing: str) -> None:
 
 def test_the_services_run_in_production_mode_as_the_restricted_role() -> None:
     config = services()
-    for name in ("ingest", "api", "dataflow", "exceptions", "rollups"):
+    for name in ("ingest", "api", "dataflow", "exceptions", "rollups", "redact"):
         env = config[name]["environment"]
         assert env["REFSTREAM_ENVIRONMENT"] == "production", name
         assert env["REFSTREAM_JWT_SECRET"] == REQUIRED["REFSTREAM_JWT_SECRET"], name

@@ -64,6 +64,8 @@ def pod_specs() -> Iterator[tuple[str, Manifest]]:
     for m in MANIFESTS:
         if m["kind"] in {"Deployment", "StatefulSet", "Job"}:
             yield m["metadata"]["name"], m["spec"]["template"]["spec"]
+        elif m["kind"] == "CronJob":
+            yield m["metadata"]["name"], m["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
 
 def containers() -> Iterator[tuple[str, Manifest]]:

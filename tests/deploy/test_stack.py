@@ -102,16 +102,8 @@ def test_up_status_demo_down(stack_env: dict[str, str]) -> None:
 
     status = refstream(stack_env, "status")
     assert status.returncode == 0, status.stdout
-    for component in (
-        "kafka",
-        "clickhouse",
-        "redis",
-        "ingest",
-        "api",
-        "dataflow",
-        "exceptions",
-        "rollups",
-    ):
+    workers = ("ingest", "api", "dataflow", "exceptions", "rollups", "redact")
+    for component in ("kafka", "clickhouse", "redis", *workers):
         assert table_row(status.stdout, component)[2:] == ["up", ANY, "started by refstream"]
     assert table_row(status.stdout, "postgres")[2:] == ["up", "-", "reused"]
 
@@ -162,16 +154,8 @@ def test_up_status_demo_down(stack_env: dict[str, str]) -> None:
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     after = refstream(stack_env, "status")
     assert after.returncode == 1
-    for component in (
-        "kafka",
-        "clickhouse",
-        "redis",
-        "ingest",
-        "api",
-        "dataflow",
-        "exceptions",
-        "rollups",
-    ):
+    workers = ("ingest", "api", "dataflow", "exceptions", "rollups", "redact")
+    for component in ("kafka", "clickhouse", "redis", *workers):
         assert table_row(after.stdout, component)[2] == "down", after.stdout
 
 
