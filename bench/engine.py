@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from dataflows.attribution.events import Event
-from dataflows.attribution.flow import _rows, parse_value, shard_tuning
+from dataflows.attribution.flow import _rows, parse_value
 from dataflows.attribution.routing import Found, Held, is_shard_item, route
 from dataflows.attribution.state import AttributionLogic, Output, Tuning, builder
 from dataflows.config import ConfigProvider
@@ -24,7 +24,7 @@ class Engine:
     def __init__(self, config: ConfigProvider, tuning: Tuning | None = None) -> None:
         self.tuning = tuning or Tuning()
         self.clocks = TenantClocks(self.tuning.allowed_lateness_ms, self.tuning.future_skew_ms)
-        self._shard = shard_builder(config, shard_tuning(self.tuning), self.clocks)
+        self._shard = shard_builder(config, self.tuning, self.clocks)
         self._tenant = builder(config, self.tuning, None, self.clocks)
         self.shards: dict[str, ClickShard] = {}
         self.tenants: dict[str, AttributionLogic] = {}

@@ -69,7 +69,7 @@ from dataflows.sinks.clickhouse import (
     refund_row,
 )
 from dataflows.sinks.postgres import LedgerSink
-from dataflows.stages.clicks import ShardOutput, ShardTuning, shard_builder
+from dataflows.stages.clicks import ShardOutput, shard_builder
 from dataflows.stages.clock import TenantClocks, stateful_in_input_order
 from schemas.events.envelope import DeadLetter
 from schemas.ledger import AttributedConversion, CommissionAccrual, EntryApproval
@@ -198,18 +198,6 @@ def _shard_dead(item: ShardOutput) -> Tagged | None:
     return ("dead", item) if isinstance(item, DeadLetter) else None
 
 
-def shard_tuning(tuning: Tuning) -> ShardTuning:
-    """The click shards' share of the state's time limits."""
-    return ShardTuning(
-        allowed_lateness_ms=tuning.allowed_lateness_ms,
-        order_wait_event_ms=tuning.order_wait_event_ms,
-        order_wait_wall_ms=tuning.order_wait_wall_ms,
-        max_stream_skew_ms=tuning.max_stream_skew_ms,
-        release_on_eof=tuning.release_on_eof,
-        snapshots=tuning.snapshots,
-    )
-
-
 def _dead(item: Tagged) -> DeadLetter | None:
     return item[1] if item[0] == "dead" else None
 
@@ -284,7 +272,7 @@ def attribution_steps(
     routed = op.branch("to_shards", op.flat_map("route", stamped, route), is_shard_item)
     to_shards = cast(KeyedStream[ShardItem], routed.trues)  # what `is_shard_item` says
     to_tenant = cast(KeyedStream[TenantItem], routed.falses)
-    shards = shard_builder(config, shard_tuning(tuning), clocks, wall_ms)
+    shards = shard_builder(config, tuning, clocks, wall_ms)
     shard_out = op.map("unkey_shard", op.stateful("clicks", to_shards, shards), _unkey_shard)
     answers: Stream[TenantItem] = op.filter_map("found", shard_out, _found)
     found: KeyedStream[TenantItem] = op.key_on("key_found", answers, _found_tenant)

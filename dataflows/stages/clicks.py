@@ -34,6 +34,7 @@ from bytewax.operators import StatefulLogic
 from dataflows.attribution.clicks import ClickStore
 from dataflows.attribution.events import Click, Event, dead_letter, from_ms
 from dataflows.attribution.routing import Found, Held, Lookup, ShardItem, VisitorCopy
+from dataflows.attribution.state import Tuning
 from dataflows.config import ConfigProvider
 from dataflows.stages.clock import TenantClocks
 from schemas.events.envelope import DeadLetter
@@ -48,18 +49,6 @@ SHARD_SEGMENT = 256
 # use it anyway (it is outside every such order's lookback).
 EXPIRE_EVERY_MS = 1_000
 ShardOutput = Found | Held | DeadLetter
-
-
-@dataclass(frozen=True, slots=True)
-class ShardTuning:
-    """The `attribution.state.Tuning` fields a shard uses (milliseconds)."""
-
-    allowed_lateness_ms: int
-    order_wait_event_ms: int | None
-    order_wait_wall_ms: int
-    max_stream_skew_ms: int
-    release_on_eof: bool
-    snapshots: bool
 
 
 @dataclass(slots=True)
@@ -97,7 +86,7 @@ class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
         self,
         state: ShardState,
         config: ConfigProvider,
-        tuning: ShardTuning,
+        tuning: Tuning,
         wall_ms: Callable[[], int],
         clocks: TenantClocks,
     ) -> None:
@@ -259,7 +248,7 @@ class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
 
 def shard_builder(
     config: ConfigProvider,
-    tuning: ShardTuning,
+    tuning: Tuning,
     clocks: TenantClocks,
     wall_ms: Callable[[], int] | None = None,
 ) -> Callable[[bytes | None], ClickShard]:

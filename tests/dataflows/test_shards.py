@@ -97,10 +97,8 @@ def test_an_order_asks_the_shards_of_its_cited_clicks_and_of_its_visitor() -> No
 
 
 def _shard(clocks: TenantClocks, tuning: Tuning, now: list[int]) -> ClickShard:
-    from dataflows.attribution.flow import shard_tuning
-
     config = StaticConfig(snapshot(TENANT))
-    return shard_builder(config, shard_tuning(tuning), clocks, lambda: now[0])(None)
+    return shard_builder(config, tuning, clocks, lambda: now[0])(None)
 
 
 def _lookup(event: Event) -> Lookup:
@@ -286,7 +284,5 @@ def test_a_shard_snapshot_resumes_with_the_tenants_marks() -> None:
     assert isinstance(pickle.loads(written), ShardState)
 
     fresh = TenantClocks(tuning.allowed_lateness_ms, tuning.future_skew_ms)
-    from dataflows.attribution.flow import shard_tuning
-
-    shard_builder(StaticConfig(snapshot(TENANT)), shard_tuning(tuning), fresh)(written)
+    shard_builder(StaticConfig(snapshot(TENANT)), tuning, fresh)(written)
     assert fresh.stamp(_event(click(TENANT, click_id(2), at=T0))).late
