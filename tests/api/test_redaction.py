@@ -124,7 +124,7 @@ def _seed(stores: Stores, shared: Any) -> None:
     _insert(stores.client, "clicks", clicks)
     conversions = [
         (t, f"cv-{oid}", SHOP, oid, "#1001", T0, T0, "click", "a1", "p1", cid, None,
-         str(customer_id), True, "USD", Decimal(revenue), Decimal(1), "ev", 1, "lnk1")
+         str(customer_id), True, "USD", Decimal(revenue), Decimal(1), "ev", 1, "lnk1", "", [])
         for oid, cid, customer_id, revenue in (
             ("450789469", "clk-bob", BOB, "598.94"),
             ("1073459981", "clk-jane", 1073339475, "10.00"),
@@ -133,7 +133,7 @@ def _seed(stores: Stores, shared: Any) -> None:
     _insert(stores.client, "conversions", conversions)
     entries = [
         (t, f"en-{oid}", "a1", "p1", f"cv-{oid}", oid, None, "accrual", "pending", 0,
-         Decimal(amount), "USD", Decimal(1), "r1", 1, T0, "ev", 1)
+         Decimal(amount), "USD", Decimal(1), "r1", 1, T0, "ev", 1, SHOP, "lnk1", None)
         for oid, amount in (("450789469", "59.89"), ("1073459981", "1.00"))
     ]  # fmt: skip
     _insert(stores.client, "commission_events", entries)
