@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import sys
 from array import array
 from collections.abc import Iterator
 
@@ -36,6 +37,10 @@ _HEX32 = re.compile(r"[0-9a-f]{32}")
 # (agent, program, link, is_bot, is_duplicate): what repeats across clicks
 Ref = tuple[str | None, str | None, str, bool, bool]
 Key = int | str
+
+
+def _shared(text: str | None) -> str | None:
+    return None if text is None else sys.intern(text)
 
 
 def _id_key(click_id: str) -> Key:
@@ -81,6 +86,9 @@ class Segment:
         ref: Ref = (agent, program, link, bot, dup)
         index = self.table_index.get(ref)
         if index is None:
+            # Agents, programs and links repeat across segments and stores: one shared string
+            # each; a pickled snapshot keeps the sharing.
+            ref = (_shared(agent), _shared(program), sys.intern(link), bot, dup)
             index = self.table_index[ref] = len(self.table)
             self.table.append(ref)
         if (old := self.ids.get(key)) is not None:  # filed again after it expired

@@ -77,7 +77,6 @@ from __future__ import annotations
 import base64
 import heapq
 import pickle
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -235,10 +234,6 @@ def _unpack(data: bytes | OrderBook) -> OrderBook:
     book: OrderBook = pickle.loads(data)
     _complete(book)
     return book
-
-
-def _shared(text: str | None) -> str | None:
-    return None if text is None else sys.intern(text)
 
 
 def _month(ms: int) -> str:
@@ -488,13 +483,8 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
 
     def _add_click(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
         assert isinstance(event.payload, tuple)
-        click_id, (occurred, agent, program, link, visitor, bot, dup) = event.payload
+        click_id, click = event.payload
         state = self.state
-        # Agents, programs and links repeat across clicks: one shared string each (~150 B less
-        # per live click); a pickled snapshot keeps the sharing.
-        click = (
-            occurred, _shared(agent), _shared(program), sys.intern(link), visitor, bot, dup
-        )  # fmt: skip
         state.clicks.add(click_id, click)
         for order_id in state.awaiting.pop(click_id, []):
             pending = state.pending.get(order_id)

@@ -23,7 +23,6 @@ stay in `attribution.logic`, applied by the tenant once every shard it asked has
 from __future__ import annotations
 
 import pickle
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -73,10 +72,6 @@ class ShardState:
 
 
 _NO_SNAPSHOT = pickle.dumps(None)
-
-
-def _shared(text: str | None) -> str | None:
-    return None if text is None else sys.intern(text)
 
 
 class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
@@ -146,7 +141,7 @@ class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
     def _file(self, event: Event, out: list[ShardOutput], *, copy: bool) -> None:
         """File a click (or its copy under its visitor); release lookups that waited for it."""
         assert isinstance(event.payload, tuple)
-        click_id, (occurred, agent, program, link, visitor, bot, dup) = event.payload
+        click_id, click = event.payload
         state, tenant = self.state, event.tenant_id
         key = state.clicks.key(click_id)
         if state.clicks.has_key(key):  # a duplicate: clicks are deduplicated by their id
@@ -156,11 +151,6 @@ class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
                 state.late_events += 1
                 out.append(self._dead_letter(event, "late: older than the allowed lateness"))
             return
-        # Agents, programs and links repeat across clicks: one shared string each (~150 B less
-        # per live click); a pickled snapshot keeps the sharing.
-        click: Click = (
-            occurred, _shared(agent), _shared(program), sys.intern(link), visitor, bot, dup
-        )  # fmt: skip
         state.clicks.add_key(key, click)
         if not copy:
             for event_id in state.awaiting.pop(click_id, []):
