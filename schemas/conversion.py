@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.compact import CompactPickle
 from schemas.events.shopify import ShopifyRefund
 from schemas.ids import derived_id
 from schemas.money import CurrencyCode, DecimalStr
@@ -53,7 +54,7 @@ def normalise_coupon(code: str) -> str:
     return code.strip().upper()
 
 
-class ConversionLine(BaseModel):
+class ConversionLine(CompactPickle, BaseModel):
     """One order line: units sold, unit price and what was taken off it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -77,7 +78,7 @@ class ConversionLine(BaseModel):
         return max(Decimal(0), self.gross - self.discount - self.included_tax)
 
 
-class Conversion(BaseModel):
+class Conversion(CompactPickle, BaseModel):
     """An order's facts as attribution and commission see them (see the module contracts)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -136,7 +137,7 @@ class Conversion(BaseModel):
         return next((line for line in self.lines if line.line_id == line_id), None)
 
 
-class RefundedLine(BaseModel):
+class RefundedLine(CompactPickle, BaseModel):
     """Units of one order line given back in a refund."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -145,7 +146,7 @@ class RefundedLine(BaseModel):
     quantity: Annotated[int, Field(ge=0)]
 
 
-class OrderRefund(BaseModel):
+class OrderRefund(CompactPickle, BaseModel):
     """One refund of an order. Only refunded *line quantities* move commission; amount-only
     refunds (shipping, goodwill) carry no lines and reverse nothing."""
 

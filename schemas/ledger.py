@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from schemas.compact import CompactPickle
+
 
 class AttributionRule(StrEnum):
     COUPON = "coupon"
@@ -58,7 +60,7 @@ class RejectionCode(StrEnum):
     OTHER = "other"
 
 
-class RejectedCandidate(BaseModel):
+class RejectedCandidate(CompactPickle, BaseModel):
     """A referral that could have explained the order but did not win, and why.
 
     `ref` names it: the click id, the coupon code, or the bound customer id. `at` is the click's
@@ -95,7 +97,7 @@ class EntryStatus(StrEnum):
 _Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
 
-class AttributedConversion(BaseModel):
+class AttributedConversion(CompactPickle, BaseModel):
     """An order joined to the referral that caused it (or explicitly to none)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -127,7 +129,7 @@ class AttributedConversion(BaseModel):
     rejected: tuple[RejectedCandidate, ...] = ()
 
 
-class CommissionAccrual(BaseModel):
+class CommissionAccrual(CompactPickle, BaseModel):
     """One commission ledger entry. Never updated in place: a change is a new entry."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -170,7 +172,7 @@ class CommissionAccrual(BaseModel):
 _ANALYTICS_FIELDS = ("shop", "coupon_code", "link_code")
 
 
-class EntryApproval(BaseModel):
+class EntryApproval(CompactPickle, BaseModel):
     """The hold on a ledger entry ended: its status becomes `approved` (a status event, never an
     update of the entry). Decided by the dataflow from the program's hold period or the ERP's
     paid invoice (`dataflows.commission.holds`); the ledger sink applies it only while the

@@ -1,0 +1,72 @@
+"""Compact pickling for the frozen pydantic models the dataflow keeps in state and sends between
+workers (order books' conversions, refunds and ledger entries; decided rows).
+
+pydantic pickles a model as its whole state dict (`__dict__` with every field name, the set of
+fields given, extra and private slots): measured by `bench.order_path`'s snapshot and a one-off
+timing of the bench's order books, 41.5 µs and 2.3 KB per book. `CompactPickle` pickles a model as
+`(rebuild, (class, field values))`: the values in field order, no names, no validation on load
+(the values were validated when the model was made). With `WireDatetime` pickled as its text
+alone (`schemas.events.wire`), a book takes 28.8 µs and 1.5 KB.
+
+Contract of a model using it:
+- fields are only ever **appended** (a snapshot written before a field existed has fewer values:
+  the missing trailing fields get their defaults); a renamed, removed or reordered field breaks
+  resuming old snapshots, so `tests/schemas/test_compact.py` pins each model's field order;
+- frozen, no private attributes, no extra fields (`extra="forbid"`);
+- every field counts as set after loading (`model_fields_set`): none of these models is dumped
+  with `exclude_unset`.
+Pickles written before this module (pydantic's own format) still load through pydantic's
+`__setstate__`.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+_set = object.__setattr__
+
+
+def _values_getter(cls: type[BaseModel]) -> tuple[tuple[str, ...], Callable[[dict[str, Any]], Any]]:
+    names = tuple(cls.model_fields)
+    getter = operator.itemgetter(*names)
+    if len(names) == 1:  # itemgetter of one key returns the value, not a 1-tuple
+        return names, lambda d, _g=getter: (_g(d),)
+    return names, getter
+
+
+def rebuild_model(cls: type[BaseModel], values: tuple[Any, ...]) -> BaseModel:
+    """The model `CompactPickle.__reduce__` pickled (no validation: its values were validated
+    when it was made). Fields added after it was pickled get their defaults."""
+    names: tuple[str, ...] = cls.__dict__["_compact_names"]
+    data = dict(zip(names, values, strict=False))
+    if len(values) < len(names):
+        for name in names[len(values) :]:
+            data[name] = cls.model_fields[name].get_default(call_default_factory=True)
+    obj = cls.__new__(cls)
+    _set(obj, "__dict__", data)
+    _set(obj, "__pydantic_fields_set__", set(names))
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
+    return obj
+
+
+class CompactPickle:
+    """Mixin for a frozen pydantic model: pickled as its field values in order (see the module
+    docstring). Put it before `BaseModel` in the bases."""
+
+    __slots__ = ()
+    _compact_names: ClassVar[tuple[str, ...]]
+    _compact_values: ClassVar[Callable[[dict[str, Any]], tuple[Any, ...]]]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        cls = type(self)
+        getter = cls.__dict__.get("_compact_values")
+        if getter is None:  # first pickle of this class: the fields are complete by now
+            assert issubclass(cls, BaseModel)
+            names, getter = _values_getter(cls)
+            cls._compact_names, cls._compact_values = names, getter
+        return (rebuild_model, (cls, getter(self.__dict__)))
