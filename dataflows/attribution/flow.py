@@ -13,7 +13,8 @@ kafka_in (clicks, orders, refunds, erp, customers) ──errs──────�
              ├─ dead letters (unparseable) ──────────────────┼───────────────────┤
              └─ events → key_tenant → attribute (stateful) ─┤                   │
              conversions, entries, approvals, dead letters (late, orphan)       ▼
-      rows → key_table → ch_batch (batch) → clickhouse_out          deadletter_out (Kafka)
+      rows → row (on the worker that made them) → clickhouse_out   deadletter_out (Kafka)
+        (replays, bounded-wait batching: rows → key_table → ch_batch (batch) → clickhouse_out)
       entries + approvals → key_ledger → ledger_batch (batch) → ledger_out (PostgreSQL)
       collection webhooks → key_catalog → catalog_batch (batch) → catalog_out (PostgreSQL)
 ```
@@ -232,6 +233,10 @@ def _table_batch(keyed: tuple[str, list[tuple[str, Row]]]) -> tuple[str, list[Ro
     return table, [row for _, row in rows]
 
 
+def _row_batch(row: tuple[str, Row]) -> tuple[str, list[Row]]:
+    return row[0], [row[1]]
+
+
 def _entry_tenant(item: LedgerItem) -> str:
     return item.tenant_id
 
@@ -285,10 +290,16 @@ def attribution_steps(
     tagged = op.merge("results", split.falses, results, shard_dead)
 
     dead = op.filter_map("dead", tagged, _dead)
-    rows = op.key_on(
-        "key_table", op.flat_map("rows", tagged, _rows if analytics else _conversion_rows), _table
-    )
-    row_batches = batch("ch_batch", rows, batching.timeout, batching.max_size)
+    rows = op.flat_map("rows", tagged, _rows if analytics else _conversion_rows)
+    if batching.timeout:  # bounded wait: batches grow across passes, in recovery state
+        keyed_rows = op.key_on("key_table", rows, _table)
+        row_batches = batch("ch_batch", keyed_rows, batching.timeout, batching.max_size)
+        table_batches = op.map("table_batch", row_batches, _table_batch)
+    else:
+        # Adaptive: the sink writes what each pass brought, on the worker that made the rows.
+        # Keyed by table (as before), every archive row, with its body, crossed to the table's
+        # worker (pickled, for half of them with 2 processes) and one worker wrote each table.
+        table_batches = op.map("row", rows, _row_batch)
     items: Stream[LedgerItem] = op.filter_map("entries", tagged, _ledger_item)
     entries = op.key_on("key_ledger", items, _entry_tenant)
     ledger = batch("ledger_batch", entries, batching.timeout, batching.max_size)
@@ -296,7 +307,7 @@ def attribution_steps(
                         _change_tenant)  # fmt: skip
     catalog = batch("catalog_batch", changes, batching.timeout, batching.max_size)
     return Outputs(
-        dead=dead, rows=op.map("table_batch", row_batches, _table_batch), ledger=ledger,
+        dead=dead, rows=table_batches, ledger=ledger,
         catalog=catalog,
     )  # fmt: skip
 
