@@ -38,10 +38,20 @@ def _values_getter(cls: type[BaseModel]) -> tuple[tuple[str, ...], Callable[[dic
     return names, getter
 
 
+def _names(cls: type[BaseModel]) -> tuple[str, ...]:
+    """The class's field names, and its values getter, made once per class and process (a
+    process may load a model it never pickled: another worker's, or a snapshot)."""
+    names: tuple[str, ...] | None = cls.__dict__.get("_compact_names")
+    if names is None:
+        names, getter = _values_getter(cls)
+        cls._compact_names, cls._compact_values = names, getter  # type: ignore[attr-defined]
+    return names
+
+
 def rebuild_model(cls: type[BaseModel], values: tuple[Any, ...]) -> BaseModel:
     """The model `CompactPickle.__reduce__` pickled (no validation: its values were validated
     when it was made). Fields added after it was pickled get their defaults."""
-    names: tuple[str, ...] = cls.__dict__["_compact_names"]
+    names = _names(cls)
     data = dict(zip(names, values, strict=False))
     if len(values) < len(names):
         for name in names[len(values) :]:
@@ -65,8 +75,8 @@ class CompactPickle:
     def __reduce__(self) -> tuple[Any, ...]:
         cls = type(self)
         getter = cls.__dict__.get("_compact_values")
-        if getter is None:  # first pickle of this class: the fields are complete by now
+        if getter is None:  # first use of this class here: its fields are complete by now
             assert issubclass(cls, BaseModel)
-            names, getter = _values_getter(cls)
-            cls._compact_names, cls._compact_values = names, getter
+            _names(cls)
+            getter = cls.__dict__["_compact_values"]
         return (rebuild_model, (cls, getter(self.__dict__)))

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import copy
 import pickle
+import subprocess
+import sys
 from datetime import UTC, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
@@ -173,3 +176,19 @@ def test_wire_datetimes_keep_their_text_and_zone() -> None:
         assert wire_text(loaded) == wire_text(value)
     computed = cases[0] + timedelta(seconds=1)  # a derived instant has no text
     assert pickle.loads(pickle.dumps(computed)) == computed
+
+
+def test_a_process_that_never_pickled_the_model_loads_it() -> None:
+    """Another bytewax worker (or a resumed process) loads what this one pickled."""
+    payload = pickle.dumps(models(), protocol=pickle.HIGHEST_PROTOCOL)
+    code = (
+        "import pickle, sys\n"
+        "loaded = pickle.loads(sys.stdin.buffer.read())\n"
+        "sys.stdout.write(repr([type(m).__name__ for m in loaded]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], input=payload, capture_output=True, check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode() == repr([type(m).__name__ for m in models()])
