@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Annotated, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -121,12 +122,13 @@ class Conversion(CompactPickle, BaseModel):
             raise ValueError("line ids must be unique within an order")
         return self
 
-    @property
+    @cached_property
     def conversion_id(self) -> str:
-        """Deterministic id of the conversion: one per (tenant, order)."""
+        """Deterministic id of the conversion: one per (tenant, order). Kept once computed (the
+        order path asks several times); not a field: never pickled or dumped."""
         return derived_id("cv", self.tenant_id, self.order_id)
 
-    @property
+    @cached_property
     def net_revenue(self) -> Decimal:
         """Merchandise revenue after every discount, excluding tax and shipping; ≥ 0."""
         lines = sum((line.net_before_order_discount for line in self.lines), Decimal(0))

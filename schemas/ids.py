@@ -20,7 +20,7 @@ def derived_id(prefix: str, *parts: str | int) -> str:
     """
     if not parts:
         raise ValueError("derived_id needs at least one part")
-    text = _SEPARATOR.join(str(p) for p in parts)
+    text = _SEPARATOR.join(map(str, parts))
     if text.count(_SEPARATOR) != len(parts) - 1:
         raise ValueError("id parts must not contain the unit separator")
     digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

@@ -79,9 +79,20 @@ def minor_units(currency: str) -> int:
     `currency` must be three upper-case ASCII letters, else `ValueError`. A well-formed code that
     is not in `CURRENCY_MINOR_UNITS` gets `DEFAULT_MINOR_UNITS` (2).
     """
+    places = _KNOWN_PLACES.get(currency)
+    if places is not None:  # a code seen before: no pattern match (hot in commission maths)
+        return places
     if not _CURRENCY_CODE.fullmatch(currency):
         raise ValueError(f"not an ISO 4217 currency code: {currency!r}")
-    return CURRENCY_MINOR_UNITS.get(currency, DEFAULT_MINOR_UNITS)
+    places = CURRENCY_MINOR_UNITS.get(currency, DEFAULT_MINOR_UNITS)
+    if len(_KNOWN_PLACES) < 1024:  # well-formed codes are 26^3 at most; keep it small anyway
+        _KNOWN_PLACES[currency] = places
+    return places
+
+
+_KNOWN_PLACES: dict[str, int] = {}
+# Quantization exponents per minor units (`quantize`).
+_EXPONENTS = {places: Decimal(1).scaleb(-places) for places in range(10)}
 
 
 def quantize(amount: Decimal, currency: str) -> Decimal:
@@ -93,7 +104,8 @@ def quantize(amount: Decimal, currency: str) -> Decimal:
     """
     if not amount.is_finite():
         raise ValueError(f"cannot quantize a non-finite amount: {amount}")
-    exponent = Decimal(1).scaleb(-minor_units(currency))
+    places = minor_units(currency)
+    exponent = _EXPONENTS.get(places) or Decimal(1).scaleb(-places)
     try:
         return amount.quantize(exponent, rounding=ROUND_HALF_EVEN, context=_CONTEXT)
     except InvalidOperation as exc:

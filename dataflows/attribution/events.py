@@ -115,6 +115,32 @@ class Event:
             return self.payload.order_id
         raise TypeError("a click has no order")
 
+    def kept(self) -> Event:
+        """This event without its Kafka value, to be kept in state (`dataclasses.replace`, a
+        few times cheaper: the order path copies events several times)."""
+        return Event(
+            self.kind, self.event_id, self.tenant_id, self.occurred_ms, self.received_ms,
+            self.payload, b"", getattr(self, "found", None), getattr(self, "late", False),
+            getattr(self, "seq", 0),
+        )  # fmt: skip
+
+    def with_found(self, found: tuple[tuple[str, Click], ...]) -> Event:
+        """This event with its click shards' answers."""
+        return Event(
+            self.kind, self.event_id, self.tenant_id, self.occurred_ms, self.received_ms,
+            self.payload, self.raw, found, getattr(self, "late", False), getattr(self, "seq", 0),
+        )  # fmt: skip
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Its fields in order (workers exchange events pickled; the dataclass's own state
+        # functions are Python loops). Snapshots pickled before this load through them.
+        return (
+            Event,
+            (self.kind, self.event_id, self.tenant_id, self.occurred_ms, self.received_ms,
+             self.payload, self.raw, getattr(self, "found", None), getattr(self, "late", False),
+             getattr(self, "seq", 0)),
+        )  # fmt: skip
+
 
 def dead_letter(reason: str, raw: bytes, failed_at: datetime) -> DeadLetter:
     """A dead letter for the Kafka value `raw`, carrying its envelope when it is one (so it can

@@ -79,7 +79,7 @@ import heapq
 import pickle
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 
@@ -355,7 +355,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         assert isinstance(event.payload, Conversion)
         clicks = [(c, cited[c]) for c in event.payload.click_ids if c in cited]
         clicks.extend(pair for answer in answers for pair in answer.visited)
-        return replace(event, found=tuple(clicks))
+        return event.with_found(tuple(clicks))
 
     def on_notify(self) -> tuple[Iterable[Output], bool]:
         out: list[Output] = []
@@ -502,7 +502,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
             self._apply_stored(order_id, event, cfg, out)
             return
         if order_id in state.pending or order_id in state.held:
-            state.followups.setdefault(order_id, []).append(replace(event, raw=b""))
+            state.followups.setdefault(order_id, []).append(event.kept())
             return
         # Click shards waited for the cited clicks already (`stages.clicks`); only an event
         # they were not asked about waits here, for this tenant's own store.
@@ -510,7 +510,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
             missing = {c for c in conversion.click_ids if c not in state.clicks}
         else:
             missing = set()
-        kept = replace(event, raw=b"")
+        kept = event.kept()
         if missing and not self._event_time_due(Pending(event, missing, 0)):
             state.pending[order_id] = Pending(kept, missing, self.wall_ms())
             for click_id in missing:
@@ -520,7 +520,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
 
     def _on_refund(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
         if event.order_id not in self.state.orders:
-            self.state.followups.setdefault(event.order_id, []).append(replace(event, raw=b""))
+            self.state.followups.setdefault(event.order_id, []).append(event.kept())
             return
         self._apply_stored(event.order_id, event, cfg, out)
 

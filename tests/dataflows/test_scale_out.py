@@ -43,8 +43,10 @@ def test_two_processes_give_the_one_process_totals(
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "bytewax.run", "-i", str(i), "-a", addresses, factory],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         for i in range(2)
     ]
     for proc in procs:

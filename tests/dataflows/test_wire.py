@@ -6,6 +6,7 @@ not match their hash, broken JSON)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import orjson
@@ -129,7 +130,7 @@ ENVELOPE_FIELDS = [[k] for k in ENVELOPES[0].model_dump()] + [
 ]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=int(os.environ.get("WIRE_EXAMPLES", "400")), deadline=None)
 @given(
     which=st.integers(0, len(ENVELOPES) - 1),
     path=st.sampled_from(ENVELOPE_FIELDS),
@@ -147,7 +148,7 @@ def test_mutated_envelopes_are_accepted_or_refused_alike(
 CLICK_FIELDS = list(ClickEvent.model_fields)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=int(os.environ.get("WIRE_EXAMPLES", "400")), deadline=None)
 @given(path=st.sampled_from(CLICK_FIELDS), action=st.sampled_from(["drop", "set", "extra"]),
        junk=JUNK)  # fmt: skip
 def test_mutated_click_bodies_are_accepted_or_refused_alike(
