@@ -86,12 +86,15 @@ class Unprocessable(ValueError):
         self.envelope = envelope
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """One event for the tenant state. `payload` depends on `kind`: a `(click_id, Click)` for
     clicks, a `Conversion` for orders and cancellations, an `OrderRefund` for refunds, an
     `InvoicePaid` for `paid`, a `SaleOrderRef` for `sale_order`.
-    `raw` is the Kafka value (for dead letters); it is dropped before an event is kept."""
+    `raw` is the Kafka value (for dead letters); it is dropped before an event is kept.
+    Treated as immutable (copies via `kept`, `with_found`), but not a frozen dataclass: a frozen
+    one's constructor sets each field through `object.__setattr__`, 2.7 µs against 0.36 µs for
+    ten fields (measured), and the order path makes several per order."""
 
     kind: EventKind
     event_id: str

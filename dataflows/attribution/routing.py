@@ -56,14 +56,14 @@ def shard_key(tenant_id: str, shard: int) -> str:
     return f"{tenant_id}\x1f{shard}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # treated as immutable; not frozen: see `events.Event`
 class VisitorCopy:
     """A click filed under its visitor in the visitor's shard (its id names another shard)."""
 
     event: Event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # treated as immutable; not frozen: see `events.Event`
 class Lookup:
     """An order's question to one shard: which of `click_ids` (the cited ids that live here)
     and, if `visitor` is set, which of the visitor's clicks it holds. `shards` are all the
@@ -76,7 +76,7 @@ class Lookup:
     visitor: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # treated as immutable; not frozen: see `events.Event`
 class Found:
     """One shard's answer to a `Lookup`: the cited clicks it holds (`cited`) and the visitor's
     clicks in arrival order (`visited`)."""
@@ -91,7 +91,7 @@ class Found:
     at_seq: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # treated as immutable; not frozen: see `events.Event`
 class Held:
     """A shard holds `event`'s lookup until a cited click arrives: until its answer comes, the
     tenant keeps the order's other events as follow-ups."""

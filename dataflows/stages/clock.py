@@ -74,9 +74,9 @@ class TenantClocks:
         """`event` with its input position (`seq`), marked late when older than its stream's
         watermark - allowed lateness, otherwise counted in the watermark. In input order: a
         plain map step calls it, on the event the parser just made (so setting a field of the
-        frozen event in place is safe, and saves a copy per event)."""
+        event in place is safe, and saves a copy per event)."""
         self._seq += 1
-        object.__setattr__(event, "seq", self._seq)
+        event.seq = self._seq
         marks = self.marks(event.tenant_id)
         stream = stream_of(event)
         mark = marks.get(stream, 0)
