@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel
 
 _set = object.__setattr__
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def _values_getter(cls: type[BaseModel]) -> tuple[tuple[str, ...], Callable[[dict[str, Any]], Any]]:
@@ -80,3 +82,43 @@ class CompactPickle:
             _names(cls)
             getter = cls.__dict__["_compact_values"]
         return (rebuild_model, (cls, getter(self.__dict__)))
+
+
+def _defaults(cls: type[BaseModel]) -> tuple[dict[str, Any], frozenset[str]]:
+    """Every field of the class with its default (`_REQUIRED` for none), in field order, and the
+    required fields' names; made once per class and process."""
+    made: tuple[dict[str, Any], frozenset[str]] | None = cls.__dict__.get("_trusted_defaults")
+    if made is None:
+        if any(f.default_factory is not None for f in cls.model_fields.values()):
+            raise TypeError(f"{cls.__name__}: a field with a default factory")
+        defaults = {
+            name: _REQUIRED if f.is_required() else f.get_default(call_default_factory=False)
+            for name, f in cls.model_fields.items()
+        }
+        required = frozenset(name for name, value in defaults.items() if value is _REQUIRED)
+        made = cls._trusted_defaults = (defaults, required)  # type: ignore[attr-defined]
+    return made
+
+
+_REQUIRED: Any = object()
+
+
+def trusted(cls: type[M], **values: Any) -> M:
+    """A model made from values that are already valid, without validating them again: for the
+    engine's own derivations from validated models (a ledger entry from its conversion and
+    rules), where pydantic's validation costs several µs a model on the order path. The caller
+    is responsible for the values' types and constraints; `tests/schemas/test_compact.py` and
+    the callers' tests compare what it makes with the validated model. Every field must be
+    given or have a default (fields with a default factory are not supported)."""
+    defaults, required = _defaults(cls)
+    data = {**defaults, **values}
+    if len(data) != len(defaults) or not required <= values.keys():
+        unknown = set(values) - set(defaults)
+        missing = [name for name, value in data.items() if value is _REQUIRED]
+        raise TypeError(f"{cls.__name__}: unknown fields {sorted(unknown)}, missing {missing}")
+    obj = cls.__new__(cls)
+    _set(obj, "__dict__", data)
+    _set(obj, "__pydantic_fields_set__", set(values))
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
+    return obj

@@ -46,7 +46,7 @@ from __future__ import annotations
 import calendar
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -55,6 +55,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.compact import trusted
 from schemas.conversion import Conversion, normalise_email
 from schemas.events.click import ClickEvent
 from schemas.ledger import (
@@ -379,6 +380,16 @@ def _ago(conversion: Conversion, click: ClickCandidate) -> str:
     return f"{days} d {seconds // 3600} h before the order"
 
 
+def _in_order(clicks: Iterable[ClickCandidate]) -> list[ClickCandidate]:
+    """Distinct clicks by time and id; two different records of one id at one time (rare) are
+    ordered by their whole contents, so the order never depends on the input's."""
+    distinct = set(clicks)
+    ordered = sorted(distinct, key=lambda c: (c.occurred_at, c.click_id))
+    if len({(c.occurred_at, c.click_id) for c in ordered}) < len(ordered):
+        ordered.sort(key=lambda c: (c.occurred_at, c.click_id, repr(c)))
+    return ordered
+
+
 def attribute(
     conversion: Conversion,
     known: KnownReferrals,
@@ -398,7 +409,7 @@ def attribute(
 
     reasons: dict[Candidate, str] = {}
     agent_check = _agent_check(conversion, known.identities, known.statuses)
-    clicks = sorted(set(known.clicks), key=lambda c: (c.occurred_at, c.click_id, repr(c)))
+    clicks = _in_order(known.clicks)
 
     binding = _choose_binding(conversion, known, agent_check, reasons)
     coupon, coupons = _choose_coupon(conversion, known, agent_check, reasons)
@@ -521,8 +532,12 @@ def attributed_conversion(
     """The ledger-side fact for a decision, attributed or not, with its explanation and every
     rejected candidate (so "why was this order credited, or not?" is answered from storage).
     `attributed_at` is processing time (a parameter, never read from a clock); `revenue` is the
-    order's net merchandise revenue, quantized."""
-    return AttributedConversion(
+    order's net merchandise revenue, quantized. Made from validated models without validating
+    again (`trusted`), but for the exchange rate, which must be positive."""
+    if not fx_rate > 0 or attributed_at.tzinfo is None:
+        raise ValueError(f"exchange rate {fx_rate} not positive or {attributed_at} naive")
+    return trusted(
+        AttributedConversion,
         conversion_id=conversion.conversion_id,
         tenant_id=conversion.tenant_id,
         shop=conversion.shop,

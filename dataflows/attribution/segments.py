@@ -11,16 +11,21 @@ until the segment changes; a snapshot re-pickles only the segments that changed 
 those an update or expiry touched) and copies the others as bytes. It is the same layout as the
 click store (`clicks.ClickStore`), for any key and value.
 
-Lookups ask every segment, newest first (a dict lookup each; no global index, which would be
-re-pickled whole); a key lives in exactly one segment (the newest when it is first set);
-expiry pops each segment's heap below the horizon and drops segments left empty.
+A key lives in exactly one segment (the newest when it is first set); an index `key →
+segment` answers lookups with one dict lookup. The index is derived, never pickled (it would be
+re-pickled whole at every snapshot): a restored map rebuilds it. Expiry pops each segment's heap
+below the horizon and drops segments left empty.
+
+Values can be kept as objects while they change and turned into bytes only when a snapshot
+packs their segment (`freeze`, set by the owner; not pickled): an order book changed three times
+in an epoch is pickled once, at the snapshot, instead of at each change.
 """
 
 from __future__ import annotations
 
 import heapq
 import pickle
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
@@ -37,8 +42,13 @@ class _Segment(Generic[K, V]):
         self.heap: list[tuple[int, K]] = heap if heap is not None else []
         self.packed: bytes | None = None  # the pickled segment, until it changes
 
-    def pack(self) -> bytes:
+    def pack(self, freeze: Callable[[Any], bytes] | None = None) -> bytes:
         if self.packed is None:
+            if freeze is not None:
+                data = self.data
+                for key, value in data.items():  # replacing values only: no resizing
+                    if not isinstance(value, bytes):
+                        data[key] = freeze(value)  # type: ignore[assignment]
             self.packed = pickle.dumps((self.data, self.heap), protocol=pickle.HIGHEST_PROTOCOL)
         return self.packed
 
@@ -52,17 +62,22 @@ class _Segment(Generic[K, V]):
 def _restore(size: int, packed: list[bytes]) -> SegmentedMap[Any, Any]:
     restored: SegmentedMap[Any, Any] = SegmentedMap(size)
     restored.segments = [_Segment.unpack(p) for p in packed] or [_Segment()]
+    restored.where = {key: segment for segment in restored.segments for key in segment.data}
     return restored
 
 
 class SegmentedMap(Generic[K, V]):
     """`key → value` in segments that keep their pickled bytes (see the module docstring)."""
 
-    __slots__ = ("segments", "size")
+    __slots__ = ("freeze", "segments", "size", "where")
 
     def __init__(self, size: int = 10_000) -> None:
         self.size = size
         self.segments: list[_Segment[K, V]] = [_Segment()]
+        self.where: dict[K, _Segment[K, V]] = {}  # derived: rebuilt on restore
+        # Turns a value kept as an object into the bytes a snapshot keeps (see the module
+        # docstring); None: values are pickled as they are.
+        self.freeze: Callable[[Any], bytes] | None = None
 
     @classmethod
     def from_dict(
@@ -83,7 +98,8 @@ class SegmentedMap(Generic[K, V]):
         return made
 
     def __reduce__(self) -> tuple[object, tuple[int, list[bytes]]]:
-        return _restore, (self.size, [segment.pack() for segment in self.segments])
+        freeze = self.freeze
+        return _restore, (self.size, [segment.pack(freeze) for segment in self.segments])
 
     def __eq__(self, other: object) -> bool:
         """Equal to a map or dict holding the same entries (however they are segmented)."""
@@ -102,10 +118,7 @@ class SegmentedMap(Generic[K, V]):
         return any(segment.data for segment in reversed(self.segments))
 
     def __contains__(self, key: object) -> bool:
-        for segment in reversed(self.segments):  # noqa: SIM110
-            if key in segment.data:  # a loop: cheaper than any() over a generator
-                return True
-        return False
+        return key in self.where
 
     def __iter__(self) -> Iterator[K]:
         for segment in self.segments:
@@ -115,18 +128,9 @@ class SegmentedMap(Generic[K, V]):
         for segment in self.segments:
             yield from segment.data.items()
 
-    def _holder(self, key: K) -> _Segment[K, V] | None:
-        for segment in reversed(self.segments):
-            if key in segment.data:
-                return segment
-        return None
-
     def get(self, key: K, default: Any = None) -> Any:
-        for segment in reversed(self.segments):
-            value = segment.data.get(key, _MISSING)
-            if value is not _MISSING:
-                return value
-        return default
+        segment = self.where.get(key)
+        return default if segment is None else segment.data[key]
 
     def __getitem__(self, key: K) -> V:
         value = self.get(key, _MISSING)
@@ -144,13 +148,15 @@ class SegmentedMap(Generic[K, V]):
 
     def __setitem__(self, key: K, value: V) -> None:
         """Set `key` where it lives (no expiry time), or in the newest segment if new."""
-        segment = self._holder(key) or self._newest()
+        segment = self.where.get(key)
+        if segment is None:
+            segment = self.where[key] = self._newest()
         segment.data[key] = value
         segment.packed = None
 
     def add(self, key: K, value: V, at_ms: int) -> None:
         """Set a key not held yet, to expire once the horizon passes `at_ms` (`expire`)."""
-        segment = self._newest()
+        segment = self.where[key] = self._newest()
         segment.data[key] = value
         heapq.heappush(segment.heap, (at_ms, key))
         segment.packed = None
@@ -158,7 +164,7 @@ class SegmentedMap(Generic[K, V]):
     def pop(self, key: K, default: Any = None) -> Any:
         """Remove `key` now, with its expiry entry (so the key can be added again with a time
         of its own). Linear in its segment's heap: the state only pops keys without times."""
-        segment = self._holder(key)
+        segment = self.where.pop(key, None)
         if segment is None:
             return default
         segment.packed = None
@@ -180,6 +186,8 @@ class SegmentedMap(Generic[K, V]):
             while heap and heap[0][0] < horizon_ms:
                 at, key = heapq.heappop(heap)
                 gone.append((at, key, segment.data.pop(key, None)))
+                if self.where.get(key) is segment:
+                    del self.where[key]
                 segment.packed = None
         live = [s for s in self.segments[:-1] if s.data or s.heap]
         if len(live) != len(self.segments) - 1:

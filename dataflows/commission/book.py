@@ -21,6 +21,7 @@ from dataflows.commission.adjustments import Cancellation, reprice, settle
 from dataflows.commission.holds import approves_at
 from dataflows.commission.logic import accrue
 from schemas.commission_rules import CommissionRuleSet
+from schemas.compact import trusted
 from schemas.conversion import Conversion, OrderRefund
 from schemas.ledger import CommissionAccrual, EntryApproval
 
@@ -149,7 +150,8 @@ def due_approvals(
             continue
         book.approved.add(entry.entry_id)
         approvals.append(
-            EntryApproval(
+            trusted(  # from a validated entry and an aware time: not validated again
+                EntryApproval,
                 tenant_id=entry.tenant_id,
                 entry_id=entry.entry_id,
                 approved_at=from_ms(due),

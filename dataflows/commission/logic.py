@@ -44,6 +44,7 @@ from fractions import Fraction
 
 from dataflows.attribution.logic import AttributionDecision, StatusHistory
 from schemas.commission_rules import CommissionRuleSet, Rate, RateKind
+from schemas.compact import trusted
 from schemas.conversion import Conversion, ConversionLine
 from schemas.ids import derived_id
 from schemas.ledger import CommissionAccrual, EntryKind
@@ -431,10 +432,20 @@ def accrue(
     program_id = decision.program_id or rules.program_id
     conversion_id, occurred_at = conversion.conversion_id, conversion.occurred_at
 
+    if not isinstance(fx_rate, Decimal):  # an int or str rate, as validation coerced it
+        fx_rate = Decimal(fx_rate)
+    if not fx_rate > 0:
+        raise CommissionError(f"exchange rate {fx_rate} is not positive")
+    if not all(isinstance(agent, str) for agent in agent_chain):
+        raise CommissionError(f"an agent id of the chain {agent_chain!r} is not text")
+
     def entry(
         line_id: str, kind: EntryKind, level: int, units: int, reason: str
     ) -> CommissionAccrual:
-        return CommissionAccrual(
+        # Every value comes from validated models or is made here with its type: not
+        # validated again (`trusted`; tests/dataflows/test_commission_logic.py compares).
+        return trusted(
+            CommissionAccrual,
             entry_id=entry_id(tenant_id, order_id, line_id, kind, level),
             tenant_id=tenant_id,
             agent_id=agent_chain[level],
