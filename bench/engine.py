@@ -65,14 +65,10 @@ class Engine:
         self.touched.clear()
         return size
 
-    def feeder(self, epoch: int | None = None) -> Callable[[list[bytes]], None]:
-        """Parse each Kafka value as the flow does, run its events and build its rows; with
-        `epoch`, snapshot the touched keys after every `epoch` values, as bytewax does at the
-        end of each epoch (so state that is pickled only at snapshots pays for it here)."""
-        count = 0
+    def feeder(self) -> Callable[[list[bytes]], None]:
+        """Parse each Kafka value as the flow does, run its events and build its rows."""
 
         def feed(values: list[bytes]) -> None:
-            nonlocal count
             for value in values:
                 for tag, item in parse_value(value):
                     if tag == "event":
@@ -80,8 +76,5 @@ class Engine:
                             _rows(output)
                     else:
                         _rows((tag, item))
-                count += 1
-                if epoch is not None and count % epoch == 0:
-                    self.snapshot_touched()
 
         return feed
