@@ -15,17 +15,13 @@ A key lives in exactly one segment (the newest when it is first set); an index `
 segment` answers lookups with one dict lookup. The index is derived, never pickled (it would be
 re-pickled whole at every snapshot): a restored map rebuilds it. Expiry pops each segment's heap
 below the horizon and drops segments left empty.
-
-Values can be kept as objects while they change and turned into bytes only when a snapshot
-packs their segment (`freeze`, set by the owner; not pickled): an order book changed three times
-in an epoch is pickled once, at the snapshot, instead of at each change.
 """
 
 from __future__ import annotations
 
 import heapq
 import pickle
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
@@ -42,13 +38,8 @@ class _Segment(Generic[K, V]):
         self.heap: list[tuple[int, K]] = heap if heap is not None else []
         self.packed: bytes | None = None  # the pickled segment, until it changes
 
-    def pack(self, freeze: Callable[[Any], bytes] | None = None) -> bytes:
+    def pack(self) -> bytes:
         if self.packed is None:
-            if freeze is not None:
-                data = self.data
-                for key, value in data.items():  # replacing values only: no resizing
-                    if not isinstance(value, bytes):
-                        data[key] = freeze(value)  # type: ignore[assignment]
             self.packed = pickle.dumps((self.data, self.heap), protocol=pickle.HIGHEST_PROTOCOL)
         return self.packed
 
@@ -69,15 +60,12 @@ def _restore(size: int, packed: list[bytes]) -> SegmentedMap[Any, Any]:
 class SegmentedMap(Generic[K, V]):
     """`key → value` in segments that keep their pickled bytes (see the module docstring)."""
 
-    __slots__ = ("freeze", "segments", "size", "where")
+    __slots__ = ("segments", "size", "where")
 
     def __init__(self, size: int = 10_000) -> None:
         self.size = size
         self.segments: list[_Segment[K, V]] = [_Segment()]
         self.where: dict[K, _Segment[K, V]] = {}  # derived: rebuilt on restore
-        # Turns a value kept as an object into the bytes a snapshot keeps (see the module
-        # docstring); None: values are pickled as they are.
-        self.freeze: Callable[[Any], bytes] | None = None
 
     @classmethod
     def from_dict(
@@ -98,8 +86,7 @@ class SegmentedMap(Generic[K, V]):
         return made
 
     def __reduce__(self) -> tuple[object, tuple[int, list[bytes]]]:
-        freeze = self.freeze
-        return _restore, (self.size, [segment.pack(freeze) for segment in self.segments])
+        return _restore, (self.size, [segment.pack() for segment in self.segments])
 
     def __eq__(self, other: object) -> bool:
         """Equal to a map or dict holding the same entries (however they are segmented)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import heapq
 import pickle
-from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -129,37 +128,3 @@ def test_a_snapshot_from_before_the_segmented_maps_resumes() -> None:
     assert [tag for tag, _ in out].count("entry") == 2  # the book is there: its reversals
     # and the book still expires after the order retention
     assert [key for _, key, _ in state.orders.expire(placed.occurred_ms + 1)] == ["1001"]
-
-
-def test_values_kept_as_objects_are_pickled_once_by_the_snapshot() -> None:
-    """With `freeze`, a value set as an object stays one until a snapshot packs its segment,
-    which turns it into bytes once; unchanged segments keep their bytes."""
-    frozen: list[str] = []
-
-    def freeze(value: tuple[str, int]) -> bytes:
-        frozen.append(value[0])
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-
-    segmented: SegmentedMap[str, Any] = SegmentedMap(10)
-    segmented.freeze = freeze
-    for n in range(30):
-        segmented.add(f"b{n}", (f"b{n}", n), n)
-    segmented["b3"] = ("b3", 33)
-    segmented["b3"] = ("b3", 34)  # changed twice in the epoch: pickled once
-    assert segmented["b3"] == ("b3", 34)
-    assert not frozen
-    restored = pickle.loads(pickle.dumps(segmented))
-    assert sorted(frozen) == sorted(f"b{n}" for n in range(30))
-    assert segmented["b3"] == pickle.dumps(("b3", 34), protocol=pickle.HIGHEST_PROTOCOL)
-    assert restored["b3"] == segmented["b3"]
-    assert len(restored) == 30
-    assert "b29" in restored  # the index is rebuilt
-    assert restored.get("nope") is None
-
-    frozen.clear()
-    packed = [s.packed for s in segmented.segments]
-    segmented["b25"] = ("b25", 250)  # only the third segment changes
-    pickle.dumps(segmented)
-    assert frozen == ["b25"]
-    again = [s.packed for s in segmented.segments]
-    assert [a is b for a, b in zip(packed, again, strict=True)] == [True, True, False]
