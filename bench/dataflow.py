@@ -64,6 +64,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg import sql
 
 from bench.engine import Engine
+from bench.profiling import py_spy_command, summarize
 from dataflows.attribution.events import click_event, parse_click, parse_envelope
 from dataflows.config import StaticConfig, load_snapshot
 from dataflows.sinks.clickhouse import client_for
@@ -88,7 +89,8 @@ HOST = "127.0.0.1"
 PARTITIONS = 2
 FRESH_FIRST = 5_000_000  # order ids of the freshness phase (the preloaded ones are lower)
 LOGS: dict[int, Path] = {}  # flow pid → its log
-TARGETS = {"e2e": 50_000.0, "ratio": 0.5, "bytes": 200.0, "p99": 1.0}
+# Freshness p99 (issue #19): ≤ 0.5 s at 200 orders/s, ≤ 1 s at half the maximum throughput.
+TARGETS = {"e2e": 50_000.0, "ratio": 0.5, "bytes": 200.0, "p99": 0.5, "p99_loaded": 1.0}
 
 
 # --- the scenario ----------------------------------------------------------------------------
@@ -354,13 +356,18 @@ def flow_env(settings: Settings) -> dict[str, str]:
 
 
 def start_flow(
-    stack: Stack, settings: Settings, factory: str, log: Path, cluster: Sequence[str] = ()
+    stack: Stack,
+    settings: Settings,
+    factory: str,
+    log: Path,
+    cluster: Sequence[str] = (),
+    profile: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """`python -m bytewax.run factory`; `cluster` = (`-i`, id, `-a`, addresses) for a process
-    of a multi-process run."""
+    of a multi-process run; `profile`: a py-spy command that runs it (`bench.profiling`)."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", *cluster, factory],
+            [*profile, sys.executable, "-m", "bytewax.run", *cluster, factory],
             cwd=ROOT, env=flow_env(settings), stdin=subprocess.DEVNULL, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -397,16 +404,20 @@ def run_bounded(
     log: Path,
     processes: int = 1,
     cpu: list[float] | None = None,
+    profile: Sequence[str] = (),
 ) -> float:
     """Wall time of a bounded run over `processes` bytewax processes (one worker each); each
-    process's CPU seconds (user + system, from `wait4`) are appended to `cpu` if given."""
+    process's CPU seconds (user + system, from `wait4`) are appended to `cpu` if given.
+    `profile`: a py-spy command that runs the first process (`bench.profiling`)."""
     addresses = ";".join(f"{HOST}:{free_port()}" for _ in range(processes))
     started = time.perf_counter()
     cluster = [("-i", str(i), "-a", addresses) if processes > 1 else () for i in range(processes)]
-    procs = [
-        start_flow(stack, settings, factory, log.with_suffix(f".{i}.log"), cluster[i])
-        for i in range(processes)
-    ]
+    procs = []
+    for i in range(processes):
+        spy = profile if i == 0 else ()
+        procs.append(
+            start_flow(stack, settings, factory, log.with_suffix(f".{i}.log"), cluster[i], spy)
+        )
     codes = []
     for proc in procs:
         _, status, usage = os.wait4(proc.pid, 0)
@@ -498,6 +509,7 @@ class Figures:
     fresh_sent: int = 0
     checks: list[tuple[str, str, str, bool]] = field(default_factory=list)  # what, want, got, ok
     notes: list[str] = field(default_factory=list)
+    profile: list[tuple[str, float]] = field(default_factory=list)  # (stage, share), --profile
 
     def check(self, what: str, want: object, got: object) -> None:
         self.checks.append((what, str(want), str(got), want == got))
@@ -649,11 +661,27 @@ def bounded_phase(
     sinks = Sinks(settings, t.tenant_id)
     try:
         factory = attribution_factory(topics.inputs, topics.dead_bounded, tail=False, args=args)
+        raw = stack.scratch / "bounded.pyspy"
+        spy = [*py_spy_command(), str(raw), "--"] if args.profile else []
+        if args.profile and len(spy) == 2:
+            fig.notes.append("--profile: py-spy could not be installed; not profiled")
+            spy = []
         fig.e2e_s = run_bounded(
-            stack, settings, factory, stack.scratch / "bounded.log", args.processes, fig.e2e_cpu
-        )
-        print(f"  bounded run: {fig.events} events in {fig.e2e_s:.1f} s"
-              f" (CPU s per process: {', '.join(f'{c:.1f}' for c in fig.e2e_cpu)})")  # fmt: skip
+            stack, settings, factory, stack.scratch / "bounded.log", args.processes, fig.e2e_cpu,
+            spy,
+        )  # fmt: skip
+        if spy:  # wait4 reports py-spy's own CPU, not its child's: no CPU figures
+            fig.e2e_cpu.clear()
+        cpu = ", ".join(f"{c:.1f}" for c in fig.e2e_cpu) or "not measured under py-spy"
+        print(f"  bounded run: {fig.events} events in {fig.e2e_s:.1f} s (CPU s per process: {cpu})")
+        if spy:
+            fig.profile = summarize(raw) if raw.exists() else []
+            if args.profile_out is not None and raw.exists():
+                shutil.copyfile(raw, args.profile_out)
+            fig.notes.append(
+                "--profile: the bounded run's first process ran under py-spy (100 samples/s):"
+                " its wall time includes the profiler's overhead, its CPU is not measured"
+            )
         rows, totals = plan.expected_ledger()
         got_rows, got_totals = sinks.ledger()
         fig.check("bounded run: ledger rows", rows, got_rows)
@@ -773,8 +801,9 @@ def report(fig: Figures, args: Any) -> None:
     if fig.fresh_conv:
         conv = fig.fresh_conv
         p = [pct(conv, q) / 1000 for q in (0.5, 0.95, 0.99)]
-        row("freshness → conversions p50/p95/p99 s", "/".join(f"{v:.2f}" for v in p), "p99 ≤ 1 s",
-            p[2] <= TARGETS["p99"])  # fmt: skip
+        limit = TARGETS["p99"] if args.fresh_rate <= 200 else TARGETS["p99_loaded"]
+        row("freshness → conversions p50/p95/p99 s", "/".join(f"{v:.2f}" for v in p),
+            f"p99 ≤ {limit:g} s", p[2] <= limit)  # fmt: skip
         row(f"  (polled; median poll {fig.poll_cycle_ms:.0f} ms; {len(conv)} orders)", "")
     else:
         row("freshness → conversions", "not measured")
@@ -784,6 +813,10 @@ def report(fig: Figures, args: Any) -> None:
         row("freshness → raw_events.archived_at p50/p95/p99 s", "/".join(f"{v:.2f}" for v in p))
     print(f"  (batch_timeout_seconds={args.batch_timeout}, batch_max_size={args.batch_max_size},"
           f" fresh rate {args.fresh_rate}/s for {args.fresh_seconds} s)")  # fmt: skip
+    if fig.profile:
+        print("\nWhere the bounded run's first process spent its CPU (py-spy, by stage):")
+        for stage, share in fig.profile:
+            print(f"  {stage:<56} {share:6.1%}")
     print("\nCorrectness:")
     for what, want, got, ok in fig.checks:
         print(
@@ -810,10 +843,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-sample", type=int, default=200_000)
     parser.add_argument("--skip-tailing", action="store_true")
     parser.add_argument(
+        "--profile", action="store_true",
+        help="run the bounded run's first process under py-spy; print its CPU by stage",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile-out", type=Path, help="keep py-spy's raw (collapsed) stacks here"
+    )
+    parser.add_argument(
         "--processes", type=int, default=1,
         help="bytewax processes (one worker each) for the bounded and bare runs",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    args.profile = args.profile or args.profile_out is not None
 
     topics = Topics()
     fig = Figures()
