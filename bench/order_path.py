@@ -30,7 +30,8 @@ from dataflows.attribution.logic import AttributionDecision
 from dataflows.attribution.state import Tuning
 from dataflows.attribution.wire import decode_click, decode_envelope
 from dataflows.commission.logic import accrue
-from dataflows.config import ConfigSnapshot, StaticConfig, build_snapshot
+from dataflows.config import ConfigSnapshot, StaticConfig, TenantConfig, build_snapshot
+from schemas.commission_rules import CommissionRuleSet
 from schemas.compact import trusted
 from schemas.conversion import Conversion
 from schemas.events.click import ClickEvent
@@ -107,10 +108,9 @@ def decode_split(clicks: list[bytes]) -> list[tuple[str, float]]:
     ]
 
 
-def accrue_us(plan: Plan, orders: list[bytes]) -> float:
-    """`accrue` alone, without a profiler: µs per order (best of 3 passes) on the bench's
-    orders, each as one of ana's (an accrual and her manager's override) under the tenant's
-    rules, as `AttributionLogic._accrue` calls it."""
+def _anas_order(plan: Plan) -> tuple[TenantConfig, CommissionRuleSet, AttributionDecision]:
+    """The tenant's configuration, its rules and a decision crediting ana (the bench's orders
+    as `AttributionLogic._accrue` sees one of hers)."""
     t = plan.tenant
     cfg = _snapshot(plan).tenant(t.tenant_id)
     rules = cfg.rules_for(t.program)
@@ -119,6 +119,15 @@ def accrue_us(plan: Plan, orders: list[bytes]) -> float:
         rule=AttributionRule.LAST_CLICK, agent_id=t.ana, program_id=t.program, click_id=None,
         coupon_code=None, explanation="bench",
     )  # fmt: skip
+    return cfg, rules, decision
+
+
+def accrue_us(plan: Plan, orders: list[bytes]) -> float:
+    """`accrue` alone, without a profiler: µs per order (best of 3 passes) on the bench's
+    orders, each as one of ana's (an accrual and her manager's override) under the tenant's
+    rules, as `AttributionLogic._accrue` calls it."""
+    t = plan.tenant
+    cfg, rules, decision = _anas_order(plan)
     chain = cfg.agent_chain(t.ana)
     conversions = [
         item.payload
@@ -141,13 +150,7 @@ def model_costs(plan: Plan, orders: list[bytes]) -> list[tuple[str, float]]:
     """A ledger entry (the bench's first order's first accrual) made three ways: validated by
     pydantic, `model_construct`, and `trusted` (what `accrue` does): µs each, best of 3."""
     t = plan.tenant
-    cfg = _snapshot(plan).tenant(t.tenant_id)
-    rules = cfg.rules_for(t.program)
-    assert rules is not None
-    decision = AttributionDecision(
-        rule=AttributionRule.LAST_CLICK, agent_id=t.ana, program_id=t.program, click_id=None,
-        coupon_code=None, explanation="bench",
-    )  # fmt: skip
+    cfg, rules, decision = _anas_order(plan)
     conversion = next(
         item.payload
         for value in orders

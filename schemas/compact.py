@@ -50,6 +50,16 @@ def _names(cls: type[BaseModel]) -> tuple[str, ...]:
     return names
 
 
+def _made(cls: type[M], data: dict[str, Any], fields_set: set[str]) -> M:
+    """An instance of the frozen model holding `data` (every field, in field order) as is."""
+    obj = cls.__new__(cls)
+    _set(obj, "__dict__", data)
+    _set(obj, "__pydantic_fields_set__", fields_set)
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
+    return obj
+
+
 def rebuild_model(cls: type[BaseModel], values: tuple[Any, ...]) -> BaseModel:
     """The model `CompactPickle.__reduce__` pickled (no validation: its values were validated
     when it was made). Fields added after it was pickled get their defaults."""
@@ -58,12 +68,7 @@ def rebuild_model(cls: type[BaseModel], values: tuple[Any, ...]) -> BaseModel:
     if len(values) < len(names):
         for name in names[len(values) :]:
             data[name] = cls.model_fields[name].get_default(call_default_factory=True)
-    obj = cls.__new__(cls)
-    _set(obj, "__dict__", data)
-    _set(obj, "__pydantic_fields_set__", set(names))
-    _set(obj, "__pydantic_extra__", None)
-    _set(obj, "__pydantic_private__", None)
-    return obj
+    return _made(cls, data, set(names))
 
 
 class CompactPickle:
@@ -116,9 +121,4 @@ def trusted(cls: type[M], **values: Any) -> M:
         unknown = set(values) - set(defaults)
         missing = [name for name, value in data.items() if value is _REQUIRED]
         raise TypeError(f"{cls.__name__}: unknown fields {sorted(unknown)}, missing {missing}")
-    obj = cls.__new__(cls)
-    _set(obj, "__dict__", data)
-    _set(obj, "__pydantic_fields_set__", set(values))
-    _set(obj, "__pydantic_extra__", None)
-    _set(obj, "__pydantic_private__", None)
-    return obj
+    return _made(cls, data, set(values))

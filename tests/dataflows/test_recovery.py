@@ -84,6 +84,26 @@ def ledger_rows(settings: Settings, tenant_id: str) -> int:
     return int(row[0]) if row else 0
 
 
+def assert_scenario_totals(settings: Settings, t: Tenant) -> None:
+    """The ledger and ClickHouse hold exactly what `scenario` implies, each event once."""
+    kept = ORDERS - len(REFUNDED)
+    assert ledger_totals(settings, t.tenant_id) == {
+        t.ana: Decimal("10.00") * kept,
+        t.boss: Decimal("0.50") * kept,
+        "#rows": Decimal(2 * ORDERS + 2 * len(REFUNDED)),  # accruals, overrides, reversals
+    }
+    analytics = clickhouse_totals(settings, t.tenant_id)
+    assert analytics["commission"] == [
+        (t.ana, Decimal("10.00") * kept, ORDERS + len(REFUNDED)),
+        (t.boss, Decimal("0.50") * kept, ORDERS + len(REFUNDED)),
+    ]
+    assert len(analytics["conversions"]) == ORDERS  # type: ignore[arg-type]
+    assert (analytics["raw_events"], analytics["clicks"]) == (
+        2 * ORDERS + len(REFUNDED),
+        ORDERS,
+    )
+
+
 def test_sigkill_mid_stream_then_resume_gives_the_same_totals(
     stack_settings: Settings, tenant: Tenant, topics: Topics, tmp_path: Path
 ) -> None:
@@ -116,22 +136,7 @@ def test_sigkill_mid_stream_then_resume_gives_the_same_totals(
     _, stderr = second.communicate(timeout=120)
     assert second.returncode == 0, stderr.decode()[-2000:]
 
-    kept = ORDERS - len(REFUNDED)
-    assert ledger_totals(stack_settings, t.tenant_id) == {
-        t.ana: Decimal("10.00") * kept,
-        t.boss: Decimal("0.50") * kept,
-        "#rows": Decimal(expected_rows),
-    }
-    analytics = clickhouse_totals(stack_settings, t.tenant_id)
-    assert analytics["commission"] == [
-        (t.ana, Decimal("10.00") * kept, ORDERS + len(REFUNDED)),
-        (t.boss, Decimal("0.50") * kept, ORDERS + len(REFUNDED)),
-    ]
-    assert len(analytics["conversions"]) == ORDERS  # type: ignore[arg-type]
-    assert (analytics["raw_events"], analytics["clicks"]) == (
-        2 * ORDERS + len(REFUNDED),
-        ORDERS,
-    )
+    assert_scenario_totals(stack_settings, t)
 
 
 def test_refstream_dataflow_run_backfills_and_creates_its_recovery_dir(

@@ -10,11 +10,10 @@ import os
 import socket
 import subprocess
 import sys
-from decimal import Decimal
 
 from schemas.settings import Settings
-from tests.dataflows.conftest import Tenant, Topics, clickhouse_totals, ledger_totals, produce
-from tests.dataflows.test_recovery import ORDERS, REFUNDED, scenario
+from tests.dataflows.conftest import Tenant, Topics, produce
+from tests.dataflows.test_recovery import assert_scenario_totals, scenario
 
 
 def free_port() -> int:
@@ -53,20 +52,4 @@ def test_two_processes_give_the_one_process_totals(
         _, stderr = proc.communicate(timeout=240)
         assert proc.returncode == 0, stderr.decode()[-3000:]
 
-    kept = ORDERS - len(REFUNDED)
-    rows = 2 * ORDERS + 2 * len(REFUNDED)  # accrual + override, and their reversals
-    assert ledger_totals(stack_settings, t.tenant_id) == {
-        t.ana: Decimal("10.00") * kept,
-        t.boss: Decimal("0.50") * kept,
-        "#rows": Decimal(rows),
-    }
-    analytics = clickhouse_totals(stack_settings, t.tenant_id)
-    assert analytics["commission"] == [
-        (t.ana, Decimal("10.00") * kept, ORDERS + len(REFUNDED)),
-        (t.boss, Decimal("0.50") * kept, ORDERS + len(REFUNDED)),
-    ]
-    assert len(analytics["conversions"]) == ORDERS  # type: ignore[arg-type]
-    assert (analytics["raw_events"], analytics["clicks"]) == (
-        2 * ORDERS + len(REFUNDED),
-        ORDERS,
-    )
+    assert_scenario_totals(stack_settings, t)
