@@ -45,8 +45,10 @@ lint: install
 deps:
 	@bash deploy/deps.sh
 
+# --durations: the slowest tests at the end of every run (and of CI's log), to keep the suite
+# within its 15 minutes.
 test: deps lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 
 test-fast: install
 	$(BIN)/pytest -q -x
