@@ -443,7 +443,7 @@ def accrue(
         line_id: str, kind: EntryKind, level: int, units: int, reason: str
     ) -> CommissionAccrual:
         # Every value comes from validated models or is made here with its type: not
-        # validated again (`trusted`; tests/dataflows/test_commission_logic.py compares).
+        # validated again (`trusted`; tests/dataflows/test_commission_minor.py compares).
         return trusted(
             CommissionAccrual,
             entry_id=entry_id(tenant_id, order_id, line_id, kind, level),
