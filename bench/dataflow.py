@@ -66,6 +66,7 @@ from psycopg import sql
 from bench.engine import Engine
 from bench.profiling import py_spy_command, summarize
 from dataflows.attribution.events import click_event, parse_click, parse_envelope
+from dataflows.attribution.flow import KAFKA_BATCH_SIZE
 from dataflows.config import StaticConfig, load_snapshot
 from dataflows.sinks.clickhouse import client_for
 from deploy.clickhouse_http import start_subprocess, stop_subprocess
@@ -393,8 +394,17 @@ def attribution_factory(inputs: tuple[str, ...], dead: str, *, tail: bool, args:
     return (
         f"dataflows.attribution.flow:build(tail={tail!r}, input_topics={inputs!r}, "
         f"deadletter_topic={dead!r}, batch_max_size={args.batch_max_size}, "
-        f"batch_timeout_seconds={args.batch_timeout})"
+        f"batch_timeout_seconds={args.batch_timeout}, kafka_batch_size={args.kafka_batch_size})"
     )
+
+
+def process_cpu_s(pid: int) -> float:
+    """A running process's CPU seconds so far (user + system, all threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_bounded(
@@ -666,14 +676,19 @@ def bounded_phase(
         if args.profile and len(spy) == 2:
             fig.notes.append("--profile: py-spy could not be installed; not profiled")
             spy = []
+        assert stack.clickhouse is not None
+        front = process_cpu_s(stack.clickhouse.pid)
         fig.e2e_s = run_bounded(
             stack, settings, factory, stack.scratch / "bounded.log", args.processes, fig.e2e_cpu,
             spy,
         )  # fmt: skip
+        front_s = process_cpu_s(stack.clickhouse.pid) - front
         if spy:  # wait4 reports py-spy's own CPU, not its child's: no CPU figures
             fig.e2e_cpu.clear()
         cpu = ", ".join(f"{c:.1f}" for c in fig.e2e_cpu) or "not measured under py-spy"
-        print(f"  bounded run: {fig.events} events in {fig.e2e_s:.1f} s (CPU s per process: {cpu})")
+        print(f"  bounded run: {fig.events} events in {fig.e2e_s:.1f} s (CPU s per process: {cpu};"
+              f" ClickHouse front: {front_s:.1f} CPU s, ~{1e6 * front_s / fig.events:.0f} µs per"
+              " event, inserts and merges)")  # fmt: skip
         if spy:
             fig.profile = summarize(raw) if raw.exists() else []
             if args.profile_out is not None and raw.exists():
@@ -812,7 +827,8 @@ def report(fig: Figures, args: Any) -> None:
         p = [pct(raw, q) / 1000 for q in (0.5, 0.95, 0.99)]
         row("freshness → raw_events.archived_at p50/p95/p99 s", "/".join(f"{v:.2f}" for v in p))
     print(f"  (batch_timeout_seconds={args.batch_timeout}, batch_max_size={args.batch_max_size},"
-          f" fresh rate {args.fresh_rate}/s for {args.fresh_seconds} s)")  # fmt: skip
+          f" kafka_batch_size={args.kafka_batch_size}, fresh rate {args.fresh_rate}/s"
+          f" for {args.fresh_seconds} s)")  # fmt: skip
     if fig.profile:
         print("\nWhere the bounded run's first process spent its CPU (py-spy, by stage):")
         for stage, share in fig.profile:
@@ -840,6 +856,12 @@ def main(argv: list[str] | None = None) -> int:
         help="flow's sink batching: 0 = adaptive (the default)",
     )
     parser.add_argument("--batch-max-size", type=int, default=5000)
+    parser.add_argument(
+        "--kafka-batch-size",
+        type=int,
+        default=KAFKA_BATCH_SIZE,
+        help="messages per topic partition and poll (the flow's default)",
+    )
     parser.add_argument("--state-sample", type=int, default=200_000)
     parser.add_argument("--skip-tailing", action="store_true")
     parser.add_argument(

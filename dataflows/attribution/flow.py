@@ -312,6 +312,16 @@ def attribution_steps(
     )  # fmt: skip
 
 
+# Messages read from one topic partition per poll, at most (bytewax's default is 1,000). A
+# scheduling pass carries what the polls brought and the ClickHouse sink writes each pass's rows
+# in one insert per table, so under a backlog larger polls make fewer, larger inserts: measured
+# with `bench.dataflow --kafka-batch-size` (100k clicks, 10k orders), the ClickHouse front used
+# 97 µs of CPU per event at 1,000, 37 at 5,000 and 22 at 20,000 (the flow itself 26.5, 24.7 and
+# 24.3 CPU s). A tailing flow that keeps up polls what arrived since its last pass: small
+# passes, unchanged freshness.
+KAFKA_BATCH_SIZE = 10_000
+
+
 def _check_broker(bootstrap: str, timeout: float = 10.0) -> None:
     # bytewax's KafkaSource hangs without a timeout when the broker is unreachable.
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
@@ -341,6 +351,7 @@ def build(
     tuning: Tuning | None = None,
     batch_max_size: int = 5000,
     batch_timeout_seconds: float = 0.0,
+    kafka_batch_size: int = KAFKA_BATCH_SIZE,
 ) -> Dataflow:
     """The production dataflow. With no arguments it reads `Settings()` (for `bytewax.run`;
     every other argument is a literal, so `bytewax.run "…:build(tail=False)"` can pass it).
@@ -368,6 +379,7 @@ def build(
         topics=list(input_topics),
         tail=tail,
         add_config={"log_level": "0"},
+        batch_size=kafka_batch_size,
     )
     kafka_dead = op.map("kafka_err", kafka.errs, kafka_error_dead_letter)
     values = op.map("value", kafka.oks, _value)
