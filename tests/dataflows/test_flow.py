@@ -274,6 +274,23 @@ def test_events_beyond_the_allowed_lateness_go_to_reconciliation() -> None:
     assert [c.order_id for c in result.conversions] == ["1002"]
 
 
+def test_a_late_click_is_dead_lettered_with_its_envelope() -> None:
+    """Clicks cross to their shard without their Kafka value, except a late one: its dead
+    letter keeps the envelope, to be processed again."""
+    tuning = Tuning(allowed_lateness_ms=days(7) // timedelta(milliseconds=1))
+    events = [
+        click(TENANT, click_id(1), at=T0 + days(10), event_id="recent-click"),
+        click(TENANT, click_id(2), at=T0, event_id="late-click"),
+        order(TENANT, 1001, at=T0 + days(10), cites=click_id(1), event_id="o1"),
+    ]
+    result = run(events, tuning=tuning)
+
+    assert [d.reason.split(":")[0] for d in result.dead] == ["late"]
+    assert result.dead[0].envelope is not None
+    assert result.dead[0].envelope.event_id == "late-click"
+    assert [c.click_id for c in result.conversions] == [click_id(1)]
+
+
 def test_refund_of_an_order_that_never_arrives_is_dead_lettered_as_orphan() -> None:
     events = [
         refund(TENANT, 999, 5, [(1, 1)], at=T0),
