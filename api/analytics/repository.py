@@ -26,15 +26,12 @@ entry's conversion; clicks carry no coupon, so a coupon filter leaves no clicks.
 
 from __future__ import annotations
 
-import time
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from clickhouse_connect.driver.exceptions import DatabaseError
 from sqlalchemy import and_, select
 
 from api.agents.repository import agent_scope_clause
@@ -43,11 +40,9 @@ from api.analytics.rollups import (
     DIMENSIONS,
     GRAINS,
     HOUR_MS,
-    STALE,
     STATE_SQL,
     VISITORS,
     VISITORS_PRECISION,
-    Build,
     Filters,
     Plan,
     aligned,
@@ -318,94 +313,31 @@ class KeyTotals:
     commission: Decimal
 
 
-# How long a rollup state (builds and touches of a period's hours) is reused without reading it
-# again. A reused state is checked by the query that uses it (`api.analytics.rollups.STALE`), so
-# this bounds only how long a newly built day keeps being read from raw rows, not correctness.
-STATE_TTL_S = 10.0
-_STATES_MAX = 1024
-_State = tuple[float, dict[int, Build], dict[int, int]]
-# One cache per reader (the API's reader lives as long as the app; stores are per request).
-_STATES: weakref.WeakKeyDictionary[ClickHouseReader, dict[tuple[str, int, int], _State]] = (
-    weakref.WeakKeyDictionary()
-)
-# Plans tried from a reused, then a fresh state, before reading the period from raw rows only.
-_ATTEMPTS = 3
-
-
-def _stale(exc: Exception) -> bool:
-    return isinstance(exc, DatabaseError) and STALE in str(exc)
-
-
 class AnalyticsStore:
     """The aggregate queries, over a `ClickHouseReader`. Money comes back unrounded (scale 12)
-    in the reporting currency. With `rollups` (the default) each query reads the hours of its
-    period a current rollup covers from the rollups (`api.analytics.rollups.plan`); without, it
-    reads every raw row (the reference the rollups must equal).
+    in the reporting currency. With `rollups` (the default) each query first asks which hours
+    of its period a current rollup covers (`api.analytics.rollups.plan`) and reads those from
+    the rollups; without, it reads every raw row (the reference the rollups must equal)."""
 
-    Which hours are current comes from `rollup_builds` and `rollup_touches` (one round trip).
-    That state is kept per reader for `STATE_TTL_S` and reused by later queries of the same
-    period hours, whose SQL checks it is still current before reading any rollup row; a stale
-    state (a late row touched an hour it reads, or the day was built again) makes the query
-    fail with `STALE`, and the store plans again from a fresh state (`replans` counts this)."""
-
-    def __init__(
-        self, reader: ClickHouseReader, *, rollups: bool = True, state_ttl_s: float = STATE_TTL_S
-    ) -> None:
+    def __init__(self, reader: ClickHouseReader, *, rollups: bool = True) -> None:
         self.reader = reader
         self.rollups = rollups
-        self.state_ttl_s = state_ttl_s
-        self.replans = 0
 
-    def _states(self) -> dict[tuple[str, int, int], _State]:
-        try:
-            return _STATES.setdefault(self.reader, {})
-        except TypeError:  # a reader that cannot be weakly referenced: no reuse
-            return {}
-
-    async def where(self, q: Question, cuboid: str, grain: str, *, reuse: bool = False) -> Plan:
-        """Where to read `q`'s period from (see `api.analytics.rollups.plan`); with `reuse`,
-        from a state read less than `STATE_TTL_S` ago, if any."""
+    async def where(self, q: Question, cuboid: str, grain: str) -> Plan:
+        """Where to read `q`'s period from (see `api.analytics.rollups.plan`)."""
         start, end = utc_ms(q.start), utc_ms(q.end)
         first, last = -(-start // HOUR_MS) * HOUR_MS, end // HOUR_MS * HOUR_MS
         if not self.rollups or first >= last or grain not in GRAINS.get(cuboid, ()):
             return raw_plan(start, end)
-        states, key = self._states(), (q.tenant_id, first, last)
-        state = states.get(key) if reuse else None
-        if state is None or state[0] < time.monotonic():
-            rows = await self.reader.query(
-                STATE_SQL, {"tenant": q.tenant_id, "first": first, "last": last}
-            )
-            if len(states) >= _STATES_MAX:
-                states.clear()
-            state = states[key] = (time.monotonic() + self.state_ttl_s, *read_state(rows))
-        return plan(start, end, cuboid, state[1], state[2], grain=grain)
-
-    async def _rows(
-        self,
-        q: Question,
-        cuboid: str,
-        grain: str,
-        sql: Callable[[Plan], str],
-        parameters: Mapping[str, Any],
-    ) -> Sequence[Sequence[Any]]:
-        """The rows of `sql(plan)`, planned from a reused state first, then from fresh ones."""
-        for attempt in range(_ATTEMPTS):
-            where = (
-                await self.where(q, cuboid, grain, reuse=attempt == 0)
-                if attempt < _ATTEMPTS - 1
-                else raw_plan(utc_ms(q.start), utc_ms(q.end))
-            )
-            try:
-                return await self.reader.query(sql(where), {**parameters, **where.parameters()})
-            except DatabaseError as exc:
-                if not _stale(exc):
-                    raise
-                self.replans += 1
-        raise AssertionError("unreachable: the raw plan reads no rollup")
+        rows = await self.reader.query(
+            STATE_SQL, {"tenant": q.tenant_id, "first": first, "last": last}
+        )
+        builds, touches = read_state(rows)
+        return plan(start, end, cuboid, builds, touches, grain=grain)
 
     async def totals(self, q: Question) -> Totals:
-        cuboid = choose_cuboid(_filters(q), None)
-        rows = await self._rows(q, cuboid, "d", lambda where: summary_sql(q, where), q.parameters())
+        where = await self.where(q, choose_cuboid(_filters(q), None), "d")
+        rows = await self.reader.query(summary_sql(q, where), q.parameters() | where.parameters())
         clicks, visitors, conversions, revenue, commission, refunds, refunded = rows[0]
         return Totals(
             clicks=int(clicks),
@@ -426,10 +358,10 @@ class AnalyticsStore:
         if bucket != "minute":
             starts = bucket_starts(q.start, q.end, Bucket(bucket), company_zone(timezone))
             grain = "h" if aligned(starts) else "raw"
-        rows = await self._rows(
-            q, cuboid, grain, lambda where: timeseries_sql(q, where, bucket),
-            q.parameters() | {"tz": timezone},
-        )  # fmt: skip
+        where = await self.where(q, cuboid, grain)
+        rows = await self.reader.query(
+            timeseries_sql(q, where, bucket), q.parameters() | where.parameters() | {"tz": timezone}
+        )
         return {
             int(key): BucketTotals(
                 clicks=int(clicks),
@@ -452,18 +384,16 @@ class AnalyticsStore:
     ) -> list[KeyTotals]:
         """Up to `limit` keys, best `sort` first; `after` = (sort value, key) of the previous
         page's last item; `unit_of` maps agents to units (for `by=unit`)."""
-        cuboid = choose_cuboid(_filters(q), _GROUP[by])
-        params = q.parameters() | {"limit": limit}
+        where = await self.where(q, choose_cuboid(_filters(q), _GROUP[by]), "d")
+        params = q.parameters() | where.parameters() | {"limit": limit}
         if by is Dimension.unit:
             mapping = dict(unit_of or {})
             params |= {"unit_agents": list(mapping), "unit_ids": list(mapping.values())}
         if after is not None:
             value, key = after
             params |= {"after_value": value, "after_key": key}
-        rows = await self._rows(
-            q, cuboid, "d", lambda where: ranked_sql(q, where, by, sort, after=after is not None),
-            params,
-        )  # fmt: skip
+        sql = ranked_sql(q, where, by, sort, after=after is not None)
+        rows = await self.reader.query(sql, params)
         return [
             KeyTotals(
                 key=str(key),

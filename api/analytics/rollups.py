@@ -285,41 +285,8 @@ def rollup_facts(plan: Plan, filters: Filters) -> str | None:
                 op += f"{{{placeholder}:String}}"
             conditions.append(f"k {op}")
     conditions += filters.conditions(_ALL)
-    if plan.builds:
-        conditions.append(f"toUInt8(if(({_STALE_CHECK}) > 0, '{STALE}', '0')) = 0")
     columns = ", ".join(FACT_COLUMNS[1:])
     return f"SELECT bucket AS t, {columns} FROM rollups WHERE {_where(conditions)}"
-
-
-# A plan may come from a cached state (`AnalyticsStore`), so the query that reads its rollup rows
-# checks, as a scalar subquery evaluated before any row is read, that the state still holds: no
-# hour it reads from rollups was touched after its day's build, and no day it reads was built
-# again since (a newer build supersedes the gen, whose rows are deleted a minute later). If the
-# check fails the query fails with an error that names `STALE`, and the caller plans again from
-# a fresh state. Neither subquery needs `FINAL`: any touch later than the build, or any build row
-# later than the one planned, makes the plan stale, merged or not.
-# The error comes from parsing `STALE` as a number, not from `throwIf`: ClickHouse folds the
-# scalar subquery and the conversion into a constant while it analyses the query, so this fails
-# even when no rollup row is left to filter (the superseded gen's rows were deleted), whereas
-# `throwIf` is never folded and runs only on rows that reach it.
-STALE = "refstream: rollup plan stale"
-_BUILT_OF_DAY = (
-    "transform(toUInt32(toStartOfDay({column})), {{v_days:Array(UInt32)}},"
-    " {{v_built:Array(Int64)}}, toInt64(9223372036854775807))"
-)
-_STALE_CHECK = (
-    "(SELECT count() FROM rollup_touches WHERE tenant_id = {tenant:String}"
-    " AND hour >= toDateTime({rb_first:UInt32}, 'UTC')"
-    " AND hour < toDateTime({rb_last:UInt32}, 'UTC')"
-    " AND (toUInt32(toStartOfDay(hour)) IN {r_days:Array(UInt32)}"
-    " OR toUInt32(hour) IN {r_hours:Array(UInt32)})"
-    " AND toUnixTimestamp64Milli(touched_at) > " + _BUILT_OF_DAY.format(column="hour") + ")"
-    " + (SELECT count() FROM rollup_builds WHERE tenant_id = {tenant:String}"
-    " AND toUInt32(toDateTime(day, 'UTC')) IN {v_days:Array(UInt32)}"
-    " AND toUnixTimestamp64Milli(built_at) > "
-    + _BUILT_OF_DAY.format(column="toDateTime(day, 'UTC')")
-    + ")"
-)
 
 
 # --- plan -----------------------------------------------------------------------------------
@@ -337,9 +304,7 @@ class Build:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """Where a period is read from: rollup days and hours (ms at their start, of `cuboid`, gens
-    `gens`; `minutes`: the hours' minute rows) and raw [start, end) ms ranges. `builds`: (day
-    ms, the build's `built_at` ms) of every day whose rollup rows it reads, which the query
-    checks are still current (`STALE`)."""
+    `gens`; `minutes`: the hours' minute rows) and raw [start, end) ms ranges."""
 
     cuboid: str
     days: tuple[int, ...] = ()
@@ -347,7 +312,6 @@ class Plan:
     minutes: bool = False
     gens: tuple[int, ...] = ()
     raw: tuple[tuple[int, int], ...] = field(default=())
-    builds: tuple[tuple[int, int], ...] = ()
 
     def parameters(self) -> dict[str, Any]:
         params: dict[str, Any] = ranges_parameters(self.raw)
@@ -362,8 +326,6 @@ class Plan:
                     [*(d + DAY_MS for d in self.days), *(h + HOUR_MS for h in self.hours)]
                 )
                 // 1000,
-                "v_days": [d // 1000 for d, _ in self.builds],
-                "v_built": [b for _, b in self.builds],
             }
         return params
 
@@ -427,10 +389,8 @@ def plan(
     if not with_hours:
         raw += [(h, h + HOUR_MS) for h in hours]
         hours = []
-    used = sorted({t // DAY_MS * DAY_MS for t in [*days, *hours]})
-    gens = sorted({builds[d].gen for d in used})
-    checks = tuple((d, builds[d].built_ms) for d in used)
-    return Plan(cuboid, tuple(days), tuple(hours), grain == "m", tuple(gens), _merge(raw), checks)
+    gens = sorted({builds[t // DAY_MS * DAY_MS].gen for t in [*days, *hours]})
+    return Plan(cuboid, tuple(days), tuple(hours), grain == "m", tuple(gens), _merge(raw))
 
 
 def raw_plan(start_ms: int, end_ms: int) -> Plan:
@@ -554,7 +514,6 @@ def aligned(starts: Sequence[datetime]) -> bool:
 
 
 __all__ = [
-    "STALE",
     "Build",
     "DayWork",
     "Filters",

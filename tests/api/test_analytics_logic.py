@@ -151,14 +151,11 @@ def test_current_days_and_hours_come_from_rollups_and_the_rest_from_raw_rows() -
     assert split.hours == tuple(h for h in range(DAY0, DAY0 + D + 5 * H, H) if h != DAY0 + 3 * H)
     assert split.raw == ((start, DAY0), (DAY0 + 3 * H, DAY0 + 4 * H), (DAY0 + D + 5 * H, end))
     assert split.gens == (7, 8)
-    # The builds its SQL checks are still current: each day it reads rollups of, with built_at.
-    assert split.builds == ((DAY0, DAY0 + 30 * H), (DAY0 + D, DAY0 + 30 * H))
-    assert whole.builds == ((DAY0, DAY0 + 30 * H),)
     minutes = plan(start, end, "total", builds, touches, grain="m")
     assert (minutes.hours, minutes.minutes) == (split.hours, True)
     # Shops have day rows only: their partial days are read raw.
     shop = plan(start, end, "shop", builds, touches, grain="d")
-    assert (shop.days, shop.hours, shop.raw, shop.builds) == ((), (), ((start, end),), ())
+    assert (shop.days, shop.hours, shop.raw) == ((), (), ((start, end),))
     # Minute rows exist for totals only; a period inside one hour has no whole hour.
     assert plan(start, end, "agent", builds, touches, grain="m").raw == ((start, end),)
     assert plan(DAY0 + 60_000, DAY0 + H - 1, "total", builds, {}, grain="d").raw == (

@@ -374,53 +374,6 @@ async def test_rows_of_superseded_builds_are_deleted_a_minute_after_the_switch(
     assert await rollups.totals(whole) == await raw.totals(whole)
 
 
-async def test_a_reused_rollup_state_that_went_stale_is_planned_again(
-    ch: Client, reader: ClickHouseReader
-) -> None:
-    """Stores reuse the builds and touches of a period (one round trip less per query); a query
-    planned from a reused state that late rows, a rebuild and the deletion of the superseded gen
-    made stale notices it in its own SQL and is planned again, so it still answers exactly."""
-    tenant = f"t_roll_{uuid.uuid4().hex[:8]}"
-    data = generate(tenant, seed=11)
-    insert(ch, data.first)
-    builder, now = Builder(ch), utc_ms(NOW)
-    await settle()
-    builder.cycle(now_ms=now)
-    raw = AnalyticsStore(reader, rollups=False)
-    # A long reuse, so that nothing here depends on how fast the shared machine is.
-    rollups = AnalyticsStore(reader, state_ttl_s=3600)
-    whole, agents = questions(tenant)[0], questions(tenant)[1]
-    day2 = Question(tenant_id=tenant, start=D0 + timedelta(days=1), end=D0 + timedelta(days=2))
-    asked = [whole, agents, day2]
-
-    async def read(store: AnalyticsStore) -> list[Any]:
-        out: list[Any] = []
-        for q in asked:
-            out.append(await store.totals(q))
-            out.append(await store.ranked(q, Dimension.agent, Metric.revenue, limit=50))
-            out.append(await store.per_bucket(q, "hour", "UTC"))
-        return out
-
-    assert await read(rollups) == await read(raw)
-    assert (await rollups.where(day2, "total", "d", reuse=True)).days  # day 2 read from rollups
-    assert rollups.replans == 0
-
-    insert(ch, data.late)  # touches built hours of day 2 the reused state calls current
-    assert await read(rollups) == await read(raw)
-    assert rollups.replans > 0
-
-    # The reused state now reads day 2's untouched hours from the rollup rows of its gen. Rebuild
-    # day 2 under a new gen and delete the old gen's rows: the reused state is stale again.
-    assert (await rollups.where(day2, "total", "d", reuse=True)).hours
-    await settle()
-    builder.cycle(now_ms=now)
-    builder.clean(server_ms(ch) + KEEP_SUPERSEDED_MS)
-    replans = rollups.replans
-    assert await read(rollups) == await read(raw)
-    assert rollups.replans > replans
-    assert (await rollups.where(day2, "total", "d")).days  # rebuilt: from rollups again
-
-
 @pytest.mark.timeout(300)
 async def test_refstream_analytics_build_once_registers_the_builds(
     ch: Client, api_clickhouse_url: str
