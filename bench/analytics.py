@@ -15,7 +15,8 @@ clicks per conversion (2% bots), one commission entry per conversion plus a mana
 through `AnalyticsStore` (the exact SQL and ClickHouse client path the API uses, over HTTP; the
 PostgreSQL reach lookup and FastAPI are not included) and prints p50/p99 per query. Before timing,
 the rollup builder (`api.analytics.builder`) builds every day once (its time is printed);
-`--raw` skips it and times the queries over raw rows only.
+`--raw` skips it and times the queries over raw rows only; `--rebuild` drops the rollups of a
+reused `--data-dir` first, so they are built again as after a fresh load.
 Nothing is asserted: it prints figures.
 """
 
@@ -235,6 +236,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="keep (and reuse) the chDB directory")
     parser.add_argument("--no-optimize", action="store_true", help="skip OPTIMIZE ... FINAL")
     parser.add_argument("--raw", action="store_true", help="read raw rows only (no rollups)")
+    parser.add_argument(
+        "--rebuild", action="store_true",
+        help="drop the rollups of a reused --data-dir first, so every day is built again",
+    )  # fmt: skip
     args = parser.parse_args()
 
     scratch = None if args.data_dir else tempfile.mkdtemp(prefix="bench-analytics-")
@@ -256,6 +261,10 @@ def main() -> None:
                 client.command(f"TRUNCATE TABLE {table}")
             print(f"loading {args.rows:,} conversions into {data_dir} ...", flush=True)
             print(f"loaded in {load(client, args.rows):.0f} s")
+        elif args.rebuild:
+            for table in ("rollups", "rollup_builds"):
+                client.command(f"TRUNCATE TABLE {table}")
+            print("dropped the rollups: every day is built again")
         if not args.no_optimize:
             print(f"OPTIMIZE ... FINAL took {optimize(client):.0f} s")
         if not args.raw:
