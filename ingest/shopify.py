@@ -95,7 +95,7 @@ def verify(raw: bytes, signature: str | None, secrets: tuple[str, ...]) -> bool:
         return False
     ok = False
     for secret in secrets:
-        expected = hmac.new(secret.encode(), raw, hashlib.sha256).digest()
+        expected = hmac.digest(secret.encode(), raw, "sha256")  # one-shot, in C
         ok |= hmac.compare_digest(expected, given)
     return ok
 
