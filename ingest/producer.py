@@ -14,6 +14,7 @@ import contextlib
 import functools
 import threading
 import time
+from collections.abc import Callable
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -67,15 +68,24 @@ class EventProducer:
         self._thread.start()
 
     def _poll(self) -> None:
+        """Serve delivery reports while no event loop does (`_Inbox` polls from the loop while
+        it has messages in flight: no thread handing reports over, no GIL to hand back)."""
         while not self._stop.is_set():
-            self._producer.poll(0.05)
+            inbox = self._inbox
+            if inbox is not None and inbox.polling:
+                self._stop.wait(0.05)
+            else:
+                self._producer.poll(0.05)
+
+    def _poll_now(self) -> None:
+        self._producer.poll(0)
 
     async def send(self, topic: str, key: bytes, value: bytes) -> float:
         """Write one message and wait for the broker's ack; returns the ack latency in seconds."""
         loop = asyncio.get_running_loop()
         inbox = self._inbox
         if inbox is None or inbox.loop is not loop:
-            inbox = self._inbox = _Inbox(loop, self._timeout + 0.5)
+            inbox = self._inbox = _Inbox(loop, self._timeout + 0.5, self._poll_now)
         done: _Ack = loop.create_future()
         started = time.perf_counter()
         producer = self._producer
@@ -136,27 +146,48 @@ class EventProducer:
 
 
 class _Inbox:
-    """Delivery reports handed from the poll thread to one event loop, in batches.
+    """Delivery reports of the messages one event loop produced.
 
-    librdkafka reports a produce request's messages together; each report is queued here and
-    the loop is woken once for all that arrived before it ran (one `call_soon_threadsafe` per
-    batch, not per message). `expect` gives a message its deadline: one watchdog timer, set for
-    the oldest message still unanswered, settles any the broker (and librdkafka's own
-    `message.timeout.ms`) left without a report as timed out, where a timer per message used to.
+    While messages are in flight the loop itself polls the producer every millisecond
+    (`poll(0)`: the reports' callbacks run in the loop's thread and settle their futures
+    directly); the poll thread steps aside meanwhile, so reports are not handed across threads
+    one `call_soon_threadsafe` (and one GIL hand-over, up to the 5 ms switch interval) at a time.
+    A report that still arrives in another thread (the poll thread's last wait, `flush`) is
+    queued and the loop woken once for all that arrived before it ran. `expect` gives a
+    message its deadline: one watchdog timer, set for the oldest message still unanswered,
+    settles any the broker (and librdkafka's own `message.timeout.ms`) left without a report as
+    timed out, where a timer per message used to.
     """
 
-    __slots__ = ("_deadlines", "_grace", "_reports", "_watchdog", "_woken", "loop")
+    __slots__ = ("_deadlines", "_grace", "_poll", "_reports", "_thread", "_ticker", "_watchdog",
+                 "_woken", "loop")  # fmt: skip
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, grace: float) -> None:
+    TICK = 0.001  # seconds between the loop's polls while messages are in flight
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, grace: float, poll: Callable[[], None]
+    ) -> None:
         self.loop = loop
         self._grace = grace
+        self._poll = poll
+        self._thread = threading.get_ident()  # the loop's
         self._reports: collections.deque[tuple[_Ack, KafkaError | None]] = collections.deque()
         self._woken = False
         self._deadlines: collections.deque[tuple[float, _Ack]] = collections.deque()
         self._watchdog: asyncio.TimerHandle | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+
+    @property
+    def polling(self) -> bool:
+        """Whether the loop polls the producer (the poll thread then waits)."""
+        return self._ticker is not None
 
     def put(self, future: _Ack, err: KafkaError | None, _msg: Message) -> None:
-        """The delivery callback (poll thread): queue the report, wake the loop if needed."""
+        """The delivery callback: settle the future in the loop's thread, else queue the report
+        and wake the loop if needed."""
+        if threading.get_ident() == self._thread:
+            _settle(future, err)
+            return
         self._reports.append((future, err))
         if not self._woken:
             self._woken = True
@@ -176,6 +207,17 @@ class _Inbox:
         self._deadlines.append((self.loop.time() + self._grace, future))
         if self._watchdog is None:
             self._watchdog = self.loop.call_later(self._grace, self._watch)
+        if self._ticker is None:
+            self._ticker = self.loop.call_later(self.TICK, self._tick)
+
+    def _tick(self) -> None:
+        self._ticker = None
+        self._poll()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].done():
+            deadlines.popleft()
+        if deadlines:  # messages still in flight
+            self._ticker = self.loop.call_later(self.TICK, self._tick)
 
     def _watch(self) -> None:
         self._watchdog = None
