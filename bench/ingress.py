@@ -109,6 +109,7 @@ class Stack:
         for proc in self.ingresses:
             stop_ingress(proc)
         stop_ingress(self.floor)
+        report_server_logs(self.scratch)
         if self.broker_pid is not None:
             stop_pid(self.broker_pid)
         if self.settings is not None:
@@ -130,6 +131,17 @@ class Stack:
                 registry.delete(REDIS_CLAIM.format(index=self.redis_db))
                 registry.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def report_server_logs(scratch: Path) -> None:
+    """A worker that died (and was restarted by uvicorn's supervisor) or an error in a server's
+    log spoils that server's figures: say so, with the log's last lines, before the scratch
+    directory goes."""
+    for log in sorted(scratch.glob("*.log")):
+        text = log.read_text(errors="replace")
+        if any(mark in text for mark in ("died", "Traceback", "ERROR", "CRITICAL")):
+            tail = "\n".join(text.splitlines()[-25:])
+            console.print(f"[yellow]{log.name} reports errors or worker restarts:[/yellow]\n{tail}")
 
 
 @dataclass(frozen=True)
