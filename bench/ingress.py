@@ -7,7 +7,9 @@ Run from the project root::
                                       [--server uvicorn|granian] [--profile]
 
 Self-contained: starts a private tansu broker, a private PostgreSQL database
-(`refstream_bench_<hex>`), uses Redis db 14 (flushed before and after), registers a shop and
+(`refstream_bench_<hex>`), a Redis database index claimed as the test suite claims its own
+(`refstream:test-db-claim:N` in db 0, so a concurrent test session never gets the same one;
+flushed before and after, released at the end), registers a shop and
 referral links, starts `refstream ingest serve` and the bare floor (`bench.ingress_floor`: read,
 verify the HMAC, produce with the same producer settings, answer after the ack; no framework)
 as subprocesses with the same worker count, and drives both over loopback with the same records:
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import random
 import re
 import resource
 import shutil
@@ -76,7 +79,10 @@ TEMPLATES = (
     ("order_full_450789469.json", "orders/updated"),
 )
 LUA_SCRIPT = Path(__file__).with_name("ingress_wrk.lua")
-REDIS_DB = 14
+REDIS_SERVER = "redis://127.0.0.1:6379"
+# The test suite's claim (tests/fixtures/redis.py): which session owns db N, held in db 0.
+REDIS_CLAIM = "refstream:test-db-claim:{index}"
+REDIS_CLAIM_SECONDS = 3 * 3600
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 console = Console(highlight=False, width=150)
@@ -91,6 +97,7 @@ class Stack:
 
     scratch: Path
     database: str
+    redis_db: int | None = None  # the claimed Redis database index
     settings: Settings | None = None
     broker_pid: int | None = None
     ingress: subprocess.Popen[bytes] | None = None  # the first of `ingresses`
@@ -102,6 +109,7 @@ class Stack:
         for proc in self.ingresses:
             stop_ingress(proc)
         stop_ingress(self.floor)
+        report_server_logs(self.scratch)
         if self.broker_pid is not None:
             stop_pid(self.broker_pid)
         if self.settings is not None:
@@ -117,7 +125,23 @@ class Stack:
                 client = redis.Redis.from_url(self.settings.redis_url)
                 client.flushdb()
                 client.close()
+        if self.redis_db is not None:
+            with contextlib.suppress(Exception):
+                registry = redis.Redis.from_url(f"{REDIS_SERVER}/0")
+                registry.delete(REDIS_CLAIM.format(index=self.redis_db))
+                registry.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def report_server_logs(scratch: Path) -> None:
+    """A worker that died (and was restarted by uvicorn's supervisor) or an error in a server's
+    log spoils that server's figures: say so, with the log's last lines, before the scratch
+    directory goes."""
+    for log in sorted(scratch.glob("*.log")):
+        text = log.read_text(errors="replace")
+        if any(mark in text for mark in ("died", "Traceback", "ERROR", "CRITICAL")):
+            tail = "\n".join(text.splitlines()[-25:])
+            console.print(f"[yellow]{log.name} reports errors or worker restarts:[/yellow]\n{tail}")
 
 
 @dataclass(frozen=True)
@@ -127,7 +151,25 @@ class Registration:
     link_codes: tuple[str, ...]
 
 
+def claim_redis_db() -> int:
+    """A Redis database index in 1..15 that no test session or other bench holds, claimed with
+    the test suite's own key (tests/fixtures/redis.py): a fixed index would be flushed under a
+    concurrent test session that happened to claim it."""
+    registry = redis.Redis.from_url(f"{REDIS_SERVER}/0")
+    try:
+        indexes = list(range(1, 16))
+        random.shuffle(indexes)
+        for index in indexes:
+            if registry.set(REDIS_CLAIM.format(index=index), f"bench.ingress {os.getpid()}",
+                            nx=True, ex=REDIS_CLAIM_SECONDS):  # fmt: skip
+                return index
+    finally:
+        registry.close()
+    raise SystemExit("all Redis databases 1..15 are claimed by test sessions: try again later")
+
+
 def start_stack(stack: Stack) -> Settings:
+    stack.redis_db = claim_redis_db()
     paths = StatePaths(stack.scratch / "state").ensure()
     port = free_port()
     stack.broker_pid = start_kafka(HOST, port, paths)
@@ -136,7 +178,7 @@ def start_stack(stack: Stack) -> Settings:
         postgres_url=f"postgresql://postgres@127.0.0.1:5432/{stack.database}",
         postgres_owner_url=f"postgresql://postgres@127.0.0.1:5432/{stack.database}",
         postgres_admin_url=None,
-        redis_url=f"redis://127.0.0.1:6379/{REDIS_DB}",
+        redis_url=f"{REDIS_SERVER}/{stack.redis_db}",
         ingest_port=free_port(),
         state_dir=paths.root,
         ingest_rate_limit_per_shop=1_000_000_000,
@@ -987,7 +1029,7 @@ def main() -> None:
     finally:
         stack.teardown()
         console.print(f"[dim]cleaned up: ingress, broker, database {stack.database}, "
-                      f"redis db {REDIS_DB}, {stack.scratch}[/dim]")  # fmt: skip
+                      f"redis db {stack.redis_db}, {stack.scratch}[/dim]")  # fmt: skip
 
 
 @dataclass
@@ -1084,7 +1126,7 @@ def run(stack: Stack, args: argparse.Namespace) -> None:
     ours_targets = [t for t in ports if t != "floor"]
     console.print(
         f"[dim]stack ready in {time.perf_counter() - step:.1f}s: broker {settings.kafka_bootstrap}"
-        f", db {stack.database}, redis db {REDIS_DB}, "
+        f", db {stack.database}, redis db {stack.redis_db}, "
         + ", ".join(f"{t} :{p}" for t, p in ports.items())
         + f"; {n_orders} signed bodies ({min(sizes)}-{max(sizes)} B, mean "
         f"{sum(sizes) // len(sizes)} B), {n_clicks} click requests[/dim]"

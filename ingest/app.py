@@ -88,6 +88,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # FastAPI's native OpenTelemetry bridge asks the tracer, meter and logger providers on
+        # every request whether one is configured (2 % of a webhook's event-loop time,
+        # bench/ingress --profile); the ingress configures none and exports Prometheus.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(HotPath)  # outside RequestIdMiddleware: it does that work itself

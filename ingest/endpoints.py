@@ -259,13 +259,13 @@ async def _shopify(
             received_at=received_at, headers=headers.kept,
         )  # fmt: skip
         await _dead_letter(ingress, envelope, str(exc), received_at)
-        await guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
+        guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
         _count("shopify", topic_label, "dead_lettered")
         return json_answer(200, {"status": "dead_lettered", "event_id": delivery})
 
     key, value, event_id = shopify.envelope_parts(raw, headers, body, shop.tenant_id, received_at)
     await _produce(ingress, topic_for_shopify(topic), key, value)
-    await guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
+    guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
     _count("shopify", topic_label, "accepted")
     return Answer(200, b'{"status":"accepted","event_id":' + orjson.dumps(event_id) + b"}")
 
@@ -365,7 +365,7 @@ async def _odoo(token: str, request: Request) -> Response:
         return json_response(200, {"status": "duplicate", "event_id": delivery})
     envelope = odoo.build_envelope(raw, body, tenant_id, received_at)
     await _produce(ingress, Topic.ERP, envelope.key(), envelope.to_bytes())
-    await guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
+    guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
     _count("odoo", body.model, "accepted")
     return json_response(200, {"status": "accepted", "event_id": delivery})
 

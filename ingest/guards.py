@@ -13,6 +13,7 @@ anyway) and webhook retries. Rate limits are off for the outage.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from dataclasses import dataclass
@@ -89,12 +90,34 @@ async def admit(redis: Commands, *, scope: str, dedup: str, limit_per_second: in
     return Admission(over_limit=int(count) > limit_per_second, duplicate=bool(seen))
 
 
-async def remember(redis: Commands, dedup: str, ttl_seconds: int) -> None:
-    """Mark a delivery as written to Kafka (after the broker's ack, never before)."""
+def remember(redis: Commands, dedup: str, ttl_seconds: int) -> None:
+    """Mark a delivery as written to Kafka (after the broker's ack, never before).
+
+    Not awaited: the `SET` is queued on this worker's Redis connection (ahead of every later
+    command of the worker, so its own next `admit` sees it) and written within the loop turn,
+    and the answer does not wait for Redis's reply, which used to add a third round trip to
+    every accepted webhook. A failed reply is counted and logged as before (fail open)."""
     try:
-        await redis.call("SET", dedup, "1", "EX", ttl_seconds)
+        reply = asyncio.ensure_future(redis.call("SET", dedup, "1", "EX", ttl_seconds))
     except (RedisError, OSError) as exc:
         _unavailable("remember", exc)
+        return
+    _remembering.add(reply)
+    reply.add_done_callback(_remembered)
+
+
+_remembering: set[asyncio.Future[Any]] = set()  # replies not in yet (kept from the collector)
+
+
+def _remembered(reply: asyncio.Future[Any]) -> None:
+    _remembering.discard(reply)
+    if reply.cancelled():
+        return
+    exc = reply.exception()
+    if isinstance(exc, (RedisError, OSError)):
+        _unavailable("remember", exc)
+    elif exc is not None:
+        log.error("ingest_remember_failed", error=repr(exc)[:200])
 
 
 async def first_click(

@@ -68,6 +68,9 @@ class Tally:
         # The loop a flush is scheduled on (a flush pending on a loop that has since closed,
         # as between tests, does not stop the next loop from scheduling its own).
         self._scheduled: asyncio.AbstractEventLoop | None = None
+        # The labelled children, looked up once (a label set's child never changes).
+        self._counters: dict[tuple[str, str, str], Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
 
     def request(self, endpoint: str, topic: str, outcome: str) -> None:
         key = (endpoint, topic, outcome)
@@ -88,10 +91,17 @@ class Tally:
         self._scheduled = None
         requests, self._requests = self._requests, {}
         produce, self._produce = self._produce, []
+        counters, histograms = self._counters, self._histograms
         for labels, count in requests.items():
-            REQUESTS.labels(*labels).inc(count)
+            counter = counters.get(labels)
+            if counter is None:  # `labels()` takes a lock and builds a key: once per label set
+                counter = counters[labels] = REQUESTS.labels(*labels)
+            counter.inc(count)
         for topic, seconds in produce:
-            PRODUCE_SECONDS.labels(topic).observe(seconds)
+            histogram = histograms.get(topic)
+            if histogram is None:
+                histogram = histograms[topic] = PRODUCE_SECONDS.labels(topic)
+            histogram.observe(seconds)
 
 
 tally = Tally()

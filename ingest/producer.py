@@ -9,8 +9,12 @@ duplicate downstream, where event ids make it harmless.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import functools
 import threading
 import time
+from collections.abc import Callable
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -27,6 +31,8 @@ _POISONED = frozenset(
 )
 
 
+# A message's delivery report, as the event loop awaits it (None: acknowledged).
+_Ack = asyncio.Future[KafkaError | None]
 _TIMED_OUT = KafkaError(KafkaError._TIMED_OUT, "no broker ack in time")
 
 
@@ -56,36 +62,41 @@ class EventProducer:
         self._config = producer_config(bootstrap, timeout_seconds)
         self._timeout = timeout_seconds
         self._producer = Producer(self._config)
+        self._inbox: _Inbox | None = None  # delivery reports for the running event loop
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="kafka-poll", daemon=True)
         self._thread.start()
 
     def _poll(self) -> None:
+        """Serve delivery reports while no event loop does (`_Inbox` polls from the loop while
+        it has messages in flight: no thread handing reports over, no GIL to hand back)."""
         while not self._stop.is_set():
-            self._producer.poll(0.05)
+            inbox = self._inbox
+            if inbox is not None and inbox.polling:
+                self._stop.wait(0.05)
+            else:
+                self._producer.poll(0.05)
+
+    def _poll_now(self) -> None:
+        self._producer.poll(0)
 
     async def send(self, topic: str, key: bytes, value: bytes) -> float:
         """Write one message and wait for the broker's ack; returns the ack latency in seconds."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[KafkaError | None] = loop.create_future()
+        inbox = self._inbox
+        if inbox is None or inbox.loop is not loop:
+            inbox = self._inbox = _Inbox(loop, self._timeout + 0.5, self._poll_now)
+        done: _Ack = loop.create_future()
         started = time.perf_counter()
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            loop.call_soon_threadsafe(_settle, done, err)
-
         producer = self._producer
         try:
-            producer.produce(topic, value, key, on_delivery=on_delivery)
+            producer.produce(topic, value, key, on_delivery=functools.partial(inbox.put, done))
         except BufferError as exc:
             raise ProduceFailed("producer queue full") from exc
         except Exception as exc:  # KafkaException for a fatal producer state
             raise ProduceFailed(str(exc)) from exc
-        # One timer per message (cheaper than wait_for + shield on the hot path).
-        timer = loop.call_later(self._timeout + 0.5, _settle, done, _TIMED_OUT)
-        try:
-            err = await done
-        finally:
-            timer.cancel()
+        inbox.expect(done)
+        err = await done
         if err is _TIMED_OUT or (err is not None and err.code() == KafkaError._MSG_TIMED_OUT):
             await self._restart_if_poisoned(producer)
             raise ProduceFailed(f"no broker ack within {self._timeout:.1f}s")
@@ -134,6 +145,93 @@ class EventProducer:
         return remaining
 
 
-def _settle(future: asyncio.Future[KafkaError | None], err: KafkaError | None) -> None:
+class _Inbox:
+    """Delivery reports of the messages one event loop produced.
+
+    While messages are in flight the loop itself polls the producer every millisecond
+    (`poll(0)`: the reports' callbacks run in the loop's thread and settle their futures
+    directly); the poll thread steps aside meanwhile, so reports are not handed across threads
+    one `call_soon_threadsafe` (and one GIL hand-over, up to the 5 ms switch interval) at a time.
+    A report that still arrives in another thread (the poll thread's last wait, `flush`) is
+    queued and the loop woken once for all that arrived before it ran. `expect` gives a
+    message its deadline: one watchdog timer, set for the oldest message still unanswered,
+    settles any the broker (and librdkafka's own `message.timeout.ms`) left without a report as
+    timed out, where a timer per message used to.
+    """
+
+    __slots__ = ("_deadlines", "_grace", "_poll", "_reports", "_thread", "_ticker", "_watchdog",
+                 "_woken", "loop")  # fmt: skip
+
+    TICK = 0.001  # seconds between the loop's polls while messages are in flight
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, grace: float, poll: Callable[[], None]
+    ) -> None:
+        self.loop = loop
+        self._grace = grace
+        self._poll = poll
+        self._thread = threading.get_ident()  # the loop's
+        self._reports: collections.deque[tuple[_Ack, KafkaError | None]] = collections.deque()
+        self._woken = False
+        self._deadlines: collections.deque[tuple[float, _Ack]] = collections.deque()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+
+    @property
+    def polling(self) -> bool:
+        """Whether the loop polls the producer (the poll thread then waits)."""
+        return self._ticker is not None
+
+    def put(self, future: _Ack, err: KafkaError | None, _msg: Message) -> None:
+        """The delivery callback: settle the future in the loop's thread, else queue the report
+        and wake the loop if needed."""
+        if threading.get_ident() == self._thread:
+            _settle(future, err)
+            return
+        self._reports.append((future, err))
+        if not self._woken:
+            self._woken = True
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        # Cleared before reading: a report queued from now on wakes the loop again.
+        self._woken = False
+        reports = self._reports
+        while reports:
+            future, err = reports.popleft()
+            _settle(future, err)
+
+    def expect(self, future: _Ack) -> None:
+        """`future` is settled by its report, or as timed out after the grace period."""
+        self._deadlines.append((self.loop.time() + self._grace, future))
+        if self._watchdog is None:
+            self._watchdog = self.loop.call_later(self._grace, self._watch)
+        if self._ticker is None:
+            self._ticker = self.loop.call_later(self.TICK, self._tick)
+
+    def _tick(self) -> None:
+        self._ticker = None
+        self._poll()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].done():
+            deadlines.popleft()
+        if deadlines:  # messages still in flight
+            self._ticker = self.loop.call_later(self.TICK, self._tick)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        deadlines, now = self._deadlines, self.loop.time()
+        while deadlines:
+            deadline, future = deadlines[0]
+            if not future.done():
+                if deadline > now:
+                    self._watchdog = self.loop.call_at(deadline, self._watch)
+                    return
+                _settle(future, _TIMED_OUT)
+            deadlines.popleft()
+
+
+def _settle(future: _Ack, err: KafkaError | None) -> None:
     if not future.done():
         future.set_result(err)

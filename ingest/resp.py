@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 import hiredis
@@ -31,7 +32,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 
 class Commands(Protocol):
-    async def call(self, *args: str | int | bytes) -> Any: ...
+    def call(self, *args: str | int | bytes) -> Awaitable[Any]: ...
 
     async def close(self) -> None: ...
 
@@ -80,7 +81,7 @@ class _Protocol(asyncio.Protocol):
             if not waiting:  # a reply nobody waits for: out of step, start over
                 self._owner._drop(ConnectionError("unexpected reply from Redis"))
                 return
-            future = waiting.popleft()
+            future = waiting.popleft()[0]
             if future.done():
                 continue
             if isinstance(reply, ResponseError):
@@ -105,32 +106,41 @@ class PipelinedRedis:
         self._timeout = timeout
         self._transport: asyncio.Transport | None = None
         self._connecting: asyncio.Future[None] | None = None
-        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        # Commands written and not answered yet, in order: (reply future, reply deadline).
+        self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self._outgoing: list[bytes] = []  # packed commands of this loop turn, not yet written
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_loop: asyncio.AbstractEventLoop | None = None  # where it is scheduled
 
-    async def call(self, *args: str | int | bytes) -> Any:
+    def call(self, *args: str | int | bytes) -> Awaitable[Any]:
+        """The command's reply, to await. On an open connection this is the reply's future
+        itself (no coroutine per command); otherwise a coroutine that connects first."""
         transport = self._transport
         if transport is None or transport.is_closing():
-            await self._connect()
-            transport = self._transport
-            assert transport is not None
+            return self._connect_and_call(args)
         # (hiredis's stub types the tuple as one element long)
+        return self._send(transport, hiredis.pack_command(args))  # type: ignore[arg-type]
+
+    async def _connect_and_call(self, args: tuple[str | int | bytes, ...]) -> Any:
+        await self._connect()
+        transport = self._transport
+        assert transport is not None
         return await self._send(transport, hiredis.pack_command(args))  # type: ignore[arg-type]
 
-    async def _send(self, transport: asyncio.Transport, packed: bytes) -> Any:
+    def _send(self, transport: asyncio.Transport, packed: bytes) -> asyncio.Future[Any]:
         """Queue the command; the commands of one event-loop turn go out in one write (one
-        system call for all the requests that reached Redis in that turn)."""
+        system call for all the requests that reached Redis in that turn). Replies come in
+        order, so one watchdog timer, set for the oldest unanswered command, keeps every
+        deadline (a timer per command cost a third of this connection's time)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._waiting.append(future)
+        self._waiting.append((future, loop.time() + self._timeout))
         if not self._outgoing:
             loop.call_soon(self._flush, transport)
         self._outgoing.append(packed)
-        timer = loop.call_later(self._timeout, self._timed_out, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        if self._watchdog is None or self._watchdog_loop is not loop:
+            self._watchdog, self._watchdog_loop = loop.call_later(self._timeout, self._watch), loop
+        return future
 
     def _flush(self, transport: asyncio.Transport) -> None:
         if transport is not self._transport:  # dropped since: its commands have failed
@@ -139,16 +149,25 @@ class PipelinedRedis:
         if outgoing:
             transport.write(b"".join(outgoing))
 
-    def _timed_out(self, future: asyncio.Future[Any]) -> None:
-        if not future.done():
+    def _watch(self) -> None:
+        """The oldest unanswered command's deadline: passed, the connection is dropped (a
+        late reply would answer the wrong command); else look again at that deadline."""
+        self._watchdog = None
+        if not self._waiting:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = self._waiting[0][1]
+        if deadline <= loop.time():
             self._drop(TimeoutError(f"no reply from Redis within {self._timeout:g}s"))
+        else:
+            self._watchdog = loop.call_at(deadline, self._watch)
 
     def _drop(self, error: Exception) -> None:
         """Fail every waiting command and close the connection (the next call reconnects)."""
         transport, self._transport = self._transport, None
         waiting, self._waiting = self._waiting, collections.deque()
         self._outgoing = []
-        for future in waiting:
+        for future, _ in waiting:
             if not future.done():
                 future.set_exception(error)
                 future.exception()  # retrieved: its waiter may be gone

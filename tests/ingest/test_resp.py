@@ -79,3 +79,37 @@ async def test_a_refused_connection_is_an_oserror_and_a_killed_one_is_reopened(
 def test_tls_and_unix_socket_urls_are_left_to_redis_py() -> None:
     assert isinstance(commands_for("rediss://cache.example:6380/0", 2), RedisPyCommands)
     assert isinstance(commands_for("unix:///run/redis.sock?db=1", 2), RedisPyCommands)
+
+
+async def test_a_silent_server_times_out_every_waiting_command_and_the_next_call_reconnects() -> (
+    None
+):
+    """No reply within the timeout: every command waiting on the connection fails with a
+    `TimeoutError` (an OSError: the guards fail open), the connection is closed, and the next
+    command opens a new one."""
+    connections: list[asyncio.StreamWriter] = []
+    answer = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        while line := await reader.readline():
+            if answer.is_set() and line.startswith(b"PING"):
+                writer.write(b"+PONG\r\n")
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = PipelinedRedis("127.0.0.1", port, timeout=0.3)
+    try:
+        started = asyncio.get_running_loop().time()
+        first = asyncio.ensure_future(client.call("PING"))
+        await asyncio.sleep(0.1)
+        second = asyncio.ensure_future(client.call("PING"))  # a later deadline, same drop
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        assert [type(r) for r in results] == [TimeoutError, TimeoutError]
+        assert asyncio.get_running_loop().time() - started < 2
+        answer.set()
+        assert await client.call("PING") == b"PONG"
+        assert len(connections) == 2  # the silent one was dropped, a new one opened
+    finally:
+        await client.close()
+        server.close()
