@@ -79,7 +79,8 @@ def ticks_us(when: datetime) -> int:
     """An aware time as a `DateTime64(6)` column value: microseconds since the epoch, exact.
     Archive rows carry their times as ticks (`ticks_us`, `// 1000` for `DateTime64(3)`): the
     same values clickhouse-connect would compute from the datetimes (it truncates to the
-    column's precision), at a fifth of its per-value cost on the flow's busiest rows."""
+    column's precision), at about a quarter of its per-value cost (under cProfile: 1.3 µs against
+    5.4 µs) on the flow's busiest rows."""
     return (when - _EPOCH) // _ONE_US
 
 
