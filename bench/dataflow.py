@@ -64,6 +64,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg import sql
 
 from bench.engine import Engine
+from bench.procstat import cpu_seconds
 from bench.profiling import py_spy_command, summarize
 from dataflows.attribution.events import click_event, parse_click, parse_envelope
 from dataflows.attribution.flow import KAFKA_BATCH_SIZE
@@ -398,15 +399,6 @@ def attribution_factory(inputs: tuple[str, ...], dead: str, *, tail: bool, args:
     )
 
 
-def process_cpu_s(pid: int) -> float:
-    """A running process's CPU seconds so far (user + system, all threads), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_bounded(
     stack: Stack,
     settings: Settings,
@@ -677,12 +669,12 @@ def bounded_phase(
             fig.notes.append("--profile: py-spy could not be installed; not profiled")
             spy = []
         assert stack.clickhouse is not None
-        front = process_cpu_s(stack.clickhouse.pid)
+        front = cpu_seconds(stack.clickhouse.pid)
         fig.e2e_s = run_bounded(
             stack, settings, factory, stack.scratch / "bounded.log", args.processes, fig.e2e_cpu,
             spy,
         )  # fmt: skip
-        front_s = process_cpu_s(stack.clickhouse.pid) - front
+        front_s = cpu_seconds(stack.clickhouse.pid) - front
         if spy:  # wait4 reports py-spy's own CPU, not its child's: no CPU figures
             fig.e2e_cpu.clear()
         cpu = ", ".join(f"{c:.1f}" for c in fig.e2e_cpu) or "not measured under py-spy"

@@ -63,6 +63,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
+from bench.procstat import CLK_TCK, cpu_seconds, stat_cpu_seconds
 from deploy.demo import read_to_end
 from deploy.migrations import create_topics, migrate_postgres
 from deploy.stack import StatePaths, free_port, start_kafka, stop_pid
@@ -84,7 +85,6 @@ REDIS_SERVER = "redis://127.0.0.1:6379"
 REDIS_CLAIM = "refstream:test-db-claim:{index}"
 REDIS_CLAIM_SECONDS = 3 * 3600
 HOST = "127.0.0.1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 console = Console(highlight=False, width=150)
 
 
@@ -768,14 +768,6 @@ def group_pids(pgid: int) -> list[int]:
     return sorted(pids)
 
 
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def thread_cpu(pids: list[int]) -> Counter[str]:
     """CPU seconds of the threads of `pids`, by kind: event loop (main), librdkafka, others."""
     usage: Counter[str] = Counter()
@@ -784,8 +776,7 @@ def thread_cpu(pids: list[int]) -> Counter[str]:
             for task in Path(f"/proc/{pid}/task").iterdir():
                 with contextlib.suppress(OSError, IndexError, ValueError):
                     comm = (task / "comm").read_text().strip()
-                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                    seconds = (int(fields[11]) + int(fields[12])) / CLK_TCK
+                    seconds = stat_cpu_seconds((task / "stat").read_text())
                     if int(task.name) == pid:
                         kind = "main thread (event loop)"
                     elif comm.startswith("rdk:"):
