@@ -32,7 +32,9 @@ from dataflows.attribution.flow import attribution_steps, tune_garbage_collector
 from dataflows.config import StaticConfig
 from tests.dataflows.builders import new_tenant
 
-KAFKA_BATCH = 1000  # what a poll of one partition gives bytewax in the live flow, at least
+# Items per TestingSource batch: bytewax's default poll. The live flow polls up to
+# `flow.KAFKA_BATCH_SIZE` (10,000) per partition; under a backlog its passes are larger.
+KAFKA_BATCH = 1000
 
 
 def _values(plan: Plan) -> list[bytes]:
