@@ -501,6 +501,10 @@ class Figures:
     single_s: float | None = None  # the bounded run on one process (with --processes > 1)
     single_cpu: list[float] = field(default_factory=list)
     bare_s: float | None = None
+    bare_cpu: list[float] = field(default_factory=list)  # CPU s per process, bare map
+    bare_broker_cpu: float | None = None  # the broker's CPU s during the bare map
+    front_cpu: float | None = None  # the ClickHouse front's CPU s during the bounded run
+    broker_cpu: float | None = None  # the broker's CPU s during the bounded run
     bare_out: int | None = None
     pickle_bytes: float | None = None
     traced_bytes: float | None = None
@@ -669,12 +673,14 @@ def bounded_phase(
             fig.notes.append("--profile: py-spy could not be installed; not profiled")
             spy = []
         assert stack.clickhouse is not None
-        front = cpu_seconds(stack.clickhouse.pid)
+        assert stack.broker_pid is not None
+        front, broker = cpu_seconds(stack.clickhouse.pid), cpu_seconds(stack.broker_pid)
         fig.e2e_s = run_bounded(
             stack, settings, factory, stack.scratch / "bounded.log", args.processes, fig.e2e_cpu,
             spy,
         )  # fmt: skip
         front_s = cpu_seconds(stack.clickhouse.pid) - front
+        fig.front_cpu, fig.broker_cpu = front_s, cpu_seconds(stack.broker_pid) - broker
         if spy:  # wait4 reports py-spy's own CPU, not its child's: no CPU figures
             fig.e2e_cpu.clear()
         cpu = ", ".join(f"{c:.1f}" for c in fig.e2e_cpu) or "not measured under py-spy"
@@ -722,7 +728,12 @@ def bare_phase(
         f"bench.dataflow_bare:build({settings.kafka_bootstrap!r}, {topics.inputs!r}, "
         f"{topics.bare_out!r})"
     )
-    fig.bare_s = run_bounded(stack, settings, factory, stack.scratch / "bare.log", processes)
+    assert stack.broker_pid is not None
+    broker = cpu_seconds(stack.broker_pid)
+    fig.bare_s = run_bounded(
+        stack, settings, factory, stack.scratch / "bare.log", processes, fig.bare_cpu
+    )
+    fig.bare_broker_cpu = cpu_seconds(stack.broker_pid) - broker
     fig.bare_out = count_to_end(settings.kafka_bootstrap, topics.bare_out)
     print(f"  bare map: {fig.events} events in {fig.bare_s:.1f} s")
     fig.check("bare map: messages out", fig.events, fig.bare_out)
@@ -757,6 +768,27 @@ def state_phase(settings: Settings, plan: Plan, sample: int, fig: Figures) -> No
 
 def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def budget(fig: Figures) -> None:
+    """Where the machine's cores go per event, every process of the run measured: the flow,
+    the ClickHouse front and the broker in the bounded run; the bare map and the broker in the
+    bare run. The bare map reads and writes every event through bytewax and does nothing else;
+    with the front's CPU for archiving every event, that is a floor for any flow of this design
+    (every event read through bytewax and archived to ClickHouse) on this machine's cores."""
+    cores = os.cpu_count() or 1
+    if not (fig.e2e_cpu and fig.bare_cpu and fig.front_cpu is not None and fig.broker_cpu):
+        return
+    n = fig.events
+    flow, front, broker = (1e6 * x / n for x in (sum(fig.e2e_cpu), fig.front_cpu, fig.broker_cpu))
+    bare, bare_broker = 1e6 * sum(fig.bare_cpu) / n, 1e6 * (fig.bare_broker_cpu or 0) / n
+    total, floor = flow + front + broker, bare + bare_broker + front
+    print(f"  CPU µs per event, bounded run: flow {flow:.1f} + ClickHouse front {front:.1f}"
+          f" + broker {broker:.1f} = {total:.1f}")  # fmt: skip
+    print(f"  CPU µs per event, bare map: bytewax {bare:.1f} + broker {bare_broker:.1f};"
+          f" with the front's archiving, a floor of {floor:.1f}")  # fmt: skip
+    print(f"  ceiling on {cores} cores: this flow {cores * 1e6 / total:,.0f} events/s; any flow"
+          f" of this design (the floor) {cores * 1e6 / floor:,.0f} events/s")  # fmt: skip
 
 
 def report(fig: Figures, args: Any) -> None:
@@ -798,6 +830,7 @@ def report(fig: Figures, args: Any) -> None:
     if e2e and bare:
         ratio = e2e / bare
         row("ratio end-to-end / bare", f"{ratio:.2f}", "≥ 0.5", ratio >= TARGETS["ratio"])
+    budget(fig)
     if fig.traced_bytes is not None and fig.pickle_bytes is not None:
         ok_t, ok_p = fig.traced_bytes <= 200, fig.pickle_bytes <= 200
         row("state bytes/live click, in memory", f"{fig.traced_bytes:,.0f}", "≤ 200", ok_t)
