@@ -108,6 +108,7 @@ class Topics:
     dead_bounded: str = "bench.dead_bounded"
     dead_single: str = "bench.dead_single"
     bare_out: str = "bench.bare_out"
+    bare_single_out: str = "bench.bare_single_out"  # the bare map on 1 process (--processes > 1)
 
     @property
     def inputs(self) -> tuple[str, str, str]:
@@ -115,7 +116,7 @@ class Topics:
 
     def all(self) -> tuple[str, ...]:
         return (*self.inputs, self.fresh, self.dead_tail, self.dead_bounded, self.dead_single,
-                self.bare_out)  # fmt: skip
+                self.bare_out, self.bare_single_out)  # fmt: skip
 
 
 @dataclass
@@ -502,6 +503,7 @@ class Figures:
     single_cpu: list[float] = field(default_factory=list)
     bare_s: float | None = None
     bare_cpu: list[float] = field(default_factory=list)  # CPU s per process, bare map
+    bare_single_cpu: float | None = None  # the bare map on 1 process (with --processes > 1)
     bare_broker_cpu: float | None = None  # the broker's CPU s during the bare map
     front_cpu: float | None = None  # the ClickHouse front's CPU s during the bounded run
     broker_cpu: float | None = None  # the broker's CPU s during the bounded run
@@ -724,6 +726,9 @@ def single_process_phase(
 def bare_phase(
     stack: Stack, settings: Settings, topics: Topics, fig: Figures, processes: int
 ) -> None:
+    """The bare map on `processes` processes; with more than one, also on one process (to an
+    output topic of its own): bytewax's own events per CPU-second N ÷ 1, the engine's floor for
+    the scale-out ratio."""
     factory = (
         f"bench.dataflow_bare:build({settings.kafka_bootstrap!r}, {topics.inputs!r}, "
         f"{topics.bare_out!r})"
@@ -735,8 +740,18 @@ def bare_phase(
     )
     fig.bare_broker_cpu = cpu_seconds(stack.broker_pid) - broker
     fig.bare_out = count_to_end(settings.kafka_bootstrap, topics.bare_out)
-    print(f"  bare map: {fig.events} events in {fig.bare_s:.1f} s")
+    print(f"  bare map: {fig.events} events in {fig.bare_s:.1f} s"
+          f" (CPU s per process: {', '.join(f'{c:.1f}' for c in fig.bare_cpu)})")  # fmt: skip
     fig.check("bare map: messages out", fig.events, fig.bare_out)
+    if processes > 1:
+        single = factory.replace(repr(topics.bare_out), repr(topics.bare_single_out))
+        cpu: list[float] = []
+        seconds = run_bounded(stack, settings, single, stack.scratch / "bare1.log", 1, cpu)
+        fig.bare_single_cpu = cpu[0]
+        print(f"  bare map on 1 process: {fig.events} events in {seconds:.1f} s ({cpu[0]:.1f}"
+              " CPU s)")  # fmt: skip
+        out = count_to_end(settings.kafka_bootstrap, topics.bare_single_out)
+        fig.check("bare map on 1 process: messages out", fig.events, out)
 
 
 def state_phase(settings: Settings, plan: Plan, sample: int, fig: Figures) -> None:
@@ -825,6 +840,9 @@ def report(fig: Figures, args: Any) -> None:
             row("  ratio N / 1 process (per CPU-second)", f"{per_cpu / single:.2f}", "≥ 0.8",
                 per_cpu / single >= 0.8)  # fmt: skip
             row("  end-to-end events/s on 1 process", f"{fig.events / fig.single_s:,.0f}")
+        if fig.bare_cpu and fig.bare_single_cpu:
+            bare_ratio = fig.bare_single_cpu / sum(fig.bare_cpu)
+            row("  bare map: ratio N / 1 process (per CPU-s)", f"{bare_ratio:.2f}")
     bare = fig.events / fig.bare_s if fig.bare_s else None
     row("bare Kafka→Kafka map events/s", f"{bare:,.0f}" if bare else "not measured")
     if e2e and bare:
