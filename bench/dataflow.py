@@ -108,7 +108,10 @@ class Topics:
     dead_bounded: str = "bench.dead_bounded"
     dead_single: str = "bench.dead_single"
     bare_out: str = "bench.bare_out"
-    bare_single_out: str = "bench.bare_single_out"  # the bare map on 1 process (--processes > 1)
+    # With --processes > 1: the bare map on 1 process, the keyed bare map on N and on 1.
+    bare_single_out: str = "bench.bare_single_out"
+    bare_keyed_out: str = "bench.bare_keyed_out"
+    bare_keyed_single_out: str = "bench.bare_keyed_single_out"
 
     @property
     def inputs(self) -> tuple[str, str, str]:
@@ -116,7 +119,8 @@ class Topics:
 
     def all(self) -> tuple[str, ...]:
         return (*self.inputs, self.fresh, self.dead_tail, self.dead_bounded, self.dead_single,
-                self.bare_out, self.bare_single_out)  # fmt: skip
+                self.bare_out, self.bare_single_out, self.bare_keyed_out,
+                self.bare_keyed_single_out)  # fmt: skip
 
 
 @dataclass
@@ -503,7 +507,10 @@ class Figures:
     single_cpu: list[float] = field(default_factory=list)
     bare_s: float | None = None
     bare_cpu: list[float] = field(default_factory=list)  # CPU s per process, bare map
-    bare_single_cpu: float | None = None  # the bare map on 1 process (with --processes > 1)
+    # With --processes > 1, CPU s: the bare map on 1 process; the keyed one on N and on 1.
+    bare_single_cpu: float | None = None
+    bare_keyed_cpu: float | None = None
+    bare_keyed_single_cpu: float | None = None
     bare_broker_cpu: float | None = None  # the broker's CPU s during the bare map
     front_cpu: float | None = None  # the ClickHouse front's CPU s during the bounded run
     broker_cpu: float | None = None  # the broker's CPU s during the bounded run
@@ -744,14 +751,24 @@ def bare_phase(
           f" (CPU s per process: {', '.join(f'{c:.1f}' for c in fig.bare_cpu)})")  # fmt: skip
     fig.check("bare map: messages out", fig.events, fig.bare_out)
     if processes > 1:
-        single = factory.replace(repr(topics.bare_out), repr(topics.bare_single_out))
-        cpu: list[float] = []
-        seconds = run_bounded(stack, settings, single, stack.scratch / "bare1.log", 1, cpu)
-        fig.bare_single_cpu = cpu[0]
-        print(f"  bare map on 1 process: {fig.events} events in {seconds:.1f} s ({cpu[0]:.1f}"
-              " CPU s)")  # fmt: skip
-        out = count_to_end(settings.kafka_bootstrap, topics.bare_single_out)
-        fig.check("bare map on 1 process: messages out", fig.events, out)
+        runs = (("bare map", topics.bare_single_out, False, 1),
+                ("keyed bare map", topics.bare_keyed_out, True, processes),
+                ("keyed bare map", topics.bare_keyed_single_out, True, 1))  # fmt: skip
+        cpu_s: list[float] = []
+        for label, out_topic, keyed, n in runs:
+            other = (
+                f"bench.dataflow_bare:build({settings.kafka_bootstrap!r}, {topics.inputs!r}, "
+                f"{out_topic!r}, keyed={keyed!r})"
+            )
+            cpu: list[float] = []
+            seconds = run_bounded(stack, settings, other, stack.scratch / f"{out_topic}.log", n,
+                                  cpu)  # fmt: skip
+            cpu_s.append(sum(cpu))
+            print(f"  {label} on {n} process(es): {fig.events} events in {seconds:.1f} s"
+                  f" ({sum(cpu):.1f} CPU s)")  # fmt: skip
+            out = count_to_end(settings.kafka_bootstrap, out_topic)
+            fig.check(f"{label} on {n} process(es): messages out", fig.events, out)
+        fig.bare_single_cpu, fig.bare_keyed_cpu, fig.bare_keyed_single_cpu = cpu_s
 
 
 def state_phase(settings: Settings, plan: Plan, sample: int, fig: Figures) -> None:
@@ -843,6 +860,9 @@ def report(fig: Figures, args: Any) -> None:
         if fig.bare_cpu and fig.bare_single_cpu:
             bare_ratio = fig.bare_single_cpu / sum(fig.bare_cpu)
             row("  bare map: ratio N / 1 process (per CPU-s)", f"{bare_ratio:.2f}")
+        if fig.bare_keyed_cpu and fig.bare_keyed_single_cpu:
+            keyed_ratio = fig.bare_keyed_single_cpu / fig.bare_keyed_cpu
+            row("  keyed bare map: ratio N / 1 (per CPU-s)", f"{keyed_ratio:.2f}")
     bare = fig.events / fig.bare_s if fig.bare_s else None
     row("bare Kafka→Kafka map events/s", f"{bare:,.0f}" if bare else "not measured")
     if e2e and bare:

@@ -2,6 +2,11 @@
 
     python -m bytewax.run "bench.dataflow_bare:build('127.0.0.1:9092', ('in',), 'out')"
 
+`keyed=True` sends every message through a keyed step first (64 keys by the value's hash, a
+count per key as state), so with several processes about half the messages cross to another
+process, as the attribution flow's events cross to their click shard or tenant: bytewax's own
+cost of an exchange, without the flow's code.
+
 Bounded (`tail=False`): it stops at the end of the input topics, like the measured attribution
 run, so both wall times include the same bytewax start-up and end-of-input handling.
 """
@@ -22,12 +27,36 @@ def _same(
     return KafkaSinkMessage(key=message.key, value=message.value)
 
 
-def build(bootstrap: str, topics: Sequence[str], out_topic: str) -> Dataflow:
+KEYS = 64
+
+
+def _key(message: KafkaSourceMessage[bytes | None, bytes | None]) -> str:
+    return str(hash(message.value) % KEYS)
+
+
+def _count(
+    seen: int | None, message: KafkaSourceMessage[bytes | None, bytes | None]
+) -> tuple[int, KafkaSourceMessage[bytes | None, bytes | None]]:
+    return (seen or 0) + 1, message
+
+
+def _unkey(
+    keyed: tuple[str, KafkaSourceMessage[bytes | None, bytes | None]],
+) -> KafkaSinkMessage[bytes | None, bytes | None]:
+    return _same(keyed[1])
+
+
+def build(bootstrap: str, topics: Sequence[str], out_topic: str, keyed: bool = False) -> Dataflow:
     brokers = bootstrap.split(",")
     flow = Dataflow("bare_map")
     kafka = kop.input(
         "kafka_in", flow, brokers=brokers, topics=list(topics), tail=False,
         add_config={"log_level": "0"},
     )  # fmt: skip
-    kop.output("kafka_out", op.map("same", kafka.oks, _same), brokers=brokers, topic=out_topic)
+    if keyed:
+        counted = op.stateful_map("count", op.key_on("key", kafka.oks, _key), _count)
+        out = op.map("unkey", counted, _unkey)
+    else:
+        out = op.map("same", kafka.oks, _same)
+    kop.output("kafka_out", out, brokers=brokers, topic=out_topic)
     return flow

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import ValidationError
@@ -158,8 +158,26 @@ def dead_letter(reason: str, raw: bytes, failed_at: datetime) -> DeadLetter:
     return DeadLetter(reason=reason, stage="dataflow", failed_at=failed_at, envelope=envelope)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
+def ticks_us(when: datetime) -> int:
+    """An aware time as microseconds since the epoch, exact (integer arithmetic on the
+    `timedelta`, no float). Archive rows carry their times as these ticks (`// 1000` for
+    `DateTime64(3)`): the same values clickhouse-connect would compute from the datetimes (it
+    truncates to the column's precision), at about a quarter of its per-value cost (under
+    cProfile: 1.3 µs against 5.4 µs) on the flow's busiest rows."""
+    return (when - _EPOCH) // _ONE_US
+
+
 def to_ms(when: datetime) -> int:
-    return int(when.timestamp() * 1000)
+    """An aware time as whole milliseconds since the epoch, exact: `ticks_us(when) // 1000`, so
+    the parser derives an event's milliseconds from the ticks its archive row needs anyway.
+    (`int(when.timestamp() * 1000)` before 2026-12-07: the same value for every time before
+    2100, where the bounds allow times up to 2200 and a float's rounding could lose a
+    millisecond; `tests/dataflows/test_times.py`.)"""
+    return (when - _EPOCH) // _ONE_US // 1000
 
 
 def from_ms(ms: int) -> datetime:
@@ -197,16 +215,24 @@ def parse_click(envelope: AnyEnvelope) -> AnyClick:
     return click
 
 
-def click_event(envelope: AnyEnvelope, click: AnyClick, raw: bytes = b"") -> Event:
+def click_event(
+    envelope: AnyEnvelope,
+    click: AnyClick,
+    raw: bytes = b"",
+    times: tuple[int, int, int] | None = None,
+) -> Event:
+    """The state event of a click. `times`: the envelope's occurred and received times and the
+    click's time, in milliseconds, when the caller has them (`flow.parse_value` does)."""
+    if times is None:
+        times = (to_ms(envelope.occurred_at), to_ms(envelope.received_at),
+                 to_ms(click.occurred_at))  # fmt: skip
+    occurred_ms, received_ms, click_ms = times
     return Event(
-        kind="click",
-        event_id=envelope.event_id,
-        tenant_id=envelope.tenant_id,
-        occurred_ms=to_ms(envelope.occurred_at),
-        received_ms=to_ms(envelope.received_at),
-        payload=(click.click_id, click_tuple(click)),
-        raw=raw,
-    )
+        "click", envelope.event_id, envelope.tenant_id, occurred_ms, received_ms,
+        (click.click_id, (click_ms, click.agent_id, click.program_id, click.link_code,
+                          click.visitor_id, click.is_bot, click.is_duplicate)),
+        raw,
+    )  # fmt: skip
 
 
 def parse_envelope(raw: bytes) -> AnyEnvelope:
