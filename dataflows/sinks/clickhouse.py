@@ -66,6 +66,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 ENTRY_VERSION = 1  # ledger entries never change: one version
 
 
+# Enum members' values are read as `_value_`: `.value` is a Python-level property in 3.11,
+# 0.28 µs a read against 0.03 (measured), and these rows are made for every event.
+
+
 def _offset_s(when: datetime) -> int:
     if when.tzinfo is UTC:  # most times (msgspec decodes "Z" to this one object)
         return 0
@@ -80,10 +84,10 @@ def raw_event_row(envelope: AnyEnvelope, ticks: tuple[int, int] | None = None) -
     occurred, received = envelope.occurred_at, envelope.received_at
     occurred_us, received_us = ticks or (ticks_us(occurred), ticks_us(received))
     return (
-        envelope.tenant_id, envelope.source.value, envelope.kind, envelope.event_id,
+        envelope.tenant_id, envelope.source._value_, envelope.kind, envelope.event_id,
         envelope.shop, envelope.entity_id, occurred_us // 1000, received_us // 1000,
         envelope.schema_version, envelope.payload_ref.sha256, envelope.headers, envelope.body,
-        envelope.body_encoding.value, occurred_us, _offset_s(occurred), received_us,
+        envelope.body_encoding._value_, occurred_us, _offset_s(occurred), received_us,
         _offset_s(received), envelope.payload_ref.content_type,
     )  # fmt: skip
 
@@ -106,7 +110,7 @@ REJECTED_FIELDS = ("kind", "ref", "agent_id", "program_id", "link_code", "at", "
 
 def rejected_value(r: RejectedCandidate) -> tuple[Any, ...]:
     """One element of the `conversions.rejected` column: a tuple in `REJECTED_FIELDS` order."""
-    return (r.kind.value, r.ref, r.agent_id, r.program_id, r.link_code, r.at, r.code.value,
+    return (r.kind._value_, r.ref, r.agent_id, r.program_id, r.link_code, r.at, r.code._value_,
             r.reason)  # fmt: skip
 
 
@@ -115,7 +119,7 @@ def conversion_row(c: AttributedConversion) -> Row:
     explanation and every rejected candidate with its reason (ClickHouse 0006)."""
     return (
         c.tenant_id, c.conversion_id, c.shop, c.order_id, c.order_name, c.occurred_at,
-        c.attributed_at, c.rule.value, c.agent_id, c.program_id, c.click_id, c.coupon_code,
+        c.attributed_at, c.rule._value_, c.agent_id, c.program_id, c.click_id, c.coupon_code,
         c.customer_id, c.is_new_customer, c.currency, c.revenue, c.fx_rate, c.source_event_id,
         to_ms(c.attributed_at), c.link_code, c.explanation,
         [rejected_value(r) for r in c.rejected],
@@ -127,7 +131,7 @@ def entry_row(e: CommissionAccrual) -> Row:
     analytics filters and groups commission without looking up the entry's conversion."""
     return (
         e.tenant_id, e.entry_id, e.agent_id, e.program_id, e.conversion_id, e.order_id,
-        e.line_item_id, e.kind.value, e.status.value, e.level, e.amount, e.currency, e.fx_rate,
+        e.line_item_id, e.kind._value_, e.status._value_, e.level, e.amount, e.currency, e.fx_rate,
         e.rule_id, e.rule_version, e.occurred_at, e.source_event_id, ENTRY_VERSION, e.shop,
         e.link_code, e.coupon_code,
     )  # fmt: skip

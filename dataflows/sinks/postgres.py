@@ -41,7 +41,7 @@ ON CONFLICT (entry_id) DO NOTHING
 def ledger_row(e: CommissionAccrual) -> tuple[Any, ...]:
     return (
         e.entry_id, e.tenant_id, e.agent_id, e.program_id, e.conversion_id, e.order_id,
-        e.line_item_id, e.kind.value, e.status.value, e.level, e.amount, e.currency, e.fx_rate,
+        e.line_item_id, e.kind._value_, e.status._value_, e.level, e.amount, e.currency, e.fx_rate,
         e.rule_id, e.rule_version, e.occurred_at, e.reason, e.source_event_id,
     )  # fmt: skip
 
