@@ -34,7 +34,7 @@ from api.context import RequestMeta
 from api.db import create_engine, create_sessionmaker
 from api.errors import RefstreamError
 from api.replays import Promotion, ReplayDiff, diff_replay, promote
-from dataflows.attribution.flow import tune_garbage_collector
+from dataflows.attribution.flow import skip_dataframe_libraries, tune_garbage_collector
 from dataflows.replay import ReplayResult, ReplayScope, ReplaySource, run_replay
 from schemas.commission_rules import CommissionRuleSet
 from schemas.settings import Settings
@@ -180,6 +180,7 @@ def run(
     )  # fmt: skip
     rules = _rules(what_if)
     tune_garbage_collector()  # this process runs the replay dataflow, like a flow process
+    skip_dataframe_libraries()
     progress = Progress(
         TextColumn("[bold]replay[/bold] {task.description}"),
         BarColumn(),
