@@ -512,6 +512,8 @@ class Figures:
     bare_keyed_cpu: float | None = None
     bare_keyed_single_cpu: float | None = None
     bare_broker_cpu: float | None = None  # the broker's CPU s during the bare map
+    read_cpu: list[float] = field(default_factory=list)  # CPU s per process, reading alone
+    read_broker_cpu: float | None = None  # the broker's CPU s while reading alone
     front_cpu: float | None = None  # the ClickHouse front's CPU s during the bounded run
     broker_cpu: float | None = None  # the broker's CPU s during the bounded run
     bare_out: int | None = None
@@ -750,6 +752,17 @@ def bare_phase(
     print(f"  bare map: {fig.events} events in {fig.bare_s:.1f} s"
           f" (CPU s per process: {', '.join(f'{c:.1f}' for c in fig.bare_cpu)})")  # fmt: skip
     fig.check("bare map: messages out", fig.events, fig.bare_out)
+    reader = (
+        f"bench.dataflow_bare:build({settings.kafka_bootstrap!r}, {topics.inputs!r}, "
+        f"{topics.bare_out!r}, read_only=True)"
+    )
+    broker = cpu_seconds(stack.broker_pid)
+    seconds = run_bounded(
+        stack, settings, reader, stack.scratch / "read.log", processes, fig.read_cpu
+    )
+    fig.read_broker_cpu = cpu_seconds(stack.broker_pid) - broker
+    print(f"  reading alone: {fig.events} events in {seconds:.1f} s (CPU s per process:"
+          f" {', '.join(f'{c:.1f}' for c in fig.read_cpu)})")  # fmt: skip
     if processes > 1:
         runs = (("bare map", topics.bare_single_out, False, 1),
                 ("keyed bare map", topics.bare_keyed_out, True, processes),
@@ -804,23 +817,31 @@ def pct(values: list[float], q: float) -> float:
 
 def budget(fig: Figures) -> None:
     """Where the machine's cores go per event, every process of the run measured: the flow,
-    the ClickHouse front and the broker in the bounded run; the bare map and the broker in the
-    bare run. The bare map reads and writes every event through bytewax and does nothing else;
-    with the front's CPU for archiving every event, that is a floor for any flow of this design
-    (every event read through bytewax and archived to ClickHouse) on this machine's cores."""
+    the ClickHouse front and the broker in the bounded run; bytewax and the broker in the bare
+    map and in reading alone (`bench.dataflow_bare`, `read_only`). Reading every event through
+    bytewax, with the front's CPU for archiving every event, is a floor for any flow of this
+    design (it reads every event through bytewax and archives it to ClickHouse) on this
+    machine's cores, before any work of its own (parsing included)."""
     cores = os.cpu_count() or 1
-    if not (fig.e2e_cpu and fig.bare_cpu and fig.front_cpu is not None and fig.broker_cpu):
+    measured = (fig.e2e_cpu, fig.bare_cpu, fig.read_cpu, fig.front_cpu, fig.broker_cpu)
+    if not all(measured):
         return
+    assert fig.front_cpu is not None
+    assert fig.broker_cpu is not None
     n = fig.events
     flow, front, broker = (1e6 * x / n for x in (sum(fig.e2e_cpu), fig.front_cpu, fig.broker_cpu))
     bare, bare_broker = 1e6 * sum(fig.bare_cpu) / n, 1e6 * (fig.bare_broker_cpu or 0) / n
-    total, floor = flow + front + broker, bare + bare_broker + front
+    read, read_broker = 1e6 * sum(fig.read_cpu) / n, 1e6 * (fig.read_broker_cpu or 0) / n
+    total, floor = flow + front + broker, read + read_broker + front
     print(f"  CPU µs per event, bounded run: flow {flow:.1f} + ClickHouse front {front:.1f}"
           f" + broker {broker:.1f} = {total:.1f}")  # fmt: skip
-    print(f"  CPU µs per event, bare map: bytewax {bare:.1f} + broker {bare_broker:.1f};"
-          f" with the front's archiving, a floor of {floor:.1f}")  # fmt: skip
-    print(f"  ceiling on {cores} cores: this flow {cores * 1e6 / total:,.0f} events/s; any flow"
-          f" of this design (the floor) {cores * 1e6 / floor:,.0f} events/s")  # fmt: skip
+    print(f"  CPU µs per event, bare map (reads and writes each event): bytewax {bare:.1f} +"
+          f" broker {bare_broker:.1f}; reading alone: bytewax {read:.1f} + broker"
+          f" {read_broker:.1f}")  # fmt: skip
+    print(f"  floor of any flow that reads every event through bytewax and archives it:"
+          f" {read:.1f} + {read_broker:.1f} + {front:.1f} = {floor:.1f} µs per event")  # fmt: skip
+    print(f"  ceiling on {cores} cores: this flow {cores * 1e6 / total:,.0f} events/s; the"
+          f" floor {cores * 1e6 / floor:,.0f} events/s")  # fmt: skip
 
 
 def report(fig: Figures, args: Any) -> None:

@@ -5,7 +5,10 @@
 `keyed=True` sends every message through a keyed step first (64 keys by the value's hash, a
 count per key as state), so with several processes about half the messages cross to another
 process, as the attribution flow's events cross to their click shard or tenant: bytewax's own
-cost of an exchange, without the flow's code.
+cost of an exchange, without the flow's code. `read_only=True` reads every message and writes
+none (a sink that drops them): what reading the input through bytewax costs, the part of the bare
+map that every flow of this design pays (the attribution flow writes ClickHouse rows, not a Kafka
+message per event).
 
 Bounded (`tail=False`): it stops at the end of the input topics, like the measured attribution
 run, so both wall times include the same bytewax start-up and end-of-input handling.
@@ -19,6 +22,8 @@ import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from typing_extensions import override
 
 
 def _same(
@@ -28,6 +33,20 @@ def _same(
 
 
 KEYS = 64
+
+
+class _Drop(StatelessSinkPartition[object]):
+    @override
+    def write_batch(self, items: list[object]) -> None:
+        pass
+
+
+class DropSink(DynamicSink[object]):
+    """Takes every item and keeps none."""
+
+    @override
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Drop:
+        return _Drop()
 
 
 def _key(message: KafkaSourceMessage[bytes | None, bytes | None]) -> str:
@@ -46,7 +65,13 @@ def _unkey(
     return _same(keyed[1])
 
 
-def build(bootstrap: str, topics: Sequence[str], out_topic: str, keyed: bool = False) -> Dataflow:
+def build(
+    bootstrap: str,
+    topics: Sequence[str],
+    out_topic: str,
+    keyed: bool = False,
+    read_only: bool = False,
+) -> Dataflow:
     brokers = bootstrap.split(",")
     flow = Dataflow("bare_map")
     kafka = kop.input(
@@ -58,5 +83,8 @@ def build(bootstrap: str, topics: Sequence[str], out_topic: str, keyed: bool = F
         out = op.map("unkey", counted, _unkey)
     else:
         out = op.map("same", kafka.oks, _same)
-    kop.output("kafka_out", out, brokers=brokers, topic=out_topic)
+    if read_only:
+        op.output("drop", out, DropSink())
+    else:
+        kop.output("kafka_out", out, brokers=brokers, topic=out_topic)
     return flow
