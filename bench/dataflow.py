@@ -520,10 +520,8 @@ class Figures:
     pickle_bytes: float | None = None
     traced_bytes: float | None = None
     state_clicks: int = 0
-    fresh_conv: list[float] = field(default_factory=list)
-    fresh_raw: list[float] = field(default_factory=list)
-    poll_cycle_ms: float | None = None
-    fresh_sent: int = 0
+    fresh: Window | None = None  # at --fresh-rate
+    fresh_half: Window | None = None  # at half the order phase's rate (--no-half-max: not run)
     checks: list[tuple[str, str, str, bool]] = field(default_factory=list)  # what, want, got, ok
     notes: list[str] = field(default_factory=list)
     profile: list[tuple[str, float]] = field(default_factory=list)  # (stage, share), --profile
@@ -570,14 +568,22 @@ def tailing_phase(
         fig.order_phase = (sent, done - started)
         print(f"  order phase: {sent} orders+refunds in {done - started:.1f} s (incl. producing)")
 
-        fresh_agents = freshness(settings, plan, topics, args, fig, proc, sinks)
+        window = (args.fresh_rate, args.fresh_seconds, FRESH_FIRST)
+        fig.fresh = freshness(settings, plan, topics, window, fig, proc, sinks)
+        fresh_agents = list(fig.fresh.agents)
+        if args.half_max and fig.order_phase:
+            # Issue #19: freshness p99 ≤ 1 s at half the maximum throughput, the order phase's.
+            half = fig.order_phase[0] / fig.order_phase[1] / 2
+            window = (half, args.fresh_seconds, FRESH_FIRST + fig.fresh.sent)
+            fig.fresh_half = freshness(settings, plan, topics, window, fig, proc, sinks)
+            fresh_agents += fig.fresh_half.agents
         rows, totals = plan.expected_ledger(fresh_agents)
         wait_until("fresh ledger rows", lambda: sinks.ledger_rows() >= rows, proc, 60)
         fig.check("tailing run: ledger rows", rows, sinks.ledger()[0])
         fig.check("tailing run: ledger net per agent", totals, sinks.ledger()[1])
         fig.check(
             "tailing run: conversions (FINAL)",
-            plan.orders + fig.fresh_sent,
+            plan.orders + len(fresh_agents),
             sinks.ch_count("conversions"),
         )
     finally:
@@ -588,29 +594,44 @@ def tailing_phase(
     )
 
 
+@dataclass
+class Window:
+    """One freshness window's result: conversions' and archive rows' latencies (ms, sorted),
+    the agents its orders go to, how many it sent, the median poll."""
+
+    rate: float
+    sent: int
+    agents: list[str]
+    conv: list[float]
+    raw: list[float]
+    poll_ms: float | None
+
+
 def freshness(
     settings: Settings,
     plan: Plan,
     topics: Topics,
-    args: Any,
+    window: tuple[float, float, int],
     fig: Figures,
     proc: subprocess.Popen[bytes],
     sinks: Sinks,
-) -> list[str]:
+) -> Window:
     """Orders at a steady rate citing preloaded clicks, stamped with their send time; a second
-    thread polls ClickHouse as fast as it answers (its own client) while they are sent. Returns
-    the agents the orders go to."""
+    thread polls ClickHouse as fast as it answers (its own client) while they are sent.
+    `window`: (orders/s, seconds, the first order id: windows' ids must not overlap)."""
+    rate, seconds, first = window
     t = plan.tenant
-    rng = random.Random(9)
+    rng = random.Random(9 + first)
     since = datetime.now(UTC)
     since_ms = int(since.timestamp() * 1000)
     out = producer(settings, linger_ms=0)
-    total = int(args.fresh_rate * args.fresh_seconds)
+    total = int(rate * seconds)
     agents: list[str] = []
     seen_conv: dict[str, float] = {}
     cycles: list[float] = []
     stop = threading.Event()
     ch = client_for(settings)
+    ids = {"t": t.tenant_id, "s": since_ms, "first": first, "end": first + total}
 
     def poll() -> None:
         begun = time.time()
@@ -618,8 +639,9 @@ def freshness(
             "SELECT order_id, toUnixTimestamp64Milli(attributed_at) FROM conversions"
             " WHERE tenant_id = {t:String}"
             " AND attributed_at >= fromUnixTimestamp64Milli({s:Int64})"
-            " AND toUInt64OrZero(order_id) >= {first:UInt64}",
-            parameters={"t": t.tenant_id, "s": since_ms, "first": FRESH_FIRST},
+            " AND toUInt64OrZero(order_id) >= {first:UInt64}"
+            " AND toUInt64OrZero(order_id) < {end:UInt64}",
+            parameters=ids,
         ).result_rows
         now = time.time()
         cycles.append(now - begun)
@@ -642,12 +664,12 @@ def freshness(
     try:
         begin = time.monotonic()
         for n in range(total):
-            due = begin + n / args.fresh_rate
+            due = begin + n / rate
             if (wait := due - time.monotonic()) > 0:
                 time.sleep(wait)
             c = rng.randrange(plan.clicks)
             agents.append(plan.agent(c))
-            env = fresh_order(t, FRESH_FIRST + n, plan.click_id(c), datetime.now(UTC))
+            env = fresh_order(t, first + n, plan.click_id(c), datetime.now(UTC))
             out.produce(topics.fresh, key=env.key(), value=env.to_bytes())
             out.poll(0)
         out.flush(15)
@@ -655,20 +677,22 @@ def freshness(
         stop.set()
         thread.join(timeout=90)
         ch.close()
-    fig.fresh_sent = total
-    fig.fresh_conv = sorted(seen_conv.values())
-    fig.poll_cycle_ms = statistics.median(cycles) * 1000 if cycles else None
     raw = sinks.ch.query(
         "SELECT toUnixTimestamp64Milli(archived_at) - toUnixTimestamp64Milli(received_at)"
         " FROM raw_events WHERE tenant_id = {t:String} AND kind = 'orders/create'"
         " AND received_at >= fromUnixTimestamp64Milli({s:Int64})"
-        " AND toUInt64OrZero(entity_id) >= {first:UInt64}",
-        parameters={"t": t.tenant_id, "s": since_ms, "first": FRESH_FIRST},
+        " AND toUInt64OrZero(entity_id) >= {first:UInt64}"
+        " AND toUInt64OrZero(entity_id) < {end:UInt64}",
+        parameters=ids,
     ).result_rows
-    fig.fresh_raw = sorted(float(r[0]) for r in raw)
     if len(seen_conv) < total:
-        fig.notes.append(f"freshness: only {len(seen_conv)}/{total} conversions became visible")
-    return agents
+        fig.notes.append(
+            f"freshness at {rate:,.0f}/s: only {len(seen_conv)}/{total} conversions became visible"
+        )
+    return Window(
+        rate, total, agents, sorted(seen_conv.values()), sorted(float(r[0]) for r in raw),
+        statistics.median(cycles) * 1000 if cycles else None,
+    )  # fmt: skip
 
 
 def bounded_phase(
@@ -897,19 +921,24 @@ def report(fig: Figures, args: Any) -> None:
         row(f"  (measured over {fig.state_clicks:,} clicks)", "")
     else:
         row("state bytes/live click", "not measured")
-    if fig.fresh_conv:
-        conv = fig.fresh_conv
-        p = [pct(conv, q) / 1000 for q in (0.5, 0.95, 0.99)]
-        limit = TARGETS["p99"] if args.fresh_rate <= 200 else TARGETS["p99_loaded"]
-        row("freshness → conversions p50/p95/p99 s", "/".join(f"{v:.2f}" for v in p),
+    for window, limit, label in (
+        (fig.fresh, TARGETS["p99"] if args.fresh_rate <= 200 else TARGETS["p99_loaded"],
+         f"{args.fresh_rate:g} orders/s"),
+        (fig.fresh_half, TARGETS["p99_loaded"], "half the order phase's rate"),
+    ):  # fmt: skip
+        if window is None or not window.conv:
+            row(f"freshness → conversions, {label}", "not measured")
+            continue
+        p = [pct(window.conv, q) / 1000 for q in (0.5, 0.95, 0.99)]
+        row(f"freshness → conversions p50/p95/p99 s, {label}", "/".join(f"{v:.2f}" for v in p),
             f"p99 ≤ {limit:g} s", p[2] <= limit)  # fmt: skip
-        row(f"  (polled; median poll {fig.poll_cycle_ms:.0f} ms; {len(conv)} orders)", "")
-    else:
-        row("freshness → conversions", "not measured")
-    if fig.fresh_raw:
-        raw = fig.fresh_raw
-        p = [pct(raw, q) / 1000 for q in (0.5, 0.95, 0.99)]
-        row("freshness → raw_events.archived_at p50/p95/p99 s", "/".join(f"{v:.2f}" for v in p))
+        poll = f"{window.poll_ms:.0f}" if window.poll_ms is not None else "-"
+        row(f"  ({window.rate:,.0f} orders/s; polled, median poll {poll} ms;"
+            f" {len(window.conv)} of {window.sent} orders)", "")  # fmt: skip
+        if window.raw:
+            p = [pct(window.raw, q) / 1000 for q in (0.5, 0.95, 0.99)]
+            row("  freshness → raw_events.archived_at p50/p95/p99 s",
+                "/".join(f"{v:.2f}" for v in p))  # fmt: skip
     print(f"  (batch_timeout_seconds={args.batch_timeout}, batch_max_size={args.batch_max_size},"
           f" kafka_batch_size={args.kafka_batch_size}, fresh rate {args.fresh_rate}/s"
           f" for {args.fresh_seconds} s)")  # fmt: skip
@@ -948,6 +977,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--state-sample", type=int, default=200_000)
     parser.add_argument("--skip-tailing", action="store_true")
+    parser.add_argument(
+        "--no-half-max", dest="half_max", action="store_false",
+        help="skip the second freshness window, at half the order phase's rate",
+    )  # fmt: skip
     parser.add_argument(
         "--profile", action="store_true",
         help="run the bounded run's first process under py-spy; print its CPU by stage",
