@@ -514,6 +514,7 @@ class Figures:
     bare_broker_cpu: float | None = None  # the broker's CPU s during the bare map
     read_cpu: list[float] = field(default_factory=list)  # CPU s per process, reading alone
     read_broker_cpu: float | None = None  # the broker's CPU s while reading alone
+    decode_us: float | None = None  # decoding one envelope of the input mix, in process
     front_cpu: float | None = None  # the ClickHouse front's CPU s during the bounded run
     broker_cpu: float | None = None  # the broker's CPU s during the bounded run
     bare_out: int | None = None
@@ -808,6 +809,26 @@ def bare_phase(
         fig.bare_single_cpu, fig.bare_keyed_cpu, fig.bare_keyed_single_cpu = cpu_s
 
 
+def decode_phase(plan: Plan, fig: Figures) -> None:
+    """The least work any flow must do per event before its own: decode the envelope with the
+    contract's checks (`parse_envelope`: msgspec, both times, the body against its size and
+    SHA-256), in this process, on the run's own mix (every order and refund, as many clicks);
+    best of three passes, CPU µs per event, weighted by the mix."""
+    orders = [value for _, _, value in plan.order_messages()]
+    clicks = [plan.click_bytes(i)[1] for i in range(min(plan.clicks, len(orders)))]
+    per: list[float] = []
+    for values in (clicks, orders):
+        best = float("inf")
+        for _ in range(3):
+            started = time.process_time()
+            for value in values:
+                parse_envelope(value)
+            best = min(best, time.process_time() - started)
+        per.append(best / max(1, len(values)))
+    n_orders = len(orders)
+    fig.decode_us = 1e6 * (per[0] * plan.clicks + per[1] * n_orders) / (plan.clicks + n_orders)
+
+
 def state_phase(settings: Settings, plan: Plan, sample: int, fig: Figures) -> None:
     """Clicks through the flow's click shards (`bench.engine`, config read from the bench
     database): memory and snapshot bytes per live click, over all the tenant's shards."""
@@ -864,8 +885,12 @@ def budget(fig: Figures) -> None:
           f" {read_broker:.1f}")  # fmt: skip
     print(f"  floor of any flow that reads every event through bytewax and archives it:"
           f" {read:.1f} + {read_broker:.1f} + {front:.1f} = {floor:.1f} µs per event")  # fmt: skip
+    decode = fig.decode_us or 0.0
+    print(f"  the same with decoding each envelope ({decode:.1f} µs, in process):"
+          f" {floor + decode:.1f} µs per event")  # fmt: skip
     print(f"  ceiling on {cores} cores: this flow {cores * 1e6 / total:,.0f} events/s; the"
-          f" floor {cores * 1e6 / floor:,.0f} events/s")  # fmt: skip
+          f" floor {cores * 1e6 / floor:,.0f}; with decoding"
+          f" {cores * 1e6 / (floor + decode):,.0f} events/s")  # fmt: skip
 
 
 def report(fig: Figures, args: Any) -> None:
@@ -1028,6 +1053,7 @@ def main(argv: list[str] | None = None) -> int:
             single_process_phase(stack, single_settings, topics, args, fig)
         bare_phase(stack, base_settings, topics, fig, args.processes)
         state_phase(bounded_settings, plan, args.state_sample, fig)
+        decode_phase(plan, fig)
         report(fig, args)
     finally:
         stack.teardown()
