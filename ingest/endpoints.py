@@ -251,7 +251,7 @@ async def _shopify(
     received_at = datetime.now(UTC)
     topic = headers.topic or ""
     try:
-        body = shopify.parse(topic, raw)
+        body, body_is_json = shopify.read(topic, raw)
     except shopify.UnreadableBody as exc:
         envelope = EventEnvelope.wrap(
             raw, event_id=delivery, source=Source.SHOPIFY, kind=headers.topic or "unknown",
@@ -263,7 +263,9 @@ async def _shopify(
         _count("shopify", topic_label, "dead_lettered")
         return json_answer(200, {"status": "dead_lettered", "event_id": delivery})
 
-    key, value, event_id = shopify.envelope_parts(raw, headers, body, shop.tenant_id, received_at)
+    key, value, event_id = shopify.envelope_parts(
+        raw, headers, body, shop.tenant_id, received_at, body_is_json=body_is_json
+    )
     await _produce(ingress, topic_for_shopify(topic), key, value)
     guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
     _count("shopify", topic_label, "accepted")
@@ -442,6 +444,7 @@ async def _record_click(
         entity_id=click_id,
         occurred_at=occurred_at,
         received_at=datetime.now(UTC),
+        body_is_json=True,  # orjson wrote it
     )
     key = envelope_key(link.tenant_id, click_id, click_id)
     return RecordedClick(key, value, is_bot, not first, who.relay)

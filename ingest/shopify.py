@@ -232,7 +232,14 @@ def _facts_only(model: type[_Facts], raw: bytes) -> bytes | None:
 
 
 def parse(topic: str, raw: bytes) -> _Facts:
-    """The identifying facts of a `topic` body; `UnreadableBody` with the reason otherwise.
+    """The identifying facts of a `topic` body; `UnreadableBody` with the reason otherwise."""
+    return read(topic, raw)[0]
+
+
+def read(topic: str, raw: bytes) -> tuple[_Facts, bool]:
+    """`parse`, and whether msgspec read `raw` whole as one JSON value: then the envelope
+    embeds the body as JSON instead of escaping it into a string (`envelope_bytes`'s
+    `body_is_json`).
 
     msgspec walks the body (checking that it is JSON) and keeps only the model's fields, as
     their raw JSON text; pydantic validates that small object. The values and every refusal
@@ -245,7 +252,7 @@ def parse(topic: str, raw: bytes) -> _Facts:
         raise UnreadableBody(f"unsupported topic {topic!r}")
     try:
         facts = _facts_only(model, raw)
-        return model.model_validate_json(raw if facts is None else facts)
+        return model.model_validate_json(raw if facts is None else facts), facts is not None
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["type"] == "json_invalid":
@@ -311,10 +318,18 @@ def build_envelope(
 
 
 def envelope_parts(
-    raw: bytes, headers: ShopifyHeaders, body: _Facts, tenant_id: str, received_at: datetime
+    raw: bytes,
+    headers: ShopifyHeaders,
+    body: _Facts,
+    tenant_id: str,
+    received_at: datetime,
+    *,
+    body_is_json: bool = False,
 ) -> tuple[bytes, bytes, str]:
     """(Kafka key, value, event id) of `build_envelope`'s envelope, serialised straight from
-    the raw bytes and a few header values (`envelope_bytes`), as the hot path writes it."""
+    the raw bytes and a few header values (`envelope_bytes`), as the hot path writes it; with
+    `body_is_json` (`read` said msgspec read the body whole) in wire form 2, the body embedded
+    as JSON (`schemas.events.envelope`)."""
     occurred_at, entity_id = body.facts(received_at)
     identity = event_id(headers, body, raw)
     value = envelope_bytes(
@@ -328,5 +343,6 @@ def envelope_parts(
         occurred_at=occurred_at,
         received_at=received_at,
         headers=headers.kept,
+        body_is_json=body_is_json,
     )
     return envelope_key(tenant_id, entity_id, identity), value, identity

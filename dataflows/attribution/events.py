@@ -23,6 +23,7 @@ from dataflows.attribution.bounds import check_conversion, check_refund, check_t
 from dataflows.attribution.wire import (
     ClickBody,
     Envelope,
+    JsonEnvelope,
     decode_click,
     decode_envelope,
     decode_order,
@@ -74,7 +75,7 @@ class SaleOrderRef:
 
 
 # An envelope as the hot path decodes it (`wire.Envelope`) or as the ingress writes it.
-AnyEnvelope = Envelope | EventEnvelope
+AnyEnvelope = Envelope | JsonEnvelope | EventEnvelope
 AnyClick = ClickBody | ClickEvent
 
 

@@ -11,6 +11,12 @@ contract stays the judge of malformed input (pydantic's lax mode takes a few for
 not, such as `false` for an integer), and well-formed input never pays for it.
 `tests/dataflows/test_wire.py` checks that what msgspec accepts, pydantic accepts with the same
 rows and state events, on real envelopes and on hypothesis mutations of them.
+
+Both wire forms of the envelope are read (`schemas.events.envelope`'s docstring): form 1 (the
+body a JSON string) by `Envelope`, form 2 (`body_encoding` `"json"`: the body embedded as JSON)
+by `JsonEnvelope`, which keeps the body as `msgspec.Raw`, the exact bytes with no copy, and
+reads as its form-1 twin (`body` the text, `body_encoding` `utf-8`): the same rows and events
+(tests/schemas/test_envelope_forms.py).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import base64
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -62,6 +68,37 @@ class Envelope(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True
         return self.body.encode("utf-8")
 
 
+class JsonEnvelope(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
+    """An envelope of wire form 2 (`body_encoding` `"json"`), read as its form-1 twin."""
+
+    event_id: _Id
+    source: Source
+    kind: _Short
+    tenant_id: _Short
+    occurred_at: datetime
+    received_at: datetime
+    payload_ref: PayloadRef
+    json_body: msgspec.Raw = msgspec.field(name="body")
+    json_encoding: Literal["json"] = msgspec.field(name="body_encoding")
+    shop: str | None = None
+    entity_id: str | None = None
+    schema_version: int = SCHEMA_VERSION
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+    @property
+    def body(self) -> str:
+        """The body's text, as form 1 holds it."""
+        return bytes(self.json_body).decode("utf-8")
+
+    @property
+    def body_encoding(self) -> BodyEncoding:
+        return BodyEncoding.UTF8
+
+    def raw_body(self) -> bytes:
+        """The body exactly as received."""
+        return bytes(self.json_body)
+
+
 class ClickBody(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     """`ClickEvent`, decoded by msgspec."""
 
@@ -85,6 +122,8 @@ class ClickBody(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=Tru
 # lax mode reads a number as a datetime in Unix seconds where pydantic reads one above 2e10 as
 # milliseconds (found by test_wire's mutations), so lax decoding here could archive another time.
 _ENVELOPE = msgspec.json.Decoder(Envelope)
+_JSON_ENVELOPE = msgspec.json.Decoder(JsonEnvelope)
+_JSON_TAIL = b'"body_encoding":"json"}'  # where `envelope_bytes` writes it
 _CLICK = msgspec.json.Decoder(ClickBody)
 
 
@@ -93,14 +132,28 @@ def _aware(what: str, when: datetime) -> None:
         raise ValueError(f"{what}: a time zone is required")
 
 
-def decode_envelope(raw: bytes) -> Envelope:
-    """The envelope in a Kafka value; `ValueError` (msgspec's `ValidationError`/`DecodeError`
-    are ValueErrors) if it is not one, as `EventEnvelope.from_bytes` would refuse it."""
-    envelope = _ENVELOPE.decode(raw)
+def _decode(raw: bytes) -> Envelope | JsonEnvelope:
+    if raw.endswith(_JSON_TAIL):
+        return _JSON_ENVELOPE.decode(raw)
+    try:
+        return _ENVELOPE.decode(raw)
+    except msgspec.ValidationError:
+        if b'"json"' not in raw:  # form 2 with its fields in another order
+            raise
+        return _JSON_ENVELOPE.decode(raw)
+
+
+def decode_envelope(raw: bytes) -> Envelope | JsonEnvelope:
+    """The envelope in a Kafka value of either wire form; `ValueError` (msgspec's
+    `ValidationError`/`DecodeError` are ValueErrors) if it is not one, as
+    `EventEnvelope.from_bytes` would refuse it."""
+    envelope = _decode(raw)
     _aware("occurred_at", envelope.occurred_at)
     _aware("received_at", envelope.received_at)
     try:
         body = envelope.raw_body()
+        if isinstance(envelope, JsonEnvelope) and not body.isascii():
+            body.decode("utf-8")  # as `EventEnvelope` reads it (form 1's text is UTF-8)
     except (ValueError, UnicodeError) as exc:
         raise ValueError(f"body: {exc}") from exc
     ref = envelope.payload_ref

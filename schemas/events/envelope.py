@@ -2,8 +2,27 @@
 
 The ingress wraps each accepted webhook or click in an `EventEnvelope` and writes it to Kafka;
 the dataflow, the archive and replay read only envelopes. The raw body travels inside it byte
-for byte (HMACs and audits need the original bytes), as UTF-8 text when it is valid UTF-8 and
-as base64 otherwise, so a malformed body is kept rather than lost.
+for byte (HMACs and audits need the original bytes), so a malformed body is kept rather than
+lost. Its wire forms, named by `body_encoding` (`schema_version` stays 1: the fields and their
+meaning are the same in both):
+
+- **form 1** (since the first envelope; `EventEnvelope.to_bytes()`, the archive, replay, dead
+  letters): `body` is a JSON string, the body's UTF-8 text (`"utf-8"`) or, when the bytes are
+  not UTF-8, their base64 (`"base64"`).
+- **form 2** (`"json"`, written by the ingress's hot path since 2026-12-07: `envelope_bytes(...,
+  body_is_json=True)`, `to_bytes(json_body=True)`): `body` is the body itself, a JSON value
+  embedded byte for byte (`orjson.Fragment`: no escaping, no copy into a str; whitespace, key
+  order and number spellings kept). Only a body that was read as exactly one JSON value, is
+  UTF-8 and neither starts nor ends with whitespace is written so (a JSON reader hands back a
+  value without the whitespace around it); any other body is written in form 1.
+
+Readers read both forms, forever (Kafka and archives hold form 1): `EventEnvelope.from_bytes`
+(the contract) and `dataflows.attribution.wire.decode_envelope` (the dataflow's hot path). A
+form-2 envelope reads into the same value as its form-1 twin: `body` the body's text,
+`body_encoding` `utf-8`, so `raw_body()`, archive rows (`raw_events`, which store form 1), dead
+letters and `to_bytes()` are the same whichever form travelled (tests/schemas/
+test_envelope_forms.py). Readers must be deployed before a writer of form 2: a reader older
+than form 2 refuses it (as a dead letter that keeps the bytes).
 """
 
 from __future__ import annotations
@@ -13,6 +32,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
+import msgspec
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -31,8 +51,68 @@ class Source(StrEnum):
 
 
 class BodyEncoding(StrEnum):
+    """How the body is held in memory and in form 1 (the module docstring)."""
+
     UTF8 = "utf-8"
     BASE64 = "base64"
+
+
+JSON_BODY = "json"
+"""`body_encoding` of wire form 2: the body embedded as JSON (only on the wire: it reads as
+`BodyEncoding.UTF8`)."""
+
+_JSON_WHITESPACE = frozenset(b" \t\r\n")
+_ANY_JSON = msgspec.json.Decoder(msgspec.Raw)
+_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_JSON_ENCODING = b'"json"'
+
+
+def embeddable(raw: bytes) -> bool:
+    """Whether a body already read as exactly one JSON value can travel in form 2: it is
+    UTF-8 and neither empty nor starting or ending with whitespace (what a JSON reader hands
+    back is the value without the whitespace around it, so those bytes would be lost)."""
+    if not raw or raw[0] in _JSON_WHITESPACE or raw[-1] in _JSON_WHITESPACE:
+        return False
+    if raw.isascii():
+        return True
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def is_json(raw: bytes) -> bool:
+    """Whether `raw` is exactly one JSON value (msgspec's reading, the one the envelope readers
+    apply to an embedded body)."""
+    try:
+        _ANY_JSON.decode(raw)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+def form1(data: bytes) -> bytes:
+    """A Kafka value with a form-2 body rewritten in form 1 (the body's text, `utf-8`), for the
+    model to validate; any other value unchanged (the model judges it). Only the body and its
+    encoding change: every other field keeps its JSON text."""
+    if _JSON_ENCODING not in data:  # cheap: a form-2 value names its encoding
+        return data
+    try:
+        fields = _FIELDS.decode(data)
+        encoding = fields.get("body_encoding")
+        body = fields.get("body")
+        if encoding is None or body is None or msgspec.json.decode(encoding) != JSON_BODY:
+            return data
+        text = bytes(body).decode("utf-8")
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return data  # not an envelope of form 2: the model says why it is no envelope
+    document: dict[str, Any] = {
+        name: orjson.Fragment(bytes(value)) for name, value in fields.items()
+    }
+    document["body"] = text
+    document["body_encoding"] = BodyEncoding.UTF8.value
+    return orjson.dumps(document)
 
 
 class PayloadRef(BaseModel):
@@ -131,12 +211,21 @@ class EventEnvelope(BaseModel):
         """Kafka message key: tenant + ordered entity (falls back to the event id)."""
         return f"{self.tenant_id}:{self.entity_id or self.event_id}".encode()
 
-    def to_bytes(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+    def to_bytes(self, *, json_body: bool = False) -> bytes:
+        """Form 1; with `json_body`, form 2 when the body is one JSON value that `embeddable`
+        allows (checked here, by msgspec), else form 1 (the module docstring)."""
+        document = self.model_dump(mode="json")
+        if json_body and self.body_encoding is BodyEncoding.UTF8:
+            raw = self.body.encode("utf-8")
+            if embeddable(raw) and is_json(raw):
+                document["body"] = orjson.Fragment(raw)
+                document["body_encoding"] = JSON_BODY
+        return orjson.dumps(document)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EventEnvelope:
-        return cls.model_validate_json(data)
+        """The envelope in a Kafka value of either wire form (`ValidationError` if it is none)."""
+        return cls.model_validate_json(form1(data))
 
 
 def json_time(when: datetime) -> str | None:
@@ -167,8 +256,16 @@ def envelope_bytes(
     entity_id: str | None = None,
     headers: dict[str, str] | None = None,
     content_type: str = "application/json",
+    body_is_json: bool = False,
 ) -> bytes:
-    """`EventEnvelope.wrap(...).to_bytes()`, byte for byte, without building the model.
+    """`EventEnvelope.wrap(...).to_bytes(json_body=body_is_json)`, byte for byte, without
+    building the model.
+
+    `body_is_json` is the caller's word that `raw` is exactly one JSON value as msgspec reads
+    it (the webhook's facts were read from it whole, or orjson wrote it): the body is then
+    embedded as JSON (form 2, the module docstring) when `embeddable` allows, without escaping
+    it into a string, which cost about half of this function's time on a 12 KB order
+    (bench/ingress `--profile`). A caller that is not sure passes `is_json(raw)`.
 
     The hot path's serialisation: the model hashes the body twice (once to build `payload_ref`,
     once more to check it) and walks every field to dump it, which cost ~6 % of the ingress's
@@ -188,11 +285,15 @@ def envelope_bytes(
             raw, event_id=event_id, source=source, kind=kind, tenant_id=tenant_id,
             occurred_at=occurred_at, received_at=received_at, shop=shop, entity_id=entity_id,
             headers=headers, content_type=content_type,
-        ).to_bytes()  # fmt: skip
-    try:
-        body, encoding = raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        body, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+        ).to_bytes(json_body=body_is_json)  # fmt: skip
+    body: str | orjson.Fragment
+    if body_is_json and embeddable(raw):
+        body, encoding = orjson.Fragment(raw), JSON_BODY
+    else:
+        try:
+            body, encoding = raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            body, encoding = base64.b64encode(raw).decode("ascii"), "base64"
     return orjson.dumps(
         {
             "event_id": event_id,

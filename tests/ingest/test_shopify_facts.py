@@ -73,3 +73,20 @@ def test_generated_bodies_read_the_same(topic: str, body: dict[str, Any]) -> Non
 def test_unreadable_bodies_are_refused_as_before(raw: bytes) -> None:
     for topic in ("orders/create", "refunds/create", "orders/edited", "shop/redact"):
         assert _fast(topic, raw) == _whole(topic, raw), topic
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
+def test_read_says_when_msgspec_read_the_body_whole(name: str) -> None:
+    # Its word lets the envelope embed the body as JSON (wire form 2): true only when msgspec
+    # read the body, never when pydantic alone did (it accepts NaN, which JSON does not).
+    raw = (FIXTURES / name).read_bytes()
+    for topic in ("orders/create", "customers/create"):
+        try:
+            facts, is_json = shopify.read(topic, raw)
+        except shopify.UnreadableBody:
+            continue
+        assert facts == shopify.parse(topic, raw)
+        assert is_json
+    facts, is_json = shopify.read("orders/create", b'{"id": 1, "total": NaN}')
+    assert facts == shopify.parse("orders/create", b'{"id": 1, "total": NaN}')
+    assert not is_json

@@ -8,6 +8,8 @@ from pathlib import Path
 import httpx
 import orjson
 
+from dataflows.attribution.wire import decode_envelope
+from dataflows.sinks.clickhouse import raw_event_row
 from deploy.demo import read_to_end
 from ingest.shopify import sign
 from schemas.events.envelope import DeadLetter, EventEnvelope, Source
@@ -80,6 +82,40 @@ async def test_every_shopify_fixture_is_accepted_and_produced_byte_for_byte(
             topic, Source.SHOPIFY, registered.tenant_id)  # fmt: skip
         assert envelope.shop == registered.shop
         assert envelope.headers["shopify-topic"] == topic
+
+
+async def test_a_json_body_travels_embedded_and_reads_back_byte_for_byte(
+    client: httpx.AsyncClient, registered: Registered, stack_settings: Settings
+) -> None:
+    """Wire form 2: a body msgspec read whole is embedded in the envelope as JSON, not escaped
+    into a string (whitespace, escapes and unicode as sent); one that ends with whitespace
+    keeps form 1. Both readers give the exact bytes back, and the same archive row."""
+    order_id = uuid.uuid4().int % 10**12
+    embedded = (
+        b'{\n  "id" : %d,\n  "updated_at": "2026-11-25T10:00:00-05:00",\r\n\t"note": '
+        b'"caf\xc3\xa9 \\u00e9 \\"q\\" \\n", "total" : 1.50e2 }' % order_id
+    )
+    trailing = b'{"id": %d, "updated_at": "2026-11-25T11:00:00Z"}\n' % order_id
+    sent = {}
+    for raw, form in ((embedded, b'"body_encoding":"json"}'), (trailing, b'"utf-8"}')):
+        response = await post_shopify(client, registered, raw, "orders/updated")
+        assert response.status_code == 200, response.text
+        sent[response.json()["event_id"]] = (raw, form)
+    assert len(sent) == 2
+    values = {}
+    for message in read_to_end(stack_settings.kafka_bootstrap, Topic.ORDERS):
+        value = message.value() or b""
+        event_id = EventEnvelope.from_bytes(value).event_id
+        if event_id in sent:
+            values[event_id] = value
+    assert set(values) == set(sent)
+    for event_id, (raw, form) in sent.items():
+        value = values[event_id]
+        assert value.endswith(form)
+        slow, fast = EventEnvelope.from_bytes(value), decode_envelope(value)
+        assert slow.raw_body() == fast.raw_body() == raw
+        assert raw_event_row(slow) == raw_event_row(fast)
+    assert b'"body":' + embedded + b',"body_encoding":"json"}' in values[next(iter(sent))]
 
 
 async def test_orders_are_keyed_by_tenant_and_order_with_event_time(
