@@ -164,7 +164,7 @@ class Plan:
             t.tenant_id, self.click_id(i), at=self.click_at(i), agent=self.agent(i),
             program=t.program, visitor=visitor,
         )  # fmt: skip
-        return envelope.key(), envelope.to_bytes()
+        return envelope.key(), envelope.to_bytes(json_body=True)
 
     def order_at(self, j: int) -> datetime:
         c = self.order_clicks[j]
@@ -180,12 +180,12 @@ class Plan:
                 env = order(t.tenant_id, 1_000_000 + j, at=at, coupon=t.coupon)
             else:
                 env = order(t.tenant_id, 1_000_000 + j, at=at, cites=self.click_id(c))
-            yield "orders", env.key(), env.to_bytes()
+            yield "orders", env.key(), env.to_bytes(json_body=True)
             if self.refunded[j]:
                 back = refund(
                     t.tenant_id, 1_000_000 + j, j + 1, [(1, 1)], at=at + timedelta(seconds=600)
                 )
-                yield "refunds", back.key(), back.to_bytes()
+                yield "refunds", back.key(), back.to_bytes(json_body=True)
 
     @property
     def refunds(self) -> int:
@@ -671,7 +671,7 @@ def freshness(
             c = rng.randrange(plan.clicks)
             agents.append(plan.agent(c))
             env = fresh_order(t, first + n, plan.click_id(c), datetime.now(UTC))
-            out.produce(topics.fresh, key=env.key(), value=env.to_bytes())
+            out.produce(topics.fresh, key=env.key(), value=env.to_bytes(json_body=True))
             out.poll(0)
         out.flush(15)
     finally:
