@@ -13,10 +13,11 @@ import random
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import clickhouse_connect
@@ -235,29 +236,53 @@ def questions(tenant: str) -> list[Question]:
 UNITS = {"agt_0": "u_a", "agt_1": "u_a", "agt_2": "u_b", "agt_3": "u_b", "agt_4": "u_c"}
 
 
+# Queries in flight at once: the answers are compared the same, only sooner (most of a query's
+# time on this small data is ClickHouse planning it, single-threaded, so two cores serve several).
+CONCURRENT = 4
+
+
+async def gathered(calls: dict[str, Callable[[], Awaitable[Any]]]) -> dict[str, Any]:
+    """Every call's answer by its key, up to `CONCURRENT` calls at a time."""
+    slots = asyncio.Semaphore(CONCURRENT)
+
+    async def one(call: Callable[[], Awaitable[Any]]) -> Any:
+        async with slots:
+            return await call()
+
+    results = await asyncio.gather(*(one(call) for call in calls.values()))
+    return dict(zip(calls, results, strict=True))
+
+
 async def answers(store: AnalyticsStore, tenant: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for i, q in enumerate(questions(tenant)):
-        out[f"{i} totals"] = await store.totals(q)
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {}
+    qs = questions(tenant)
+    for i, q in enumerate(qs):
+        calls[f"{i} totals"] = partial(store.totals, q)
         for by in Dimension:
-            rows = await store.ranked(q, by, Metric.revenue, limit=50, unit_of=UNITS)
-            out[f"{i} {by}"] = rows
-        rows = await store.ranked(q, Dimension.agent, Metric.clicks, limit=50)
-        out[f"{i} agents by clicks"] = rows
-        if len(rows) > 2:  # the next page after the second key
-            after = (str(rows[1].clicks), rows[1].key)
-            out[f"{i} agents by clicks, page 2"] = await store.ranked(
-                q, Dimension.agent, Metric.clicks, limit=2, after=after
+            calls[f"{i} {by}"] = partial(
+                store.ranked, q, by, Metric.revenue, limit=50, unit_of=UNITS
             )
-        out[f"{i} day Berlin"] = await store.per_bucket(q, "day", "Europe/Berlin")
+        calls[f"{i} agents by clicks"] = partial(
+            store.ranked, q, Dimension.agent, Metric.clicks, limit=50
+        )
+        calls[f"{i} day Berlin"] = partial(store.per_bucket, q, "day", "Europe/Berlin")
         if q.agents is None and q.shop is None:
             for zone in ("UTC", "Asia/Kolkata"):  # Kolkata: days start at 18:30 UTC
                 for bucket in ("hour", "day"):
-                    out[f"{i} {bucket} {zone}"] = await store.per_bucket(q, bucket, zone)
+                    calls[f"{i} {bucket} {zone}"] = partial(store.per_bucket, q, bucket, zone)
     day = Question(tenant_id=tenant, start=D0 + timedelta(days=1, hours=3), end=D0 + timedelta(
         days=2, hours=1, minutes=30))  # fmt: skip
-    out["minutes"] = await store.per_bucket(day, "minute", "Europe/Berlin")
-    return out
+    calls["minutes"] = partial(store.per_bucket, day, "minute", "Europe/Berlin")
+    out = await gathered(calls)
+    pages: dict[str, Callable[[], Awaitable[Any]]] = {}
+    for i, q in enumerate(qs):
+        rows = out[f"{i} agents by clicks"]
+        if len(rows) > 2:  # the next page after the second key
+            after = (str(rows[1].clicks), rows[1].key)
+            pages[f"{i} agents by clicks, page 2"] = partial(
+                store.ranked, q, Dimension.agent, Metric.clicks, limit=2, after=after
+            )
+    return out | await gathered(pages)
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -346,12 +371,21 @@ async def test_rows_of_superseded_builds_are_deleted_a_minute_after_the_switch(
         )
 
     assert superseded() > 0  # still there for queries planned before the switch
+    # ... and not read: the day that kept the first build's gen and the rebuilt day next to it
+    # (whose rows of that same gen are superseded) count each day once.
+    whole = questions(tenant)[0]
+    raw, rollups = AnalyticsStore(reader, rollups=False), AnalyticsStore(reader)
+    plan = await rolled_up(rollups, tenant)
+    assert len(plan.gens) > 1
+    assert await rollups.totals(whole) == await raw.totals(whole)
+    by_agent = Dimension.agent, Metric.revenue
+    assert await rollups.ranked(whole, *by_agent, limit=9) == await raw.ranked(
+        whole, *by_agent, limit=9
+    )
     builder.clean(server_ms(ch))
     assert superseded() > 0  # not yet a minute
     builder.clean(server_ms(ch) + KEEP_SUPERSEDED_MS)
     assert superseded() == 0
-    whole = questions(tenant)[0]
-    raw, rollups = AnalyticsStore(reader, rollups=False), AnalyticsStore(reader)
     assert await rollups.totals(whole) == await raw.totals(whole)
 
     # Merging the month's parts (what a pass does past `MERGE_ABOVE_PARTS`; background merges
@@ -372,6 +406,121 @@ async def test_rows_of_superseded_builds_are_deleted_a_minute_after_the_switch(
     assert parts() == 1
     assert merge_parts(ch, month, above=1) == []  # one part: nothing to merge
     assert await rollups.totals(whole) == await raw.totals(whole)
+
+
+S0 = datetime(2026, 9, 28, tzinfo=UTC)  # a Monday: whole weeks from Sep 28, the month of October
+S_NOW = datetime(2026, 11, 3, 5, 20, tzinfo=UTC)  # the builder's clock
+OCTOBER = utc_ms(datetime(2026, 10, 1, tzinfo=UTC))
+OCT_12 = utc_ms(datetime(2026, 10, 12, tzinfo=UTC))  # the week a late row falls in
+
+
+def generate_weeks(tenant: str, seed: int = 28) -> Rows:
+    """Clicks, conversions (duplicated, edited, legacy without link), entries and refunds over
+    Sep 28 to Nov 3: five whole weeks and the whole month of October."""
+    rng, rows, span = random.Random(seed), Rows(), S_NOW - S0
+    clicks = [click(tenant, rng, _when(rng, S0, span), n) for n in range(300)]
+    rows.tables["clicks"] = clicks + clicks[:30]  # a retried batch
+    for n in range(120):
+        when = _when(rng, S0, span)
+        conv, link = conversion(tenant, rng, when, n, clicks)
+        rows.add("conversions", conv)
+        if n % 10 == 3:
+            rows.add("conversions", conv | {"revenue": conv["revenue"] + 1, "version": 2})
+        if conv["agent_id"] is not None:
+            amount = conv["revenue"] / 10
+            rows.add("commission_events", entry(conv, link, f"{n}", conv["agent_id"], amount, when))
+        if n % 5 == 0:
+            rows.add("refunds", refund(conv, f"{n}", when + timedelta(hours=rng.randrange(1, 48))))
+    for table in ("conversions", "commission_events"):
+        rows.tables[table] += rows.tables[table][::9]  # duplicates
+    return rows
+
+
+async def span_answers(store: AnalyticsStore, tenant: str) -> dict[str, Any]:
+    """Summaries and rankings (what reads weeks and months) over a period holding the month of
+    October and one of four whole weeks, under several reaches and filters."""
+    periods = [(S0 - timedelta(minutes=43), S_NOW + timedelta(hours=1)),
+               (S0 + timedelta(days=7), S0 + timedelta(days=35))]  # fmt: skip
+    filters: list[dict[str, Any]] = [
+        {}, {"agents": ("agt_1", "agt_3")}, {"agents": ("agt_2",)}, {"coupon_code": "CODE2"},
+        {"shop": SHOPS[0]}, {"program_id": "prg_b"}, {"link_code": "l_agt_4"},
+    ]  # fmt: skip
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {}
+    for i, (start, end) in enumerate(periods):
+        for j, f in enumerate(filters):
+            q = Question(tenant_id=tenant, start=start, end=end, **f)
+            calls[f"{i}/{j} totals"] = partial(store.totals, q)
+            for by in Dimension:
+                calls[f"{i}/{j} {by}"] = partial(
+                    store.ranked, q, by, Metric.revenue, limit=50, unit_of=UNITS
+                )
+    return await gathered(calls)
+
+
+@pytest.mark.timeout(900)
+async def test_weeks_and_months_answer_as_raw_rows_and_a_late_row_rebuilds_its_week_and_month(
+    ch: Client, reader: ClickHouseReader
+) -> None:
+    tenant = f"t_span_{uuid.uuid4().hex[:8]}"
+    insert(ch, generate_weeks(tenant))
+    raw, rollups = AnalyticsStore(reader, rollups=False), AnalyticsStore(reader)
+    builder, now = Builder(ch), utc_ms(S_NOW)
+    await settle()
+    builder.cycle(now_ms=now)
+    weeks = [utc_ms(S0) + i * 7 * DAY_MS for i in range(5)]  # the week of Nov 2 is not whole
+    assert sorted((s.grain, s.start_ms) for s in builder.spans_built) == [
+        ("M", OCTOBER), *(("w", w) for w in weeks)
+    ]  # fmt: skip
+    month = Question(tenant_id=tenant, start=S0 - timedelta(minutes=43), end=S_NOW)
+    four = Question(tenant_id=tenant, start=S0 + timedelta(days=7), end=S0 + timedelta(days=35))
+    assert (await rollups.where(month, "total", "d")).months == (OCTOBER,)
+    assert (await rollups.where(four, "agent", "d")).weeks == tuple(weeks[1:])
+    expected = await span_answers(raw, tenant)
+    assert differences(expected, await span_answers(rollups, tenant)) == []
+
+    # A late conversion (and its entry) on Oct 14, and a replayed click: until rebuilt, the week
+    # of Oct 12 and October are read from days, hours and raw rows, and answer the same.
+    rng, late = random.Random(5), Rows()
+    when = datetime(2026, 10, 14, 9, 30, tzinfo=UTC)
+    clicks = generate_weeks(tenant).tables["clicks"]
+    conv, link = conversion(tenant, rng, when, 5000, clicks)
+    conv |= {"agent_id": "agt_2", "program_id": "prg_b", "rule": "last_click"}
+    late.add("conversions", conv)
+    late.add("commission_events", entry(conv, link, "5000", "agt_2", Decimal("4.56"), when))
+    late.add("clicks", click(tenant, rng, when + timedelta(minutes=3), 5001))
+    insert(ch, late)
+    assert (await rollups.where(month, "total", "d")).months == ()
+    assert OCT_12 not in (await rollups.where(four, "agent", "d")).weeks
+    stale = await span_answers(raw, tenant)
+    assert stale != expected
+    assert differences(stale, await span_answers(rollups, tenant)) == []
+
+    await settle()
+    assert [day.day_ms for day in builder.cycle(now_ms=now)] == [OCT_12 + 2 * DAY_MS]
+    assert sorted((s.grain, s.start_ms) for s in builder.spans_built) == [
+        ("M", OCTOBER), ("w", OCT_12)
+    ]  # fmt: skip
+    assert (await rollups.where(month, "total", "d")).months == (OCTOBER,)
+    assert (await rollups.where(four, "agent", "d")).weeks == tuple(weeks[1:])
+    assert differences(stale, await span_answers(rollups, tenant)) == []
+
+    # The rows of the weeks and months rebuilt are deleted a minute after the switch.
+    def superseded_spans() -> int:
+        return int(
+            ch.command(
+                "SELECT count() FROM rollups WHERE tenant_id = {t:String} AND grain IN ('w', 'M')"
+                " AND (grain, bucket, gen) NOT IN (SELECT grain, start, gen FROM rollup_spans"
+                " FINAL WHERE tenant_id = {t:String})",
+                parameters={"t": tenant},
+            )  # type: ignore[arg-type]
+        )
+
+    assert superseded_spans() > 0
+    builder.clean(server_ms(ch) + KEEP_SUPERSEDED_MS)
+    assert superseded_spans() == 0
+    assert differences(stale, await span_answers(rollups, tenant)) == []
+    assert builder.cycle(now_ms=now) == []
+    assert builder.spans_built == []
 
 
 @pytest.mark.timeout(300)
