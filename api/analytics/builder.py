@@ -13,10 +13,7 @@ hours of its order's refunds), are rebuilt whole from raw rows with `FINAL` into
 several consecutive days per INSERT; (2) the new gen is registered in
 `rollup_builds` only once all its rows are written, so queries switch to it atomically; rows of
 superseded gens are deleted a minute later, when no query planned before the switch can still be
-reading them; (3) every UTC week and month whose days all have a whole build and whose span rows
-did not sum exactly those days' current gens is (re)built from those day rows (sums and merged
-visitor states, one INSERT per span) and registered in `rollup_spans` with the day gens it
-summed; (4) a monthly partition of `rollups` the pass wrote is merged into one part once it
+reading them; (3) a monthly partition of `rollups` the pass wrote is merged into one part once it
 has more than `MERGE_ABOVE_PARTS` parts.
 """
 
@@ -35,15 +32,9 @@ from api.analytics.rollups import (
     HOUR_MS,
     Build,
     DayWork,
-    Span,
-    SpanWork,
     build_sql,
     new_gen,
-    span_days,
-    span_end,
-    span_sql,
     stale_days,
-    stale_spans,
 )
 from schemas.settings import Settings
 
@@ -81,23 +72,10 @@ _REGISTER = (
     " toDateTime(intDiv({until:Int64}, 1000), 'UTC'), {gen:UInt64}"
 )
 _DELETE = (
-    "DELETE FROM rollups WHERE tenant_id = {tenant:String} AND grain IN ('m', 'h', 'd')"
+    "DELETE FROM rollups WHERE tenant_id = {tenant:String}"
     " AND bucket >= toDateTime(intDiv({day:Int64}, 1000), 'UTC')"
     " AND bucket < toDateTime(intDiv({day:Int64} + 86400000, 1000), 'UTC')"
     " AND gen != {gen:UInt64}"
-)
-_SPANS = (
-    "SELECT tenant_id, grain, toInt64(toUnixTimestamp(start)) * 1000,"
-    " toInt64(toUnixTimestamp64Milli(built_at)), gen, sources FROM rollup_spans FINAL"
-)
-_REGISTER_SPAN = (
-    "INSERT INTO rollup_spans (tenant_id, grain, start, built_at, gen, sources)"
-    " SELECT {tenant:String}, {grain:String}, toDateTime({start:UInt32}, 'UTC'), now64(3),"
-    " {gen:UInt64}, {sources:Array(UInt64)}"
-)
-_DELETE_SPAN = (
-    "DELETE FROM rollups WHERE tenant_id = {tenant:String} AND grain = {grain:String}"
-    " AND bucket = toDateTime({start:UInt32}, 'UTC') AND gen != {gen:UInt64}"
 )
 
 
@@ -108,11 +86,10 @@ _PARTS = (
 )
 
 
-def partition_ids(work: list[DayWork], spans: list[SpanWork] | None = None) -> list[str]:
-    """The `rollups` partitions (`toYYYYMM(bucket)`) the days of `work` and the weeks and months
-    of `spans` (at their start) write."""
-    starts = [day.day_ms for day in work] + [span.start_ms for span in spans or []]
-    return sorted({time.strftime("%Y%m", time.gmtime(ms // 1000)) for ms in starts})
+def partition_ids(work: list[DayWork]) -> list[str]:
+    """The `rollups` partitions (`toYYYYMM(bucket)`) the days of `work` write."""
+    months = {time.strftime("%Y%m", time.gmtime(day.day_ms // 1000)) for day in work}
+    return sorted(months)
 
 
 def merge_parts(client: Client, ids: list[str], *, above: int = MERGE_ABOVE_PARTS) -> list[str]:
@@ -171,32 +148,6 @@ def build_days(client: Client, batch: list[DayWork], *, built_ms: int) -> int:
     return gen
 
 
-def build_span(client: Client, span: SpanWork) -> int:
-    """Write a week's or month's rows from its day rows (those of `span.gens`), then register
-    them with the day gens they summed; returns the span's gen."""
-    gen = new_gen()
-    days = span_days(span.grain, span.start_ms)
-    client.command(
-        span_sql(),
-        parameters={"tenant": span.tenant_id, "grain": span.grain, "start": span.start_ms // 1000,
-                    "end": span_end(span.grain, span.start_ms) // 1000, "gen": gen,
-                    "days": [d // 1000 for d in days], "day_gens": list(span.gens)},
-    )  # fmt: skip
-    client.command(
-        _REGISTER_SPAN,
-        parameters={"tenant": span.tenant_id, "grain": span.grain,
-                    "start": span.start_ms // 1000, "gen": gen, "sources": list(span.gens)},
-    )  # fmt: skip
-    return gen
-
-
-def read_spans(client: Client) -> dict[tuple[str, str, int], Span]:
-    return {
-        (str(t), str(g), int(s)): Span(int(b), int(gen), tuple(int(x) for x in sources))
-        for t, g, s, b, gen, sources in client.query(_SPANS).result_rows
-    }
-
-
 @dataclass
 class Builder:
     """Builds rollups over one ClickHouse database; `cycle` is one pass."""
@@ -204,10 +155,6 @@ class Builder:
     client: Client
     # (when, tenant, day) of days rebuilt: older gens are deleted `KEEP_SUPERSEDED_MS` later
     superseded: list[tuple[int, str, int]] = field(default_factory=list)
-    # (when, tenant, grain, start) of weeks and months rebuilt, likewise
-    superseded_spans: list[tuple[int, str, str, int]] = field(default_factory=list)
-    # the weeks and months the last pass built
-    spans_built: list[SpanWork] = field(default_factory=list)
 
     def cycle(self, now_ms: int | None = None) -> list[DayWork]:
         """One pass; returns the days built. `now_ms` (server time) decides which hour is open."""
@@ -231,40 +178,12 @@ class Builder:
                 for day in batch
                 if (day.tenant_id, day.day_ms) in builds
             ]
-        self.spans_built = self.build_spans(started)
-        merge_parts(self.client, partition_ids(work, self.spans_built))
+        merge_parts(self.client, partition_ids(work))
         self.clean(started)
-        return work
-
-    def build_spans(self, started: int) -> list[SpanWork]:
-        """(Re)build the weeks and months whose day gens changed (see `stale_spans`)."""
-        builds = {
-            (str(t), int(d)): Build(int(b), int(u), int(g))
-            for t, d, b, u, g in self.client.query(_BUILDS).result_rows
-        }
-        spans = read_spans(self.client)
-        work = stale_spans(builds, spans)
-        for span in work:
-            build_span(self.client, span)
-            if (span.tenant_id, span.grain, span.start_ms) in spans:
-                self.superseded_spans.append((started, span.tenant_id, span.grain, span.start_ms))
         return work
 
     def clean(self, now_ms: int) -> None:
         """Delete the rows of gens superseded at least `KEEP_SUPERSEDED_MS` before `now_ms`."""
-        due_spans = [s for s in self.superseded_spans if s[0] <= now_ms - KEEP_SUPERSEDED_MS]
-        if due_spans:
-            spans = read_spans(self.client)
-            for done in due_spans:
-                _, tenant, grain, start = done
-                span = spans.get((tenant, grain, start))
-                if span is not None:
-                    self.client.command(
-                        _DELETE_SPAN,
-                        parameters={"tenant": tenant, "grain": grain, "start": start // 1000,
-                                    "gen": span.gen},
-                    )  # fmt: skip
-                self.superseded_spans.remove(done)
         due = [s for s in self.superseded if s[0] <= now_ms - KEEP_SUPERSEDED_MS]
         if not due:
             return

@@ -332,8 +332,8 @@ class AnalyticsStore:
         rows = await self.reader.query(
             STATE_SQL, {"tenant": q.tenant_id, "first": first, "last": last}
         )
-        builds, touches, spans = read_state(rows)
-        return plan(start, end, cuboid, builds, touches, grain=grain, spans=spans)
+        builds, touches = read_state(rows)
+        return plan(start, end, cuboid, builds, touches, grain=grain)
 
     async def totals(self, q: Question) -> Totals:
         where = await self.where(q, choose_cuboid(_filters(q), None), "d")

@@ -15,13 +15,6 @@ insert of a row in it (`rollup_touches`, fed by materialized views on every raw 
 late, retried or replayed row makes its hour read raw until the next build. Rollups are read
 only for the gen `rollup_builds` names, so a build in progress is never mixed in.
 
-Whole UTC weeks (from Monday) and months are also read from **span** rows (grains 'w' and 'M'):
-the builder sums the current day rows of a span's days into one row per key (one merged visitor
-state instead of 7 or 31), and records which day gens it summed (`rollup_spans.sources`). A
-span is read only while each of its days is whole, current and still has that gen, so a late row
-in an old week makes its week and month read from days, hours and raw rows until the builder has
-rebuilt the day, then the week and the month.
-
 `build` rebuilds the stale closed hours of a day from raw rows with `FINAL`, into a new gen, and
 then registers that gen: replays and duplicates are deduplicated by `FINAL`, never added to an
 existing sum. Both paths share the facts SQL, so an answer read from rollups equals the answer
@@ -59,10 +52,6 @@ GRAINS: dict[str, tuple[str, ...]] = {
     "link": ("d",),
     "coupon": ("d",),
 }
-
-# Span grains (whole UTC weeks from Monday, whole UTC months), for every cuboid: their rows are
-# the sums of the span's current day rows, read by plans of grain "d" (summaries, rankings).
-SPAN_GRAINS = ("M", "w")  # months first: a plan covers what it can with months, then weeks
 
 # Every part of the facts stream has these columns, in this order.
 FACT_COLUMNS = (
@@ -266,22 +255,23 @@ _SINGLE_KEY = {
 
 
 def rollup_facts(plan: Plan, filters: Filters) -> str | None:
-    """The SELECT of the rollup rows `plan` reads (parameters `cuboid`, `gens`, `rb_first`,
-    `rb_last` and per grain the pieces' starts and gens, e.g. `r_days`, `r_days_g`), or `None`
-    when it reads none. A row is read only under its own piece's gen: a gen written for several
-    days may be current for some of them and superseded (rows not yet deleted) for others."""
+    """The SELECT of the rollup rows `plan` reads (parameters `cuboid`, `gens`, `r_days`,
+    `r_days_g`, `r_hours`, `r_hours_g`), or `None` when it reads none. A row is read only under
+    its own day's gen: one build writes a batch of days under one gen, and when some of those
+    days are rebuilt, their rows of that gen stay (superseded, deleted a minute later) while it
+    is still the gen of the others."""
     grains = []
-    for grain, name in _PIECES:
-        if not any(g == grain for g, _, _ in plan.pieces):
-            continue
-        row_grain, bucket = grain, "bucket"
-        if grain == "h" and plan.minutes:
-            row_grain, bucket = "m", "toStartOfHour(bucket)"
-        grains.append(
-            f"(grain = '{row_grain}' AND toUInt32({bucket}) IN {{{name}:Array(UInt32)}}"
-            f" AND transform(toUInt32({bucket}), {{{name}:Array(UInt32)}},"
-            f" {{{name}_g:Array(UInt64)}}, toUInt64(0)) = gen)"
-        )
+    for present, grain, bucket, name in (
+        (plan.days, "d", "bucket", "r_days"),
+        (plan.hours, "m" if plan.minutes else "h",
+         "toStartOfHour(bucket)" if plan.minutes else "bucket", "r_hours"),
+    ):  # fmt: skip
+        if present:
+            grains.append(
+                f"(grain = '{grain}' AND toUInt32({bucket}) IN {{{name}:Array(UInt32)}}"
+                f" AND transform(toUInt32({bucket}), {{{name}:Array(UInt32)}},"
+                f" {{{name}_g:Array(UInt64)}}, toUInt64(0)) = gen)"
+            )
     if not grains:
         return None
     conditions = [
@@ -318,20 +308,10 @@ class Build:
 
 
 @dataclass(frozen=True, slots=True)
-class Span:
-    """A week's or month's current rows: when they were built, their gen, and the gens of the day
-    builds they summed (in day order)."""
-
-    built_ms: int
-    gen: int
-    sources: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class Plan:
     """Where a period is read from: rollup days and hours (ms at their start, of `cuboid`, gens
-    `gens`; `minutes`: the hours' minute rows), whole weeks and months (span rows) and raw
-    [start, end) ms ranges. `pieces` pairs each rollup piece with the gen it is read under."""
+    `gens`; `minutes`: the hours' minute rows) and raw [start, end) ms ranges. `day_gens` and
+    `hour_gens` are the gen each day and hour is read under."""
 
     cuboid: str
     days: tuple[int, ...] = ()
@@ -339,67 +319,26 @@ class Plan:
     minutes: bool = False
     gens: tuple[int, ...] = ()
     raw: tuple[tuple[int, int], ...] = field(default=())
-    weeks: tuple[int, ...] = ()
-    months: tuple[int, ...] = ()
-    # (grain, start ms, gen) of every rollup piece read
-    pieces: tuple[tuple[str, int, int], ...] = ()
+    day_gens: tuple[int, ...] = ()
+    hour_gens: tuple[int, ...] = ()
 
     def parameters(self) -> dict[str, Any]:
         params: dict[str, Any] = ranges_parameters(self.raw)
-        if not self.pieces:
-            return params
-        ends = []
-        for grain, name in _PIECES:
-            mine = [(start, gen) for g, start, gen in self.pieces if g == grain]
-            params[name] = [start // 1000 for start, _ in mine]
-            params[f"{name}_g"] = [gen for _, gen in mine]
-            ends += [span_end(grain, start) for start, _ in mine]
-        params |= {
-            "cuboid": self.cuboid,
-            "gens": list(self.gens),
-            "rb_first": min(start for _, start, _ in self.pieces) // 1000,
-            "rb_last": max(ends) // 1000,
-        }
+        if self.days or self.hours:
+            params |= {
+                "cuboid": self.cuboid,
+                "gens": list(self.gens),
+                "r_days": [d // 1000 for d in self.days],
+                "r_days_g": list(self.day_gens),
+                "r_hours": [h // 1000 for h in self.hours],
+                "r_hours_g": list(self.hour_gens),
+                "rb_first": min([*self.days, *self.hours]) // 1000,
+                "rb_last": max(
+                    [*(d + DAY_MS for d in self.days), *(h + HOUR_MS for h in self.hours)]
+                )
+                // 1000,
+            }
         return params
-
-
-# (grain, parameter name) of the rollup pieces; minute rows are read per hour ("h" pieces).
-_PIECES = (("M", "r_months"), ("w", "r_weeks"), ("d", "r_days"), ("h", "r_hours"))
-
-
-def week_start(ms: int) -> int:
-    """The Monday 00:00 UTC starting the week of `ms` (1970-01-01 was a Thursday)."""
-    day = ms // DAY_MS
-    return (day - (day + 3) % 7) * DAY_MS
-
-
-def month_start(ms: int) -> int:
-    at = datetime.fromtimestamp(ms / 1000, UTC)
-    return utc_ms(datetime(at.year, at.month, 1, tzinfo=UTC))
-
-
-def span_start(grain: str, ms: int) -> int:
-    if grain == "M":
-        return month_start(ms)
-    if grain == "w":
-        return week_start(ms)
-    if grain == "d":
-        return ms // DAY_MS * DAY_MS
-    return ms // HOUR_MS * HOUR_MS
-
-
-def span_end(grain: str, start: int) -> int:
-    """The end (ms) of the piece of `grain` starting at `start`."""
-    if grain == "M":
-        at = datetime.fromtimestamp(start / 1000, UTC)
-        year, month = (at.year + 1, 1) if at.month == 12 else (at.year, at.month + 1)
-        return utc_ms(datetime(year, month, 1, tzinfo=UTC))
-    return start + {"w": 7 * DAY_MS, "d": DAY_MS}.get(grain, HOUR_MS)
-
-
-def span_days(grain: str, start: int) -> range:
-    """The UTC day starts (ms) of a week or month."""
-    return range(start, span_end(grain, start), DAY_MS)
 
 
 def _merge(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
@@ -420,18 +359,15 @@ def plan(
     touches: Mapping[int, int],
     *,
     grain: str,
-    spans: Mapping[tuple[str, int], Span] | None = None,
 ) -> Plan:
-    """Split [start_ms, end_ms) into rollup months, weeks, days and hours and raw ranges. Pure.
+    """Split [start_ms, end_ms) into rollup days and hours and raw ranges. Pure.
 
     `builds`: the current build per UTC day (ms at its start); `touches`: the latest insert time
-    (ms) per UTC hour (ms at its start); `spans`: the current span rows per (grain, start ms).
-    `grain`: "d" (months, weeks and days where they are whole and current, hours elsewhere;
-    summaries and rankings), "h" (hours only: time series in hours or days, whose buckets must
-    start on UTC hours, which the caller checks) or "m" (minute rows, total only). An hour is
-    read from the rollup only when its day's build covers it and ran after its latest touch; a
-    week or month only when every one of its days is read whole and its span summed exactly the
-    days' current gens; everything else, and the partial hours at both ends, is read raw."""
+    (ms) per UTC hour (ms at its start). `grain`: "d" (days where a whole day is current, hours
+    elsewhere; summaries and rankings), "h" (hours only: time series in hours or days, whose
+    buckets must start on UTC hours, which the caller checks) or "m" (minute rows, total only).
+    An hour is read from the rollup only when its day's build covers it and ran after its latest
+    touch; everything else, and the partial hours at both ends, is read raw."""
     grains = GRAINS.get(cuboid, ())
     if grain not in grains:
         return Plan(cuboid, raw=((start_ms, end_ms),))
@@ -452,7 +388,6 @@ def plan(
             raw.append((hour, hour + HOUR_MS))
     days: list[int] = []
     hours: list[int] = []
-    pieces: list[tuple[str, int, int]] = []
     if grain == "d":
         whole = set(current)
         for day in sorted({h // DAY_MS * DAY_MS for h in current}):
@@ -460,33 +395,17 @@ def plan(
                 days.append(day)
         in_days = set(days)
         hours = [h for h in current if h // DAY_MS * DAY_MS not in in_days]
-        left = set(days)
-        for span_grain in SPAN_GRAINS:
-            for start in sorted({span_start(span_grain, d) for d in left}):
-                span = (spans or {}).get((span_grain, start))
-                covered = span_days(span_grain, start)
-                if (
-                    span is not None
-                    and all(d in left for d in covered)
-                    and span.sources == tuple(builds[d].gen for d in covered)
-                ):
-                    pieces.append((span_grain, start, span.gen))
-                    left -= set(covered)
-        days = sorted(left)
     else:
         hours = current
     if not with_hours:
         raw += [(h, h + HOUR_MS) for h in hours]
         hours = []
-    pieces += [("d", d, builds[d].gen) for d in days]
-    pieces += [("h", h, builds[h // DAY_MS * DAY_MS].gen) for h in hours]
-    gens = sorted({gen for _, _, gen in pieces})
+    day_gens = tuple(builds[d].gen for d in days)
+    hour_gens = tuple(builds[h // DAY_MS * DAY_MS].gen for h in hours)
+    gens = tuple(sorted({*day_gens, *hour_gens}))
     return Plan(
-        cuboid, tuple(days), tuple(hours), grain == "m", tuple(gens), _merge(raw),
-        weeks=tuple(start for g, start, _ in pieces if g == "w"),
-        months=tuple(start for g, start, _ in pieces if g == "M"),
-        pieces=tuple(sorted(pieces, key=lambda piece: piece[1])),
-    )  # fmt: skip
+        cuboid, tuple(days), tuple(hours), grain == "m", gens, _merge(raw), day_gens, hour_gens
+    )
 
 
 def raw_plan(start_ms: int, end_ms: int) -> Plan:
@@ -494,44 +413,33 @@ def raw_plan(start_ms: int, end_ms: int) -> Plan:
     return Plan("total", raw=((start_ms, end_ms),))
 
 
-_NO_SOURCES = "CAST([] AS Array(UInt64))"
 STATE_SQL = (
     "SELECT 'b' AS what, toInt64(toUnixTimestamp(toDateTime(day, 'UTC'))) * 1000 AS at,"
     " toInt64(toUnixTimestamp64Milli(built_at)) AS b, toInt64(toUnixTimestamp(until)) * 1000,"
-    f" gen, {_NO_SOURCES} FROM rollup_builds FINAL WHERE tenant_id = {{tenant:String}}"
+    " gen FROM rollup_builds FINAL WHERE tenant_id = {tenant:String}"
     " AND day >= toDate(fromUnixTimestamp64Milli({first:Int64}, 'UTC'))"
     " AND day < toDate(fromUnixTimestamp64Milli({last:Int64}, 'UTC')) + 1"
     "\nUNION ALL\n"
     "SELECT 't', toInt64(toUnixTimestamp(hour)) * 1000,"
-    f" toInt64(toUnixTimestamp64Milli(touched_at)), 0, toUInt64(0), {_NO_SOURCES}"
-    " FROM rollup_touches FINAL WHERE tenant_id = {tenant:String}"
+    " toInt64(toUnixTimestamp64Milli(touched_at)), 0, toUInt64(0) FROM rollup_touches FINAL"
+    " WHERE tenant_id = {tenant:String}"
     " AND hour >= fromUnixTimestamp64Milli({first:Int64}, 'UTC')"
     " AND hour < fromUnixTimestamp64Milli({last:Int64}, 'UTC')"
-    "\nUNION ALL\n"
-    "SELECT concat('s', grain), toInt64(toUnixTimestamp(start)) * 1000,"
-    " toInt64(toUnixTimestamp64Milli(built_at)), 0, gen, sources FROM rollup_spans FINAL"
-    " WHERE tenant_id = {tenant:String}"
-    " AND start >= toStartOfDay(fromUnixTimestamp64Milli({first:Int64}, 'UTC'))"
-    " AND start < fromUnixTimestamp64Milli({last:Int64}, 'UTC')"
 )
 
 
 def read_state(
     rows: Iterable[Sequence[Any]],
-) -> tuple[dict[int, Build], dict[int, int], dict[tuple[str, int], Span]]:
-    """(builds per day, latest touch per hour, spans per (grain, start)) from the rows of
-    `STATE_SQL`."""
+) -> tuple[dict[int, Build], dict[int, int]]:
+    """(builds per day, latest touch per hour) from the rows of `STATE_SQL`."""
     builds: dict[int, Build] = {}
     touches: dict[int, int] = {}
-    spans: dict[tuple[str, int], Span] = {}
-    for what, at, b, until, gen, sources in rows:
+    for what, at, b, until, gen in rows:
         if what == "b":
             builds[int(at)] = Build(int(b), int(until), int(gen))
-        elif what == "t":
-            touches[int(at)] = max(int(b), touches.get(int(at), 0))
         else:
-            spans[(str(what)[1:], int(at))] = Span(int(b), int(gen), tuple(int(g) for g in sources))
-    return builds, touches, spans
+            touches[int(at)] = max(int(b), touches.get(int(at), 0))
+    return builds, touches
 
 
 # --- build ----------------------------------------------------------------------------------
@@ -607,65 +515,8 @@ def stale_days(
     return [work[key] for key in sorted(work)]
 
 
-@dataclass(frozen=True, slots=True)
-class SpanWork:
-    """A week or month to (re)build from the day rows of `gens` (one per day, in day order)."""
-
-    tenant_id: str
-    grain: str
-    start_ms: int
-    gens: tuple[int, ...]
-
-
-def stale_spans(
-    builds: Mapping[tuple[str, int], Build],
-    spans: Mapping[tuple[str, str, int], Span],
-) -> list[SpanWork]:
-    """The weeks and months to (re)build: those whose every day has a whole build (so none is
-    open) and whose span is missing or summed other day gens than the current ones. `builds`:
-    (tenant, day ms) → build; `spans`: (tenant, grain, start ms) → span. Pure."""
-    work: list[SpanWork] = []
-    candidates = sorted(
-        {(tenant, grain, span_start(grain, day)) for tenant, day in builds for grain in SPAN_GRAINS}
-    )
-    for tenant, grain, start in candidates:
-        days = span_days(grain, start)
-        found = [builds.get((tenant, day)) for day in days]
-        if any(b is None or b.until_ms != day + DAY_MS for b, day in zip(found, days, strict=True)):
-            continue
-        gens = tuple(b.gen for b in found if b is not None)
-        span = spans.get((tenant, grain, start))
-        if span is None or span.sources != gens:
-            work.append(SpanWork(tenant, grain, start, gens))
-    return work
-
-
-def span_sql() -> str:
-    """INSERT of one week's or month's rows (parameters `tenant`, `grain`, `start`, `end` in
-    seconds, `gen`, and `days`/`day_gens`: each day's current gen): per cuboid and key, the sums
-    of those day rows and the merge of their visitor states."""
-    sums = (
-        f"sum(n_conversions), CAST(sum(m_revenue) AS {_MONEY}), sum(n_entries),"
-        f" CAST(sum(m_commission) AS {_MONEY}), sum(n_refunds), CAST(sum(m_refunded) AS {_MONEY})"
-    )
-    return (
-        "INSERT INTO rollups (tenant_id, cuboid, grain, bucket, k, gen, agent_id, program_id,"
-        " shop, link_code, coupon_code, n_clicks, visitors, n_conversions, m_revenue,"
-        " n_entries, m_commission, n_refunds, m_refunded)\n"
-        "SELECT {tenant:String}, cuboid, {grain:String}, toDateTime({start:UInt32}, 'UTC'), k,"
-        " {gen:UInt64}, agent_id, program_id, shop, link_code, coupon_code, sum(n_clicks),"
-        f" {VISITORS}MergeState{VISITORS_PRECISION}(visitors), {sums}\n"
-        "FROM rollups WHERE tenant_id = {tenant:String} AND grain = 'd'"
-        " AND bucket >= toDateTime({start:UInt32}, 'UTC')"
-        " AND bucket < toDateTime({end:UInt32}, 'UTC')"
-        " AND transform(toUInt32(bucket), {days:Array(UInt32)}, {day_gens:Array(UInt64)},"
-        " toUInt64(0)) = gen\n"
-        "GROUP BY cuboid, k, agent_id, program_id, shop, link_code, coupon_code"
-    )
-
-
 def new_gen() -> int:
-    """A random gen, never 0 (0 means "no gen" in the rollup queries' gen lookups)."""
+    """A random gen, never 0 (0 is "no gen" in the rollup queries' gen lookups)."""
     return secrets.randbits(63) or 1
 
 
@@ -683,8 +534,6 @@ __all__ = [
     "DayWork",
     "Filters",
     "Plan",
-    "Span",
-    "SpanWork",
     "aligned",
     "build_sql",
     "choose_cuboid",
@@ -694,10 +543,5 @@ __all__ = [
     "raw_plan",
     "read_state",
     "rollup_facts",
-    "span_days",
-    "span_end",
-    "span_sql",
-    "span_start",
     "stale_days",
-    "stale_spans",
 ]

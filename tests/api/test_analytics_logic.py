@@ -25,17 +25,10 @@ from api.analytics.rollups import (
     Build,
     DayWork,
     Filters,
-    Span,
-    SpanWork,
     aligned,
     choose_cuboid,
-    month_start,
     plan,
-    span_end,
     stale_days,
-    stale_spans,
-    utc_ms,
-    week_start,
 )
 from api.analytics.schemas import Dimension, Metric
 from api.analytics.service import (
@@ -153,11 +146,13 @@ def test_current_days_and_hours_come_from_rollups_and_the_rest_from_raw_rows() -
     start, end = DAY0 - 20 * 60_000, DAY0 + D + 7 * H + 10 * 60_000
     whole = plan(DAY0, DAY0 + D, "agent", builds, {}, grain="d")
     assert (whole.days, whole.hours, whole.raw, whole.gens) == ((DAY0,), (), (), (7,))
+    assert whole.day_gens == (7,)  # each day is read under its own build's gen
     split = plan(start, end, "total", builds, touches, grain="d")
     assert split.days == ()  # day 0 has a stale hour: its other hours come from hour rows
     assert split.hours == tuple(h for h in range(DAY0, DAY0 + D + 5 * H, H) if h != DAY0 + 3 * H)
     assert split.raw == ((start, DAY0), (DAY0 + 3 * H, DAY0 + 4 * H), (DAY0 + D + 5 * H, end))
     assert split.gens == (7, 8)
+    assert split.hour_gens == tuple(7 if h < DAY0 + D else 8 for h in split.hours)
     minutes = plan(start, end, "total", builds, touches, grain="m")
     assert (minutes.hours, minutes.minutes) == (split.hours, True)
     # Shops have day rows only: their partial days are read raw.
@@ -168,88 +163,6 @@ def test_current_days_and_hours_come_from_rollups_and_the_rest_from_raw_rows() -
     assert plan(DAY0 + 60_000, DAY0 + H - 1, "total", builds, {}, grain="d").raw == (
         (DAY0 + 60_000, DAY0 + H - 1),
     )
-
-
-OCT = utc_ms(datetime(2026, 10, 1, tzinfo=UTC))  # a Thursday
-MON = utc_ms(datetime(2026, 10, 5, tzinfo=UTC))  # the first Monday of October 2026
-
-
-def test_weeks_start_on_monday_and_months_on_the_first_in_utc() -> None:
-    assert week_start(MON + 6 * D + 23 * H) == MON
-    assert week_start(OCT) == MON - 7 * D
-    assert month_start(MON + 3 * H) == OCT
-    assert span_end("M", OCT) == utc_ms(datetime(2026, 11, 1, tzinfo=UTC))
-    assert span_end("M", utc_ms(datetime(2026, 12, 1, tzinfo=UTC))) == utc_ms(
-        datetime(2027, 1, 1, tzinfo=UTC)
-    )
-    assert span_end("w", MON) == MON + 7 * D
-
-
-def _whole_days(first: int, n: int, gen: int = 1) -> dict[int, Build]:
-    return {
-        first + i * D: Build(first + i * D + 26 * H, first + (i + 1) * D, gen + i) for i in range(n)
-    }
-
-
-def test_whole_current_months_then_weeks_then_days_cover_a_period() -> None:
-    # Sep 28 (Monday) to Nov 3 (37 days), every day built whole; the month of October and every week
-    # summed exactly their days' current gens.
-    first = MON - 7 * D
-    builds = _whole_days(first, 37)
-    month = Span(0, 900, tuple(builds[d].gen for d in range(OCT, OCT + 31 * D, D)))
-    weeks = {
-        ("w", w): Span(0, 800 + i, tuple(builds[d].gen for d in range(w, w + 7 * D, D)))
-        for i, w in enumerate(range(first, first + 35 * D, 7 * D))
-    }
-    spans = {("M", OCT): month, **weeks}
-    whole = plan(first, first + 37 * D, "total", builds, {}, grain="d", spans=spans)
-    assert whole.months == (OCT,)
-    # the week of Sep 28 overlaps October: its days before October are read as days
-    assert whole.weeks == ()
-    assert whole.days == tuple(first + i * D for i in (0, 1, 2, 34, 35, 36))  # Nov 1-3 too
-    assert (whole.hours, whole.raw) == ((), ())
-    assert 900 in whole.gens
-    assert ("M", OCT, 900) in whole.pieces
-    # October minus its first 4 days, to Nov 2: 4 weeks (Oct 5 to Nov 1), nothing else
-    four = plan(MON, MON + 28 * D, "agent", builds, {}, grain="d", spans=spans)
-    assert (four.months, four.weeks, four.days) == ((), tuple(range(MON, MON + 28 * D, 7 * D)), ())
-    # A late row in an hour of Oct 14: its day reads hours, its week and month are not read.
-    late = {MON + 9 * D + 5 * H: MON + 40 * D}
-    stale = plan(first, first + 37 * D, "total", builds, late, grain="d", spans=spans)
-    assert stale.months == ()
-    assert stale.weeks == (first, MON, MON + 14 * D, MON + 21 * D)  # not the week of Oct 12
-    assert MON + 9 * D not in stale.days
-    assert MON + 9 * D + 5 * H not in stale.hours
-    assert stale.raw == ((MON + 9 * D + 5 * H, MON + 9 * D + 6 * H),)
-    # A day rebuilt since its week was summed (another gen): the week is not read.
-    rebuilt = dict(builds) | {MON + 9 * D: Build(MON + 41 * D, MON + 10 * D, 77)}
-    again = plan(first, first + 37 * D, "total", rebuilt, {}, grain="d", spans=spans)
-    assert again.months == ()
-    assert MON + 7 * D not in again.weeks
-    assert MON + 9 * D in again.days
-    assert ("d", MON + 9 * D, 77) in again.pieces
-    # Hours and time series plans read no spans.
-    assert plan(MON, MON + 28 * D, "total", builds, {}, grain="h", spans=spans).weeks == ()
-
-
-def test_weeks_and_months_are_rebuilt_when_a_day_gen_changes_and_only_when_whole() -> None:
-    first = MON - 7 * D
-    builds = {("t", d): b for d, b in _whole_days(first, 37).items()}
-    work = stale_spans(builds, {})
-    weeks = [w.start_ms for w in work if w.grain == "w"]
-    assert weeks == list(range(first, first + 35 * D, 7 * D))  # the week of Nov 2 is not whole
-    assert [w.start_ms for w in work if w.grain == "M"] == [OCT]  # Sep and Nov are not whole
-    spans = {(w.tenant_id, w.grain, w.start_ms): Span(0, 1, w.gens) for w in work}
-    assert stale_spans(builds, spans) == []
-    builds[("t", MON + 9 * D)] = Build(0, MON + 10 * D, 99)
-    again = stale_spans(builds, spans)
-    assert [(w.grain, w.start_ms) for w in again] == [("M", OCT), ("w", MON + 7 * D)]
-    week = range(MON + 7 * D, MON + 14 * D, D)
-    gens = tuple(99 if d == MON + 9 * D else builds[("t", d)].gen for d in week)
-    assert again[1] == SpanWork("t", "w", MON + 7 * D, gens)
-    # a day built only up to the open hour leaves its week and month unbuilt
-    builds[("t", MON + 9 * D)] = Build(0, MON + 9 * D + 5 * H, 100)
-    assert stale_spans(builds, spans) == []
 
 
 def test_the_cuboid_has_every_dimension_asked_for() -> None:
