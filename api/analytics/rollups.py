@@ -256,16 +256,22 @@ _SINGLE_KEY = {
 
 def rollup_facts(plan: Plan, filters: Filters) -> str | None:
     """The SELECT of the rollup rows `plan` reads (parameters `cuboid`, `gens`, `r_days`,
-    `r_hours`), or `None` when it reads none."""
+    `r_days_g`, `r_hours`, `r_hours_g`), or `None` when it reads none. A row is read only under
+    its own day's gen: one build writes a batch of days under one gen, and when some of those
+    days are rebuilt, their rows of that gen stay (superseded, deleted a minute later) while it
+    is still the gen of the others."""
     grains = []
-    if plan.days:
-        grains.append("(grain = 'd' AND toUInt32(bucket) IN {r_days:Array(UInt32)})")
-    if plan.hours:
-        hour_grain = "m" if plan.minutes else "h"
-        bucket = "toStartOfHour(bucket)" if plan.minutes else "bucket"
-        grains.append(
-            f"(grain = '{hour_grain}' AND toUInt32({bucket}) IN {{r_hours:Array(UInt32)}})"
-        )
+    for present, grain, bucket, name in (
+        (plan.days, "d", "bucket", "r_days"),
+        (plan.hours, "m" if plan.minutes else "h",
+         "toStartOfHour(bucket)" if plan.minutes else "bucket", "r_hours"),
+    ):  # fmt: skip
+        if present:
+            grains.append(
+                f"(grain = '{grain}' AND toUInt32({bucket}) IN {{{name}:Array(UInt32)}}"
+                f" AND transform(toUInt32({bucket}), {{{name}:Array(UInt32)}},"
+                f" {{{name}_g:Array(UInt64)}}, toUInt64(0)) = gen)"
+            )
     if not grains:
         return None
     conditions = [
@@ -304,7 +310,8 @@ class Build:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """Where a period is read from: rollup days and hours (ms at their start, of `cuboid`, gens
-    `gens`; `minutes`: the hours' minute rows) and raw [start, end) ms ranges."""
+    `gens`; `minutes`: the hours' minute rows) and raw [start, end) ms ranges. `day_gens` and
+    `hour_gens` are the gen each day and hour is read under."""
 
     cuboid: str
     days: tuple[int, ...] = ()
@@ -312,6 +319,8 @@ class Plan:
     minutes: bool = False
     gens: tuple[int, ...] = ()
     raw: tuple[tuple[int, int], ...] = field(default=())
+    day_gens: tuple[int, ...] = ()
+    hour_gens: tuple[int, ...] = ()
 
     def parameters(self) -> dict[str, Any]:
         params: dict[str, Any] = ranges_parameters(self.raw)
@@ -320,7 +329,9 @@ class Plan:
                 "cuboid": self.cuboid,
                 "gens": list(self.gens),
                 "r_days": [d // 1000 for d in self.days],
+                "r_days_g": list(self.day_gens),
                 "r_hours": [h // 1000 for h in self.hours],
+                "r_hours_g": list(self.hour_gens),
                 "rb_first": min([*self.days, *self.hours]) // 1000,
                 "rb_last": max(
                     [*(d + DAY_MS for d in self.days), *(h + HOUR_MS for h in self.hours)]
@@ -389,8 +400,12 @@ def plan(
     if not with_hours:
         raw += [(h, h + HOUR_MS) for h in hours]
         hours = []
-    gens = sorted({builds[t // DAY_MS * DAY_MS].gen for t in [*days, *hours]})
-    return Plan(cuboid, tuple(days), tuple(hours), grain == "m", tuple(gens), _merge(raw))
+    day_gens = tuple(builds[d].gen for d in days)
+    hour_gens = tuple(builds[h // DAY_MS * DAY_MS].gen for h in hours)
+    gens = tuple(sorted({*day_gens, *hour_gens}))
+    return Plan(
+        cuboid, tuple(days), tuple(hours), grain == "m", gens, _merge(raw), day_gens, hour_gens
+    )
 
 
 def raw_plan(start_ms: int, end_ms: int) -> Plan:
@@ -501,7 +516,8 @@ def stale_days(
 
 
 def new_gen() -> int:
-    return secrets.randbits(63)
+    """A random gen, never 0 (0 is "no gen" in the rollup queries' gen lookups)."""
+    return secrets.randbits(63) or 1
 
 
 def utc_ms(at: datetime) -> int:

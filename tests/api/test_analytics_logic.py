@@ -146,11 +146,13 @@ def test_current_days_and_hours_come_from_rollups_and_the_rest_from_raw_rows() -
     start, end = DAY0 - 20 * 60_000, DAY0 + D + 7 * H + 10 * 60_000
     whole = plan(DAY0, DAY0 + D, "agent", builds, {}, grain="d")
     assert (whole.days, whole.hours, whole.raw, whole.gens) == ((DAY0,), (), (), (7,))
+    assert whole.day_gens == (7,)  # each day is read under its own build's gen
     split = plan(start, end, "total", builds, touches, grain="d")
     assert split.days == ()  # day 0 has a stale hour: its other hours come from hour rows
     assert split.hours == tuple(h for h in range(DAY0, DAY0 + D + 5 * H, H) if h != DAY0 + 3 * H)
     assert split.raw == ((start, DAY0), (DAY0 + 3 * H, DAY0 + 4 * H), (DAY0 + D + 5 * H, end))
     assert split.gens == (7, 8)
+    assert split.hour_gens == tuple(7 if h < DAY0 + D else 8 for h in split.hours)
     minutes = plan(start, end, "total", builds, touches, grain="m")
     assert (minutes.hours, minutes.minutes) == (split.hours, True)
     # Shops have day rows only: their partial days are read raw.
