@@ -44,8 +44,8 @@ class PayloadRef(msgspec.Struct, frozen=True, gc=False):
     content_type: str = "application/json"
 
 
-class Envelope(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
-    """`EventEnvelope`, decoded by msgspec (see the module docstring)."""
+class _EnvelopeHead(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
+    """The required fields of both wire forms (each form adds its body and the optional ones)."""
 
     event_id: _Id
     source: Source
@@ -54,6 +54,11 @@ class Envelope(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True
     occurred_at: datetime
     received_at: datetime
     payload_ref: PayloadRef
+
+
+class Envelope(_EnvelopeHead, frozen=True, gc=False, forbid_unknown_fields=True):
+    """`EventEnvelope`, decoded by msgspec (see the module docstring)."""
+
     body: str
     shop: str | None = None
     entity_id: str | None = None
@@ -68,16 +73,9 @@ class Envelope(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True
         return self.body.encode("utf-8")
 
 
-class JsonEnvelope(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
+class JsonEnvelope(_EnvelopeHead, frozen=True, gc=False, forbid_unknown_fields=True):
     """An envelope of wire form 2 (`body_encoding` `"json"`), read as its form-1 twin."""
 
-    event_id: _Id
-    source: Source
-    kind: _Short
-    tenant_id: _Short
-    occurred_at: datetime
-    received_at: datetime
-    payload_ref: PayloadRef
     json_body: msgspec.Raw = msgspec.field(name="body")
     json_encoding: Literal["json"] = msgspec.field(name="body_encoding")
     shop: str | None = None
