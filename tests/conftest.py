@@ -34,6 +34,27 @@ pytest_plugins = [
 ]
 
 
+# `make test` runs the suite on two xdist workers (`--dist loadgroup`), each a session of its own
+# (its own tansu, ClickHouse front, PostgreSQL databases and Redis index). Tests go to whichever
+# worker is free, except the modules whose module-scoped fixtures start a stack or run a whole
+# pipeline: each of those stays on one worker, so its fixture is built once.
+ONE_WORKER = {
+    "tests/browser/": "browser",  # `stack`: `refstream up` per module
+    "tests/e2e/": "e2e",  # `e2e_stack` (session) and test_scenario's `sent`
+    "tests/dataflows/test_replay.py": "replay",  # `archived`: one live run of the dataflow
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+    for item in items:
+        where = item.path.relative_to(root).as_posix()
+        for prefix, group in ONE_WORKER.items():
+            if where.startswith(prefix):
+                item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
     """`tests/fixtures/data`: real Shopify and Odoo payloads. Missing is an error, not a skip."""
