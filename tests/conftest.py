@@ -42,6 +42,8 @@ ONE_WORKER = {
     "tests/browser/": "browser",  # `stack`: `refstream up` per module
     "tests/e2e/": "e2e",  # `e2e_stack` (session) and test_scenario's `sent`
     "tests/dataflows/test_replay.py": "replay",  # `archived`: one live run of the dataflow
+    # Each test starts a multi-process ingress (`ingest serve --workers 2`): one at a time.
+    "tests/ingest/test_server.py": "ingest-server",
 }
 
 
