@@ -52,6 +52,8 @@ def server(
             pass
         time.sleep(0.2)
     else:
+        os.killpg(proc.pid, signal.SIGKILL)  # not left running (it was, after a timeout)
+        proc.wait(timeout=30)
         pytest.fail("ingress did not become ready")
     yield base
     os.killpg(proc.pid, signal.SIGTERM)
