@@ -46,9 +46,14 @@ deps:
 	@bash deploy/deps.sh
 
 # --durations: the slowest tests at the end of every run (and of CI's log), to keep the suite
-# within its 15 minutes.
+# within its 15 minutes. Two xdist workers, each a test session of its own (its own tansu,
+# ClickHouse front, PostgreSQL databases and Redis index: tests/conftest.py), most tests waiting
+# on servers and subprocesses; then, by itself, what is marked `alone` (the chaos suite stops the
+# machine's PostgreSQL and Redis under every other test).
+PYTEST_WORKERS ?= 2
 test: deps lint
-	$(BIN)/pytest -q --durations=30
+	$(BIN)/pytest -q --durations=30 -n $(PYTEST_WORKERS) --dist loadgroup -m "not alone"
+	$(BIN)/pytest -q --durations=5 -m alone
 
 test-fast: install
 	$(BIN)/pytest -q -x

@@ -63,6 +63,10 @@ from tests.e2e.harness import (
 )
 from tests.e2e.traffic import Line, Order
 
+# It stops the machine's PostgreSQL and Redis, which every other test uses: `make test` runs it
+# by itself, after the rest (see the Makefile).
+pytestmark = pytest.mark.alone
+
 AGENTS = ("ana", "bo", "chen", "dara")
 PRODUCTS = (("SKU-CHAIR", "249.00"), ("SKU-DESK", "899.00"), ("SKU-LAMP", "59.90"),
             ("SKU-MAT", "34.50"))  # fmt: skip

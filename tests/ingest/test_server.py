@@ -41,7 +41,7 @@ def server(
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # two worker processes start on a loaded runner
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"ingress exited: {proc.stderr.read().decode() if proc.stderr else ''}")
@@ -52,6 +52,8 @@ def server(
             pass
         time.sleep(0.2)
     else:
+        os.killpg(proc.pid, signal.SIGKILL)  # not left running (it was, after a timeout)
+        proc.wait(timeout=30)
         pytest.fail("ingress did not become ready")
     yield base
     os.killpg(proc.pid, signal.SIGTERM)
