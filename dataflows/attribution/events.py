@@ -161,6 +161,7 @@ def dead_letter(reason: str, raw: bytes, failed_at: datetime) -> DeadLetter:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
+_ONE_MS = timedelta(milliseconds=1)
 
 
 def ticks_us(when: datetime) -> int:
@@ -178,23 +179,11 @@ def to_ms(when: datetime) -> int:
     (`int(when.timestamp() * 1000)` before 2026-12-07: the same value for every time before
     2100, where the bounds allow times up to 2200 and a float's rounding could lose a
     millisecond; `tests/dataflows/test_times.py`.)"""
-    return (when - _EPOCH) // _ONE_US // 1000
+    return (when - _EPOCH) // _ONE_MS  # a timedelta floor division: exact, in integers
 
 
 def from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def click_tuple(click: AnyClick) -> Click:
-    return (
-        to_ms(click.occurred_at),
-        click.agent_id,
-        click.program_id,
-        click.link_code,
-        click.visitor_id,
-        click.is_bot,
-        click.is_duplicate,
-    )
 
 
 # Members looked up once: `Source.CLICK` is a Python-level class attribute lookup in 3.11
