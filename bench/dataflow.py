@@ -757,34 +757,39 @@ def single_process_phase(
           f" ({fig.single_cpu[0]:.1f} CPU s)")  # fmt: skip
 
 
+def bare_factory(settings: Settings, topics: Topics, out_topic: str, **options: bool) -> str:
+    """The `bytewax.run` factory of `bench.dataflow_bare` over the input topics, writing to
+    `out_topic` (`options`: its `keyed`, `read_only`)."""
+    extra = "".join(f", {name}={value!r}" for name, value in options.items())
+    return (
+        f"bench.dataflow_bare:build({settings.kafka_bootstrap!r}, {topics.inputs!r}, "
+        f"{out_topic!r}{extra})"
+    )
+
+
 def bare_phase(
     stack: Stack, settings: Settings, topics: Topics, fig: Figures, processes: int
 ) -> None:
-    """The bare map on `processes` processes; with more than one, also on one process (to an
-    output topic of its own): bytewax's own events per CPU-second N ÷ 1, the engine's floor for
-    the scale-out ratio."""
-    factory = (
-        f"bench.dataflow_bare:build({settings.kafka_bootstrap!r}, {topics.inputs!r}, "
-        f"{topics.bare_out!r})"
-    )
+    """The bare map and reading alone on `processes` processes, with the broker's CPU meanwhile;
+    with more than one process, also the bare map on one process and the keyed bare map on N and
+    on one (each to an output topic of its own): bytewax's own events per CPU-second N ÷ 1, the
+    engine's floor for the scale-out ratio."""
     assert stack.broker_pid is not None
     broker = cpu_seconds(stack.broker_pid)
     fig.bare_s = run_bounded(
-        stack, settings, factory, stack.scratch / "bare.log", processes, fig.bare_cpu
-    )
+        stack, settings, bare_factory(settings, topics, topics.bare_out),
+        stack.scratch / "bare.log", processes, fig.bare_cpu,
+    )  # fmt: skip
     fig.bare_broker_cpu = cpu_seconds(stack.broker_pid) - broker
     fig.bare_out = count_to_end(settings.kafka_bootstrap, topics.bare_out)
     print(f"  bare map: {fig.events} events in {fig.bare_s:.1f} s"
           f" (CPU s per process: {', '.join(f'{c:.1f}' for c in fig.bare_cpu)})")  # fmt: skip
     fig.check("bare map: messages out", fig.events, fig.bare_out)
-    reader = (
-        f"bench.dataflow_bare:build({settings.kafka_bootstrap!r}, {topics.inputs!r}, "
-        f"{topics.bare_out!r}, read_only=True)"
-    )
     broker = cpu_seconds(stack.broker_pid)
     seconds = run_bounded(
-        stack, settings, reader, stack.scratch / "read.log", processes, fig.read_cpu
-    )
+        stack, settings, bare_factory(settings, topics, topics.bare_out, read_only=True),
+        stack.scratch / "read.log", processes, fig.read_cpu,
+    )  # fmt: skip
     fig.read_broker_cpu = cpu_seconds(stack.broker_pid) - broker
     print(f"  reading alone: {fig.events} events in {seconds:.1f} s (CPU s per process:"
           f" {', '.join(f'{c:.1f}' for c in fig.read_cpu)})")  # fmt: skip
@@ -794,12 +799,9 @@ def bare_phase(
                 ("keyed bare map", topics.bare_keyed_single_out, True, 1))  # fmt: skip
         cpu_s: list[float] = []
         for label, out_topic, keyed, n in runs:
-            other = (
-                f"bench.dataflow_bare:build({settings.kafka_bootstrap!r}, {topics.inputs!r}, "
-                f"{out_topic!r}, keyed={keyed!r})"
-            )
+            factory = bare_factory(settings, topics, out_topic, keyed=keyed)
             cpu: list[float] = []
-            seconds = run_bounded(stack, settings, other, stack.scratch / f"{out_topic}.log", n,
+            seconds = run_bounded(stack, settings, factory, stack.scratch / f"{out_topic}.log", n,
                                   cpu)  # fmt: skip
             cpu_s.append(sum(cpu))
             print(f"  {label} on {n} process(es): {fig.events} events in {seconds:.1f} s"
