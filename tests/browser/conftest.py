@@ -4,6 +4,7 @@ is a failure, never a skip."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -25,26 +26,50 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 
 
+def _playwright_loads(node: str) -> bool:
+    """`playwright-core` resolves from this directory (a stamp alone can outlive a broken tree)."""
+    probe = subprocess.run(
+        [node, "--input-type=module", "-e", 'import "playwright-core";'], cwd=HERE,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return probe.returncode == 0
+
+
 @pytest.fixture(scope="session")
 def playwright_ready() -> Path:
-    """`node` and Chromium present, `playwright-core` installed from the committed lock file."""
+    """`node` and Chromium present, `playwright-core` installed from the committed lock file.
+
+    Each xdist worker is a session of its own: the install runs under an exclusive file lock, so a
+    second process waits for the first's install instead of running `npm ci` over it (npm removes
+    `node_modules` first: a concurrent one fails with ENOTEMPTY, or a reader finds no module)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.fail("node/npm not found: install Node.js (.ci/run does on CI)")
     if not CHROMIUM.is_file():
         pytest.fail(f"{CHROMIUM} not found: apt-get install chromium (.ci/run does on CI)")
     lock = HERE / "package-lock.json"
-    stamp = HERE / "node_modules" / ".lock-sha256"
+    modules = HERE / "node_modules"
+    stamp = modules / ".lock-sha256"
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()
-    if not stamp.is_file() or stamp.read_text() != digest:
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=HERE, capture_output=True, text=True,
-            timeout=300, check=False,
-        )  # fmt: skip
-        if result.returncode != 0:
-            pytest.fail(f"npm ci failed:\n{result.stdout}\n{result.stderr}")
-        stamp.write_text(digest)
-    return Path(node)
+    with open(HERE / ".npm-install.lock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        try:
+            if stamp.is_file() and stamp.read_text() == digest and _playwright_loads(node):
+                return Path(node)
+            failures = []
+            for _ in range(2):  # the second time from an empty directory
+                result = subprocess.run(
+                    [npm, "ci", "--no-audit", "--no-fund"], cwd=HERE, capture_output=True,
+                    text=True, timeout=300, check=False,
+                )  # fmt: skip
+                if result.returncode == 0 and _playwright_loads(node):
+                    stamp.write_text(digest)
+                    return Path(node)
+                failures.append(f"{result.stdout}\n{result.stderr}")
+                shutil.rmtree(modules, ignore_errors=True)
+            pytest.fail("npm ci failed:\n" + "\n---\n".join(failures))
+        finally:
+            fcntl.flock(guard, fcntl.LOCK_UN)
 
 
 def refstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
