@@ -48,7 +48,7 @@ PARTS = (
     ("tenant state: on_item", "attribution/state.py", "on_item"),
     ("  attribution decision", "attribution/logic.py", "attribute"),
     ("  commission (accrue)", "commission/logic.py", "accrue"),
-    ("  order book pickling (_pack)", "attribution/state.py", "_pack"),
+    ("  order book packing (pack_book)", "commission/codec.py", "pack_book"),
     ("  holds (_approve)", "attribution/state.py", "_approve"),
     ("ClickHouse rows of the outputs", "attribution/flow.py", "_rows"),
 )

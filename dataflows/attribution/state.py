@@ -115,6 +115,7 @@ from dataflows.commission.book import (
     is_same_order,
     mark_paid,
 )
+from dataflows.commission.codec import pack_book, unpack_book
 from dataflows.commission.collections import with_collections
 from dataflows.commission.logic import CommissionError, accrue
 from dataflows.config import ConfigProvider, TenantConfig
@@ -180,9 +181,10 @@ class TenantState:
     pending: dict[str, Pending] = field(default_factory=dict)
     awaiting: dict[str, list[str]] = field(default_factory=dict)  # click id → pending orders
     followups: dict[str, list[Event]] = field(default_factory=dict)
-    # Each book pickled once when it changes: a snapshot then copies bytes instead of pickling
-    # every order's pydantic objects each epoch (measured: ~5x cheaper snapshots). A run that
-    # never snapshots (`Tuning.snapshots` False: replays) keeps the books themselves.
+    # A book is kept as bytes (`commission.codec.pack_book`) from the snapshot after it changed
+    # until it changes again (`AttributionLogic._keep`): a snapshot packs only the books changed
+    # since the last one and copies the others' bytes. A run that never snapshots
+    # (`Tuning.snapshots` False: replays) keeps the books themselves.
     orders: SegmentedMap[str, bytes | OrderBook] = field(
         default_factory=lambda: SegmentedMap(BOOK_SEGMENT)
     )
@@ -224,16 +226,10 @@ def _complete(obj: TenantState | OrderBook) -> None:
             setattr(obj, f.name, default)
 
 
-def _pack(book: OrderBook) -> bytes:
-    return pickle.dumps(book, protocol=pickle.HIGHEST_PROTOCOL)
-
-
 def _unpack(data: bytes | OrderBook) -> OrderBook:
-    if isinstance(data, OrderBook):  # kept unpickled (a run without snapshots)
+    if isinstance(data, OrderBook):  # changed since the last snapshot, or a run without them
         return data
-    book: OrderBook = pickle.loads(data)
-    _complete(book)
-    return book
+    return unpack_book(data)
 
 
 def _month(ms: int) -> str:
@@ -259,6 +255,8 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         # In the dataflow, lateness is judged upstream in input order (`stages.clock`); alone
         # (tests, benches), against this tenant's own marks.
         self.clocks = clocks
+        # Order books changed since the last snapshot, kept as objects until it packs them.
+        self.changed: set[str] = set()
 
     # --- bytewax hooks -------------------------------------------------------------------
 
@@ -391,23 +389,34 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
     def snapshot(self) -> bytes:
         if not self.tuning.snapshots:
             return _NO_SNAPSHOT
+        # The books changed since the last snapshot are packed now, once each however often
+        # they changed; the others are bytes already.
+        orders = self.state.orders
+        for order_id in self.changed:
+            book = orders.get(order_id)
+            if isinstance(book, OrderBook):
+                orders[order_id] = pack_book(book)
+        self.changed.clear()
         # Pickled now, so later mutation cannot leak into the snapshot (must be immutable).
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _keep(self, order_id: str, book: OrderBook, new_at_ms: int | None = None) -> None:
-        """Store a decided order's book: pickled now when snapshots are taken (a snapshot then
-        copies bytes), as itself in a run that never snapshots (no pickling on its order path).
-        A new book (`new_at_ms`: its order's event time) expires after the order retention.
+        """Store a decided order's book, as itself: the next snapshot packs it (`snapshot`,
+        `commission.codec`), once however often it changes until then; a run that never
+        snapshots never packs it. A new book (`new_at_ms`: its order's event time) expires after
+        the order retention.
 
-        Pickled at each change, not at the next snapshot: deferring it (tried, 2026-12-06) saved
-        a pickle only for a book changed twice in one epoch, and made the epoch's snapshot pickle
-        every book the epoch decided at once (1.3 s for 20k books), a pause that took the
-        freshness p99 from ~0.4 s to 0.9 s in `bench.dataflow`."""
-        stored = _pack(book) if self.tuning.snapshots else book
+        History: books were pickled at each change until 2026-12-07, because deferring the
+        pickling to the snapshot (tried 2026-12-06) made the snapshot of an epoch that decided
+        20k books a 1.3 s pause (pickle: ~65 µs a book then) that took `bench.dataflow`'s
+        freshness p99 from ~0.4 to 0.9 s. The codec packs a book in about a third of pickle's
+        time (`bench.order_path` prints both), which is what makes the deferral pay."""
+        if self.tuning.snapshots:
+            self.changed.add(order_id)
         if new_at_ms is None:
-            self.state.orders[order_id] = stored
+            self.state.orders[order_id] = book
         else:
-            self.state.orders.add(order_id, stored, new_at_ms)
+            self.state.orders.add(order_id, book, new_at_ms)
 
     # --- time ----------------------------------------------------------------------------
 
