@@ -18,7 +18,7 @@ from fractions import Fraction
 from dataflows.attribution.events import from_ms, to_ms
 from dataflows.attribution.logic import AttributionDecision
 from dataflows.commission.adjustments import Cancellation, reprice, settle
-from dataflows.commission.holds import approves_at
+from dataflows.commission.holds import approves_at_ms
 from dataflows.commission.logic import accrue
 from schemas.commission_rules import CommissionRuleSet
 from schemas.compact import trusted
@@ -136,19 +136,24 @@ def due_approvals(
 ) -> tuple[list[EntryApproval], int | None]:
     """The approvals of the book's entries whose hold has ended by `now_ms` (each once: the book
     remembers them), and when the next entry still held is due (None: none is)."""
-    paid = from_ms(book.paid_ms) if book.paid_ms is not None else None
-    order_time = book.conversion.occurred_at
-    reason = approval_reason(book, hold_days)
+    order_ms = to_ms(book.conversion.occurred_at)
+    times: dict[int, int] = {}  # id of an entry's time → its ms (entries share their order's)
+    reason: str | None = None
     approvals: list[EntryApproval] = []
     later: list[int] = []
     for entry in book.entries:
         if entry.entry_id in book.approved:
             continue
-        due = to_ms(approves_at(entry, paid, hold_days, order_occurred_at=order_time))
+        at = entry.occurred_at
+        entry_ms = times.get(id(at))
+        if entry_ms is None:
+            entry_ms = times[id(at)] = to_ms(at)
+        due = approves_at_ms(entry_ms, order_ms, book.paid_ms, hold_days)
         if due > now_ms:
             later.append(due)
             continue
         book.approved.add(entry.entry_id)
+        reason = reason or approval_reason(book, hold_days)
         approvals.append(
             trusted(  # from a validated entry and an aware time: not validated again
                 EntryApproval,

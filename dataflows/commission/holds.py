@@ -44,6 +44,23 @@ def approves_at(
     return max(order_approved, entry.occurred_at)
 
 
+DAY_MS = 86_400_000
+
+
+def approves_at_ms(entry_ms: int, order_ms: int, paid_ms: int | None, hold_days: int) -> int:
+    """`approves_at` in whole milliseconds since the epoch, from the entry's and the order's
+    event times and the invoice's payment time in milliseconds (floored, as `events.to_ms`
+    gives them): the same instant `to_ms(approves_at(...))` gives (flooring commutes with `min`,
+    `max` and adding whole days; `tests/dataflows/test_holds.py`), without datetime
+    arithmetic on the order path. `ValueError` for a negative `hold_days`."""
+    if hold_days < 0:
+        raise ValueError("hold_days must be >= 0")
+    order_approved = order_ms + hold_days * DAY_MS
+    if paid_ms is not None and paid_ms < order_approved:
+        order_approved = paid_ms
+    return order_approved if order_approved > entry_ms else entry_ms
+
+
 def status_at(
     entry: CommissionAccrual,
     now: datetime,

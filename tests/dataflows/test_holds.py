@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from dataflows.commission.holds import approves_at, status_at
+from dataflows.attribution.events import from_ms, to_ms
+from dataflows.commission.holds import approves_at, approves_at_ms, status_at
 from schemas.ledger import CommissionAccrual, EntryKind, EntryStatus
 
 ORDER_AT = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
@@ -78,3 +81,31 @@ def test_reversal_of_an_approved_accrual_is_approved_at_once() -> None:
 def test_negative_hold_days_are_refused() -> None:
     with pytest.raises(ValueError, match="hold_days"):
         status_at(an_entry(), ORDER_AT, None, -1)
+
+
+_ZONES = [UTC, timezone(timedelta(hours=-5)), timezone(timedelta(minutes=330))]
+_TIMES = st.datetimes(
+    min_value=datetime(1971, 1, 1),  # noqa: DTZ001  (naive bounds; hypothesis adds the zones)
+    max_value=datetime(2199, 12, 31),  # noqa: DTZ001
+    timezones=st.sampled_from(_ZONES),
+)
+
+
+@given(
+    entry_at=_TIMES, order_at=_TIMES, hold=st.integers(0, 400),
+    paid=st.none() | st.integers(0, 7_000_000_000_000),
+)  # fmt: skip
+def test_approves_at_ms_is_approves_at_in_milliseconds(
+    entry_at: datetime, order_at: datetime, hold: int, paid: int | None
+) -> None:
+    """The order path's integer form (`approves_at_ms`, used by `book.due_approvals`) gives the
+    instant `approves_at` gives, floored to the millisecond, for any times and offsets."""
+    entry = an_entry(occurred_at=entry_at)
+    paid_at = from_ms(paid) if paid is not None else None
+    expected = to_ms(approves_at(entry, paid_at, hold, order_occurred_at=order_at))
+    assert approves_at_ms(to_ms(entry_at), to_ms(order_at), paid, hold) == expected
+
+
+def test_approves_at_ms_refuses_a_negative_hold() -> None:
+    with pytest.raises(ValueError, match="hold_days"):
+        approves_at_ms(0, 0, None, -1)
