@@ -42,7 +42,7 @@ class Engine:
                     if isinstance(answer, Found | Held):
                         out.extend(self._to_tenant(answer.event.tenant_id, answer))
                     else:
-                        out.append(("dead", answer))
+                        out.append(answer)
             else:
                 out.extend(self._to_tenant(key, item))  # type: ignore[arg-type]
         return out
@@ -70,11 +70,9 @@ class Engine:
 
         def feed(values: list[bytes]) -> None:
             for value in values:
-                for tag, item in parse_value(value):
-                    if tag == "event":
+                for item in parse_value(value):
+                    if type(item) is Event:
                         for output in self.event(item):
                             _rows(output)
-                    else:
-                        _rows((tag, item))
 
         return feed

@@ -25,6 +25,7 @@ from typing import Any
 
 from bench.dataflow import Plan
 from bench.engine import Engine
+from dataflows.attribution.events import Event
 from dataflows.attribution.flow import parse_value, tune_garbage_collector
 from dataflows.attribution.logic import AttributionDecision
 from dataflows.attribution.state import Tuning
@@ -132,8 +133,8 @@ def accrue_us(plan: Plan, orders: list[bytes]) -> float:
     conversions = [
         item.payload
         for value in orders
-        for tag, item in parse_value(value, archive=False)
-        if tag == "event" and isinstance(item.payload, Conversion)
+        for item in parse_value(value, archive=False)
+        if isinstance(item, Event) and isinstance(item.payload, Conversion)
     ]
 
     def one(conversion: Conversion) -> object:
@@ -154,8 +155,8 @@ def model_costs(plan: Plan, orders: list[bytes]) -> list[tuple[str, float]]:
     conversion = next(
         item.payload
         for value in orders
-        for tag, item in parse_value(value, archive=False)
-        if tag == "event" and isinstance(item.payload, Conversion)
+        for item in parse_value(value, archive=False)
+        if isinstance(item, Event) and isinstance(item.payload, Conversion)
     )
     entry = accrue(
         conversion, decision, rules, cfg.agent_chain(t.ana), period_volume=Decimal(0),

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, cast
+from typing import cast
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage, KafkaSourceMessage
@@ -92,10 +92,13 @@ INPUT_TOPICS: tuple[str, ...] = (
     Topic.SHOPS,
 )
 
-# What flows between steps: ("event", Event) | ("row", (table, Row)) | ("dead", DeadLetter)
-# | ("conversion", AttributedConversion) | ("entry", CommissionAccrual)
-# | ("approval", EntryApproval).
-Tagged = tuple[str, Any]
+# What parsing gives (`parse_value`): archive rows as `(ClickHouse table, row)` pairs, state
+# events, collection changes and dead letters, told apart by type (no tags).
+TableRow = tuple[str, Row]
+Parsed = TableRow | Event | CollectionChange | DeadLetter
+# What the stateful stages give: `state.Output` (conversions, ledger entries, approvals, dead
+# letters), merged with what parsing passed on besides rows and events.
+Result = Output | CollectionChange
 # The ledger's input, in the order the state emitted it per tenant (an approval after its entry).
 LedgerItem = CommissionAccrual | EntryApproval
 
@@ -122,17 +125,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def parse_value(raw: bytes | None, *, archive: bool = True) -> list[Tagged]:
-    """One Kafka value → archive rows (unless `archive` is off), the state event, or a dead
-    letter. Never raises: whatever a message does to the parser, it becomes a dead letter."""
+def parse_value(raw: bytes | None, *, archive: bool = True) -> list[Parsed]:
+    """One Kafka value → archive rows `(table, row)` (unless `archive` is off), the state event,
+    or a dead letter. Never raises: whatever a message does to the parser, it becomes a dead
+    letter."""
     if not raw:
-        return [("dead", dead_letter("empty message", b"", _now()))]
+        return [dead_letter("empty message", b"", _now())]
     try:
         envelope = parse_envelope(raw)
     except Exception as exc:  # Unprocessable, or anything a hostile value can provoke
-        return [("dead", dead_letter(_reason(exc), raw, _now()))]
+        return [dead_letter(_reason(exc), raw, _now())]
     ticks = (ticks_us(envelope.occurred_at), ticks_us(envelope.received_at))
-    out: list[Tagged] = [("row", ("raw_events", raw_event_row(envelope, ticks)))] if archive else []
+    out: list[Parsed] = [("raw_events", raw_event_row(envelope, ticks))] if archive else []
     try:
         if is_click(envelope):
             # Each time converted once (clicks are nine events in ten): the archive rows and
@@ -140,18 +144,20 @@ def parse_value(raw: bytes | None, *, archive: bool = True) -> list[Tagged]:
             click = parse_click(envelope)
             click_ms, received_ms = to_ms(click.occurred_at), ticks[1] // 1000
             if archive:
-                out.append(("row", ("clicks", click_row(click, envelope, (click_ms, received_ms)))))
+                out.append(("clicks", click_row(click, envelope, (click_ms, received_ms))))
             times = (ticks[0] // 1000, received_ms, click_ms)
-            out.append(("event", click_event(envelope, click, raw, times)))
+            out.append(click_event(envelope, click, raw, times))
         elif archive and is_collection_webhook(envelope):  # the live flow keeps membership
-            out.extend(("catalog", c) for c in [collection_change(envelope)] if c is not None)
+            change = collection_change(envelope)
+            if change is not None:
+                out.append(change)
         elif (event := event_from_envelope(envelope, raw)) is not None:
-            out.append(("event", event))
+            out.append(event)
             if archive and event.kind == "refund":  # analytics' refunded revenue
-                out.append(("row", ("refunds", refund_row(envelope))))
+                out.append(("refunds", refund_row(envelope)))
     except Exception as exc:
-        out = [item for item in out if item[0] == "row" and item[1][0] == "raw_events"]
-        out.append(("dead", dead_letter(_reason(exc), raw, _now())))
+        out = out[:1] if archive else []  # the raw event's archive row stays
+        out.append(dead_letter(_reason(exc), raw, _now()))
     return out
 
 
@@ -177,14 +183,14 @@ def dead_letter_message(dead: DeadLetter) -> KafkaSinkMessage[bytes | None, byte
     return KafkaSinkMessage(key=key, value=dead.to_bytes())
 
 
-def _is_event(item: Tagged) -> bool:
-    return item[0] == "event"
+def _is_event(item: Parsed) -> bool:
+    return type(item) is Event
 
 
 def _stamp_and_route(
-    stamp: Callable[[Event], Event], item: Tagged
+    stamp: Callable[[Event], Event], item: Event
 ) -> list[tuple[str, ShardItem | TenantItem]]:
-    event = stamp(item[1])
+    event = stamp(item)
     if event.kind == "click" and not event.late:
         # A click crosses to its shard (pickled, between processes) without its Kafka value:
         # only a late click's dead letter needs the bytes (measured: an exchanged click 1,092 →
@@ -193,16 +199,11 @@ def _stamp_and_route(
     return route(event)
 
 
-def _is_row(item: Tagged) -> bool:
-    return item[0] == "row"
+def _is_row(item: Parsed) -> bool:
+    return type(item) is tuple
 
 
-def _row(item: Tagged) -> tuple[str, Row]:
-    row: tuple[str, Row] = item[1]
-    return row
-
-
-def _unkey(keyed: tuple[str, Output]) -> Tagged:
+def _unkey(keyed: tuple[str, Output]) -> Output:
     return keyed[1]
 
 
@@ -218,31 +219,29 @@ def _found_tenant(found: TenantItem) -> str:
     return found.event.tenant_id if isinstance(found, Found | Held) else found.tenant_id
 
 
-def _shard_dead(item: ShardOutput) -> Tagged | None:
-    return ("dead", item) if isinstance(item, DeadLetter) else None
+def _shard_dead(item: ShardOutput) -> DeadLetter | None:
+    return item if type(item) is DeadLetter else None
 
 
-def _dead(item: Tagged) -> DeadLetter | None:
-    return item[1] if item[0] == "dead" else None
+def _dead(item: Result) -> DeadLetter | None:
+    return item if type(item) is DeadLetter else None
 
 
-def _ledger_item(item: Tagged) -> LedgerItem | None:
-    value: LedgerItem | None = item[1] if item[0] in ("entry", "approval") else None
-    return value
+def _ledger_item(item: Result) -> LedgerItem | None:
+    return item if type(item) is CommissionAccrual or type(item) is EntryApproval else None
 
 
-def _rows(item: Tagged) -> list[tuple[str, Row]]:
-    tag, value = item  # archive rows ("row") left the stream before (`is_row`)
-    if tag == "conversion":
-        assert isinstance(value, AttributedConversion)
-        return [("conversions", conversion_row(value))]
-    if tag == "entry":
-        return [("commission_events", entry_row(value))]
+def _rows(item: Result) -> list[TableRow]:
+    # (archive rows left the stream right after parsing: `is_row`)
+    if type(item) is AttributedConversion:
+        return [("conversions", conversion_row(item))]
+    if type(item) is CommissionAccrual:
+        return [("commission_events", entry_row(item))]
     return []
 
 
-def _conversion_rows(item: Tagged) -> list[tuple[str, Row]]:
-    return _rows(item) if item[0] == "conversion" else []
+def _conversion_rows(item: Result) -> list[TableRow]:
+    return _rows(item) if type(item) is AttributedConversion else []
 
 
 def _table(row: tuple[str, Row]) -> str:
@@ -262,9 +261,8 @@ def _entry_tenant(item: LedgerItem) -> str:
     return item.tenant_id
 
 
-def _collection_change(item: Tagged) -> CollectionChange | None:
-    value: CollectionChange | None = item[1] if item[0] == "catalog" else None
-    return value
+def _collection_change(item: Result) -> CollectionChange | None:
+    return item if type(item) is CollectionChange else None
 
 
 def _change_tenant(change: CollectionChange) -> str:
@@ -290,7 +288,7 @@ def attribution_steps(
     # The archive rows (two of a click's three items) go straight to the sink: they used to
     # pass through every filter of the results below (ten calls a click more).
     archived = op.branch("is_row", parsed, _is_row)
-    archive_rows = op.map("archive_row", archived.trues, _row)
+    archive_rows = cast(Stream[TableRow], archived.trues)  # what `is_row` says
     split = op.branch("is_event", archived.falses, _is_event)
     # Clicks and orders' lookups to the tenant's click shards; the rest to the tenant
     # (`routing`). The shards' answers join the tenant's input.
@@ -299,7 +297,8 @@ def attribution_steps(
     tuning = tuning or Tuning()
     clocks = TenantClocks(tuning.allowed_lateness_ms, tuning.future_skew_ms)
     stamp_and_route = partial(_stamp_and_route, clocks.stamp)
-    routed = op.branch("to_shards", op.flat_map("route", split.trues, stamp_and_route),
+    events = cast(Stream[Event], split.trues)  # what `is_event` says
+    routed = op.branch("to_shards", op.flat_map("route", events, stamp_and_route),
                        is_shard_item)  # fmt: skip
     to_shards = cast(KeyedStream[ShardItem], routed.trues)  # what `is_shard_item` says
     to_tenant = cast(KeyedStream[TenantItem], routed.falses)
@@ -313,7 +312,9 @@ def attribution_steps(
     )
     results = op.map("unkey", attributed, _unkey)
     shard_dead = op.filter_map("shard_dead", shard_out, _shard_dead)
-    tagged = op.merge("results", split.falses, results, shard_dead)
+    # Besides rows and events, parsing passes on dead letters and collection changes.
+    passed = cast(Stream[DeadLetter | CollectionChange], split.falses)
+    tagged: Stream[Result] = op.merge("results", passed, results, shard_dead)
 
     dead = op.filter_map("dead", tagged, _dead)
     results_rows = op.flat_map("rows", tagged, _rows if analytics else _conversion_rows)

@@ -37,8 +37,8 @@ each batch handled in input order. One `AttributionLogic` per tenant keeps:
   earliest, and each decided order, follow-up and paid invoice approves what is due at once.
   Paid invoices find their order by name (`order_refs`: the shop order name, directly or
   through the ERP sale order created from it, `sale_orders`); an invoice for an order not
-  decided yet waits in `paid_waiting` for the order stream's allowed lateness. Outputs are
-  `("approval", EntryApproval)`; the ledger sink applies them only to entries still `pending`.
+  decided yet waits in `paid_waiting` for the order stream's allowed lateness. Approvals are
+  `EntryApproval`s; the ledger sink applies them only to entries still `pending`.
 
 **Watermarks** are kept per stream (clicks, orders, refunds) and tenant: the largest event time
 seen, each event counting at most `future_skew` past its receive time (a wrong clock cannot make
@@ -48,8 +48,8 @@ older than `its watermark - allowed_lateness`; it is then counted and emitted as
 with reason `late` (the reconciliation output). Streams that fall more than `max_stream_skew`
 behind stop holding expiry back, so state stays bounded when a tenant's stream goes quiet.
 
-Outputs are `("conversion", AttributedConversion)`, `("entry", CommissionAccrual)`,
-`("approval", EntryApproval)` and `("dead", DeadLetter)`.
+Outputs (`Output`) are the objects themselves, told apart by type: `AttributedConversion` (a
+decided order's row), `CommissionAccrual` (a ledger entry), `EntryApproval` and `DeadLetter`.
 
 Snapshots from older versions resume: the state dataclasses pickle their slots by name, so a
 field added later is missing from an older snapshot and `_complete` gives it its default.
@@ -130,7 +130,7 @@ DAY_MS = 86_400_000
 # a lookup that misses asks every segment, so they stay in the thousands).
 SEEN_SEGMENT, BOOK_SEGMENT, REF_SEGMENT = 2_000, 500, 2_000
 DEFAULT_HOLD_DAYS = 30  # a program that is gone from the configuration holds like a new one
-Output = tuple[str, AttributedConversion | CommissionAccrual | EntryApproval | DeadLetter]
+Output = AttributedConversion | CommissionAccrual | EntryApproval | DeadLetter
 # Streams whose watermarks hold back expiry; ERP notifications are rare and must not.
 CORE_STREAMS = ("click", "order", "refund")
 
@@ -283,7 +283,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
             failed = value.event if isinstance(value, Found | Held) else value
             self.state.tenant_id = failed.tenant_id
             reason = f"state: {failed.kind} {failed.event_id}: {type(exc).__name__}: {exc}"[:500]
-            return [("dead", self._dead_letter(failed, reason))], False
+            return [self._dead_letter(failed, reason)], False
 
     def _on_item(self, value: Event) -> tuple[Iterable[Output], bool]:
         out: list[Output] = []
@@ -301,7 +301,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
             )
         if late:
             state.late_events += 1
-            out.append(("dead", self._dead_letter(value, "late: older than the allowed lateness")))
+            out.append(self._dead_letter(value, "late: older than the allowed lateness"))
             return out, False
         if value.kind != "click":  # clicks are deduplicated by their click id (`_known_click`)
             state.seen.add(value.event_id, value.occurred_ms, value.occurred_ms)
@@ -366,7 +366,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
             self._approve_due(cfg, out, now)
         except Exception as exc:  # as in `on_item`: one tenant's failure stops no one
             reason = f"state: timer of tenant {self.tenant_id}: {type(exc).__name__}: {exc}"
-            out.append(("dead", self._facts_letter({"tenant_id": self.tenant_id}, reason[:500])))
+            out.append(self._facts_letter({"tenant_id": self.tenant_id}, reason[:500]))
         return out, self.state.is_empty()
 
     def on_eof(self) -> tuple[Iterable[Output], bool]:
@@ -487,7 +487,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
                 del state.followups[order_id]
                 for event in events:
                     reason = f"orphan: {event.kind} of order {order_id}, which never arrived"
-                    out.append(("dead", self._dead_letter(event, reason)))
+                    out.append(self._dead_letter(event, reason))
 
     # --- clicks and orders ---------------------------------------------------------------
 
@@ -635,10 +635,10 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
                 f"fx: no {conversion.currency} rate at {conversion.occurred_at.isoformat()}: "
                 f"order {conversion.order_id} decided without conversion row or commission"
             )
-            out.append(("dead", self._order_letter(conversion, reason)))
+            out.append(self._order_letter(conversion, reason))
         self._accrue(book, cfg, out)
         out.extend(self._conversion_row(book, event.received_ms))
-        out.extend(("entry", e) for e in book.entries)
+        out.extend(book.entries)
         if event.kind == "cancel":
             self._apply(book, event, cfg, out)
         waiting = state.followups.pop(conversion.order_id, [])
@@ -671,7 +671,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
             )  # fmt: skip
         except CommissionError as exc:
             reason = f"commission: order {conversion.order_id}: {exc}"
-            out.append(("dead", self._order_letter(conversion, reason)))
+            out.append(self._order_letter(conversion, reason))
             return
         self.state.volumes[volume_key] = book.period_volume + conversion.net_revenue
 
@@ -698,10 +698,10 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
                 )  # fmt: skip
             except CommissionError as exc:
                 reason = f"commission: edit of order {updated.order_id}: {exc}"
-                out.append(("dead", self._dead_letter(event, reason)))
+                out.append(self._dead_letter(event, reason))
                 return
             out.extend(self._conversion_row(book, event.received_ms))
-        out.extend(("entry", e) for e in new)
+        out.extend(new)
 
     # --- holds ---------------------------------------------------------------------------
 
@@ -766,7 +766,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         if not self.tuning.holds:
             return
         approvals, next_due = due_approvals(book, self._hold_days(cfg, book), now_ms)
-        out.extend(("approval", approval) for approval in approvals)
+        out.extend(approvals)
         if self.state.hold_due.get(order_id) == next_due:
             return
         if next_due is None:
@@ -798,7 +798,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
             is_new_customer=book.is_new_customer,
             fx_rate=book.fx_rate,
         )
-        return [("conversion", row)]
+        return [row]
 
     def _dead_letter(self, event: Event | None, reason: str) -> DeadLetter:
         return dead_letter(reason, event.raw if event is not None else b"", from_ms(self.wall_ms()))

@@ -4,7 +4,7 @@ and sale orders) and of a configuration snapshot, for the dataflow tests."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -268,3 +268,23 @@ def seed_tenant(settings: Settings, t: Tenant) -> None:
             " VALUES (%s, 1, %s, %s, %s)",
             (body["rule_id"], t.tenant_id, t.program, Jsonb(body)),
         )
+
+
+def kind_of(item: object) -> str:
+    """A short name for what the flow's steps emit (they tell items apart by type): parsing's
+    `(table, row)` archive rows, events, collection changes and dead letters; the state's
+    conversions, ledger entries, approvals and dead letters."""
+    from dataflows.attribution.events import Event
+    from dataflows.catalog import CollectionChange
+    from schemas.events.envelope import DeadLetter
+    from schemas.ledger import AttributedConversion, CommissionAccrual, EntryApproval
+
+    names: dict[type, str] = {
+        tuple: "row", Event: "event", CollectionChange: "catalog", DeadLetter: "dead",
+        AttributedConversion: "conversion", CommissionAccrual: "entry", EntryApproval: "approval",
+    }  # fmt: skip
+    return names[type(item)]
+
+
+def kinds(items: Iterable[object]) -> list[str]:
+    return [kind_of(item) for item in items]

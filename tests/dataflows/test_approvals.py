@@ -66,11 +66,11 @@ def feed(state: AttributionLogic, *envelopes: EventEnvelope) -> list[Output]:
 
 
 def entries(out: list[Output]) -> list[CommissionAccrual]:
-    return [v for tag, v in out if tag == "entry" and isinstance(v, CommissionAccrual)]
+    return [v for v in out if isinstance(v, CommissionAccrual)]
 
 
 def approvals(out: list[Output]) -> dict[str, EntryApproval]:
-    return {v.entry_id: v for tag, v in out if tag == "approval" and isinstance(v, EntryApproval)}
+    return {v.entry_id: v for v in out if isinstance(v, EntryApproval)}
 
 
 def referred_order(order_id: int = 1001, at: datetime = T0) -> tuple[EventEnvelope, ...]:

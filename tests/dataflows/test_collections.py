@@ -14,7 +14,7 @@ from dataflows.config import ConfigSnapshot, TenantConfig, build_snapshot
 from schemas.conversion import Conversion, ConversionLine
 from schemas.events.envelope import EventEnvelope
 from schemas.ledger import CommissionAccrual
-from tests.dataflows.builders import T0, days, order_body, rules_body, shopify
+from tests.dataflows.builders import T0, days, kinds, order_body, rules_body, shopify
 from tests.dataflows.test_flow import TENANT, run
 
 SHOP = f"{TENANT}.myshopify.com"
@@ -119,8 +119,8 @@ def repriced_after(
     outputs = list(logic.on_item(parsed(created))[0])
     provider.snapshot = config(membership)
     outputs += logic.on_item(parsed(edited))[0]
-    entries = [item for tag, item in outputs if isinstance(item, CommissionAccrual)]
-    assert [tag for tag, _ in outputs if tag == "dead"] == []
+    entries = [item for item in outputs if isinstance(item, CommissionAccrual)]
+    assert "dead" not in kinds(outputs)
     return {(e.line_item_id, e.kind.value): e.amount for e in entries}
 
 

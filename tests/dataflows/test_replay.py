@@ -353,4 +353,4 @@ def test_archive_only_events_are_archived_and_leave_the_ledger_alone() -> None:
         source=Source.SHOPIFY, kind="shop/redact", tenant_id="t_gdpr", shop="s.myshopify.com",
         occurred_at=T0, received_at=T0,
     )  # fmt: skip
-    assert parse_value(redact.to_bytes()) == [("row", ("raw_events", raw_event_row(redact)))]
+    assert parse_value(redact.to_bytes()) == [("raw_events", raw_event_row(redact))]

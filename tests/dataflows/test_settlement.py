@@ -68,9 +68,9 @@ def _ledger(envelopes: list[EventEnvelope]) -> tuple[Sums, list[CommissionAccrua
     entries: list[CommissionAccrual] = []
     for envelope in [click(TENANT, click_id(1), at=T0 - days(1), agent="agt_ana"), *envelopes]:
         out, _ = logic.on_item(_event(envelope))
-        entries += [item for _, item in out if isinstance(item, CommissionAccrual)]
+        entries += [item for item in out if isinstance(item, CommissionAccrual)]
     out, _ = logic.on_eof()
-    entries += [item for _, item in out if isinstance(item, CommissionAccrual)]
+    entries += [item for item in out if isinstance(item, CommissionAccrual)]
     assert len({e.entry_id for e in entries}) == len(entries)  # nothing booked twice
     sums: Sums = defaultdict(Decimal)
     for e in entries:

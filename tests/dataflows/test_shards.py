@@ -36,7 +36,7 @@ from dataflows.stages.clock import TenantClocks
 from schemas.events.envelope import EventEnvelope
 from schemas.ids import click_id_for_visitor
 from schemas.ledger import AttributionRule, CommissionAccrual
-from tests.dataflows.builders import T0, click, click_id, days, order, refund, snapshot
+from tests.dataflows.builders import T0, click, click_id, days, kind_of, order, refund, snapshot
 
 TENANT = "t_shards"
 WALL_MS = 1_800_000_000_000
@@ -208,9 +208,9 @@ def _direct(envelopes: list[EventEnvelope]) -> list[object]:
     out: list[object] = []
     for envelope in envelopes:
         emitted, _ = logic.on_item(_event(envelope))
-        out.extend(value for tag, value in emitted if tag == "entry")
+        out.extend(value for value in emitted if kind_of(value) == "entry")
     emitted, _ = logic.on_eof()
-    out.extend(value for tag, value in emitted if tag == "entry")
+    out.extend(value for value in emitted if kind_of(value) == "entry")
     return out
 
 
@@ -270,7 +270,7 @@ def test_a_tenant_resumed_from_before_the_shards_still_credits_its_own_clicks() 
     # tenant's own store, from before).
     event = replace(_event(order(TENANT, 1001, at=T0 + days(1), visitor="v1")), found=())
     out, _ = resumed.on_item(event)
-    (conversion,) = [value for tag, value in out if tag == "conversion"]
+    (conversion,) = [value for value in out if kind_of(value) == "conversion"]
     assert conversion.rule is AttributionRule.LAST_CLICK
     assert conversion.click_id == click_id(1)
 

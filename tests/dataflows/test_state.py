@@ -12,7 +12,7 @@ from dataflows.attribution.events import Event, event_from_envelope
 from dataflows.attribution.state import AttributionLogic, Tuning, builder
 from dataflows.config import StaticConfig
 from schemas.events.envelope import EventEnvelope
-from tests.dataflows.builders import T0, click, click_id, days, order, refund, snapshot
+from tests.dataflows.builders import T0, click, click_id, days, kinds, order, refund, snapshot
 
 TENANT = "t_state"
 MS = timedelta(milliseconds=1)
@@ -82,7 +82,7 @@ def test_held_order_is_released_by_the_processing_time_backstop() -> None:
 
     clock.now_ms = 1_060_000
     released, _ = state_logic.on_notify()
-    assert [tag for tag, _ in released] == ["conversion"]
+    assert kinds(released) == ["conversion"]
     assert state_logic.notify_at() is None
     assert state_logic.state.pending == {}
 
@@ -93,7 +93,7 @@ def test_snapshot_resumes_to_the_same_decisions() -> None:
     resumed = builder(StaticConfig(snapshot(TENANT)), None, Clock(0))(first.snapshot())
 
     out, _ = resumed.on_item(event(click(TENANT, click_id(1), at=T0)))
-    tags = [tag for tag, _ in out]
+    tags = kinds(out)
     assert tags == ["conversion", "entry", "entry"]
 
 
@@ -127,7 +127,7 @@ def test_a_run_without_snapshots_keeps_books_unpickled_with_the_same_outputs() -
         run.snapshot()
         assert isinstance(run.state.orders["1001"], bytes) is tuning.snapshots
     with_snapshots, without = outputs
-    assert [tag for tag, _ in with_snapshots].count("entry") >= 4  # accruals and reversals
+    assert kinds(with_snapshots).count("entry") >= 4  # accruals and reversals
     assert without == with_snapshots
 
 
@@ -144,4 +144,4 @@ def test_a_snapshot_written_with_one_click_dict_resumes_into_the_click_store() -
     assert resumed.state.clicks.visitor_clicks("v1") == [cid]
     assert (resumed.state.visitors, resumed.state.click_heap) == ({}, [])
     out, _ = resumed.on_item(event(order(TENANT, 1001, at=T0 + days(1), cites=cid)))
-    assert [tag for tag, _ in out] == ["conversion", "entry", "entry"]
+    assert kinds(out) == ["conversion", "entry", "entry"]

@@ -19,12 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from dataflows.attribution.events import event_from_envelope
+from dataflows.attribution.events import Event, event_from_envelope
 from dataflows.attribution.flow import parse_value
 from dataflows.attribution.wire import Envelope, JsonEnvelope, decode_envelope
 from dataflows.sinks.clickhouse import raw_event_row
 from schemas.events.envelope import (
     BodyEncoding,
+    DeadLetter,
     EventEnvelope,
     Source,
     embeddable,
@@ -33,7 +34,7 @@ from schemas.events.envelope import (
     is_json,
 )
 from schemas.ids import body_sha256
-from tests.dataflows.builders import T0, click, click_id, order
+from tests.dataflows.builders import T0, click, click_id, kind_of, order
 from tests.fixtures import DATA
 
 WHEN = datetime(2026, 11, 25, 10, 0, 0, 400_000, tzinfo=UTC)
@@ -157,10 +158,11 @@ def _flow(value: bytes) -> list[Any]:
     """`parse_value`'s output without what differs by design: the Kafka value an event carries
     (for its dead letter) and a dead letter's failure time."""
     out: list[Any] = []
-    for tag, item in parse_value(value):
-        if tag == "event":
+    for item in parse_value(value):
+        tag = kind_of(item)
+        if isinstance(item, Event):
             out.append((tag, item.kept()))
-        elif tag == "dead":
+        elif isinstance(item, DeadLetter):
             out.append((tag, item.reason, item.envelope, item.raw))
         else:
             out.append((tag, item))
