@@ -513,6 +513,10 @@ class Figures:
     bare_keyed_single_cpu: float | None = None
     bare_broker_cpu: float | None = None  # the broker's CPU s during the bare map
     read_cpu: list[float] = field(default_factory=list)  # CPU s per process, reading alone
+    # Archiving alone (`bench.dataflow_archive`): its processes, the front and the broker, CPU s
+    archive_cpu: list[float] = field(default_factory=list)
+    archive_front_cpu: float | None = None
+    archive_broker_cpu: float | None = None
     read_broker_cpu: float | None = None  # the broker's CPU s while reading alone
     decode_us: float | None = None  # decoding one envelope of the input mix, in process
     front_cpu: float | None = None  # the ClickHouse front's CPU s during the bounded run
@@ -811,6 +815,31 @@ def bare_phase(
         fig.bare_single_cpu, fig.bare_keyed_cpu, fig.bare_keyed_single_cpu = cpu_s
 
 
+def archive_phase(
+    stack: Stack, settings: Settings, plan: Plan, topics: Topics, fig: Figures, processes: int
+) -> None:
+    """Archiving alone (`bench.dataflow_archive`) on `processes` processes, on fresh stores:
+    every event decoded and archived through the flow's own row builders and sink, nothing
+    else; with the front's and the broker's CPU meanwhile. Checks every row arrived."""
+    assert stack.clickhouse is not None
+    assert stack.broker_pid is not None
+    front, broker = cpu_seconds(stack.clickhouse.pid), cpu_seconds(stack.broker_pid)
+    factory = f"bench.dataflow_archive:build({topics.inputs!r})"
+    seconds = run_bounded(stack, settings, factory, stack.scratch / "archive.log", processes,
+                          fig.archive_cpu)  # fmt: skip
+    fig.archive_front_cpu = cpu_seconds(stack.clickhouse.pid) - front
+    fig.archive_broker_cpu = cpu_seconds(stack.broker_pid) - broker
+    print(f"  archiving alone: {fig.events} events in {seconds:.1f} s (CPU s per process:"
+          f" {', '.join(f'{c:.1f}' for c in fig.archive_cpu)}; ClickHouse front:"
+          f" {fig.archive_front_cpu:.1f} CPU s)")  # fmt: skip
+    sinks = Sinks(settings, plan.tenant.tenant_id)
+    try:
+        fig.check("archiving alone: raw_events (FINAL)", fig.events, sinks.ch_count("raw_events"))
+        fig.check("archiving alone: clicks (FINAL)", plan.clicks, sinks.ch_count("clicks"))
+    finally:
+        sinks.close()
+
+
 def decode_phase(plan: Plan, fig: Figures) -> None:
     """The least work any flow must do per event before its own: decode the envelope with the
     contract's checks (`parse_envelope`: msgspec, both times, the body against its size and
@@ -893,6 +922,16 @@ def budget(fig: Figures) -> None:
     print(f"  ceiling on {cores} cores: this flow {cores * 1e6 / total:,.0f} events/s; the"
           f" floor {cores * 1e6 / floor:,.0f}; with decoding"
           f" {cores * 1e6 / (floor + decode):,.0f} events/s")  # fmt: skip
+    if fig.archive_cpu and fig.archive_front_cpu is not None:
+        archive, a_front, a_broker = (
+            1e6 * x / n
+            for x in (sum(fig.archive_cpu), fig.archive_front_cpu, fig.archive_broker_cpu or 0)
+        )
+        whole = archive + a_front + a_broker
+        print(f"  archiving alone (decode, archive rows, the same sink; no attribution): flow"
+              f" {archive:.1f} + ClickHouse front {a_front:.1f} + broker {a_broker:.1f} ="
+              f" {whole:.1f} µs per event; ceiling on {cores} cores {cores * 1e6 / whole:,.0f}"
+              " events/s: no flow that archives every event this way goes faster here")  # fmt: skip
 
 
 def report(fig: Figures, args: Any) -> None:
@@ -1054,6 +1093,8 @@ def main(argv: list[str] | None = None) -> int:
             seed_tenant(single_settings, tenant)
             single_process_phase(stack, single_settings, topics, args, fig)
         bare_phase(stack, base_settings, topics, fig, args.processes)
+        archive_settings = stores(stack, base_settings, "archive")
+        archive_phase(stack, archive_settings, plan, topics, fig, args.processes)
         state_phase(bounded_settings, plan, args.state_sample, fig)
         decode_phase(plan, fig)
         report(fig, args)
