@@ -134,3 +134,39 @@ def test_a_segment_pickled_before_columns_resumes() -> None:
     segment = Segment.unpack(old)
     assert [segment.click(segment.ids[k]) for k in ("c1", "c2")] == [_click(1, "v"),
                                                                      _click(2, None)]  # fmt: skip
+
+
+def test_sealed_segments_of_one_size_merge_so_lookups_ask_few_segments() -> None:
+    store = ClickStore(4)
+    for n in range(4 * 4 * 16 + 3):  # 259 clicks in segments of 4
+        store.add(f"c{n}", _click(n, f"v{n % 5}"))
+    sizes = [len(s) for s in store.segments]
+    # Merged by fours up to 16 segment sizes (64 clicks): 64, 64, 64, 64, then 3 open.
+    assert sizes == [64, 64, 64, 64, 3]
+    assert len(store) == 259
+    assert store.get("c0") == _click(0, "v0")
+    assert store.visitor_clicks("v2") == [f"c{n}" for n in range(259) if n % 5 == 2]
+    packed = [s.pack() for s in store.segments]
+    for n in range(259, 259 + 4 * 4):  # fills the open segment and three more: they merge
+        store.add(f"c{n}", _click(n, None))
+    assert [len(s) for s in store.segments] == [64, 64, 64, 64, 16, 3]
+    assert all(a.packed is b for a, b in zip(store.segments[:4], packed, strict=False))
+    assert store.segments[4].packed is None  # the merged one is pickled at the next snapshot
+    store.expire(70_000)  # the first merged segment (clicks 0..63) is dropped whole
+    assert [len(s) for s in store.segments] == [64, 64, 64, 16, 3]
+    assert "c63" not in store
+    assert "c70" in store
+
+
+def test_a_click_filed_again_after_it_expired_is_found_once_after_merging() -> None:
+    store = ClickStore(2)
+    store.add("c1", _click(1, "v"))
+    store.add("c2", _click(2, "v"))
+    store.expire(1_500)  # c1 is gone
+    store.add("c1", _click(5, "v"))  # the same id, filed again (a later segment)
+    for n in range(3, 9):
+        store.add(f"c{n}", _click(10 + n, "v"))
+    assert len(store.segments) < 5  # merged
+    assert store.get("c1") == _click(5, "v")
+    assert store.visitor_clicks("v") == ["c2", "c1", *(f"c{n}" for n in range(3, 9))]
+    assert len(store) == 8
