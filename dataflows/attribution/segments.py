@@ -28,6 +28,8 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 _MISSING: Any = object()
+_NO_FLOOR = -(1 << 62)  # below every time: the next expiry looks at every segment
+_EMPTY = 1 << 62  # above every time: no segment has an expiry entry
 
 
 class _Segment(Generic[K, V]):
@@ -54,18 +56,21 @@ def _restore(size: int, packed: list[bytes]) -> SegmentedMap[Any, Any]:
     restored: SegmentedMap[Any, Any] = SegmentedMap(size)
     restored.segments = [_Segment.unpack(p) for p in packed] or [_Segment()]
     restored.where = {key: segment for segment in restored.segments for key in segment.data}
+    restored.floor = _NO_FLOOR  # unknown: the first expiry looks at every segment
     return restored
 
 
 class SegmentedMap(Generic[K, V]):
     """`key → value` in segments that keep their pickled bytes (see the module docstring)."""
 
-    __slots__ = ("segments", "size", "where")
+    __slots__ = ("floor", "segments", "size", "where")
 
     def __init__(self, size: int = 10_000) -> None:
         self.size = size
         self.segments: list[_Segment[K, V]] = [_Segment()]
         self.where: dict[K, _Segment[K, V]] = {}  # derived: rebuilt on restore
+        # At most the earliest time of any expiry entry (derived, not pickled: see `expire`).
+        self.floor = _EMPTY
 
     @classmethod
     def from_dict(
@@ -147,6 +152,8 @@ class SegmentedMap(Generic[K, V]):
         segment.data[key] = value
         heapq.heappush(segment.heap, (at_ms, key))
         segment.packed = None
+        if at_ms < self.floor:
+            self.floor = at_ms
 
     def pop(self, key: K, default: Any = None) -> Any:
         """Remove `key` now, with its expiry entry (so the key can be added again with a time
@@ -168,6 +175,9 @@ class SegmentedMap(Generic[K, V]):
         """Remove every key added with a time before `horizon_ms`: `(time, key, value)` of each
         heap entry popped, oldest first per segment (`None` for a key removed already)."""
         gone: list[tuple[int, K, V | None]] = []
+        if horizon_ms <= self.floor:  # nothing is due (the usual answer)
+            return gone
+        floor = _EMPTY
         for segment in self.segments:
             heap = segment.heap
             while heap and heap[0][0] < horizon_ms:
@@ -176,7 +186,11 @@ class SegmentedMap(Generic[K, V]):
                 if self.where.get(key) is segment:
                     del self.where[key]
                 segment.packed = None
-        live = [s for s in self.segments[:-1] if s.data or s.heap]
-        if len(live) != len(self.segments) - 1:
-            self.segments = [*live, self.segments[-1]]
+            if heap and heap[0][0] < floor:
+                floor = heap[0][0]
+        self.floor = floor
+        if gone:
+            live = [s for s in self.segments[:-1] if s.data or s.heap]
+            if len(live) != len(self.segments) - 1:
+                self.segments = [*live, self.segments[-1]]
         return gone
