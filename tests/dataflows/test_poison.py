@@ -150,16 +150,30 @@ def test_sinks_dead_letter_a_row_the_store_refuses_and_write_the_rest(
         row.update(tenant_id=tenant, refund_id=f"r{n}", order_id="o", occurred_at=at, amount=amount,
                    line_count=1, source_event_id=f"e{n}", version=1)  # fmt: skip
         rows.append(tuple(row.values()))
+    entry = dict.fromkeys(COLUMNS["commission_events"])
+    entry_rows = []
+    for n, amount in enumerate((good, huge)):
+        entry.update(tenant_id=tenant, entry_id=f"ch_{n}", agent_id=agent, conversion_id="cv",
+                     order_id="o", kind="accrual", status="pending", level=0, amount=amount,
+                     currency="USD", fx_rate=Decimal(1), occurred_at=at, source_event_id=f"e{n}",
+                     version=1)  # fmt: skip
+        entry_rows.append(tuple(entry.values()))
     part = ClickHouseSink(stack_settings, topics.deadletter).build("t", 0, 1)
-    try:
-        part.write_batch([("refunds", rows)])
+    try:  # two tables in one pass: inserted concurrently, each isolating its refused row
+        part.write_batch([("refunds", rows[:2]), ("commission_events", entry_rows),
+                          ("refunds", rows[2:])])  # fmt: skip
     finally:
         part.close()
     client = clickhouse.client_for(stack_settings)
     stored = client.query("SELECT refund_id FROM refunds FINAL WHERE tenant_id = {t:String}"
                           " ORDER BY refund_id", parameters={"t": tenant}).result_rows  # fmt: skip
+    entries_stored = client.query(
+        "SELECT entry_id FROM commission_events FINAL WHERE tenant_id = {t:String}",
+        parameters={"t": tenant},
+    ).result_rows
     client.close()
     assert stored == [("r0",), ("r2",)]
+    assert entries_stored == [("ch_0",)]
 
     ledger = postgres.LedgerSink(stack_settings.postgres_url, stack_settings.kafka_bootstrap,
                                  topics.deadletter).build("t", 0, 1)  # fmt: skip
@@ -189,7 +203,10 @@ def test_sinks_dead_letter_a_row_the_store_refuses_and_write_the_rest(
     assert ids == [(f"ce_{tenant}_0",), (f"ce_{tenant}_2",)]
     dead = [orjson.loads(m.value() or b"") for m in
             read_to_end(stack_settings.kafka_bootstrap, topics.deadletter)]  # fmt: skip
-    assert [d["stage"] for d in dead] == ["sink:clickhouse", "sink:ledger"]
-    assert "refunds row refused" in dead[0]["reason"]
-    assert orjson.loads(base64.b64decode(dead[0]["raw"]))["refund_id"] == "r1"
-    assert f"ledger entry ce_{tenant}_1 refused" in dead[1]["reason"]
+    assert [d["stage"] for d in dead] == ["sink:clickhouse", "sink:clickhouse", "sink:ledger"]
+    refused = sorted((d["reason"], orjson.loads(base64.b64decode(d["raw"]))) for d in dead[:2])
+    assert "commission_events row refused" in refused[0][0]
+    assert refused[0][1]["entry_id"] == "ch_1"
+    assert "refunds row refused" in refused[1][0]
+    assert refused[1][1]["refund_id"] == "r1"
+    assert f"ledger entry ce_{tenant}_1 refused" in dead[2]["reason"]
