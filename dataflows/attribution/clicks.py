@@ -48,6 +48,18 @@ Ref = tuple[str | None, str | None, str, bool, bool]
 Key = int | str
 
 
+# Row numbers as shared int objects: a row number above 256 is an int object of its own (28
+# bytes) in each segment's `ids`, which merged segments (rows up to 4,095) would pay per click
+# (measured: 184 → 203 bytes per live click). Grown as needed, never shrunk.
+_ROWS: list[int] = list(range(1024))
+
+
+def _row(n: int) -> int:
+    if n >= len(_ROWS):
+        _ROWS.extend(range(len(_ROWS), max(n + 1, 2 * len(_ROWS))))
+    return _ROWS[n]
+
+
 def _shared(text: str | None) -> str | None:
     return None if text is None else sys.intern(text)
 
@@ -102,7 +114,7 @@ class Segment:
             self.table.append(ref)
         if (old := self.ids.get(key)) is not None:  # filed again after it expired
             self._unindex(key, self.visitor_of[old])
-        self.ids[key] = len(self.occurred)
+        self.ids[key] = _row(len(self.occurred))
         self.occurred.append(occurred)
         self.refs.append(index)
         if visitor is None:
@@ -147,7 +159,7 @@ class Segment:
         for key, row in other.ids.items():
             if (old := ids.get(key)) is not None:  # filed again after it expired
                 self._unindex(key, self.visitor_of[old])
-            ids[key] = base + row
+            ids[key] = _row(base + row)
         for vkey, known in other.visitors.items():
             mine = visitors.get(vkey)
             if mine is None:
@@ -187,8 +199,9 @@ class Segment:
             for click_id, click in clicks.items():
                 segment.add(_id_key(click_id), click)
             return segment
-        (segment.ids, segment.occurred, segment.refs, segment.table, segment.visitor_of,
+        (ids, segment.occurred, segment.refs, segment.table, segment.visitor_of,
          segment.visitors, segment.newest) = data  # fmt: skip
+        segment.ids = {key: _row(row) for key, row in ids.items()}  # shared row numbers
         segment.table_index = {ref: i for i, ref in enumerate(segment.table)}
         segment.packed = packed
         return segment

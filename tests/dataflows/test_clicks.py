@@ -170,3 +170,15 @@ def test_a_click_filed_again_after_it_expired_is_found_once_after_merging() -> N
     assert store.get("c1") == _click(5, "v")
     assert store.visitor_clicks("v") == ["c2", "c1", *(f"c{n}" for n in range(3, 9))]
     assert len(store) == 8
+
+
+def test_row_numbers_are_shared_objects_in_merged_and_restored_segments() -> None:
+    """A row number above 256 would be an int object per click (28 bytes) in merged segments."""
+    store = ClickStore(100)
+    for n in range(4 * 4 * 100 + 1):
+        store.add(f"c{n}", _click(n, None))
+    assert max(len(s) for s in store.segments) == 1600
+    for restored in (store, pickle.loads(pickle.dumps(store))):
+        rows = [row for s in restored.segments for row in s.ids.values()]
+        assert max(rows) == 1599
+        assert all(row is store_module._row(row) for row in rows)
