@@ -196,7 +196,10 @@ def _filters(q: Question) -> Filters:
 def facts_sql(q: Question, where: Plan) -> str:
     """The facts of `q`'s period as `where` splits it (rollup rows, then raw rows), filtered."""
     filters = _filters(q)
-    parts = [part for part in [rollup_facts(where, filters)] if part is not None]
+    rolled = rollup_facts(where, filters)
+    if rolled is not None and not where.raw:
+        return rolled  # it applies every filter itself: one subquery less to plan
+    parts = [part for part in [rolled] if part is not None]
     parts += raw_facts(where.raw, filters) if where.raw else []
     conditions = filters.conditions(_ALL_DIMENSIONS)
     having = f" WHERE {' AND '.join(conditions)}" if conditions else ""

@@ -264,7 +264,9 @@ def rollup_facts(plan: Plan, filters: Filters) -> str | None:
     `r_days_g`, `r_hours`, `r_hours_g`), or `None` when it reads none. A row is read only under
     its own day's gen: one build writes a batch of days under one gen, and when some of those
     days are rebuilt, their rows of that gen stay (superseded, deleted a minute later) while it
-    is still the gen of the others."""
+    is still the gen of the others. A bucket not in the plan's list maps to gen 0, which no
+    build has (`new_gen`), so the gen check also keeps the rows to the listed buckets. Every
+    filter is applied here too, so the SELECT stands alone when a plan reads no raw rows."""
     grains = []
     for present, grain, bucket, name in (
         (plan.days, "d", "bucket", "r_days"),
@@ -273,7 +275,7 @@ def rollup_facts(plan: Plan, filters: Filters) -> str | None:
     ):  # fmt: skip
         if present:
             grains.append(
-                f"(grain = '{grain}' AND toUInt32({bucket}) IN {{{name}:Array(UInt32)}}"
+                f"(grain = '{grain}'"
                 f" AND transform(toUInt32({bucket}), {{{name}:Array(UInt32)}},"
                 f" {{{name}_g:Array(UInt64)}}, toUInt64(0)) = gen)"
             )
