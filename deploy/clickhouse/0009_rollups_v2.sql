@@ -1,7 +1,7 @@
 -- Analytics rollups in 32-row granules, with a copy sorted by key (issue #16).
 --
 -- A query reads a few dozen rollup rows, but ClickHouse reads whole granules, and every row
--- read deserialises its visitors state (a day's total state, about 12 KiB, costs about 0.25 ms).
+-- read deserialises its visitors state, wanted or not.
 -- In 256-row granules the 180-day summary read 2,400 rows for its 180 day rows (the granules at
 -- both ends of each monthly part), and a manager's 50 agents read every agent of each day
 -- (30,000 states for 1,500 wanted): rows are sorted by bucket, then key. So `rollups_v2`:
