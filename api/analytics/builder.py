@@ -11,10 +11,12 @@ Each cycle: (1) days with a closed hour that no build covers, or touched after t
 (`rollup_touches`: materialized views record every insert's hours, and a conversion's insert the
 hours of its order's refunds), are rebuilt whole from raw rows with `FINAL` into a new gen,
 several consecutive days per INSERT; (2) the new gen is registered in
-`rollup_builds` only once all its rows are written, so queries switch to it atomically; rows of
-superseded gens are deleted a minute later, when no query planned before the switch can still be
-reading them; (3) a monthly partition of `rollups` the pass wrote is merged into one part once it
-has more than `MERGE_ABOVE_PARTS` parts.
+`rollup_builds_v2` only once all its rows are written, so queries switch to it atomically; rows
+of superseded gens are deleted a minute later, when no query planned before the switch can still
+be reading them, in one `ALTER TABLE ... DELETE` per tenant and pass (a mutation that rewrites
+the parts it touches, the `by_key` projection included; ClickHouse 0009 says why not a lightweight
+DELETE); (3) a monthly partition of `rollups_v2` the pass wrote is merged into
+one part once it has more than `MERGE_ABOVE_PARTS` parts.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from api.analytics.rollups import (
+    BUILDS,
     DAY_MS,
     HOUR_MS,
+    ROLLUPS,
     Build,
     DayWork,
     build_sql,
@@ -48,8 +52,8 @@ SAFETY_MS = 2_000
 KEEP_SUPERSEDED_MS = 60_000
 # Days per INSERT when many are stale (a first build, a replay): fewer statements, bounded memory.
 BATCH_DAYS = 7
-# After a pass, a monthly partition of `rollups` it wrote is merged into one part when it has more
-# parts than this: every part a query touches costs it an index lookup and a read of its own
+# After a pass, a monthly partition of `rollups_v2` it wrote is merged into one part when it has
+# more parts than this: every part a query touches costs it an index lookup and a read of its own
 # (after a first build, 27 parts made the 180-day summary about twice as slow as 7 merged ones).
 # A builder rebuilding the current day each hour adds a part an hour, so the current month is
 # merged every few hours; background merges may do it sooner.
@@ -63,37 +67,40 @@ _TOUCHES = (
 _BUILDS = (
     "SELECT tenant_id, toInt64(toUnixTimestamp(toDateTime(day, 'UTC'))) * 1000,"
     " toInt64(toUnixTimestamp64Milli(built_at)), toInt64(toUnixTimestamp(until)) * 1000, gen"
-    " FROM rollup_builds FINAL"
+    f" FROM {BUILDS} FINAL"
 )
 _REGISTER = (
-    "INSERT INTO rollup_builds (tenant_id, day, built_at, until, gen) SELECT {tenant:String},"
+    f"INSERT INTO {BUILDS} (tenant_id, day, built_at, until, gen) SELECT {{tenant:String}},"
     " toDate(fromUnixTimestamp64Milli({day:Int64}, 'UTC')),"
     " fromUnixTimestamp64Milli({built:Int64}, 'UTC'),"
     " toDateTime(intDiv({until:Int64}, 1000), 'UTC'), {gen:UInt64}"
 )
+# Every row of the given days (UTC day starts, epoch seconds) that is not of its day's gen.
 _DELETE = (
-    "DELETE FROM rollups WHERE tenant_id = {tenant:String}"
-    " AND bucket >= toDateTime(intDiv({day:Int64}, 1000), 'UTC')"
-    " AND bucket < toDateTime(intDiv({day:Int64} + 86400000, 1000), 'UTC')"
-    " AND gen != {gen:UInt64}"
+    f"ALTER TABLE {ROLLUPS} DELETE WHERE tenant_id = {{tenant:String}}"
+    " AND bucket >= toDateTime({first:UInt32}, 'UTC')"
+    " AND bucket < toDateTime({last:UInt32}, 'UTC')"
+    " AND intDiv(toUInt32(bucket), 86400) * 86400 IN {days:Array(UInt32)}"
+    " AND gen != transform(intDiv(toUInt32(bucket), 86400) * 86400, {days:Array(UInt32)},"
+    " {gens:Array(UInt64)}, toUInt64(0))"
 )
 
 
 _PARTS = (
     "SELECT partition_id, count() FROM system.parts WHERE database = currentDatabase()"
-    " AND table = 'rollups' AND active AND partition_id IN {ids:Array(String)}"
+    f" AND table = '{ROLLUPS}' AND active AND partition_id IN {{ids:Array(String)}}"
     " GROUP BY partition_id"
 )
 
 
 def partition_ids(work: list[DayWork]) -> list[str]:
-    """The `rollups` partitions (`toYYYYMM(bucket)`) the days of `work` write."""
+    """The `rollups_v2` partitions (`toYYYYMM(bucket)`) the days of `work` write."""
     months = {time.strftime("%Y%m", time.gmtime(day.day_ms // 1000)) for day in work}
     return sorted(months)
 
 
 def merge_parts(client: Client, ids: list[str], *, above: int = MERGE_ABOVE_PARTS) -> list[str]:
-    """Merge each of the `rollups` partitions `ids` that has more than `above` active parts into
+    """Merge each of the `rollups_v2` partitions `ids` that has more than `above` active parts into
     one (`OPTIMIZE ... FINAL`); returns the partitions merged."""
     if not ids:
         return []
@@ -101,7 +108,7 @@ def merge_parts(client: Client, ids: list[str], *, above: int = MERGE_ABOVE_PART
     merged = []
     for partition, parts in rows:
         if int(parts) > above and str(partition).isdigit():  # ids are YYYYMM
-            client.command(f"OPTIMIZE TABLE rollups PARTITION ID '{partition}' FINAL")
+            client.command(f"OPTIMIZE TABLE {ROLLUPS} PARTITION ID '{partition}' FINAL")
             merged.append(str(partition))
     return sorted(merged)
 
@@ -190,12 +197,24 @@ class Builder:
         current = {
             (str(t), int(d)): int(g) for t, d, _, _, g in self.client.query(_BUILDS).result_rows
         }
+        days: dict[str, dict[int, int]] = {}
         for item in due:
             _, tenant, day = item
             gen = current.get((tenant, day))
             if gen is not None:
-                self.client.command(_DELETE, parameters={"tenant": tenant, "day": day, "gen": gen})
+                days.setdefault(tenant, {})[day] = gen
             self.superseded.remove(item)
+        # One mutation per tenant: each one rewrites every part it touches.
+        for tenant, gens in sorted(days.items()):
+            starts = sorted(gens)
+            self.client.command(
+                _DELETE,
+                parameters={"tenant": tenant, "first": starts[0] // 1000,
+                            "last": (starts[-1] + DAY_MS) // 1000,
+                            "days": [d // 1000 for d in starts],
+                            "gens": [gens[d] for d in starts]},
+                settings={"mutations_sync": 2},
+            )  # fmt: skip
 
 
 def client_for(settings: Settings) -> Client:

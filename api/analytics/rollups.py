@@ -5,15 +5,16 @@ link, coupon) with the measures (clicks, a mergeable state of their distinct vis
 conversions, revenue, commission entries and amount, refunds and refunded revenue). Facts come
 from two sources:
 - **raw rows**, read with `FINAL` (so replayed or retried rows count once), pre-grouped per minute;
-- the **rollups** table (`deploy/clickhouse/0007_rollups.sql`): the same facts summed per UTC
-  hour or day (minute too, for totals) in "cuboids" that keep one or all dimensions.
+- the **rollups** table (`rollups_v2`, `deploy/clickhouse/0007_rollups.sql` and
+  `0009_rollups_v2.sql`): the same facts summed per UTC hour or day (minute too, for totals) in
+  "cuboids" that keep one or all dimensions.
 
 `plan` splits a period into the UTC days and hours a current rollup covers and the ranges left
 to raw rows (the period's partial first and last hours, the open hour, hours touched since
 their build). An hour is current when the build of its day covers it and ran after the latest
 insert of a row in it (`rollup_touches`, fed by materialized views on every raw table), so a
 late, retried or replayed row makes its hour read raw until the next build. Rollups are read
-only for the gen `rollup_builds` names, so a build in progress is never mixed in.
+only for the gen `rollup_builds_v2` names, so a build in progress is never mixed in.
 
 `build` rebuilds the stale closed hours of a day from raw rows with `FINAL`, into a new gen, and
 then registers that gen: replays and duplicates are deduplicated by `FINAL`, never added to an
@@ -36,6 +37,10 @@ from typing import Any
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
+# The rollup rows and the registry of the current build of each day (ClickHouse 0009: 32-row
+# granules and a projection sorted by key; 0007's `rollups` / `rollup_builds` are no longer read).
+ROLLUPS = "rollups_v2"
+BUILDS = "rollup_builds_v2"
 
 DIMENSIONS = ("agent_id", "program_id", "shop", "link_code", "coupon_code")
 # single-dimension cuboid → the dimension it keeps ("total" keeps none)
@@ -259,7 +264,9 @@ def rollup_facts(plan: Plan, filters: Filters) -> str | None:
     `r_days_g`, `r_hours`, `r_hours_g`), or `None` when it reads none. A row is read only under
     its own day's gen: one build writes a batch of days under one gen, and when some of those
     days are rebuilt, their rows of that gen stay (superseded, deleted a minute later) while it
-    is still the gen of the others."""
+    is still the gen of the others. A bucket not in the plan's list maps to gen 0, which no
+    build has (`new_gen`), so the gen check also keeps the rows to the listed buckets. Every
+    filter is applied here too, so the SELECT stands alone when a plan reads no raw rows."""
     grains = []
     for present, grain, bucket, name in (
         (plan.days, "d", "bucket", "r_days"),
@@ -268,7 +275,7 @@ def rollup_facts(plan: Plan, filters: Filters) -> str | None:
     ):  # fmt: skip
         if present:
             grains.append(
-                f"(grain = '{grain}' AND toUInt32({bucket}) IN {{{name}:Array(UInt32)}}"
+                f"(grain = '{grain}'"
                 f" AND transform(toUInt32({bucket}), {{{name}:Array(UInt32)}},"
                 f" {{{name}_g:Array(UInt64)}}, toUInt64(0)) = gen)"
             )
@@ -292,7 +299,7 @@ def rollup_facts(plan: Plan, filters: Filters) -> str | None:
             conditions.append(f"k {op}")
     conditions += filters.conditions(_ALL)
     columns = ", ".join(FACT_COLUMNS[1:])
-    return f"SELECT bucket AS t, {columns} FROM rollups WHERE {_where(conditions)}"
+    return f"SELECT bucket AS t, {columns} FROM {ROLLUPS} WHERE {_where(conditions)}"
 
 
 # --- plan -----------------------------------------------------------------------------------
@@ -416,7 +423,7 @@ def raw_plan(start_ms: int, end_ms: int) -> Plan:
 STATE_SQL = (
     "SELECT 'b' AS what, toInt64(toUnixTimestamp(toDateTime(day, 'UTC'))) * 1000 AS at,"
     " toInt64(toUnixTimestamp64Milli(built_at)) AS b, toInt64(toUnixTimestamp(until)) * 1000,"
-    " gen FROM rollup_builds FINAL WHERE tenant_id = {tenant:String}"
+    f" gen FROM {BUILDS} FINAL WHERE tenant_id = {{tenant:String}}"
     " AND day >= toDate(fromUnixTimestamp64Milli({first:Int64}, 'UTC'))"
     " AND day < toDate(fromUnixTimestamp64Milli({last:Int64}, 'UTC')) + 1"
     "\nUNION ALL\n"
@@ -468,7 +475,7 @@ def build_sql() -> str:
         f"(x.1 = '{c}' AND f.{d} IS NOT NULL)" for c, d in SINGLE.items()
     )
     return (
-        "INSERT INTO rollups (tenant_id, cuboid, grain, bucket, k, gen, agent_id, program_id,"
+        f"INSERT INTO {ROLLUPS} (tenant_id, cuboid, grain, bucket, k, gen, agent_id, program_id,"
         " shop, link_code, coupon_code, n_clicks, visitors, n_conversions, m_revenue,"
         " n_entries, m_commission, n_refunds, m_refunded)\n"
         "SELECT {tenant:String}, x.1 AS c, x.2 AS g,"
@@ -530,6 +537,8 @@ def aligned(starts: Sequence[datetime]) -> bool:
 
 
 __all__ = [
+    "BUILDS",
+    "ROLLUPS",
     "Build",
     "DayWork",
     "Filters",
