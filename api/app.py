@@ -50,6 +50,7 @@ from api.shops.endpoints import router as shops_router
 from api.units.endpoints import router as units_router
 from api.users.endpoints import router as users_router
 from schemas.production import check_startup
+from schemas.runtime import freeze_startup_heap
 from schemas.settings import Settings
 
 _READINESS: dict[str, Any] = {
@@ -105,6 +106,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.clickhouse.open()  # when down, analytics retries on first use and answers 503
     app.state.live_hub = live_hub = LiveHub(settings.redis_url)
     restore_signals = stop_on_signals(live_hub)  # open streams end before uvicorn waits on them
+    freeze_startup_heap()  # full collections skip what start-up made (`schemas.runtime`)
     try:
         yield
     finally:

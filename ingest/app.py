@@ -28,6 +28,7 @@ from ingest.producer import EventProducer
 from ingest.registry import Registry
 from ingest.resp import Commands, commands_for
 from schemas.production import check_startup
+from schemas.runtime import freeze_startup_heap
 from schemas.settings import Settings
 
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         producer = EventProducer(settings.kafka_bootstrap, settings.ingest_produce_timeout_seconds)
         guards = commands_for(settings.redis_url, timeout=2)
         app.state.ingress = Ingress(settings, producer, redis, registry, guards)
+        freeze_startup_heap()  # full collections skip what start-up made (`schemas.runtime`)
         try:
             yield
         finally:

@@ -127,7 +127,7 @@ def test_a_layout_it_does_not_know_is_refused() -> None:
     assert FORMAT == 1
 
 
-def test_a_snapshot_packs_each_changed_book_once_and_an_idle_one_none(
+def test_a_book_is_packed_when_it_changes_and_a_snapshot_packs_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     packed: list[str] = []
@@ -137,19 +137,18 @@ def test_a_snapshot_packs_each_changed_book_once_and_an_idle_one_none(
         return pack_book(book)
 
     monkeypatch.setattr(state_module, "pack_book", counting)
-    logic = _logic()
-    logic.on_item(_event(click(TENANT, click_id(1), at=T0)))
-    logic.on_item(_event(order(TENANT, 1001, at=T0 + days(1), cites=click_id(1))))
-    logic.on_item(_event(order(TENANT, 1002, at=T0 + days(1), cites=click_id(1))))
-    logic.on_item(_event(refund(TENANT, 1001, 71, [(1, 1)], at=T0 + days(2))))  # changed twice
-    assert packed == []  # nothing packed on the order path
-    logic.snapshot()
-    assert sorted(packed) == ["1001", "1002"]
-    logic.snapshot()
-    assert sorted(packed) == ["1001", "1002"]  # an idle epoch packs nothing
-    logic.on_item(_event(refund(TENANT, 1002, 72, [(1, 1)], at=T0 + days(2))))
-    logic.snapshot()
-    assert sorted(packed) == ["1001", "1002", "1002"]
+    for tuning, expected in ((Tuning(), ["1001", "1002", "1001"]), (Tuning(snapshots=False), [])):
+        packed.clear()
+        logic = _logic(tuning)
+        logic.on_item(_event(click(TENANT, click_id(1), at=T0)))
+        logic.on_item(_event(order(TENANT, 1001, at=T0 + days(1), cites=click_id(1))))
+        logic.on_item(_event(order(TENANT, 1002, at=T0 + days(1), cites=click_id(1))))
+        logic.on_item(_event(refund(TENANT, 1001, 71, [(1, 1)], at=T0 + days(2))))
+        assert packed == expected  # each change, with snapshots; never without
+        logic.snapshot()
+        assert packed == expected  # a snapshot copies the bytes: it packs nothing
+        stored = logic.state.orders["1001"]
+        assert isinstance(stored, bytes) is tuning.snapshots
 
 
 def test_a_resumed_tenant_applies_follow_ups_to_its_packed_books_as_an_uninterrupted_one() -> None:
