@@ -215,8 +215,8 @@ def test_rollup_hours_serve_time_series_only_in_zones_on_whole_hours() -> None:
 # --- month rows of the totals ---------------------------------------------------------------
 
 
-def _ms(*args: int) -> int:
-    return utc_ms(datetime(*args, tzinfo=UTC))
+def _ms(year: int, month: int, day: int, hour: int = 0) -> int:
+    return utc_ms(datetime(year, month, day, hour, tzinfo=UTC))
 
 
 def test_whole_months_are_the_utc_months_inside_a_period() -> None:
