@@ -15,8 +15,11 @@ several consecutive days per INSERT; (2) the new gen is registered in
 of superseded gens are deleted a minute later, when no query planned before the switch can still
 be reading them, in one `ALTER TABLE ... DELETE` per tenant and pass (a mutation that rewrites
 the parts it touches, the `by_key` projection included; ClickHouse 0009 says why not a lightweight
-DELETE); (3) a monthly partition of `rollups_v2` the pass wrote is merged into
-one part once it has more than `MERGE_ABOVE_PARTS` parts.
+DELETE); (3) every whole UTC month whose days are all built, and whose month rows are missing
+or were summed from other day gens, gets its month rows (totals) summed from the current day
+rows under a gen of its own, registered in `rollup_months` with those day gens once written
+(superseded month rows are deleted like days); (4) a monthly partition of `rollups_v2` the pass
+wrote is merged into one part once it has more than `MERGE_ABOVE_PARTS` parts.
 """
 
 from __future__ import annotations
@@ -33,12 +36,18 @@ from api.analytics.rollups import (
     BUILDS,
     DAY_MS,
     HOUR_MS,
+    MONTH,
+    MONTHS,
     ROLLUPS,
     Build,
     DayWork,
+    MonthWork,
     build_sql,
+    month_sql,
     new_gen,
+    next_month,
     stale_days,
+    stale_months,
 )
 from schemas.settings import Settings
 
@@ -75,14 +84,29 @@ _REGISTER = (
     " fromUnixTimestamp64Milli({built:Int64}, 'UTC'),"
     " toDateTime(intDiv({until:Int64}, 1000), 'UTC'), {gen:UInt64}"
 )
-# Every row of the given days (UTC day starts, epoch seconds) that is not of its day's gen.
+_MONTHS = (
+    "SELECT tenant_id, toInt64(toUnixTimestamp(toDateTime(month, 'UTC'))) * 1000, gen, day_gens"
+    f" FROM {MONTHS} FINAL"
+)
+_REGISTER_MONTH = (
+    f"INSERT INTO {MONTHS} (tenant_id, month, built_at, gen, day_gens) SELECT {{tenant:String}},"
+    " toDate(fromUnixTimestamp64Milli({month:Int64}, 'UTC')),"
+    " fromUnixTimestamp64Milli({built:Int64}, 'UTC'), {gen:UInt64}, {day_gens:Array(UInt64)}"
+)
+# Every row of the given days (UTC day starts, epoch seconds) that is not of its day's gen, and
+# every month row of the given months that is not of its month's gen. A month row's bucket is
+# its month's first day, so the day part leaves month rows alone (they have gens of their own).
 _DELETE = (
     f"ALTER TABLE {ROLLUPS} DELETE WHERE tenant_id = {{tenant:String}}"
     " AND bucket >= toDateTime({first:UInt32}, 'UTC')"
     " AND bucket < toDateTime({last:UInt32}, 'UTC')"
+    f" AND ((grain != '{MONTH}'"
     " AND intDiv(toUInt32(bucket), 86400) * 86400 IN {days:Array(UInt32)}"
     " AND gen != transform(intDiv(toUInt32(bucket), 86400) * 86400, {days:Array(UInt32)},"
-    " {gens:Array(UInt64)}, toUInt64(0))"
+    " {gens:Array(UInt64)}, toUInt64(0)))"
+    f" OR (grain = '{MONTH}' AND toUInt32(bucket) IN {{months:Array(UInt32)}}"
+    " AND gen != transform(toUInt32(bucket), {months:Array(UInt32)},"
+    " {month_gens:Array(UInt64)}, toUInt64(0))))"
 )
 
 
@@ -93,10 +117,11 @@ _PARTS = (
 )
 
 
-def partition_ids(work: list[DayWork]) -> list[str]:
-    """The `rollups_v2` partitions (`toYYYYMM(bucket)`) the days of `work` write."""
-    months = {time.strftime("%Y%m", time.gmtime(day.day_ms // 1000)) for day in work}
-    return sorted(months)
+def partition_ids(work: list[DayWork], months: list[MonthWork] | None = None) -> list[str]:
+    """The `rollups_v2` partitions (`toYYYYMM(bucket)`) the days of `work` (and the month rows
+    of `months`) write."""
+    starts = [day.day_ms for day in work] + [month.month_ms for month in months or []]
+    return sorted({time.strftime("%Y%m", time.gmtime(ms // 1000)) for ms in starts})
 
 
 def merge_parts(client: Client, ids: list[str], *, above: int = MERGE_ABOVE_PARTS) -> list[str]:
@@ -155,6 +180,25 @@ def build_days(client: Client, batch: list[DayWork], *, built_ms: int) -> int:
     return gen
 
 
+def build_month(client: Client, work: MonthWork, *, built_ms: int) -> int:
+    """Sum the month rows of `work` from its days' rows of the gens it names, under a new gen,
+    then register the gen with those day gens; returns the gen."""
+    gen = new_gen()
+    days = [d // 1000 for d in range(work.month_ms, next_month(work.month_ms), DAY_MS)]
+    client.command(
+        month_sql(),
+        parameters={"tenant": work.tenant_id, "month": work.month_ms // 1000,
+                    "next": next_month(work.month_ms) // 1000, "gen": gen, "days": days,
+                    "day_gens": list(work.day_gens)},
+    )  # fmt: skip
+    client.command(
+        _REGISTER_MONTH,
+        parameters={"tenant": work.tenant_id, "month": work.month_ms, "built": built_ms,
+                    "gen": gen, "day_gens": list(work.day_gens)},
+    )  # fmt: skip
+    return gen
+
+
 @dataclass
 class Builder:
     """Builds rollups over one ClickHouse database; `cycle` is one pass."""
@@ -162,6 +206,8 @@ class Builder:
     client: Client
     # (when, tenant, day) of days rebuilt: older gens are deleted `KEEP_SUPERSEDED_MS` later
     superseded: list[tuple[int, str, int]] = field(default_factory=list)
+    # (when, tenant, month) of months summed again, likewise
+    superseded_months: list[tuple[int, str, int]] = field(default_factory=list)
 
     def cycle(self, now_ms: int | None = None) -> list[DayWork]:
         """One pass; returns the days built. `now_ms` (server time) decides which hour is open."""
@@ -177,25 +223,49 @@ class Builder:
             for t, d, b, u, g in self.client.query(_BUILDS).result_rows
         }
         work = stale_days(touches, builds, closed)
+        current = dict(builds)
         for batch in batches(work):
             built = server_ms(self.client) - SAFETY_MS
-            build_days(self.client, batch, built_ms=built)
+            gen = build_days(self.client, batch, built_ms=built)
             self.superseded += [
                 (started, day.tenant_id, day.day_ms)
                 for day in batch
                 if (day.tenant_id, day.day_ms) in builds
             ]
-        merge_parts(self.client, partition_ids(work))
+            for day in batch:
+                current[(day.tenant_id, day.day_ms)] = Build(built, day.until_ms, gen)
+        months = self.build_months(current, started)
+        merge_parts(self.client, partition_ids(work, months))
         self.clean(started)
         return work
 
+    def build_months(self, builds: dict[tuple[str, int], Build], started: int) -> list[MonthWork]:
+        """Sum every whole month whose days are built and whose month rows are missing or were
+        summed from other day gens (`stale_months`); returns the months summed."""
+        registered = {
+            (str(t), int(m)): tuple(int(g) for g in gens)
+            for t, m, _, gens in self.client.query(_MONTHS).result_rows
+        }
+        work = stale_months(builds, registered)
+        for month in work:
+            build_month(self.client, month, built_ms=server_ms(self.client))
+            if (month.tenant_id, month.month_ms) in registered:
+                self.superseded_months.append((started, month.tenant_id, month.month_ms))
+        return work
+
     def clean(self, now_ms: int) -> None:
-        """Delete the rows of gens superseded at least `KEEP_SUPERSEDED_MS` before `now_ms`."""
-        due = [s for s in self.superseded if s[0] <= now_ms - KEEP_SUPERSEDED_MS]
-        if not due:
+        """Delete the rows of gens (of days and of months) superseded at least
+        `KEEP_SUPERSEDED_MS` before `now_ms`."""
+        cutoff = now_ms - KEEP_SUPERSEDED_MS
+        due = [s for s in self.superseded if s[0] <= cutoff]
+        due_months = [s for s in self.superseded_months if s[0] <= cutoff]
+        if not due and not due_months:
             return
         current = {
             (str(t), int(d)): int(g) for t, d, _, _, g in self.client.query(_BUILDS).result_rows
+        }
+        current_months = {
+            (str(t), int(m)): int(g) for t, m, g, _ in self.client.query(_MONTHS).result_rows
         }
         days: dict[str, dict[int, int]] = {}
         for item in due:
@@ -204,15 +274,27 @@ class Builder:
             if gen is not None:
                 days.setdefault(tenant, {})[day] = gen
             self.superseded.remove(item)
+        months: dict[str, dict[int, int]] = {}
+        for item in due_months:
+            _, tenant, month = item
+            gen = current_months.get((tenant, month))
+            if gen is not None:
+                months.setdefault(tenant, {})[month] = gen
+            self.superseded_months.remove(item)
         # One mutation per tenant: each one rewrites every part it touches.
-        for tenant, gens in sorted(days.items()):
-            starts = sorted(gens)
+        for tenant in sorted({*days, *months}):
+            day_gens, month_gens = days.get(tenant, {}), months.get(tenant, {})
+            starts, firsts = sorted(day_gens), sorted(month_gens)
+            ends = [d + DAY_MS for d in starts] + [next_month(m) for m in firsts]
+            # (an empty list is given one entry no bucket has: 1970-01-01 under gen 0)
             self.client.command(
                 _DELETE,
-                parameters={"tenant": tenant, "first": starts[0] // 1000,
-                            "last": (starts[-1] + DAY_MS) // 1000,
-                            "days": [d // 1000 for d in starts],
-                            "gens": [gens[d] for d in starts]},
+                parameters={"tenant": tenant, "first": min(starts + firsts) // 1000,
+                            "last": max(ends) // 1000,
+                            "days": [d // 1000 for d in starts] or [0],
+                            "gens": [day_gens[d] for d in starts] or [0],
+                            "months": [m // 1000 for m in firsts] or [0],
+                            "month_gens": [month_gens[m] for m in firsts] or [0]},
                 settings={"mutations_sync": 2},
             )  # fmt: skip
 

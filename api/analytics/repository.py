@@ -50,6 +50,7 @@ from api.analytics.rollups import (
     plan,
     raw_facts,
     raw_plan,
+    read_settings,
     read_state,
     rollup_facts,
     utc_ms,
@@ -232,6 +233,7 @@ def summary_sql(q: Question, where: Plan) -> str:
         " sum(n_conversions),"
         f" {_money('m_revenue')}, {_money('m_commission')}, sum(n_refunds),"
         f" {_money('m_refunded')} FROM ({facts_sql(q, where)}){NO_JIT}"
+        f"{read_settings(where, _filters(q))}"
     )
 
 
@@ -248,6 +250,7 @@ def timeseries_sql(q: Question, where: Plan, bucket: str) -> str:
     return (
         f"SELECT {key} AS k, sum(n_clicks), sum(n_conversions), {_money('m_revenue')},"
         f" {_money('m_commission')} FROM ({facts_sql(q, where)}) GROUP BY k{NO_JIT}"
+        f"{read_settings(where, _filters(q))}"
     )
 
 
@@ -297,6 +300,7 @@ def ranked_sql(q: Question, where: Plan, by: Dimension, sort: Metric, *, after: 
         f" {_money('m_commission')} AS commission FROM ({facts_sql(q, where)})"
         " GROUP BY key HAVING key != '' AND clicks + conversions + sum(n_entries) > 0"
         f"{having} ORDER BY {sort.value} DESC, key ASC LIMIT {{limit:UInt32}}{NO_JIT}"
+        f"{read_settings(where, _filters(q))}"
     )
 
 
@@ -347,8 +351,8 @@ class AnalyticsStore:
         rows = await self.reader.query(
             STATE_SQL + NO_JIT, {"tenant": q.tenant_id, "first": first, "last": last}
         )
-        builds, touches = read_state(rows)
-        return plan(start, end, cuboid, builds, touches, grain=grain)
+        builds, touches, months = read_state(rows)
+        return plan(start, end, cuboid, builds, touches, grain=grain, months=months)
 
     async def totals(self, q: Question) -> Totals:
         where = await self.where(q, choose_cuboid(_filters(q), None), "d")

@@ -41,6 +41,16 @@ DAY_MS = 24 * HOUR_MS
 # granules and a projection sorted by key; 0007's `rollups` / `rollup_builds` are no longer read).
 ROLLUPS = "rollups_v2"
 BUILDS = "rollup_builds_v2"
+# Month rows (ClickHouse 0010): one row per tenant and whole UTC month of the cuboids in
+# `MONTH_CUBOIDS`, summed from that month's current day rows, and the registry of the day gens
+# each month row summed. A month row is read only while every day of its month is read from day
+# rows under exactly those gens (see `plan`).
+MONTHS = "rollup_months"
+MONTH = "mon"  # the grain of month rows
+# The totals only: a month row merges a whole month of visitor states into one, so a 180-day
+# summary merges ~6 month states and the edge days instead of 180 day states. Per agent (or any
+# other key) it would hold a month of that key's visitors for each key: bytes, not fewer reads.
+MONTH_CUBOIDS = ("total",)
 
 DIMENSIONS = ("agent_id", "program_id", "shop", "link_code", "coupon_code")
 # single-dimension cuboid → the dimension it keeps ("total" keeps none)
@@ -259,9 +269,36 @@ _SINGLE_KEY = {
 }
 
 
+def _narrows_on_key(plan: Plan, filters: Filters) -> bool:
+    """Whether the rollup rows of `plan` are narrowed on `k` (the query filters on the key of
+    its single-dimension cuboid)."""
+    if plan.cuboid not in SINGLE:
+        return False
+    return getattr(filters, "agents" if plan.cuboid == "agent" else SINGLE[plan.cuboid]) is not None
+
+
+def read_settings(plan: Plan, filters: Filters) -> str:
+    """Query settings (a `, name = value` list to append to a SETTINGS clause) for reading the
+    rollup rows of `plan`; they change how rows are found, never which rows. Measured on the
+    10M bench (2026-12-07, `README` "Analytics rollups"):
+    - not narrowed on `k`: no projection. `by_key` (sorted by key, then bucket) can only help a
+      read that filters on the key; otherwise the table's own order (bucket, then key) reads
+      at most as many granules, and weighing the projection cost ClickHouse 0.5-3 ms a query;
+    - narrowed on `k` and no raw rows: no PREWHERE. The projection's ranges are the keys' own
+      rows, so reading the filter columns first filters little and costs 1-2 ms (not done for
+      the other reads: the 180-day summary's few rows sit among hour rows whose large visitor
+      states PREWHERE spares it)."""
+    if not (plan.days or plan.hours or plan.months):
+        return ""
+    if not _narrows_on_key(plan, filters):
+        return ", optimize_use_projections = 0"
+    return "" if plan.raw else ", optimize_move_to_prewhere = 0"
+
+
 def rollup_facts(plan: Plan, filters: Filters) -> str | None:
     """The SELECT of the rollup rows `plan` reads (parameters `cuboid`, `gens`, `r_days`,
-    `r_days_g`, `r_hours`, `r_hours_g`), or `None` when it reads none. A row is read only under
+    `r_days_g`, `r_hours`, `r_hours_g`, and `r_months`, `r_months_g` when it reads month rows),
+    or `None` when it reads none. A row is read only under
     its own day's gen: one build writes a batch of days under one gen, and when some of those
     days are rebuilt, their rows of that gen stay (superseded, deleted a minute later) while it
     is still the gen of the others. A bucket not in the plan's list maps to gen 0, which no
@@ -279,6 +316,11 @@ def rollup_facts(plan: Plan, filters: Filters) -> str | None:
                 f" AND transform(toUInt32({bucket}), {{{name}:Array(UInt32)}},"
                 f" {{{name}_g:Array(UInt64)}}, toUInt64(0)) = gen)"
             )
+    if plan.months:
+        grains.append(
+            f"(grain = '{MONTH}' AND transform(toUInt32(bucket), {{r_months:Array(UInt32)}},"
+            " {r_months_g:Array(UInt64)}, toUInt64(0)) = gen)"
+        )
     if not grains:
         return None
     conditions = [
@@ -289,14 +331,12 @@ def rollup_facts(plan: Plan, filters: Filters) -> str | None:
         "(" + " OR ".join(grains) + ")",
         "gen IN {gens:Array(UInt64)}",
     ]
-    if plan.cuboid in SINGLE:  # narrow on the sort key
+    if _narrows_on_key(plan, filters):  # narrow on the sort key
         placeholder = _SINGLE_KEY[plan.cuboid]
-        value = getattr(filters, "agents" if plan.cuboid == "agent" else SINGLE[plan.cuboid])
-        if value is not None:
-            op = "IN {agents:Array(String)}" if plan.cuboid == "agent" else "= "
-            if plan.cuboid != "agent":
-                op += f"{{{placeholder}:String}}"
-            conditions.append(f"k {op}")
+        op = "IN {agents:Array(String)}" if plan.cuboid == "agent" else "= "
+        if plan.cuboid != "agent":
+            op += f"{{{placeholder}:String}}"
+        conditions.append(f"k {op}")
     conditions += filters.conditions(_ALL)
     columns = ", ".join(FACT_COLUMNS[1:])
     return f"SELECT bucket AS t, {columns} FROM {ROLLUPS} WHERE {_where(conditions)}"
@@ -328,10 +368,17 @@ class Plan:
     raw: tuple[tuple[int, int], ...] = field(default=())
     day_gens: tuple[int, ...] = ()
     hour_gens: tuple[int, ...] = ()
+    months: tuple[int, ...] = ()
+    month_gens: tuple[int, ...] = ()
 
     def parameters(self) -> dict[str, Any]:
         params: dict[str, Any] = ranges_parameters(self.raw)
-        if self.days or self.hours:
+        if self.days or self.hours or self.months:
+            ends = [
+                *(d + DAY_MS for d in self.days),
+                *(h + HOUR_MS for h in self.hours),
+                *(next_month(m) for m in self.months),
+            ]
             params |= {
                 "cuboid": self.cuboid,
                 "gens": list(self.gens),
@@ -339,13 +386,49 @@ class Plan:
                 "r_days_g": list(self.day_gens),
                 "r_hours": [h // 1000 for h in self.hours],
                 "r_hours_g": list(self.hour_gens),
-                "rb_first": min([*self.days, *self.hours]) // 1000,
-                "rb_last": max(
-                    [*(d + DAY_MS for d in self.days), *(h + HOUR_MS for h in self.hours)]
-                )
-                // 1000,
+                "rb_first": min([*self.days, *self.hours, *self.months]) // 1000,
+                "rb_last": max(ends) // 1000,
             }
+            if self.months:
+                params |= {
+                    "r_months": [m // 1000 for m in self.months],
+                    "r_months_g": list(self.month_gens),
+                }
         return params
+
+
+@dataclass(frozen=True, slots=True)
+class MonthBuild:
+    """A month's current month rows: their gen and the gens of the day rows they summed (one per
+    day of the month, in order)."""
+
+    gen: int
+    day_gens: tuple[int, ...]
+
+
+def month_start(ms: int) -> int:
+    """The start (ms) of the UTC month holding `ms`. Pure."""
+    at = datetime.fromtimestamp(ms / 1000, UTC)
+    return utc_ms(datetime(at.year, at.month, 1, tzinfo=UTC))
+
+
+def next_month(month_ms: int) -> int:
+    """The start (ms) of the UTC month after the one starting at `month_ms`. Pure."""
+    at = datetime.fromtimestamp(month_ms / 1000, UTC)
+    year, month = (at.year + 1, 1) if at.month == 12 else (at.year, at.month + 1)
+    return utc_ms(datetime(year, month, 1, tzinfo=UTC))
+
+
+def whole_months(first_ms: int, last_ms: int) -> list[int]:
+    """The starts of the UTC months lying wholly in [first_ms, last_ms). Pure."""
+    out = []
+    month = month_start(first_ms)
+    if month < first_ms:
+        month = next_month(month)
+    while next_month(month) <= last_ms:
+        out.append(month)
+        month = next_month(month)
+    return out
 
 
 def _merge(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
@@ -366,6 +449,7 @@ def plan(
     touches: Mapping[int, int],
     *,
     grain: str,
+    months: Mapping[int, MonthBuild] | None = None,
 ) -> Plan:
     """Split [start_ms, end_ms) into rollup days and hours and raw ranges. Pure.
 
@@ -374,7 +458,12 @@ def plan(
     elsewhere; summaries and rankings), "h" (hours only: time series in hours or days, whose
     buckets must start on UTC hours, which the caller checks) or "m" (minute rows, total only).
     An hour is read from the rollup only when its day's build covers it and ran after its latest
-    touch; everything else, and the partial hours at both ends, is read raw."""
+    touch; everything else, and the partial hours at both ends, is read raw.
+
+    `months`: the current month rows per UTC month (ms at its start). With grain "d" and a
+    cuboid of `MONTH_CUBOIDS`, a month whose every day is read from day rows, each under the gen
+    its month rows summed, is read from its month rows instead of those days; a month with a day
+    rebuilt since (another gen), touched since its build or not built whole is read as before."""
     grains = GRAINS.get(cuboid, ())
     if grain not in grains:
         return Plan(cuboid, raw=((start_ms, end_ms),))
@@ -382,37 +471,56 @@ def plan(
     first = -(-start_ms // HOUR_MS) * HOUR_MS
     last = end_ms // HOUR_MS * HOUR_MS
     raw: list[tuple[int, int]] = [(start_ms, min(first, end_ms)), (max(last, start_ms), end_ms)]
-    current: list[int] = []
-    for hour in range(first, last, HOUR_MS):
-        build = builds.get(hour // DAY_MS * DAY_MS)
-        if (
-            build is not None
-            and hour + HOUR_MS <= build.until_ms
-            and (touches.get(hour, 0) <= build.built_ms)
-        ):
-            current.append(hour)
-        else:
-            raw.append((hour, hour + HOUR_MS))
+    # Hours touched after their day's build (few: late, retried or replayed rows); every other
+    # hour of a day is current up to where its build reaches, so whole days are taken at once.
+    stale: dict[int, set[int]] = {}
+    for hour, touched in touches.items():
+        day = hour // DAY_MS * DAY_MS
+        build = builds.get(day)
+        if build is not None and touched > build.built_ms:
+            stale.setdefault(day, set()).add(hour)
     days: list[int] = []
     hours: list[int] = []
-    if grain == "d":
-        whole = set(current)
-        for day in sorted({h // DAY_MS * DAY_MS for h in current}):
-            if all(day + i * HOUR_MS in whole for i in range(24)):
-                days.append(day)
-        in_days = set(days)
-        hours = [h for h in current if h // DAY_MS * DAY_MS not in in_days]
-    else:
-        hours = current
+    for day in range(first // DAY_MS * DAY_MS, last, DAY_MS):
+        lo, hi = max(day, first), min(day + DAY_MS, last)
+        build = builds.get(day)
+        # the hours whose end the build reaches: [lo, end)
+        end = lo if build is None else min(hi, max(lo, build.until_ms // HOUR_MS * HOUR_MS))
+        if end < hi:
+            raw.append((end, hi))
+        bad = sorted(h for h in stale.get(day, ()) if lo <= h < end)
+        raw += [(h, h + HOUR_MS) for h in bad]
+        if grain == "d" and lo == day and end == day + DAY_MS and not bad:
+            days.append(day)
+        elif bad:
+            hours += [h for h in range(lo, end, HOUR_MS) if h not in stale[day]]
+        else:
+            hours.extend(range(lo, end, HOUR_MS))
     if not with_hours:
         raw += [(h, h + HOUR_MS) for h in hours]
         hours = []
+    in_months: list[int] = []
+    if months and grain == "d" and cuboid in MONTH_CUBOIDS and days:
+        read = set(days)
+        for month in whole_months(days[0], days[-1] + DAY_MS):
+            built = months.get(month)
+            month_days = range(month, next_month(month), DAY_MS)
+            if (
+                built is not None
+                and all(d in read for d in month_days)
+                and built.day_gens == tuple(builds[d].gen for d in month_days)
+            ):
+                in_months.append(month)
+                read.difference_update(month_days)
+        days = [d for d in days if d in read]
     day_gens = tuple(builds[d].gen for d in days)
     hour_gens = tuple(builds[h // DAY_MS * DAY_MS].gen for h in hours)
-    gens = tuple(sorted({*day_gens, *hour_gens}))
+    month_gens = tuple(months[m].gen for m in in_months) if months else ()
+    gens = tuple(sorted({*day_gens, *hour_gens, *month_gens}))
     return Plan(
-        cuboid, tuple(days), tuple(hours), grain == "m", gens, _merge(raw), day_gens, hour_gens
-    )
+        cuboid, tuple(days), tuple(hours), grain == "m", gens, _merge(raw), day_gens, hour_gens,
+        tuple(in_months), month_gens,
+    )  # fmt: skip
 
 
 def raw_plan(start_ms: int, end_ms: int) -> Plan:
@@ -420,33 +528,36 @@ def raw_plan(start_ms: int, end_ms: int) -> Plan:
     return Plan("total", raw=((start_ms, end_ms),))
 
 
+# The planning state of a period [first, last) (whole hours), from `rollup_state` (ClickHouse
+# 0011), which materialized views fill from the builds, touches and month rows: one table read
+# instead of three (each costs about 3 ms). Days from the period's first day to its last one
+# (inclusive), the hours and month starts among them; rows outside the period are ignored.
+STATE = "rollup_state"
 STATE_SQL = (
-    "SELECT 'b' AS what, toInt64(toUnixTimestamp(toDateTime(day, 'UTC'))) * 1000 AS at,"
-    " toInt64(toUnixTimestamp64Milli(built_at)) AS b, toInt64(toUnixTimestamp(until)) * 1000,"
-    f" gen FROM {BUILDS} FINAL WHERE tenant_id = {{tenant:String}}"
-    " AND day >= toDate(fromUnixTimestamp64Milli({first:Int64}, 'UTC'))"
-    " AND day < toDate(fromUnixTimestamp64Milli({last:Int64}, 'UTC')) + 1"
-    "\nUNION ALL\n"
-    "SELECT 't', toInt64(toUnixTimestamp(hour)) * 1000,"
-    " toInt64(toUnixTimestamp64Milli(touched_at)), 0, toUInt64(0) FROM rollup_touches FINAL"
+    "SELECT kind, toInt64(toUnixTimestamp(at)) * 1000, toInt64(toUnixTimestamp64Milli(version)),"
+    f" toInt64(toUnixTimestamp(until)) * 1000, gen, day_gens FROM {STATE} FINAL"
     " WHERE tenant_id = {tenant:String}"
-    " AND hour >= fromUnixTimestamp64Milli({first:Int64}, 'UTC')"
-    " AND hour < fromUnixTimestamp64Milli({last:Int64}, 'UTC')"
+    " AND at >= toStartOfDay(fromUnixTimestamp64Milli({first:Int64}, 'UTC'))"
+    " AND at < toStartOfDay(fromUnixTimestamp64Milli({last:Int64}, 'UTC')) + INTERVAL 1 DAY"
 )
 
 
 def read_state(
     rows: Iterable[Sequence[Any]],
-) -> tuple[dict[int, Build], dict[int, int]]:
-    """(builds per day, latest touch per hour) from the rows of `STATE_SQL`."""
+) -> tuple[dict[int, Build], dict[int, int], dict[int, MonthBuild]]:
+    """(builds per day, latest touch per hour, month rows per month) from the rows of
+    `STATE_SQL`."""
     builds: dict[int, Build] = {}
     touches: dict[int, int] = {}
-    for what, at, b, until, gen in rows:
-        if what == "b":
+    months: dict[int, MonthBuild] = {}
+    for what, at, b, until, gen, day_gens in rows:
+        if what == "t":
+            touches[at] = max(b, touches.get(at, 0))
+        elif what == "b":
             builds[int(at)] = Build(int(b), int(until), int(gen))
         else:
-            touches[int(at)] = max(int(b), touches.get(int(at), 0))
-    return builds, touches
+            months[int(at)] = MonthBuild(int(gen), tuple(int(g) for g in day_gens))
+    return builds, touches, months
 
 
 # --- build ----------------------------------------------------------------------------------
@@ -522,6 +633,61 @@ def stale_days(
     return [work[key] for key in sorted(work)]
 
 
+@dataclass(frozen=True, slots=True)
+class MonthWork:
+    """A month to sum from its day rows: the tenant, its start and its days' current gens."""
+
+    tenant_id: str
+    month_ms: int
+    day_gens: tuple[int, ...]
+
+
+def stale_months(
+    builds: Mapping[tuple[str, int], Build],
+    months: Mapping[tuple[str, int], tuple[int, ...]],
+) -> list[MonthWork]:
+    """The whole UTC months to sum again: every day built whole (its build reaches its end), and
+    no month rows, or month rows summed from other gens than the days' current ones. `builds`:
+    (tenant, day ms) → current build; `months`: (tenant, month ms) → the day gens its current
+    month rows summed. Pure."""
+    candidates = {(tenant, month_start(day)) for tenant, day in builds}
+    out = []
+    for tenant, month in sorted(candidates):
+        gens = []
+        for day in range(month, next_month(month), DAY_MS):
+            build = builds.get((tenant, day))
+            if build is None or build.until_ms < day + DAY_MS:
+                break
+            gens.append(build.gen)
+        else:
+            if months.get((tenant, month)) != tuple(gens):
+                out.append(MonthWork(tenant, month, tuple(gens)))
+    return out
+
+
+def month_sql() -> str:
+    """INSERT of the month rows of the `MONTH_CUBOIDS` of the month [month, next) of tenant
+    `tenant` under gen `gen`, summed from its day rows, each day under its own gen (`days`,
+    `day_gens`: epoch seconds of the days and their gens)."""
+    dims = ", ".join(DIMENSIONS)
+    cuboids = ", ".join(f"'{c}'" for c in MONTH_CUBOIDS)
+    return (
+        f"INSERT INTO {ROLLUPS} (tenant_id, cuboid, grain, bucket, k, gen, {dims}, n_clicks,"
+        " visitors, n_conversions, m_revenue, n_entries, m_commission, n_refunds, m_refunded)\n"
+        f"SELECT tenant_id, cuboid, '{MONTH}', toDateTime({{month:UInt32}}, 'UTC'), k,"
+        f" {{gen:UInt64}}, {dims}, sum(n_clicks),"
+        f" {VISITORS}MergeState{VISITORS_PRECISION}(visitors), sum(n_conversions),"
+        f" CAST(sum(m_revenue) AS {_MONEY}), sum(n_entries), CAST(sum(m_commission) AS {_MONEY}),"
+        f" sum(n_refunds), CAST(sum(m_refunded) AS {_MONEY})\n"
+        f"FROM {ROLLUPS} WHERE tenant_id = {{tenant:String}} AND cuboid IN ({cuboids})"
+        " AND grain = 'd' AND bucket >= toDateTime({month:UInt32}, 'UTC')"
+        " AND bucket < toDateTime({next:UInt32}, 'UTC')"
+        " AND transform(toUInt32(bucket), {days:Array(UInt32)}, {day_gens:Array(UInt64)},"
+        " toUInt64(0)) = gen\n"
+        f"GROUP BY tenant_id, cuboid, k, {dims}"
+    )
+
+
 def new_gen() -> int:
     """A random gen, never 0 (0 is "no gen" in the rollup queries' gen lookups)."""
     return secrets.randbits(63) or 1
@@ -538,19 +704,28 @@ def aligned(starts: Sequence[datetime]) -> bool:
 
 __all__ = [
     "BUILDS",
+    "MONTHS",
     "ROLLUPS",
     "Build",
     "DayWork",
     "Filters",
+    "MonthBuild",
+    "MonthWork",
     "Plan",
     "aligned",
     "build_sql",
     "choose_cuboid",
+    "month_sql",
+    "month_start",
     "new_gen",
+    "next_month",
     "plan",
     "raw_facts",
     "raw_plan",
+    "read_settings",
     "read_state",
     "rollup_facts",
     "stale_days",
+    "stale_months",
+    "whole_months",
 ]

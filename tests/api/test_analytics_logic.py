@@ -25,10 +25,18 @@ from api.analytics.rollups import (
     Build,
     DayWork,
     Filters,
+    MonthBuild,
+    MonthWork,
     aligned,
     choose_cuboid,
+    next_month,
     plan,
+    read_settings,
+    read_state,
     stale_days,
+    stale_months,
+    utc_ms,
+    whole_months,
 )
 from api.analytics.schemas import Dimension, Metric
 from api.analytics.service import (
@@ -202,3 +210,104 @@ def test_rollup_hours_serve_time_series_only_in_zones_on_whole_hours() -> None:
     for zone, whole in (("Europe/Berlin", True), ("Asia/Kolkata", False), ("UTC", True)):
         starts = bucket_starts(start, end, Bucket.day, ZoneInfo(zone))
         assert aligned(starts) is whole
+
+
+# --- month rows of the totals ---------------------------------------------------------------
+
+
+def _ms(year: int, month: int, day: int, hour: int = 0) -> int:
+    return utc_ms(datetime(year, month, day, hour, tzinfo=UTC))
+
+
+def test_whole_months_are_the_utc_months_inside_a_period() -> None:
+    assert whole_months(_ms(2026, 5, 29), _ms(2026, 11, 25)) == [
+        _ms(2026, m, 1) for m in range(6, 11)
+    ]
+    assert whole_months(_ms(2026, 6, 1), _ms(2026, 7, 1)) == [_ms(2026, 6, 1)]
+    assert whole_months(_ms(2026, 6, 1, 1), _ms(2026, 8, 1)) == [_ms(2026, 7, 1)]
+    assert whole_months(_ms(2026, 6, 1), _ms(2026, 6, 30, 23)) == []
+    assert next_month(_ms(2026, 12, 1)) == _ms(2027, 1, 1)
+    assert whole_months(_ms(2026, 11, 30), _ms(2027, 2, 1)) == [_ms(2026, 12, 1), _ms(2027, 1, 1)]
+
+
+def _built_days(first: int, last: int, gen: int = 5) -> dict[int, Build]:
+    return {d: Build(last + D, d + D, gen) for d in range(first, last, D)}
+
+
+def test_a_month_is_read_from_its_month_rows_only_while_all_its_days_are_of_their_gens() -> None:
+    june, july = _ms(2026, 6, 1), _ms(2026, 7, 1)
+    start, end = june - 2 * D, july + 3 * D  # May 30 .. July 3
+    builds = _built_days(start, end)
+    months = {june: MonthBuild(99, (5,) * 30)}
+    read = plan(start, end, "total", builds, {}, grain="d", months=months)
+    assert read.months == (june,)
+    assert read.month_gens == (99,)
+    assert read.days == (june - 2 * D, june - D, july, july + D, july + 2 * D)
+    assert read.gens == (5, 99)
+    assert read.raw == ()
+    assert read.parameters()["r_months"] == [june // 1000]
+    assert read.parameters()["rb_last"] == end // 1000
+    # Not for another cuboid or grain, nor for a month not wholly inside the period.
+    assert plan(start, end, "agent", builds, {}, grain="d", months=months).months == ()
+    assert plan(start, end, "total", builds, {}, grain="h", months=months).months == ()
+    assert plan(june + H, end, "total", builds, {}, grain="d", months=months).months == ()
+    # A day rebuilt since the month rows were summed (another gen): read as days.
+    rebuilt = builds | {june + 9 * D: Build(end + 2 * D, june + 10 * D, 6)}
+    again = plan(start, end, "total", rebuilt, {}, grain="d", months=months)
+    assert again.months == ()
+    assert june + 9 * D in again.days
+    assert len(again.days) == 35
+    # A late row in an hour of the month (touched after its day's build): that hour raw, the
+    # other hours of its day from hour rows, the rest of the month from day rows.
+    late = {june + 9 * D + 4 * H: end + 3 * D}
+    touched = plan(start, end, "total", builds, late, grain="d", months=months)
+    assert touched.months == ()
+    assert len(touched.days) == 34
+    assert len(touched.hours) == 23
+    assert touched.raw == ((june + 9 * D + 4 * H, june + 9 * D + 5 * H),)
+    # A day of the month not built whole (or not at all): no month rows either.
+    partial = builds | {june + 3 * D: Build(end + D, june + 3 * D + 5 * H, 5)}
+    assert plan(start, end, "total", partial, {}, grain="d", months=months).months == ()
+    missing = {d: b for d, b in builds.items() if d != june + 29 * D}
+    assert plan(start, end, "total", missing, {}, grain="d", months=months).months == ()
+
+
+def test_months_to_sum_are_the_whole_built_months_without_rows_of_their_days_gens() -> None:
+    june, july = _ms(2026, 6, 1), _ms(2026, 7, 1)
+    builds = {("t", d): b for d, b in _built_days(june - D, july + 2 * D).items()}
+    builds[("t", june + 4 * D)] = Build(0, june + 5 * D, 8)
+    gens = (5,) * 4 + (8,) + (5,) * 25
+    # June: every day built whole; May and July are not whole in `builds`.
+    assert stale_months(builds, {}) == [MonthWork("t", june, gens)]
+    assert stale_months(builds, {("t", june): gens}) == []
+    assert stale_months(builds, {("t", june): (5,) * 30}) == [MonthWork("t", june, gens)]
+    unfinished = builds | {("t", june + 29 * D): Build(0, june + 29 * D + 23 * H, 5)}
+    assert stale_months(unfinished, {}) == []
+
+
+def test_the_planning_state_reads_builds_touches_and_month_rows() -> None:
+    rows = [
+        ("b", DAY0, 7, DAY0 + D, 3, []),
+        ("t", DAY0 + H, 9, 0, 0, []),
+        ("t", DAY0 + H, 4, 0, 0, []),
+        ("M", DAY0, 11, 0, 12, [3, 3]),
+    ]
+    builds, touches, months = read_state(rows)
+    assert builds == {DAY0: Build(7, DAY0 + D, 3)}
+    assert touches == {DAY0 + H: 9}
+    assert months == {DAY0: MonthBuild(12, (3, 3))}
+
+
+def test_rollup_reads_use_the_key_projection_only_when_they_filter_on_the_key() -> None:
+    builds = _built_days(DAY0, DAY0 + 2 * D)
+    days = plan(DAY0, DAY0 + 2 * D, "agent", builds, {}, grain="d")
+    some = Filters(agents=("a", "b"))
+    assert read_settings(days, Filters()) == ", optimize_use_projections = 0"
+    assert read_settings(days, some) == ", optimize_move_to_prewhere = 0"
+    with_raw = plan(DAY0 + 60_000, DAY0 + 2 * D, "agent", builds, {}, grain="d")
+    assert with_raw.raw
+    assert read_settings(with_raw, some) == ""
+    assert read_settings(with_raw, Filters()) == ", optimize_use_projections = 0"
+    totals = plan(DAY0, DAY0 + 2 * D, "total", builds, {}, grain="d")
+    assert read_settings(totals, Filters()) == ", optimize_use_projections = 0"
+    assert read_settings(plan(DAY0, DAY0 + 2 * D, "full", builds, {}, grain="d"), some) == ""

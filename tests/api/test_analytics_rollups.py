@@ -440,3 +440,154 @@ async def test_refstream_analytics_build_once_registers_the_builds(
     ).result_rows
     assert {gen for (gen,) in written} == gens
     assert Builder(ch).cycle() == []  # nothing left stale: the CLI pass built it all
+
+
+# --- month rows of the totals ----------------------------------------------------------------
+
+SEPTEMBER = datetime(2026, 9, 1, tzinfo=UTC)
+# Rows on every day from Aug 29 to Oct 2 (every day of September must be built for its month
+# rows to exist); the builder's clock is Oct 3, 06:20.
+M_FIRST, M_DAYS = SEPTEMBER - timedelta(days=3), 35
+M_NOW = SEPTEMBER + timedelta(days=32, hours=6, minutes=20)
+
+
+def generate_months(tenant: str, seed: int = 10) -> Dataset:
+    """A few rows a day over `M_DAYS` days (clicks, conversions, edits, entries, refunds with
+    duplicates), and late rows on Sep 1 and Sep 14: the first day of the month, whose day
+    rows share their bucket with the month rows, and a day inside it."""
+    rng = random.Random(seed)
+    first, late = Rows(), Rows()
+    clicks: list[dict[str, Any]] = []
+    for day in range(M_DAYS):
+        start = M_FIRST + timedelta(days=day)
+        for _ in range(3):
+            row = click(tenant, rng, _when(rng, start, timedelta(days=1)), len(clicks))
+            clicks.append(row)
+            first.add("clicks", row)
+        for n in range(2):
+            number = day * 10 + n
+            when = _when(rng, start, timedelta(days=1))
+            conv, link = conversion(tenant, rng, when, number, clicks, version=1 + n)
+            first.add("conversions", conv)
+            if conv["agent_id"] is not None:
+                first.add("commission_events", entry(conv, link, f"{number}", conv["agent_id"],
+                                                     conv["revenue"] / 10, when))  # fmt: skip
+            if number % 3 == 0:
+                first.add("refunds", refund(conv, f"{number}", when + timedelta(hours=5)))
+    for table in ("clicks", "conversions", "commission_events", "refunds"):
+        first.tables[table] += first.tables[table][::5]  # duplicates
+    late_hours: set[int] = set()
+    for n, start in enumerate((SEPTEMBER, SEPTEMBER + timedelta(days=13))):
+        when = _when(rng, start, timedelta(days=1))
+        late_hours.add(utc_ms(when) // HOUR_MS * HOUR_MS)
+        counted = {"agent_id": "agt_1", "visitor_id": f"late{n}", "is_bot": False,
+                   "is_duplicate": False}  # fmt: skip
+        late.add("clicks", click(tenant, rng, when, 9000 + n) | counted)
+        conv, link = conversion(tenant, rng, when, 9000 + n, clicks)
+        conv |= {"agent_id": "agt_2", "program_id": PROGRAMS[0], "rule": "last_click"}
+        late.add("conversions", conv)
+        late.add("commission_events", entry(conv, link, f"{9000 + n}", "agt_2",
+                                            Decimal("2.5"), when))  # fmt: skip
+    return Dataset(first, late, late_hours)
+
+
+def month_questions(tenant: str) -> list[Question]:
+    """Periods holding all of September: from a partial hour of Aug 30, from Aug 31's midnight,
+    and exactly September; plus one filtered (read from agent rows, never month rows)."""
+    periods = [
+        (SEPTEMBER - timedelta(days=1, hours=13, minutes=43), SEPTEMBER + timedelta(days=31)),
+        (SEPTEMBER - timedelta(days=1), SEPTEMBER + timedelta(days=30, hours=5)),
+        (SEPTEMBER, SEPTEMBER + timedelta(days=30)),
+    ]
+    out = [Question(tenant_id=tenant, start=s, end=e) for s, e in periods]
+    return [*out, Question(tenant_id=tenant, start=periods[0][0], end=periods[0][1],
+                           agents=("agt_1", "agt_2"))]  # fmt: skip
+
+
+async def month_answers(store: AnalyticsStore, tenant: str) -> dict[str, Any]:
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {}
+    for i, q in enumerate(month_questions(tenant)):
+        calls[f"{i} totals"] = partial(store.totals, q)
+    calls["by agent"] = partial(store.ranked, month_questions(tenant)[0], Dimension.agent,
+                                Metric.revenue, limit=50)  # fmt: skip
+    return await gathered(calls)
+
+
+async def month_plans(store: AnalyticsStore, tenant: str) -> list[Plan]:
+    return [await store.where(q, "total", "d") for q in month_questions(tenant)[:3]]
+
+
+@pytest.mark.timeout(600)
+async def test_month_rows_answer_as_raw_rows_through_late_rows_replays_and_rebuilds(
+    ch: Client, reader: ClickHouseReader
+) -> None:
+    """The summary of a period holding a whole month reads that month's month row (the totals
+    of its days summed once, ClickHouse 0010) and answers exactly as raw rows do; late rows in
+    the month (on its first day too) make it read days and raw hours until the rebuild, which
+    sums the month again from the rebuilt days; superseded month rows are deleted."""
+    tenant = f"t_mon_{uuid.uuid4().hex[:8]}"
+    data = generate_months(tenant)
+    raw, rollups = AnalyticsStore(reader, rollups=False), AnalyticsStore(reader)
+    insert(ch, data.first)
+    builder, now = Builder(ch), utc_ms(M_NOW)
+    await settle()
+    builder.cycle(now_ms=now)
+    september = utc_ms(SEPTEMBER)
+    plans = await month_plans(rollups, tenant)
+    assert [p.months for p in plans] == [(september,)] * 3
+    first_gen = plans[0].month_gens
+    expected = await month_answers(raw, tenant)
+    assert expected["0 totals"].conversions > 0
+    assert differences(expected, await month_answers(rollups, tenant)) == []
+
+    # Late rows on Sep 1 and Sep 14: their hours read raw, September read as days.
+    insert(ch, data.late)
+    plans = await month_plans(rollups, tenant)
+    assert [p.months for p in plans] == [()] * 3
+    raw_hours = {h for start, end in plans[0].raw for h in range(start, end, HOUR_MS)}
+    assert data.late_hours <= raw_hours
+    late = await month_answers(raw, tenant)
+    assert late["0 totals"].conversions == expected["0 totals"].conversions + 2
+    assert late["0 totals"].unique_visitors == expected["0 totals"].unique_visitors + 2
+    assert differences(late, await month_answers(rollups, tenant)) == []
+    insert(ch, data.first)  # a replay counts once
+    assert differences(late, await month_answers(rollups, tenant)) == []
+
+    # The rebuild, first of the days only (as between the two steps of a pass): the days (all
+    # of them, after the replay) have new gens, so the month row, summed from their old gens,
+    # is not read.
+    await settle()
+    summing = builder.build_months
+    builder.build_months = lambda *_: []  # type: ignore[method-assign]
+    rebuilt = builder.cycle(now_ms=now)
+    assert {d.day_ms for d in rebuilt if d.tenant_id == tenant} >= {
+        september, september + 13 * DAY_MS
+    }  # fmt: skip
+    plans = await month_plans(rollups, tenant)
+    assert [p.months for p in plans] == [()] * 3
+    assert all(not p.raw for p in plans[1:])  # every hour current again: read as days
+    assert differences(late, await month_answers(rollups, tenant)) == []
+    # Then September is summed again from the rebuilt days.
+    builder.build_months = summing  # type: ignore[method-assign]
+    assert builder.cycle(now_ms=now) == []  # no day left to build ...
+    plans = await month_plans(rollups, tenant)  # ... but the month was
+    assert [p.months for p in plans] == [(september,)] * 3
+    assert plans[0].month_gens != first_gen
+    assert differences(late, await month_answers(rollups, tenant)) == []
+
+    def month_rows() -> int:
+        return int(
+            ch.command(
+                f"SELECT count() FROM {ROLLUPS} WHERE tenant_id = {{t:String}} AND grain = 'mon'",
+                parameters={"t": tenant},
+            )  # type: ignore[arg-type]
+        )
+
+    assert month_rows() == 2  # the superseded one is still there for queries planned before
+    # A minute later both the superseded day rows and month row are gone, and the current month
+    # row stays (it shares its bucket, Sep 1, with the rebuilt day's rows).
+    builder.clean(server_ms(ch) + KEEP_SUPERSEDED_MS)
+    assert month_rows() == 1
+    assert [p.months for p in await month_plans(rollups, tenant)] == [(september,)] * 3
+    assert differences(late, await month_answers(rollups, tenant)) == []
+    assert builder.cycle(now_ms=now) == []
