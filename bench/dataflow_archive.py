@@ -6,8 +6,7 @@ It does the part of the attribution flow's work that any flow of this design doe
 event, and nothing else: reads the input topics, decodes each envelope with the contract's checks
 (`events.parse_envelope`), a click's body too (`parse_click`), builds the archive rows the
 attribution flow builds (`raw_events` for every event, `clicks` for clicks, `refunds` for
-refunds; the same row builders), gathered per table and pass as the attribution flow gathers
-them (`flow.parse_batch`), and writes them through the same sink (`ClickHouseSink`, a pass's
+refunds; the same row builders) and writes them through the same sink (`ClickHouseSink`, a pass's
 rows in one insert per table). No state events, no attribution, no ledger. What it costs (its
 processes, the ClickHouse front, the broker) is a floor for the attribution flow measured with
 every part of the archiving in it, including the client side of the inserts: the attribution
@@ -56,16 +55,8 @@ def archive_rows(message: KafkaSourceMessage[bytes | None, bytes | None]) -> lis
     return rows
 
 
-def archive_batches(
-    messages: list[KafkaSourceMessage[bytes | None, bytes | None]],
-) -> list[tuple[str, list[Row]]]:
-    """The archive rows of one pass's messages gathered per table, as the attribution flow
-    hands them to its sink (`flow.parse_batch`)."""
-    tables: dict[str, list[Row]] = {}
-    for message in messages:
-        for table, row in archive_rows(message):
-            tables.setdefault(table, []).append(row)
-    return list(tables.items())
+def _one_row_batch(row: tuple[str, Row]) -> tuple[str, list[Row]]:
+    return row[0], [row[1]]
 
 
 def build(input_topics: Sequence[str], deadletter_topic: str = "refstream.deadletter") -> Dataflow:
@@ -79,6 +70,10 @@ def build(input_topics: Sequence[str], deadletter_topic: str = "refstream.deadle
         "kafka_in", flow, brokers=settings.kafka_bootstrap.split(","), topics=list(input_topics),
         tail=False, add_config={"log_level": "0"}, batch_size=KAFKA_BATCH_SIZE,
     )  # fmt: skip
-    batches = op.flat_map_batch("archive", kafka.oks, archive_batches)
-    op.output("clickhouse_out", batches, ClickHouseSink(settings, deadletter_topic))
+    rows = op.flat_map("archive", kafka.oks, archive_rows)
+    op.output(
+        "clickhouse_out",
+        op.map("row", rows, _one_row_batch),
+        ClickHouseSink(settings, deadletter_topic),
+    )
     return flow

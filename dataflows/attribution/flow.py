@@ -9,13 +9,12 @@ Step ids are part of the recovery state: renaming one breaks resuming from old s
 
 ```
 kafka_in (clicks, orders, refunds, erp, customers) ──errs──────────────────────┐
-   └─ parse ─┬─ archive rows per table and pass, straight ──┐                  │
+   └─ parse ─┬─ archive rows (raw_events, clicks), straight ─┐                  │
              ├─ dead letters (unparseable) ──────────────────┼───────────────────┤
              └─ events → key_tenant → attribute (stateful) ─┤                   │
              conversions, entries, approvals, dead letters (late, orphan)       ▼
-      rows → row, with the archive batches (on the worker that made them) → clickhouse_out
-        (bounded-wait batching: rows → key_table → ch_batch (batch) → clickhouse_out)
-                                                                   deadletter_out (Kafka)
+      rows → row (on the worker that made them) → clickhouse_out   deadletter_out (Kafka)
+        (replays, bounded-wait batching: rows → key_table → ch_batch (batch) → clickhouse_out)
       entries + approvals → key_ledger → ledger_batch (batch) → ledger_out (PostgreSQL)
       collection webhooks → key_catalog → catalog_batch (batch) → catalog_out (PostgreSQL)
 ```
@@ -162,32 +161,6 @@ def parse_value(raw: bytes | None, *, archive: bool = True) -> list[Parsed]:
     return out
 
 
-# Archive rows of one table, together: how parsing hands them to the sink (`parse_batch`).
-TableBatch = tuple[str, list[Row]]
-
-
-def parse_batch(values: list[bytes | None], *, archive: bool = True) -> list[Parsed | TableBatch]:
-    """`parse_value` over one scheduling pass's values (a Kafka poll: up to `KAFKA_BATCH_SIZE`
-    a partition), with the archive rows gathered per table: one `(table, rows)` batch per table
-    and pass instead of an item per row. Nine events in ten are clicks, each with two archive
-    rows: as items of their own they passed two more operators each (the `is_row` branch and
-    the `row` map) and were merged back per table by the sink. Events, dead letters and
-    collection changes come out one by one, in input order."""
-    out: list[Parsed | TableBatch] = []
-    tables: dict[str, list[Row]] = {}
-    for value in values:
-        for item in parse_value(value, archive=archive):
-            if type(item) is tuple:
-                rows = tables.get(item[0])
-                if rows is None:
-                    rows = tables[item[0]] = []
-                rows.append(item[1])
-            else:
-                out.append(item)
-    out.extend(tables.items())
-    return out
-
-
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, Unprocessable):
         return str(exc)
@@ -226,7 +199,7 @@ def _stamp_and_route(
     return route(event)
 
 
-def _is_row(item: Parsed | TableBatch) -> bool:
+def _is_row(item: Parsed) -> bool:
     return type(item) is tuple
 
 
@@ -280,10 +253,6 @@ def _table_batch(keyed: tuple[str, list[tuple[str, Row]]]) -> tuple[str, list[Ro
     return table, [row for _, row in rows]
 
 
-def _table_rows(rows: TableBatch) -> list[TableRow]:
-    return [(rows[0], row) for row in rows[1]]
-
-
 def _row_batch(row: tuple[str, Row]) -> tuple[str, list[Row]]:
     return row[0], [row[1]]
 
@@ -314,14 +283,13 @@ def attribution_steps(
     `analytics=False` (replays) builds no archive or analytics rows: `rows` then carries only
     the `conversions` rows (which orders were decided)."""
     batching = batching or Batching()
-    # Each pass's values parsed together, the archive rows gathered per table (`parse_batch`);
-    # those batches go straight to the sink: they used to pass through every filter of the
-    # results below (ten calls a click more), then two operators a row.
-    parsed = op.flat_map_batch("parse", values, partial(parse_batch, archive=analytics))
+    parse = parse_value if analytics else partial(parse_value, archive=False)
+    parsed = op.flat_map("parse", values, parse)
+    # The archive rows (two of a click's three items) go straight to the sink: they used to
+    # pass through every filter of the results below (ten calls a click more).
     archived = op.branch("is_row", parsed, _is_row)
-    archive_batches = cast(Stream[TableBatch], archived.trues)  # what `is_row` says
-    unbatched = cast(Stream[Parsed], archived.falses)  # no row batch: what `is_row` says
-    split = op.branch("is_event", unbatched, _is_event)
+    archive_rows = cast(Stream[TableRow], archived.trues)  # what `is_row` says
+    split = op.branch("is_event", archived.falses, _is_event)
     # Clicks and orders' lookups to the tenant's click shards; the rest to the tenant
     # (`routing`). The shards' answers join the tenant's input.
     # Lateness is judged here, in the order this worker read the events (`stages.clock`), in
@@ -350,9 +318,8 @@ def attribution_steps(
 
     dead = op.filter_map("dead", tagged, _dead)
     results_rows = op.flat_map("rows", tagged, _rows if analytics else _conversion_rows)
+    rows = op.merge("all_rows", archive_rows, results_rows)
     if batching.timeout:  # bounded wait: batches grow across passes, in recovery state
-        archive_rows = op.flat_map("archive_rows", archive_batches, _table_rows)
-        rows = op.merge("all_rows", archive_rows, results_rows)
         keyed_rows = op.key_on("key_table", rows, _table)
         row_batches = batch("ch_batch", keyed_rows, batching.timeout, batching.max_size)
         table_batches = op.map("table_batch", row_batches, _table_batch)
@@ -360,8 +327,7 @@ def attribution_steps(
         # Adaptive: the sink writes what each pass brought, on the worker that made the rows.
         # Keyed by table (as before), every archive row, with its body, crossed to the table's
         # worker (pickled, for half of them with 2 processes) and one worker wrote each table.
-        result_batches = op.map("row", results_rows, _row_batch)
-        table_batches = op.merge("all_rows", archive_batches, result_batches)
+        table_batches = op.map("row", rows, _row_batch)
     items: Stream[LedgerItem] = op.filter_map("entries", tagged, _ledger_item)
     entries = op.key_on("key_ledger", items, _entry_tenant)
     ledger = batch("ledger_batch", entries, batching.timeout, batching.max_size)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from bytewax.connectors.kafka import KafkaSourceMessage
 
-from bench.dataflow_archive import archive_batches, archive_rows
-from dataflows.attribution.flow import parse_batch, parse_value
+from bench.dataflow_archive import archive_rows
+from dataflows.attribution.flow import parse_value
 from tests.dataflows.builders import T0, click, click_id, days, order, refund
 
 
@@ -27,16 +27,3 @@ def test_the_baseline_archives_what_the_flow_archives_and_nothing_else() -> None
         assert archive_rows(_message(value)) == flow_rows
         tables.append([table for table, _ in flow_rows])
     assert tables == [["raw_events", "clicks"], ["raw_events"], ["raw_events", "refunds"], []]
-
-
-def test_the_baseline_gathers_a_pass_per_table_as_the_flow_does() -> None:
-    values = [
-        click("t_arch", click_id(1), at=T0, visitor="v1").to_bytes(json_body=True),
-        click("t_arch", click_id(2), at=T0, visitor="v2").to_bytes(json_body=True),
-        order("t_arch", 1001, at=T0 + days(1), cites=click_id(1)).to_bytes(json_body=True),
-        refund("t_arch", 1001, 7, [(1, 1)], at=T0 + days(2)).to_bytes(),
-        b"not an envelope",
-    ]
-    flow = [item for item in parse_batch(values) if type(item) is tuple]
-    assert archive_batches([_message(v) for v in values]) == flow
-    assert [table for table, _ in flow] == ["raw_events", "clicks", "refunds"]

@@ -358,37 +358,3 @@ def test_each_program_applies_its_own_attribution_policy() -> None:
     ]  # fmt: skip
     assert result.balance("agt_ana") == Decimal("10.00")
     assert result.balance("agt_bob") == Decimal("40.00")
-
-
-def test_parse_batch_gathers_archive_rows_per_table() -> None:
-    """`parse_batch` gives what `parse_value` gives value by value, the archive rows gathered
-    per table (in input order within a table) and everything else in input order."""
-    from datetime import UTC, datetime
-
-    from bench.dataflow import Plan
-    from dataflows.attribution.flow import parse_batch, parse_value
-    from tests.dataflows.builders import new_tenant
-
-    plan = Plan(new_tenant(), 40, 8, 0.5, datetime(2026, 11, 1, tzinfo=UTC))
-    values: list[bytes | None] = [plan.click_bytes(i)[1] for i in range(plan.clicks)]
-    values += [value for _, _, value in plan.order_messages()]
-    values += [b"", None, b"not an envelope"]  # dead letters, in their place
-    for archive in (True, False):
-        expected_rows: dict[str, list[tuple[object, ...]]] = {}
-        expected_rest: list[object] = []
-        for value in values:
-            for item in parse_value(value, archive=archive):
-                if type(item) is tuple:
-                    expected_rows.setdefault(item[0], []).append(item[1])
-                else:
-                    expected_rest.append(item)
-        out = parse_batch(values, archive=archive)
-        batches = [item for item in out if type(item) is tuple]
-        rest = [item for item in out if type(item) is not tuple]
-        assert dict(batches) == expected_rows
-        assert len(batches) == len(expected_rows)  # one batch a table
-        assert [type(i) for i in rest] == [type(i) for i in expected_rest]
-        assert [getattr(i, "event_id", getattr(i, "reason", None)) for i in rest] == [
-            getattr(i, "event_id", getattr(i, "reason", None)) for i in expected_rest
-        ]
-        assert bool(batches) is archive
