@@ -61,7 +61,7 @@ CHUNK = 1_000_000
 # Loaded directly or (the last two) by the materialized views of deploy/clickhouse/0002.
 TABLES = ("clicks", "conversions", "commission_events", "refunds", "conversion_orders",
           "click_links", "rollup_touches", "rollups_v2",
-          "rollup_builds_v2", "rollup_months", "rollup_state")  # fmt: skip
+          "rollup_builds_v2", "rollup_months")  # fmt: skip
 
 # Expressions over `number` (the conversion index) shared by every table, so clicks, entries
 # and refunds match their conversion.
@@ -290,10 +290,6 @@ def main() -> None:
         elif args.rebuild:
             for table in ("rollups_v2", "rollup_builds_v2", "rollup_months"):
                 client.command(f"TRUNCATE TABLE {table}")
-            # their copies in the planning state (ClickHouse 0011); the touches stay
-            client.command(
-                "ALTER TABLE rollup_state DELETE WHERE kind != 't'", settings={"mutations_sync": 2}
-            )
             print("dropped the rollups: every day is built again")
         if not args.no_optimize:
             print(f"OPTIMIZE ... FINAL took {optimize(client):.0f} s")

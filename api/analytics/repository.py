@@ -40,7 +40,6 @@ from api.analytics.rollups import (
     DIMENSIONS,
     GRAINS,
     HOUR_MS,
-    STATE_SQL,
     VISITORS,
     VISITORS_PRECISION,
     Filters,
@@ -53,6 +52,7 @@ from api.analytics.rollups import (
     read_settings,
     read_state,
     rollup_facts,
+    state_sql,
     utc_ms,
 )
 from api.analytics.schemas import Dimension, Metric
@@ -349,7 +349,7 @@ class AnalyticsStore:
         if not self.rollups or first >= last or grain not in GRAINS.get(cuboid, ()):
             return raw_plan(start, end)
         rows = await self.reader.query(
-            STATE_SQL + NO_JIT, {"tenant": q.tenant_id, "first": first, "last": last}
+            state_sql(first, last) + NO_JIT, {"tenant": q.tenant_id, "first": first, "last": last}
         )
         builds, touches, months = read_state(rows)
         return plan(start, end, cuboid, builds, touches, grain=grain, months=months)

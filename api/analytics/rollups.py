@@ -528,25 +528,42 @@ def raw_plan(start_ms: int, end_ms: int) -> Plan:
     return Plan("total", raw=((start_ms, end_ms),))
 
 
-# The planning state of a period [first, last) (whole hours), from `rollup_state` (ClickHouse
-# 0011), which materialized views fill from the builds, touches and month rows: one table read
-# instead of three (each costs about 3 ms). Days from the period's first day to its last one
-# (inclusive), the hours and month starts among them; rows outside the period are ignored.
-STATE = "rollup_state"
 STATE_SQL = (
-    "SELECT kind, toInt64(toUnixTimestamp(at)) * 1000, toInt64(toUnixTimestamp64Milli(version)),"
-    f" toInt64(toUnixTimestamp(until)) * 1000, gen, day_gens FROM {STATE} FINAL"
-    " WHERE tenant_id = {tenant:String}"
-    " AND at >= toStartOfDay(fromUnixTimestamp64Milli({first:Int64}, 'UTC'))"
-    " AND at < toStartOfDay(fromUnixTimestamp64Milli({last:Int64}, 'UTC')) + INTERVAL 1 DAY"
+    "SELECT 'b' AS what, toInt64(toUnixTimestamp(toDateTime(day, 'UTC'))) * 1000 AS at,"
+    " toInt64(toUnixTimestamp64Milli(built_at)) AS b, toInt64(toUnixTimestamp(until)) * 1000,"
+    f" gen, emptyArrayUInt64() FROM {BUILDS} FINAL WHERE tenant_id = {{tenant:String}}"
+    " AND day >= toDate(fromUnixTimestamp64Milli({first:Int64}, 'UTC'))"
+    " AND day < toDate(fromUnixTimestamp64Milli({last:Int64}, 'UTC')) + 1"
+    "\nUNION ALL\n"
+    "SELECT 't', toInt64(toUnixTimestamp(hour)) * 1000,"
+    " toInt64(toUnixTimestamp64Milli(touched_at)), 0, toUInt64(0), emptyArrayUInt64()"
+    " FROM rollup_touches FINAL WHERE tenant_id = {tenant:String}"
+    " AND hour >= fromUnixTimestamp64Milli({first:Int64}, 'UTC')"
+    " AND hour < fromUnixTimestamp64Milli({last:Int64}, 'UTC')"
 )
+# Added to `STATE_SQL` only when the period holds a whole UTC month (a third table read costs a
+# few ms): the month rows of the months starting in [first, last).
+MONTHS_STATE_SQL = (
+    "\nUNION ALL\n"
+    "SELECT 'M', toInt64(toUnixTimestamp(toDateTime(month, 'UTC'))) * 1000,"
+    " toInt64(toUnixTimestamp64Milli(built_at)), 0, gen, day_gens"
+    f" FROM {MONTHS} FINAL WHERE tenant_id = {{tenant:String}}"
+    " AND month >= toDate(fromUnixTimestamp64Milli({first:Int64}, 'UTC'))"
+    " AND month < toDate(fromUnixTimestamp64Milli({last:Int64}, 'UTC'))"
+)
+
+
+def state_sql(first_ms: int, last_ms: int) -> str:
+    """The planning query of [first_ms, last_ms) (whole hours): builds and touches, and the
+    month rows when the period holds a whole month (parameters `tenant`, `first`, `last`)."""
+    return STATE_SQL + (MONTHS_STATE_SQL if whole_months(first_ms, last_ms) else "")
 
 
 def read_state(
     rows: Iterable[Sequence[Any]],
 ) -> tuple[dict[int, Build], dict[int, int], dict[int, MonthBuild]]:
     """(builds per day, latest touch per hour, month rows per month) from the rows of
-    `STATE_SQL`."""
+    `state_sql`."""
     builds: dict[int, Build] = {}
     touches: dict[int, int] = {}
     months: dict[int, MonthBuild] = {}
@@ -727,5 +744,6 @@ __all__ = [
     "rollup_facts",
     "stale_days",
     "stale_months",
+    "state_sql",
     "whole_months",
 ]
