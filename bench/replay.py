@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -214,15 +214,24 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def child_read(settings: Settings, tenant_id: str, page_rows: int) -> dict[str, Any]:
-    """The replay source alone into a counting sink."""
+def _read_archive(
+    settings: Settings,
+    tenant_id: str,
+    page_rows: int,
+    name: str,
+    steps: Callable[[Stream[bytes | None]], object] | None = None,
+) -> dict[str, Any]:
+    """The replay source (a snapshot of the archive, paged) into a counting step, with `steps`
+    run on its values too: events read, wall and CPU seconds, peak RSS."""
     started = time.perf_counter()
-    snapshot = ArchiveSnapshot(settings, ReplayScope(tenant_id), timedelta(days=30), "benchread")
+    snapshot = ArchiveSnapshot(settings, ReplayScope(tenant_id), timedelta(days=30), name)
     copied = time.perf_counter() - started
     counted = [0]
     try:
-        flow = Dataflow("replay_read")
+        flow = Dataflow(f"replay_{name}")
         values = op.input("archive_in", flow, ArchiveSource(snapshot, page_rows=page_rows))
+        if steps is not None:
+            steps(values)
 
         def count(_step: str, _value: bytes | None) -> None:
             counted[0] += 1
@@ -234,6 +243,11 @@ def child_read(settings: Settings, tenant_id: str, page_rows: int) -> dict[str, 
     elapsed = time.perf_counter() - started
     return {"events": counted[0], "seconds": elapsed, "snapshot_seconds": copied,
             "rss_mb": _peak_rss_mb(), "cpu_seconds": _cpu_seconds()}  # fmt: skip
+
+
+def child_read(settings: Settings, tenant_id: str, page_rows: int) -> dict[str, Any]:
+    """The replay source alone into a counting sink."""
+    return _read_archive(settings, tenant_id, page_rows, "benchread")
 
 
 def _count_key(count: int | None, _item: object) -> tuple[int, int]:
@@ -257,25 +271,7 @@ def floor_steps(values: Stream[bytes | None]) -> KeyedStream[int]:
 def child_floor(settings: Settings, tenant_id: str, page_rows: int) -> dict[str, Any]:
     """The replay source, each value decoded as a replay decodes it and every event through one
     keyed stateful step (a counter per key): the least a replay of this design does."""
-    started = time.perf_counter()
-    snapshot = ArchiveSnapshot(settings, ReplayScope(tenant_id), timedelta(days=30), "benchfloor")
-    copied = time.perf_counter() - started
-    counted = [0]
-    try:
-        flow = Dataflow("replay_floor")
-        values = op.input("archive_in", flow, ArchiveSource(snapshot, page_rows=page_rows))
-        floor_steps(values)
-
-        def count(_step: str, _value: bytes | None) -> None:
-            counted[0] += 1
-
-        op.inspect("count", values, count)
-        run_main(flow)  # type: ignore[no-untyped-call]
-    finally:
-        snapshot.drop()
-    elapsed = time.perf_counter() - started
-    return {"events": counted[0], "seconds": elapsed, "snapshot_seconds": copied,
-            "rss_mb": _peak_rss_mb(), "cpu_seconds": _cpu_seconds()}  # fmt: skip
+    return _read_archive(settings, tenant_id, page_rows, "benchfloor", floor_steps)
 
 
 def child_replay(settings: Settings, tenant_id: str, page_rows: int) -> dict[str, Any]:

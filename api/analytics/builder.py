@@ -267,20 +267,8 @@ class Builder:
         current_months = {
             (str(t), int(m)): int(g) for t, m, g, _ in self.client.query(_MONTHS).result_rows
         }
-        days: dict[str, dict[int, int]] = {}
-        for item in due:
-            _, tenant, day = item
-            gen = current.get((tenant, day))
-            if gen is not None:
-                days.setdefault(tenant, {})[day] = gen
-            self.superseded.remove(item)
-        months: dict[str, dict[int, int]] = {}
-        for item in due_months:
-            _, tenant, month = item
-            gen = current_months.get((tenant, month))
-            if gen is not None:
-                months.setdefault(tenant, {})[month] = gen
-            self.superseded_months.remove(item)
+        days = _current_gens(due, current, self.superseded)
+        months = _current_gens(due_months, current_months, self.superseded_months)
         # One mutation per tenant: each one rewrites every part it touches.
         for tenant in sorted({*days, *months}):
             day_gens, month_gens = days.get(tenant, {}), months.get(tenant, {})
@@ -334,3 +322,21 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _current_gens(
+    due: list[tuple[int, str, int]],
+    current: dict[tuple[str, int], int],
+    pending: list[tuple[int, str, int]],
+) -> dict[str, dict[int, int]]:
+    """Per tenant, the current gen of each bucket (day or month) in `due` (superseded entries
+    `(at, tenant, bucket)`), each entry taken off `pending`; a bucket with no current gen is
+    left out."""
+    out: dict[str, dict[int, int]] = {}
+    for item in due:
+        _, tenant, bucket = item
+        gen = current.get((tenant, bucket))
+        if gen is not None:
+            out.setdefault(tenant, {})[bucket] = gen
+        pending.remove(item)
+    return out
