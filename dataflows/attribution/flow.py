@@ -327,6 +327,10 @@ def attribution_steps(
         # Adaptive: the sink writes what each pass brought, on the worker that made the rows.
         # Keyed by table (as before), every archive row, with its body, crossed to the table's
         # worker (pickled, for half of them with 2 processes) and one worker wrote each table.
+        # (The map also makes a pass one `write_batch`, its tables inserted side by side:
+        # bytewax calls a sink once per upstream message, and a merge straight into the sink
+        # wrote the archive rows and the results one after the other; tests/dataflows/
+        # test_flow.py checks both.)
         table_batches = op.map("row", rows, _row_batch)
     items: Stream[LedgerItem] = op.filter_map("entries", tagged, _ledger_item)
     entries = op.key_on("key_ledger", items, _entry_tenant)
