@@ -893,6 +893,16 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def archiving_us(fig: Figures) -> tuple[float, float, float] | None:
+    """Archiving alone's CPU µs per event: its flow processes, the ClickHouse front and the
+    broker (None when that phase did not run)."""
+    if not fig.archive_cpu or fig.archive_front_cpu is None:
+        return None
+    used = (sum(fig.archive_cpu), fig.archive_front_cpu, fig.archive_broker_cpu or 0.0)
+    flow, front, broker = (1e6 * x / fig.events for x in used)
+    return flow, front, broker
+
+
 def budget(fig: Figures) -> None:
     """Where the machine's cores go per event, every process of the run measured: the flow,
     the ClickHouse front and the broker in the bounded run; bytewax and the broker in the bare
@@ -924,11 +934,9 @@ def budget(fig: Figures) -> None:
     print(f"  ceiling on {cores} cores: this flow {cores * 1e6 / total:,.0f} events/s; the"
           f" floor {cores * 1e6 / floor:,.0f}; with decoding"
           f" {cores * 1e6 / (floor + decode):,.0f} events/s")  # fmt: skip
-    if fig.archive_cpu and fig.archive_front_cpu is not None:
-        archive, a_front, a_broker = (
-            1e6 * x / n
-            for x in (sum(fig.archive_cpu), fig.archive_front_cpu, fig.archive_broker_cpu or 0)
-        )
+    archive_us = archiving_us(fig)
+    if archive_us is not None:
+        archive, a_front, a_broker = archive_us
         whole = archive + a_front + a_broker
         print(f"  archiving alone (decode, archive rows, the same sink; no attribution): flow"
               f" {archive:.1f} + ClickHouse front {a_front:.1f} + broker {a_broker:.1f} ="
@@ -992,10 +1000,10 @@ def report(fig: Figures, args: Any) -> None:
         # below a throughput target the target is beyond the design on this machine.
         archived = fig.events / fig.archive_s
         row("archiving alone events/s (no attribution)", f"{archived:,.0f}")
-        if fig.archive_cpu and fig.archive_front_cpu is not None:
+        archive_us = archiving_us(fig)
+        if archive_us is not None:
             # What every process of it used (flow, front, broker) spread over all the cores.
-            used = sum(fig.archive_cpu) + fig.archive_front_cpu + (fig.archive_broker_cpu or 0)
-            ceiling = (os.cpu_count() or 1) * fig.events / used
+            ceiling = (os.cpu_count() or 1) * 1e6 / sum(archive_us)
             row("  its ceiling on all cores (CPU), events/s", f"{ceiling:,.0f}")
             row("  ≥ 50,000 events/s within this design here?",
                 "yes" if ceiling >= 50_000 else "no: beyond it")  # fmt: skip

@@ -311,19 +311,6 @@ def run(settings: Settings, *, interval: float = 10.0, once: bool = False) -> No
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--interval", type=float, default=10.0, help="seconds between passes")
-    parser.add_argument("--once", action="store_true", help="one pass, then exit")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    run(Settings(), interval=args.interval, once=args.once)
-
-
-if __name__ == "__main__":
-    main()
-
-
 def _current_gens(
     due: list[tuple[int, str, int]],
     current: dict[tuple[str, int], int],
@@ -340,3 +327,16 @@ def _current_gens(
             out.setdefault(tenant, {})[bucket] = gen
         pending.remove(item)
     return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between passes")
+    parser.add_argument("--once", action="store_true", help="one pass, then exit")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    run(Settings(), interval=args.interval, once=args.once)
+
+
+if __name__ == "__main__":
+    main()

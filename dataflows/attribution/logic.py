@@ -383,10 +383,9 @@ def _ago(conversion: Conversion, click: ClickCandidate) -> str:
 def _in_order(clicks: Iterable[ClickCandidate]) -> list[ClickCandidate]:
     """Distinct clicks by time and id; two different records of one id at one time (rare) are
     ordered by their whole contents, so the order never depends on the input's."""
-    if not isinstance(clicks, list | tuple):
-        clicks = list(clicks)
+    clicks = list(clicks)
     if len(clicks) < 2:  # most orders: nothing to order or to deduplicate
-        return list(clicks)
+        return clicks
     distinct = set(clicks)
     ordered = sorted(distinct, key=lambda c: (c.occurred_at, c.click_id))
     if len({(c.occurred_at, c.click_id) for c in ordered}) < len(ordered):
