@@ -195,6 +195,10 @@ class Plan:
         c = self.order_clicks[j]
         return self.tenant.bob if c is None else self.agent(c)
 
+    @property
+    def tenant_ids(self) -> tuple[str, ...]:
+        return (self.tenant.tenant_id,)
+
     def expected_ledger(self, extra_agents: list[str] = ()) -> tuple[int, dict[str, Decimal]]:
         """(rows, net amount per agent): 10% of 100.00 to the agent, 0.50 to ana's manager;
         a full refund reverses every entry of its order."""
@@ -210,6 +214,69 @@ class Plan:
                 if agent == t.ana:
                     totals[t.boss] += Decimal("0.50")
         return rows, {a: v for a, v in totals.items() if v}
+
+
+@dataclass
+class Tenants:
+    """Several small tenants as one input (`--tenants N`): the same clicks, orders and refunds
+    as one `Plan` of the totals, split evenly, each tenant with its own agents, program and
+    coupon; event i of the click stream (and each round of the order stream) goes to tenant
+    i % N, so the tenants' events interleave as a shared ingress would write them. Offers what
+    the bounded, single-process, archive, state and decode phases read of a `Plan`."""
+
+    plans: list[Plan]
+
+    @classmethod
+    def split(
+        cls, tenants: list[Tenant], clicks: int, orders: int, refund_share: float, base: datetime
+    ) -> Tenants:
+        n = len(tenants)
+        if clicks % n or orders % n:
+            raise SystemExit(f"--clicks and --orders must be multiples of --tenants ({n})")
+        return cls([Plan(t, clicks // n, orders // n, refund_share, base) for t in tenants])
+
+    @property
+    def tenant(self) -> Tenant:
+        return self.plans[0].tenant
+
+    @property
+    def tenant_ids(self) -> tuple[str, ...]:
+        return tuple(p.tenant.tenant_id for p in self.plans)
+
+    @property
+    def clicks(self) -> int:
+        return sum(p.clicks for p in self.plans)
+
+    @property
+    def orders(self) -> int:
+        return sum(p.orders for p in self.plans)
+
+    @property
+    def refunds(self) -> int:
+        return sum(p.refunds for p in self.plans)
+
+    def click_bytes(self, i: int) -> tuple[bytes, bytes]:
+        n = len(self.plans)
+        return self.plans[i % n].click_bytes(i // n)
+
+    def order_messages(self) -> Iterator[tuple[str, bytes, bytes]]:
+        streams = [p.order_messages() for p in self.plans]
+        while streams:
+            alive = []
+            for stream in streams:
+                message = next(stream, None)
+                if message is not None:
+                    yield message
+                    alive.append(stream)
+            streams = alive
+
+    def expected_ledger(self) -> tuple[int, dict[str, Decimal]]:
+        rows, totals = 0, {}
+        for plan in self.plans:
+            n, per_agent = plan.expected_ledger()
+            rows += n
+            totals.update(per_agent)  # agent ids are the tenant's own
+        return rows, totals
 
 
 def fresh_order(t: Tenant, order_id: int, cites: str, now: datetime) -> EventEnvelope:
@@ -444,8 +511,9 @@ def run_bounded(
 
 
 class Sinks:
-    def __init__(self, settings: Settings, tenant_id: str) -> None:
-        self.settings, self.tenant_id = settings, tenant_id
+    def __init__(self, settings: Settings, tenant_ids: str | tuple[str, ...]) -> None:
+        ids = (tenant_ids,) if isinstance(tenant_ids, str) else tenant_ids
+        self.settings, self.tenant_ids = settings, list(ids)
         self.ch = client_for(settings)
         self.pg = psycopg.connect(settings.postgres_url, autocommit=True)
 
@@ -456,22 +524,22 @@ class Sinks:
     def ch_count(self, table: str, *, final: bool = True) -> int:
         rows = self.ch.query(
             f"SELECT count() FROM {table} {'FINAL' if final else ''}"
-            " WHERE tenant_id = {t:String}",
-            parameters={"t": self.tenant_id},
+            " WHERE tenant_id IN {t:Array(String)}",
+            parameters={"t": self.tenant_ids},
         ).result_rows
         return int(rows[0][0])
 
     def ledger(self) -> tuple[int, dict[str, Decimal]]:
         rows = self.pg.execute(
-            "SELECT agent_id, sum(amount), count(*) FROM ledger_entries WHERE tenant_id = %s"
-            " GROUP BY agent_id",
-            (self.tenant_id,),
+            "SELECT agent_id, sum(amount), count(*) FROM ledger_entries"
+            " WHERE tenant_id = ANY(%s) GROUP BY agent_id",
+            (self.tenant_ids,),
         ).fetchall()
         return sum(n for *_, n in rows), {a: total for a, total, _ in rows if total}
 
     def ledger_rows(self) -> int:
         row = self.pg.execute(
-            "SELECT count(*) FROM ledger_entries WHERE tenant_id = %s", (self.tenant_id,)
+            "SELECT count(*) FROM ledger_entries WHERE tenant_id = ANY(%s)", (self.tenant_ids,)
         ).fetchone()
         return int(row[0]) if row else 0
 
@@ -702,10 +770,9 @@ def freshness(
 
 
 def bounded_phase(
-    stack: Stack, settings: Settings, plan: Plan, topics: Topics, args: Any, fig: Figures
+    stack: Stack, settings: Settings, plan: Plan | Tenants, topics: Topics, args: Any, fig: Figures
 ) -> None:
-    t = plan.tenant
-    sinks = Sinks(settings, t.tenant_id)
+    sinks = Sinks(settings, plan.tenant_ids)
     try:
         factory = attribution_factory(topics.inputs, topics.dead_bounded, tail=False, args=args)
         raw = stack.scratch / "bounded.pyspy"
@@ -817,7 +884,12 @@ def bare_phase(
 
 
 def archive_phase(
-    stack: Stack, settings: Settings, plan: Plan, topics: Topics, fig: Figures, processes: int
+    stack: Stack,
+    settings: Settings,
+    plan: Plan | Tenants,
+    topics: Topics,
+    fig: Figures,
+    processes: int,
 ) -> None:
     """Archiving alone (`bench.dataflow_archive`) on `processes` processes, on fresh stores:
     every event decoded and archived through the flow's own row builders and sink, nothing
@@ -834,7 +906,7 @@ def archive_phase(
     print(f"  archiving alone: {fig.events} events in {seconds:.1f} s (CPU s per process:"
           f" {', '.join(f'{c:.1f}' for c in fig.archive_cpu)}; ClickHouse front:"
           f" {fig.archive_front_cpu:.1f} CPU s)")  # fmt: skip
-    sinks = Sinks(settings, plan.tenant.tenant_id)
+    sinks = Sinks(settings, plan.tenant_ids)
     try:
         fig.check("archiving alone: raw_events (FINAL)", fig.events, sinks.ch_count("raw_events"))
         fig.check("archiving alone: clicks (FINAL)", plan.clicks, sinks.ch_count("clicks"))
@@ -842,7 +914,7 @@ def archive_phase(
         sinks.close()
 
 
-def decode_phase(plan: Plan, fig: Figures) -> None:
+def decode_phase(plan: Plan | Tenants, fig: Figures) -> None:
     """The least work any flow must do per event before its own: decode the envelope with the
     contract's checks (`parse_envelope`: msgspec, both times, the body against its size and
     SHA-256), in this process, on the run's own mix (every order and refund, as many clicks);
@@ -862,7 +934,7 @@ def decode_phase(plan: Plan, fig: Figures) -> None:
     fig.decode_us = 1e6 * (per[0] * plan.clicks + per[1] * n_orders) / (plan.clicks + n_orders)
 
 
-def state_phase(settings: Settings, plan: Plan, sample: int, fig: Figures) -> None:
+def state_phase(settings: Settings, plan: Plan | Tenants, sample: int, fig: Figures) -> None:
     """Clicks through the flow's click shards (`bench.engine`, config read from the bench
     database): memory and snapshot bytes per live click, over all the tenant's shards."""
     config = StaticConfig(load_snapshot(settings.postgres_url))
@@ -949,9 +1021,10 @@ def report(fig: Figures, args: Any) -> None:
         mark = "" if ok is None else ("met" if ok else "MISSED")
         print(f"  {name:<44} {value:>18}  {target:<12} {mark}")
 
+    tenants = "one tenant" if args.tenants == 1 else f"{args.tenants} tenants, split evenly"
     print(f"\nFigures ({args.clicks} clicks, {args.orders} orders, refund share"
-          f" {args.refund_share}; bounded/bare runs on {args.processes} bytewax process(es) of"
-          f" one worker, tailing run on one; {os.cpu_count()} cores):")  # fmt: skip
+          f" {args.refund_share}, {tenants}; bounded/bare runs on {args.processes} bytewax"
+          f" process(es) of one worker, tailing run on one; {os.cpu_count()} cores):")  # fmt: skip
     print("  load average 1/5/15 min: at start " + " ".join(f"{x:.2f}" for x in fig.load_start)
           + ", at end " + " ".join(f"{x:.2f}" for x in os.getloadavg()))  # fmt: skip
     row("figure", "value", "target")
@@ -1046,6 +1119,8 @@ def report(fig: Figures, args: Any) -> None:
             print(f"  {stage:<56} {share:6.1%}")
     print("\nCorrectness:")
     for what, want, got, ok in fig.checks:
+        if ok and len(want) > 300:  # many tenants' agents: the comparison was whole, the line not
+            want = want[:300] + f"… ({len(want):,} characters)"
         print(
             f"  {'ok  ' if ok else 'FAIL'} {what}: expected {want}" + ("" if ok else f", got {got}")
         )
@@ -1058,6 +1133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clicks", type=int, default=200_000)
     parser.add_argument("--orders", type=int, default=20_000)
     parser.add_argument("--refund-share", type=float, default=0.1)
+    parser.add_argument(
+        "--tenants", type=int, default=1,
+        help="split the input over this many small tenants (needs --skip-tailing when > 1)",
+    )  # fmt: skip
     parser.add_argument("--fresh-rate", type=float, default=200.0, help="orders/s")
     parser.add_argument("--fresh-seconds", type=float, default=10.0)
     parser.add_argument(
@@ -1092,6 +1171,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     args.profile = args.profile or args.profile_out is not None
+    if args.tenants < 1 or (args.tenants > 1 and not args.skip_tailing):
+        parser.error("--tenants N > 1 measures the bounded runs only: add --skip-tailing")
 
     topics = Topics()
     fig = Figures()
@@ -1100,13 +1181,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("starting broker, ClickHouse front, PostgreSQL database…")
         base_settings = start_stack(stack, topics)
-        tenant = new_tenant()
+        tenants = [new_tenant() for _ in range(args.tenants)]
         tail_settings = stores(stack, base_settings, "tail")
         bounded_settings = stores(stack, base_settings, "bounded")
         for settings in (tail_settings, bounded_settings):
-            seed_tenant(settings, tenant)
+            for tenant in tenants:
+                seed_tenant(settings, tenant)
         base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=4)
-        plan = Plan(tenant, args.clicks, args.orders, args.refund_share, base)
+        plan: Plan | Tenants = (
+            Plan(tenants[0], args.clicks, args.orders, args.refund_share, base)
+            if args.tenants == 1
+            else Tenants.split(tenants, args.clicks, args.orders, args.refund_share, base)
+        )
         started = time.perf_counter()
         clicks = ((topics.clicks, *plan.click_bytes(i)) for i in range(plan.clicks))
         produce_all(base_settings, clicks)
@@ -1118,11 +1204,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             fig.notes.append("tailing run skipped (--skip-tailing): no phases, no freshness")
         else:
+            assert isinstance(plan, Plan)  # (checked below: --tenants > 1 needs --skip-tailing)
             tailing_phase(stack, tail_settings, plan, topics, args, fig)
         bounded_phase(stack, bounded_settings, plan, topics, args, fig)
         if args.processes > 1:
             single_settings = stores(stack, base_settings, "single")
-            seed_tenant(single_settings, tenant)
+            for tenant in tenants:
+                seed_tenant(single_settings, tenant)
             single_process_phase(stack, single_settings, topics, args, fig)
         bare_phase(stack, base_settings, topics, fig, args.processes)
         archive_settings = stores(stack, base_settings, "archive")
