@@ -17,14 +17,17 @@ import argparse
 import cProfile
 import os
 import pstats
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from bench.dataflow import Plan
 from bench.engine import Engine
+from dataflows import vault
 from dataflows.attribution.events import Event
 from dataflows.attribution.flow import parse_value, tune_garbage_collector
 from dataflows.attribution.logic import AttributionDecision
@@ -172,12 +175,24 @@ def model_costs(plan: Plan, orders: list[bytes]) -> list[tuple[str, float]]:
 
 
 def snapshot_costs(
-    plan: Plan, clicks: list[bytes], orders: list[bytes]
-) -> list[tuple[str, float, int]]:
+    plan: Plan, clicks: list[bytes], orders: list[bytes], vault_dir: Path | None = None
+) -> list[tuple[str, float, int, int]]:
     """The snapshot of every key an epoch touched (bytewax snapshots those: the tenant's click
-    shards and its order books), with every click and order book live: (label, ms, bytes) when
-    first taken, again with nothing changed (an idle epoch), and after an epoch's worth of new
-    clicks and orders (busy)."""
+    shards and its order books), with every click and order book live: (label, ms, snapshot
+    bytes, bytes written to the segment vault) when first taken, again with nothing changed
+    (an idle epoch), and after an epoch's worth of new clicks and orders (busy). With
+    `vault_dir`, snapshots name unchanged segments (`dataflows.vault`) as the flow's do with
+    a recovery directory."""
+    store = vault.configure(vault_dir)
+    try:
+        return _snapshot_costs(plan, clicks, orders, store)
+    finally:
+        vault.configure(None)
+
+
+def _snapshot_costs(
+    plan: Plan, clicks: list[bytes], orders: list[bytes], store: vault.Vault | None
+) -> list[tuple[str, float, int, int]]:
     engine = _engine(plan)
     feed = engine.feeder()  # no snapshot of its own: the ones below are measured
     feed(clicks[:-1000])
@@ -190,9 +205,11 @@ def snapshot_costs(
                 feed(values)
         if label == "first (every segment pickled)":
             engine.touched.update(engine.shards, engine.tenants)
+        written = store.written_bytes if store is not None else 0
         started = time.perf_counter()
         size = engine.snapshot_touched()
-        out.append((label, (time.perf_counter() - started) * 1e3, size))
+        elapsed = (time.perf_counter() - started) * 1e3
+        out.append((label, elapsed, size, (store.written_bytes if store else 0) - written))
     return out
 
 
@@ -244,9 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     for label, us in decode_split(clicks[:20_000]):
         print(f"  {label:<42} {us:8.1f}")
     books = sum(1 for value in orders if b"orders/create" in value)
-    print(f"snapshots of the touched keys, {len(clicks):,} live clicks, {books:,} order books:")
-    for label, ms, size in snapshot_costs(plan, clicks, orders):
+    print(f"snapshots of the touched keys, {len(clicks):,} live clicks, {books:,} order books"
+          " (ms; MB of snapshots; MB written to the segment vault):")  # fmt: skip
+    for label, ms, size, _ in snapshot_costs(plan, clicks, orders):
         print(f"  {label:<42} {ms:8.1f} ms {size / 1e6:8.1f} MB")
+    with tempfile.TemporaryDirectory(prefix="refstream-vault-") as scratch:
+        print("  the same with the segment vault (as `refstream dataflow run --recovery-dir`):")
+        for label, ms, size, stored in snapshot_costs(plan, clicks, orders, Path(scratch)):
+            print(f"  {label:<42} {ms:8.1f} ms {size / 1e6:8.1f} MB + {stored / 1e6:6.1f} MB")
     print(f"commission (accrue) alone, no profiler, best of 3 passes: "
           f"{accrue_us(plan, orders):.1f} µs per order")  # fmt: skip
     print("a ledger entry made from validated values, µs each (best of 3 passes):")

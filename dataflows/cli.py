@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -48,6 +49,8 @@ def run(
 
     from dataflows.attribution.flow import build
 
+    if recovery_dir is not None:  # unchanged state segments are written once, beside it
+        os.environ.setdefault("REFSTREAM_SEGMENT_DIR", str(recovery_dir / "segments"))
     flow = build(Settings(), tail=not backfill)
     interval = timedelta(seconds=snapshot_seconds)
     recovery = None

@@ -37,6 +37,7 @@ import sys
 from array import array
 from collections.abc import Iterator
 
+from dataflows import vault
 from dataflows.attribution.events import Click
 
 SEGMENT_SIZE = 20_000
@@ -85,7 +86,7 @@ def _visitor_text(key: Key | None) -> str | None:
 class Segment:
     """Up to `segment_size` clicks as columns, with their visitor index (see the module)."""
 
-    __slots__ = ("ids", "newest", "occurred", "packed", "refs", "table", "table_index",
+    __slots__ = ("ids", "name", "newest", "occurred", "packed", "refs", "table", "table_index",
                  "visitor_of", "visitors")  # fmt: skip
 
     def __init__(self) -> None:
@@ -98,6 +99,7 @@ class Segment:
         self.visitors: dict[Key, Key | list[Key]] = {}  # visitor → click id(s)
         self.newest = -(1 << 62)
         self.packed: bytes | None = None  # the pickled segment, until it changes
+        self.name: str | None = None  # its file in the segment vault (sealed segments)
 
     def __len__(self) -> int:
         return len(self.occurred)
@@ -190,8 +192,23 @@ class Segment:
             self.packed = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
         return self.packed
 
+    def stored(self, into: vault.Vault) -> str:
+        """Its vault file's name, written now if it has none (its bytes then leave memory).
+        Only sealed segments are stored: they never change again."""
+        if self.name is None:
+            self.name = into.put(self.pack())
+            self.packed = None
+        return self.name
+
+    def retire(self) -> None:
+        """It leaves the store (expired, or merged into another): its vault file is retired."""
+        if self.name is not None:
+            vault.retire_current(self.name)
+            self.name = None
+
     @classmethod
-    def unpack(cls, packed: bytes) -> Segment:
+    def unpack(cls, item: bytes | str) -> Segment:
+        packed = vault.load(item)
         data = pickle.loads(packed)
         segment = cls()
         if len(data) == 3:  # a segment of tuples and a heap (before columns): re-filed
@@ -203,11 +220,16 @@ class Segment:
          segment.visitors, segment.newest) = data  # fmt: skip
         segment.ids = {key: _row(row) for key, row in ids.items()}  # shared row numbers
         segment.table_index = {ref: i for i, ref in enumerate(segment.table)}
-        segment.packed = packed
+        if isinstance(item, str):
+            segment.name = item
+        else:
+            segment.packed = packed
         return segment
 
 
-def _restore(packed: list[bytes], segment_size: int | None = None, horizon: int = 0) -> ClickStore:
+def _restore(
+    packed: list[bytes | str], segment_size: int | None = None, horizon: int = 0
+) -> ClickStore:
     store = ClickStore(segment_size)
     store.segments = [Segment.unpack(p) for p in packed] or [Segment()]
     store.horizon = horizon
@@ -238,8 +260,15 @@ class ClickStore:
             store.add(click_id, click)
         return store
 
-    def __reduce__(self) -> tuple[object, tuple[list[bytes], int, int]]:
-        packed = [segment.pack() for segment in self.segments]
+    def __reduce__(self) -> tuple[object, tuple[list[bytes | str], int, int]]:
+        into, last = vault.current(), len(self.segments) - 1
+        if into is None:
+            packed: list[bytes | str] = [segment.pack() for segment in self.segments]
+        else:  # sealed segments named instead of copied (`dataflows.vault`)
+            packed = [
+                segment.pack() if i == last else segment.stored(into)
+                for i, segment in enumerate(self.segments)
+            ]
         return _restore, (packed, self.segment_size, self.horizon)
 
     def __eq__(self, other: object) -> bool:
@@ -341,6 +370,7 @@ class ClickStore:
             merged = Segment()
             for part in last:
                 merged.absorb(part)
+                part.retire()
             segments[-MERGE:] = [merged]
 
     def expire(self, horizon_ms: int) -> None:
@@ -354,6 +384,7 @@ class ClickStore:
         if segments[0].newest >= horizon_ms:
             return
         while len(segments) > 1 and segments[0].newest < horizon_ms:
-            segments.pop(0)
+            segments.pop(0).retire()
         if segments[0].newest < horizon_ms and len(segments[0]):  # the open one, all expired
+            segments[0].retire()
             segments[0] = Segment()

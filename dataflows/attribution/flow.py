@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import KeyedStream
 from confluent_kafka.admin import AdminClient
 
+from dataflows import vault
 from dataflows.attribution.events import (
     Event,
     Unprocessable,
@@ -405,11 +407,16 @@ def build(
     `tail=False` stops at the end of the input topics (bounded backfills and tests). Fails fast
     if Kafka or PostgreSQL is unreachable. Tunes this process's garbage collector
     (`tune_garbage_collector`) and keeps clickhouse-connect from importing pandas and numpy
-    (`skip_dataframe_libraries`): the flow is meant to own its process.
+    (`skip_dataframe_libraries`): the flow is meant to own its process. With
+    `REFSTREAM_SEGMENT_DIR` set (`refstream dataflow run --recovery-dir D` sets it to
+    `D/segments`), snapshots write unchanged state segments once, to that directory
+    (`dataflows.vault`).
     """
     batching = Batching(timedelta(seconds=batch_timeout_seconds), batch_max_size)
     settings = settings or Settings()
     check_startup(settings)
+    if os.environ.get("REFSTREAM_SEGMENT_DIR"):  # snapshots name unchanged segments
+        vault.from_environment()
     tune_garbage_collector()
     skip_dataframe_libraries()
     brokers = settings.kafka_bootstrap.split(",")

@@ -24,6 +24,8 @@ import pickle
 from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
+from dataflows import vault
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -33,26 +35,44 @@ _EMPTY = 1 << 62  # above every time: no segment has an expiry entry
 
 
 class _Segment(Generic[K, V]):
-    __slots__ = ("data", "heap", "packed")
+    __slots__ = ("data", "heap", "name", "packed")
 
     def __init__(self, data: dict[K, V] | None = None, heap: list[tuple[int, K]] | None = None):
         self.data: dict[K, V] = data if data is not None else {}
         self.heap: list[tuple[int, K]] = heap if heap is not None else []
         self.packed: bytes | None = None  # the pickled segment, until it changes
+        self.name: str | None = None  # its file in the segment vault, until it changes
 
     def pack(self) -> bytes:
         if self.packed is None:
             self.packed = pickle.dumps((self.data, self.heap), protocol=pickle.HIGHEST_PROTOCOL)
         return self.packed
 
+    def changed(self) -> None:
+        self.packed = None
+        if self.name is not None:
+            vault.retire_current(self.name)
+            self.name = None
+
+    def stored(self, into: vault.Vault) -> str:
+        """Its vault file's name, written now if it has none (its bytes then leave memory)."""
+        if self.name is None:
+            self.name = into.put(self.pack())
+            self.packed = None
+        return self.name
+
     @classmethod
-    def unpack(cls, packed: bytes) -> _Segment[Any, Any]:
+    def unpack(cls, item: bytes | str) -> _Segment[Any, Any]:
+        packed = vault.load(item)
         segment: _Segment[Any, Any] = cls(*pickle.loads(packed))
-        segment.packed = packed
+        if isinstance(item, str):
+            segment.name = item
+        else:
+            segment.packed = packed
         return segment
 
 
-def _restore(size: int, packed: list[bytes]) -> SegmentedMap[Any, Any]:
+def _restore(size: int, packed: list[bytes | str]) -> SegmentedMap[Any, Any]:
     restored: SegmentedMap[Any, Any] = SegmentedMap(size)
     restored.segments = [_Segment.unpack(p) for p in packed] or [_Segment()]
     restored.where = {key: segment for segment in restored.segments for key in segment.data}
@@ -90,8 +110,15 @@ class SegmentedMap(Generic[K, V]):
                 made[key] = value
         return made
 
-    def __reduce__(self) -> tuple[object, tuple[int, list[bytes]]]:
-        return _restore, (self.size, [segment.pack() for segment in self.segments])
+    def __reduce__(self) -> tuple[object, tuple[int, list[bytes | str]]]:
+        into, last = vault.current(), len(self.segments) - 1
+        if into is None:
+            return _restore, (self.size, [segment.pack() for segment in self.segments])
+        # With a vault, every segment but the newest is named instead of copied (`vault`).
+        return _restore, (self.size, [
+            segment.pack() if i == last else segment.stored(into)
+            for i, segment in enumerate(self.segments)
+        ])  # fmt: skip
 
     def __eq__(self, other: object) -> bool:
         """Equal to a map or dict holding the same entries (however they are segmented)."""
@@ -144,14 +171,14 @@ class SegmentedMap(Generic[K, V]):
         if segment is None:
             segment = self.where[key] = self._newest()
         segment.data[key] = value
-        segment.packed = None
+        segment.changed()
 
     def add(self, key: K, value: V, at_ms: int) -> None:
         """Set a key not held yet, to expire once the horizon passes `at_ms` (`expire`)."""
         segment = self.where[key] = self._newest()
         segment.data[key] = value
         heapq.heappush(segment.heap, (at_ms, key))
-        segment.packed = None
+        segment.changed()
         if at_ms < self.floor:
             self.floor = at_ms
 
@@ -161,7 +188,7 @@ class SegmentedMap(Generic[K, V]):
         segment = self.where.pop(key, None)
         if segment is None:
             return default
-        segment.packed = None
+        segment.changed()
         if segment.heap:
             segment.heap = [entry for entry in segment.heap if entry[1] != key]
             heapq.heapify(segment.heap)
@@ -185,11 +212,11 @@ class SegmentedMap(Generic[K, V]):
                 gone.append((at, key, segment.data.pop(key, None)))
                 if self.where.get(key) is segment:
                     del self.where[key]
-                segment.packed = None
+                segment.changed()
             if heap and heap[0][0] < floor:
                 floor = heap[0][0]
         self.floor = floor
-        if gone:
+        if gone:  # (an emptied segment was changed, so retired from the vault already)
             live = [s for s in self.segments[:-1] if s.data or s.heap]
             if len(live) != len(self.segments) - 1:
                 self.segments = [*live, self.segments[-1]]

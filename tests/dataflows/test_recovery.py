@@ -40,7 +40,7 @@ def scenario(t: Tenant, topics: Topics) -> list[tuple[str, EventEnvelope | bytes
 
 
 def start(
-    settings: Settings, topics: Topics, recovery: Path, *, tail: bool
+    settings: Settings, topics: Topics, recovery: Path, *, tail: bool, vault: Path | None = None
 ) -> subprocess.Popen[bytes]:
     factory = (
         f"dataflows.attribution.flow:build(tail={tail!r}, input_topics={topics.inputs!r}, "
@@ -52,6 +52,9 @@ def start(
         "REFSTREAM_POSTGRES_URL": settings.postgres_url,
         "REFSTREAM_CLICKHOUSE_URL": settings.clickhouse_url,
     }
+    env.pop("REFSTREAM_SEGMENT_DIR", None)
+    if vault is not None:
+        env["REFSTREAM_SEGMENT_DIR"] = str(vault)
     command = [
         sys.executable,
         "-m",
@@ -118,7 +121,10 @@ def test_sigkill_mid_stream_then_resume_gives_the_same_totals(
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "2"], check=True)
 
-    first = start(stack_settings, topics, recovery, tail=True)
+    # With the segment vault, as `refstream dataflow run --recovery-dir` runs it: the tenant's
+    # full segments (seen ids, order books) are written once and named by the snapshots.
+    vault = recovery / "segments"
+    first = start(stack_settings, topics, recovery, tail=True, vault=vault)
     deadline = time.monotonic() + 60
     # Kill once a snapshot is committed (so the restart resumes, not starts over) and some
     # ledger rows are written.
@@ -132,7 +138,9 @@ def test_sigkill_mid_stream_then_resume_gives_the_same_totals(
     assert 0 < written < expected_rows, "the crash must happen mid-stream"
 
     produce(stack_settings, second_half)
-    second = start(stack_settings, topics, recovery, tail=False)
+    named_before_the_crash = {p.name.split(".")[0] for p in vault.iterdir()}
+    assert named_before_the_crash, "the snapshots named no segment file: the vault was not used"
+    second = start(stack_settings, topics, recovery, tail=False, vault=vault)
     _, stderr = second.communicate(timeout=120)
     assert second.returncode == 0, stderr.decode()[-2000:]
 
@@ -155,4 +163,9 @@ def test_refstream_dataflow_run_backfills_and_creates_its_recovery_dir(
     done = subprocess.run(command, env=env, capture_output=True, timeout=120, check=False)
 
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    assert sorted(p.name for p in recovery.iterdir()) == ["part-0.sqlite3", "part-1.sqlite3"]
+    # the recovery partitions, and the segment vault beside them (empty: a small backfill
+    # fills no segment)
+    assert sorted(p.name for p in recovery.iterdir() if p.name != "segments") == [
+        "part-0.sqlite3",
+        "part-1.sqlite3",
+    ]
