@@ -11,9 +11,10 @@ snapshotted is written once, as a file of its own, and every later snapshot hold
 (36 bytes) instead of its bytes. A snapshot's bytes are then the open segments and whatever
 changed in the epoch.
 
-**Where and how.** A directory beside bytewax's recovery partitions (`refstream dataflow run
---recovery-dir D` uses `D/segments`, or `REFSTREAM_SEGMENT_DIR`), with the same sharing rules:
-every process that may resume a key must be able to read it. A segment file is written under
+**Where and how.** A directory beside bytewax's recovery partitions (`Settings.segment_dir`,
+`REFSTREAM_SEGMENT_DIR`; `refstream dataflow run --recovery-dir D` defaults it to
+`D/segments`), with the same sharing rules: every process that may resume a key must be able
+to read it. A segment file is written under
 a fresh random name (never overwritten, never shared by two segments), to a temporary name,
 flushed to disk (`fsync`) and renamed, *before* the snapshot that names it is returned to
 bytewax, so a committed snapshot never names a file that is not durable.
@@ -135,12 +136,6 @@ def current() -> Vault | None:
     return _current
 
 
-def from_environment() -> Vault | None:
-    """The vault `REFSTREAM_SEGMENT_DIR` names, configured (None and inline when unset)."""
-    root = os.environ.get("REFSTREAM_SEGMENT_DIR")
-    return configure(Path(root)) if root else configure(None)
-
-
 def retire_current(name: str) -> None:
     """Retire `name` in this process's vault (a segment named by a snapshot left the state)."""
     if _current is not None:
@@ -155,7 +150,7 @@ def load(item: bytes | str) -> bytes:
     if vault is None:
         raise VaultError(
             f"the snapshot names segment file {item}, but this process has no segment vault:"
-            " run with the recovery directory it was written with (its `segments` folder) or"
-            " REFSTREAM_SEGMENT_DIR"
+            " run with the segment directory it was written with (REFSTREAM_SEGMENT_DIR;"
+            " `refstream dataflow run --recovery-dir D` uses D/segments)"
         )
     return vault.get(item)

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     state_dir: Path = Field(
         default=Path(".refstream"), description="Local stack state, data and logs."
     )
+    segment_dir: Path | None = Field(
+        default=None,
+        description="The dataflow's segment vault: snapshots name unchanged state segments "
+        "written once here (`dataflows.vault`); `refstream dataflow run --recovery-dir D` "
+        "defaults it to `D/segments`. Unset: snapshots copy every segment.",
+    )
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication: int = Field(default=1, ge=1)
     log_level: str = "INFO"

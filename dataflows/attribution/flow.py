@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import gc
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -408,15 +407,15 @@ def build(
     if Kafka or PostgreSQL is unreachable. Tunes this process's garbage collector
     (`tune_garbage_collector`) and keeps clickhouse-connect from importing pandas and numpy
     (`skip_dataframe_libraries`): the flow is meant to own its process. With
-    `REFSTREAM_SEGMENT_DIR` set (`refstream dataflow run --recovery-dir D` sets it to
-    `D/segments`), snapshots write unchanged state segments once, to that directory
+    `settings.segment_dir` (`REFSTREAM_SEGMENT_DIR`; `refstream dataflow run --recovery-dir D`
+    defaults it to `D/segments`), snapshots write unchanged state segments once, to that directory
     (`dataflows.vault`).
     """
     batching = Batching(timedelta(seconds=batch_timeout_seconds), batch_max_size)
     settings = settings or Settings()
     check_startup(settings)
-    if os.environ.get("REFSTREAM_SEGMENT_DIR"):  # snapshots name unchanged segments
-        vault.from_environment()
+    if settings.segment_dir is not None:  # snapshots name unchanged segments
+        vault.configure(settings.segment_dir)
     tune_garbage_collector()
     skip_dataframe_libraries()
     brokers = settings.kafka_bootstrap.split(",")
