@@ -341,7 +341,10 @@ def rollup_facts(plan: Plan, filters: Filters) -> str | None:
         )
     if not grains:
         return None
-    if keyed:  # only the agent cuboid's rows, sorted by agent first
+    if keyed:  # only the agent cuboid's rows, sorted by grain, then agent
+        # `k` is the row's agent (the builder writes no agent row without one), so the reach is
+        # not checked on `agent_id` again: a second 50-agent set cost the manager's summary
+        # about 4 ms (median of 60 interleaved runs at load 4.4, 2026-12-07)
         conditions = [
             "tenant_id = {tenant:String}",
             "k IN {agents:Array(String)}",
@@ -349,7 +352,7 @@ def rollup_facts(plan: Plan, filters: Filters) -> str | None:
             "bucket < toDateTime({rb_last:UInt32}, 'UTC')",
             "(" + " OR ".join(grains) + ")",
             "gen IN {k_gens:Array(UInt64)}",
-            *filters.conditions(_ALL),
+            *filters.conditions({d: d for d in DIMENSIONS if d != "agent_id"}),
         ]
         columns = ", ".join(FACT_COLUMNS[1:])
         return f"SELECT bucket AS t, {columns} FROM {AGENT_ROLLUPS} WHERE {_where(conditions)}"

@@ -334,6 +334,7 @@ def test_reads_narrowed_on_agents_use_the_agent_table_only_when_every_day_has_it
     assert reads_agent_table(keyed, some)
     assert "FROM rollup_agents" in (rollup_facts(keyed, some) or "")
     assert "{r_hours_kg:Array(UInt64)}" in (rollup_facts(keyed, some) or "")
+    assert "agent_id IN" not in (rollup_facts(keyed, some) or "")  # `k` is the agent
     # Not narrowed on agents (a breakdown over every agent): `rollups_v2`, under the days' gens.
     assert not reads_agent_table(keyed, others)
     assert "FROM rollups_v2" in (rollup_facts(keyed, others) or "")
