@@ -61,7 +61,7 @@ CHUNK = 1_000_000
 # Loaded directly or (the last two) by the materialized views of deploy/clickhouse/0002.
 TABLES = ("clicks", "conversions", "commission_events", "refunds", "conversion_orders",
           "click_links", "rollup_touches", "rollups_v2",
-          "rollup_builds_v2", "rollup_months")  # fmt: skip
+          "rollup_builds_v2", "rollup_months", "rollup_agents")  # fmt: skip
 
 # Expressions over `number` (the conversion index) shared by every table, so clicks, entries
 # and refunds match their conversion.
@@ -288,7 +288,7 @@ def main() -> None:
             print(f"loading {args.rows:,} conversions into {data_dir} ...", flush=True)
             print(f"loaded in {load(client, args.rows):.0f} s")
         elif args.rebuild:
-            for table in ("rollups_v2", "rollup_builds_v2", "rollup_months"):
+            for table in ("rollups_v2", "rollup_builds_v2", "rollup_months", "rollup_agents"):
                 client.command(f"TRUNCATE TABLE {table}")
             print("dropped the rollups: every day is built again")
         if not args.no_optimize:

@@ -20,6 +20,14 @@ or were summed from other day gens, gets its month rows (totals) summed from the
 rows under a gen of its own, registered in `rollup_months` with those day gens once written
 (superseded month rows are deleted like days); (4) a monthly partition of `rollups_v2` the pass
 wrote is merged into one part once it has more than `MERGE_ABOVE_PARTS` parts.
+
+Each build also copies its days' agent rows into `rollup_agents` (ClickHouse 0011, sorted by
+agent, read by queries narrowed on agents) under the same gen, before it registers the gen, and
+registers it as the days' `agent_gen`. A current build without one (written before 0011, or by a
+builder of the previous version during a rollout) gets its agent rows copied from `rollups_v2`
+under a new gen, then registered again with that `agent_gen` and its own `built_at` (in a
+`ReplacingMergeTree`, of rows with the same version the last inserted one stays): "keying".
+Superseded agent rows are deleted like the days', in one more mutation per tenant and pass.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from api.analytics.rollups import (
+    AGENT_CUBOID,
+    AGENT_ROLLUPS,
     BUILDS,
     DAY_MS,
     HOUR_MS,
@@ -75,14 +85,39 @@ _TOUCHES = (
 )
 _BUILDS = (
     "SELECT tenant_id, toInt64(toUnixTimestamp(toDateTime(day, 'UTC'))) * 1000,"
-    " toInt64(toUnixTimestamp64Milli(built_at)), toInt64(toUnixTimestamp(until)) * 1000, gen"
-    f" FROM {BUILDS} FINAL"
+    " toInt64(toUnixTimestamp64Milli(built_at)), toInt64(toUnixTimestamp(until)) * 1000, gen,"
+    f" agent_gen FROM {BUILDS} FINAL"
 )
 _REGISTER = (
-    f"INSERT INTO {BUILDS} (tenant_id, day, built_at, until, gen) SELECT {{tenant:String}},"
-    " toDate(fromUnixTimestamp64Milli({day:Int64}, 'UTC')),"
+    f"INSERT INTO {BUILDS} (tenant_id, day, built_at, until, gen, agent_gen)"
+    " SELECT {tenant:String}, toDate(fromUnixTimestamp64Milli({day:Int64}, 'UTC')),"
     " fromUnixTimestamp64Milli({built:Int64}, 'UTC'),"
-    " toDateTime(intDiv({until:Int64}, 1000), 'UTC'), {gen:UInt64}"
+    " toDateTime(intDiv({until:Int64}, 1000), 'UTC'), {gen:UInt64}, {agent_gen:UInt64}"
+)
+_COLUMNS = (
+    "tenant_id, cuboid, grain, bucket, k, gen, agent_id, program_id, shop, link_code,"
+    " coupon_code, n_clicks, visitors, n_conversions, m_revenue, n_entries, m_commission,"
+    " n_refunds, m_refunded"
+)
+_DAY = "intDiv(toUInt32(bucket), 86400) * 86400"
+# The agent rows of the given days (UTC day starts, epoch seconds), each of its day's gen in
+# `rollups_v2`, copied into `rollup_agents` under gen `agent_gen`.
+_COPY_AGENTS = (
+    f"INSERT INTO {AGENT_ROLLUPS} ({_COLUMNS}) SELECT "
+    + _COLUMNS.replace(" gen,", " {agent_gen:UInt64},")
+    + f" FROM {ROLLUPS} WHERE tenant_id = {{tenant:String}} AND cuboid = '{AGENT_CUBOID}'"
+    " AND bucket >= toDateTime({first:UInt32}, 'UTC')"
+    " AND bucket < toDateTime({last:UInt32}, 'UTC')"
+    f" AND gen = transform({_DAY}, {{days:Array(UInt32)}}, {{gens:Array(UInt64)}}, toUInt64(0))"
+    " SETTINGS optimize_use_projections = 0"
+)
+# Every agent row of the given days that is not of its day's current agent gen.
+_DELETE_AGENTS = (
+    f"ALTER TABLE {AGENT_ROLLUPS} DELETE WHERE tenant_id = {{tenant:String}}"
+    " AND bucket >= toDateTime({first:UInt32}, 'UTC')"
+    " AND bucket < toDateTime({last:UInt32}, 'UTC')"
+    f" AND {_DAY} IN {{days:Array(UInt32)}}"
+    f" AND gen != transform({_DAY}, {{days:Array(UInt32)}}, {{gens:Array(UInt64)}}, toUInt64(0))"
 )
 _MONTHS = (
     "SELECT tenant_id, toInt64(toUnixTimestamp(toDateTime(month, 'UTC'))) * 1000, gen, day_gens"
@@ -112,7 +147,7 @@ _DELETE = (
 
 _PARTS = (
     "SELECT partition_id, count() FROM system.parts WHERE database = currentDatabase()"
-    f" AND table = '{ROLLUPS}' AND active AND partition_id IN {{ids:Array(String)}}"
+    " AND table = {table:String} AND active AND partition_id IN {ids:Array(String)}"
     " GROUP BY partition_id"
 )
 
@@ -124,16 +159,19 @@ def partition_ids(work: list[DayWork], months: list[MonthWork] | None = None) ->
     return sorted({time.strftime("%Y%m", time.gmtime(ms // 1000)) for ms in starts})
 
 
-def merge_parts(client: Client, ids: list[str], *, above: int = MERGE_ABOVE_PARTS) -> list[str]:
-    """Merge each of the `rollups_v2` partitions `ids` that has more than `above` active parts into
-    one (`OPTIMIZE ... FINAL`); returns the partitions merged."""
+def merge_parts(
+    client: Client, ids: list[str], *, above: int = MERGE_ABOVE_PARTS, table: str = ROLLUPS
+) -> list[str]:
+    """Merge each of the partitions `ids` of `table` (`rollups_v2`, or `rollup_agents`, which is
+    partitioned alike) that has more than `above` active parts into one (`OPTIMIZE ... FINAL`);
+    returns the partitions merged."""
     if not ids:
         return []
-    rows = client.query(_PARTS, parameters={"ids": ids}).result_rows
+    rows = client.query(_PARTS, parameters={"table": table, "ids": ids}).result_rows
     merged = []
     for partition, parts in rows:
         if int(parts) > above and str(partition).isdigit():  # ids are YYYYMM
-            client.command(f"OPTIMIZE TABLE {ROLLUPS} PARTITION ID '{partition}' FINAL")
+            client.command(f"OPTIMIZE TABLE {table} PARTITION ID '{partition}' FINAL")
             merged.append(str(partition))
     return sorted(merged)
 
@@ -160,9 +198,23 @@ def batches(work: list[DayWork], days: int = BATCH_DAYS) -> list[list[DayWork]]:
     return out
 
 
+def copy_agents(
+    client: Client, tenant: str, days: list[int], gens: list[int], agent_gen: int
+) -> None:
+    """Copy the agent rows of the consecutive `days` (ms), each of its gen in `gens`, from
+    `rollups_v2` into `rollup_agents` under `agent_gen`."""
+    client.command(
+        _COPY_AGENTS,
+        parameters={"tenant": tenant, "first": days[0] // 1000,
+                    "last": (days[-1] + DAY_MS) // 1000, "days": [d // 1000 for d in days],
+                    "gens": gens, "agent_gen": agent_gen},
+    )  # fmt: skip
+
+
 def build_days(client: Client, batch: list[DayWork], *, built_ms: int) -> int:
-    """Write the consecutive days of `batch` (their closed hours) under a new gen, then
-    register the gen for each day; returns the gen."""
+    """Write the consecutive days of `batch` (their closed hours) under a new gen, copy their
+    agent rows into `rollup_agents` under the same gen, then register the gen (as gen and
+    agent gen) for each day; returns the gen."""
     gen = new_gen()
     first, last = batch[0], batch[-1]
     whole = last.until_ms if last.until_ms == last.day_ms + DAY_MS else last.day_ms
@@ -171,13 +223,43 @@ def build_days(client: Client, batch: list[DayWork], *, built_ms: int) -> int:
         parameters={"tenant": first.tenant_id, "r0a": first.day_ms, "r0b": last.until_ms,
                     "gen": gen, "whole": whole},
     )  # fmt: skip
+    days = [day.day_ms for day in batch]
+    copy_agents(client, first.tenant_id, days, [gen] * len(days), gen)
     for day in batch:
         client.command(
             _REGISTER,
             parameters={"tenant": day.tenant_id, "day": day.day_ms, "built": built_ms,
-                        "until": day.until_ms, "gen": gen},
+                        "until": day.until_ms, "gen": gen, "agent_gen": gen},
         )  # fmt: skip
     return gen
+
+
+def key_days(client: Client, builds: dict[tuple[str, int], Build]) -> list[tuple[str, int]]:
+    """Copy the agent rows of every current build without an agent gen (`builds`: (tenant, day
+    ms) → current build) into `rollup_agents`, a few consecutive days per INSERT under a new
+    gen, then register each build again with that agent gen (same `built_at`, `until`, gen);
+    returns the (tenant, day) keyed. A build replaced meanwhile wins over this registration
+    (its `built_at` is later) and the copied rows are never read."""
+    todo = [
+        DayWork(tenant, day, build.until_ms)
+        for (tenant, day), build in sorted(builds.items())
+        if build.agent_gen == 0
+    ]
+    keyed = []
+    for batch in batches(todo):
+        agent_gen = new_gen()
+        tenant, days = batch[0].tenant_id, [day.day_ms for day in batch]
+        copy_agents(client, tenant, days, [builds[(tenant, d)].gen for d in days], agent_gen)
+        for day in days:
+            build = builds[(tenant, day)]
+            client.command(
+                _REGISTER,
+                parameters={"tenant": tenant, "day": day, "built": build.built_ms,
+                            "until": build.until_ms, "gen": build.gen, "agent_gen": agent_gen},
+            )  # fmt: skip
+            builds[(tenant, day)] = Build(build.built_ms, build.until_ms, build.gen, agent_gen)
+            keyed.append((tenant, day))
+    return keyed
 
 
 def build_month(client: Client, work: MonthWork, *, built_ms: int) -> int:
@@ -219,8 +301,8 @@ class Builder:
             for t, h, at in self.client.query(_TOUCHES, parameters={"closed": closed}).result_rows
         ]
         builds = {
-            (str(t), int(d)): Build(int(b), int(u), int(g))
-            for t, d, b, u, g in self.client.query(_BUILDS).result_rows
+            (str(t), int(d)): Build(int(b), int(u), int(g), int(a))
+            for t, d, b, u, g, a in self.client.query(_BUILDS).result_rows
         }
         work = stale_days(touches, builds, closed)
         current = dict(builds)
@@ -233,9 +315,13 @@ class Builder:
                 if (day.tenant_id, day.day_ms) in builds
             ]
             for day in batch:
-                current[(day.tenant_id, day.day_ms)] = Build(built, day.until_ms, gen)
+                current[(day.tenant_id, day.day_ms)] = Build(built, day.until_ms, gen, gen)
+        keyed = key_days(self.client, current)
         months = self.build_months(current, started)
-        merge_parts(self.client, partition_ids(work, months))
+        ids = partition_ids(work, months)
+        merge_parts(self.client, ids)
+        keyed_work = [DayWork(t, d, d) for t, d in keyed]
+        merge_parts(self.client, partition_ids(work + keyed_work), table=AGENT_ROLLUPS)
         self.clean(started)
         return work
 
@@ -261,12 +347,15 @@ class Builder:
         due_months = [s for s in self.superseded_months if s[0] <= cutoff]
         if not due and not due_months:
             return
-        current = {
-            (str(t), int(d)): int(g) for t, d, _, _, g in self.client.query(_BUILDS).result_rows
-        }
+        rows = self.client.query(_BUILDS).result_rows
+        current = {(str(t), int(d)): int(g) for t, d, _, _, g, _ in rows}
+        # a day whose current build has no agent rows (0: built by a previous builder version)
+        # keeps its agent rows until it has: its agent gen is not known to be superseded
+        current_agents = {(str(t), int(d)): int(a) for t, d, _, _, _, a in rows if int(a)}
         current_months = {
             (str(t), int(m)): int(g) for t, m, g, _ in self.client.query(_MONTHS).result_rows
         }
+        agent_days = _current_gens(due, current_agents, list(due))
         days = _current_gens(due, current, self.superseded)
         months = _current_gens(due_months, current_months, self.superseded_months)
         # One mutation per tenant: each one rewrites every part it touches.
@@ -283,6 +372,16 @@ class Builder:
                             "gens": [day_gens[d] for d in starts] or [0],
                             "months": [m // 1000 for m in firsts] or [0],
                             "month_gens": [month_gens[m] for m in firsts] or [0]},
+                settings={"mutations_sync": 2},
+            )  # fmt: skip
+        for tenant, gens in sorted(agent_days.items()):
+            starts = sorted(gens)
+            self.client.command(
+                _DELETE_AGENTS,
+                parameters={"tenant": tenant, "first": starts[0] // 1000,
+                            "last": (starts[-1] + DAY_MS) // 1000,
+                            "days": [d // 1000 for d in starts],
+                            "gens": [gens[d] for d in starts]},
                 settings={"mutations_sync": 2},
             )  # fmt: skip
 

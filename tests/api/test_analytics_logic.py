@@ -33,6 +33,8 @@ from api.analytics.rollups import (
     plan,
     read_settings,
     read_state,
+    reads_agent_table,
+    rollup_facts,
     stale_days,
     stale_months,
     utc_ms,
@@ -287,13 +289,13 @@ def test_months_to_sum_are_the_whole_built_months_without_rows_of_their_days_gen
 
 def test_the_planning_state_reads_builds_touches_and_month_rows() -> None:
     rows = [
-        ("b", DAY0, 7, DAY0 + D, 3, []),
-        ("t", DAY0 + H, 9, 0, 0, []),
-        ("t", DAY0 + H, 4, 0, 0, []),
-        ("M", DAY0, 11, 0, 12, [3, 3]),
+        ("b", DAY0, 7, DAY0 + D, 3, [], 13),
+        ("t", DAY0 + H, 9, 0, 0, [], 0),
+        ("t", DAY0 + H, 4, 0, 0, [], 0),
+        ("M", DAY0, 11, 0, 12, [3, 3], 0),
     ]
     builds, touches, months = read_state(rows)
-    assert builds == {DAY0: Build(7, DAY0 + D, 3)}
+    assert builds == {DAY0: Build(7, DAY0 + D, 3, 13)}
     assert touches == {DAY0 + H: 9}
     assert months == {DAY0: MonthBuild(12, (3, 3))}
 
@@ -311,3 +313,36 @@ def test_rollup_reads_use_the_key_projection_only_when_they_filter_on_the_key() 
     totals = plan(DAY0, DAY0 + 2 * D, "total", builds, {}, grain="d")
     assert read_settings(totals, Filters()) == ", optimize_use_projections = 0"
     assert read_settings(plan(DAY0, DAY0 + 2 * D, "full", builds, {}, grain="d"), some) == ""
+
+
+def test_reads_narrowed_on_agents_use_the_agent_table_only_when_every_day_has_its_rows() -> None:
+    # Day 0 and 1 have agent rows (gens 21, 22; day 1 built up to 05:00), day 2 has none (built
+    # before ClickHouse 0011, or by a builder of the previous version).
+    builds = {
+        DAY0: Build(DAY0 + 30 * H, DAY0 + D, 7, 21),
+        DAY0 + D: Build(DAY0 + 30 * H, DAY0 + D + 5 * H, 8, 22),
+        DAY0 + 2 * D: Build(DAY0 + 60 * H, DAY0 + 3 * D, 9, 0),
+    }
+    some, others = Filters(agents=("a", "b")), Filters()
+    keyed = plan(DAY0, DAY0 + D + 7 * H, "agent", builds, {}, grain="d")
+    assert (keyed.days, len(keyed.hours)) == ((DAY0,), 5)
+    assert keyed.agent_day_gens == (21,)
+    assert keyed.agent_hour_gens == (22,) * 5
+    assert keyed.agent_gens == (21, 22)
+    assert keyed.parameters()["r_days_kg"] == [21]
+    assert keyed.parameters()["k_gens"] == [21, 22]
+    assert reads_agent_table(keyed, some)
+    assert "FROM rollup_agents" in (rollup_facts(keyed, some) or "")
+    assert "{r_hours_kg:Array(UInt64)}" in (rollup_facts(keyed, some) or "")
+    assert "agent_id IN" not in (rollup_facts(keyed, some) or "")  # `k` is the agent
+    # Not narrowed on agents (a breakdown over every agent): `rollups_v2`, under the days' gens.
+    assert not reads_agent_table(keyed, others)
+    assert "FROM rollups_v2" in (rollup_facts(keyed, others) or "")
+    # One day without agent rows: the whole read stays on `rollups_v2`.
+    mixed = plan(DAY0, DAY0 + 3 * D, "agent", builds, {}, grain="d")
+    assert (mixed.agent_gens, mixed.agent_day_gens) == ((), ())
+    assert "FROM rollups_v2" in (rollup_facts(mixed, some) or "")
+    assert "k_gens" not in mixed.parameters()
+    # Other cuboids never read it.
+    totals = plan(DAY0, DAY0 + D, "total", builds, {}, grain="d")
+    assert totals.agent_gens == ()

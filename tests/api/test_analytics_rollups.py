@@ -33,7 +33,17 @@ from api.analytics.builder import (
     server_ms,
 )
 from api.analytics.repository import AnalyticsStore, Question
-from api.analytics.rollups import BUILDS, DAY_MS, HOUR_MS, ROLLUPS, Plan, utc_ms
+from api.analytics.rollups import (
+    AGENT_ROLLUPS,
+    BUILDS,
+    DAY_MS,
+    HOUR_MS,
+    ROLLUPS,
+    Filters,
+    Plan,
+    reads_agent_table,
+    utc_ms,
+)
 from api.analytics.schemas import Dimension, Metric
 from api.clickhouse import ClickHouseReader
 from dataflows.sinks.clickhouse import COLUMNS
@@ -300,6 +310,22 @@ async def rolled_up(store: AnalyticsStore, tenant: str) -> Plan:
     return await store.where(whole, "total", "d")
 
 
+async def agent_plans(store: AnalyticsStore, tenant: str) -> list[Plan]:
+    """The plans of the questions narrowed on agents (a manager's or an agent's reach) that
+    read rollup rows."""
+    plans = []
+    for q in questions(tenant):
+        if q.agents and q.shop is None:
+            where = await store.where(q, "agent", "d")
+            if where.days or where.hours:
+                plans.append(where)
+    return plans
+
+
+async def read_from_agent_table(store: AnalyticsStore, tenant: str) -> list[bool]:
+    return [reads_agent_table(p, Filters(agents=("a",))) for p in await agent_plans(store, tenant)]
+
+
 @pytest.mark.timeout(900)  # about 1,000 queries, half of them over raw rows
 async def test_every_query_answers_the_same_from_rollups_as_from_raw_rows(
     ch: Client, reader: ClickHouseReader
@@ -318,6 +344,10 @@ async def test_every_query_answers_the_same_from_rollups_as_from_raw_rows(
     # Days 1-3 from day rollups, day 4's closed hours from hour rollups, the rest raw.
     assert (len(plan.days), len(plan.hours)) == (3, 5)
     assert plan.raw[-1] == (utc_ms(D0) + 3 * DAY_MS + 5 * HOUR_MS, utc_ms(D0 + SPAN))
+    # The reaches narrowed on agents read the agent rows from `rollup_agents` (ClickHouse 0011).
+    keyed = await read_from_agent_table(rollups, tenant)
+    assert keyed
+    assert all(keyed)
     expected = await answers(raw, tenant)
     assert differences(expected, await answers(rollups, tenant)) == []
 
@@ -341,6 +371,9 @@ async def test_every_query_answers_the_same_from_rollups_as_from_raw_rows(
     assert len(rebuilt) == 4
     plan = await rolled_up(rollups, tenant)
     assert (len(plan.days), len(plan.hours)) == (3, 5)
+    keyed = await read_from_agent_table(rollups, tenant)
+    assert keyed
+    assert all(keyed)
     assert differences(expected, await answers(rollups, tenant)) == []
     # Nothing stale is left: another pass builds nothing.
     assert builder.cycle(now_ms=now) == []
@@ -371,23 +404,44 @@ async def test_rows_of_superseded_builds_are_deleted_a_minute_after_the_switch(
             )  # type: ignore[arg-type]
         )
 
+    def superseded_agents() -> int:
+        """Rows of `rollup_agents` of another gen than their day's current agent gen."""
+        return int(
+            ch.command(
+                f"SELECT count() FROM {AGENT_ROLLUPS} WHERE tenant_id = {{t:String}}"
+                f" AND (toDate(bucket), gen) NOT IN (SELECT day, agent_gen FROM {BUILDS} FINAL"
+                " WHERE tenant_id = {t:String})",
+                parameters={"t": tenant},
+            )  # type: ignore[arg-type]
+        )
+
     assert superseded() > 0  # still there for queries planned before the switch
+    assert superseded_agents() > 0
     # ... and not read: the day that kept the first build's gen and the rebuilt day next to it
     # (whose rows of that same gen are superseded) count each day once.
     whole = questions(tenant)[0]
+    managed = Question(tenant_id=tenant, start=whole.start, end=whole.end, agents=AGENTS[:4])
     raw, rollups = AnalyticsStore(reader, rollups=False), AnalyticsStore(reader)
     plan = await rolled_up(rollups, tenant)
     assert len(plan.gens) > 1
+    assert len((await rollups.where(managed, "agent", "d")).agent_gens) > 1
     assert await rollups.totals(whole) == await raw.totals(whole)
+    assert await rollups.totals(managed) == await raw.totals(managed)
     by_agent = Dimension.agent, Metric.revenue
     assert await rollups.ranked(whole, *by_agent, limit=9) == await raw.ranked(
         whole, *by_agent, limit=9
     )
+    assert await rollups.ranked(managed, *by_agent, limit=9) == await raw.ranked(
+        managed, *by_agent, limit=9
+    )
     builder.clean(server_ms(ch))
     assert superseded() > 0  # not yet a minute
+    assert superseded_agents() > 0
     builder.clean(server_ms(ch) + KEEP_SUPERSEDED_MS)
     assert superseded() == 0
+    assert superseded_agents() == 0
     assert await rollups.totals(whole) == await raw.totals(whole)
+    assert await rollups.totals(managed) == await raw.totals(managed)
 
     # Merging the month's parts (what a pass does past `MERGE_ABOVE_PARTS`; background merges
     # may already have merged some, so any count is merged here) leaves one part and the same
@@ -440,6 +494,72 @@ async def test_refstream_analytics_build_once_registers_the_builds(
     ).result_rows
     assert {gen for (gen,) in written} == gens
     assert Builder(ch).cycle() == []  # nothing left stale: the CLI pass built it all
+
+
+async def test_days_built_without_agent_rows_are_read_from_rollups_then_copied_once(
+    ch: Client, reader: ClickHouseReader
+) -> None:
+    """Days whose build has no agent gen (built before ClickHouse 0011, or by a builder of the
+    previous version during a rollout) are read from `rollups_v2` by every reach; the next pass
+    copies their agent rows into `rollup_agents` ("keying", without rebuilding them), after
+    which the reaches narrowed on agents read those, with the same answers as raw rows."""
+    tenant = f"t_key_{uuid.uuid4().hex[:8]}"
+    data = generate(tenant, seed=5)
+    insert(ch, data.first)
+    builder, now = Builder(ch), utc_ms(NOW)
+    await settle()
+    builder.cycle(now_ms=now)
+    # As a builder of the previous version leaves them: no agent rows, agent gen 0 (the default
+    # of the column 0011 added; the same `built_at`, so the last registration stays).
+    ch.command(
+        f"ALTER TABLE {AGENT_ROLLUPS} DELETE WHERE tenant_id = {{t:String}}",
+        parameters={"t": tenant}, settings={"mutations_sync": 2},
+    )  # fmt: skip
+    ch.command(
+        f"INSERT INTO {BUILDS} (tenant_id, day, built_at, until, gen) SELECT tenant_id, day,"
+        f" built_at, until, gen FROM {BUILDS} FINAL WHERE tenant_id = {{t:String}}",
+        parameters={"t": tenant},
+    )
+    raw, rollups = AnalyticsStore(reader, rollups=False), AnalyticsStore(reader)
+    qs = [q for q in questions(tenant) if q.agents and q.shop is None]
+
+    async def compare() -> None:
+        for q in qs:
+            assert await rollups.totals(q) == await raw.totals(q)
+            for by in (Dimension.agent, Dimension.unit):
+                assert await rollups.ranked(
+                    q, by, Metric.revenue, limit=50, unit_of=UNITS
+                ) == await raw.ranked(q, by, Metric.revenue, limit=50, unit_of=UNITS)
+            assert await rollups.per_bucket(q, "day", "Europe/Berlin") == await raw.per_bucket(
+                q, "day", "Europe/Berlin"
+            )
+
+    def agent_rows() -> tuple[int, int]:
+        """(rows of the tenant's agent cuboid in `rollups_v2`, its rows in `rollup_agents`)"""
+        return tuple(  # type: ignore[return-value]
+            int(ch.command(sql, parameters={"t": tenant}))  # type: ignore[arg-type]
+            for sql in (
+                f"SELECT count() FROM {ROLLUPS} WHERE tenant_id = {{t:String}}"
+                " AND cuboid = 'agent'",
+                f"SELECT count() FROM {AGENT_ROLLUPS} WHERE tenant_id = {{t:String}}",
+            )
+        )
+
+    assert agent_rows()[1] == 0
+    keyed = await read_from_agent_table(rollups, tenant)
+    assert keyed
+    assert not any(keyed)
+    await compare()
+    assert builder.cycle(now_ms=now) == []  # nothing rebuilt, the days keyed
+    keyed = await read_from_agent_table(rollups, tenant)
+    assert keyed
+    assert all(keyed)
+    rows = agent_rows()
+    assert rows[0] > 0
+    assert rows == (rows[0], rows[0])
+    await compare()
+    assert builder.cycle(now_ms=now) == []
+    assert agent_rows() == rows  # keyed once
 
 
 # --- month rows of the totals ----------------------------------------------------------------
