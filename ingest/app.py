@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 import structlog
@@ -57,6 +58,24 @@ def configure_logging(level: str) -> None:
     )
 
 
+class IngressApp(FastAPI):
+    """FastAPI whose calls go to `front` first: the hot path (`ingest.hot`), behind the
+    proxy-headers middleware when trusted proxies are configured. What the hot path does not
+    answer goes through FastAPI as before (`framework`)."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = self.front
+        if front is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await front(scope, receive, send)
+
+    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     check_startup(settings)
@@ -84,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await guards.close()
             await redis.aclose()
 
-    app = FastAPI(
+    app = IngressApp(
         title="refstream ingress",
         version="1",
         lifespan=lifespan,
@@ -96,9 +115,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.add_middleware(RequestIdMiddleware)
-    app.add_middleware(HotPath)  # outside RequestIdMiddleware: it does that work itself
+    # The hot path comes first, before FastAPI (it does the request id's work itself).
+    front: ASGIApp = HotPath(app.framework, app)
     if settings.trusted_proxies:  # click IP hashes from the real client, never a forged header
-        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+        # (uvicorn types its middleware with its own ASGI types, Starlette's are looser)
+        proxied = ProxyHeadersMiddleware(cast(Any, front), trusted_hosts=settings.trusted_proxies)
+        front = cast(ASGIApp, proxied)
+    app.front = front
     app.include_router(endpoints.router)
     install_problem_handlers(app)
     docs.install_components(app)

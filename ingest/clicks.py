@@ -206,6 +206,10 @@ def ip_hash(salt: str, ip: str | None) -> str | None:
     return hmac.digest(salt.encode(), ip.encode(), "sha256").hex()[:32]
 
 
+# Printable ASCII but `"` and `\`: what `json.dumps` writes as it is (ensure_ascii).
+_JSON_AS_IS = re.compile(r"[ !#-\[\]-~]*")
+
+
 def fingerprint(
     ip_digest: str | None, user_agent: str | None, link_code: str, visitor_id: str | None = None
 ) -> str:
@@ -213,7 +217,11 @@ def fingerprint(
     id and User-Agent when the client sent an id (two shoppers behind one NAT are two visitors;
     one browser keeps its User-Agent), else the IP and User-Agent."""
     if visitor_id:
-        text = json.dumps(["visitor", link_code, user_agent or "", visitor_id])
+        agent = user_agent or ""
+        if _JSON_AS_IS.fullmatch(link_code + agent + visitor_id):  # json.dumps escapes nothing
+            text = f'["visitor", "{link_code}", "{agent}", "{visitor_id}"]'
+        else:
+            text = json.dumps(["visitor", link_code, agent, visitor_id])
     else:
         text = f"{ip_digest or '-'}|{user_agent or '-'}|{link_code}"
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

@@ -475,13 +475,12 @@ async def redirect(
     if link is None:
         _count("redirect", "click", "unknown_link")
         return Refused(404, "unknown_link", "no such referral link").answer()
-    try:
-        check_http_url(link.landing_url)
-    except ValueError as exc:
+    problem = _landing_url_problem(link.landing_url)
+    if problem is not None:
         # Stored before the API validated URLs (or written past it): the shopper gets a clear
         # answer, the operator a log line and a counter, and no click is recorded.
         _count("redirect", "click", "bad_landing_url")
-        log.warning("ingest.bad_landing_url", link_code=link.code, error=str(exc))
+        log.warning("ingest.bad_landing_url", link_code=link.code, error=problem)
         return Refused(
             404, "bad_landing_url", "this referral link's landing URL is not a valid http(s) URL"
         ).answer()
@@ -515,6 +514,16 @@ async def redirect(
         ("set-cookie", _cookie(clicks.VISITOR_COOKIE, visitor_id, max_age)),
         ("set-cookie", _cookie(clicks.CLICK_COOKIE, click_id, max_age)),
     ))  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4096)
+def _landing_url_problem(url: str) -> str | None:
+    """Why `check_http_url` refuses a landing URL (None: it does not), judged once per URL."""
+    try:
+        check_http_url(url)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 _PLAIN_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]+")

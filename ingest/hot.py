@@ -9,15 +9,18 @@ and the security headers. The work and the answers are the FastAPI routes' own
 (`endpoints.shopify_delivery`, `endpoints.redirect`): the routes stay, for the OpenAPI
 document and every path this does not match (a trailing slash, a mount under a root path).
 
-Installed just inside the error middleware, so an unexpected error still answers the
-problem+json 500, and inside the proxy-headers middleware, so a click's address is the
-trusted proxy's `X-Forwarded-For` when one is configured.
+Called by `ingest.app.IngressApp` before FastAPI and Starlette's middleware stack, which
+a hot request never needs (`bench/ingress --profile`: five layers, one wrapping `send`), so it
+answers an unexpected error with the problem+json 500 itself; inside the proxy-headers
+middleware, so a click's address is the trusted proxy's `X-Forwarded-For` when one is
+configured.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 import structlog
 from starlette.requests import ClientDisconnect
@@ -34,13 +37,22 @@ SECURITY_HEADERS = (
 )
 WEBHOOK_PATH = "/webhooks/shopify"
 REDIRECT_PREFIX = "/r/"
+# What an unexpected error answers (`ingest.app.install_problem_handlers` says the same).
+INTERNAL_ERROR = endpoints.Refused(500, "internal_error", "internal error").answer()
 
 
 class HotPath:
-    """ASGI middleware answering the two hot endpoints itself; everything else passes on."""
+    """ASGI app answering the two hot endpoints itself; everything else goes to `app`.
 
-    def __init__(self, app: ASGIApp) -> None:
+    `ingest.app.IngressApp` calls it before FastAPI and Starlette's middleware stack (five
+    layers, one of them wrapping `send`, for a request they have no part in), so it answers an
+    unexpected error itself: the problem+json 500 the error middleware would send (with the
+    request id and the security headers), then the error raised on to the server, which logs
+    it."""
+
+    def __init__(self, app: ASGIApp, owner: Any) -> None:
         self.app = app
+        self._state = owner.state  # the FastAPI app's: `state.ingress` is set at start-up
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
@@ -60,9 +72,12 @@ class HotPath:
         # First value of each name, as Starlette's `Headers.get` (ASGI names are lower-case).
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         request_id = headers.get("x-request-id") or os.urandom(16).hex()  # as uuid4().hex
-        structlog.contextvars.clear_contextvars()
+        # These two are the only keys the ingress binds, and every request binds both (here
+        # or in `RequestIdMiddleware`), overwriting whatever its task's context inherited (a
+        # pipelined request's task starts in a copy of its predecessor's): no
+        # `clear_contextvars`, which walks the whole context, needed.
         structlog.contextvars.bind_contextvars(request_id=request_id, path=scope["path"])
-        ingress = scope["app"].state.ingress
+        ingress = self._state.ingress
         try:
             if code is None:
                 answer = await endpoints.shopify_delivery(ingress, headers, _stream(receive))
@@ -73,6 +88,9 @@ class HotPath:
                 )
         except ClientDisconnect:
             return  # nobody to answer
+        except Exception:
+            await _send(send, INTERNAL_ERROR, request_id)
+            raise
         await _send(send, answer, request_id)
 
 

@@ -51,12 +51,20 @@ class ShopifyHeaders:
 
     @classmethod
     def read(cls, headers: Mapping[str, str]) -> ShopifyHeaders:
-        lowered = {k.lower(): v for k, v in headers.items()}
-
-        def get(name: str) -> str | None:
-            value = lowered.get(f"x-{name}", lowered.get(name))
-            return value.strip() if value is not None else None
-
+        # One pass over the headers, keeping the Shopify ones by their name without `x-`
+        # (the `x-` spelling wins when both came); the last of one name wins, as a dict of the
+        # lower-cased names would keep it.
+        prefixed: dict[str, str] = {}
+        bare: dict[str, str] = {}
+        for key, value in headers.items():
+            name = key.lower()
+            if name.startswith("x-shopify-"):
+                prefixed[name[2:]] = value
+            elif name.startswith("shopify-"):
+                bare[name] = value
+        found = {**bare, **prefixed} if bare else prefixed
+        stripped = {name: value.strip() for name, value in found.items()}
+        get = stripped.get
         return cls(
             hmac=get("shopify-hmac-sha256"),
             topic=get("shopify-topic"),

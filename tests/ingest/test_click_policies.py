@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import random
 import re
 import secrets
@@ -15,10 +16,12 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from api.app import create_app as create_api
-from ingest.clicks import ClickPolicy, ip_hash, relay_trusted
+from ingest.clicks import ClickPolicy, fingerprint, ip_hash, relay_trusted
 from schemas.click_policy import relay_token_hash
 from schemas.events.click import ClickEvent
 from schemas.settings import Settings
@@ -321,3 +324,22 @@ async def test_duplicates_in_every_arrival_order_with_triple_delivery(
         assert all(len(v) == 1 for v in verdicts.values()), order
         firsts = sorted(visitor_of[c] for c, v in verdicts.items() if v == {False})
         assert (len(verdicts), firsts) == (3, ["a", "b"]), order
+
+
+@given(
+    st.text(max_size=12),
+    st.one_of(st.none(), st.text(max_size=40)),
+    st.text(min_size=1, max_size=40),
+)
+def test_a_visitor_fingerprint_is_the_json_spelling_hashed(
+    link_code: str, user_agent: str | None, visitor_id: str
+) -> None:
+    """The plain spelling of the fingerprint's JSON (no `json.dumps` when nothing needs
+    escaping) hashes the same text as `json.dumps` of the four parts."""
+    text = json.dumps(["visitor", link_code, user_agent or "", visitor_id])
+    expected = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    assert fingerprint("ip-digest", user_agent, link_code, visitor_id) == expected
+    plain = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in '"\\')
+    text = json.dumps(["visitor", plain, plain, plain])
+    expected = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    assert fingerprint(None, plain, plain, plain) == expected

@@ -4,6 +4,7 @@ redirected to, unknown paths, security headers and its OpenAPI document."""
 from __future__ import annotations
 
 import uuid
+from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -125,6 +126,39 @@ async def test_an_unexpected_error_answers_a_problem_500(stack_settings: Setting
     body = response.json()
     assert body["code"] == "internal_error"
     assert "secret" not in response.text
+
+
+async def test_an_unexpected_error_on_the_hot_path_answers_a_problem_500(
+    stack_settings: Settings,
+) -> None:
+    """The hot path (`ingest.hot`) runs before FastAPI's error middleware: it answers the same
+    problem+json 500 itself, with the request id and the security headers."""
+    app = create_app(stack_settings)
+
+    class BrokenRegistry:
+        async def shop(self, domain: str) -> None:
+            raise RuntimeError("a bug with internals: /secret/path")
+
+        async def link(self, code: str) -> None:
+            raise RuntimeError("a bug with internals: /secret/path")
+
+    app.state.ingress = SimpleNamespace(settings=stack_settings, registry=BrokenRegistry())
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
+        webhook = await client.post(
+            "/webhooks/shopify", content=b"{}", headers={
+                "Content-Type": "application/json", "X-Shopify-Shop-Domain": "a.myshopify.com",
+                "X-Request-Id": "req-hot-500",
+            },
+        )  # fmt: skip
+        click = await client.get("/r/some-code")
+    for response in (webhook, click):
+        assert response.status_code == 500
+        assert response.headers["content-type"] == PROBLEM
+        assert response.json()["code"] == "internal_error"
+        assert "secret" not in response.text
+        assert response.headers["x-content-type-options"] == "nosniff"
+    assert webhook.headers["x-request-id"] == "req-hot-500"
 
 
 async def test_click_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(
