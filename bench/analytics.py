@@ -30,6 +30,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -244,11 +246,42 @@ async def time_queries(store: AnalyticsStore, repeat: int) -> list[tuple[str, fl
             p99 = timings[min(len(timings) - 1, round(len(timings) * 0.99) - 1)]
             results.append((name, statistics.median(timings), p99))
             note = f"   full GC in {with_gc} run(s)" if with_gc else ""
-            print(f"  {name:<42} p50 {results[-1][1]:8.1f} ms   p99 {p99:8.1f} ms{note}",
+            mark = "met" if p99 <= TARGET_P99_MS else "MISSED"
+            print(f"  {name:<42} p50 {results[-1][1]:8.1f} ms   p99 {p99:8.1f} ms  {mark}{note}",
                   flush=True)  # fmt: skip
     finally:
         gc.callbacks.remove(count_full_gc)
     return results
+
+
+TARGET_P99_MS = 50.0  # issue #16: every query's p99 at 10M rows
+TARGET_RATIO = 2.0  # issue #16: p99 at 10M ÷ p99 at 1M, worst query
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def report(results: list[tuple[str, float, float]], rows: int, args: argparse.Namespace) -> None:
+    """The targets: how many queries have p99 ≤ 50 ms; with `--ratio-to`, each p99 ÷ the saved
+    run's (for the 10M ÷ 1M target); with `--save`, this run's p99s for a later `--ratio-to`."""
+    met = sum(p99 <= TARGET_P99_MS for _, _, p99 in results)
+    print(f"{met} of {len(results)} queries at p99 ≤ {TARGET_P99_MS:.0f} ms ({rows:,} rows);"
+          f" load average 1/5/15 min at the end: {_load()}")  # fmt: skip
+    if args.save is not None:
+        saved = {"rows": rows, "p99": {name: p99 for name, _, p99 in results}}
+        args.save.write_text(json.dumps(saved, indent=1))
+    if args.ratio_to is not None:
+        base = json.loads(args.ratio_to.read_text())
+        print(f"p99 ÷ p99 at {base['rows']:,} rows ({args.ratio_to}), target ≤ {TARGET_RATIO:g}x:")
+        worst = 0.0
+        for name, _, p99 in results:
+            if name not in base["p99"]:
+                continue
+            ratio = p99 / base["p99"][name]
+            worst = max(worst, ratio)
+            print(f"  {name:<42} {ratio:6.2f}x  {'met' if ratio <= TARGET_RATIO else 'MISSED'}")
+        print(f"  worst {worst:.2f}x: {'met' if worst <= TARGET_RATIO else 'MISSED'}")
 
 
 def main() -> None:
@@ -258,6 +291,11 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="keep (and reuse) the chDB directory")
     parser.add_argument("--no-optimize", action="store_true", help="skip OPTIMIZE ... FINAL")
     parser.add_argument("--raw", action="store_true", help="read raw rows only (no rollups)")
+    parser.add_argument("--save", type=Path, help="write this run's p99 per query (JSON) here")
+    parser.add_argument(
+        "--ratio-to", type=Path,
+        help="a --save file of another run (e.g. 1M rows): print each p99 ÷ its p99",
+    )  # fmt: skip
     parser.add_argument(
         "--no-gc-freeze", dest="gc_freeze", action="store_false",
         help="time without gc.freeze() (the API freezes its start-up heap: schemas.runtime)",
@@ -304,8 +342,10 @@ def main() -> None:
         if args.gc_freeze:
             frozen = freeze_startup_heap()
             print(f"gc.freeze(): {frozen:,} objects out of the collector's reach (as the API)")
-        print(f"timing {args.repeat} runs per query (3 warm-ups), through clickhouse-connect:")
-        asyncio.run(time_queries(AnalyticsStore(reader, rollups=not args.raw), args.repeat))
+        print(f"timing {args.repeat} runs per query (3 warm-ups), through clickhouse-connect"
+              f" (load average 1/5/15 min at the start: {_load()}):")  # fmt: skip
+        store = AnalyticsStore(reader, rollups=not args.raw)
+        report(asyncio.run(time_queries(store, args.repeat)), args.rows, args)
         reader.close()
     finally:
         stop_subprocess(process)
