@@ -393,27 +393,24 @@ async def test_rows_of_superseded_builds_are_deleted_a_minute_after_the_switch(
     again = builder.cycle(now_ms=now)
     assert 0 < len(again) < len(first)
 
-    def superseded() -> int:
-        """Rollup rows of a day written by another gen than the day's current build."""
+    def superseded_in(table: str, gen_column: str) -> int:
+        """Rows of `table` of another gen than their day's current one (`gen_column`)."""
         return int(
             ch.command(
-                f"SELECT count() FROM {ROLLUPS} WHERE tenant_id = {{t:String}}"
-                f" AND (toDate(bucket), gen) NOT IN (SELECT day, gen FROM {BUILDS} FINAL"
+                f"SELECT count() FROM {table} WHERE tenant_id = {{t:String}}"
+                f" AND (toDate(bucket), gen) NOT IN (SELECT day, {gen_column} FROM {BUILDS} FINAL"
                 " WHERE tenant_id = {t:String})",
                 parameters={"t": tenant},
             )  # type: ignore[arg-type]
         )
 
+    def superseded() -> int:
+        """Rollup rows of a day written by another gen than the day's current build."""
+        return superseded_in(ROLLUPS, "gen")
+
     def superseded_agents() -> int:
         """Rows of `rollup_agents` of another gen than their day's current agent gen."""
-        return int(
-            ch.command(
-                f"SELECT count() FROM {AGENT_ROLLUPS} WHERE tenant_id = {{t:String}}"
-                f" AND (toDate(bucket), gen) NOT IN (SELECT day, agent_gen FROM {BUILDS} FINAL"
-                " WHERE tenant_id = {t:String})",
-                parameters={"t": tenant},
-            )  # type: ignore[arg-type]
-        )
+        return superseded_in(AGENT_ROLLUPS, "agent_gen")
 
     assert superseded() > 0  # still there for queries planned before the switch
     assert superseded_agents() > 0
