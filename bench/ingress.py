@@ -296,13 +296,21 @@ def create_floor_topics(settings: Settings) -> None:
 
 
 def start_floor(
-    settings: Settings, reg: Registration, port: int, workers: int, log: Path
+    settings: Settings,
+    reg: Registration,
+    port: int,
+    workers: int,
+    log: Path,
+    guarded: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """The bare ASGI floor (`bench.ingress_floor`) under uvicorn, as the ingress is served."""
+    """The bare ASGI floor (`bench.ingress_floor`) under uvicorn, as the ingress is served;
+    `guarded`: with the ingress's Redis guards (`--floor-guards`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFSTREAM_")}
     env.update({"FLOOR_BOOTSTRAP": settings.kafka_bootstrap, "FLOOR_SECRET": reg.secret,
                 "FLOOR_ORDERS_TOPIC": FLOOR_ORDERS_TOPIC,
                 "FLOOR_CLICKS_TOPIC": FLOOR_CLICKS_TOPIC})  # fmt: skip
+    if guarded:
+        env["FLOOR_REDIS_URL"] = settings.redis_url
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "bench.ingress_floor:app", "--host", HOST,
@@ -1002,6 +1010,10 @@ def main() -> None:
         help="the phase CPU accounting and py-spy watch (default webhooks)",
     )
     parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator")
+    parser.add_argument(
+        "--floor-guards", action="store_true",
+        help="the floor also runs the ingress's Redis guards (dedup and rate window, first click)",
+    )  # fmt: skip
     args = parser.parse_args()
     args.profile = args.profile or args.profile_out is not None
     if not 0 < args.rate_fraction <= 1:
@@ -1110,7 +1122,13 @@ def run(stack: Stack, args: argparse.Namespace) -> None:
     stack.ingress = stack.ingresses[0]
     floor_port = free_port()
     floor_log = stack.scratch / "floor.log"
-    stack.floor = start_floor(settings, reg, floor_port, args.workers, floor_log)
+    stack.floor = start_floor(settings, reg, floor_port, args.workers, floor_log,
+                              args.floor_guards)  # fmt: skip
+    if args.floor_guards:
+        console.print(
+            "[bold]the floor runs with the ingress's Redis guards (--floor-guards):"
+            " each ratio is refstream against a floor that pays for them[/bold]"
+        )
     wait_answering(stack.floor, floor_port, floor_log)
     ports = {"floor": floor_port, **ports}
     codes["floor"] = "f"

@@ -10,6 +10,13 @@ guarantees and its code, which is the ratio the bench prints.
 
 Run by the bench as `uvicorn bench.ingress_floor:app --workers 2` with `FLOOR_BOOTSTRAP`,
 `FLOOR_SECRET`, `FLOOR_ORDERS_TOPIC` and `FLOOR_CLICKS_TOPIC` in the environment.
+
+With `FLOOR_REDIS_URL` (`bench.ingress --floor-guards`) the floor also pays for the Redis
+guards the issue requires of the ingress, with the ingress's own code (`ingest.guards` on its
+pipelined connection, `ingest.resp`): a webhook is admitted (its rate window and whether its
+delivery was seen: one `EVALSHA` round trip) and, after the ack, remembered (a `SET` that is not
+waited for); a click asks whether it is its visitor's first on the link (one round trip). The
+ratio against that floor is what the rest of refstream's code costs beyond its guards.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
+from ingest import guards
 from ingest.producer import producer_config
+from ingest.resp import Commands, commands_for
 
 Scope = dict[str, Any]
 
@@ -40,6 +49,8 @@ class Floor:
         self.orders_topic = os.environ["FLOOR_ORDERS_TOPIC"]
         self.clicks_topic = os.environ["FLOOR_CLICKS_TOPIC"]
         self.producer = Producer(producer_config(os.environ["FLOOR_BOOTSTRAP"], 5.0))
+        redis_url = os.environ.get("FLOOR_REDIS_URL")
+        self.redis: Commands | None = commands_for(redis_url, 1.0) if redis_url else None
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
         self.thread.start()
@@ -114,13 +125,30 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
             await _answer(send, 401, b'{"code":"invalid_signature"}', JSON)
             return
         event_id = headers.get(b"x-shopify-event-id", b"")
+        dedup = guards.dedup_key("shopify", "floor", event_id.decode())
+        if floor.redis is not None:
+            admission = await guards.admit(
+                floor.redis, scope="floor", dedup=dedup, limit_per_second=1 << 30
+            )
+            if admission.duplicate:
+                body = b'{"status":"duplicate","event_id":' + orjson.dumps(event_id.decode())
+                await _answer(send, 200, body + b"}", JSON)
+                return
         if not await floor.send(floor.orders_topic, event_id, raw):
             await _answer(send, 503, b'{"code":"broker_unavailable"}', [(b"retry-after", b"5")])
             return
+        if floor.redis is not None:
+            guards.remember(floor.redis, dedup, 86_400)
         body = b'{"status":"accepted","event_id":' + orjson.dumps(event_id.decode()) + b"}"
         await _answer(send, 200, body, JSON)
     elif scope["method"] == "GET" and path.startswith("/r/"):
         click_id = "clk_" + secrets.token_hex(16)
+        if floor.redis is not None:  # the visitor: its address and agent, as the ingress's
+            headers = dict(scope["headers"])
+            peer = (scope.get("client") or ("", 0))[0]
+            who = f"{peer}|{headers.get(b'user-agent', b'').decode(errors='replace')}|{path[3:]}"
+            fingerprint = hashlib.sha256(who.encode()).hexdigest()
+            await guards.first_click(floor.redis, fingerprint, 30, click_id)
         value = orjson.dumps({"event_id": click_id, "link_code": path[3:]})
         if not await floor.send(floor.clicks_topic, click_id.encode(), value):
             await _answer(send, 503, b'{"code":"broker_unavailable"}', [(b"retry-after", b"5")])
