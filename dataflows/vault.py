@@ -38,7 +38,9 @@ import contextlib
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 RETIRED = ".retired-"
 GRACE_MS = 3_600_000
@@ -136,10 +138,48 @@ def current() -> Vault | None:
     return _current
 
 
-def retire_current(name: str) -> None:
-    """Retire `name` in this process's vault (a segment named by a snapshot left the state)."""
-    if _current is not None:
-        _current.retire(name)
+class Segment(Protocol):
+    """What the vault keeps of a segment (`attribution.clicks.Segment`,
+    `attribution.segments._Segment`): its pickled bytes until it changes, and its file's name."""
+
+    name: str | None
+    packed: bytes | None
+
+    def pack(self) -> bytes: ...
+
+
+def items(segments: Sequence[Segment]) -> list[bytes | str]:
+    """What a snapshot holds of `segments`: each one's bytes or, with a vault, the file name of
+    every one but the last (the one that still changes), each written once. A written segment's
+    bytes leave memory: its name is enough."""
+    into = _current
+    if into is None:
+        return [segment.pack() for segment in segments]
+    out: list[bytes | str] = []
+    for segment in segments[:-1]:
+        if segment.name is None:
+            segment.name = into.put(segment.pack())
+            segment.packed = None
+        out.append(segment.name)
+    out.extend(segment.pack() for segment in segments[-1:])
+    return out
+
+
+def release(segment: Segment) -> None:
+    """`segment` changed or left the state: its file, if it has one, is retired."""
+    if segment.name is not None:
+        if _current is not None:
+            _current.retire(segment.name)
+        segment.name = None
+
+
+def restored(segment: Segment, item: bytes | str, packed: bytes) -> None:
+    """`segment` was read from a snapshot's `item` (its bytes `packed`): it keeps the file's
+    name, or the inline bytes."""
+    if isinstance(item, str):
+        segment.name = item
+    else:
+        segment.packed = packed
 
 
 def load(item: bytes | str) -> bytes:

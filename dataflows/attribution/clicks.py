@@ -99,7 +99,7 @@ class Segment:
         self.visitors: dict[Key, Key | list[Key]] = {}  # visitor → click id(s)
         self.newest = -(1 << 62)
         self.packed: bytes | None = None  # the pickled segment, until it changes
-        self.name: str | None = None  # its file in the segment vault (sealed segments)
+        self.name: str | None = None  # its file in the segment vault (`vault.items`)
 
     def __len__(self) -> int:
         return len(self.occurred)
@@ -192,20 +192,6 @@ class Segment:
             self.packed = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
         return self.packed
 
-    def stored(self, into: vault.Vault) -> str:
-        """Its vault file's name, written now if it has none (its bytes then leave memory).
-        Only sealed segments are stored: they never change again."""
-        if self.name is None:
-            self.name = into.put(self.pack())
-            self.packed = None
-        return self.name
-
-    def retire(self) -> None:
-        """It leaves the store (expired, or merged into another): its vault file is retired."""
-        if self.name is not None:
-            vault.retire_current(self.name)
-            self.name = None
-
     @classmethod
     def unpack(cls, item: bytes | str) -> Segment:
         packed = vault.load(item)
@@ -220,10 +206,7 @@ class Segment:
          segment.visitors, segment.newest) = data  # fmt: skip
         segment.ids = {key: _row(row) for key, row in ids.items()}  # shared row numbers
         segment.table_index = {ref: i for i, ref in enumerate(segment.table)}
-        if isinstance(item, str):
-            segment.name = item
-        else:
-            segment.packed = packed
+        vault.restored(segment, item, packed)
         return segment
 
 
@@ -261,15 +244,8 @@ class ClickStore:
         return store
 
     def __reduce__(self) -> tuple[object, tuple[list[bytes | str], int, int]]:
-        into, last = vault.current(), len(self.segments) - 1
-        if into is None:
-            packed: list[bytes | str] = [segment.pack() for segment in self.segments]
-        else:  # sealed segments named instead of copied (`dataflows.vault`)
-            packed = [
-                segment.pack() if i == last else segment.stored(into)
-                for i, segment in enumerate(self.segments)
-            ]
-        return _restore, (packed, self.segment_size, self.horizon)
+        # With a vault, sealed segments (they never change) are named, not copied.
+        return _restore, (vault.items(self.segments), self.segment_size, self.horizon)
 
     def __eq__(self, other: object) -> bool:
         """Equal when they hold the same live clicks (however they are segmented)."""
@@ -370,7 +346,7 @@ class ClickStore:
             merged = Segment()
             for part in last:
                 merged.absorb(part)
-                part.retire()
+                vault.release(part)
             segments[-MERGE:] = [merged]
 
     def expire(self, horizon_ms: int) -> None:
@@ -384,7 +360,7 @@ class ClickStore:
         if segments[0].newest >= horizon_ms:
             return
         while len(segments) > 1 and segments[0].newest < horizon_ms:
-            segments.pop(0).retire()
+            vault.release(segments.pop(0))
         if segments[0].newest < horizon_ms and len(segments[0]):  # the open one, all expired
-            segments[0].retire()
+            vault.release(segments[0])
             segments[0] = Segment()

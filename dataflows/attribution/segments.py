@@ -50,25 +50,13 @@ class _Segment(Generic[K, V]):
 
     def changed(self) -> None:
         self.packed = None
-        if self.name is not None:
-            vault.retire_current(self.name)
-            self.name = None
-
-    def stored(self, into: vault.Vault) -> str:
-        """Its vault file's name, written now if it has none (its bytes then leave memory)."""
-        if self.name is None:
-            self.name = into.put(self.pack())
-            self.packed = None
-        return self.name
+        vault.release(self)
 
     @classmethod
     def unpack(cls, item: bytes | str) -> _Segment[Any, Any]:
         packed = vault.load(item)
         segment: _Segment[Any, Any] = cls(*pickle.loads(packed))
-        if isinstance(item, str):
-            segment.name = item
-        else:
-            segment.packed = packed
+        vault.restored(segment, item, packed)
         return segment
 
 
@@ -111,14 +99,8 @@ class SegmentedMap(Generic[K, V]):
         return made
 
     def __reduce__(self) -> tuple[object, tuple[int, list[bytes | str]]]:
-        into, last = vault.current(), len(self.segments) - 1
-        if into is None:
-            return _restore, (self.size, [segment.pack() for segment in self.segments])
-        # With a vault, every segment but the newest is named instead of copied (`vault`).
-        return _restore, (self.size, [
-            segment.pack() if i == last else segment.stored(into)
-            for i, segment in enumerate(self.segments)
-        ])  # fmt: skip
+        # With a vault, every segment but the newest is named instead of copied.
+        return _restore, (self.size, vault.items(self.segments))
 
     def __eq__(self, other: object) -> bool:
         """Equal to a map or dict holding the same entries (however they are segmented)."""
