@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -211,6 +211,15 @@ def copy_agents(
     )  # fmt: skip
 
 
+def register(client: Client, tenant: str, day_ms: int, build: Build) -> None:
+    """Register `build` as the current one of the tenant's day (`rollup_builds_v2`)."""
+    client.command(
+        _REGISTER,
+        parameters={"tenant": tenant, "day": day_ms, "built": build.built_ms,
+                    "until": build.until_ms, "gen": build.gen, "agent_gen": build.agent_gen},
+    )  # fmt: skip
+
+
 def build_days(client: Client, batch: list[DayWork], *, built_ms: int) -> int:
     """Write the consecutive days of `batch` (their closed hours) under a new gen, copy their
     agent rows into `rollup_agents` under the same gen, then register the gen (as gen and
@@ -226,11 +235,7 @@ def build_days(client: Client, batch: list[DayWork], *, built_ms: int) -> int:
     days = [day.day_ms for day in batch]
     copy_agents(client, first.tenant_id, days, [gen] * len(days), gen)
     for day in batch:
-        client.command(
-            _REGISTER,
-            parameters={"tenant": day.tenant_id, "day": day.day_ms, "built": built_ms,
-                        "until": day.until_ms, "gen": gen, "agent_gen": gen},
-        )  # fmt: skip
+        register(client, day.tenant_id, day.day_ms, Build(built_ms, day.until_ms, gen, gen))
     return gen
 
 
@@ -251,13 +256,8 @@ def key_days(client: Client, builds: dict[tuple[str, int], Build]) -> list[tuple
         tenant, days = batch[0].tenant_id, [day.day_ms for day in batch]
         copy_agents(client, tenant, days, [builds[(tenant, d)].gen for d in days], agent_gen)
         for day in days:
-            build = builds[(tenant, day)]
-            client.command(
-                _REGISTER,
-                parameters={"tenant": tenant, "day": day, "built": build.built_ms,
-                            "until": build.until_ms, "gen": build.gen, "agent_gen": agent_gen},
-            )  # fmt: skip
-            builds[(tenant, day)] = Build(build.built_ms, build.until_ms, build.gen, agent_gen)
+            builds[(tenant, day)] = replace(builds[(tenant, day)], agent_gen=agent_gen)
+            register(client, tenant, day, builds[(tenant, day)])
             keyed.append((tenant, day))
     return keyed
 
@@ -355,7 +355,7 @@ class Builder:
         current_months = {
             (str(t), int(m)): int(g) for t, m, g, _ in self.client.query(_MONTHS).result_rows
         }
-        agent_days = _current_gens(due, current_agents, list(due))
+        agent_days = _current_gens(due, current_agents)  # (taken off `superseded` below)
         days = _current_gens(due, current, self.superseded)
         months = _current_gens(due_months, current_months, self.superseded_months)
         # One mutation per tenant: each one rewrites every part it touches.
@@ -413,18 +413,19 @@ def run(settings: Settings, *, interval: float = 10.0, once: bool = False) -> No
 def _current_gens(
     due: list[tuple[int, str, int]],
     current: dict[tuple[str, int], int],
-    pending: list[tuple[int, str, int]],
+    pending: list[tuple[int, str, int]] | None = None,
 ) -> dict[str, dict[int, int]]:
     """Per tenant, the current gen of each bucket (day or month) in `due` (superseded entries
-    `(at, tenant, bucket)`), each entry taken off `pending`; a bucket with no current gen is
-    left out."""
+    `(at, tenant, bucket)`), each entry taken off `pending` when given; a bucket with no
+    current gen is left out."""
     out: dict[str, dict[int, int]] = {}
     for item in due:
         _, tenant, bucket = item
         gen = current.get((tenant, bucket))
         if gen is not None:
             out.setdefault(tenant, {})[bucket] = gen
-        pending.remove(item)
+        if pending is not None:
+            pending.remove(item)
     return out
 
 
