@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
-from ingest import guards
+from ingest import clicks, guards
 from ingest.producer import producer_config
 from ingest.resp import Commands, commands_for
 
@@ -143,11 +143,10 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         await _answer(send, 200, body, JSON)
     elif scope["method"] == "GET" and path.startswith("/r/"):
         click_id = "clk_" + secrets.token_hex(16)
-        if floor.redis is not None:  # the visitor: its address and agent, as the ingress's
-            headers = dict(scope["headers"])
-            peer = (scope.get("client") or ("", 0))[0]
-            who = f"{peer}|{headers.get(b'user-agent', b'').decode(errors='replace')}|{path[3:]}"
-            fingerprint = hashlib.sha256(who.encode()).hexdigest()
+        if floor.redis is not None:  # the visitor by its address and agent, as the ingress's
+            agent = dict(scope["headers"]).get(b"user-agent", b"").decode(errors="replace")
+            peer = (scope.get("client") or (None, 0))[0]
+            fingerprint = clicks.fingerprint(peer, agent or None, path[3:])
             await guards.first_click(floor.redis, fingerprint, 30, click_id)
         value = orjson.dumps({"event_id": click_id, "link_code": path[3:]})
         if not await floor.send(floor.clicks_topic, click_id.encode(), value):

@@ -209,7 +209,8 @@ def _snapshot_costs(
         started = time.perf_counter()
         size = engine.snapshot_touched()
         elapsed = (time.perf_counter() - started) * 1e3
-        out.append((label, elapsed, size, (store.written_bytes if store else 0) - written))
+        stored = store.written_bytes - written if store is not None else 0
+        out.append((label, elapsed, size, stored))
     return out
 
 

@@ -171,8 +171,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         return endpoints.Refused(400, "bad_request", "invalid request parameters").response()
 
     async def internal_error(_: Request, __: Exception) -> Response:
-        # Starlette logs the exception after this answer; the body names no internals.
-        return endpoints.Refused(500, "internal_error", "internal error").response()
+        return endpoints.INTERNAL_ERROR.response()  # Starlette logs the exception after it
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)

@@ -86,6 +86,11 @@ class Refused(Exception):
         return self.answer().response()
 
 
+# What an unexpected error answers, from the hot path (`ingest.hot`) and from FastAPI's error
+# handler (`ingest.app.install_problem_handlers`): the body names no internals.
+INTERNAL_ERROR = Refused(500, "internal_error", "internal error")
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """An answer as plain values: the hot path (`ingest.hot`) sends it as ASGI messages, the

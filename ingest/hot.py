@@ -37,8 +37,7 @@ SECURITY_HEADERS = (
 )
 WEBHOOK_PATH = "/webhooks/shopify"
 REDIRECT_PREFIX = "/r/"
-# What an unexpected error answers (`ingest.app.install_problem_handlers` says the same).
-INTERNAL_ERROR = endpoints.Refused(500, "internal_error", "internal error").answer()
+INTERNAL_ERROR = endpoints.INTERNAL_ERROR.answer()
 
 
 class HotPath:
