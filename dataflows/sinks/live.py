@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
+import orjson
 import redis
 import structlog
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from schemas.live import LiveBatch, LiveConversion, LiveEntry, live_channel
+from schemas.live import LIVE_BATCH_VERSION, LiveBatch, LiveConversion, LiveEntry, live_channel
 
 log = structlog.get_logger(__name__)
 
@@ -91,8 +94,106 @@ def _chunks(
         )
 
 
+# The fields each message item takes from its row, in the order `live_messages` unpacks them.
+_CONVERSION_FIELDS = ("tenant_id", "conversion_id", "order_name", "order_id", "agent_id",
+                      "program_id", "revenue", "currency", "occurred_at", "rule")  # fmt: skip
+_ENTRY_FIELDS = ("tenant_id", "entry_id", "agent_id", "conversion_id", "order_id", "amount",
+                 "currency", "kind")  # fmt: skip
+
+
+class _Unusual(Exception):
+    """A value the direct encoding does not write exactly as pydantic would."""
+
+
+def _decimal(value: object) -> str:
+    # orjson's `default`: called for the Decimals only (every other value of a message is a str,
+    # None, an int or a datetime, which orjson writes itself).
+    if type(value) is Decimal:
+        return str(value)  # what pydantic writes for a Decimal in JSON
+    raise _Unusual(type(value).__name__)
+
+
+def _plain_time(when: object) -> bool:
+    """An aware datetime with a whole-minute UTC offset: orjson writes it as pydantic does
+    (`Z` for a zero offset with OPT_UTC_Z). Naive times (pydantic refuses them) and sub-minute
+    offsets (pydantic truncates them, orjson rounds) are left to the models."""
+    if type(when) is not datetime:
+        return False
+    if when.tzinfo is UTC:
+        return True
+    offset = when.utcoffset()
+    return offset is not None and offset.seconds % 60 == 0 and not offset.microseconds
+
+
+def live_messages(
+    per_table: Mapping[str, Sequence[Row]],
+    columns: Mapping[str, Sequence[str]],
+    written_at: datetime,
+    max_items: int = MAX_ITEMS_PER_MESSAGE,
+) -> list[tuple[str, bytes]]:
+    """`(tenant, bytes)` of every message of one sink write: the bytes of
+    `[(b.tenant_id, b.to_bytes()) for b in live_batches(...)]`, byte for byte, written straight
+    from the rows with orjson (measured: ~12 µs an item through the pydantic models, ~1 µs this
+    way). A row with a value the direct encoding could write differently from pydantic (see
+    `_plain_time`, `_decimal`) sends the whole write through the models instead."""
+    conversions: dict[str, list[dict[str, Any]]] = {}
+    entries: dict[str, list[dict[str, Any]]] = {}
+    rows = per_table.get("conversions", ())
+    if rows:
+        get = itemgetter(*(columns["conversions"].index(name) for name in _CONVERSION_FIELDS))
+        for row in rows:
+            tenant, cid, name, order_id, agent, program, revenue, currency, at, rule = get(row)
+            if not _plain_time(at):
+                return _through_models(per_table, columns, written_at, max_items)
+            conversions.setdefault(tenant, []).append({
+                "id": cid, "order": name or order_id, "agent_id": agent, "program_id": program,
+                "revenue": revenue, "currency": currency, "occurred_at": at, "rule": rule,
+                "order_id": order_id,
+            })  # fmt: skip
+    rows = per_table.get("commission_events", ())
+    if rows:
+        get = itemgetter(*(columns["commission_events"].index(name) for name in _ENTRY_FIELDS))
+        for row in rows:
+            tenant, eid, agent, cid, order_id, amount, currency, kind = get(row)
+            entries.setdefault(tenant, []).append({
+                "id": eid, "agent_id": agent, "conversion_id": cid, "order": order_id,
+                "amount": amount, "currency": currency, "kind": kind,
+            })  # fmt: skip
+    if not (conversions or entries):
+        return []
+    if not _plain_time(written_at):
+        return _through_models(per_table, columns, written_at, max_items)
+    messages: list[tuple[str, bytes]] = []
+    try:
+        for tenant in sorted(conversions.keys() | entries.keys()):
+            conv, ent = conversions.get(tenant, []), entries.get(tenant, [])
+            # Conversions first, so a conversion never arrives after its own entries.
+            for start in range(0, len(conv) + len(ent), max_items):
+                end = start + max_items
+                message = {
+                    "v": LIVE_BATCH_VERSION, "tenant_id": tenant, "written_at": written_at,
+                    "conversions": conv[start:end],
+                    "entries": ent[max(0, start - len(conv)) : max(0, end - len(conv))],
+                }  # fmt: skip
+                messages.append((tenant, orjson.dumps(message, default=_decimal,
+                                                      option=orjson.OPT_UTC_Z)))  # fmt: skip
+    except (_Unusual, TypeError):  # also what orjson raises for a str pydantic cannot write
+        return _through_models(per_table, columns, written_at, max_items)
+    return messages
+
+
+def _through_models(
+    per_table: Mapping[str, Sequence[Row]],
+    columns: Mapping[str, Sequence[str]],
+    written_at: datetime,
+    max_items: int,
+) -> list[tuple[str, bytes]]:
+    batches = live_batches(per_table, columns, written_at, max_items)
+    return [(batch.tenant_id, batch.to_bytes()) for batch in batches]
+
+
 class LivePublisher:
-    """Publishes `live_batches` on Redis; never raises for Redis trouble.
+    """Publishes `live_messages` on Redis; never raises for Redis trouble.
 
     Counters (read by tests and logged): `published` messages, `failures` (failed publish
     attempts) and `dropped` messages (not sent because Redis failed or publishing was paused).
@@ -123,20 +224,20 @@ class LivePublisher:
         )
 
     def publish(self, per_table: Mapping[str, Sequence[Row]], written_at: datetime) -> None:
-        batches = live_batches(per_table, self._columns, written_at)
-        if not batches:
+        messages = live_messages(per_table, self._columns, written_at)
+        if not messages:
             return
         if self._clock() < self._paused_until:
-            self.dropped += len(batches)
+            self.dropped += len(messages)
             return
         try:
             pipe = self._client.pipeline(transaction=False)
-            for batch in batches:
-                pipe.publish(live_channel(batch.tenant_id), batch.to_bytes())
+            for tenant, message in messages:
+                pipe.publish(live_channel(tenant), message)
             pipe.execute()
         except (redis.RedisError, OSError) as exc:
             self.failures += 1
-            self.dropped += len(batches)
+            self.dropped += len(messages)
             self._paused_until = self._clock() + self._backoff
             log.warning(
                 "live_publish_failed", error=f"{type(exc).__name__}: {exc}",
@@ -146,7 +247,7 @@ class LivePublisher:
         if self._paused_until:
             log.info("live_publish_recovered", failures=self.failures, dropped=self.dropped)
             self._paused_until = 0.0
-        self.published += len(batches)
+        self.published += len(messages)
 
     def close(self) -> None:
         self._client.close()
