@@ -209,12 +209,13 @@ def wire_type(column_type: ClickHouseType) -> ClickHouseType:
     """The type the sink declares for a column in its Native insert blocks: the column's own,
     except `FixedString(N)`, sent as `String` (clickhouse-connect encodes FixedString values in a
     Python loop, String ones in its compiled code: 0.15 against 0.05 µs a value, measured). The
-    server converts a block column to the table's type (`input_format_native_allow_types_
-    conversion`, on by default since ClickHouse 23.x: ClickHouse's `NativeReader` casts it), with
-    the same bytes: zero-padded to N. A value longer than N is refused by the server
-    (TOO_LARGE_STRING_SIZE, a content error: dead-lettered like clickhouse-connect's own refusal
-    before). LowCardinality columns keep their type: sending their base type measured slower in
-    the flow (a Python dictionary build costs about what String encoding costs) and costs the
+    server converts a block column to the table's type (ClickHouse's `NativeReader` casts it when
+    `input_format_native_allow_types_conversion` is on: the default since 23.3, and every insert
+    of the sink sets it, `INSERT_SETTINGS`), with the same bytes: zero-padded to N. A value
+    longer than N is refused by the server (TOO_LARGE_STRING_SIZE, a content error:
+    dead-lettered like clickhouse-connect's own refusal before). LowCardinality columns keep
+    their type: sent as their base types they measured no cheaper in the flow (clickhouse-
+    connect's Python dictionary build costs about what its String encoding costs) and cost the
     server a conversion."""
     if column_type.base_type == "FixedString" and not (
         column_type.nullable or column_type.low_card
@@ -224,7 +225,9 @@ def wire_type(column_type: ClickHouseType) -> ClickHouseType:
 
 
 ASYNC_BELOW_ROWS = 1000
-ASYNC_INSERT = {"async_insert": 1, "wait_for_async_insert": 1}
+# Every insert: the server converts the block's `wire_type` columns to the table's types.
+INSERT_SETTINGS = {"input_format_native_allow_types_conversion": 1}
+ASYNC_INSERT = {**INSERT_SETTINGS, "async_insert": 1, "wait_for_async_insert": 1}
 
 # ClickHouse error codes that mean "this row's content", not "the server": bad numbers, dates,
 # overflows, type mismatches.
@@ -302,13 +305,13 @@ class _Partition(StatelessSinkPartition[tuple[str, list[Row]]]):
         # Adaptive batching writes small batches when the flow is idle: those go through the
         # server's asynchronous insert buffer (acknowledged once flushed), so a trickle does not
         # make one part per row; large batches are parts of their own.
-        settings = ASYNC_INSERT if len(rows) < ASYNC_BELOW_ROWS else None
+        settings = ASYNC_INSERT if len(rows) < ASYNC_BELOW_ROWS else INSERT_SETTINGS
         columns = list(COLUMNS[table])
         with_retries(lambda: self._insert_once(table, columns, rows, settings), is_unavailable,
                      store="clickhouse")  # fmt: skip
 
     def _insert_once(
-        self, table: str, columns: list[str], rows: Sequence[Row], settings: dict[str, int] | None
+        self, table: str, columns: list[str], rows: Sequence[Row], settings: dict[str, int]
     ) -> None:
         client = self._client(table)
         if table not in self._types:
