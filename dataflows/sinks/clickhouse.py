@@ -26,9 +26,11 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from typing_extensions import override
 
 from dataflows.attribution.events import AnyClick, AnyEnvelope, ticks_us, to_ms
+from dataflows.attribution.wire import JsonEnvelope
 from dataflows.sinks.deadletter import DeadLetterWriter, isolate
 from dataflows.sinks.live import LivePublisher
 from dataflows.sinks.retry import with_retries
+from schemas.events.envelope import BodyEncoding
 from schemas.events.shopify import ShopifyRefund, parse_shopify_body
 from schemas.ledger import AttributedConversion, CommissionAccrual, RejectedCandidate
 from schemas.settings import Settings
@@ -73,6 +75,9 @@ ENTRY_VERSION = 1  # ledger entries never change: one version
 # 0.28 µs a read against 0.03 (measured), and these rows are made for every event.
 
 
+_UTF8 = BodyEncoding.UTF8._value_
+
+
 def _offset_s(when: datetime) -> int:
     if when.tzinfo is UTC:  # most times (msgspec decodes "Z" to this one object)
         return 0
@@ -86,12 +91,16 @@ def raw_event_row(envelope: AnyEnvelope, ticks: tuple[int, int] | None = None) -
     the envelope's occurred and received times as `ticks_us`, when the caller has them."""
     occurred, received = envelope.occurred_at, envelope.received_at
     occurred_us, received_us = ticks or (ticks_us(occurred), ticks_us(received))
+    ref = envelope.payload_ref
+    # A form-2 envelope's `body_encoding` is a property returning one enum member (0.27 µs a
+    # read, measured, against 0.03 for this type test); UTC times (most) need no offset call.
+    encoding = _UTF8 if type(envelope) is JsonEnvelope else envelope.body_encoding._value_
     return (
         envelope.tenant_id, envelope.source._value_, envelope.kind, envelope.event_id,
         envelope.shop, envelope.entity_id, occurred_us // 1000, received_us // 1000,
-        envelope.schema_version, envelope.payload_ref.sha256, envelope.headers, envelope.body,
-        envelope.body_encoding._value_, occurred_us, _offset_s(occurred), received_us,
-        _offset_s(received), envelope.payload_ref.content_type,
+        envelope.schema_version, ref.sha256, envelope.headers, envelope.body, encoding,
+        occurred_us, 0 if occurred.tzinfo is UTC else _offset_s(occurred), received_us,
+        0 if received.tzinfo is UTC else _offset_s(received), ref.content_type,
     )  # fmt: skip
 
 
