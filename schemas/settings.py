@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         "written once here (`dataflows.vault`); `refstream dataflow run --recovery-dir D` "
         "defaults it to `D/segments`. Unset: snapshots copy every segment.",
     )
+    clickhouse_compression: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="LZ4 compression of the dataflow's ClickHouse inserts: `auto` compresses "
+        "unless the server is on the loopback interface (where it only costs CPU on both ends); "
+        "`on` for a loopback address that is really a tunnel or proxy to another machine.",
+    )
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication: int = Field(default=1, ge=1)
     log_level: str = "INFO"

@@ -195,6 +195,7 @@ def client_for(settings: Settings, *, compress: bool = True) -> Client:
 
 
 Compression = bool | Literal["auto"]
+_COMPRESSION_SETTING: dict[str, Compression] = {"auto": "auto", "on": True, "off": False}
 
 
 def compresses(host: str, compression: Compression = "auto") -> bool:
@@ -353,17 +354,20 @@ class ClickHouseSink(DynamicSink[tuple[str, list[Row]]]):
     """Writes `(table, rows)` batches; one client per table and worker. Rows the server refuses
     for their content go to `deadletter_topic` (see `dataflows.sinks.deadletter`).
 
-    `compression`: whether inserts are LZ4-compressed. "auto" (default): not when the server is
-    on the loopback interface, yes otherwise (`compresses`); True or False force it."""
+    `compression`: whether inserts are LZ4-compressed. "auto": not when the server is on the
+    loopback interface, yes otherwise (`compresses`); True or False force it. Not given: the
+    setting `REFSTREAM_CLICKHOUSE_COMPRESSION` (`auto`, `on`, `off`; default `auto`)."""
 
     def __init__(
         self,
         settings: Settings,
         deadletter_topic: str = Topic.DEADLETTER,
-        compression: Compression = "auto",
+        compression: Compression | None = None,
     ) -> None:
         self._settings = settings
         self._deadletter_topic = deadletter_topic
+        if compression is None:
+            compression = _COMPRESSION_SETTING[settings.clickhouse_compression]
         self._compression: Compression = compression
 
     @override

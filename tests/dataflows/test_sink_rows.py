@@ -178,6 +178,27 @@ def test_compression_is_off_for_loopback_servers_only() -> None:
     assert not compresses("clickhouse", False)
 
 
+@pytest.mark.parametrize(
+    ("setting", "url", "compressed"),
+    [
+        ("auto", "http://default:@127.0.0.1:8123/refstream", False),
+        ("auto", "http://default:@clickhouse:8123/refstream", True),
+        ("on", "http://default:@127.0.0.1:8123/refstream", True),
+        ("off", "http://default:@clickhouse:8123/refstream", False),
+    ],
+)
+def test_the_sink_compresses_as_refstream_clickhouse_compression_says(
+    monkeypatch: pytest.MonkeyPatch, setting: str, url: str, compressed: bool
+) -> None:
+    monkeypatch.setenv("REFSTREAM_CLICKHOUSE_COMPRESSION", setting)
+    monkeypatch.setenv("REFSTREAM_CLICKHOUSE_URL", url)
+    part = ClickHouseSink(Settings()).build("t", 0, 1)
+    try:
+        assert part._compress is compressed
+    finally:
+        part.close()
+
+
 def test_only_fixed_strings_change_type_on_the_wire() -> None:
     def wire(name: str) -> str:
         return wire_type(get_from_name(name)).name
