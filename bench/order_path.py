@@ -43,6 +43,9 @@ from schemas.events.envelope import EventEnvelope
 from schemas.ledger import AttributionRule, CommissionAccrual
 from tests.dataflows.builders import new_tenant, rules_body
 
+# Issue #19's target for an order's CPU in the flow's own code (refunds included).
+ORDER_TARGET_US = 50.0
+
 # (label, file suffix, function name) of the parts reported
 PARTS = (
     ("parse: envelope, body, archive rows", "attribution/flow.py", "parse_value"),
@@ -225,12 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     tune_garbage_collector()
 
     feed = _feeder(_engine(plan))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     feed(clicks)
     click_seconds = time.perf_counter() - started
-    started = time.perf_counter()
+    click_cpu = time.process_time() - cpu
+    started, cpu = time.perf_counter(), time.process_time()
     feed(orders)
     order_seconds = time.perf_counter() - started
+    order_cpu = time.process_time() - cpu
 
     # The same orders in a run that never snapshots (replays): books kept unpickled.
     feed = _feeder(_engine(plan, Tuning(snapshots=False)))
@@ -253,9 +258,11 @@ def main(argv: list[str] | None = None) -> int:
           f" (load average 1/5/15 min: {load}); each phase ends with the snapshot of the"
           " keys it touched, as an epoch does")  # fmt: skip
     print(f"  clicks:  {len(clicks) / click_seconds:10,.0f} per s  "
-          f"{1e6 * click_seconds / len(clicks):6.1f} µs each")  # fmt: skip
+          f"{1e6 * click_seconds / len(clicks):6.1f} µs each,"
+          f" {1e6 * click_cpu / len(clicks):6.1f} µs of CPU")  # fmt: skip
     print(f"  orders:  {len(orders) / order_seconds:10,.0f} per s  "
-          f"{1e6 * order_seconds / args.orders:6.1f} µs per order (refunds included)")  # fmt: skip
+          f"{1e6 * order_seconds / args.orders:6.1f} µs per order (refunds included),"
+          f" {1e6 * order_cpu / args.orders:6.1f} µs of CPU")  # fmt: skip
     print(f"  orders, no snapshots (replay): {1e6 * unpickled_seconds / args.orders:6.1f} µs per"
           " order (order books kept unpickled)")  # fmt: skip
     print("a click's decoding, µs each (best of 3 passes):")
@@ -275,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     print("a ledger entry made from validated values, µs each (best of 3 passes):")
     for label, us in model_costs(plan, orders):
         print(f"  {label:<42} {us:8.1f}")
+    per_order_cpu = 1e6 * order_cpu / args.orders
+    verdict = "met" if per_order_cpu <= ORDER_TARGET_US else "MISSED"
+    print(f"CPU per order in the flow's own code: {per_order_cpu:.1f} µs"
+          f" (target ≤ {ORDER_TARGET_US:.0f} µs, issue #19: {verdict}); instructions, which do"
+          " not move with the neighbours' load: `python -m bench.order_instructions`")  # fmt: skip
     print("cumulative µs per order under cProfile (the profiler adds its own overhead):")
     for label, suffix, name in PARTS:
         total = sum(
