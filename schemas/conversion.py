@@ -29,7 +29,6 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.compact import CompactPickle
-from schemas.events.shopify import ShopifyRefund
 from schemas.ids import derived_id
 from schemas.money import CurrencyCode, DecimalStr
 
@@ -328,7 +327,30 @@ def conversion_from_shopify(
     )
 
 
-def refund_from_shopify(refund: ShopifyRefund, *, source_event_id: str) -> OrderRefund:
+class _RefundedItem(Protocol):
+    @property
+    def line_item_id(self) -> int: ...
+    @property
+    def quantity(self) -> int: ...
+
+
+class RefundFacts(Protocol):
+    """What a refund's facts read of a Shopify refund (`ShopifyRefund`, or the flow's msgspec
+    decoding of only the fields it reads, `dataflows.attribution.wire.RefundBody`)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def order_id(self) -> int: ...
+    @property
+    def created_at(self) -> datetime | None: ...
+    @property
+    def processed_at(self) -> datetime | None: ...
+    @property
+    def refund_line_items(self) -> Sequence[_RefundedItem]: ...
+
+
+def refund_from_shopify(refund: RefundFacts, *, source_event_id: str) -> OrderRefund:
     """The facts of a Shopify refund; `ValueError` if it has no event time."""
     occurred_at = refund.processed_at or refund.created_at
     if occurred_at is None:

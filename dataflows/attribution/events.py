@@ -24,9 +24,11 @@ from dataflows.attribution.wire import (
     ClickBody,
     Envelope,
     JsonEnvelope,
+    RefundBody,
     decode_click,
     decode_envelope,
     decode_order,
+    decode_refund,
 )
 from schemas.conversion import (
     Conversion,
@@ -77,6 +79,7 @@ class SaleOrderRef:
 # An envelope as the hot path decodes it (`wire.Envelope`) or as the ingress writes it.
 AnyEnvelope = Envelope | JsonEnvelope | EventEnvelope
 AnyClick = ClickBody | ClickEvent
+AnyRefund = RefundBody | ShopifyRefund
 
 
 class Unprocessable(ValueError):
@@ -286,14 +289,44 @@ def event_from_envelope(envelope: AnyEnvelope, raw: bytes = b"") -> Event | None
             kind: EventKind = "cancel" if envelope.kind == "orders/cancelled" else "order"
             return make(kind, conversion)
         if envelope.kind == "refunds/create":
-            refund = parse_shopify_body(envelope.kind, envelope.raw_body())
-            assert isinstance(refund, ShopifyRefund)
-            facts = refund_from_shopify(refund, source_event_id=envelope.event_id)
-            check_refund(facts)
-            return make("refund", facts)
+            return refund_event(envelope, raw)[0]
     except ValueError as exc:  # JSON, validation and missing-facts errors are all ValueErrors
         raise Unprocessable(f"{envelope.kind}: {_short(exc)}", envelope) from exc
     return None
+
+
+def refund_event(envelope: AnyEnvelope, raw: bytes = b"") -> tuple[Event, AnyRefund]:
+    """A Shopify `refunds/create` envelope's state event and the refund's decoded body (which
+    its `refunds` archive row reads too: decoded once for both); `Unprocessable` if the body is
+    not a refund the stores can hold."""
+    try:
+        refund = refund_body(envelope.raw_body())
+        facts = refund_from_shopify(refund, source_event_id=envelope.event_id)
+        check_refund(facts)
+    except ValueError as exc:
+        raise Unprocessable(f"{envelope.kind}: {_short(exc)}", envelope) from exc
+    event = Event(
+        kind="refund",
+        event_id=envelope.event_id,
+        tenant_id=envelope.tenant_id,
+        occurred_ms=to_ms(envelope.occurred_at),
+        received_ms=to_ms(envelope.received_at),
+        payload=facts,
+        raw=raw,
+    )
+    return event, refund
+
+
+def refund_body(body: bytes) -> AnyRefund:
+    """A refund's body, decoded by msgspec (`wire.decode_refund`: only the fields the flow
+    reads); what it refuses is judged by `ShopifyRefund`, whose error becomes the dead letter's
+    reason (`tests/dataflows/test_wire_refunds.py`)."""
+    try:
+        return decode_refund(body)
+    except ValueError:
+        refund = parse_shopify_body("refunds/create", body)
+        assert isinstance(refund, ShopifyRefund)
+        return refund
 
 
 def _order_facts(kind: str, body: bytes) -> OrderFacts:

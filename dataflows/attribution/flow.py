@@ -47,6 +47,7 @@ from dataflows.attribution.events import (
     is_click,
     parse_click,
     parse_envelope,
+    refund_event,
     ticks_us,
     to_ms,
 )
@@ -75,7 +76,7 @@ from dataflows.sinks.clickhouse import (
 from dataflows.sinks.postgres import LedgerSink
 from dataflows.stages.clicks import ShardOutput, shard_builder
 from dataflows.stages.clock import TenantClocks, stateful_in_input_order
-from schemas.events.envelope import DeadLetter
+from schemas.events.envelope import DeadLetter, Source
 from schemas.ledger import AttributedConversion, CommissionAccrual, EntryApproval
 from schemas.production import check_startup
 from schemas.settings import Settings
@@ -152,10 +153,12 @@ def parse_value(raw: bytes | None, *, archive: bool = True) -> list[Parsed]:
             change = collection_change(envelope)
             if change is not None:
                 out.append(change)
+        elif archive and envelope.kind == "refunds/create" and envelope.source is Source.SHOPIFY:
+            refunded, refund = refund_event(envelope, raw)  # the body decoded once for both
+            out.append(refunded)
+            out.append(("refunds", refund_row(envelope, refund)))  # analytics' refunds
         elif (event := event_from_envelope(envelope, raw)) is not None:
             out.append(event)
-            if archive and event.kind == "refund":  # analytics' refunded revenue
-                out.append(("refunds", refund_row(envelope)))
     except Exception as exc:
         out = out[:1] if archive else []  # the raw event's archive row stays
         out.append(dead_letter(_reason(exc), raw, _now()))

@@ -261,3 +261,54 @@ def decode_order(body: bytes) -> OrderBody:
         return _ORDER.decode(body)
     except (TypeError, ArithmeticError) as exc:  # from a validator inside `dec_hook`
         raise ValueError(str(exc)) from exc
+
+
+# --- Shopify refunds: the fields of a refund's state event and its `refunds` archive row ----
+
+_Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
+
+
+class ShopMoney(msgspec.Struct, frozen=True, gc=False):
+    amount: Amount
+    currency_code: _Currency
+
+
+class MoneySet(msgspec.Struct, frozen=True, gc=False):
+    shop_money: ShopMoney
+    presentment_money: ShopMoney
+
+
+class RefundLine(msgspec.Struct, frozen=True, gc=False):
+    line_item_id: int
+    quantity: int
+    subtotal: Amount | None = None
+    subtotal_set: MoneySet | None = None
+
+
+class RefundTransaction(msgspec.Struct, frozen=True, gc=False):
+    currency: _Currency | None = None
+
+
+class RefundBody(msgspec.Struct, frozen=True, gc=False):
+    """The fields of `ShopifyRefund` that `refund_from_shopify` and the `refunds` archive row
+    (`sinks.clickhouse.refund_row`) read, with the same types and validators; every other key
+    is ignored (archived as received)."""
+
+    id: int
+    order_id: int
+    created_at: Stamp | None = None
+    processed_at: Stamp | None = None
+    refund_line_items: tuple[RefundLine, ...] = ()
+    transactions: tuple[RefundTransaction, ...] = ()
+
+
+_REFUND = msgspec.json.Decoder(RefundBody, dec_hook=_hook)
+
+
+def decode_refund(body: bytes) -> RefundBody:
+    """The refund facts in a `refunds/create` body; `ValueError` for anything msgspec or the
+    amount and timestamp validators refuse (the caller then asks `ShopifyRefund`)."""
+    try:
+        return _REFUND.decode(body)
+    except (TypeError, ArithmeticError) as exc:  # from a validator inside `dec_hook`
+        raise ValueError(str(exc)) from exc

@@ -25,13 +25,19 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from typing_extensions import override
 
-from dataflows.attribution.events import AnyClick, AnyEnvelope, ticks_us, to_ms
+from dataflows.attribution.events import (
+    AnyClick,
+    AnyEnvelope,
+    AnyRefund,
+    refund_body,
+    ticks_us,
+    to_ms,
+)
 from dataflows.attribution.wire import JsonEnvelope
 from dataflows.sinks.deadletter import DeadLetterWriter, isolate
 from dataflows.sinks.live import LivePublisher
 from dataflows.sinks.retry import with_retries
 from schemas.events.envelope import BodyEncoding
-from schemas.events.shopify import ShopifyRefund, parse_shopify_body
 from schemas.ledger import AttributedConversion, CommissionAccrual, RejectedCandidate
 from schemas.settings import Settings
 from schemas.topics import Topic
@@ -149,13 +155,13 @@ def entry_row(e: CommissionAccrual) -> Row:
     )  # fmt: skip
 
 
-def refund_row(envelope: AnyEnvelope) -> Row:
+def refund_row(envelope: AnyEnvelope, refund: AnyRefund | None = None) -> Row:
     """The `refunds` row of a Shopify refunds/create envelope (analytics' refunded revenue).
 
     `amount` is the refunded lines' merchandise subtotal in shop money (after discounts, as
     Shopify reports it); shipping and goodwill adjustments are not revenue and are left out.
     `fx_rate` stays NULL: queries use the rate of the order's conversion. `ValueError` if the body
-    is not a refund (the flow only calls this for bodies `event_from_envelope` already parsed).
+    is not a refund (the flow passes the body `events.refund_event` decoded, `refund`).
 
     The row carries no agent, program, coupon or link: it is written from the webhook alone, and
     the order's decision may not exist yet (a refund delivered before its order, an order dead-
@@ -164,9 +170,10 @@ def refund_row(envelope: AnyEnvelope) -> Row:
     up by order id, the key of `conversion_orders`), queries only for the raw ranges they read;
     writing a conversion touches its refunds' hours, so they are rebuilt (ClickHouse 0007).
     """
-    refund = parse_shopify_body(envelope.kind, envelope.raw_body())
-    if not isinstance(refund, ShopifyRefund):
-        raise ValueError(f"{envelope.kind} is not a refund")
+    if refund is None:  # the flow passes the body it decoded for the refund's event
+        if envelope.kind != "refunds/create":
+            raise ValueError(f"{envelope.kind} is not a refund")
+        refund = refund_body(envelope.raw_body())
     amount = Decimal(0)
     currencies: list[str] = []
     for line in refund.refund_line_items:
