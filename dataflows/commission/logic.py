@@ -44,7 +44,7 @@ from fractions import Fraction
 
 from dataflows.attribution.logic import AttributionDecision, StatusHistory
 from schemas.commission_rules import CommissionRuleSet, Rate, RateKind
-from schemas.compact import trusted
+from schemas.compact import trusted, trusted_replace
 from schemas.conversion import Conversion, ConversionLine
 from schemas.ids import derived_id
 from schemas.ledger import CommissionAccrual, EntryKind
@@ -460,34 +460,45 @@ def accrue(
     if not all(isinstance(agent, str) for agent in agent_chain):
         raise CommissionError(f"an agent id of the chain {agent_chain!r} is not text")
 
+    made: CommissionAccrual | None = None  # the entry made last
+
     def entry(
         line_id: str, kind: EntryKind, level: int, units: int, reason: str
     ) -> CommissionAccrual:
-        # Every value comes from validated models or is made here with its type: not
-        # validated again (`trusted`; tests/dataflows/test_commission_minor.py compares).
-        return trusted(
+        # Every value comes from validated models or is made here with its type: not validated
+        # again (`trusted`; tests/dataflows/test_commission_minor.py compares). All but these
+        # are the same for the order's entries: each after the first is made from the last.
+        nonlocal made
+        varying = {
+            "entry_id": entry_id(tenant_id, order_id, line_id, kind, level),
+            "agent_id": agent_chain[level],
+            "line_item_id": line_id,
+            "kind": kind,
+            "level": level,
+            "amount": _amount(units, c.exponent, currency),
+            "reason": reason,
+        }
+        if made is not None:
+            made = trusted_replace(made, **varying)
+            return made
+        made = trusted(
             CommissionAccrual,
-            entry_id=entry_id(tenant_id, order_id, line_id, kind, level),
+            **varying,
             tenant_id=tenant_id,
-            agent_id=agent_chain[level],
             program_id=program_id,
             conversion_id=conversion_id,
             order_id=order_id,
-            line_item_id=line_id,
-            kind=kind,
-            level=level,
-            amount=_amount(units, c.exponent, currency),
             currency=currency,
             fx_rate=fx_rate,
             rule_id=rules.rule_id,
             rule_version=rules.version,
             occurred_at=occurred_at,
-            reason=reason,
             source_event_id=conversion.source_event_id,
             shop=conversion.shop,
             coupon_code=decision.coupon_code,
             link_code=decision.link_code,
         )
+        return made
 
     entries = [
         entry(line.line_id, EntryKind.ACCRUAL, 0, units, reason)
