@@ -136,4 +136,4 @@ def trusted_replace(model: M, **changes: Any) -> M:
     if len(data) != len(values):
         unknown = sorted(changes.keys() - values.keys())
         raise TypeError(f"{type(model).__name__}: unknown fields {unknown}")
-    return _made(type(model), data, changes.keys() | model.__pydantic_fields_set__)
+    return _made(type(model), data, model.__pydantic_fields_set__.union(changes))
