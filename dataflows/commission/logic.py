@@ -461,8 +461,9 @@ def accrue(
         fx_rate = Decimal(fx_rate)
     if not fx_rate > 0:
         raise CommissionError(f"exchange rate {fx_rate} is not positive")
-    if not all(isinstance(agent, str) for agent in agent_chain):
-        raise CommissionError(f"an agent id of the chain {agent_chain!r} is not text")
+    for agent in agent_chain:  # a loop, not all() of a generator: a generator is a frame
+        if not isinstance(agent, str):
+            raise CommissionError(f"an agent id of the chain {agent_chain!r} is not text")
 
     made: CommissionAccrual | None = None  # the entry made last
 
