@@ -122,3 +122,18 @@ def trusted(cls: type[M], **values: Any) -> M:
         missing = [name for name, value in data.items() if value is _REQUIRED]
         raise TypeError(f"{cls.__name__}: unknown fields {sorted(unknown)}, missing {missing}")
     return _made(cls, data, set(values))
+
+
+def trusted_replace(model: M, **changes: Any) -> M:
+    """`model` (made by `trusted` or validated) with the fields in `changes` replaced, made as
+    `trusted` makes a model: without validating the new values, which the caller answers for.
+    For many models that share most of their values (the ledger entries of one order, each made
+    from the one before), cheaper than `trusted` with every value. Its fields set is `model`'s
+    and the replaced fields."""
+    values = model.__dict__
+    data = values.copy()
+    data.update(changes)
+    if len(data) != len(values):
+        unknown = sorted(changes.keys() - values.keys())
+        raise TypeError(f"{type(model).__name__}: unknown fields {unknown}")
+    return _made(type(model), data, model.__pydantic_fields_set__.union(changes))

@@ -44,7 +44,7 @@ from fractions import Fraction
 
 from dataflows.attribution.logic import AttributionDecision, StatusHistory
 from schemas.commission_rules import CommissionRuleSet, Rate, RateKind
-from schemas.compact import trusted
+from schemas.compact import trusted, trusted_replace
 from schemas.conversion import Conversion, ConversionLine
 from schemas.ids import derived_id
 from schemas.ledger import CommissionAccrual, EntryKind
@@ -64,9 +64,18 @@ def _half_even(numerator: int, denominator: int) -> int:
     return whole
 
 
+# Fewer units than this have at most 28 digits: `scaleb` is exact in the default context, so its
+# result already has the currency's exponent and `quantize` would change nothing (a property test
+# in tests/dataflows/test_commission_minor.py compares with quantizing).
+_EXACT_UNITS = 10**28
+
+
 def _amount(units: int, exponent: int, currency: str) -> Decimal:
     """`units` minor units of `currency` (`exponent` = its minor units) as a quantized Decimal."""
-    return quantize(Decimal(units).scaleb(-exponent), currency)
+    amount = Decimal(units).scaleb(-exponent)
+    if -_EXACT_UNITS < units < _EXACT_UNITS:
+        return amount
+    return quantize(amount, currency)
 
 
 def _split(units: int, weights: Sequence[int]) -> list[int]:
@@ -74,6 +83,8 @@ def _split(units: int, weights: Sequence[int]) -> list[int]:
     part, the leftover units one each to the largest remainders, ties to the earlier index; all-
     zero weights split equally. Every part has the denominator `sum(weights)`, so comparing the
     integer remainders compares the exact fractional parts."""
+    if len(weights) == 1:  # the whole, weighted or not (the common one-line order)
+        return [units]
     whole = sum(weights)
     if whole == 0:
         weights = [1] * len(weights)
@@ -139,8 +150,14 @@ def allocate(
 def _nets(conversion: Conversion, exponent: int) -> tuple[list[Decimal], list[int]]:
     """Per line (in order): the net revenue as a quantized Decimal and as minor units."""
     currency = conversion.currency
-    before = [quantize(line.net_before_order_discount, currency) for line in conversion.lines]
-    units = [int(net.scaleb(exponent)) for net in before]
+    before: list[Decimal] = []
+    units: list[int] = []
+    for line in conversion.lines:  # one loop, not two comprehensions: each one is a call
+        net = quantize(line.net_before_order_discount, currency)
+        before.append(net)
+        units.append(int(net.scaleb(exponent)))
+    if not conversion.order_discount:
+        return before, units
     discount = int(quantize(conversion.order_discount, currency).scaleb(exponent))
     discount = min(discount, sum(units))
     if discount == 0:
@@ -180,7 +197,7 @@ class OrderCommission:
     capped: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: internal, and a frozen __init__ sets each field by a call
 class _Commission:
     """`compute_commission` in minor units: line i's unrounded amount (after the per-line cap) is
     `raws[i] / denominator`; `amounts[i]` its allocated share of `total`."""
@@ -195,23 +212,27 @@ class _Commission:
     capped: bool
 
 
-def _tier_volume(rules: CommissionRuleSet, period_volume: Decimal, scale: Fraction) -> Decimal:
+def _tier_volume(
+    rules: CommissionRuleSet, period_volume: Decimal, scale: Fraction | None
+) -> Decimal:
     """The volume to choose `rules`' tier with, in the rules' currency: `period_volume` itself
-    when `scale` is 1, else the highest threshold whose converted value it reaches exactly (or
+    without a `scale`, else the highest threshold whose converted value it reaches exactly (or
     -1, below every threshold)."""
-    if scale == 1:
+    if scale is None:
         return period_volume
     reached = [t.min_volume for t in rules.tiers if Fraction(t.min_volume) * scale <= period_volume]
     return reached[-1] if reached else Decimal(-1)
 
 
-def _converted_cap(cap: Decimal | None, scale: Fraction, exponent: int) -> tuple[int, int] | None:
-    """A cap in the order currency's minor units, as (numerator, denominator): converted, then
-    rounded down to a minor unit."""
+def _converted_cap(
+    cap: Decimal | None, scale: Fraction | None, exponent: int
+) -> tuple[int, int] | None:
+    """A cap in the order currency's minor units, as (numerator, denominator): converted (with a
+    `scale`), then rounded down to a minor unit."""
     if cap is None:
         return None
     numerator, denominator = cap.as_integer_ratio()
-    if scale == 1:
+    if scale is None:
         return numerator * 10**exponent, denominator
     units = numerator * scale.numerator * 10**exponent // (denominator * scale.denominator)
     return units, 1
@@ -226,14 +247,15 @@ def _raw_line_amounts(
     exponent: int,
     period_volume: Decimal,
     is_new_customer: bool,
-    scale: Fraction,
+    scale: Fraction | None,
 ) -> list[tuple[ConversionLine, Rate, str, int, int, str]]:
     """Per line: (line, rate, source, numerator, denominator, how), the agent's exact commission
     in minor units before any cap being numerator / denominator."""
     rows: list[tuple[ConversionLine, Rate, str, int, int, str]] = []
     per_order: dict[str, list[int]] = {}  # rate source → row indexes sharing one flat amount
     volume = _tier_volume(rules, period_volume, scale)
-    to_minor = scale.numerator * 10**exponent  # a flat amount's minor units per unit of it
+    per, per_denominator = (1, 1) if scale is None else (scale.numerator, scale.denominator)
+    to_minor = per * 10**exponent  # a flat amount's minor units (over per_denominator) per unit
     for line, net, units in zip(conversion.lines, nets, net_units, strict=True):
         rate, source = rules.rate_for(line, period_volume=volume, is_new_customer=is_new_customer)
         described = rate.describe(rules.currency)
@@ -245,7 +267,7 @@ def _raw_line_amounts(
             how = f"{described} of {decimal_to_text(net)} net"
         elif rate.kind is RateKind.FLAT_PER_UNIT:
             value, places = rate.value.as_integer_ratio()
-            numerator, denominator = value * to_minor * line.quantity, places * scale.denominator
+            numerator, denominator = value * to_minor * line.quantity, places * per_denominator
             how = f"{described} * {line.quantity}"
         else:
             per_order.setdefault(source, []).append(len(rows))
@@ -260,7 +282,7 @@ def _raw_line_amounts(
             line, rate, source, _, _, how = rows[i]
             value, places = rate.value.as_integer_ratio()
             numerator = value * to_minor * weight
-            rows[i] = (line, rate, source, numerator, places * scale.denominator * whole, how)
+            rows[i] = (line, rate, source, numerator, places * per_denominator * whole, how)
     return rows
 
 
@@ -273,7 +295,7 @@ def _compute(
     rules_rate: Fraction | Decimal | None,
 ) -> _Commission:
     currency = conversion.currency
-    scale = Fraction(1)
+    scale: Fraction | None = None  # rules' amounts → the order's currency; None: a rate of 1
     if rules.currency != currency:
         if rules_rate is None or rules_rate <= 0:
             raise CommissionError(
@@ -281,6 +303,8 @@ def _compute(
                 f"{rules.currency}→{currency} rate is known at the order's time"
             )
         scale = Fraction(rules_rate)
+        if scale == 1:
+            scale = None
     exponent = minor_units(currency)
     nets, net_units = _nets(conversion, exponent)
     rows = _raw_line_amounts(
@@ -307,7 +331,7 @@ def _compute(
     total = _half_even(whole, denominator)
     amounts = _split(total, raws) if rows else []
     converted = ""
-    if scale != 1:
+    if scale is not None:
         at = f"{Decimal(scale.numerator) / Decimal(scale.denominator):.8g}"  # a label, not maths
         converted = f"; {rules.currency} amounts at {at} {currency} per {rules.currency}"
     reasons: list[tuple[ConversionLine, Rate, str, str]] = []
@@ -437,37 +461,49 @@ def accrue(
         fx_rate = Decimal(fx_rate)
     if not fx_rate > 0:
         raise CommissionError(f"exchange rate {fx_rate} is not positive")
-    if not all(isinstance(agent, str) for agent in agent_chain):
-        raise CommissionError(f"an agent id of the chain {agent_chain!r} is not text")
+    for agent in agent_chain:  # a loop, not all() of a generator: a generator is a frame
+        if not isinstance(agent, str):
+            raise CommissionError(f"an agent id of the chain {agent_chain!r} is not text")
+
+    made: CommissionAccrual | None = None  # the entry made last
 
     def entry(
         line_id: str, kind: EntryKind, level: int, units: int, reason: str
     ) -> CommissionAccrual:
-        # Every value comes from validated models or is made here with its type: not
-        # validated again (`trusted`; tests/dataflows/test_commission_minor.py compares).
-        return trusted(
+        # Every value comes from validated models or is made here with its type: not validated
+        # again (`trusted`; tests/dataflows/test_commission_minor.py compares). All but these
+        # are the same for the order's entries: each after the first is made from the last.
+        nonlocal made
+        varying = {
+            "entry_id": entry_id(tenant_id, order_id, line_id, kind, level),
+            "agent_id": agent_chain[level],
+            "line_item_id": line_id,
+            "kind": kind,
+            "level": level,
+            "amount": _amount(units, c.exponent, currency),
+            "reason": reason,
+        }
+        if made is not None:
+            made = trusted_replace(made, **varying)
+            return made
+        made = trusted(
             CommissionAccrual,
-            entry_id=entry_id(tenant_id, order_id, line_id, kind, level),
+            **varying,
             tenant_id=tenant_id,
-            agent_id=agent_chain[level],
             program_id=program_id,
             conversion_id=conversion_id,
             order_id=order_id,
-            line_item_id=line_id,
-            kind=kind,
-            level=level,
-            amount=_amount(units, c.exponent, currency),
             currency=currency,
             fx_rate=fx_rate,
             rule_id=rules.rule_id,
             rule_version=rules.version,
             occurred_at=occurred_at,
-            reason=reason,
             source_event_id=conversion.source_event_id,
             shop=conversion.shop,
             coupon_code=decision.coupon_code,
             link_code=decision.link_code,
         )
+        return made
 
     entries = [
         entry(line.line_id, EntryKind.ACCRUAL, 0, units, reason)

@@ -21,7 +21,7 @@ from dataflows.commission import logic
 from schemas.commission_rules import CommissionRuleSet
 from schemas.conversion import Conversion, ConversionLine
 from schemas.ledger import AttributionRule, CommissionAccrual
-from schemas.money import minor_units
+from schemas.money import minor_units, quantize
 from tests.dataflows import commission_reference as reference
 
 ORDER_AT = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -305,6 +305,29 @@ def test_round_half_even_matches_the_fraction_implementation(
 )
 def test_round_half_even_by_hand(amount: Fraction, currency: str, expected: str) -> None:
     assert str(logic.round_half_even(amount, currency)) == expected
+
+
+def _old_amount(units: int, exponent: int, currency: str) -> Decimal:
+    """`logic._amount` before it skipped the quantize where `scaleb` is already exact."""
+    return quantize(Decimal(units).scaleb(-exponent), currency)
+
+
+@settings(max_examples=EXAMPLES)
+@given(
+    units=st.integers(min_value=-(10**40), max_value=10**40)
+    | st.integers(min_value=-(10**6), max_value=10**6)
+    | st.sampled_from([10**28 - 1, 10**28, -(10**28) + 1, -(10**28), 0]),
+    currency=st.sampled_from(CURRENCIES),
+)
+def test_amount_is_what_quantizing_the_scaled_units_gave(units: int, currency: str) -> None:
+    exponent = minor_units(currency)
+    new = outcome(lambda: logic._amount(units, exponent, currency))
+    old = outcome(lambda: _old_amount(units, exponent, currency))
+    assert new[0] == old[0]
+    if new[0] == "ok":
+        assert text(new[1]) == text(old[1])
+    else:
+        assert new == old
 
 
 # --- entries ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from schemas.compact import CompactPickle, rebuild_model, trusted
+from schemas.compact import CompactPickle, rebuild_model, trusted, trusted_replace
 from schemas.conversion import Conversion, ConversionLine, OrderRefund, RefundedLine
 from schemas.events.wire import WireDatetime, wire_text
 from schemas.ledger import (
@@ -27,6 +27,7 @@ from schemas.ledger import (
     CommissionAccrual,
     EntryApproval,
     EntryKind,
+    EntryStatus,
     RejectedCandidate,
     RejectionCode,
 )
@@ -205,6 +206,37 @@ def test_trusted_makes_what_validation_makes(model: BaseModel) -> None:
     assert made.model_fields_set == model.model_fields_set
     assert list(made.__dict__) == list(type(model).model_fields)  # field order, for pickles
     assert pickle.loads(pickle.dumps(made)) == model
+
+
+@pytest.mark.parametrize("model", models(), ids=lambda m: type(m).__name__)
+def test_trusted_replace_makes_what_validation_makes(model: BaseModel) -> None:
+    """A model with some values replaced: what validation makes of the changed values, with
+    the replaced fields set and its own dict; the model it came from unchanged."""
+    values = {name: getattr(model, name) for name in model.model_fields_set}
+    before = model.model_dump()
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        change = f"{value}!" if isinstance(value, str) else None
+        if change is None or "id" not in name:
+            continue
+        made = trusted_replace(model, **{name: change})
+        expected = type(model)(**values | {name: change})
+        assert made == expected
+        assert made.model_dump_json() == expected.model_dump_json()
+        assert made.model_fields_set == expected.model_fields_set
+        assert list(made.__dict__) == list(type(model).model_fields)
+        assert pickle.loads(pickle.dumps(made)) == expected
+        assert made.__dict__ is not model.__dict__
+        assert made.model_fields_set is not model.model_fields_set
+    assert model.model_dump() == before
+
+
+def test_trusted_replace_sets_a_default_it_replaces() -> None:
+    made = trusted_replace(entry(), level=2, status=EntryStatus.HOLD)
+    assert made == entry().model_copy(update={"level": 2, "status": EntryStatus.HOLD})
+    assert made.model_fields_set == entry().model_fields_set | {"level", "status"}
+    with pytest.raises(TypeError, match="unknown fields \\['nope'\\]"):
+        trusted_replace(entry(), level=1, nope=1)
 
 
 def test_trusted_refuses_unknown_and_missing_fields() -> None:
