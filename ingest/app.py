@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ingest import docs, endpoints
-from ingest.hot import SECURITY_HEADERS, HotPath
+from ingest.hot import REQUEST, SECURITY_HEADERS, HotPath, request_fields
 from ingest.metrics import exposition
 from ingest.producer import EventProducer
 from ingest.registry import Registry
@@ -65,6 +65,7 @@ def configure_logging(level: str) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            request_fields,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.JSONRenderer(),
@@ -212,7 +213,7 @@ class RequestIdMiddleware:
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
         request_id = given.decode("latin-1") if given else uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id, path=scope["path"])
+        REQUEST.set((request_id, scope["path"]))
         header = (b"x-request-id", request_id.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
