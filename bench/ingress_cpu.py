@@ -150,6 +150,7 @@ def pipelined_redis() -> Any:
 
     redis = PipelinedRedis("127.0.0.1", 1, timeout=600)  # valgrind is slow: no timeouts
     redis._transport = RedisServer(_Protocol(redis))  # type: ignore[assignment]
+    redis._loop = asyncio.get_running_loop()
     return redis
 
 
