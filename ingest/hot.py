@@ -18,7 +18,7 @@ configured.
 
 from __future__ import annotations
 
-import os
+import random
 from collections.abc import AsyncIterator, MutableMapping
 from contextvars import ContextVar
 from typing import Any
@@ -85,7 +85,8 @@ class HotPath:
     async def _answer(self, scope: Scope, receive: Receive, send: Send, code: str | None) -> None:
         # First value of each name, as Starlette's `Headers.get` (ASGI names are lower-case).
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
-        request_id = headers.get("x-request-id") or os.urandom(16).hex()  # as uuid4().hex
+        # 32 hex digits, as uuid4().hex; a log line's id, no secret: no getrandom system call.
+        request_id = headers.get("x-request-id") or random.randbytes(16).hex()
         # Every request sets it (here or in `RequestIdMiddleware`), overwriting whatever its
         # task's context inherited (a pipelined request's task starts in a copy of its
         # predecessor's).
