@@ -199,11 +199,34 @@ def shopper(
 
 
 def ip_hash(salt: str, ip: str | None) -> str | None:
-    """Salted hash of the client IP: the IP itself is never stored."""
+    """Salted hash of the client IP: the IP itself is never stored. HMAC-SHA256 keyed by the
+    salt (the first 32 hex digits), computed from the key's two padded SHA-256 states, which
+    are prepared once per salt: `hmac.digest` prepares OpenSSL's HMAC anew on every call,
+    which cost two thirds of its time on an address (same bytes: tests/ingest/test_clicks)."""
     if not ip:
         return None
-    # hmac.digest: the one-shot C path, the same bytes as an `hmac.new(...)` object.
-    return hmac.digest(salt.encode(), ip.encode(), "sha256").hex()[:32]
+    prepared_inner, prepared_outer = _hmac_states(salt)
+    inner = prepared_inner.copy()
+    inner.update(ip.encode())
+    outer = prepared_outer.copy()
+    outer.update(inner.digest())
+    digest: str = outer.hexdigest()
+    return digest[:32]
+
+
+@functools.lru_cache(maxsize=8)
+def _hmac_states(salt: str) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """SHA-256 after the HMAC key's inner and outer pad (RFC 2104), for `ip_hash`."""
+    key = salt.encode()
+    if len(key) > _SHA256_BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_SHA256_BLOCK, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    return inner, outer
+
+
+_SHA256_BLOCK = 64
 
 
 # Printable ASCII but `"` and `\`: what `json.dumps` writes as it is (ensure_ascii).

@@ -82,10 +82,14 @@ class EventProducer:
 
     async def send(self, topic: str, key: bytes, value: bytes) -> float:
         """Write one message and wait for the broker's ack; returns the ack latency in seconds."""
-        loop = asyncio.get_running_loop()
         inbox = self._inbox
-        if inbox is None or inbox.loop is not loop:
-            inbox = self._inbox = _Inbox(loop, self._timeout + 0.5, self._poll_now)
+        # The inbox's loop is the running one while it is open (a worker runs one loop; asking
+        # for the running loop costs a getpid call); a new loop (tests) gets its own inbox.
+        if inbox is None or inbox.loop.is_closed():
+            inbox = self._inbox = _Inbox(
+                asyncio.get_running_loop(), self._timeout + 0.5, self._poll_now
+            )
+        loop = inbox.loop
         done: _Ack = loop.create_future()
         started = time.perf_counter()
         producer = self._producer

@@ -105,6 +105,7 @@ class PipelinedRedis:
         self._username, self._password = username, password
         self._timeout = timeout
         self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the transport's
         self._connecting: asyncio.Future[None] | None = None
         # Commands written and not answered yet, in order: (reply future, reply deadline).
         self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
@@ -115,24 +116,28 @@ class PipelinedRedis:
     def call(self, *args: str | int | bytes) -> Awaitable[Any]:
         """The command's reply, to await. On an open connection this is the reply's future
         itself (no coroutine per command); otherwise a coroutine that connects first."""
-        transport = self._transport
-        if transport is None or transport.is_closing():
+        transport, loop = self._transport, self._loop
+        if transport is None or transport.is_closing() or loop is None or loop.is_closed():
             return self._connect_and_call(args)
         # (hiredis's stub types the tuple as one element long)
-        return self._send(transport, hiredis.pack_command(args))  # type: ignore[arg-type]
+        return self._send(transport, loop, hiredis.pack_command(args))  # type: ignore[arg-type]
 
     async def _connect_and_call(self, args: tuple[str | int | bytes, ...]) -> Any:
         await self._connect()
-        transport = self._transport
+        transport, loop = self._transport, self._loop
         assert transport is not None
-        return await self._send(transport, hiredis.pack_command(args))  # type: ignore[arg-type]
+        assert loop is not None
+        packed = hiredis.pack_command(args)  # type: ignore[arg-type]
+        return await self._send(transport, loop, packed)
 
-    def _send(self, transport: asyncio.Transport, packed: bytes) -> asyncio.Future[Any]:
+    def _send(
+        self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, packed: bytes
+    ) -> asyncio.Future[Any]:
         """Queue the command; the commands of one event-loop turn go out in one write (one
         system call for all the requests that reached Redis in that turn). Replies come in
         order, so one watchdog timer, set for the oldest unanswered command, keeps every
-        deadline (a timer per command cost a third of this connection's time)."""
-        loop = asyncio.get_running_loop()
+        deadline (a timer per command cost a third of this connection's time). `loop` is the
+        transport's, the running one (asking for the running loop costs a getpid call)."""
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((future, loop.time() + self._timeout))
         if not self._outgoing:
@@ -191,15 +196,16 @@ class PipelinedRedis:
             self._timeout,
         )
         self._transport = transport  # (uvloop's is no asyncio.Transport subclass: no isinstance)
+        self._loop = loop
         try:
             if self._password is not None:
                 credentials = (self._username, self._password) if self._username else (
                     self._password,
                 )  # fmt: skip
-                await self._send(transport, hiredis.pack_command(("AUTH", *credentials)))
+                await self._send(transport, loop, hiredis.pack_command(("AUTH", *credentials)))
             if self._db:
                 select = hiredis.pack_command(("SELECT", self._db))  # type: ignore[arg-type]
-                await self._send(transport, select)
+                await self._send(transport, loop, select)
         except BaseException:
             self._drop(ConnectionError("Redis refused the connection's AUTH or SELECT"))
             raise

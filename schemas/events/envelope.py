@@ -28,7 +28,7 @@ than form 2 refuses it (as a dead letter that keeps the bytes).
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -228,9 +228,22 @@ class EventEnvelope(BaseModel):
         return cls.model_validate_json(form1(data))
 
 
+# The last whole second `json_time` spelled in UTC, and its text: the hot path dates every
+# event (two or three times each) in the few seconds around now.
+_utc_second: tuple[tuple[int, int, int, int, int, int], str] = ((0, 0, 0, 0, 0, 0), "")
+
+
 def json_time(when: datetime) -> str | None:
     """`when` as the envelope's JSON spells it (pydantic's: ISO 8601, `Z` for UTC), or None for
     a time the plain spelling does not cover (naive, or an offset that is not whole minutes)."""
+    global _utc_second
+    if when.tzinfo is UTC:  # the hot path's times: the second's text is kept, not re-spelled
+        second = (when.year, when.month, when.day, when.hour, when.minute, when.second)
+        known = _utc_second
+        if known[0] != second:
+            known = _utc_second = (second, when.replace(microsecond=0, tzinfo=None).isoformat())
+        micro = when.microsecond
+        return f"{known[1]}.{micro:06d}Z" if micro else known[1] + "Z"
     offset = when.utcoffset()
     if offset is None or offset.seconds % 60 or offset.microseconds:
         return None

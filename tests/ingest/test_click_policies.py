@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import itertools
 import json
 import random
@@ -343,3 +344,11 @@ def test_a_visitor_fingerprint_is_the_json_spelling_hashed(
     text = json.dumps(["visitor", plain, plain, plain])
     expected = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
     assert fingerprint(None, plain, plain, plain) == expected
+
+
+@given(st.text(max_size=100), st.text(min_size=1, max_size=45))
+def test_the_ip_hash_is_the_hmac_of_the_address_keyed_by_the_salt(salt: str, ip: str) -> None:
+    """`ip_hash` prepares the HMAC's padded key states once per salt (a salt longer than
+    SHA-256's 64-byte block is hashed first, as HMAC does): the same digest as `hmac`'s."""
+    expected = hmac.digest(salt.encode(), ip.encode(), "sha256").hex()[:32]
+    assert ip_hash(salt, ip) == expected

@@ -10,7 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas.events.envelope import EventEnvelope, Source, envelope_bytes, envelope_key, is_json
+from schemas.events.envelope import (
+    EventEnvelope,
+    Source,
+    envelope_bytes,
+    envelope_key,
+    is_json,
+    json_time,
+)
 
 offsets = st.one_of(
     st.just(UTC),
@@ -104,3 +111,30 @@ def test_the_plain_spelling_of_form_two_is_the_models_byte_for_byte(
     # an odd time offset comes back as the offset the JSON spelling keeps).
     assert EventEnvelope.from_bytes(value) == EventEnvelope.from_bytes(model.to_bytes())
     assert EventEnvelope.from_bytes(value).raw_body() == raw
+
+
+def test_times_of_one_second_keep_their_own_fraction_and_offset() -> None:
+    """`json_time` keeps the last UTC second's text: the fraction, the second after it, and a
+    time of the same second at another offset are still spelled as the model spells them."""
+    second = datetime(2026, 12, 7, 17, 0, 5, tzinfo=UTC)
+    times = [
+        second.replace(microsecond=400_000),
+        second,
+        second.replace(microsecond=7),
+        second + timedelta(seconds=1),
+        second.astimezone(timezone(timedelta(hours=-5))),
+        second.replace(microsecond=1),
+    ]
+    spelled = [json_time(when) for when in times]
+    assert spelled == [
+        "2026-12-07T17:00:05.400000Z",
+        "2026-12-07T17:00:05Z",
+        "2026-12-07T17:00:05.000007Z",
+        "2026-12-07T17:00:06Z",
+        "2026-12-07T12:00:05-05:00",
+        "2026-12-07T17:00:05.000001Z",
+    ]
+    for when, text in zip(times, spelled, strict=True):
+        model = EventEnvelope.wrap(b"{}", event_id="e", source=Source.API, kind="k",
+                                   tenant_id="t", occurred_at=when, received_at=when)  # fmt: skip
+        assert f'"occurred_at":"{text}"'.encode() in model.to_bytes()
