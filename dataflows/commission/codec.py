@@ -97,7 +97,7 @@ class _ModelCodec:
         self.cls, self.names = cls, names
         self.getter: Callable[[dict[str, Any]], tuple[Any, ...]] = cls._compact_values  # type: ignore[attr-defined]
         self.outward = [(names.index(name), out) for name, (out, _) in special.items()]
-        self.inward = [(name, in_) for name, (_, in_) in special.items()]
+        self.inward = [(names.index(name), in_) for name, (_, in_) in special.items()]
 
     def encode(self, model: Any) -> list[Any]:
         values = list(self.getter(model.__dict__))
@@ -110,10 +110,12 @@ class _ModelCodec:
         names = self.names
         if len(values) < len(names):  # packed before fields were added: they get defaults
             values = [*values, *_defaults_after(self.cls, len(values))]
-        data = dict(zip(names, values, strict=True))
-        for name, in_ in self.inward:
-            data[name] = in_(data[name])
-        return _made(self.cls, data, set(names))
+        if self.inward:
+            converted = list(values)
+            for index, in_ in self.inward:
+                converted[index] = in_(converted[index])
+            values = converted
+        return _made(self.cls, dict(zip(names, values, strict=True)), set(names))
 
 
 def _defaults_after(cls: type[BaseModel], count: int) -> list[Any]:
@@ -190,12 +192,15 @@ class _Unpacked:
 
 
 _LAST = _Unpacked()
+_NONE = _Unpacked()  # for a book other than the last unpacked one: never changed
 
 
 def _reused(
     models: list[Any], known: list[tuple[Any, Any]], encode: Callable[[Any], Any]
 ) -> list[Any]:
     """Each model's packed values: the known ones while the list starts with the same models."""
+    if not known:
+        return [encode(model) for model in models]
     values = []
     for index, model in enumerate(models):
         if index < len(known) and known[index][0] is model:
@@ -208,7 +213,7 @@ def _reused(
 def pack_book(book: OrderBook) -> bytes:
     """The book as bytes (see the module docstring); `unpack_book` gives an equal book."""
     cancellation = book.cancellation
-    last = _LAST if book is _LAST.book else _Unpacked()
+    last = _LAST if book is _LAST.book else _NONE
     conversion, decision = book.conversion, book.decision
     values = (
         FORMAT,
