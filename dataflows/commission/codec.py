@@ -22,8 +22,8 @@ load: `unpack_book` recognises them and fills fields they lack with their defaul
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
-from dataclasses import MISSING, fields
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -105,12 +105,16 @@ class _ModelCodec:
             values[index] = out(values[index])
         return values
 
-    def decode(self, values: list[Any]) -> Any:
+    def decode(self, values: Sequence[Any]) -> Any:
+        """The model of `encode`'s values (not changed: `unpack_book` keeps them for reuse)."""
         names = self.names
         if len(values) < len(names):  # packed before fields were added: they get defaults
             values = [*values, *_defaults_after(self.cls, len(values))]
-        for index, in_ in self.inward:
-            values[index] = in_(values[index])
+        if self.inward:
+            converted = list(values)
+            for index, in_ in self.inward:
+                converted[index] = in_(converted[index])
+            values = converted
         return _made(self.cls, dict(zip(names, values, strict=True)), set(names))
 
 
@@ -165,28 +169,63 @@ def _decision_out(decision: AttributionDecision) -> list[Any]:
 
 
 def _decision_in(values: list[Any]) -> AttributionDecision:
-    values[0] = _RULES_IN(values[0])
     decision = object.__new__(AttributionDecision)  # frozen: its __init__ sets field by field
     decision.__dict__.update(zip(_DECISION_FIELDS, values, strict=False))
+    decision.__dict__["rule"] = _RULES_IN(values[0])
     for f in fields(AttributionDecision)[len(values) :]:  # fields added since it was packed
         decision.__dict__[f.name] = f.default
     return decision
 
 
+@dataclass(slots=True)
+class _Unpacked:
+    """The book `unpack_book` made last, and the packed values of its conversion, decision,
+    entries and refunds. Models and decisions are immutable, so while the book still holds the
+    same objects, `pack_book` packs those values again instead of encoding the objects (a
+    follow-up encodes only what it added). One book: the one being changed."""
+
+    book: OrderBook | None = None
+    conversion: tuple[Conversion | None, Any] = (None, None)
+    decision: tuple[AttributionDecision | None, Any] = (None, None)
+    entries: list[tuple[CommissionAccrual, Any]] = field(default_factory=list)
+    refunds: list[tuple[OrderRefund, Any]] = field(default_factory=list)
+
+
+_LAST = _Unpacked()
+_NONE = _Unpacked()  # for a book other than the last unpacked one: never changed
+
+
+def _reused(
+    models: list[Any], known: list[tuple[Any, Any]], encode: Callable[[Any], Any]
+) -> list[Any]:
+    """Each model's packed values: the known ones while the list starts with the same models."""
+    if not known:
+        return [encode(model) for model in models]
+    values = []
+    for index, model in enumerate(models):
+        if index < len(known) and known[index][0] is model:
+            values.append(known[index][1])
+        else:
+            values.append(encode(model))
+    return values
+
+
 def pack_book(book: OrderBook) -> bytes:
     """The book as bytes (see the module docstring); `unpack_book` gives an equal book."""
     cancellation = book.cancellation
+    last = _LAST if book is _LAST.book else _NONE
+    conversion, decision = book.conversion, book.decision
     values = (
         FORMAT,
-        _CONVERSION.encode(book.conversion),
-        _decision_out(book.decision),
+        last.conversion[1] if conversion is last.conversion[0] else _CONVERSION.encode(conversion),
+        last.decision[1] if decision is last.decision[0] else _decision_out(decision),
         book.received_ms,
         book.chain,
         book.rule_key,
         _decimal_out(book.period_volume),
         book.is_new_customer,
-        [_ENTRY.encode(e) for e in book.entries],
-        [_REFUND.encode(r) for r in book.refunds],
+        _reused(book.entries, last.entries, _ENTRY.encode),
+        _reused(book.refunds, last.refunds, _REFUND.encode),
         book.cancelled,
         book.paid_ms,
         book.paid_invoice,
@@ -202,6 +241,7 @@ def pack_book(book: OrderBook) -> bytes:
 def unpack_book(data: bytes) -> OrderBook:
     """The book `pack_book` packed, or one `pickle.dumps(book)` wrote (older snapshots)."""
     _TIMES.clear()
+    _LAST.book = None
     loaded = pickle.loads(data)
     if isinstance(loaded, OrderBook):
         _complete(loaded)
@@ -213,7 +253,7 @@ def unpack_book(data: bytes) -> OrderBook:
     conversion, decision, received_ms, chain, rule_key, period_volume, is_new = values[:7]
     entries, refunds, cancelled, paid_ms, paid_invoice, approved, fx_rate = values[7:14]
     cancellation = values[14]
-    return OrderBook(
+    book = OrderBook(
         _CONVERSION.decode(conversion),
         _decision_in(decision),
         received_ms,
@@ -230,6 +270,12 @@ def unpack_book(data: bytes) -> OrderBook:
         _decimal_in(fx_rate),
         None if cancellation is None else Cancellation(_time_in(cancellation[0]), cancellation[1]),
     )
+    _LAST.book = book
+    _LAST.conversion = (book.conversion, conversion)
+    _LAST.decision = (book.decision, decision)
+    _LAST.entries = list(zip(book.entries, entries, strict=True))
+    _LAST.refunds = list(zip(book.refunds, refunds, strict=True))
+    return book
 
 
 def _complete(book: OrderBook) -> None:

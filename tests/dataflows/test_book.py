@@ -4,9 +4,16 @@ logic opened for a real order: follow-ups book once, edits reprice, approvals sa
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 
-from dataflows.attribution.events import Event, event_from_envelope, parse_envelope, to_ms
+from dataflows.attribution.events import (
+    Event,
+    event_from_envelope,
+    from_ms,
+    parse_envelope,
+    to_ms,
+)
 from dataflows.attribution.state import _unpack, builder
 from dataflows.commission.book import (
     DAY_MS,
@@ -19,9 +26,10 @@ from dataflows.commission.book import (
     is_same_order,
     mark_paid,
 )
+from dataflows.commission.holds import approves_at
 from dataflows.config import StaticConfig
 from schemas.conversion import Conversion, OrderRefund
-from schemas.ledger import EntryKind
+from schemas.ledger import EntryApproval, EntryKind
 from tests.dataflows.builders import T0, click, click_id, days, order, refund, snapshot
 
 TENANT = "t_book"
@@ -118,3 +126,57 @@ def test_an_invoice_paid_before_the_hold_ends_approves_early_and_says_so() -> No
     assert due is None
     late = replace(book, paid_ms=order_ms + 40 * DAY_MS)
     assert approval_reason(late, 30) == "hold period of 30 days ended"
+
+
+def _reference_approvals(
+    book: OrderBook, hold_days: int, now_ms: int
+) -> tuple[list[EntryApproval], int | None]:
+    """What `due_approvals` gives, spelled with the datetime rule (`holds.approves_at`) and
+    validated models: every entry not yet approved, due by `now_ms` or not."""
+    paid = from_ms(book.paid_ms) if book.paid_ms is not None else None
+    order_at = book.conversion.occurred_at
+    by_hold = order_at + timedelta(days=hold_days)
+    reason = (
+        f"invoice {book.paid_invoice} paid"
+        if paid is not None and paid < by_hold
+        else f"hold period of {hold_days} days ended"
+    )
+    approvals, later = [], []
+    for entry in book.entries:
+        if entry.entry_id in book.approved:
+            continue
+        due = to_ms(approves_at(entry, paid, hold_days, order_occurred_at=order_at))
+        if due > now_ms:
+            later.append(due)
+            continue
+        approvals.append(
+            EntryApproval(
+                tenant_id=entry.tenant_id, entry_id=entry.entry_id, approved_at=from_ms(due),
+                reason=reason,
+            )
+        )  # fmt: skip
+    return approvals, min(later, default=None)
+
+
+def test_approvals_are_those_of_the_hold_rule_entry_by_entry() -> None:
+    """Accruals, reversals after the order (inside and after the hold), paid or not: at each
+    moment, the same approvals (with the same fields set) and the same next due time as the
+    datetime rule gives."""
+    for paid_days, hold_days in ((None, 30), (4.5, 30), (40, 30), (None, 0), (2, 0)):
+        book = _book(lines=((1, 2, "50.00"), (2, 1, "19.99")))
+        order_ms = to_ms(book.conversion.occurred_at)
+        apply_refund(book, _refund(7, 1, 3), "ev-r7")  # inside the hold
+        apply_refund(book, _refund(8, 1, 45), "ev-r8")  # after it
+        if paid_days is not None:
+            mark_paid(book, order_ms + int(paid_days * DAY_MS), "INV/7")
+        expected = replace(book, approved=set())
+        for now_days in (0, 1.75, 3, 4.5, 29, 31, 44, 46, 400):
+            now_ms = order_ms + int(now_days * DAY_MS)
+            wanted = _reference_approvals(expected, hold_days, now_ms)
+            expected.approved.update(a.entry_id for a in wanted[0])
+            approvals, due = due_approvals(book, hold_days, now_ms)
+            assert (approvals, due) == wanted, (paid_days, hold_days, now_days)
+            for made, validated in zip(approvals, wanted[0], strict=True):
+                assert made.model_fields_set == validated.model_fields_set
+                assert made.model_dump_json() == validated.model_dump_json()
+        assert book.approved == {e.entry_id for e in book.entries}

@@ -4,10 +4,13 @@ books pickled by older versions still load; a snapshot packs each changed book o
 
 from __future__ import annotations
 
+import base64
 import pickle
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,10 +20,16 @@ import dataflows.attribution.state as state_module
 import dataflows.commission.codec as codec
 from dataflows.attribution.events import Event, event_from_envelope, parse_envelope
 from dataflows.attribution.state import AttributionLogic, Tuning, _unpack, builder
-from dataflows.commission.book import OrderBook, apply_cancel, apply_refund, mark_paid
+from dataflows.commission.book import (
+    OrderBook,
+    apply_cancel,
+    apply_edit,
+    apply_refund,
+    mark_paid,
+)
 from dataflows.commission.codec import FORMAT, pack_book, unpack_book
 from dataflows.config import StaticConfig
-from schemas.conversion import OrderRefund
+from schemas.conversion import OrderRefund, RefundedLine
 from schemas.events.envelope import EventEnvelope
 from schemas.events.wire import WireDatetime
 from schemas.ledger import CommissionAccrual
@@ -180,3 +189,61 @@ def test_the_book_functions_work_on_unpacked_books() -> None:
     assert apply_cancel(book, T0 + days(9), "ev-c") != []
     assert sum((e.amount for e in book.entries), Decimal(0)) == Decimal(0)
     assert codec._TIMES  # the per-book cache of parsed times was used
+
+
+def test_books_packed_by_the_first_version_of_the_layout_still_load() -> None:
+    """`order_books_format1.txt`: `_books()` packed by `pack_book` and pickled whole, each by the
+    code of 2026-12-07 (commit aad080f): the packed one unpacks to its pickled twin."""
+    path = Path(__file__).parents[1] / "fixtures" / "data" / "order_books_format1.txt"
+    lines = path.read_text().split()
+    assert len(lines) == 6
+    for packed, pickled in zip(lines[::2], lines[1::2], strict=True):
+        _same(unpack_book(base64.b64decode(packed)), pickle.loads(base64.b64decode(pickled)))
+
+
+def _copied(book: OrderBook) -> OrderBook:
+    """An equal book of other objects: packed from scratch, nothing reused."""
+    copied: OrderBook = pickle.loads(pickle.dumps(book))
+    return copied
+
+
+def test_a_changed_book_repacks_as_one_packed_from_scratch() -> None:
+    """`pack_book` reuses the packed values of what an unpacked book still holds: the result is
+    the one encoding every part anew gives, whatever the change."""
+    rules_rate = StaticConfig(snapshot(TENANT)).tenant(TENANT).rules_rate
+    changes: list[Callable[[OrderBook], object]] = [
+        lambda book: book.paid_invoice,  # nothing
+        lambda book: book.approved.update(e.entry_id for e in book.entries[-1:]),
+        lambda book: apply_refund(book, _refund_of(book, "r9"), "ev-r9"),
+        lambda book: apply_cancel(book, T0 + days(9), "ev-c"),
+        lambda book: mark_paid(book, 1_800_000_000_000, "INV/9"),
+        lambda book: apply_edit(
+            book, book.conversion.model_copy(update={"order_discount": Decimal("1.00")}), None,
+            rules_rate, "ev-e", T0 + days(9),
+        ),
+        lambda book: book.entries.reverse(),
+    ]  # fmt: skip
+    for original in _books():
+        for change in changes:
+            book = unpack_book(pack_book(original))
+            change(book)
+            repacked, fresh = pack_book(book), pack_book(_copied(book))
+            assert pickle.loads(repacked) == pickle.loads(fresh)
+            _same(unpack_book(repacked), book)
+
+
+def test_nothing_is_reused_for_another_book_or_a_replaced_part() -> None:
+    first, second = _books()[:2]
+    book = unpack_book(pack_book(first))
+    assert pickle.loads(pack_book(second)) == pickle.loads(pack_book(_copied(second)))
+    book.conversion = second.conversion
+    _same(unpack_book(pack_book(book)).conversion, second.conversion)
+
+
+def _refund_of(book: OrderBook, refund_id: str) -> OrderRefund:
+    line = book.conversion.lines[0]
+    return OrderRefund(
+        refund_id=refund_id, order_id=book.conversion.order_id, source_event_id=f"ev-{refund_id}",
+        occurred_at=datetime.fromisoformat("2026-11-20T00:00Z"),
+        lines=(RefundedLine(line_id=line.line_id, quantity=1),),
+    )  # fmt: skip
