@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Literal
 
 from pydantic import ValidationError
@@ -255,20 +256,7 @@ def parse_envelope(raw: bytes) -> AnyEnvelope:
 def event_from_envelope(envelope: AnyEnvelope, raw: bytes = b"") -> Event | None:
     """The state event of an envelope, `None` if it is only archived; `Unprocessable` if its
     body does not fit its kind."""
-
-    def make(
-        kind: EventKind, payload: Conversion | OrderRefund | InvoicePaid | SaleOrderRef
-    ) -> Event:
-        return Event(
-            kind=kind,
-            event_id=envelope.event_id,
-            tenant_id=envelope.tenant_id,
-            occurred_ms=to_ms(envelope.occurred_at),
-            received_ms=to_ms(envelope.received_at),
-            payload=payload,
-            raw=raw,
-        )
-
+    make = partial(_event, envelope, raw=raw)
     try:
         if is_click(envelope):
             return click_event(envelope, parse_click(envelope), raw)
@@ -305,16 +293,26 @@ def refund_event(envelope: AnyEnvelope, raw: bytes = b"") -> tuple[Event, AnyRef
         check_refund(facts)
     except ValueError as exc:
         raise Unprocessable(f"{envelope.kind}: {_short(exc)}", envelope) from exc
-    event = Event(
-        kind="refund",
+    return _event(envelope, "refund", facts, raw=raw), refund
+
+
+def _event(
+    envelope: AnyEnvelope,
+    kind: EventKind,
+    payload: Conversion | OrderRefund | InvoicePaid | SaleOrderRef,
+    *,
+    raw: bytes,
+) -> Event:
+    """The state event of a non-click envelope: its ids and times, and `payload`."""
+    return Event(
+        kind=kind,
         event_id=envelope.event_id,
         tenant_id=envelope.tenant_id,
         occurred_ms=to_ms(envelope.occurred_at),
         received_ms=to_ms(envelope.received_at),
-        payload=facts,
+        payload=payload,
         raw=raw,
     )
-    return event, refund
 
 
 def refund_body(body: bytes) -> AnyRefund:

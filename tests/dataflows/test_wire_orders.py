@@ -40,6 +40,7 @@ from schemas.events.shopify import (
 )
 from tests.dataflows.builders import T0, order_body
 from tests.dataflows.test_wire import _mutate
+from tests.dataflows.wire_facts import keep
 from tests.fixtures import DATA
 
 ORDERS = [
@@ -82,19 +83,9 @@ NESTED: dict[str, type] = {
 }  # fmt: skip
 
 
-def _keep(value: Any, struct: type) -> Any:
-    """`value` with only the keys `struct` decodes, recursively (lists item by item)."""
-    if isinstance(value, list):
-        return [_keep(item, struct) for item in value]
-    if not isinstance(value, dict):
-        return value
-    fields = struct.__struct_fields__  # type: ignore[attr-defined]
-    return {k: _keep(v, NESTED[k]) if k in NESTED else v for k, v in value.items() if k in fields}
-
-
 def _used_only(body: bytes) -> bytes:
     """The body with only the keys a conversion reads (what the fast path judges)."""
-    return orjson.dumps(_keep(orjson.loads(body), OrderBody))
+    return orjson.dumps(keep(orjson.loads(body), OrderBody, NESTED))
 
 
 def _agree(body: bytes) -> None:

@@ -41,6 +41,7 @@ from schemas.events.shopify import (
 from tests.dataflows.builders import T0, refund, shopify
 from tests.dataflows.test_wire import _mutate
 from tests.dataflows.test_wire_orders import JUNK
+from tests.dataflows.wire_facts import keep
 from tests.fixtures import DATA
 
 REFUNDS = [
@@ -83,20 +84,10 @@ NESTED: dict[str, type] = {
 }  # fmt: skip
 
 
-def _keep(value: Any, struct: type) -> Any:
-    """`value` with only the keys `struct` decodes, recursively (lists item by item)."""
-    if isinstance(value, list):
-        return [_keep(item, struct) for item in value]
-    if not isinstance(value, dict):
-        return value
-    fields = struct.__struct_fields__  # type: ignore[attr-defined]
-    return {k: _keep(v, NESTED[k]) if k in NESTED else v for k, v in value.items() if k in fields}
-
-
 def _used_only(body: bytes) -> bytes:
     """The body with only the keys the flow reads (what the fast path judges), and what the
     contract requires besides them filled in validly (ids, a transaction's kind and amount)."""
-    doc = _keep(orjson.loads(body), RefundBody)
+    doc = keep(orjson.loads(body), RefundBody, NESTED)
     for i, line in enumerate(doc.get("refund_line_items") or []):
         if isinstance(line, dict):
             line.setdefault("id", i)
