@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,23 @@ def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
     with contextlib.suppress(ProcessLookupError):  # a test may have stopped it already
         os.kill(pid, signal.SIGCONT)
     stack.stop_pid(pid)
+
+
+def _wait_until_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Until the kernel shows every thread of the process stopped: `kill` only queues SIGSTOP,
+    and a broker thread still running may answer a write sent right after it (a request got 200
+    there under load 9-11)."""
+
+    def state(stat: str) -> str:
+        return stat[stat.rindex(")") + 2]  # the state follows the parenthesised name
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = Path(f"/proc/{pid}/task").glob("*/stat")
+        if all(state(task.read_text()) in "Tt" for task in tasks):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not stop within {timeout} s")
 
 
 async def test_unreachable_broker_gets_503_and_nothing_acknowledged_is_lost(
@@ -71,6 +89,7 @@ async def test_unreachable_broker_gets_503_and_nothing_acknowledged_is_lost(
         for n in range(5):
             await send(client, n)
         os.kill(own_broker.pid, signal.SIGSTOP)
+        _wait_until_stopped(own_broker.pid)
         try:
             for n in range(5, 8):
                 await send(client, n)
