@@ -31,29 +31,51 @@ Row = tuple[Any, ...]
 MAX_ITEMS_PER_MESSAGE = 500  # keeps one pub/sub message well under ~100 KB
 
 
-def _fields(columns: Sequence[str], row: Row) -> dict[str, Any]:
-    return dict(zip(columns, row, strict=True))
+# The fields each message item takes from its row, in the order `_conversion_item` and
+# `_entry_item` unpack them.
+_CONVERSION_FIELDS = ("tenant_id", "conversion_id", "order_name", "order_id", "agent_id",
+                      "program_id", "revenue", "currency", "occurred_at", "rule")  # fmt: skip
+_ENTRY_FIELDS = ("tenant_id", "entry_id", "agent_id", "conversion_id", "order_id", "amount",
+                 "currency", "kind")  # fmt: skip
+Item = dict[str, Any]
 
 
-def live_conversion(columns: Sequence[str], row: Row) -> tuple[str, LiveConversion]:
-    """(tenant, message) of a `conversions` row."""
-    f = _fields(columns, row)
-    message = LiveConversion(
-        id=f["conversion_id"], order=f["order_name"] or f["order_id"], agent_id=f["agent_id"],
-        program_id=f["program_id"], revenue=f["revenue"], currency=f["currency"],
-        occurred_at=f["occurred_at"], rule=f["rule"], order_id=f["order_id"],
-    )  # fmt: skip
-    return f["tenant_id"], message
+def _conversion_item(values: tuple[Any, ...]) -> tuple[str, Item]:
+    """(tenant, `LiveConversion` fields) of a `conversions` row's `_CONVERSION_FIELDS`."""
+    tenant, cid, name, order_id, agent, program, revenue, currency, at, rule = values
+    return tenant, {
+        "id": cid, "order": name or order_id, "agent_id": agent, "program_id": program,
+        "revenue": revenue, "currency": currency, "occurred_at": at, "rule": rule,
+        "order_id": order_id,
+    }  # fmt: skip
 
 
-def live_entry(columns: Sequence[str], row: Row) -> tuple[str, LiveEntry]:
-    """(tenant, message) of a `commission_events` row."""
-    f = _fields(columns, row)
-    message = LiveEntry(
-        id=f["entry_id"], agent_id=f["agent_id"], conversion_id=f["conversion_id"],
-        order=f["order_id"], amount=f["amount"], currency=f["currency"], kind=f["kind"],
-    )  # fmt: skip
-    return f["tenant_id"], message
+def _entry_item(values: tuple[Any, ...]) -> tuple[str, Item]:
+    """(tenant, `LiveEntry` fields) of a `commission_events` row's `_ENTRY_FIELDS`."""
+    tenant, eid, agent, cid, order_id, amount, currency, kind = values
+    return tenant, {
+        "id": eid, "agent_id": agent, "conversion_id": cid, "order": order_id,
+        "amount": amount, "currency": currency, "kind": kind,
+    }  # fmt: skip
+
+
+def _items(
+    per_table: Mapping[str, Sequence[Row]], columns: Mapping[str, Sequence[str]]
+) -> tuple[dict[str, list[Item]], dict[str, list[Item]]]:
+    """Per tenant, the message items of one sink write's conversions and of its entries."""
+    conversions: dict[str, list[Item]] = {}
+    entries: dict[str, list[Item]] = {}
+    for table, names, item, out in (
+        ("conversions", _CONVERSION_FIELDS, _conversion_item, conversions),
+        ("commission_events", _ENTRY_FIELDS, _entry_item, entries),
+    ):
+        rows = per_table.get(table, ())
+        if rows:
+            get = itemgetter(*(columns[table].index(name) for name in names))
+            for row in rows:
+                tenant, fields = item(get(row))
+                out.setdefault(tenant, []).append(fields)
+    return conversions, entries
 
 
 def live_batches(
@@ -64,41 +86,30 @@ def live_batches(
 ) -> list[LiveBatch]:
     """The messages for one sink write: per tenant, its conversions and entries, split so that
     no message holds more than `max_items` of them. Other tables publish nothing."""
-    conversions: dict[str, list[LiveConversion]] = {}
-    entries: dict[str, list[LiveEntry]] = {}
-    for row in per_table.get("conversions", ()):
-        tenant, conversion = live_conversion(columns["conversions"], row)
-        conversions.setdefault(tenant, []).append(conversion)
-    for row in per_table.get("commission_events", ()):
-        tenant, entry = live_entry(columns["commission_events"], row)
-        entries.setdefault(tenant, []).append(entry)
+    conversions, entries = _items(per_table, columns)
     batches: list[LiveBatch] = []
     for tenant in sorted(conversions.keys() | entries.keys()):
         for conv, ent in _chunks(conversions.get(tenant, []), entries.get(tenant, []), max_items):
             batches.append(
-                LiveBatch(tenant_id=tenant, written_at=written_at, conversions=conv, entries=ent)
+                LiveBatch(
+                    tenant_id=tenant,
+                    written_at=written_at,
+                    conversions=tuple(LiveConversion(**c) for c in conv),
+                    entries=tuple(LiveEntry(**e) for e in ent),
+                )
             )
     return batches
 
 
 def _chunks(
-    conversions: list[LiveConversion], entries: list[LiveEntry], size: int
-) -> Iterator[tuple[tuple[LiveConversion, ...], tuple[LiveEntry, ...]]]:
-    # Conversions first, so a conversion never arrives after its own entries.
-    items: list[LiveConversion | LiveEntry] = [*conversions, *entries]
-    for start in range(0, len(items), size):
-        part = items[start : start + size]
-        yield (
-            tuple(i for i in part if isinstance(i, LiveConversion)),
-            tuple(i for i in part if isinstance(i, LiveEntry)),
-        )
-
-
-# The fields each message item takes from its row, in the order `live_messages` unpacks them.
-_CONVERSION_FIELDS = ("tenant_id", "conversion_id", "order_name", "order_id", "agent_id",
-                      "program_id", "revenue", "currency", "occurred_at", "rule")  # fmt: skip
-_ENTRY_FIELDS = ("tenant_id", "entry_id", "agent_id", "conversion_id", "order_id", "amount",
-                 "currency", "kind")  # fmt: skip
+    conversions: list[Item], entries: list[Item], size: int
+) -> Iterator[tuple[list[Item], list[Item]]]:
+    """The conversions, then the entries, `size` items a message: conversions first, so a
+    conversion never arrives after its own entries."""
+    n = len(conversions)
+    for start in range(0, n + len(entries), size):
+        end = start + size
+        yield conversions[start:end], entries[max(0, start - n) : max(0, end - n)]
 
 
 class _Unusual(Exception):
@@ -136,44 +147,18 @@ def live_messages(
     from the rows with orjson (measured: ~12 µs an item through the pydantic models, ~1 µs this
     way). A row with a value the direct encoding could write differently from pydantic (see
     `_plain_time`, `_decimal`) sends the whole write through the models instead."""
-    conversions: dict[str, list[dict[str, Any]]] = {}
-    entries: dict[str, list[dict[str, Any]]] = {}
-    rows = per_table.get("conversions", ())
-    if rows:
-        get = itemgetter(*(columns["conversions"].index(name) for name in _CONVERSION_FIELDS))
-        for row in rows:
-            tenant, cid, name, order_id, agent, program, revenue, currency, at, rule = get(row)
-            if not _plain_time(at):
-                return _through_models(per_table, columns, written_at, max_items)
-            conversions.setdefault(tenant, []).append({
-                "id": cid, "order": name or order_id, "agent_id": agent, "program_id": program,
-                "revenue": revenue, "currency": currency, "occurred_at": at, "rule": rule,
-                "order_id": order_id,
-            })  # fmt: skip
-    rows = per_table.get("commission_events", ())
-    if rows:
-        get = itemgetter(*(columns["commission_events"].index(name) for name in _ENTRY_FIELDS))
-        for row in rows:
-            tenant, eid, agent, cid, order_id, amount, currency, kind = get(row)
-            entries.setdefault(tenant, []).append({
-                "id": eid, "agent_id": agent, "conversion_id": cid, "order": order_id,
-                "amount": amount, "currency": currency, "kind": kind,
-            })  # fmt: skip
-    if not (conversions or entries):
-        return []
-    if not _plain_time(written_at):
+    conversions, entries = _items(per_table, columns)
+    times = (written_at, *(c["occurred_at"] for items in conversions.values() for c in items))
+    if not all(map(_plain_time, times)):
         return _through_models(per_table, columns, written_at, max_items)
     messages: list[tuple[str, bytes]] = []
     try:
         for tenant in sorted(conversions.keys() | entries.keys()):
-            conv, ent = conversions.get(tenant, []), entries.get(tenant, [])
-            # Conversions first, so a conversion never arrives after its own entries.
-            for start in range(0, len(conv) + len(ent), max_items):
-                end = start + max_items
+            for conv, ent in _chunks(conversions.get(tenant, []), entries.get(tenant, []),
+                                     max_items):  # fmt: skip
                 message = {
                     "v": LIVE_BATCH_VERSION, "tenant_id": tenant, "written_at": written_at,
-                    "conversions": conv[start:end],
-                    "entries": ent[max(0, start - len(conv)) : max(0, end - len(conv))],
+                    "conversions": conv, "entries": ent,
                 }  # fmt: skip
                 messages.append((tenant, orjson.dumps(message, default=_decimal,
                                                       option=orjson.OPT_UTC_Z)))  # fmt: skip
