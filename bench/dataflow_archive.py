@@ -27,6 +27,7 @@ from bytewax.dataflow import Dataflow
 from dataflows.attribution.events import is_click, parse_click, parse_envelope, ticks_us, to_ms
 from dataflows.attribution.flow import (
     KAFKA_BATCH_SIZE,
+    kafka_input_config,
     skip_dataframe_libraries,
     tune_garbage_collector,
 )
@@ -68,7 +69,7 @@ def build(input_topics: Sequence[str], deadletter_topic: str = "refstream.deadle
     flow = Dataflow("archive_only")
     kafka = kop.input(
         "kafka_in", flow, brokers=settings.kafka_bootstrap.split(","), topics=list(input_topics),
-        tail=False, add_config={"log_level": "0"}, batch_size=KAFKA_BATCH_SIZE,
+        tail=False, add_config=kafka_input_config(settings), batch_size=KAFKA_BATCH_SIZE,
     )  # fmt: skip
     rows = op.flat_map("archive", kafka.oks, archive_rows)
     op.output(

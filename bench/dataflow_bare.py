@@ -25,6 +25,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
+from schemas.settings import Settings
+
 
 def _same(
     message: KafkaSourceMessage[bytes | None, bytes | None],
@@ -76,7 +78,8 @@ def build(
     flow = Dataflow("bare_map")
     kafka = kop.input(
         "kafka_in", flow, brokers=brokers, topics=list(topics), tail=False,
-        add_config={"log_level": "0"},
+        add_config={"log_level": "0",
+                    "fetch.wait.max.ms": str(Settings().kafka_fetch_wait_ms)},  # as the flow's
     )  # fmt: skip
     if keyed:
         counted = op.stateful_map("count", op.key_on("key", kafka.oks, _key), _count)

@@ -59,6 +59,16 @@ class Settings(BaseSettings):
         "unless the server is on the loopback interface (where it only costs CPU on both ends); "
         "`on` for a loopback address that is really a tunnel or proxy to another machine.",
     )
+    kafka_fetch_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=500,
+        description="The dataflow's Kafka consumers' `fetch.wait.max.ms`: how long a fetch may "
+        "wait at the broker for data. Apache Kafka answers a waiting fetch as soon as data "
+        "arrives, so this only sets how often an idle consumer asks; a broker that holds the "
+        "fetch to its end (tansu, the local stack's) adds up to this much to every event's "
+        "latency. librdkafka's default is 500.",
+    )
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication: int = Field(default=1, ge=1)
     log_level: str = "INFO"

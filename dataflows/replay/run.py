@@ -18,6 +18,7 @@ from dataflows.attribution.flow import (
     INPUT_TOPICS,
     Batching,
     kafka_error_dead_letter,
+    kafka_input_config,
 )
 from dataflows.config import (
     load_snapshot,
@@ -142,7 +143,7 @@ def run_replay(
                 brokers=settings.kafka_bootstrap.split(","),
                 topics=list(input_topics),
                 tail=False,
-                add_config={"log_level": "0"},
+                add_config=kafka_input_config(settings),
             )
             errors = op.map("kafka_err", kafka.errs, kafka_error_dead_letter)
             op.output("kafka_errs_out", errors, _CountingSink(counters))
