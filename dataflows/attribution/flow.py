@@ -461,7 +461,9 @@ def kafka_input_config(settings: Settings) -> dict[str, str]:
     `settings.kafka_fetch_wait_ms` at the broker. tansu does not answer a waiting fetch when
     data arrives (Apache Kafka does): with librdkafka's 500 ms, an event waited 130 ms at the
     median and 253 ms at p99 before the flow saw it, against 27 and 53 ms at 100 ms (measured
-    2026-12-07, one consumer, 100 events/s; `REFSTREAM_KAFKA_FETCH_WAIT_MS`)."""
+    2026-12-07, one consumer, 100 events/s; `REFSTREAM_KAFKA_FETCH_WAIT_MS`). An idle flow's
+    consumers (7 topics of 4 partitions) then cost tansu 6.3 % of a core instead of 2.0 %, the
+    flow 4.5 % instead of 4.2 %."""
     return {"log_level": "0", "fetch.wait.max.ms": str(settings.kafka_fetch_wait_ms)}
 
 

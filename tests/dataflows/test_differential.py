@@ -59,6 +59,7 @@ keeps the shuffled order except where an event must wait for its prerequisites.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -655,7 +656,7 @@ def assert_same_ledger(envelopes: list[EventEnvelope], world: World) -> None:
 
 
 @settings(
-    max_examples=150,
+    max_examples=int(os.environ.get("REFSTREAM_DIFF_EXAMPLES", "150")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
