@@ -95,6 +95,7 @@ class Tally:
         # The loop a flush is scheduled on (a flush pending on a loop that has since closed,
         # as between tests, does not stop the next loop from scheduling its own).
         self._scheduled: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the last one scheduled on
         # The labelled children, looked up once (a label set's child never changes).
         self._counters: dict[tuple[str, str, str], Counter] = {}
         self._histograms: dict[str, Histogram] = {}
@@ -116,7 +117,11 @@ class Tally:
         scheduled = self._scheduled
         if scheduled is not None and not scheduled.is_closed():
             return  # a flush is pending (asking for the running loop costs a getpid call)
-        loop = asyncio.get_running_loop()
+        # The loop of the last flush, while it is the one running (a worker runs one loop):
+        # `get_running_loop` makes a getpid system call, once per flush.
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
         self._scheduled = loop
         loop.call_soon(self.flush)
 

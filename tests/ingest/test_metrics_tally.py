@@ -87,3 +87,31 @@ async def test_the_latencies_of_one_turn_reach_the_histogram_together() -> None:
     assert b'refstream_ingest_produce_seconds_count{topic="tally-test-turn"} 3.0' in body
     bucket = b'refstream_ingest_produce_seconds_bucket{le="0.005",topic="tally-test-turn"} 2.0'
     assert bucket in body
+
+
+def test_the_running_loop_is_asked_for_once_per_loop_not_per_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`asyncio.get_running_loop` makes a getpid system call: the tally asks it when the loop
+    it flushed on last is not the one running, not on every flush."""
+    asked: list[asyncio.AbstractEventLoop] = []
+    real = asyncio.get_running_loop
+
+    def counted() -> asyncio.AbstractEventLoop:
+        asked.append(real())
+        return asked[-1]
+
+    monkeypatch.setattr("ingest.metrics.asyncio.get_running_loop", counted)
+    before = _requests("turns")
+
+    async def turns() -> None:
+        for _ in range(5):
+            tally.request("tally-test", "-", "turns")
+            await asyncio.sleep(0)
+
+    asyncio.run(turns())
+    assert len(asked) <= 1  # 5 flushes (none if this loop is the one last asked for)
+    asyncio.run(turns())  # a new loop: asked for once, and its flushes still run
+    assert len(asked) <= 2
+    assert asked[-1].is_closed()
+    assert _requests("turns") == before + 10
