@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from schemas.click_policy import (
@@ -125,9 +125,11 @@ class BadRelayHeaders(ValueError):
     """A forwarded-for header that is not one IP address."""
 
 
-@dataclass(frozen=True, slots=True)
-class RelayHeaders:
-    """What a server-side relay sent: its token and the shopper's User-Agent and IP."""
+class RelayHeaders(NamedTuple):
+    """What a server-side relay sent: its token and the shopper's User-Agent and IP.
+
+    (A named tuple, as `Shopper`: immutable like a frozen dataclass, made in a third of the
+    time; one or two of them per click.)"""
 
     token: str | None
     user_agent: str | None
@@ -143,6 +145,10 @@ class RelayHeaders:
         as ASGI sends them); `BadRelayHeaders` for a forwarded IP that is not exactly one
         IPv4/IPv6 address."""
         ip = headers.get(_FORWARDED_FOR)
+        token = headers.get(_RELAY_TOKEN)
+        user_agent = headers.get(_FORWARDED_USER_AGENT)
+        if ip is None and token is None and user_agent is None:
+            return _NO_RELAY  # nearly every click: no relay
         if ip is not None:
             try:
                 ip = str(ipaddress.ip_address(ip.strip()))
@@ -150,13 +156,10 @@ class RelayHeaders:
                 raise BadRelayHeaders(
                     f"{FORWARDED_FOR_HEADER} must be one IP address (the shopper's)"
                 ) from exc
-        return cls(
-            token=headers.get(_RELAY_TOKEN),
-            user_agent=headers.get(_FORWARDED_USER_AGENT),
-            ip=ip,
-        )
+        return cls(token, user_agent, ip)
 
 
+_NO_RELAY = RelayHeaders(None, None, None)
 _FORWARDED_FOR = FORWARDED_FOR_HEADER.lower()
 _RELAY_TOKEN = RELAY_TOKEN_HEADER.lower()
 _FORWARDED_USER_AGENT = FORWARDED_USER_AGENT_HEADER.lower()
@@ -178,8 +181,7 @@ def relay_trusted(policy: ClickPolicy, token: str | None, peer_ip: str | None) -
     return False
 
 
-@dataclass(frozen=True, slots=True)
-class Shopper:
+class Shopper(NamedTuple):
     """Whom a click is judged as: the shopper's User-Agent and IP, and what became of a relay's
     forwarded headers (None: none were sent)."""
 

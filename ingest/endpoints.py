@@ -13,9 +13,8 @@ import functools
 import http.cookies
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 import structlog
@@ -90,10 +89,11 @@ class Refused(Exception):
 INTERNAL_ERROR = Refused(500, "internal_error", "internal error")
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """An answer as plain values: the hot path (`ingest.hot`) sends it as ASGI messages, the
-    FastAPI routes wrap it in a `Response`. `headers` may repeat a name (two `Set-Cookie`)."""
+class Answer(NamedTuple):
+    """An answer as plain values: the hot path (`ingest.hot`) writes it, the FastAPI routes
+    wrap it in a `Response`. `headers` may repeat a name (two `Set-Cookie`). A named tuple:
+    immutable (some are shared constants), and made in half the time of a frozen dataclass
+    (0.23 against 0.51 µs, timeit), as the other values made on every hot request are."""
 
     status: int
     body: bytes = b""
@@ -379,8 +379,7 @@ async def _odoo(token: str, request: Request) -> Response:
 # --- clicks --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedClick:
+class RecordedClick(NamedTuple):
     """A click judged and serialised for Kafka (`key`, `value`: its envelope)."""
 
     key: bytes

@@ -13,9 +13,8 @@ import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
@@ -37,9 +36,9 @@ KEPT_HEADERS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ShopifyHeaders:
-    """The delivery headers, read case-insensitively, `X-` prefix optional."""
+class ShopifyHeaders(NamedTuple):
+    """The delivery headers, read case-insensitively, `X-` prefix optional. (A named tuple:
+    immutable, made in less than half the time of a frozen dataclass, once per webhook.)"""
 
     hmac: str | None
     topic: str | None
