@@ -46,6 +46,14 @@ class _OneWrite:
         else:
             pending.append(data)
 
+    def write_now(self, data: bytes) -> None:
+        """`data` written at once, after what this turn wrote before it: an answer that
+        leaves whole needs no joining (and no loop callback to join it)."""
+        if self._pending is not None:
+            self.write(data)
+        elif not self._transport.is_closing():
+            self._transport.write(data)
+
     def _flush(self) -> None:
         pending, self._pending = self._pending, None
         if pending and not self._transport.is_closing():
@@ -167,7 +175,8 @@ def write_answer(send: Any, status: int, head: bytes, body: bytes) -> bool:
     parts.append(b"\r\n")
     if body and cycle.scope["method"] != "HEAD":
         parts.append(body)
-    cycle.transport.write(b"".join(parts))
+    transport: _OneWrite = cycle.transport
+    transport.write_now(b"".join(parts))
     cycle.response_complete = True
     cycle.message_event.set()
     if not keep_alive:

@@ -246,3 +246,18 @@ async def test_another_server_a_started_answer_or_paused_writes_go_through_send(
     assert not paused.whole
     assert not paused.again  # nothing written twice
     assert b"".join(transport.writes).count(b"HTTP/1.1") == 1
+
+
+async def test_an_answer_written_whole_leaves_at_once_after_what_the_turn_wrote_before() -> None:
+    transport = RecordingTransport()
+    joined = _OneWrite(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+    joined.write_now(b"answer 1")
+    assert transport.writes == [b"answer 1"]  # no loop turn, no joining needed
+    joined.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    joined.write_now(b"answer 2")
+    assert transport.writes == [b"answer 1"]  # behind the pending write, in one
+    await asyncio.sleep(0)
+    assert transport.writes == [b"answer 1", b"HTTP/1.1 100 Continue\r\n\r\nanswer 2"]
+    transport.closed = True
+    joined.write_now(b"late")
+    assert transport.writes[-1] == b"HTTP/1.1 100 Continue\r\n\r\nanswer 2"
