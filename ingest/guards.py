@@ -41,6 +41,14 @@ class Admission:
     retry_after: int = 1
 
 
+_ADMISSIONS = {
+    (over, seen): Admission(over_limit=over, duplicate=seen)
+    for over in (False, True)
+    for seen in (False, True)
+}
+_ADMITTED = _ADMISSIONS[False, False]
+
+
 def dedup_key(source: str, scope: str, delivery_id: str) -> str:
     return f"{PREFIX}:seen:{source}:{scope}:{delivery_id}"
 
@@ -86,8 +94,9 @@ async def admit(redis: Commands, *, scope: str, dedup: str, limit_per_second: in
         count, seen = await _ADMIT.run(redis, [rate_key, dedup], [])
     except (RedisError, OSError) as exc:  # fail open (see the module docstring)
         _unavailable("admit", exc)
-        return Admission(over_limit=False, duplicate=False)
-    return Admission(over_limit=int(count) > limit_per_second, duplicate=bool(seen))
+        return _ADMITTED
+    # One of four answers, made once (a frozen dataclass costs ~0.6 µs to make).
+    return _ADMISSIONS[int(count) > limit_per_second, bool(seen)]
 
 
 def remember(redis: Commands, dedup: str, ttl_seconds: int) -> None:

@@ -4,10 +4,11 @@ Nearly every request the ingress gets is one of these two. Through FastAPI each 
 framework's routing (a regex per route), a `Request`, dependency solving, a `Response` object
 and three more middleware layers: about half of a webhook's CPU time (bench/ingress
 `--profile`). Here they are matched by method and path, their headers read once into a dict,
-their body read from `receive`, and the answer sent as two ASGI messages with the request id
-and the security headers. The work and the answers are the FastAPI routes' own
-(`endpoints.shopify_delivery`, `endpoints.redirect`): the routes stay, for the OpenAPI
-document and every path this does not match (a trailing slash, a mount under a root path).
+their body read from `receive`, and the answer, with the request id and the security headers,
+written whole through `ingest.serving` (or sent as two ASGI messages under another server). The
+work and the answers are the FastAPI routes' own (`endpoints.shopify_delivery`,
+`endpoints.redirect`): the routes stay, for the OpenAPI document and every path this does not
+match (a trailing slash, a mount under a root path).
 
 Called by `ingest.app.IngressApp` before FastAPI and Starlette's middleware stack, which
 a hot request never needs (`bench/ingress --profile`: five layers, one wrapping `send`), so it
@@ -26,7 +27,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ingest import endpoints
+from ingest import endpoints, serving
 
 # Sent on every answer: no MIME sniffing, no framing, and referrers reduced to the origin
 # across sites (what a redirect to the shop passes on).
@@ -124,6 +125,43 @@ def _stream(receive: Receive) -> endpoints.BodyStream:
 
 
 async def _send(send: Send, answer: endpoints.Answer, request_id: str) -> None:
+    """The answer on the wire: written whole by `ingest.serving` when the server is its
+    protocol and every varying value is plainly safe (`_head`), else as two ASGI messages."""
+    head = _head(answer, request_id)
+    if head is None or not serving.write_answer(send, answer.status, head, answer.body):
+        await _send_messages(send, answer, request_id)
+
+
+# The header lines of an answer's media types and the security headers, spelled once.
+_CONTENT_TYPE: dict[str | None, bytes] = {None: b""}
+_SECURITY_LINES = b"".join(name + b": " + value + b"\r\n" for name, value in SECURITY_HEADERS)
+
+
+def _head(answer: endpoints.Answer, request_id: str) -> bytes | None:
+    """The answer's header lines as `_send_messages` gives them to uvicorn (the same names,
+    values and order), or None if a value is not plainly safe (`serving.header_value`: a
+    control character such as CR or LF, or beyond Latin-1): uvicorn's `send` then judges it."""
+    content_type = _CONTENT_TYPE.get(answer.media_type)
+    if content_type is None:
+        media_type = serving.header_value(answer.media_type or "")
+        if media_type is None:
+            return None
+        content_type = _CONTENT_TYPE[answer.media_type] = b"content-type: " + media_type + b"\r\n"
+    parts = [b"content-length: %d\r\n" % len(answer.body), content_type]
+    for name, value in answer.headers:
+        line = serving.header_name(name)
+        encoded = serving.header_value(value)
+        if line is None or encoded is None:
+            return None
+        parts += (line, encoded, b"\r\n")
+    encoded_id = serving.header_value(request_id)
+    if encoded_id is None:
+        return None
+    parts += (b"x-request-id: ", encoded_id, b"\r\n", _SECURITY_LINES)
+    return b"".join(parts)
+
+
+async def _send_messages(send: Send, answer: endpoints.Answer, request_id: str) -> None:
     headers = [(b"content-length", str(len(answer.body)).encode())]
     if answer.media_type is not None:
         headers.append((b"content-type", answer.media_type.encode()))

@@ -5,13 +5,15 @@ The hot path's request counts and produce latencies go through `tally`: a reques
 plain dict (no lock, no label lookup), and the event loop's next turn adds the sums to the
 Prometheus values (whose every `labels()` and `inc()` takes a lock, and in multiprocess mode
 writes the shared file): one update per label set per turn, however many requests the turn
-answered. A count is in /metrics one loop turn after its answer was sent; /metrics of the same
-worker adds what is pending first.
+answered, and for the latencies one per histogram bucket they fell in (`observe_all`). A count
+is in /metrics one loop turn after its answer was sent; /metrics of the same worker adds what
+is pending first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 from pathlib import Path
 
@@ -89,10 +91,11 @@ class Tally:
 
     def __init__(self) -> None:
         self._requests: dict[tuple[str, str, str], int] = {}
-        self._produce: list[tuple[str, float]] = []
+        self._produce: dict[str, list[float]] = {}  # latencies by topic
         # The loop a flush is scheduled on (a flush pending on a loop that has since closed,
         # as between tests, does not stop the next loop from scheduling its own).
         self._scheduled: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the last one scheduled on
         # The labelled children, looked up once (a label set's child never changes).
         self._counters: dict[tuple[str, str, str], Counter] = {}
         self._histograms: dict[str, Histogram] = {}
@@ -103,32 +106,56 @@ class Tally:
         self._schedule()
 
     def produced(self, topic: str, seconds: float) -> None:
-        self._produce.append((topic, seconds))
+        latencies = self._produce.get(topic)
+        if latencies is None:
+            self._produce[topic] = [seconds]
+        else:
+            latencies.append(seconds)
         self._schedule()
 
     def _schedule(self) -> None:
         scheduled = self._scheduled
         if scheduled is not None and not scheduled.is_closed():
             return  # a flush is pending (asking for the running loop costs a getpid call)
-        loop = asyncio.get_running_loop()
+        # The loop of the last flush, while it is the one running (a worker runs one loop):
+        # `get_running_loop` makes a getpid system call, once per flush.
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
         self._scheduled = loop
         loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self._scheduled = None
         requests, self._requests = self._requests, {}
-        produce, self._produce = self._produce, []
+        produce, self._produce = self._produce, {}
         counters, histograms = self._counters, self._histograms
         for labels, count in requests.items():
             counter = counters.get(labels)
             if counter is None:  # `labels()` takes a lock and builds a key: once per label set
                 counter = counters[labels] = REQUESTS.labels(*labels)
             counter.inc(count)
-        for topic, seconds in produce:
+        for topic, latencies in produce.items():
             histogram = histograms.get(topic)
             if histogram is None:
                 histogram = histograms[topic] = PRODUCE_SECONDS.labels(topic)
-            histogram.observe(seconds)
+            observe_all(histogram, latencies)
+
+
+def observe_all(histogram: Histogram, amounts: list[float]) -> None:
+    """What `histogram.observe(amount)` for each of `amounts` adds up to, added once: the sum,
+    and each bucket's count. `observe` adds to two values per amount (the sum and a bucket),
+    each add taking prometheus_client's lock and, in multiprocess mode, writing the value's
+    file; here a turn's latencies of a topic cost one add to the sum and one per bucket they
+    fall in. Buckets as `observe` counts them: the first upper bound >= the amount."""
+    bounds: list[float] = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        counts[bisect.bisect_left(bounds, amount)] += 1
+    histogram._sum.inc(sum(amounts))
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 tally = Tally()

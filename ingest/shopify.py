@@ -13,9 +13,8 @@ import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
@@ -37,9 +36,9 @@ KEPT_HEADERS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ShopifyHeaders:
-    """The delivery headers, read case-insensitively, `X-` prefix optional."""
+class ShopifyHeaders(NamedTuple):
+    """The delivery headers, read case-insensitively, `X-` prefix optional. (A named tuple:
+    immutable, made in less than half the time of a frozen dataclass, once per webhook.)"""
 
     hmac: str | None
     topic: str | None
@@ -54,25 +53,33 @@ class ShopifyHeaders:
         # One pass over the headers, keeping the Shopify ones by their name without `x-`
         # (the `x-` spelling wins when both came); the last of one name wins, as a dict of the
         # lower-cased names would keep it.
+        # Plain loops, values stripped as they are kept, the tuple made positionally: 3.4-3.6
+        # against 4.1-4.5 µs with comprehensions and keywords (timeit, the bench's headers).
         prefixed: dict[str, str] = {}
-        bare: dict[str, str] = {}
+        bare: dict[str, str] | None = None
         for key, value in headers.items():
             name = key.lower()
             if name.startswith("x-shopify-"):
-                prefixed[name[2:]] = value
+                prefixed[name[2:]] = value.strip()
             elif name.startswith("shopify-"):
-                bare[name] = value
-        found = {**bare, **prefixed} if bare else prefixed
-        stripped = {name: value.strip() for name, value in found.items()}
-        get = stripped.get
+                if bare is None:
+                    bare = {}
+                bare[name] = value.strip()
+        found = prefixed if bare is None else {**bare, **prefixed}
+        get = found.get
+        kept: dict[str, str] = {}
+        for name in KEPT_HEADERS:
+            kept_value = get(name)
+            if kept_value is not None:
+                kept[name] = kept_value
         return cls(
-            hmac=get("shopify-hmac-sha256"),
-            topic=get("shopify-topic"),
-            shop_domain=(get("shopify-shop-domain") or "").lower() or None,
-            event_id=get("shopify-event-id"),
-            webhook_id=get("shopify-webhook-id"),
-            triggered_at=get("shopify-triggered-at"),
-            kept={name: v for name in KEPT_HEADERS if (v := get(name)) is not None},
+            get("shopify-hmac-sha256"),
+            get("shopify-topic"),
+            (get("shopify-shop-domain") or "").lower() or None,
+            get("shopify-event-id"),
+            get("shopify-webhook-id"),
+            get("shopify-triggered-at"),
+            kept,
         )
 
     def delivery_id(self, raw: bytes) -> str:

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ingest.shopify import ShopifyHeaders, UnreadableBody, parse, sign, verify
+from ingest.shopify import KEPT_HEADERS, ShopifyHeaders, UnreadableBody, parse, sign, verify
 
 
 def vectors(shared: Path, key: str) -> list[dict[str, Any]]:
@@ -93,3 +95,37 @@ def test_front_door_reads_ids_and_event_time_for_the_key() -> None:
 def test_front_door_refuses_bodies_it_cannot_key(topic: str, body: bytes, reason: str) -> None:
     with pytest.raises(UnreadableBody, match=reason):
         parse(topic, body)
+
+
+def _headers_as_before(headers: dict[str, str]) -> ShopifyHeaders:
+    """`ShopifyHeaders.read` as it was spelled before Round 7 (comprehensions, keywords)."""
+    prefixed: dict[str, str] = {}
+    bare: dict[str, str] = {}
+    for key, value in headers.items():
+        name = key.lower()
+        if name.startswith("x-shopify-"):
+            prefixed[name[2:]] = value
+        elif name.startswith("shopify-"):
+            bare[name] = value
+    found = {**bare, **prefixed} if bare else prefixed
+    get = {name: value.strip() for name, value in found.items()}.get
+    return ShopifyHeaders(
+        hmac=get("shopify-hmac-sha256"), topic=get("shopify-topic"),
+        shop_domain=(get("shopify-shop-domain") or "").lower() or None,
+        event_id=get("shopify-event-id"), webhook_id=get("shopify-webhook-id"),
+        triggered_at=get("shopify-triggered-at"),
+        kept={name: v for name in KEPT_HEADERS if (v := get(name)) is not None},
+    )  # fmt: skip
+
+
+_NAMES = st.sampled_from(
+    [f"{x}shopify-{n}" for x in ("x-", "X-", "") for n in (
+        "topic", "Shop-Domain", "hmac-sha256", "event-id", "webhook-id", "triggered-at",
+        "api-version", "name", "sub-topic", "other")]
+    + ["content-type", "user-agent", "x-request-id", "shopify", "x-shopify"]
+)  # fmt: skip
+
+
+@given(st.dictionaries(_NAMES, st.text(alphabet=" \tab.-é/", max_size=6), max_size=12))
+def test_headers_read_as_they_were_read_before(headers: dict[str, str]) -> None:
+    assert ShopifyHeaders.read(headers) == _headers_as_before(headers)
