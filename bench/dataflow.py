@@ -643,13 +643,16 @@ def tailing_phase(
         print(f"  order phase: {sent} orders+refunds in {done - started:.1f} s (incl. producing)")
 
         window = (args.fresh_rate, args.fresh_seconds, FRESH_FIRST)
-        fig.fresh = freshness(settings, plan, topics, window, fig, proc, sinks)
+        assert stack.clickhouse is not None
+        assert stack.broker_pid is not None
+        servers = {"ClickHouse front": stack.clickhouse.pid, "broker": stack.broker_pid}
+        fig.fresh = freshness(settings, plan, topics, window, fig, proc, sinks, servers)
         fresh_agents = list(fig.fresh.agents)
         if args.half_max and fig.order_phase:
             # Issue #19: freshness p99 ≤ 1 s at half the maximum throughput, the order phase's.
             half = fig.order_phase[0] / fig.order_phase[1] / 2
             window = (half, args.fresh_seconds, FRESH_FIRST + fig.fresh.sent)
-            fig.fresh_half = freshness(settings, plan, topics, window, fig, proc, sinks)
+            fig.fresh_half = freshness(settings, plan, topics, window, fig, proc, sinks, servers)
             fresh_agents += fig.fresh_half.agents
         rows, totals = plan.expected_ledger(fresh_agents)
         wait_until("fresh ledger rows", lambda: sinks.ledger_rows() >= rows, proc, 60)
@@ -679,6 +682,9 @@ class Window:
     conv: list[float]
     raw: list[float]
     poll_ms: float | None
+    # Cores each process used during the window (CPU seconds ÷ the window's wall seconds): the
+    # flow, the ClickHouse front, the broker, this bench (generator and poller).
+    cores: dict[str, float] = field(default_factory=dict)
 
 
 def freshness(
@@ -689,10 +695,13 @@ def freshness(
     fig: Figures,
     proc: subprocess.Popen[bytes],
     sinks: Sinks,
+    pids: dict[str, int] | None = None,
 ) -> Window:
     """Orders at a steady rate citing preloaded clicks, stamped with their send time; a second
     thread polls ClickHouse as fast as it answers (its own client) while they are sent.
-    `window`: (orders/s, seconds, the first order id: windows' ids must not overlap)."""
+    `window`: (orders/s, seconds, the first order id: windows' ids must not overlap); `pids`:
+    other processes whose CPU during the window is reported (`Window.cores`) beside the flow's
+    and this bench's."""
     rate, seconds, first = window
     t = plan.tenant
     rng = random.Random(9 + first)
@@ -733,6 +742,9 @@ def freshness(
             poll()
             time.sleep(0.005)
 
+    watched = {"flow": proc.pid, **(pids or {}), "bench": os.getpid()}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+    wall_before = time.monotonic()
     thread = threading.Thread(target=poller, name="freshness-poller", daemon=True)
     thread.start()
     try:
@@ -747,6 +759,8 @@ def freshness(
             out.produce(topics.fresh, key=env.key(), value=env.to_bytes(json_body=True))
             out.poll(0)
         out.flush(15)
+        wall = time.monotonic() - wall_before
+        cores = {n: (cpu_seconds(pid) - cpu_before[n]) / wall for n, pid in watched.items()}
     finally:
         stop.set()
         thread.join(timeout=90)
@@ -765,7 +779,7 @@ def freshness(
         )
     return Window(
         rate, total, agents, sorted(seen_conv.values()), sorted(float(r[0]) for r in raw),
-        statistics.median(cycles) * 1000 if cycles else None,
+        statistics.median(cycles) * 1000 if cycles else None, cores,
     )  # fmt: skip
 
 
@@ -1110,6 +1124,9 @@ def report(fig: Figures, args: Any) -> None:
         if window.raw:
             p = [pct(window.raw, q) / 1000 for q in (0.5, 0.95, 0.99)]
             row("    → raw_events.archived_at p50/p95/p99 s", "/".join(f"{v:.2f}" for v in p))
+        if window.cores:
+            used = ", ".join(f"{name} {cores:.2f}" for name, cores in window.cores.items())
+            print(f"      cores used during the window: {used}")
     print(f"  (batch_timeout_seconds={args.batch_timeout}, batch_max_size={args.batch_max_size},"
           f" kafka_batch_size={args.kafka_batch_size}, fresh rate {args.fresh_rate}/s"
           f" for {args.fresh_seconds} s)")  # fmt: skip
