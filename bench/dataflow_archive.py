@@ -27,10 +27,10 @@ from bytewax.dataflow import Dataflow
 from dataflows.attribution.events import is_click, parse_click, parse_envelope, ticks_us, to_ms
 from dataflows.attribution.flow import (
     KAFKA_BATCH_SIZE,
-    kafka_input_config,
     skip_dataframe_libraries,
     tune_garbage_collector,
 )
+from dataflows.kafka_input import kafka_input_config
 from dataflows.sinks.clickhouse import ClickHouseSink, Row, click_row, raw_event_row, refund_row
 from schemas.settings import Settings
 

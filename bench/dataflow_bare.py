@@ -25,6 +25,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from typing_extensions import override
 
+from dataflows.kafka_input import kafka_input_config
 from schemas.settings import Settings
 
 
@@ -78,8 +79,7 @@ def build(
     flow = Dataflow("bare_map")
     kafka = kop.input(
         "kafka_in", flow, brokers=brokers, topics=list(topics), tail=False,
-        add_config={"log_level": "0",
-                    "fetch.wait.max.ms": str(Settings().kafka_fetch_wait_ms)},  # as the flow's
+        add_config=kafka_input_config(Settings()),  # as the flow's
     )  # fmt: skip
     if keyed:
         counted = op.stateful_map("count", op.key_on("key", kafka.oks, _key), _count)

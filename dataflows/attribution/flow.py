@@ -63,6 +63,7 @@ from dataflows.attribution.state import Output, Tuning, builder
 from dataflows.batching import batch
 from dataflows.catalog import CollectionChange, collection_change, is_collection_webhook
 from dataflows.config import ConfigProvider, PostgresConfig
+from dataflows.kafka_input import kafka_input_config
 from dataflows.sinks.catalog import CatalogSink
 from dataflows.sinks.clickhouse import (
     ClickHouseSink,
@@ -453,18 +454,6 @@ def build(
     op.output("ledger_out", outputs.ledger, ledger_sink)
     op.output("catalog_out", outputs.catalog, CatalogSink(settings.postgres_url))
     return flow
-
-
-def kafka_input_config(settings: Settings) -> dict[str, str]:
-    """librdkafka settings of every Kafka input of the dataflows (the live flow, a replay from
-    Kafka, the benches' baselines): quiet logs, and fetches that wait at most
-    `settings.kafka_fetch_wait_ms` at the broker. tansu does not answer a waiting fetch when
-    data arrives (Apache Kafka does): with librdkafka's 500 ms, an event waited 130 ms at the
-    median and 253 ms at p99 before the flow saw it, against 27 and 53 ms at 100 ms (measured
-    2026-12-07, one consumer, 100 events/s; `REFSTREAM_KAFKA_FETCH_WAIT_MS`). An idle flow's
-    consumers (7 topics of 4 partitions) then cost tansu 6.3 % of a core instead of 2.0 %, the
-    flow 4.5 % instead of 4.2 %."""
-    return {"log_level": "0", "fetch.wait.max.ms": str(settings.kafka_fetch_wait_ms)}
 
 
 def _value(message: KafkaSourceMessage[bytes | None, bytes | None]) -> bytes | None:

@@ -18,11 +18,11 @@ from dataflows.attribution.flow import (
     INPUT_TOPICS,
     Batching,
     kafka_error_dead_letter,
-    kafka_input_config,
 )
 from dataflows.config import (
     load_snapshot,
 )
+from dataflows.kafka_input import kafka_input_config
 from dataflows.replay.scope import (
     DAY,
     PAGE_ROWS,

@@ -1,6 +1,6 @@
 """The dataflow's Kafka consumers wait at the broker as `REFSTREAM_KAFKA_FETCH_WAIT_MS` says
-(`flow.kafka_input_config`): tansu holds a fetch to its end, so this wait is part of every
-event's latency on the local stack."""
+(`dataflows.kafka_input.kafka_input_config`): tansu holds a fetch to its end, so this wait is
+part of every event's latency on the local stack."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from bytewax.connectors.kafka import KafkaSource
 from pydantic import ValidationError
 
-from dataflows.attribution.flow import build, kafka_input_config
+from dataflows.attribution.flow import build
+from dataflows.kafka_input import kafka_input_config
 from schemas.settings import Settings
 from tests.dataflows.conftest import Topics
 
