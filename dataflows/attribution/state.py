@@ -463,10 +463,18 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         for key in [k for k in state.volumes if k[1] < oldest_month]:
             del state.volumes[key]
         orders_settled = self._slowest("order") - tuning.allowed_lateness_ms
-        for ref, (paid_ms, _) in list(state.paid_waiting.items()):
+        linked: set[str] | None = None  # shop orders the ERP made sale orders of
+        for ref, (paid_ms, invoice) in list(state.paid_waiting.items()):
             if paid_ms < orders_settled:  # an invoice of an order this tenant never sent us
                 del state.paid_waiting[ref]
                 state.unmatched_invoices += 1
+                if linked is None:
+                    linked = {shop_ref for shop_ref, _ in state.sale_orders.values()}
+                # An invoice naming anything else may be an ERP-only sale (counted, not
+                # reported); one whose sale order was made from a shop order names an order
+                # that should have reached us.
+                if ref in linked:
+                    out.append(self._invoice_letter(ref, paid_ms, invoice, ambiguous=False))
         for sale_order, (_, seen_ms) in list(state.sale_orders.items()):
             if seen_ms < order_horizon:
                 del state.sale_orders[sale_order]
@@ -635,7 +643,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         waiting = state.followups.pop(conversion.order_id, [])
         for followup in sorted(waiting, key=lambda e: (e.occurred_ms, e.event_id)):
             self._apply(book, followup, cfg, out)
-        self._index_name(book)
+        self._index_name(book, out)
         self._approve(conversion.order_id, book, cfg, out, self.wall_ms())
         self._keep(conversion.order_id, book, new_at_ms=event.occurred_ms)
 
@@ -696,7 +704,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
 
     # --- holds ---------------------------------------------------------------------------
 
-    def _index_name(self, book: OrderBook) -> None:
+    def _index_name(self, book: OrderBook, out: list[Output]) -> None:
         """Make a decided order findable by its name, and apply an invoice that waited for it."""
         name = book.conversion.order_name
         if not self.tuning.holds or not name or not order_ref(name):
@@ -708,6 +716,8 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         waiting = self.state.paid_waiting.pop(ref, None)
         if waiting is not None and refs[ref]:
             mark_paid(book, *waiting)
+        elif waiting is not None:
+            out.append(self._invoice_letter(ref, *waiting, ambiguous=True))
 
     def _on_paid(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
         assert isinstance(event.payload, InvoicePaid)
@@ -734,6 +744,8 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
             mark_paid(book, paid_ms, invoice)
             self._approve(order_id, book, cfg, out, self.wall_ms())
             self._keep(order_id, book)
+        else:  # two orders bear the name: the payment cannot say which, so it approves neither
+            out.append(self._invoice_letter(name, paid_ms, invoice, ambiguous=True))
 
     def _on_sale_order(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
         assert isinstance(event.payload, SaleOrderRef)
@@ -800,6 +812,31 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         facts = {
             "tenant_id": conversion.tenant_id, "shop": conversion.shop,
             "order_id": conversion.order_id, "source_event_id": conversion.source_event_id,
+        }  # fmt: skip
+        return self._facts_letter(facts, reason)
+
+    def _invoice_letter(
+        self, ref: str, paid_ms: int, invoice: str, *, ambiguous: bool
+    ) -> DeadLetter:
+        """A letter about a paid ERP invoice that approves nothing: its order's name is borne by
+        two orders of the tenant (`ambiguous`), or names a shop order (through the ERP sale
+        order made from it) that never reached the flow. The entries wait for their hold
+        period; the exceptions inbox shows why."""
+        if ambiguous:
+            reason = (
+                f"invoice {invoice}: paid, but order name {ref} is borne by two orders of this "
+                "company (two shops), so it approves neither; their entries wait for the hold "
+                "period"
+            )
+        else:
+            reason = (
+                f"invoice {invoice}: paid for shop order {ref} (through its ERP sale order), "
+                "which never reached the dataflow: nothing was approved by it; check the shop's "
+                "order webhooks (refstream shopify reconcile)"
+            )
+        facts: dict[str, str | None] = {
+            "tenant_id": self.tenant_id, "invoice": invoice, "order_ref": ref,
+            "paid_at": from_ms(paid_ms).isoformat(),
         }  # fmt: skip
         return self._facts_letter(facts, reason)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 from datetime import datetime, timedelta
 
+from api.exceptions.letters import exception_row
 from dataflows.attribution.events import event_from_envelope
 from dataflows.attribution.state import (
     AttributionLogic,
@@ -16,7 +17,7 @@ from dataflows.attribution.state import (
     builder,
 )
 from dataflows.config import StaticConfig
-from schemas.events.envelope import EventEnvelope
+from schemas.events.envelope import DeadLetter, EventEnvelope
 from schemas.ledger import CommissionAccrual, EntryApproval, EntryKind
 from tests.dataflows.builders import (
     T0,
@@ -67,6 +68,10 @@ def feed(state: AttributionLogic, *envelopes: EventEnvelope) -> list[Output]:
 
 def entries(out: list[Output]) -> list[CommissionAccrual]:
     return [v for v in out if isinstance(v, CommissionAccrual)]
+
+
+def letters(out: list[Output]) -> list[DeadLetter]:
+    return [v for v in out if isinstance(v, DeadLetter)]
 
 
 def approvals(out: list[Output]) -> dict[str, EntryApproval]:
@@ -201,7 +206,58 @@ def test_two_orders_with_one_name_are_not_approved_by_an_invoice_naming_it() -> 
     other["name"] = "#1001"
     feed(state, shopify(TENANT, "orders/create", other, at=T0, entity="5001"))
 
-    assert approvals(feed(state, invoice(TENANT, "#1001", at=T0 + days(2)))) == {}
+    out = feed(state, invoice(TENANT, "#1001", at=T0 + days(2)))
+
+    assert approvals(out) == {}
+    # Not silently: the exceptions inbox gets a letter saying why nothing was approved.
+    [letter] = letters(out)
+    assert "INV/2026/00318" in letter.reason
+    assert "two orders" in letter.reason
+    row = exception_row(letter)
+    assert row is not None
+    assert row.tenant_id == TENANT
+    assert row.event == {"tenant_id": TENANT, "invoice": "INV/2026/00318", "order_ref": "1001",
+                         "paid_at": (T0 + days(2)).isoformat()}  # fmt: skip
+    # A second delivery of the invoice is a duplicate: no second letter.
+    assert letters(feed(state, invoice(TENANT, "#1001", at=T0 + days(2)))) == []
+
+
+def _quick_sweeps() -> Tuning:
+    return Tuning(allowed_lateness_ms=days(1) // timedelta(milliseconds=1), sweep_every_ms=1)
+
+
+def test_invoice_for_a_shop_order_that_never_arrived_is_reported_once_the_orders_settle() -> None:
+    clock = Clock(T0 + days(10))
+    state = logic(clock, tuning=_quick_sweeps())
+    # The ERP made sale order S00077 from shop order #2002, which never reached us.
+    out = feed(
+        state,
+        sale_order(TENANT, "S00077", "#2002", at=T0),
+        invoice(TENANT, "S00077", at=T0 + days(1), invoice_id=319),
+    )
+    assert letters(out) == []  # the order may still come: it waits
+
+    later = feed(state, *referred_order(order_id=1003, at=T0 + days(3)))
+
+    [letter] = letters(later)
+    assert "INV/2026/00319" in letter.reason
+    assert "shop order 2002" in letter.reason
+    assert "never reached" in letter.reason
+    assert state.state.paid_waiting == {}
+    assert state.state.unmatched_invoices == 1
+
+
+def test_invoice_of_an_erp_only_sale_is_counted_not_reported() -> None:
+    clock = Clock(T0 + days(10))
+    state = logic(clock, tuning=_quick_sweeps())
+    # No sale order made from a shop order names S00099: a sale refstream has no part in.
+    feed(state, invoice(TENANT, "S00099", at=T0 + days(1), invoice_id=320))
+
+    later = feed(state, *referred_order(order_id=1003, at=T0 + days(3)))
+
+    assert letters(later) == []
+    assert state.state.paid_waiting == {}
+    assert state.state.unmatched_invoices == 1
 
 
 def test_replays_decide_no_approvals() -> None:
