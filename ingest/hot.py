@@ -20,7 +20,7 @@ configured.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -69,19 +69,19 @@ class HotPath:
         self.app = app
         self._state = owner.state  # the FastAPI app's: `state.ingress` is set at start-up
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # The awaitable of whichever answers, returned as it is: no coroutine of its own per
+        # request (a frame made, and resumed at every await below it).
         if scope["type"] == "http" and not scope.get("root_path"):
             path: str = scope["path"]
             method: str = scope["method"]
             if method == "POST" and path == WEBHOOK_PATH:
-                await self._answer(scope, receive, send, None)
-                return
+                return self._answer(scope, receive, send, None)
             if method == "GET" and path.startswith(REDIRECT_PREFIX):
                 code = path[len(REDIRECT_PREFIX) :]
                 if code and "/" not in code:
-                    await self._answer(scope, receive, send, code)
-                    return
-        await self.app(scope, receive, send)
+                    return self._answer(scope, receive, send, code)
+        return self.app(scope, receive, send)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send, code: str | None) -> None:
         # First value of each name, as Starlette's `Headers.get` (ASGI names are lower-case).
