@@ -67,7 +67,10 @@ class HotPath:
 
     def __init__(self, app: ASGIApp, owner: Any) -> None:
         self.app = app
-        self._state = owner.state  # the FastAPI app's: `state.ingress` is set at start-up
+        # The FastAPI app's state, as the dict Starlette's `State` keeps its values in (the same
+        # dict for the app's life): `state.ingress` is set at start-up, and read here without
+        # `State.__getattr__` (a Python call per request).
+        self._state: dict[str, Any] = owner.state._state
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # The awaitable of whichever answers, returned as it is: no coroutine of its own per
@@ -86,13 +89,14 @@ class HotPath:
     async def _answer(self, scope: Scope, receive: Receive, send: Send, code: str | None) -> None:
         # First value of each name, as Starlette's `Headers.get` (ASGI names are lower-case).
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
-        # 32 hex digits, as uuid4().hex; a log line's id, no secret: no getrandom system call.
-        request_id = headers.get("x-request-id") or random.randbytes(16).hex()
+        # 32 hex digits, as uuid4().hex; a log line's id, no secret: no getrandom system call
+        # (128 bits of the Mersenne twister, spelled in one format).
+        request_id = headers.get("x-request-id") or f"{random.getrandbits(128):032x}"
         # Every request sets it (here or in `RequestIdMiddleware`), overwriting whatever its
         # task's context inherited (a pipelined request's task starts in a copy of its
         # predecessor's).
         REQUEST.set((request_id, scope["path"]))
-        ingress = self._state.ingress
+        ingress = self._state["ingress"]
         try:
             if code is None:
                 answer = await endpoints.shopify_delivery(ingress, headers, _stream(receive))
@@ -106,7 +110,10 @@ class HotPath:
         except Exception:
             await _send(send, INTERNAL_ERROR, request_id)
             raise
-        await _send(send, answer, request_id)
+        # `_send`, spelled out: no coroutine for an answer written whole.
+        head = _head(answer, request_id)
+        if head is None or not serving.write_answer(send, answer.status, head, answer.body):
+            await _send_messages(send, answer, request_id)
 
 
 def _stream(receive: Receive) -> endpoints.BodyStream:
@@ -148,16 +155,21 @@ def _head(answer: endpoints.Answer, request_id: str) -> bytes | None:
             return None
         content_type = _CONTENT_TYPE[answer.media_type] = b"content-type: " + media_type + b"\r\n"
     parts = [b"content-length: %d\r\n" % len(answer.body), content_type]
+    # `serving.header_value` spelled out (a call less per header): printable, and Latin-1.
     for name, value in answer.headers:
         line = serving.header_name(name)
-        encoded = serving.header_value(value)
-        if line is None or encoded is None:
+        if line is None or not value.isprintable():
             return None
-        parts += (line, encoded, b"\r\n")
-    encoded_id = serving.header_value(request_id)
-    if encoded_id is None:
+        try:
+            parts += (line, value.encode("latin-1"), b"\r\n")
+        except UnicodeEncodeError:
+            return None
+    if not request_id.isprintable():
         return None
-    parts += (b"x-request-id: ", encoded_id, b"\r\n", _SECURITY_LINES)
+    try:
+        parts += (b"x-request-id: ", request_id.encode("latin-1"), b"\r\n", _SECURITY_LINES)
+    except UnicodeEncodeError:
+        return None
     return b"".join(parts)
 
 
