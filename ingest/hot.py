@@ -20,7 +20,7 @@ configured.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Awaitable, MutableMapping
+from collections.abc import Awaitable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -99,7 +99,9 @@ class HotPath:
         ingress = self._state["ingress"]
         try:
             if code is None:
-                answer = await endpoints.shopify_delivery(ingress, headers, _stream(receive))
+                answer = await endpoints.shopify_delivery(
+                    ingress, headers, endpoints.ASGIBody(receive)
+                )
             else:
                 client = scope.get("client")
                 answer = await endpoints.redirect(
@@ -114,21 +116,6 @@ class HotPath:
         head = _head(answer, request_id)
         if head is None or not serving.write_answer(send, answer.status, head, answer.body):
             await _send_messages(send, answer, request_id)
-
-
-def _stream(receive: Receive) -> endpoints.BodyStream:
-    async def chunks() -> AsyncIterator[bytes]:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnect
-            body: bytes = message.get("body", b"")
-            if body:
-                yield body
-            if not message.get("more_body", False):
-                return
-
-    return chunks
 
 
 async def _send(send: Send, answer: endpoints.Answer, request_id: str) -> None:
