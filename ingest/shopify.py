@@ -49,7 +49,9 @@ class ShopifyHeaders(NamedTuple):
     kept: dict[str, str]
 
     @classmethod
-    def read(cls, headers: Mapping[str, str]) -> ShopifyHeaders:
+    def read(cls, headers: Mapping[str, str], *, lower_case_names: bool = False) -> ShopifyHeaders:
+        """`lower_case_names`: the caller's word that every name is lower-case already (ASGI's
+        are: the hot path's dict, Starlette's `Headers`), so none is lower-cased again."""
         # One pass over the headers, keeping the Shopify ones by their name without `x-`
         # (the `x-` spelling wins when both came); the last of one name wins, as a dict of the
         # lower-cased names would keep it.
@@ -58,7 +60,7 @@ class ShopifyHeaders(NamedTuple):
         prefixed: dict[str, str] = {}
         bare: dict[str, str] | None = None
         for key, value in headers.items():
-            name = key.lower()
+            name = key if lower_case_names else key.lower()
             if name.startswith("x-shopify-"):
                 prefixed[name[2:]] = value.strip()
             elif name.startswith("shopify-"):

@@ -139,6 +139,9 @@ _NAMES = st.sampled_from(
 @given(st.dictionaries(_NAMES, st.text(alphabet=" \tab.-é/", max_size=6), max_size=12))
 def test_headers_read_as_they_were_read_before(headers: dict[str, str]) -> None:
     assert ShopifyHeaders.read(headers) == _headers_as_before(headers)
+    # Names lower-case already (ASGI's), taken as they are: the same reading.
+    lowered = {name.lower(): value for name, value in headers.items()}
+    assert ShopifyHeaders.read(lowered, lower_case_names=True) == _headers_as_before(lowered)
 
 
 @given(secret=st.text(max_size=100), raw=st.binary(max_size=5000))
