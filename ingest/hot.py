@@ -128,6 +128,7 @@ async def _send(send: Send, answer: endpoints.Answer, request_id: str) -> None:
 
 # The header lines of an answer's media types and the security headers, spelled once.
 _CONTENT_TYPE: dict[str | None, bytes] = {None: b""}
+_LENGTH_LINES: dict[int, bytes] = {}
 _SECURITY_LINES = b"".join(name + b": " + value + b"\r\n" for name, value in SECURITY_HEADERS)
 
 
@@ -141,7 +142,13 @@ def _head(answer: endpoints.Answer, request_id: str) -> bytes | None:
         if media_type is None:
             return None
         content_type = _CONTENT_TYPE[answer.media_type] = b"content-type: " + media_type + b"\r\n"
-    parts = [b"content-length: %d\r\n" % len(answer.body), content_type]
+    length = len(answer.body)
+    length_line = _LENGTH_LINES.get(length)
+    if length_line is None:
+        length_line = b"content-length: %d\r\n" % length
+        if len(_LENGTH_LINES) < 4096:  # (a few lengths recur: 0 for a redirect, a webhook's)
+            _LENGTH_LINES[length] = length_line
+    parts = [length_line, content_type]
     # `serving.header_value` spelled out (a call less per header): printable, and Latin-1.
     for name, value in answer.headers:
         line = serving.header_name(name)

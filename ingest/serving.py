@@ -163,9 +163,11 @@ def write_answer(send: Any, status: int, head: bytes, body: bytes) -> bool:
         or cycle.access_log
     ):
         return False
-    default = _default_head(cycle.default_headers)
-    if default is None:
-        return False
+    cached, default = _DEFAULT_HEADERS  # (`_default_head`'s own look, without the call)
+    if cached is not cycle.default_headers:
+        default = _default_head(cycle.default_headers)
+        if default is None:
+            return False
     cycle.response_started = True
     cycle.waiting_for_100_continue = False
     keep_alive = cycle.keep_alive
@@ -176,7 +178,10 @@ def write_answer(send: Any, status: int, head: bytes, body: bytes) -> bool:
     if body and cycle.scope["method"] != "HEAD":
         parts.append(body)
     transport: _OneWrite = cycle.transport
-    transport.write_now(b"".join(parts))
+    if transport._pending is None and not transport._transport.is_closing():
+        transport._transport.write(b"".join(parts))  # `write_now`'s usual case, without the call
+    else:
+        transport.write_now(b"".join(parts))
     cycle.response_complete = True
     cycle.message_event.set()
     if not keep_alive:

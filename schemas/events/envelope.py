@@ -310,7 +310,7 @@ def envelope_bytes(
     return orjson.dumps(
         {
             "event_id": event_id,
-            "source": source.value,
+            "source": source._value_,  # (`.value` is enum's Python-level property)
             "kind": kind,
             "tenant_id": tenant_id,
             "shop": shop,
