@@ -453,19 +453,25 @@ async def _record_click(
     """The click judged by its program's policy (bots, relay, duplicates), wrapped for Kafka.
     `dedup_visitor` is the visitor id the client sent (None: judge duplicates by IP+UA)."""
     settings = ingress.settings
-    who = clicks.shopper(link.policy, relay, peer_ip=peer_ip, user_agent=user_agent)
-    ip_digest = clicks.ip_hash(settings.click_ip_salt, who.ip)
+    if relay.user_agent is None and relay.ip is None:
+        # Nothing forwarded (nearly every click): the request's own, as `clicks.shopper` says.
+        shopper_agent, shopper_ip, relayed = user_agent, peer_ip, None
+    else:
+        shopper_agent, shopper_ip, relayed = clicks.shopper(
+            link.policy, relay, peer_ip=peer_ip, user_agent=user_agent
+        )
+    ip_digest = clicks.ip_hash(settings.click_ip_salt, shopper_ip)
     first = await guards.first_click(
         ingress.guards,
-        clicks.fingerprint(ip_digest, who.user_agent, link.code, dedup_visitor),
+        clicks.fingerprint(ip_digest, shopper_agent, link.code, dedup_visitor),
         settings.click_duplicate_window_seconds,
         click_id,
         # A visitor id minted now: the browser's next click carries it and is judged by it.
-        also=clicks.fingerprint(None, who.user_agent, link.code, visitor_id)
+        also=clicks.fingerprint(None, shopper_agent, link.code, visitor_id)
         if visitor_id and not dedup_visitor
         else None,
     )
-    is_bot = clicks.is_bot(who.user_agent, link.policy)
+    is_bot = clicks.is_bot(shopper_agent, link.policy)
     click = click_bytes(
         click_id=click_id,
         tenant_id=link.tenant_id,
@@ -477,7 +483,7 @@ async def _record_click(
         landing_url=landing_url,
         referrer=referrer,
         shop=shop,
-        user_agent=who.user_agent[:500] if who.user_agent else None,
+        user_agent=shopper_agent[:500] if shopper_agent else None,
         ip_hash=ip_digest,
         is_bot=is_bot,
         is_duplicate=not first,
@@ -495,7 +501,7 @@ async def _record_click(
         body_is_json=True,  # orjson wrote it
     )
     key = envelope_key(link.tenant_id, click_id, click_id)
-    return RecordedClick(key, value, is_bot, not first, who.relay)
+    return RecordedClick(key, value, is_bot, not first, relayed)
 
 
 def _relay_headers(headers: Mapping[str, str]) -> clicks.RelayHeaders:
