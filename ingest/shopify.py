@@ -57,13 +57,17 @@ class ShopifyHeaders(NamedTuple):
         # lower-cased names would keep it.
         # Plain loops, values stripped as they are kept, the tuple made positionally: 3.4-3.6
         # against 4.1-4.5 µs with comprehensions and keywords (timeit, the bench's headers).
+        # Only the names read below are kept, found by a dict lookup of each header's name
+        # (not two `startswith` calls): 3.0 -> 1.9 µs (timeit, the bench's headers).
         prefixed: dict[str, str] = {}
         bare: dict[str, str] | None = None
+        prefixed_names, bare_names = _PREFIXED_NAMES, _BARE_NAMES
         for key, value in headers.items():
             name = key if lower_case_names else key.lower()
-            if name.startswith("x-shopify-"):
-                prefixed[name[2:]] = value.strip()
-            elif name.startswith("shopify-"):
+            read_as = prefixed_names.get(name)
+            if read_as is not None:
+                prefixed[read_as] = value.strip()
+            elif name in bare_names:
                 if bare is None:
                     bare = {}
                 bare[name] = value.strip()
@@ -91,6 +95,12 @@ class ShopifyHeaders(NamedTuple):
         if self.webhook_id:
             return self.webhook_id
         return derived_id("evt", self.shop_domain or "", self.topic or "", body_sha256(raw))
+
+
+# The Shopify headers `ShopifyHeaders.read` reads (by their name without `x-`), in both spellings.
+_READ_NAMES = (*KEPT_HEADERS, "shopify-hmac-sha256")
+_PREFIXED_NAMES = {"x-" + name: name for name in _READ_NAMES}
+_BARE_NAMES = frozenset(_READ_NAMES)
 
 
 def sign(secret: str, raw: bytes) -> str:
