@@ -264,12 +264,16 @@ class _Fields(msgspec.Struct):
 
 
 @functools.cache
-def _wire(model: type[_Facts]) -> tuple[msgspec.json.Decoder[Any], tuple[str, ...]]:
-    """A msgspec decoder of `model`'s fields as raw JSON text, and the fields' names."""
+def _wire(
+    model: type[_Facts],
+) -> tuple[msgspec.json.Decoder[Any], tuple[tuple[str, bytes], ...]]:
+    """A msgspec decoder of `model`'s fields as raw JSON text, and the fields' names, each with
+    its JSON spelling as a member's start (`"name":`)."""
     names = tuple(model.model_fields)
     fields = [(name, msgspec.Raw, msgspec.field(default=msgspec.Raw())) for name in names]
     struct = msgspec.defstruct(f"{model.__name__}Wire", fields, bases=(_Fields,))
-    return msgspec.json.Decoder(struct), names
+    members = tuple((name, b'"' + name.encode() + b'":') for name in names)
+    return msgspec.json.Decoder(struct), members
 
 
 def _facts_only(model: type[_Facts], raw: bytes) -> bytes | None:
@@ -281,8 +285,7 @@ def _facts_only(model: type[_Facts], raw: bytes) -> bytes | None:
         wire = decoder.decode(raw)
     except msgspec.DecodeError:
         return None
-    parts = [b'"' + name.encode() + b'":' + bytes(value) for name in names
-             if (value := getattr(wire, name))]  # fmt: skip
+    parts = [member + bytes(value) for name, member in names if (value := getattr(wire, name))]
     return b"{" + b",".join(parts) + b"}"
 
 
