@@ -245,80 +245,75 @@ async def shopify_webhook(request: Request) -> Response:
 
 
 async def shopify_delivery(
-    ingress: Ingress, headers: Mapping[str, str], stream: BodyStream
+    ingress: Ingress, request_headers: Mapping[str, str], stream: BodyStream
 ) -> Answer:
-    """One Shopify delivery, answered: `headers` answers lower-case names."""
-    delivery_headers = shopify.ShopifyHeaders.read(headers, lower_case_names=True)
+    """One Shopify delivery, answered: `request_headers` answers lower-case names. (One
+    coroutine: the delivery's refusals are caught here, not around a second one, whose frame
+    every await of the delivery resumed.)"""
+    headers = shopify.ShopifyHeaders.read(request_headers, lower_case_names=True)
     try:
-        return await _shopify(ingress, headers, delivery_headers, stream)
+        settings = ingress.settings
+        raw = await read_json_body(request_headers, stream, settings.ingest_max_body_bytes)
+        shop = await ingress.registry.shop(headers.shop_domain) if headers.shop_domain else None
+        if shop is None:
+            shop = await _proven_claim(ingress, headers, raw)
+            if shop is None:
+                raise Refused(401, "unknown_shop", "shop is not registered")
+        elif not shopify.verify(raw, headers.hmac, shop.secrets):
+            raise Refused(401, "invalid_signature", "HMAC signature does not match")
+        if headers.topic == "app/uninstalled":
+            await _uninstalled(ingress, shop)
+        elif shop.uninstalled:
+            raise Refused(
+                403, "shop_uninstalled",
+                "the refstream app was uninstalled from this shop: its webhooks are not accepted "
+                "until it is installed again",
+            )  # fmt: skip
+
+        delivery = headers.delivery_id(raw)
+        dedup = guards.dedup_key("shopify", shop.domain, delivery)
+        admission = await guards.admit(
+            ingress.guards,
+            scope=f"shop:{shop.domain}",
+            dedup=dedup,
+            limit_per_second=settings.ingest_rate_limit_per_shop,
+        )
+        topic_label = headers.topic if headers.topic in SHOPIFY_TOPICS else "other"
+        if admission.over_limit:
+            raise Refused(429, "rate_limited", "too many webhooks for this shop",
+                          {"Retry-After": str(admission.retry_after)})  # fmt: skip
+        if admission.duplicate:
+            DEDUP_HITS.labels("shopify").inc()
+            _count("shopify", topic_label, "duplicate")
+            return json_answer(200, {"status": "duplicate", "event_id": _event_id(headers, raw)})
+
+        received_at = datetime.now(UTC)
+        topic = headers.topic or ""
+        try:
+            body, body_is_json = shopify.read(topic, raw)
+        except shopify.UnreadableBody as exc:
+            envelope = EventEnvelope.wrap(
+                raw, event_id=delivery, source=Source.SHOPIFY, kind=headers.topic or "unknown",
+                tenant_id=shop.tenant_id, shop=shop.domain, occurred_at=received_at,
+                received_at=received_at, headers=headers.kept,
+            )  # fmt: skip
+            await _dead_letter(ingress, envelope, str(exc), received_at)
+            guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
+            _count("shopify", topic_label, "dead_lettered")
+            return json_answer(200, {"status": "dead_lettered", "event_id": delivery})
+
+        key, value, event_id = shopify.envelope_parts(
+            raw, headers, body, shop.tenant_id, received_at, body_is_json=body_is_json
+        )
+        await _produce(ingress, topic_for_shopify(topic), key, value)
+        guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
+        _count("shopify", topic_label, "accepted")
+        return Answer(200, b'{"status":"accepted","event_id":' + orjson.dumps(event_id) + b"}")
     except Refused as refused:
-        topic = delivery_headers.topic or "-"
+        topic = headers.topic or "-"
         _count("shopify", topic if topic in SHOPIFY_TOPICS else "other", refused.code)
         log.info("ingest.refused", source="shopify", code=refused.code, detail=refused.detail)
         return refused.answer()
-
-
-async def _shopify(
-    ingress: Ingress, request_headers: Mapping[str, str], headers: shopify.ShopifyHeaders,
-    stream: BodyStream,
-) -> Answer:  # fmt: skip
-    settings = ingress.settings
-    raw = await read_json_body(request_headers, stream, settings.ingest_max_body_bytes)
-    shop = await ingress.registry.shop(headers.shop_domain) if headers.shop_domain else None
-    if shop is None:
-        shop = await _proven_claim(ingress, headers, raw)
-        if shop is None:
-            raise Refused(401, "unknown_shop", "shop is not registered")
-    elif not shopify.verify(raw, headers.hmac, shop.secrets):
-        raise Refused(401, "invalid_signature", "HMAC signature does not match")
-    if headers.topic == "app/uninstalled":
-        await _uninstalled(ingress, shop)
-    elif shop.uninstalled:
-        raise Refused(
-            403, "shop_uninstalled",
-            "the refstream app was uninstalled from this shop: its webhooks are not accepted "
-            "until it is installed again",
-        )  # fmt: skip
-
-    delivery = headers.delivery_id(raw)
-    dedup = guards.dedup_key("shopify", shop.domain, delivery)
-    admission = await guards.admit(
-        ingress.guards,
-        scope=f"shop:{shop.domain}",
-        dedup=dedup,
-        limit_per_second=settings.ingest_rate_limit_per_shop,
-    )
-    topic_label = headers.topic if headers.topic in SHOPIFY_TOPICS else "other"
-    if admission.over_limit:
-        raise Refused(429, "rate_limited", "too many webhooks for this shop",
-                      {"Retry-After": str(admission.retry_after)})  # fmt: skip
-    if admission.duplicate:
-        DEDUP_HITS.labels("shopify").inc()
-        _count("shopify", topic_label, "duplicate")
-        return json_answer(200, {"status": "duplicate", "event_id": _event_id(headers, raw)})
-
-    received_at = datetime.now(UTC)
-    topic = headers.topic or ""
-    try:
-        body, body_is_json = shopify.read(topic, raw)
-    except shopify.UnreadableBody as exc:
-        envelope = EventEnvelope.wrap(
-            raw, event_id=delivery, source=Source.SHOPIFY, kind=headers.topic or "unknown",
-            tenant_id=shop.tenant_id, shop=shop.domain, occurred_at=received_at,
-            received_at=received_at, headers=headers.kept,
-        )  # fmt: skip
-        await _dead_letter(ingress, envelope, str(exc), received_at)
-        guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
-        _count("shopify", topic_label, "dead_lettered")
-        return json_answer(200, {"status": "dead_lettered", "event_id": delivery})
-
-    key, value, event_id = shopify.envelope_parts(
-        raw, headers, body, shop.tenant_id, received_at, body_is_json=body_is_json
-    )
-    await _produce(ingress, topic_for_shopify(topic), key, value)
-    guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
-    _count("shopify", topic_label, "accepted")
-    return Answer(200, b'{"status":"accepted","event_id":' + orjson.dumps(event_id) + b"}")
 
 
 async def _announce(ingress: Ingress) -> None:
