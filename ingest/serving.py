@@ -67,6 +67,17 @@ class _OneWrite:
         self._pending = None
         self._transport.abort()
 
+    # Asked by uvicorn on every answer (`on_response_complete`) and on flow control: spelled
+    # here, not found by a failed attribute lookup and `__getattr__`.
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
     def __getattr__(self, name: str) -> Any:  # everything else is the transport's
         return getattr(self._transport, name)
 
