@@ -112,7 +112,9 @@ def remember(redis: Commands, dedup: str, ttl_seconds: int) -> None:
     and the answer does not wait for Redis's reply, which used to add a third round trip to
     every accepted webhook. A failed reply is counted and logged as before (fail open)."""
     try:
-        reply = asyncio.ensure_future(redis.call("SET", dedup, "1", "EX", ttl_seconds))
+        reply = redis.call("SET", dedup, "1", "EX", ttl_seconds)
+        if not isinstance(reply, asyncio.Future):  # (the pipelined connection's: a future)
+            reply = asyncio.ensure_future(reply)
     except (RedisError, OSError) as exc:
         _unavailable("remember", exc)
         return
