@@ -20,7 +20,8 @@ import orjson
 import structlog
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
-from starlette.requests import cookie_parser
+from starlette.requests import ClientDisconnect, cookie_parser
+from starlette.types import Receive
 
 from ingest import claims, clicks, docs, guards, odoo, pixel, shopify
 from ingest.metrics import (
@@ -127,8 +128,34 @@ JSON_TYPES = frozenset({"application/json"})
 BROWSER_JSON_TYPES = frozenset({"application/json", "text/plain"})
 
 
-# The body's chunks as they arrive (`Request.stream`, or the hot path's ASGI `receive` loop).
+# The body's chunks as they arrive (`Request.stream`, or the hot path's `ASGIBody`).
 BodyStream = Callable[[], AsyncIterator[bytes]]
+
+
+class ASGIBody:
+    """The hot path's body: its ASGI `receive`. A `BodyStream` (calling it gives the chunks),
+    which `read_json_body` reads message by message itself instead: no async generator made and
+    stepped through per request."""
+
+    __slots__ = ("receive",)
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+
+    def __call__(self) -> AsyncIterator[bytes]:
+        return _chunks(self.receive)
+
+
+async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        body: bytes = message.get("body", b"")
+        if body:
+            yield body
+        if not message.get("more_body", False):
+            return
 
 
 async def read_json_body(
@@ -138,7 +165,8 @@ async def read_json_body(
     """The body, refused 415 for another Content-Type, 413 beyond `limit` (declared or sent).
     `headers` answers lower-case names (Starlette's `Headers`, or the hot path's dict)."""
     content_type = headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() not in accepted:
+    # (An exact accepted type needs no splitting, stripping or lower-casing.)
+    if content_type not in accepted and content_type.split(";")[0].strip().lower() not in accepted:
         raise Refused(
             415, "unsupported_media_type", "Content-Type must be " + " or ".join(sorted(accepted))
         )
@@ -150,12 +178,29 @@ async def read_json_body(
             raise Refused(413, "body_too_large", f"body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in stream():
-        size += len(chunk)
-        if size > limit:
-            raise Refused(413, "body_too_large", f"body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if type(stream) is ASGIBody:  # the hot path: its messages read here, as `_chunks` reads them
+        receive = stream.receive
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise Refused(413, "body_too_large", f"body exceeds {limit} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    else:
+        async for chunk in stream():
+            size += len(chunk)
+            if size > limit:
+                raise Refused(413, "body_too_large", f"body exceeds {limit} bytes")
+            chunks.append(chunk)
+    if len(chunks) == 1:
+        return chunks[0]
+    return b"".join(chunks)
 
 
 async def _read_json_body(
@@ -184,8 +229,8 @@ async def _dead_letter(
     log.info("ingest.dead_lettered", event_id=envelope.event_id, reason=reason)
 
 
-def _count(endpoint: str, topic: str, outcome: str) -> None:
-    tally.request(endpoint, topic, outcome)
+# A request counted by endpoint, topic and outcome: the tally's own method (no call between).
+_count = tally.request
 
 
 # --- Shopify -------------------------------------------------------------------------------
@@ -200,80 +245,75 @@ async def shopify_webhook(request: Request) -> Response:
 
 
 async def shopify_delivery(
-    ingress: Ingress, headers: Mapping[str, str], stream: BodyStream
+    ingress: Ingress, request_headers: Mapping[str, str], stream: BodyStream
 ) -> Answer:
-    """One Shopify delivery, answered: `headers` answers lower-case names."""
-    delivery_headers = shopify.ShopifyHeaders.read(headers)
+    """One Shopify delivery, answered: `request_headers` answers lower-case names. (One
+    coroutine: the delivery's refusals are caught here, not around a second one, whose frame
+    every await of the delivery resumed.)"""
+    headers = shopify.ShopifyHeaders.read(request_headers, lower_case_names=True)
     try:
-        return await _shopify(ingress, headers, delivery_headers, stream)
+        settings = ingress.settings
+        raw = await read_json_body(request_headers, stream, settings.ingest_max_body_bytes)
+        shop = await ingress.registry.shop(headers.shop_domain) if headers.shop_domain else None
+        if shop is None:
+            shop = await _proven_claim(ingress, headers, raw)
+            if shop is None:
+                raise Refused(401, "unknown_shop", "shop is not registered")
+        elif not shopify.verify(raw, headers.hmac, shop.secrets):
+            raise Refused(401, "invalid_signature", "HMAC signature does not match")
+        if headers.topic == "app/uninstalled":
+            await _uninstalled(ingress, shop)
+        elif shop.uninstalled:
+            raise Refused(
+                403, "shop_uninstalled",
+                "the refstream app was uninstalled from this shop: its webhooks are not accepted "
+                "until it is installed again",
+            )  # fmt: skip
+
+        delivery = headers.delivery_id(raw)
+        dedup = guards.dedup_key("shopify", shop.domain, delivery)
+        admission = await guards.admit(
+            ingress.guards,
+            scope=f"shop:{shop.domain}",
+            dedup=dedup,
+            limit_per_second=settings.ingest_rate_limit_per_shop,
+        )
+        topic_label = headers.topic if headers.topic in SHOPIFY_TOPICS else "other"
+        if admission.over_limit:
+            raise Refused(429, "rate_limited", "too many webhooks for this shop",
+                          {"Retry-After": str(admission.retry_after)})  # fmt: skip
+        if admission.duplicate:
+            DEDUP_HITS.labels("shopify").inc()
+            _count("shopify", topic_label, "duplicate")
+            return json_answer(200, {"status": "duplicate", "event_id": _event_id(headers, raw)})
+
+        received_at = datetime.now(UTC)
+        topic = headers.topic or ""
+        try:
+            body, body_is_json = shopify.read(topic, raw)
+        except shopify.UnreadableBody as exc:
+            envelope = EventEnvelope.wrap(
+                raw, event_id=delivery, source=Source.SHOPIFY, kind=headers.topic or "unknown",
+                tenant_id=shop.tenant_id, shop=shop.domain, occurred_at=received_at,
+                received_at=received_at, headers=headers.kept,
+            )  # fmt: skip
+            await _dead_letter(ingress, envelope, str(exc), received_at)
+            guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
+            _count("shopify", topic_label, "dead_lettered")
+            return json_answer(200, {"status": "dead_lettered", "event_id": delivery})
+
+        key, value, event_id = shopify.envelope_parts(
+            raw, headers, body, shop.tenant_id, received_at, body_is_json=body_is_json
+        )
+        await _produce(ingress, topic_for_shopify(topic), key, value)
+        guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
+        _count("shopify", topic_label, "accepted")
+        return Answer(200, b'{"status":"accepted","event_id":' + orjson.dumps(event_id) + b"}")
     except Refused as refused:
-        topic = delivery_headers.topic or "-"
+        topic = headers.topic or "-"
         _count("shopify", topic if topic in SHOPIFY_TOPICS else "other", refused.code)
         log.info("ingest.refused", source="shopify", code=refused.code, detail=refused.detail)
         return refused.answer()
-
-
-async def _shopify(
-    ingress: Ingress, request_headers: Mapping[str, str], headers: shopify.ShopifyHeaders,
-    stream: BodyStream,
-) -> Answer:  # fmt: skip
-    settings = ingress.settings
-    raw = await read_json_body(request_headers, stream, settings.ingest_max_body_bytes)
-    shop = await ingress.registry.shop(headers.shop_domain) if headers.shop_domain else None
-    if shop is None:
-        shop = await _proven_claim(ingress, headers, raw)
-        if shop is None:
-            raise Refused(401, "unknown_shop", "shop is not registered")
-    elif not shopify.verify(raw, headers.hmac, shop.secrets):
-        raise Refused(401, "invalid_signature", "HMAC signature does not match")
-    if headers.topic == "app/uninstalled":
-        await _uninstalled(ingress, shop)
-    elif shop.uninstalled:
-        raise Refused(
-            403, "shop_uninstalled",
-            "the refstream app was uninstalled from this shop: its webhooks are not accepted "
-            "until it is installed again",
-        )  # fmt: skip
-
-    delivery = headers.delivery_id(raw)
-    dedup = guards.dedup_key("shopify", shop.domain, delivery)
-    admission = await guards.admit(
-        ingress.guards,
-        scope=f"shop:{shop.domain}",
-        dedup=dedup,
-        limit_per_second=settings.ingest_rate_limit_per_shop,
-    )
-    topic_label = headers.topic if headers.topic in SHOPIFY_TOPICS else "other"
-    if admission.over_limit:
-        raise Refused(429, "rate_limited", "too many webhooks for this shop",
-                      {"Retry-After": str(admission.retry_after)})  # fmt: skip
-    if admission.duplicate:
-        DEDUP_HITS.labels("shopify").inc()
-        _count("shopify", topic_label, "duplicate")
-        return json_answer(200, {"status": "duplicate", "event_id": _event_id(headers, raw)})
-
-    received_at = datetime.now(UTC)
-    topic = headers.topic or ""
-    try:
-        body, body_is_json = shopify.read(topic, raw)
-    except shopify.UnreadableBody as exc:
-        envelope = EventEnvelope.wrap(
-            raw, event_id=delivery, source=Source.SHOPIFY, kind=headers.topic or "unknown",
-            tenant_id=shop.tenant_id, shop=shop.domain, occurred_at=received_at,
-            received_at=received_at, headers=headers.kept,
-        )  # fmt: skip
-        await _dead_letter(ingress, envelope, str(exc), received_at)
-        guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
-        _count("shopify", topic_label, "dead_lettered")
-        return json_answer(200, {"status": "dead_lettered", "event_id": delivery})
-
-    key, value, event_id = shopify.envelope_parts(
-        raw, headers, body, shop.tenant_id, received_at, body_is_json=body_is_json
-    )
-    await _produce(ingress, topic_for_shopify(topic), key, value)
-    guards.remember(ingress.guards, dedup, settings.ingest_dedup_ttl_seconds)
-    _count("shopify", topic_label, "accepted")
-    return Answer(200, b'{"status":"accepted","event_id":' + orjson.dumps(event_id) + b"}")
 
 
 async def _announce(ingress: Ingress) -> None:
@@ -408,19 +448,25 @@ async def _record_click(
     """The click judged by its program's policy (bots, relay, duplicates), wrapped for Kafka.
     `dedup_visitor` is the visitor id the client sent (None: judge duplicates by IP+UA)."""
     settings = ingress.settings
-    who = clicks.shopper(link.policy, relay, peer_ip=peer_ip, user_agent=user_agent)
-    ip_digest = clicks.ip_hash(settings.click_ip_salt, who.ip)
+    if relay.user_agent is None and relay.ip is None:
+        # Nothing forwarded (nearly every click): the request's own, as `clicks.shopper` says.
+        shopper_agent, shopper_ip, relayed = user_agent, peer_ip, None
+    else:
+        shopper_agent, shopper_ip, relayed = clicks.shopper(
+            link.policy, relay, peer_ip=peer_ip, user_agent=user_agent
+        )
+    ip_digest = clicks.ip_hash(settings.click_ip_salt, shopper_ip)
     first = await guards.first_click(
         ingress.guards,
-        clicks.fingerprint(ip_digest, who.user_agent, link.code, dedup_visitor),
+        clicks.fingerprint(ip_digest, shopper_agent, link.code, dedup_visitor),
         settings.click_duplicate_window_seconds,
         click_id,
         # A visitor id minted now: the browser's next click carries it and is judged by it.
-        also=clicks.fingerprint(None, who.user_agent, link.code, visitor_id)
+        also=clicks.fingerprint(None, shopper_agent, link.code, visitor_id)
         if visitor_id and not dedup_visitor
         else None,
     )
-    is_bot = clicks.is_bot(who.user_agent, link.policy)
+    is_bot = clicks.is_bot(shopper_agent, link.policy)
     click = click_bytes(
         click_id=click_id,
         tenant_id=link.tenant_id,
@@ -432,7 +478,7 @@ async def _record_click(
         landing_url=landing_url,
         referrer=referrer,
         shop=shop,
-        user_agent=who.user_agent[:500] if who.user_agent else None,
+        user_agent=shopper_agent[:500] if shopper_agent else None,
         ip_hash=ip_digest,
         is_bot=is_bot,
         is_duplicate=not first,
@@ -450,7 +496,7 @@ async def _record_click(
         body_is_json=True,  # orjson wrote it
     )
     key = envelope_key(link.tenant_id, click_id, click_id)
-    return RecordedClick(key, value, is_bot, not first, who.relay)
+    return RecordedClick(key, value, is_bot, not first, relayed)
 
 
 def _relay_headers(headers: Mapping[str, str]) -> clicks.RelayHeaders:

@@ -20,7 +20,7 @@ configured.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import Awaitable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -37,6 +37,20 @@ SECURITY_HEADERS = (
     (b"referrer-policy", b"strict-origin-when-cross-origin"),
 )
 WEBHOOK_PATH = "/webhooks/shopify"
+# The text of the header names the hot requests usually carry (browsers', Shopify's).
+_NAMES = {
+    name.encode("latin-1"): name
+    for name in (
+        "host", "user-agent", "accept", "accept-encoding", "accept-language", "referer",
+        "cookie", "connection", "content-type", "content-length", "x-request-id",
+        "x-forwarded-for", "x-forwarded-proto", "upgrade-insecure-requests", "sec-fetch-dest",
+        "sec-fetch-mode", "sec-fetch-site", "sec-fetch-user", "sec-ch-ua", "sec-ch-ua-mobile",
+        "sec-ch-ua-platform", "priority", "dnt", "x-shopify-topic", "x-shopify-shop-domain",
+        "x-shopify-hmac-sha256", "x-shopify-api-version", "x-shopify-webhook-id",
+        "x-shopify-triggered-at", "x-shopify-event-id", "x-shopify-name",
+        "x-shopify-sub-topic",
+    )
+}  # fmt: skip
 REDIRECT_PREFIX = "/r/"
 INTERNAL_ERROR = endpoints.INTERNAL_ERROR.answer()
 
@@ -67,35 +81,46 @@ class HotPath:
 
     def __init__(self, app: ASGIApp, owner: Any) -> None:
         self.app = app
-        self._state = owner.state  # the FastAPI app's: `state.ingress` is set at start-up
+        # The FastAPI app's state, as the dict Starlette's `State` keeps its values in (the same
+        # dict for the app's life): `state.ingress` is set at start-up, and read here without
+        # `State.__getattr__` (a Python call per request).
+        self._state: dict[str, Any] = owner.state._state
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # The awaitable of whichever answers, returned as it is: no coroutine of its own per
+        # request (a frame made, and resumed at every await below it).
         if scope["type"] == "http" and not scope.get("root_path"):
             path: str = scope["path"]
             method: str = scope["method"]
             if method == "POST" and path == WEBHOOK_PATH:
-                await self._answer(scope, receive, send, None)
-                return
+                return self._answer(scope, receive, send, None)
             if method == "GET" and path.startswith(REDIRECT_PREFIX):
                 code = path[len(REDIRECT_PREFIX) :]
                 if code and "/" not in code:
-                    await self._answer(scope, receive, send, code)
-                    return
-        await self.app(scope, receive, send)
+                    return self._answer(scope, receive, send, code)
+        return self.app(scope, receive, send)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send, code: str | None) -> None:
-        # First value of each name, as Starlette's `Headers.get` (ASGI names are lower-case).
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
-        # 32 hex digits, as uuid4().hex; a log line's id, no secret: no getrandom system call.
-        request_id = headers.get("x-request-id") or random.randbytes(16).hex()
+        # First value of each name, as Starlette's `Headers.get` (ASGI names are lower-case);
+        # the usual names' text looked up, not decoded per request.
+        names = _NAMES.get
+        headers = {
+            names(k) or k.decode("latin-1"): v.decode("latin-1")
+            for k, v in reversed(scope["headers"])
+        }
+        # 32 hex digits, as uuid4().hex; a log line's id, no secret: no getrandom system call
+        # (128 bits of the Mersenne twister, spelled in one format).
+        request_id = headers.get("x-request-id") or f"{random.getrandbits(128):032x}"
         # Every request sets it (here or in `RequestIdMiddleware`), overwriting whatever its
         # task's context inherited (a pipelined request's task starts in a copy of its
         # predecessor's).
         REQUEST.set((request_id, scope["path"]))
-        ingress = self._state.ingress
+        ingress = self._state["ingress"]
         try:
             if code is None:
-                answer = await endpoints.shopify_delivery(ingress, headers, _stream(receive))
+                answer = await endpoints.shopify_delivery(
+                    ingress, headers, endpoints.ASGIBody(receive)
+                )
             else:
                 client = scope.get("client")
                 answer = await endpoints.redirect(
@@ -106,22 +131,10 @@ class HotPath:
         except Exception:
             await _send(send, INTERNAL_ERROR, request_id)
             raise
-        await _send(send, answer, request_id)
-
-
-def _stream(receive: Receive) -> endpoints.BodyStream:
-    async def chunks() -> AsyncIterator[bytes]:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnect
-            body: bytes = message.get("body", b"")
-            if body:
-                yield body
-            if not message.get("more_body", False):
-                return
-
-    return chunks
+        # `_send`, spelled out: no coroutine for an answer written whole.
+        head = _head(answer, request_id)
+        if head is None or not serving.write_answer(send, answer.status, head, answer.body):
+            await _send_messages(send, answer, request_id)
 
 
 async def _send(send: Send, answer: endpoints.Answer, request_id: str) -> None:
@@ -134,6 +147,7 @@ async def _send(send: Send, answer: endpoints.Answer, request_id: str) -> None:
 
 # The header lines of an answer's media types and the security headers, spelled once.
 _CONTENT_TYPE: dict[str | None, bytes] = {None: b""}
+_LENGTH_LINES: dict[int, bytes] = {}
 _SECURITY_LINES = b"".join(name + b": " + value + b"\r\n" for name, value in SECURITY_HEADERS)
 
 
@@ -147,17 +161,28 @@ def _head(answer: endpoints.Answer, request_id: str) -> bytes | None:
         if media_type is None:
             return None
         content_type = _CONTENT_TYPE[answer.media_type] = b"content-type: " + media_type + b"\r\n"
-    parts = [b"content-length: %d\r\n" % len(answer.body), content_type]
+    length = len(answer.body)
+    length_line = _LENGTH_LINES.get(length)
+    if length_line is None:
+        length_line = b"content-length: %d\r\n" % length
+        if len(_LENGTH_LINES) < 4096:  # (a few lengths recur: 0 for a redirect, a webhook's)
+            _LENGTH_LINES[length] = length_line
+    parts = [length_line, content_type]
+    # `serving.header_value` spelled out (a call less per header): printable, and Latin-1.
     for name, value in answer.headers:
         line = serving.header_name(name)
-        encoded = serving.header_value(value)
-        if line is None or encoded is None:
+        if line is None or not value.isprintable():
             return None
-        parts += (line, encoded, b"\r\n")
-    encoded_id = serving.header_value(request_id)
-    if encoded_id is None:
+        try:
+            parts += (line, value.encode("latin-1"), b"\r\n")
+        except UnicodeEncodeError:
+            return None
+    if not request_id.isprintable():
         return None
-    parts += (b"x-request-id: ", encoded_id, b"\r\n", _SECURITY_LINES)
+    try:
+        parts += (b"x-request-id: ", request_id.encode("latin-1"), b"\r\n", _SECURITY_LINES)
+    except UnicodeEncodeError:
+        return None
     return b"".join(parts)
 
 

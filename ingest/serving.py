@@ -67,6 +67,17 @@ class _OneWrite:
         self._pending = None
         self._transport.abort()
 
+    # Asked by uvicorn on every answer (`on_response_complete`) and on flow control: spelled
+    # here, not found by a failed attribute lookup and `__getattr__`.
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
     def __getattr__(self, name: str) -> Any:  # everything else is the transport's
         return getattr(self._transport, name)
 
@@ -163,9 +174,11 @@ def write_answer(send: Any, status: int, head: bytes, body: bytes) -> bool:
         or cycle.access_log
     ):
         return False
-    default = _default_head(cycle.default_headers)
-    if default is None:
-        return False
+    cached, default = _DEFAULT_HEADERS  # (`_default_head`'s own look, without the call)
+    if cached is not cycle.default_headers:
+        default = _default_head(cycle.default_headers)
+        if default is None:
+            return False
     cycle.response_started = True
     cycle.waiting_for_100_continue = False
     keep_alive = cycle.keep_alive
@@ -176,7 +189,10 @@ def write_answer(send: Any, status: int, head: bytes, body: bytes) -> bool:
     if body and cycle.scope["method"] != "HEAD":
         parts.append(body)
     transport: _OneWrite = cycle.transport
-    transport.write_now(b"".join(parts))
+    if transport._pending is None and not transport._transport.is_closing():
+        transport._transport.write(b"".join(parts))  # `write_now`'s usual case, without the call
+    else:
+        transport.write_now(b"".join(parts))
     cycle.response_complete = True
     cycle.message_event.set()
     if not keep_alive:

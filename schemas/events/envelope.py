@@ -231,19 +231,27 @@ class EventEnvelope(BaseModel):
 # The last whole second `json_time` spelled in UTC, and its text: the hot path dates every
 # event (two or three times each) in the few seconds around now.
 _utc_second: tuple[tuple[int, int, int, int, int, int], str] = ((0, 0, 0, 0, 0, 0), "")
+# The last UTC time spelled, and its text: a click's time is spelled twice in a row (its event's
+# `occurred_at` and its envelope's), the same datetime object both times.
+_last_utc: tuple[datetime | None, str] = (None, "")
 
 
 def json_time(when: datetime) -> str | None:
     """`when` as the envelope's JSON spells it (pydantic's: ISO 8601, `Z` for UTC), or None for
     a time the plain spelling does not cover (naive, or an offset that is not whole minutes)."""
-    global _utc_second
+    global _utc_second, _last_utc
+    last = _last_utc
+    if when is last[0]:  # (datetimes are immutable, and the one kept here stays alive)
+        return last[1]
     if when.tzinfo is UTC:  # the hot path's times: the second's text is kept, not re-spelled
         second = (when.year, when.month, when.day, when.hour, when.minute, when.second)
         known = _utc_second
         if known[0] != second:
             known = _utc_second = (second, when.replace(microsecond=0, tzinfo=None).isoformat())
         micro = when.microsecond
-        return f"{known[1]}.{micro:06d}Z" if micro else known[1] + "Z"
+        text = f"{known[1]}.{micro:06d}Z" if micro else known[1] + "Z"
+        _last_utc = (when, text)
+        return text
     offset = when.utcoffset()
     if offset is None or offset.seconds % 60 or offset.microseconds:
         return None
@@ -310,7 +318,7 @@ def envelope_bytes(
     return orjson.dumps(
         {
             "event_id": event_id,
-            "source": source.value,
+            "source": source._value_,  # (`.value` is enum's Python-level property)
             "kind": kind,
             "tenant_id": tenant_id,
             "shop": shop,

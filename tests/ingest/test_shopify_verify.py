@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +13,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.shopify import KEPT_HEADERS, ShopifyHeaders, UnreadableBody, parse, sign, verify
+from ingest.shopify import (
+    KEPT_HEADERS,
+    ShopifyHeaders,
+    UnreadableBody,
+    _signature,
+    parse,
+    sign,
+    verify,
+)
 
 
 def vectors(shared: Path, key: str) -> list[dict[str, Any]]:
@@ -129,3 +139,16 @@ _NAMES = st.sampled_from(
 @given(st.dictionaries(_NAMES, st.text(alphabet=" \tab.-é/", max_size=6), max_size=12))
 def test_headers_read_as_they_were_read_before(headers: dict[str, str]) -> None:
     assert ShopifyHeaders.read(headers) == _headers_as_before(headers)
+    # Names lower-case already (ASGI's), taken as they are: the same reading.
+    lowered = {name.lower(): value for name, value in headers.items()}
+    assert ShopifyHeaders.read(lowered, lower_case_names=True) == _headers_as_before(lowered)
+
+
+@given(secret=st.text(max_size=100), raw=st.binary(max_size=5000))
+def test_signature_from_prepared_states_is_hmac_sha256(secret: str, raw: bytes) -> None:
+    """`verify`'s HMAC, from the secret's padded states prepared once, is `hmac.digest`'s (keys
+    shorter and longer than SHA-256's 64-byte block, non-ASCII ones)."""
+    expected = hmac.digest(secret.encode(), raw, "sha256")
+    assert _signature(secret, raw) == expected
+    assert _signature(secret, raw) == expected  # the prepared states are not consumed
+    assert verify(raw, base64.b64encode(expected).decode(), ("other", secret))

@@ -138,3 +138,24 @@ def test_times_of_one_second_keep_their_own_fraction_and_offset() -> None:
         model = EventEnvelope.wrap(b"{}", event_id="e", source=Source.API, kind="k",
                                    tenant_id="t", occurred_at=when, received_at=when)  # fmt: skip
         assert f'"occurred_at":"{text}"'.encode() in model.to_bytes()
+
+
+def test_a_time_spelled_again_is_the_same_text_and_others_their_own() -> None:
+    """`json_time` keeps the last UTC time it spelled (a click's time is spelled twice in a
+    row): the same object again gives its text, any other time its own, an equal time of
+    another object or offset included."""
+    first = datetime(2026, 12, 7, 17, 0, 5, 120_000, tzinfo=UTC)
+    other = first + timedelta(microseconds=1)
+    equal = datetime(2026, 12, 7, 17, 0, 5, 120_000, tzinfo=UTC)
+    offset = first.astimezone(timezone(timedelta(hours=2)))
+    times = [first, first, other, first, equal, offset, offset, first]
+    assert [json_time(when) for when in times] == [
+        "2026-12-07T17:00:05.120000Z",
+        "2026-12-07T17:00:05.120000Z",
+        "2026-12-07T17:00:05.120001Z",
+        "2026-12-07T17:00:05.120000Z",
+        "2026-12-07T17:00:05.120000Z",
+        "2026-12-07T19:00:05.120000+02:00",
+        "2026-12-07T19:00:05.120000+02:00",
+        "2026-12-07T17:00:05.120000Z",
+    ]
