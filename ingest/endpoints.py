@@ -21,7 +21,7 @@ import structlog
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, cookie_parser
-from starlette.types import Receive
+from starlette.types import Message, Receive
 
 from ingest import claims, clicks, docs, guards, odoo, pixel, shopify
 from ingest.metrics import (
@@ -146,16 +146,20 @@ class ASGIBody:
         return _chunks(self.receive)
 
 
+def _message_body(message: Message) -> tuple[bytes, bool]:
+    """An ASGI request message's body and whether more follows; `ClientDisconnect` if the
+    client went away."""
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnect
+    return message.get("body", b""), message.get("more_body", False)
+
+
 async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect
-        body: bytes = message.get("body", b"")
+    more = True
+    while more:
+        body, more = _message_body(await receive())
         if body:
             yield body
-        if not message.get("more_body", False):
-            return
 
 
 async def read_json_body(
@@ -179,19 +183,14 @@ async def read_json_body(
     chunks: list[bytes] = []
     size = 0
     if type(stream) is ASGIBody:  # the hot path: its messages read here, as `_chunks` reads them
-        receive = stream.receive
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnect
-            chunk: bytes = message.get("body", b"")
+        receive, more = stream.receive, True
+        while more:
+            chunk, more = _message_body(await receive())
             if chunk:
                 size += len(chunk)
                 if size > limit:
                     raise Refused(413, "body_too_large", f"body exceeds {limit} bytes")
                 chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
     else:
         async for chunk in stream():
             size += len(chunk)
