@@ -21,9 +21,9 @@ def pad_states(key: str) -> tuple[hashlib._Hash, hashlib._Hash]:
     if len(raw) > _SHA256_BLOCK:
         raw = hashlib.sha256(raw).digest()
     raw = raw.ljust(_SHA256_BLOCK, b"\0")
-    return hashlib.sha256(bytes(b ^ 0x36 for b in raw)), hashlib.sha256(
-        bytes(b ^ 0x5C for b in raw)
-    )
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in raw))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in raw))
+    return inner, outer
 
 
 def digest_of(states: tuple[hashlib._Hash, hashlib._Hash], data: bytes) -> hashlib._Hash:

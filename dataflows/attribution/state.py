@@ -643,7 +643,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         waiting = state.followups.pop(conversion.order_id, [])
         for followup in sorted(waiting, key=lambda e: (e.occurred_ms, e.event_id)):
             self._apply(book, followup, cfg, out)
-        self._index_name(book, out)
+        self._index_name(book)
         self._approve(conversion.order_id, book, cfg, out, self.wall_ms())
         self._keep(conversion.order_id, book, new_at_ms=event.occurred_ms)
 
@@ -704,7 +704,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
 
     # --- holds ---------------------------------------------------------------------------
 
-    def _index_name(self, book: OrderBook, out: list[Output]) -> None:
+    def _index_name(self, book: OrderBook) -> None:
         """Make a decided order findable by its name, and apply an invoice that waited for it."""
         name = book.conversion.order_name
         if not self.tuning.holds or not name or not order_ref(name):
@@ -716,8 +716,6 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         waiting = self.state.paid_waiting.pop(ref, None)
         if waiting is not None and refs[ref]:
             mark_paid(book, *waiting)
-        elif waiting is not None:
-            out.append(self._invoice_letter(ref, *waiting, ambiguous=True))
 
     def _on_paid(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
         assert isinstance(event.payload, InvoicePaid)
