@@ -1,8 +1,9 @@
 """The attribution flow's keyed stages driven in process, without bytewax (for benches).
 
 Does per item what the dataflow's steps do (`dataflows.attribution.flow`): the clock stamps
-the event, `route` keys it, a click shard (`ClickShard`, one per shard key) or the tenant's
-`AttributionLogic` takes it, and shards' answers go on to the tenant. Bytewax's scheduling,
+the event, `route` keys it, a click shard (`ClickShard`, one per shard key), the tenant's
+`AttributionLogic` or a book bucket (`BookBucket`, one per book key) takes it, shards' answers
+go on to the tenant and the tenant's messages to the book buckets. Bytewax's scheduling,
 exchanges and I/O are left out: this is the Python work per event. It records which keys each
 "epoch" touched, since bytewax snapshots only those (see `snapshot_touched`).
 """
@@ -13,9 +14,12 @@ from collections.abc import Callable, Iterable
 
 from dataflows.attribution.events import Event
 from dataflows.attribution.flow import _rows, parse_value
+from dataflows.attribution.messages import is_book_item, item_book_key
 from dataflows.attribution.routing import Found, Held, is_shard_item, route
-from dataflows.attribution.state import AttributionLogic, Output, Tuning, builder
+from dataflows.attribution.state import AttributionLogic, Output, TenantOutput, Tuning
+from dataflows.attribution.state import tenant_builder as tenant_logic
 from dataflows.config import ConfigProvider
+from dataflows.stages.books import BookBucket, bucket_builder
 from dataflows.stages.clicks import ClickShard, shard_builder
 from dataflows.stages.clock import TenantClocks
 
@@ -25,9 +29,11 @@ class Engine:
         self.tuning = tuning or Tuning()
         self.clocks = TenantClocks(self.tuning.allowed_lateness_ms, self.tuning.future_skew_ms)
         self._shard = shard_builder(config, self.tuning, self.clocks)
-        self._tenant = builder(config, self.tuning, None, self.clocks)
+        self._tenant = tenant_logic(config, self.tuning, None, self.clocks)
+        self._bucket = bucket_builder(config, self.tuning)
         self.shards: dict[str, ClickShard] = {}
         self.tenants: dict[str, AttributionLogic] = {}
+        self.books: dict[str, BookBucket] = {}
         self.touched: set[str] = set()
 
     def event(self, event: Event) -> list[Output]:
@@ -52,14 +58,30 @@ class Engine:
         logic = self.tenants.get(tenant_id)
         if logic is None:
             logic = self.tenants[tenant_id] = self._tenant(None)
-        return logic.on_item(item)[0]
+        return self._to_books(logic.on_item(item)[0])
+
+    def _to_books(self, items: Iterable[TenantOutput]) -> list[Output]:
+        out: list[Output] = []
+        for item in items:
+            if is_book_item(item):
+                out.extend(self._to_book(item_book_key(item), item))  # type: ignore[arg-type]
+            else:
+                out.append(item)  # type: ignore[arg-type]
+        return out
+
+    def _to_book(self, key: str, item: object) -> Iterable[Output]:
+        self.touched.add(key)
+        bucket = self.books.get(key)
+        if bucket is None:
+            bucket = self.books[key] = self._bucket(None)
+        return bucket.on_item(item)[0]  # type: ignore[arg-type]
 
     def snapshot_touched(self) -> int:
         """Snapshot every key touched since the last call, as bytewax does at an epoch's end;
         the bytes written."""
         size = 0
         for key in self.touched:
-            logic = self.shards.get(key) or self.tenants.get(key)
+            logic = self.shards.get(key) or self.tenants.get(key) or self.books.get(key)
             if logic is not None:
                 size += len(logic.snapshot())
         self.touched.clear()

@@ -132,6 +132,14 @@ class Event:
             getattr(self, "seq", 0),
         )  # fmt: skip
 
+    def forwarded(self) -> Event:
+        """This event as it goes on to its order's book: its Kafka value kept (for a dead
+        letter there), its click shards' answers dropped (a book does not read them)."""
+        return Event(
+            self.kind, self.event_id, self.tenant_id, self.occurred_ms, self.received_ms,
+            self.payload, self.raw, None, getattr(self, "late", False), getattr(self, "seq", 0),
+        )  # fmt: skip
+
     def with_found(self, found: tuple[tuple[str, Click], ...]) -> Event:
         """This event with its click shards' answers."""
         return Event(

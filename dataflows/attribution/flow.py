@@ -1,6 +1,7 @@
-"""The attribution dataflow: Kafka envelopes → per-tenant attribution → ClickHouse, the
-PostgreSQL ledger and the dead-letter topic. This module only wires named steps; the logic is
-in `events` (parsing), `state` (the tenant state machine) and `dataflows.sinks`.
+"""The attribution dataflow: Kafka envelopes → click shards, tenants and order books →
+ClickHouse, the PostgreSQL ledger and the dead-letter topic. This module only wires named steps;
+the logic is in `events` (parsing), `stages.clicks` (click shards), `state` (the tenant stage:
+decisions), `stages.books` (order books: commission, adjustments, holds) and `dataflows.sinks`.
 
     python -m bytewax.run "dataflows.attribution.flow:build()"      # reads Settings()
     refstream dataflow run [--recovery-dir D] [--workers N]
@@ -11,7 +12,12 @@ Step ids are part of the recovery state: renaming one breaks resuming from old s
 kafka_in (clicks, orders, refunds, erp, customers) ──errs──────────────────────┐
    └─ parse ─┬─ archive rows (raw_events, clicks), straight ─┐                  │
              ├─ dead letters (unparseable) ──────────────────┼───────────────────┤
-             └─ events → key_tenant → attribute (stateful) ─┤                   │
+             └─ events ─ route ─┬─ clicks, orders' lookups → clicks (stateful, (tenant, shard))
+                                │     answers (Found, Held) ─┐
+                                └─ refunds, ERP ─────────────┴→ attribute (stateful, tenant)
+                                          dead letters ──────────────────────────┤
+                                          Decided, Paid, follow-ups → books      │
+                                            (stateful, (tenant, bucket))         │
              conversions, entries, approvals, dead letters (late, orphan)       ▼
       rows → row (on the worker that made them) → clickhouse_out   deadletter_out (Kafka)
         (replays, bounded-wait batching: rows → key_table → ch_batch (batch) → clickhouse_out)
@@ -51,6 +57,7 @@ from dataflows.attribution.events import (
     ticks_us,
     to_ms,
 )
+from dataflows.attribution.messages import BookItem, is_book_item, item_book_key
 from dataflows.attribution.routing import (
     Found,
     Held,
@@ -59,7 +66,7 @@ from dataflows.attribution.routing import (
     is_shard_item,
     route,
 )
-from dataflows.attribution.state import Output, Tuning, builder
+from dataflows.attribution.state import Output, TenantOutput, Tuning, tenant_builder
 from dataflows.batching import batch
 from dataflows.catalog import CollectionChange, collection_change, is_collection_webhook
 from dataflows.config import ConfigProvider, PostgresConfig
@@ -75,6 +82,7 @@ from dataflows.sinks.clickhouse import (
     refund_row,
 )
 from dataflows.sinks.postgres import LedgerSink
+from dataflows.stages.books import bucket_builder
 from dataflows.stages.clicks import ShardOutput, shard_builder
 from dataflows.stages.clock import TenantClocks, stateful_in_input_order
 from schemas.events.envelope import DeadLetter, Source
@@ -208,7 +216,7 @@ def _is_row(item: Parsed) -> bool:
     return type(item) is tuple
 
 
-def _unkey(keyed: tuple[str, Output]) -> Output:
+def _unkey(keyed: tuple[str, TenantOutput]) -> TenantOutput:
     return keyed[1]
 
 
@@ -313,13 +321,19 @@ def attribution_steps(
     found: KeyedStream[TenantItem] = op.key_on("key_found", answers, _found_tenant)
     keyed: KeyedStream[TenantItem] = op.merge("to_tenant", to_tenant, found)
     attributed = stateful_in_input_order(
-        "attribute", keyed, builder(config, tuning, wall_ms, clocks)
+        "attribute", keyed, tenant_builder(config, tuning, wall_ms, clocks)
     )
-    results = op.map("unkey", attributed, _unkey)
+    tenant_out = op.branch("is_book_item", op.map("unkey", attributed, _unkey), is_book_item)
+    # The tenant's decided orders, payments and follow-ups to their book buckets
+    # (`stages.books`), which emit the rows, entries and approvals.
+    to_books = op.key_on("key_book", cast(Stream[BookItem], tenant_out.trues), item_book_key)
+    buckets = bucket_builder(config, tuning, wall_ms)
+    booked = op.map("unkey_books", op.stateful("books", to_books, buckets), _unkey)
+    tenant_dead = cast(Stream[Output], tenant_out.falses)  # what `is_book_item` says: letters
     shard_dead = op.filter_map("shard_dead", shard_out, _shard_dead)
     # Besides rows and events, parsing passes on dead letters and collection changes.
     passed = cast(Stream[DeadLetter | CollectionChange], split.falses)
-    tagged: Stream[Result] = op.merge("results", passed, results, shard_dead)
+    tagged: Stream[Result] = op.merge("results", passed, tenant_dead, booked, shard_dead)
 
     dead = op.filter_map("dead", tagged, _dead)
     results_rows = op.flat_map("rows", tagged, _rows if analytics else _conversion_rows)

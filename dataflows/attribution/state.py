@@ -1,44 +1,39 @@
-"""The tenant's attribution state and the `StatefulLogic` that drives it.
+"""The tenant stage of attribution: what the decision reads, and the `StatefulLogic` that
+drives it.
 
 In the dataflow, clicks live below the tenant, in click shards keyed `(tenant, shard)`
-(`routing`, `stages.clicks`): an order reaches its tenant with the candidate clicks its shards
-found (`Found`, gathered here), lateness judged upstream in input order (`stages.clock`), and
-each batch handled in input order. One `AttributionLogic` per tenant keeps:
+(`routing`, `stages.clicks`), and order books below it too, in book buckets keyed `(tenant,
+bucket)` (`messages`, `stages.books`): an order reaches its tenant with the candidate clicks its
+shards found (`Found`, gathered here), lateness judged upstream in input order (`stages.clock`),
+and each batch handled in input order. The tenant decides it and sends it to its book
+(`Decided`). One `AttributionLogic` per tenant keeps:
 
-- **its own clicks** only when driven alone (tests, benches) or resumed from a snapshot of the
-  tenant-keyed flow (they keep serving as candidates until they expire), in a columnar store
-  (`clicks.ClickStore`) expired by **event time** inside `on_item` once no order that is not
-  late could still use them: older than `min(click, order watermark) - allowed_lateness - max
-  lookback`;
-- **seen event ids** for deduplication, expired at `slowest watermark - allowed_lateness` (an
-  older event is rejected as late before it could be a duplicate, so the set stays bounded);
-  clicks are deduplicated by their click id against the click index instead (it outlives the
-  seen ids), which keeps a live click to one index entry;
-- **pending orders** that cite a click id not seen yet: held until the click arrives, or for
-  `order_wait_wall` of **processing time** (`notify_at`; only tenants with pending orders have a
-  timer, so timers stay few), or to the end of a bounded input. Processing time, because event
-  time across Kafka partitions is not aligned: in a backfill one partition's clicks may be hours
-  of event time behind another's, and an event-time wait would release orders before their
-  clicks are read (measured in the recovery test). `order_wait_event_ms` optionally also
-  releases them once the tenant's click watermark passes `order time + wait`, for inputs read
-  in event-time order (e.g. a sorted replay from the archive);
-- **order books**: each decided order's facts, decision, rule version, chain and ledger entries,
-  so refunds, cancellations and edits become adjustment entries; kept `order_retention` of event
-  time. Refunds/cancellations/updates that arrive before their order is decided wait as
-  follow-ups and are applied in `(event time, event id)` order once it is; follow-ups for an
-  order that never arrives are dead-lettered as orphans after `allowed_lateness`;
-- customer bindings, first-order times per customer (new-customer rate) and the agent's monthly
-  volume (tier selection);
-- **holds**: every ledger entry starts `pending` and is approved at the earlier of its order's
-  event time + the program's `hold_days` and the ERP reporting the order's invoice paid
-  (`dataflows.commission.holds.approves_at`), compared with **processing time**: a hold period
-  is a real-world wait (the refund window), not a distance in the input. Orders with entries
-  still on hold sit in a heap `(due wall ms, order id)`; `notify_at` wakes the tenant at the
-  earliest, and each decided order, follow-up and paid invoice approves what is due at once.
-  Paid invoices find their order by name (`order_refs`: the shop order name, directly or
-  through the ERP sale order created from it, `sale_orders`); an invoice for an order not
-  decided yet waits in `paid_waiting` for the order stream's allowed lateness. Approvals are
-  `EntryApproval`s; the ledger sink applies them only to entries still `pending`.
+- **its own clicks** only when resumed from a snapshot of the tenant-keyed flow (they keep
+  serving as candidates until they expire), in a columnar store (`clicks.ClickStore`) expired
+  by **event time** once no order that is not late could still use them: older than
+  `min(click, order watermark) - allowed_lateness - max lookback`;
+- **seen event ids** of every event but clicks, for deduplication, expired at `slowest
+  watermark - allowed_lateness` (an older event is rejected as late before it could be a
+  duplicate, so the set stays bounded);
+- **pending orders** that cite a click id not seen yet (only events the click shards were not
+  asked about: resumed tenants' own clicks): held until the click arrives, for
+  `order_wait_wall` of **processing time** (`notify_at`), or to the end of a bounded input.
+  Processing time, because event time across Kafka partitions is not aligned (measured in the
+  recovery test). `order_wait_event_ms` optionally also releases them once the tenant's click
+  watermark passes `order time + wait`, for inputs read in event-time order;
+- **decided order ids** (`decided`: order id → its customer and name, kept `order_retention` of
+  event time): a refund, cancellation or edit of a decided order is forwarded to its book, in
+  this stage's input order (so a book sees its order's events in the order the tenant-keyed
+  flow applied them); those of an order not decided yet wait here as follow-ups and travel
+  with the decision, applied in `(event time, event id)` order. Follow-ups of an order that
+  never arrives are dead-lettered as orphans after the allowed lateness;
+- **what the decision and commission read across orders**: customer bindings, first-order
+  times per customer (the new-customer flag) and the agents' monthly volume (tier selection:
+  the volume before an order travels with it to its book, which accrues the commission);
+- **order names** (`order_refs`: the shop order name → order id, directly or through the ERP
+  sale order created from it, `sale_orders`): a paid ERP invoice names its order, and the
+  payment goes to the order's book (`Paid`), which approves what it makes due; an invoice for
+  an order not decided yet waits in `paid_waiting` for the order stream's allowed lateness.
 
 **Watermarks** are kept per stream (clicks, orders, refunds) and tenant: the largest event time
 seen, each event counting at most `future_skew` past its receive time (a wrong clock cannot make
@@ -48,42 +43,41 @@ older than `its watermark - allowed_lateness`; it is then counted and emitted as
 with reason `late` (the reconciliation output). Streams that fall more than `max_stream_skew`
 behind stop holding expiry back, so state stays bounded when a tenant's stream goes quiet.
 
-Outputs (`Output`) are the objects themselves, told apart by type: `AttributedConversion` (a
-decided order's row), `CommissionAccrual` (a ledger entry), `EntryApproval` and `DeadLetter`.
+Outputs are `Output`s (dead letters) and the messages to the book buckets (`messages.BookItem`),
+told apart by type. Driven in one process (tests, benches: `builder`), `LocalAttribution` wires
+the tenant to its buckets as the flow does.
 
 Snapshots from older versions resume: the state dataclasses pickle their slots by name, so a
-field added later is missing from an older snapshot and `_complete` gives it its default.
+field added later is missing from an older snapshot and `complete` gives it its default. A
+snapshot of the tenant-keyed flow, which kept the order books here, hands each book to its
+bucket (`Migrated`) at the first item or timer after it resumes (`migrate`).
 
 Determinism: decisions use only event times, ids and the configuration, and follow-ups apply in
 a canonical order, so any arrival order of one order's events with its clicks gives the same
 ledger; refunds and the cancellation of a decided order are settled in event-time order
-whatever order they arrive in (`adjustments.settle`: late earlier events book corrections
-dated like what they correct). Known arrival-order dependences (documented, not hidden): edits
-apply when they arrive (later refunds settle against the edited basis), the tier volume and the
-new-customer flag depend on which of an agent's/customer's orders were decided first, so does
-the customer binding (found by `tests/dataflows/test_differential.py`, kept there as a strict
-xfail: a customer's later order decided first, by another agent's coupon, binds the customer to
-that agent, and the earlier order, decided after, re-binds it), and clicks cited by nobody but
-matching the order's visitor count only if they arrived before the order was decided.
+whatever order they arrive in (`adjustments.settle`). Known arrival-order dependences
+(documented, not hidden): edits apply when they arrive at the book (later refunds settle
+against the edited basis), the tier volume and the new-customer flag depend on which of an
+agent's/customer's orders were decided first, so does the customer binding (found by
+`tests/dataflows/test_differential.py`, kept there as a strict xfail), and clicks cited by
+nobody but matching the order's visitor count only if they arrived before the order was decided.
 
-Scale-out: a tenant's click shards spread over workers by bytewax's key hashing; this state
-(order books, bindings, first orders, tier volume, holds) stays per tenant, since the decision
-and the commission read the customer's and the agent's history (splitting it is the remaining
-part of issue #19's item 1).
+Scale-out: a tenant's click shards and book buckets spread over workers by bytewax's key
+hashing; this stage (decisions, bindings, first orders, tier volume, names) stays per tenant,
+since the decision and the tier read the customer's and the agent's history (splitting it by
+customer and agent is the last part of issue #19's item 1, docs/design/engine-keys.md).
 """
 
 from __future__ import annotations
 
-import base64
-import heapq
 import pickle
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-import orjson
 from bytewax.operators import StatefulLogic
 
 from dataflows.attribution.clicks import ClickStore
@@ -92,66 +86,54 @@ from dataflows.attribution.events import (
     Event,
     InvoicePaid,
     SaleOrderRef,
-    dead_letter,
     from_ms,
     order_ref,
 )
 from dataflows.attribution.logic import (
+    AttributionDecision,
     ClickCandidate,
     CustomerBinding,
     KnownReferrals,
     attribute,
-    attributed_conversion,
     binding_from,
+)
+from dataflows.attribution.messages import (
+    BookItem,
+    Decided,
+    Migrated,
+    Paid,
+    is_book_item,
+    item_book_key,
 )
 from dataflows.attribution.routing import Found, Held
 from dataflows.attribution.segments import SegmentedMap
-from dataflows.commission.book import (
-    OrderBook,
-    apply_cancel,
-    apply_edit,
-    apply_refund,
-    due_approvals,
-    is_same_order,
-    mark_paid,
-)
-from dataflows.commission.codec import pack_book, unpack_book
+from dataflows.commission.book import OrderBook
 from dataflows.commission.collections import with_collections
-from dataflows.commission.logic import CommissionError, accrue
 from dataflows.config import ConfigProvider, TenantConfig
+from dataflows.stages.base import (
+    CORE_STREAMS,
+    DAY_MS,
+    Output,
+    Tuning,
+    complete,
+    facts_letter,
+    letter,
+    unpack,
+)
+from dataflows.stages.books import BookBucket, bucket_builder
 from dataflows.stages.clock import TenantClocks, stream_of
-from schemas.conversion import Conversion, OrderRefund
+from schemas.conversion import Conversion
 from schemas.events.envelope import DeadLetter
-from schemas.ledger import AttributedConversion, CommissionAccrual, EntryApproval
 
-DAY_MS = 86_400_000
 # Keys per segment of the segmented maps (a snapshot re-pickles the segments that changed:
 # measured by `bench.order_path`'s busy epoch, 20k/5k/20k re-pickled ~10x what 2k/500/2k did;
 # a lookup that misses asks every segment, so they stay in the thousands).
-SEEN_SEGMENT, BOOK_SEGMENT, REF_SEGMENT = 2_000, 500, 2_000
-DEFAULT_HOLD_DAYS = 30  # a program that is gone from the configuration holds like a new one
-Output = AttributedConversion | CommissionAccrual | EntryApproval | DeadLetter
-# Streams whose watermarks hold back expiry; ERP notifications are rare and must not.
-CORE_STREAMS = ("click", "order", "refund")
-
-
-@dataclass(frozen=True, slots=True)
-class Tuning:
-    """Time limits of the state (all in milliseconds; event time unless named wall)."""
-
-    allowed_lateness_ms: int = 7 * DAY_MS
-    order_wait_event_ms: int | None = None
-    order_wait_wall_ms: int = 15 * 60_000
-    order_retention_ms: int = 400 * DAY_MS
-    future_skew_ms: int = 3_600_000
-    max_stream_skew_ms: int = 30 * DAY_MS
-    sweep_every_ms: int = 60_000
-    release_on_eof: bool = True
-    holds: bool = True  # decide approvals (replays write a shadow ledger without statuses)
-    # False only for runs that never resume (replays: bounded, no recovery, rerun on failure):
-    # bytewax asks for a snapshot every epoch even without recovery, and each one pickles the
-    # whole tenant (see bench.replay for the replay's rate with and without).
-    snapshots: bool = True
+# BOOK_SEGMENT: the books of a snapshot of the tenant-keyed flow, until they are handed over.
+# The decided ids are small (~60 bytes): 500 a segment keeps the open one small.
+SEEN_SEGMENT, BOOK_SEGMENT, REF_SEGMENT, DECIDED_SEGMENT = 2_000, 500, 2_000, 500
+# What the tenant stage emits: dead letters, and messages to the book buckets.
+TenantOutput = Output | BookItem
+__all__ = ["CORE_STREAMS", "DAY_MS", "Output", "Tuning"]  # shared names, re-exported
 
 
 @dataclass(slots=True)
@@ -181,10 +163,8 @@ class TenantState:
     pending: dict[str, Pending] = field(default_factory=dict)
     awaiting: dict[str, list[str]] = field(default_factory=dict)  # click id → pending orders
     followups: dict[str, list[Event]] = field(default_factory=dict)
-    # Each book packed as plain values when it changes (`commission.codec`,
-    # `AttributionLogic._keep`): a snapshot then copies bytes instead of pickling every order's
-    # pydantic objects each epoch. A run that never snapshots (`Tuning.snapshots` False:
-    # replays) keeps the books themselves.
+    # Where snapshots of the tenant-keyed flow kept the order books (packed, or themselves in
+    # a run without snapshots); handed to their buckets after a resume (`migrate`).
     orders: SegmentedMap[str, bytes | OrderBook] = field(
         default_factory=lambda: SegmentedMap(BOOK_SEGMENT)
     )
@@ -193,7 +173,8 @@ class TenantState:
     customers: dict[str, int] = field(default_factory=dict)  # customer → first order ms
     volumes: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (agent, YYYY-MM)
     late_events: int = 0
-    # Added for holds; older snapshots lack them (see the module docstring).
+    # Added for holds; older snapshots lack them (see the module docstring). The book buckets
+    # keep the holds now: these stay empty but for a snapshot of the tenant-keyed flow.
     holds: list[tuple[int, str]] = field(default_factory=list)  # (due wall ms, order id) heap
     hold_due: dict[str, int] = field(default_factory=dict)  # order id → its live heap entry
     # order name → id ("" = ambiguous)
@@ -207,29 +188,21 @@ class TenantState:
     # Orders whose first event a click shard holds (`Held`): order id → that event's id; their
     # other events wait as follow-ups meanwhile.
     held: dict[str, str] = field(default_factory=dict)
+    # Added for book buckets: decided order id → (its customer, its order name's ref), with the
+    # order's event time for expiry.
+    decided: SegmentedMap[str, tuple[str | None, str | None]] = field(
+        default_factory=lambda: SegmentedMap(DECIDED_SEGMENT)
+    )
 
     def is_empty(self) -> bool:
         return not (
             self.clicks or self.seen or self.pending or self.followups or self.orders
             or self.paid_waiting or self.sale_orders or self.gathering or self.held
+            or self.decided
         )  # fmt: skip
 
 
 _NO_SNAPSHOT = pickle.dumps(None)
-
-
-def _complete(obj: TenantState | OrderBook) -> None:
-    """Give fields a snapshot from an older version did not have their defaults."""
-    for f in fields(obj):
-        if not hasattr(obj, f.name):
-            default = f.default_factory() if f.default_factory is not MISSING else f.default
-            setattr(obj, f.name, default)
-
-
-def _unpack(data: bytes | OrderBook) -> OrderBook:
-    if isinstance(data, OrderBook):  # kept unpacked (a run without snapshots)
-        return data
-    return unpack_book(data)
 
 
 def _month(ms: int) -> str:
@@ -237,7 +210,7 @@ def _month(ms: int) -> str:
     return f"{when.year:04d}-{when.month:02d}"  # cheaper than strftime on the order path
 
 
-class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
+class AttributionLogic(StatefulLogic[Event | Found | Held, TenantOutput, bytes]):
     """The tenant's attribution state machine (see the module docstring)."""
 
     def __init__(
@@ -262,29 +235,33 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
     def tenant_id(self) -> str:
         return self.state.tenant_id
 
-    def on_item(self, value: Event | Found | Held) -> tuple[Iterable[Output], bool]:
+    def on_item(self, value: Event | Found | Held) -> tuple[Iterable[TenantOutput], bool]:
         """`_on_item`, except that an event it fails on becomes a dead letter (with the tenant,
         the event and the error) instead of stopping the flow for every tenant. What the failed
         event emitted is dropped; the state keeps what it changed before the error. An order's
         answers from its click shards (`Found`) are gathered first (`_gather`)."""
         try:
+            migrated = self.migrate() if self.state.orders else []
             if isinstance(value, Held):
                 self._held(value.event)
-                return [], False
+                return migrated, False
             if isinstance(value, Found):
                 event = self._gather(value)
                 if event is None:
-                    return [], False
+                    return migrated, False
                 value = event
-            return self._on_item(value)
+            out, discard = self._on_item(value)
+            if migrated:
+                return [*migrated, *out], discard
+            return out, discard
         except Exception as exc:
             failed = value.event if isinstance(value, Found | Held) else value
             self.state.tenant_id = failed.tenant_id
             reason = f"state: {failed.kind} {failed.event_id}: {type(exc).__name__}: {exc}"[:500]
             return [self._dead_letter(failed, reason)], False
 
-    def _on_item(self, value: Event) -> tuple[Iterable[Output], bool]:
-        out: list[Output] = []
+    def _on_item(self, value: Event) -> tuple[Iterable[TenantOutput], bool]:
+        out: list[TenantOutput] = []
         state = self.state
         state.tenant_id = value.tenant_id  # bytewax's builder is not told the key
         if value.event_id in state.seen or (value.kind == "click" and self._known_click(value)):
@@ -308,11 +285,11 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         if value.kind == "click":
             self._add_click(value, cfg, out)
         elif value.kind == "refund":
-            self._on_refund(value, cfg, out)
+            self._on_refund(value, out)
         elif value.kind == "paid":
-            self._on_paid(value, cfg, out)
+            self._on_paid(value, out)
         elif value.kind == "sale_order":
-            self._on_sale_order(value, cfg, out)
+            self._on_sale_order(value, out)
         else:
             self._on_order_event(value, cfg, out)
         if advanced:
@@ -327,7 +304,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         state = self.state
         state.tenant_id = event.tenant_id
         order_id = event.order_id
-        if event.event_id in state.seen or order_id in state.orders:
+        if event.event_id in state.seen or order_id in state.decided:
             return
         state.held.setdefault(order_id, event.event_id)
 
@@ -353,22 +330,25 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         clicks.extend(pair for answer in answers for pair in answer.visited)
         return event.with_found(tuple(clicks))
 
-    def on_notify(self) -> tuple[Iterable[Output], bool]:
-        out: list[Output] = []
+    def on_notify(self) -> tuple[Iterable[TenantOutput], bool]:
+        out: list[TenantOutput] = []
         now = self.wall_ms()
         cfg = self.config.tenant(self.tenant_id)
         try:
+            if self.state.orders:
+                out.extend(self.migrate())
             self._release_due(
                 cfg, out, lambda p: p.since_wall_ms + self.tuning.order_wait_wall_ms <= now
             )
-            self._approve_due(cfg, out, now)
         except Exception as exc:  # as in `on_item`: one tenant's failure stops no one
             reason = f"state: timer of tenant {self.tenant_id}: {type(exc).__name__}: {exc}"
             out.append(self._facts_letter({"tenant_id": self.tenant_id}, reason[:500]))
         return out, self.state.is_empty()
 
-    def on_eof(self) -> tuple[Iterable[Output], bool]:
-        out: list[Output] = []
+    def on_eof(self) -> tuple[Iterable[TenantOutput], bool]:
+        out: list[TenantOutput] = []
+        if self.state.orders:
+            out.extend(self.migrate())
         if self.tuning.release_on_eof:
             self._release_due(self.config.tenant(self.tenant_id), out, lambda _: True)
         return out, self.state.is_empty()
@@ -377,11 +357,8 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         wake = [
             p.since_wall_ms + self.tuning.order_wait_wall_ms for p in self.state.pending.values()
         ]
-        holds, due = self.state.holds, self.state.hold_due
-        while holds and due.get(holds[0][1]) != holds[0][0]:
-            heapq.heappop(holds)  # superseded or expired: not worth a wake-up
-        if holds:
-            wake.append(holds[0][0])
+        if self.state.orders:  # books of a resumed tenant-keyed snapshot: hand them over now
+            wake.append(self.wall_ms())
         return from_ms(min(wake)) if wake else None
 
     def snapshot(self) -> bytes:
@@ -390,24 +367,23 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         # Pickled now, so later mutation cannot leak into the snapshot (must be immutable).
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def _keep(self, order_id: str, book: OrderBook, new_at_ms: int | None = None) -> None:
-        """Store a decided order's book: packed now as plain values when snapshots are taken
-        (`commission.codec`: a snapshot then copies bytes), as itself in a run that never
-        snapshots (no packing on its order path). A new book (`new_at_ms`: its order's event
-        time) expires after the order retention.
-
-        Packed at each change, not at the next snapshot: measured both ways with the codec
-        (`bench.dataflow`, 200k clicks / 20k orders, two pairs, load 0.3-1.5, 2026-12-07):
-        deferred, the snapshot after an epoch that decided thousands of books packed them all
-        at once and kept them as object graphs until then, and the freshness p99 at 200 orders/s
-        was 0.73-0.93 s against 0.35-0.36 s packed at each change (at half the maximum rate
-        0.99-1.06 s against 0.82-0.83 s); a book rarely changes twice in an epoch, so deferring
-        saved almost no packing."""
-        stored: bytes | OrderBook = pack_book(book) if self.tuning.snapshots else book
-        if new_at_ms is None:
-            self.state.orders[order_id] = stored
-        else:
-            self.state.orders.add(order_id, stored, new_at_ms)
+    def migrate(self) -> list[TenantOutput]:
+        """Hand the books of a resumed tenant-keyed snapshot to their buckets (`Migrated`), and
+        remember their orders as decided. Their holds are scheduled again by the buckets."""
+        state, out = self.state, list[TenantOutput]()
+        for order_id, stored in list(state.orders.items()):
+            book = unpack(stored)
+            complete(book)
+            conversion = book.conversion
+            occurred_ms = int(conversion.occurred_at.timestamp() * 1000)
+            name = conversion.order_name
+            ref = order_ref(name) if name and order_ref(name) else None
+            if order_id not in state.decided:
+                state.decided.add(order_id, (conversion.customer_id, ref), occurred_ms)
+            out.append(Migrated(state.tenant_id, order_id, stored, occurred_ms))
+        state.orders = SegmentedMap(BOOK_SEGMENT)
+        state.holds, state.hold_due = [], {}
+        return out
 
     # --- time ----------------------------------------------------------------------------
 
@@ -435,7 +411,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         clicks = self.state.marks.get("click", 0)
         return wait is not None and pending.event.occurred_ms + wait <= clicks
 
-    def _expire(self, cfg: TenantConfig, out: list[Output]) -> None:
+    def _expire(self, cfg: TenantConfig, out: list[TenantOutput]) -> None:
         state, tuning = self.state, self.tuning
         settled = self._slowest() - tuning.allowed_lateness_ms
         clicks_settled = self._slowest("click", "order") - tuning.allowed_lateness_ms
@@ -443,15 +419,12 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         state.clicks.expire(click_horizon)
         state.seen.expire(settled)
         order_horizon = state.watermark_ms - tuning.order_retention_ms
-        for occurred, order_id, stored in state.orders.expire(order_horizon):
-            book = _unpack(stored) if stored is not None else None
-            customer = book.conversion.customer_id if book is not None else None
+        for occurred, order_id, facts in state.decided.expire(order_horizon):
+            customer, ref = facts if facts is not None else (None, None)
             if customer is not None and state.customers.get(customer) == occurred:
                 del state.customers[customer]
-            state.hold_due.pop(order_id, None)  # its heap entry is skipped when popped
-            name = book.conversion.order_name if book is not None else None
-            if name and state.order_refs.get(order_ref(name)) == order_id:
-                del state.order_refs[order_ref(name)]
+            if ref and state.order_refs.get(ref) == order_id:
+                del state.order_refs[ref]
         if state.watermark_ms - state.swept_ms < tuning.sweep_every_ms:
             return
         # Full scans of the smaller maps, at most once per `sweep_every` of event time.
@@ -494,7 +467,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         assert isinstance(event.payload, tuple)
         return event.payload[0] in self.state.clicks
 
-    def _add_click(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
+    def _add_click(self, event: Event, cfg: TenantConfig, out: list[TenantOutput]) -> None:
         assert isinstance(event.payload, tuple)
         click_id, click = event.payload
         state = self.state
@@ -507,12 +480,12 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
             if not pending.missing:
                 self._release(order_id, cfg, out)
 
-    def _on_order_event(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
+    def _on_order_event(self, event: Event, cfg: TenantConfig, out: list[TenantOutput]) -> None:
         assert isinstance(event.payload, Conversion)
         conversion, state = event.payload, self.state
         order_id = conversion.order_id
-        if order_id in state.orders:
-            self._apply_stored(order_id, event, cfg, out)
+        if order_id in state.decided:  # an edit or cancellation: its book's
+            out.append(event.forwarded())
             return
         if order_id in state.pending or order_id in state.held:
             state.followups.setdefault(order_id, []).append(event.kept())
@@ -531,28 +504,20 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
             return
         self._open(kept, cfg, out)
 
-    def _on_refund(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
-        if event.order_id not in self.state.orders:
+    def _on_refund(self, event: Event, out: list[TenantOutput]) -> None:
+        if event.order_id in self.state.decided:
+            out.append(event.forwarded())
+        else:
             self.state.followups.setdefault(event.order_id, []).append(event.kept())
-            return
-        self._apply_stored(event.order_id, event, cfg, out)
-
-    def _apply_stored(
-        self, order_id: str, event: Event, cfg: TenantConfig, out: list[Output]
-    ) -> None:
-        book = _unpack(self.state.orders[order_id])
-        self._apply(book, event, cfg, out)
-        self._approve(order_id, book, cfg, out, self.wall_ms())
-        self._keep(order_id, book)
 
     def _release_due(
-        self, cfg: TenantConfig, out: list[Output], due: Callable[[Pending], bool]
+        self, cfg: TenantConfig, out: list[TenantOutput], due: Callable[[Pending], bool]
     ) -> None:
         ready = [oid for oid, p in self.state.pending.items() if due(p)]
         for order_id in sorted(ready):
             self._release(order_id, cfg, out)
 
-    def _release(self, order_id: str, cfg: TenantConfig, out: list[Output]) -> None:
+    def _release(self, order_id: str, cfg: TenantConfig, out: list[TenantOutput]) -> None:
         pending = self.state.pending.pop(order_id)
         for click_id in pending.missing:
             waiting = [o for o in self.state.awaiting.get(click_id, []) if o != order_id]
@@ -595,8 +560,8 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
             )  # fmt: skip
         return out
 
-    def _open(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
-        """Decide a new order, accrue its commission, then apply what waited for it."""
+    def _open(self, event: Event, cfg: TenantConfig, out: list[TenantOutput]) -> None:
+        """Decide a new order and send it, with what waited for it here, to its book."""
         assert isinstance(event.payload, Conversion)
         conversion, state = event.payload, self.state
         conversion = with_collections(conversion, cfg.product_collections(conversion.shop))
@@ -627,108 +592,64 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
             created = binding_from(conversion, decision, program_policy, binding)
             if created is not None:
                 state.bindings[customer] = created
-        book = OrderBook(conversion, decision, event.received_ms, is_new_customer=is_new)
-        book.fx_rate = cfg.fx_rate(conversion.currency, conversion.occurred_at)
-        if book.fx_rate is None:  # never booked at a guessed rate; a replay with the rate books it
-            reason = (
-                f"fx: no {conversion.currency} rate at {conversion.occurred_at.isoformat()}: "
-                f"order {conversion.order_id} decided without conversion row or commission"
-            )
-            out.append(self._order_letter(conversion, reason))
-        self._accrue(book, cfg, out)
-        out.extend(self._conversion_row(book, event.received_ms))
-        out.extend(book.entries)
-        if event.kind == "cancel":
-            self._apply(book, event, cfg, out)
-        waiting = state.followups.pop(conversion.order_id, [])
-        for followup in sorted(waiting, key=lambda e: (e.occurred_ms, e.event_id)):
-            self._apply(book, followup, cfg, out)
-        self._index_name(book)
-        self._approve(conversion.order_id, book, cfg, out, self.wall_ms())
-        self._keep(conversion.order_id, book, new_at_ms=event.occurred_ms)
+        volume = self._volume(decision, conversion, cfg)
+        order_id = conversion.order_id
+        waiting = state.followups.pop(order_id, None)
+        followups = tuple(sorted(waiting, key=_event_order)) if waiting else ()
+        ref = self._ref(conversion)
+        state.decided.add(order_id, (customer, ref), event.occurred_ms)
+        decided_event = Event(
+            event.kind, event.event_id, event.tenant_id, event.occurred_ms, event.received_ms,
+            conversion, b"", None, False, getattr(event, "seq", 0),
+        )  # fmt: skip
+        out.append(Decided(decided_event, decision, is_new, volume, followups))
+        if ref is not None:
+            self._index_name(ref, order_id, out)
 
-    def _accrue(self, book: OrderBook, cfg: TenantConfig, out: list[Output]) -> None:
-        decision, conversion = book.decision, book.conversion
+    def _volume(
+        self, decision: AttributionDecision, conversion: Conversion, cfg: TenantConfig
+    ) -> Decimal | None:
+        """The attributed agent's volume this month before the order (None when no commission
+        rules apply), and the order counted in it. A sale counts for its agent's tier whether
+        or not its commission can be booked (no exchange rate, rules that do not fit it): the
+        tier follows what the agent sold."""
         if not decision.attributed or decision.agent_id is None:
-            return
-        rules = cfg.rules_for(decision.program_id)
-        if rules is None:
-            return
-        volume_key = (decision.agent_id, _month(int(conversion.occurred_at.timestamp() * 1000)))
-        book.chain = cfg.agent_chain(decision.agent_id, at=conversion.occurred_at)
-        book.period_volume = self.state.volumes.get(volume_key, Decimal(0))
-        if book.fx_rate is None:  # no commission (see `_open`), but the sale counts for tiers
-            self.state.volumes[volume_key] = book.period_volume + conversion.net_revenue
-            return
-        book.rule_key = (rules.rule_id, rules.version)
-        try:
-            book.entries = accrue(
-                conversion, decision, rules, book.chain,
-                period_volume=book.period_volume, is_new_customer=book.is_new_customer,
-                fx_rate=book.fx_rate,
-                rules_rate=cfg.rules_rate(rules, conversion),
-            )  # fmt: skip
-        except CommissionError as exc:
-            reason = f"commission: order {conversion.order_id}: {exc}"
-            out.append(self._order_letter(conversion, reason))
-            return
-        self.state.volumes[volume_key] = book.period_volume + conversion.net_revenue
-
-    def _apply(self, book: OrderBook, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
-        """A follow-up (refund, cancellation, update) of a decided order → adjustment entries
-        (the rules: `commission.book`)."""
-        if event.kind == "refund":
-            assert isinstance(event.payload, OrderRefund)
-            new = apply_refund(book, event.payload, event.event_id)
-        elif event.kind == "cancel":
-            new = apply_cancel(book, from_ms(event.occurred_ms), event.event_id)
-        else:
-            assert isinstance(event.payload, Conversion)
-            updated = with_collections(
-                event.payload, cfg.product_collections(event.payload.shop), decided=book.conversion
-            )
-            if is_same_order(book, updated):
-                return
-            rules = cfg.rule_versions.get(book.rule_key) if book.rule_key else None
-            try:
-                new = apply_edit(
-                    book, updated, rules, cfg.rules_rate, event.event_id,
-                    from_ms(event.occurred_ms),
-                )  # fmt: skip
-            except CommissionError as exc:
-                reason = f"commission: edit of order {updated.order_id}: {exc}"
-                out.append(self._dead_letter(event, reason))
-                return
-            out.extend(self._conversion_row(book, event.received_ms))
-        out.extend(new)
+            return None
+        if cfg.rules_for(decision.program_id) is None:
+            return None
+        key = (decision.agent_id, _month(int(conversion.occurred_at.timestamp() * 1000)))
+        before = self.state.volumes.get(key, Decimal(0))
+        self.state.volumes[key] = before + conversion.net_revenue
+        return before
 
     # --- holds ---------------------------------------------------------------------------
 
-    def _index_name(self, book: OrderBook) -> None:
-        """Make a decided order findable by its name, and apply an invoice that waited for it."""
-        name = book.conversion.order_name
-        if not self.tuning.holds or not name or not order_ref(name):
-            return
-        ref, refs = order_ref(name), self.state.order_refs
-        order_id = book.conversion.order_id
+    def _ref(self, conversion: Conversion) -> str | None:
+        """The decided order's name as invoices name it (None: not looked up by name)."""
+        name = conversion.order_name
+        if not self.tuning.holds or not name:
+            return None
+        return order_ref(name) or None
+
+    def _index_name(self, ref: str, order_id: str, out: list[TenantOutput]) -> None:
+        """Make a decided order findable by its name, and send it an invoice that waited."""
+        refs = self.state.order_refs
         # Two orders of one tenant with one name (two shops): an invoice cannot say which.
         refs[ref] = order_id if refs.get(ref, order_id) == order_id else ""
         waiting = self.state.paid_waiting.pop(ref, None)
         if waiting is not None and refs[ref]:
-            mark_paid(book, *waiting)
+            out.append(Paid(self.state.tenant_id, order_id, *waiting))
 
-    def _on_paid(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
+    def _on_paid(self, event: Event, out: list[TenantOutput]) -> None:
         assert isinstance(event.payload, InvoicePaid)
         if not self.tuning.holds:
             return
         sale_orders = self.state.sale_orders
         for ref in event.payload.refs:
             name = sale_orders[ref][0] if ref in sale_orders else ref
-            self._paid(name, event.occurred_ms, event.payload.invoice, cfg, out)
+            self._paid(name, event.occurred_ms, event.payload.invoice, out)
 
-    def _paid(
-        self, name: str, paid_ms: int, invoice: str, cfg: TenantConfig, out: list[Output]
-    ) -> None:
+    def _paid(self, name: str, paid_ms: int, invoice: str, out: list[TenantOutput]) -> None:
         """The order named `name` had `invoice` paid at `paid_ms`: approve what that makes due,
         or keep the payment until the order is decided."""
         state = self.state
@@ -738,14 +659,11 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
                 state.paid_waiting.get(name, (paid_ms, invoice)), (paid_ms, invoice)
             )
         elif order_id:
-            book = _unpack(state.orders[order_id])
-            mark_paid(book, paid_ms, invoice)
-            self._approve(order_id, book, cfg, out, self.wall_ms())
-            self._keep(order_id, book)
+            out.append(Paid(state.tenant_id, order_id, paid_ms, invoice))
         else:  # two orders bear the name: the payment cannot say which, so it approves neither
             out.append(self._invoice_letter(name, paid_ms, invoice, ambiguous=True))
 
-    def _on_sale_order(self, event: Event, cfg: TenantConfig, out: list[Output]) -> None:
+    def _on_sale_order(self, event: Event, out: list[TenantOutput]) -> None:
         assert isinstance(event.payload, SaleOrderRef)
         link, state = event.payload, self.state
         if not self.tuning.holds:
@@ -753,65 +671,10 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         state.sale_orders[link.sale_order] = (link.order_ref, event.occurred_ms)
         waiting = state.paid_waiting.pop(link.sale_order, None)
         if waiting is not None:  # the invoice came first: it now names a shop order
-            self._paid(link.order_ref, *waiting, cfg, out)
-
-    def _hold_days(self, cfg: TenantConfig, book: OrderBook) -> int:
-        program = cfg.program_for(book.decision.program_id)
-        return program.hold_days if program is not None else DEFAULT_HOLD_DAYS
-
-    def _approve(
-        self, order_id: str, book: OrderBook, cfg: TenantConfig, out: list[Output], now_ms: int
-    ) -> None:
-        """Approve the book's entries whose hold has ended by `now_ms` (wall clock) and schedule
-        the order for the earliest one still held."""
-        if not self.tuning.holds:
-            return
-        approvals, next_due = due_approvals(book, self._hold_days(cfg, book), now_ms)
-        out.extend(approvals)
-        if self.state.hold_due.get(order_id) == next_due:
-            return
-        if next_due is None:
-            del self.state.hold_due[order_id]
-        else:  # an older heap entry of the order is skipped when popped (`_approve_due`)
-            self.state.hold_due[order_id] = next_due
-            heapq.heappush(self.state.holds, (next_due, order_id))
-
-    def _approve_due(self, cfg: TenantConfig, out: list[Output], now_ms: int) -> None:
-        state = self.state
-        while state.holds and state.holds[0][0] <= now_ms:
-            due, order_id = heapq.heappop(state.holds)
-            if state.hold_due.get(order_id) != due or order_id not in state.orders:
-                continue  # superseded by a later schedule, or the book expired
-            book = _unpack(state.orders[order_id])
-            self._approve(order_id, book, cfg, out, now_ms)
-            self._keep(order_id, book)
-
-    def _conversion_row(self, book: OrderBook, received_ms: int) -> list[Output]:
-        # attributed_at: the receive time of the event that produced this version of the row,
-        # so a replay reproduces it exactly (it is also the ClickHouse row version). No row
-        # without a rate: analytics would convert its revenue at a made-up one.
-        if book.fx_rate is None:
-            return []
-        row = attributed_conversion(
-            book.conversion,
-            book.decision,
-            attributed_at=from_ms(received_ms),
-            is_new_customer=book.is_new_customer,
-            fx_rate=book.fx_rate,
-        )
-        return [row]
+            self._paid(link.order_ref, *waiting, out)
 
     def _dead_letter(self, event: Event | None, reason: str) -> DeadLetter:
-        return dead_letter(reason, event.raw if event is not None else b"", from_ms(self.wall_ms()))
-
-    def _order_letter(self, conversion: Conversion, reason: str) -> DeadLetter:
-        """A letter about a decided order whose event is no longer at hand: its facts name the
-        tenant, shop, order and source event, so the exceptions inbox can file it."""
-        facts = {
-            "tenant_id": conversion.tenant_id, "shop": conversion.shop,
-            "order_id": conversion.order_id, "source_event_id": conversion.source_event_id,
-        }  # fmt: skip
-        return self._facts_letter(facts, reason)
+        return letter(event, reason, self.wall_ms())
 
     def _invoice_letter(
         self, ref: str, paid_ms: int, invoice: str, *, ambiguous: bool
@@ -839,12 +702,14 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, Output, bytes]):
         return self._facts_letter(facts, reason)
 
     def _facts_letter(self, facts: dict[str, str | None], reason: str) -> DeadLetter:
-        raw = base64.b64encode(orjson.dumps(facts)).decode("ascii")
-        return DeadLetter(reason=reason, stage="dataflow", failed_at=from_ms(self.wall_ms()),
-                          raw=raw)  # fmt: skip
+        return facts_letter(facts, reason, self.wall_ms())
 
 
-def builder(
+def _event_order(event: Event) -> tuple[int, str]:
+    return event.occurred_ms, event.event_id
+
+
+def tenant_builder(
     config: ConfigProvider,
     tuning: Tuning | None = None,
     wall_ms: Callable[[], int] | None = None,
@@ -859,7 +724,7 @@ def builder(
         if resume == _NO_SNAPSHOT:
             raise RuntimeError("resuming from a run made with Tuning(snapshots=False)")
         state = pickle.loads(resume) if resume is not None else TenantState()
-        _complete(state)
+        complete(state)
         if isinstance(state.clicks, dict):  # a snapshot from before the click store
             state.clicks = ClickStore.from_legacy(state.clicks)
             state.visitors, state.click_heap = {}, []
@@ -871,5 +736,109 @@ def builder(
         if clocks is not None and state.tenant_id:
             clocks.merge(state.tenant_id, state.marks)
         return AttributionLogic(state, config, tuning or Tuning(), clock, clocks)
+
+    return build
+
+
+_LOCAL = "refstream.local.1"  # the first element of a `LocalAttribution` snapshot
+
+
+class LocalAttribution:
+    """One tenant's stage and its book buckets wired in one process as the flow wires them:
+    refunds to their bucket, the tenant's messages to theirs, everything else emitted. For tests
+    and benches that drive one tenant's state machine without bytewax; same hooks as a
+    `StatefulLogic` (`notify_at` the earliest of all, `on_notify` wakes all)."""
+
+    def __init__(
+        self,
+        tenant: AttributionLogic,
+        buckets: Callable[[bytes | None], BookBucket],
+        resumed: dict[str, bytes] | None = None,
+    ) -> None:
+        self.tenant = tenant
+        self._bucket = buckets
+        self.books: dict[str, BookBucket] = {k: buckets(v) for k, v in (resumed or {}).items()}
+
+    @property
+    def state(self) -> TenantState:
+        return self.tenant.state
+
+    def book(self, order_id: str) -> OrderBook | None:
+        """The order's book, from its bucket (None: no book)."""
+        for bucket in self.books.values():
+            stored = bucket.state.orders.get(order_id)
+            if stored is not None:
+                return unpack(stored)
+        return None
+
+    def stored_books(self) -> dict[str, bytes | OrderBook]:
+        """Every bucket's books as stored (packed, or themselves without snapshots)."""
+        return {k: v for bucket in self.books.values() for k, v in bucket.state.orders.items()}
+
+    def on_item(self, value: Event | Found | Held) -> tuple[list[Output], bool]:
+        return self._route(self.tenant.on_item(value)[0]), False
+
+    def on_notify(self) -> tuple[list[Output], bool]:
+        out = self._route(self.tenant.on_notify()[0])
+        for bucket in list(self.books.values()):
+            out.extend(bucket.on_notify()[0])
+        return out, False
+
+    def on_eof(self) -> tuple[list[Output], bool]:
+        return self._route(self.tenant.on_eof()[0]), False
+
+    def notify_at(self) -> datetime | None:
+        wakes = [w for w in (self.tenant.notify_at(), *self._book_wakes()) if w is not None]
+        return min(wakes) if wakes else None
+
+    def _book_wakes(self) -> list[datetime | None]:
+        return [bucket.notify_at() for bucket in self.books.values()]
+
+    def snapshot(self) -> bytes:
+        tenant = self.tenant.snapshot()
+        if tenant == _NO_SNAPSHOT:
+            return tenant
+        books = {key: bucket.snapshot() for key, bucket in self.books.items()}
+        return pickle.dumps((_LOCAL, tenant, books), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _route(self, items: Iterable[TenantOutput]) -> list[Output]:
+        out: list[Output] = []
+        for item in items:
+            if not is_book_item(item):
+                out.append(item)  # type: ignore[arg-type]
+                continue
+            key = item_book_key(item)  # type: ignore[arg-type]
+            bucket = self.books.get(key)
+            if bucket is None:
+                bucket = self.books[key] = self._bucket(None)
+            emitted, discard = bucket.on_item(item)  # type: ignore[arg-type]
+            out.extend(emitted)
+            if discard:
+                del self.books[key]
+        return out
+
+
+def builder(
+    config: ConfigProvider,
+    tuning: Tuning | None = None,
+    wall_ms: Callable[[], int] | None = None,
+) -> Callable[[bytes | None], LocalAttribution]:
+    """A tenant with its book buckets in one process (`LocalAttribution`), from its snapshot
+    (or `None`); a snapshot of the tenant stage alone (the tenant-keyed flow's, with its
+    books) resumes too, its books handed to the buckets at the first item or timer."""
+    tuning = tuning or Tuning()
+    tenants = tenant_builder(config, tuning, wall_ms)
+
+    def build(resume: bytes | None) -> LocalAttribution:
+        local: Any = None
+        if resume is not None and resume != _NO_SNAPSHOT:
+            local = pickle.loads(resume)
+        if isinstance(local, tuple) and local and local[0] == _LOCAL:
+            _, tenant_bytes, books = local
+        else:
+            tenant_bytes, books = resume, {}
+        tenant = tenants(tenant_bytes)
+        buckets = bucket_builder(config, tuning, wall_ms)
+        return LocalAttribution(tenant, buckets, books)
 
     return build

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from dataflows.attribution.state import Tuning
 from dataflows.config import (
     ConfigProvider,
     ConfigSnapshot,
     StaticConfig,
     TenantConfig,
 )
+from dataflows.stages.base import Tuning
 from schemas.commission_rules import CommissionRuleSet
 
 DAY = timedelta(days=1)

@@ -33,8 +33,8 @@ from bytewax.operators import StatefulLogic
 from dataflows.attribution.clicks import ClickStore
 from dataflows.attribution.events import Click, Event, dead_letter, from_ms
 from dataflows.attribution.routing import Found, Held, Lookup, ShardItem, VisitorCopy
-from dataflows.attribution.state import Tuning
 from dataflows.config import ConfigProvider
+from dataflows.stages.base import Tuning
 from dataflows.stages.clock import TenantClocks
 from schemas.events.envelope import DeadLetter
 

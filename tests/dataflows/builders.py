@@ -3,6 +3,7 @@ and sale orders) and of a configuration snapshot, for the dataflow tests."""
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,16 @@ import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
+from dataflows.attribution.events import to_ms
+from dataflows.attribution.segments import SegmentedMap
+from dataflows.attribution.state import (
+    BOOK_SEGMENT,
+    DECIDED_SEGMENT,
+    LocalAttribution,
+    TenantState,
+)
 from dataflows.config import ConfigSnapshot, build_snapshot
+from dataflows.stages.base import unpack
 from ingest import odoo
 from ingest.cli import ensure_tenant
 from schemas.events.click import ClickEvent
@@ -288,3 +298,16 @@ def kind_of(item: object) -> str:
 
 def kinds(items: Iterable[object]) -> list[str]:
     return [kind_of(item) for item in items]
+
+
+def tenant_keyed(local: LocalAttribution) -> TenantState:
+    """The tenant's state as the tenant-keyed flow (before book buckets) snapshotted it: its
+    books in `orders`, as stored, and nothing in `decided`."""
+    old: TenantState = pickle.loads(local.tenant.snapshot())
+    old.orders = SegmentedMap(BOOK_SEGMENT)
+    for bucket in local.books.values():
+        for order_id, stored in bucket.state.orders.items():
+            occurred = to_ms(unpack(stored).conversion.occurred_at)
+            old.orders.add(order_id, stored, occurred)
+    old.decided = SegmentedMap(DECIDED_SEGMENT)
+    return old

@@ -9,14 +9,14 @@ from datetime import datetime, timedelta
 from api.exceptions.letters import exception_row
 from dataflows.attribution.events import event_from_envelope
 from dataflows.attribution.state import (
-    AttributionLogic,
+    LocalAttribution,
     Output,
     TenantState,
     Tuning,
-    _complete,
     builder,
 )
 from dataflows.config import StaticConfig
+from dataflows.stages.base import complete
 from schemas.events.envelope import DeadLetter, EventEnvelope
 from schemas.ledger import CommissionAccrual, EntryApproval, EntryKind
 from tests.dataflows.builders import (
@@ -31,6 +31,7 @@ from tests.dataflows.builders import (
     sale_order,
     shopify,
     snapshot,
+    tenant_keyed,
 )
 
 TENANT = "t_holds"
@@ -52,12 +53,12 @@ class Clock:
         return self.now_ms
 
 
-def logic(clock: Clock, *, hold_days: int = 30, tuning: Tuning | None = None) -> AttributionLogic:
+def logic(clock: Clock, *, hold_days: int = 30, tuning: Tuning | None = None) -> LocalAttribution:
     config = StaticConfig(snapshot(TENANT, hold_days=hold_days))
     return builder(config, tuning, clock)(None)
 
 
-def feed(state: AttributionLogic, *envelopes: EventEnvelope) -> list[Output]:
+def feed(state: LocalAttribution, *envelopes: EventEnvelope) -> list[Output]:
     out: list[Output] = []
     for envelope in envelopes:
         parsed = event_from_envelope(envelope, envelope.to_bytes())
@@ -279,7 +280,7 @@ def test_erp_events_in_real_time_do_not_age_a_backfills_orders() -> None:
     feed(state, invoice(TENANT, "#9999", at=T0 + days(800)))
     feed(state, *referred_order(order_id=1002, at=T0 + days(1)))
 
-    assert set(state.state.orders) == {"1001", "1002"}
+    assert set(state.stored_books()) == {"1001", "1002"}
     assert state.state.watermark_ms == ms(T0 + days(1))
 
 
@@ -287,21 +288,25 @@ def test_snapshot_from_before_holds_resumes_with_empty_hold_state() -> None:
     clock = Clock(T0 + days(2))
     state = logic(clock)
     feed(state, *referred_order())
-    # A TenantState pickled by the previous version: without the fields added for holds.
-    old: TenantState = pickle.loads(state.snapshot())
+    # A TenantState pickled by the version before holds: the tenant-keyed flow's, with its
+    # books, without the fields added for holds (nor those added since).
+    old = tenant_keyed(state)
     for name in ("holds", "hold_due", "order_refs", "sale_orders", "paid_waiting"):
         delattr(old, name)
     delattr(old, "unmatched_invoices")
+    delattr(old, "decided")
     resumed = builder(StaticConfig(snapshot(TENANT)), None, clock)(pickle.dumps(old))
 
     assert resumed.state.order_refs == {}
     assert resumed.state.holds == []
-    assert set(resumed.state.orders) == {"1001"}
+    assert set(resumed.state.orders) == {"1001"}  # until the first item hands it to its bucket
     out = feed(resumed, refund(TENANT, 1001, 9001, [(1, 1)], at=T0 + days(1)))
     assert len(entries(out)) == 2
+    assert set(resumed.stored_books()) == {"1001"}
+    assert not resumed.state.orders
 
 
 def test_complete_fills_missing_fields_with_defaults() -> None:
     state = TenantState.__new__(TenantState)
-    _complete(state)
+    complete(state)
     assert state == TenantState()

@@ -14,7 +14,7 @@ from dataflows.attribution.events import (
     parse_envelope,
     to_ms,
 )
-from dataflows.attribution.state import _unpack, builder
+from dataflows.attribution.state import builder
 from dataflows.commission.book import (
     DAY_MS,
     OrderBook,
@@ -48,7 +48,9 @@ def _book(lines: tuple[tuple[int, int, str], ...] = ((1, 2, "50.00"),)) -> Order
     logic = builder(CONFIG, None, lambda: 0)(None)
     logic.on_item(_event(click(TENANT, click_id(1), at=T0)))
     logic.on_item(_event(order(TENANT, 1001, at=T0 + days(1), cites=click_id(1), lines=lines)))
-    return _unpack(logic.state.orders["1001"])
+    book = logic.book("1001")
+    assert book is not None
+    return book
 
 
 def _refund(refund_id: int, quantity: int, at_days: float) -> OrderRefund:

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-import dataflows.attribution.state as state_module
 import dataflows.commission.codec as codec
+import dataflows.stages.books as books_module
 from dataflows.attribution.events import Event, event_from_envelope, parse_envelope
-from dataflows.attribution.state import AttributionLogic, Tuning, _unpack, builder
+from dataflows.attribution.state import LocalAttribution, Tuning, builder
 from dataflows.commission.book import (
     OrderBook,
     apply_cancel,
@@ -45,7 +45,7 @@ def _event(envelope: EventEnvelope) -> Event:
     return event
 
 
-def _logic(tuning: Tuning | None = None) -> AttributionLogic:
+def _logic(tuning: Tuning | None = None) -> LocalAttribution:
     config = StaticConfig(snapshot(TENANT, coupons={"ANA10": "agt_ana", "BOB5": "agt_bob"}))
     return builder(config, tuning, lambda: 0)(None)
 
@@ -67,7 +67,7 @@ def _books() -> list[OrderBook]:
     ]  # fmt: skip
     for envelope in feed:
         logic.on_item(_event(envelope))
-    books = [_unpack(logic.state.orders[o]) for o in ("1001", "1002", "1003")]
+    books = [logic.book(o) for o in ("1001", "1002", "1003")]
     mark_paid(books[0], 1_800_000_000_000, "INV/2026/00017")
     books[0].approved.add(books[0].entries[0].entry_id)
     assert books[1].refunds
@@ -145,7 +145,7 @@ def test_a_book_is_packed_when_it_changes_and_a_snapshot_packs_nothing(
         packed.append(book.conversion.order_id)
         return pack_book(book)
 
-    monkeypatch.setattr(state_module, "pack_book", counting)
+    monkeypatch.setattr(books_module, "pack_book", counting)
     for tuning, expected in ((Tuning(), ["1001", "1002", "1001"]), (Tuning(snapshots=False), [])):
         packed.clear()
         logic = _logic(tuning)
@@ -156,7 +156,7 @@ def test_a_book_is_packed_when_it_changes_and_a_snapshot_packs_nothing(
         assert packed == expected  # each change, with snapshots; never without
         logic.snapshot()
         assert packed == expected  # a snapshot copies the bytes: it packs nothing
-        stored = logic.state.orders["1001"]
+        stored = logic.stored_books()["1001"]
         assert isinstance(stored, bytes) is tuning.snapshots
 
 
@@ -173,7 +173,7 @@ def test_a_resumed_tenant_applies_follow_ups_to_its_packed_books_as_an_uninterru
         if resume:
             config = StaticConfig(snapshot(TENANT, coupons={"ANA10": "agt_ana"}))
             logic = builder(config, None, lambda: 0)(logic.snapshot())
-            assert isinstance(logic.state.orders["1001"], bytes)
+            assert isinstance(logic.stored_books()["1001"], bytes)
         runs.append([out for e in follow_ups for out in logic.on_item(_event(e))[0]])
     assert runs[0] == runs[1]
     assert kinds(runs[0]).count("entry") >= 2

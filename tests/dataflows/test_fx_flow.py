@@ -10,8 +10,9 @@ from decimal import Decimal
 
 from api.exceptions.letters import exception_row
 from dataflows.attribution.logic import AttributionDecision, AttributionRule
-from dataflows.attribution.state import OrderBook, _unpack
+from dataflows.commission.book import OrderBook
 from dataflows.config import ConfigSnapshot
+from dataflows.stages.base import unpack
 from schemas.conversion import Conversion
 from schemas.events.envelope import EventEnvelope
 from schemas.ledger import EntryKind
@@ -139,4 +140,4 @@ def test_an_order_book_from_an_older_snapshot_keeps_rate_one() -> None:
     )  # fmt: skip
     book = OrderBook(conversion, decision, received_ms=0)
     del book.fx_rate  # what unpickling an older book gives
-    assert _unpack(pickle.dumps(book)).fx_rate == Decimal(1)
+    assert unpack(pickle.dumps(book)).fx_rate == Decimal(1)

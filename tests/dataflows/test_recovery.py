@@ -121,8 +121,9 @@ def test_sigkill_mid_stream_then_resume_gives_the_same_totals(
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "2"], check=True)
 
-    # With the segment vault, as `refstream dataflow run --recovery-dir` runs it: the tenant's
-    # full segments (seen ids, order books) are written once and named by the snapshots.
+    # With the segment vault, as `refstream dataflow run --recovery-dir` runs it: full
+    # segments (seen ids, decided orders, order books) are written once and named by the
+    # snapshots.
     vault = recovery / "segments"
     first = start(stack_settings, topics, recovery, tail=True, vault=vault)
     deadline = time.monotonic() + 60

@@ -9,10 +9,21 @@ import pickle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataflows.attribution.messages import book_key
 from dataflows.attribution.segments import SegmentedMap
-from dataflows.attribution.state import TenantState, builder
+from dataflows.attribution.state import builder
 from dataflows.config import StaticConfig
-from tests.dataflows.builders import T0, click, click_id, days, kinds, order, refund, snapshot
+from tests.dataflows.builders import (
+    T0,
+    click,
+    click_id,
+    days,
+    kinds,
+    order,
+    refund,
+    snapshot,
+    tenant_keyed,
+)
 from tests.dataflows.test_state import Clock, event, logic
 
 TENANT = "t_state"
@@ -109,7 +120,7 @@ def test_a_snapshot_from_before_the_segmented_maps_resumes() -> None:
     first.on_item(event(click(TENANT, click_id(1), at=T0)))
     placed = event(order(TENANT, 1001, at=T0 + days(1), cites=click_id(1)))
     first.on_item(placed)
-    old: TenantState = pickle.loads(first.snapshot())
+    old = tenant_keyed(first)
     old.seen_heap = [(at, key) for key, at in old.seen.items()]
     old.seen = dict(old.seen.items())  # type: ignore[assignment]
     old.order_heap = [(placed.occurred_ms, "1001")]
@@ -123,8 +134,9 @@ def test_a_snapshot_from_before_the_segmented_maps_resumes() -> None:
     assert set(state.orders) == {"1001"}
     assert state.order_heap == []
     assert state.seen_heap == []
-    assert resumed.on_item(placed)[0] == []  # still a duplicate
+    assert resumed.on_item(placed)[0] == []  # still a duplicate (and the book handed over)
     out, _ = resumed.on_item(event(refund(TENANT, 1001, 9, [(1, 1)], at=T0 + days(2))))
     assert kinds(out).count("entry") == 2  # the book is there: its reversals
-    # and the book still expires after the order retention
-    assert [key for _, key, _ in state.orders.expire(placed.occurred_ms + 1)] == ["1001"]
+    # and the book still expires after the order retention, in its bucket
+    books = resumed.books[book_key(TENANT, "1001")].state.orders
+    assert [key for _, key, _ in books.expire(placed.occurred_ms + 1)] == ["1001"]

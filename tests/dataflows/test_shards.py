@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from dataflows.attribution.events import Event, event_from_envelope, parse_envelope
 from dataflows.attribution.flow import Batching, attribution_steps
+from dataflows.attribution.messages import Decided
 from dataflows.attribution.routing import (
     Found,
     Held,
@@ -29,7 +30,7 @@ from dataflows.attribution.routing import (
     shard_key,
     visitor_shard,
 )
-from dataflows.attribution.state import Tuning, builder
+from dataflows.attribution.state import Tuning, builder, tenant_builder
 from dataflows.config import StaticConfig
 from dataflows.stages.clicks import ClickShard, ShardState, shard_builder
 from dataflows.stages.clock import TenantClocks
@@ -265,14 +266,14 @@ def test_a_tenant_resumed_from_before_the_shards_still_credits_its_own_clicks() 
     written = pickle.dumps(old.state)  # a snapshot of the tenant-keyed flow, with its clicks
 
     clocks = TenantClocks(Tuning().allowed_lateness_ms, Tuning().future_skew_ms)
-    resumed = builder(config, None, lambda: WALL_MS, clocks)(written)
+    resumed = tenant_builder(config, None, lambda: WALL_MS, clocks)(written)
     # The order as the sharded flow delivers it: its shards found nothing (the click is in the
     # tenant's own store, from before).
     event = replace(_event(order(TENANT, 1001, at=T0 + days(1), visitor="v1")), found=())
     out, _ = resumed.on_item(event)
-    (conversion,) = [value for value in out if kind_of(value) == "conversion"]
-    assert conversion.rule is AttributionRule.LAST_CLICK
-    assert conversion.click_id == click_id(1)
+    (decided,) = [value for value in out if isinstance(value, Decided)]
+    assert decided.decision.rule is AttributionRule.LAST_CLICK
+    assert decided.decision.click_id == click_id(1)
 
 
 def test_a_shard_snapshot_resumes_with_the_tenants_marks() -> None:

@@ -123,7 +123,7 @@ def test_a_run_without_snapshots_keeps_books_unpickled_with_the_same_outputs() -
     for tuning in (Tuning(), Tuning(snapshots=False)):
         run = logic(tuning)
         outputs.append([out for e in events for out in run.on_item(e)[0]])
-        stored = run.state.orders["1001"]
+        stored = run.stored_books()["1001"]
         assert isinstance(stored, bytes) is tuning.snapshots
     with_snapshots, without = outputs
     assert kinds(with_snapshots).count("entry") >= 4  # accruals and reversals
