@@ -115,6 +115,10 @@ class Topics:
     bare_keyed_single_out: str = "bench.bare_keyed_single_out"
     # Read by nothing: the freshness generator's first write, before its window (see there).
     warmup: str = "bench.generator_warmup"
+    # With --processes > 1: the phases again on N processes, with orders of their own.
+    orders_n: str = "bench.orders_n"
+    refunds_n: str = "bench.refunds_n"
+    dead_tail_n: str = "bench.dead_tail_n"
 
     @property
     def inputs(self) -> tuple[str, str, str]:
@@ -123,7 +127,8 @@ class Topics:
     def all(self) -> tuple[str, ...]:
         return (*self.inputs, self.fresh, self.dead_tail, self.dead_bounded, self.dead_single,
                 self.bare_out, self.bare_single_out, self.bare_keyed_out,
-                self.bare_keyed_single_out, self.warmup)  # fmt: skip
+                self.bare_keyed_single_out, self.warmup, self.orders_n, self.refunds_n,
+                self.dead_tail_n)  # fmt: skip
 
 
 @dataclass
@@ -597,6 +602,9 @@ class Figures:
     pickle_bytes: float | None = None
     traced_bytes: float | None = None
     state_clicks: int = 0
+    # With --processes > 1: the tailing run's phases on N processes, (events, seconds).
+    click_phase_n: tuple[int, float] | None = None
+    order_phase_n: tuple[int, float] | None = None
     fresh: Window | None = None  # at --fresh-rate
     fresh_half: Window | None = None  # at half the order phase's rate (--no-half-max: not run)
     checks: list[tuple[str, str, str, bool]] = field(default_factory=list)  # what, want, got, ok
@@ -672,6 +680,68 @@ def tailing_phase(
     fig.check(
         "tailing run: dead letters", 0, count_to_end(settings.kafka_bootstrap, topics.dead_tail)
     )
+
+
+def tailing_phases_n(
+    stack: Stack, settings: Settings, plan: Plan, topics: Topics, args: Any, fig: Figures
+) -> None:
+    """The tailing run's click and order phases again, on `args.processes` processes (one
+    worker each), on stores of their own and orders of their own topics: how one tenant's
+    order path spreads over processes (issue #19's item 1; docs/design/engine-keys.md). No
+    freshness windows (those are the one-process run's)."""
+    n = args.processes
+    sinks = Sinks(settings, plan.tenant.tenant_id)
+    inputs = (topics.clicks, topics.orders_n, topics.refunds_n)
+    factory = attribution_factory(inputs, topics.dead_tail_n, tail=True, args=args)
+    addresses = ";".join(f"{HOST}:{free_port()}" for _ in range(n))
+    started = time.monotonic()
+    procs = [
+        start_flow(
+            stack,
+            settings,
+            factory,
+            stack.scratch / f"tail_n.{i}.log",
+            ("-i", str(i), "-a", addresses),
+        )
+        for i in range(n)
+    ]
+    try:
+        done = wait_until(
+            "all clicks in ClickHouse (N processes)",
+            lambda: (
+                sinks.ch_count("clicks", final=False) >= plan.clicks
+                and all(p.poll() is None for p in procs)
+            ),
+            procs[0],
+            600,
+        )
+        fig.click_phase_n = (plan.clicks, done - started)
+        print(f"  click phase on {n} processes: {plan.clicks} clicks in {done - started:.1f} s")
+        expected_rows, totals = plan.expected_ledger()
+        mine = {"orders": topics.orders_n, "refunds": topics.refunds_n}
+        started = time.monotonic()
+        sent = produce_all(settings, ((mine[k], key, v) for k, key, v in plan.order_messages()))
+        done = wait_until(
+            "all conversions and ledger rows (N processes)",
+            lambda: (
+                sinks.ledger_rows() >= expected_rows
+                and sinks.ch_count("conversions", final=False) >= plan.orders
+            ),
+            procs[0],
+            600,
+        )
+        fig.order_phase_n = (sent, done - started)
+        print(f"  order phase on {n} processes: {sent} orders+refunds in {done - started:.1f} s")
+        fig.check(f"tailing run on {n} processes: ledger rows", expected_rows, sinks.ledger()[0])
+        fig.check(f"tailing run on {n} processes: ledger net per agent", totals, sinks.ledger()[1])
+    finally:
+        for proc in procs:
+            stop_flow(proc)
+        sinks.close()
+    fig.check(
+        f"tailing run on {n} processes: dead letters", 0,
+        count_to_end(settings.kafka_bootstrap, topics.dead_tail_n),
+    )  # fmt: skip
 
 
 @dataclass
@@ -1049,7 +1119,8 @@ def report(fig: Figures, args: Any) -> None:
     tenants = "one tenant" if args.tenants == 1 else f"{args.tenants} tenants, split evenly"
     print(f"\nFigures ({args.clicks} clicks, {args.orders} orders, refund share"
           f" {args.refund_share}, {tenants}; bounded/bare runs on {args.processes} bytewax"
-          f" process(es) of one worker, tailing run on one; {os.cpu_count()} cores):")  # fmt: skip
+          f" process(es) of one worker, tailing run on one (with N > 1 its phases also on N);"
+          f" {os.cpu_count()} cores):")  # fmt: skip
     print("  load average 1/5/15 min: at start " + " ".join(f"{x:.2f}" for x in fig.load_start)
           + ", at end " + " ".join(f"{x:.2f}" for x in os.getloadavg()))  # fmt: skip
     row("figure", "value", "target")
@@ -1062,6 +1133,20 @@ def report(fig: Figures, args: Any) -> None:
         if phase:
             n, s = phase
             row(f"  {label} events/s (tailing run)", f"{n / s:,.0f}")
+    for label, phase, one in (
+        ("click phase", fig.click_phase_n, fig.click_phase),
+        ("order phase", fig.order_phase_n, fig.order_phase),
+    ):
+        if phase and one:
+            rate = phase[0] / phase[1]
+            row(f"  {label} events/s, tailing run on {args.processes}", f"{rate:,.0f}")
+            ratio = rate / (one[0] / one[1])
+            if label == "order phase":  # one tenant's order path over processes: the design's
+                row(
+                    f"    ratio {args.processes} / 1 process", f"{ratio:.2f}", "≥ 1.6", ratio >= 1.6
+                )
+            else:
+                row(f"    ratio {args.processes} / 1 process", f"{ratio:.2f}")
     if len(fig.e2e_cpu) > 1:
         total = sum(fig.e2e_cpu)
         shares = [c / total for c in fig.e2e_cpu]
@@ -1234,6 +1319,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             assert isinstance(plan, Plan)  # (checked below: --tenants > 1 needs --skip-tailing)
             tailing_phase(stack, tail_settings, plan, topics, args, fig)
+        if args.processes > 1 and not args.skip_tailing:
+            assert isinstance(plan, Plan)
+            tail_n_settings = stores(stack, base_settings, "tail_n")
+            for tenant in tenants:
+                seed_tenant(tail_n_settings, tenant)
+            tailing_phases_n(stack, tail_n_settings, plan, topics, args, fig)
         bounded_phase(stack, bounded_settings, plan, topics, args, fig)
         if args.processes > 1:
             single_settings = stores(stack, base_settings, "single")
