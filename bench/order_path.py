@@ -4,7 +4,8 @@
 
 Feeds `bench.dataflow`'s deterministic clicks and then its orders (and refunds) through the same
 steps the flow runs per item (`parse_value`, the clock, routing, the click shards and the
-tenant's `AttributionLogic.on_item`, as `bench.engine` drives them; the ClickHouse row
+tenant's `AttributionLogic.on_item`, the book buckets' `BookBucket.on_item`, as `bench.engine`
+drives them; the ClickHouse row
 builders), first untimed by a profiler for the rates, then again under cProfile on a fresh
 state for the split: microseconds per order in each named part (cumulative, so parts
 that call each other overlap). Bytewax, Kafka and the sinks' I/O are not included: this is the
@@ -52,11 +53,12 @@ PARTS = (
     ("  of which envelope decoding (msgspec)", "attribution/wire.py", "decode_envelope"),
     ("  of which Shopify order → Conversion", "schemas/conversion.py", "conversion_from_shopify"),
     ("click shards: on_item (lookups)", "stages/clicks.py", "on_item"),
-    ("tenant state: on_item", "attribution/state.py", "on_item"),
+    ("tenant: on_item", "attribution/state.py", "on_item"),
     ("  attribution decision", "attribution/logic.py", "attribute"),
+    ("order books: on_item", "stages/books.py", "on_item"),
     ("  commission (accrue)", "commission/logic.py", "accrue"),
     ("  order book packing (pack_book)", "commission/codec.py", "pack_book"),
-    ("  holds (_approve)", "attribution/state.py", "_approve"),
+    ("  holds (_approve)", "stages/books.py", "_approve"),
     ("ClickHouse rows of the outputs", "attribution/flow.py", "_rows"),
 )
 
@@ -181,9 +183,9 @@ def snapshot_costs(
     plan: Plan, clicks: list[bytes], orders: list[bytes], vault_dir: Path | None = None
 ) -> list[tuple[str, float, int, int]]:
     """The snapshot of every key an epoch touched (bytewax snapshots those: the tenant's click
-    shards and its order books), with every click and order book live: (label, ms, snapshot
-    bytes, bytes written to the segment vault) when first taken, again with nothing changed
-    (an idle epoch), and after an epoch's worth of new clicks and orders (busy). With
+    shards, the tenant and its book buckets), with every click and order book live: (label, ms,
+    snapshot bytes, bytes written to the segment vault) when first taken, again with nothing
+    changed (an idle epoch), and after an epoch's worth of new clicks and orders (busy). With
     `vault_dir`, snapshots name unchanged segments (`dataflows.vault`) as the flow's do with
     a recovery directory."""
     store = vault.configure(vault_dir)
@@ -207,7 +209,7 @@ def _snapshot_costs(
             for values in fresh:
                 feed(values)
         if label == "first (every segment pickled)":
-            engine.touched.update(engine.shards, engine.tenants)
+            engine.touched.update(engine.shards, engine.tenants, engine.books)
         written = store.written_bytes if store is not None else 0
         started = time.perf_counter()
         size = engine.snapshot_touched()
