@@ -116,7 +116,7 @@ class SegmentedMap(Generic[K, V]):
         return sum(len(segment.data) for segment in self.segments)
 
     def __bool__(self) -> bool:
-        return any(segment.data for segment in reversed(self.segments))
+        return bool(self.where)  # every live key, in whichever segment holds it
 
     def __contains__(self, key: object) -> bool:
         return key in self.where

@@ -1,7 +1,7 @@
 """An order's book: what a decided order keeps so its follow-ups become ledger entries, and the
 money rules that act on it. Pure: no I/O, no clock (times are parameters).
 
-The dataflow's tenant state (`attribution.state`) only does bookkeeping around these: where a
+The dataflow's book buckets (`stages.books`) only do bookkeeping around these: where a
 book is stored, when it is pickled, which timer wakes it. What a refund, a cancellation or an
 edit books, that a refund counts once, and when and why an entry is approved are decided here,
 so the flow, replays and the tests use one rule each.
@@ -42,7 +42,7 @@ class OrderBook:
     entries: list[CommissionAccrual] = field(default_factory=list)
     refunds: list[OrderRefund] = field(default_factory=list)
     cancelled: bool = False
-    # Added for holds; older snapshots lack them (`attribution.state._complete` fills them).
+    # Added for holds; older snapshots lack them (`stages.base.complete` fills them).
     paid_ms: int | None = None  # when the ERP reported the order's invoice paid
     paid_invoice: str = ""
     approved: set[str] = field(default_factory=set)  # entry ids whose approval was emitted
