@@ -131,6 +131,9 @@ from schemas.events.envelope import DeadLetter
 # BOOK_SEGMENT: the books of a snapshot of the tenant-keyed flow, until they are handed over.
 # The decided ids are small (~60 bytes): 500 a segment keeps the open one small.
 SEEN_SEGMENT, BOOK_SEGMENT, REF_SEGMENT, DECIDED_SEGMENT = 2_000, 500, 2_000, 500
+# Customers' first orders and bindings: written when a customer is new to the tenant (or bound),
+# so a snapshot re-pickles the newest segment and the few an epoch's bindings changed.
+CUSTOMER_SEGMENT = 2_000
 # What the tenant stage emits: dead letters, and messages to the book buckets.
 TenantOutput = Output | BookItem
 __all__ = ["CORE_STREAMS", "DAY_MS", "Output", "Tuning"]  # shared names, re-exported
@@ -169,8 +172,13 @@ class TenantState:
         default_factory=lambda: SegmentedMap(BOOK_SEGMENT)
     )
     order_heap: list[tuple[int, str]] = field(default_factory=list)  # (before segments)
-    bindings: dict[str, CustomerBinding] = field(default_factory=dict)
-    customers: dict[str, int] = field(default_factory=dict)  # customer → first order ms
+    # (plain dicts in snapshots from before 2026-12-08: made segmented maps on resume)
+    bindings: SegmentedMap[str, CustomerBinding] = field(
+        default_factory=lambda: SegmentedMap(CUSTOMER_SEGMENT)
+    )
+    customers: SegmentedMap[str, int] = field(  # customer → first order ms
+        default_factory=lambda: SegmentedMap(CUSTOMER_SEGMENT)
+    )
     volumes: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (agent, YYYY-MM)
     late_events: int = 0
     # Added for holds; older snapshots lack them (see the module docstring). The book buckets
@@ -585,9 +593,9 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, TenantOutput, bytes])
             event.occurred_ms
         )
         if customer is not None:
-            state.customers[customer] = min(
-                state.customers.get(customer, event.occurred_ms), event.occurred_ms
-            )
+            first = state.customers.get(customer)
+            if first is None or event.occurred_ms < first:  # written only when it changes
+                state.customers[customer] = event.occurred_ms
             program_policy = cfg.policy_for(decision.program_id)
             created = binding_from(conversion, decision, program_policy, binding)
             if created is not None:
@@ -728,6 +736,9 @@ def tenant_builder(
         if isinstance(state.clicks, dict):  # a snapshot from before the click store
             state.clicks = ClickStore.from_legacy(state.clicks)
             state.visitors, state.click_heap = {}, []
+        if isinstance(state.customers, dict):  # a snapshot from before 2026-12-08
+            state.customers = SegmentedMap.from_dict(state.customers, (), CUSTOMER_SEGMENT)
+            state.bindings = SegmentedMap.from_dict(state.bindings, (), CUSTOMER_SEGMENT)
         if isinstance(state.seen, dict):  # a snapshot from before the segmented maps
             state.seen = SegmentedMap.from_dict(state.seen, state.seen_heap, SEEN_SEGMENT)
             state.orders = SegmentedMap.from_dict(state.orders, state.order_heap, BOOK_SEGMENT)
