@@ -14,6 +14,7 @@ exchange them pickled; BYTEWAX.md: tz-aware datetimes are the expensive part of 
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from decimal import Decimal
 
 from dataflows.attribution.events import Event
@@ -40,27 +41,18 @@ def is_book_key(key: str) -> bool:
     return BOOK_SEP in key
 
 
+@dataclass(slots=True)  # treated as immutable; not frozen: see `events.Event`
 class Decided:
     """A decided order, to its book: the event (kept, its conversion with product collections
     applied), the decision, the new-customer flag, the agent's month volume before it (None: no
     commission rules apply) and the order's follow-ups that waited at the tenant, in (event
     time, event id) order."""
 
-    __slots__ = ("decision", "event", "followups", "is_new_customer", "period_volume")
-
-    def __init__(
-        self,
-        event: Event,
-        decision: AttributionDecision,
-        is_new_customer: bool,
-        period_volume: Decimal | None,
-        followups: tuple[Event, ...] = (),
-    ) -> None:
-        self.event = event
-        self.decision = decision
-        self.is_new_customer = is_new_customer
-        self.period_volume = period_volume
-        self.followups = followups
+    event: Event
+    decision: AttributionDecision
+    is_new_customer: bool
+    period_volume: Decimal | None
+    followups: tuple[Event, ...] = ()
 
     @property
     def tenant_id(self) -> str:
@@ -71,39 +63,35 @@ class Decided:
         return self.event.order_id
 
     def __reduce__(self) -> tuple[object, ...]:
+        # Its fields in order (workers exchange it pickled; the dataclass's own state functions
+        # are Python loops), as `events.Event` does.
         return (Decided, (self.event, self.decision, self.is_new_customer, self.period_volume,
                           self.followups))  # fmt: skip
 
 
+@dataclass(slots=True)  # treated as immutable; not frozen: see `events.Event`
 class Paid:
     """The ERP reported the invoice of a decided order paid (the tenant found the order by its
     name)."""
 
-    __slots__ = ("invoice", "order_id", "paid_ms", "tenant_id")
-
-    def __init__(self, tenant_id: str, order_id: str, paid_ms: int, invoice: str) -> None:
-        self.tenant_id = tenant_id
-        self.order_id = order_id
-        self.paid_ms = paid_ms
-        self.invoice = invoice
+    tenant_id: str
+    order_id: str
+    paid_ms: int
+    invoice: str
 
     def __reduce__(self) -> tuple[object, ...]:
         return (Paid, (self.tenant_id, self.order_id, self.paid_ms, self.invoice))
 
 
+@dataclass(slots=True)  # treated as immutable; not frozen: see `events.Event`
 class Migrated:
     """A book a snapshot of the tenant-keyed flow held (resumed by the tenant, sent to its
     bucket once): stored as the tenant stored it, with its order's event time."""
 
-    __slots__ = ("occurred_ms", "order_id", "stored", "tenant_id")
-
-    def __init__(
-        self, tenant_id: str, order_id: str, stored: bytes | OrderBook, occurred_ms: int
-    ) -> None:
-        self.tenant_id = tenant_id
-        self.order_id = order_id
-        self.stored = stored
-        self.occurred_ms = occurred_ms
+    tenant_id: str
+    order_id: str
+    stored: bytes | OrderBook
+    occurred_ms: int
 
     def __reduce__(self) -> tuple[object, ...]:
         return (Migrated, (self.tenant_id, self.order_id, self.stored, self.occurred_ms))
