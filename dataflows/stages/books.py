@@ -67,6 +67,7 @@ from dataflows.stages.base import (
     unpack,
 )
 from schemas.conversion import Conversion, OrderRefund
+from schemas.events.envelope import DeadLetter
 
 # Books per segment of a bucket's map. A snapshot of a touched bucket re-pickles the segments
 # that changed, the newest always (a busy epoch touches every bucket of a tenant: 64 open
@@ -129,14 +130,23 @@ class BookBucket(StatefulLogic[BookItem, Output, bytes]):
                 self._event(value, cfg, out)
             self._expire()
         except Exception as exc:
-            event = value.event if isinstance(value, Decided) else value
-            if isinstance(event, Event):
-                what, failed = f"{event.kind} {event.event_id}", event
-            else:
-                what, failed = f"{type(value).__name__} of order {value.order_id}", None
-            reason = f"state: {what}: {type(exc).__name__}: {exc}"[:500]
-            return [letter(failed, reason, self.wall_ms())], False
+            return [self._failed(value, exc)], False
         return out, self.state.is_empty()
+
+    def _failed(self, value: BookItem, exc: Exception) -> DeadLetter:
+        """The letter of an item this failed on: a decided order's names its tenant, shop,
+        order and event (its Kafka value stayed with the tenant), a follow-up's carries its
+        value."""
+        error = f"{type(exc).__name__}: {exc}"
+        wall = self.wall_ms()
+        if isinstance(value, Decided) and isinstance(value.event.payload, Conversion):
+            reason = f"state: order {value.order_id} ({value.event.event_id}): {error}"
+            return order_letter(value.event.payload, reason[:500], wall)
+        if isinstance(value, Event):
+            return letter(value, f"state: {value.kind} {value.event_id}: {error}"[:500], wall)
+        facts: dict[str, str | None] = {"tenant_id": value.tenant_id, "order_id": value.order_id}
+        reason = f"state: {type(value).__name__} of order {value.order_id}: {error}"
+        return facts_letter(facts, reason[:500], wall)
 
     def on_notify(self) -> tuple[Iterable[Output], bool]:
         out: list[Output] = []
@@ -224,7 +234,10 @@ class BookBucket(StatefulLogic[BookItem, Output, bytes]):
         self._advance(event)
         stored = self.state.orders.get(event.order_id)
         if stored is None:
-            reason = f"orphan: {event.kind} of order {event.order_id}, whose book has expired"
+            reason = (
+                f"orphan: {event.kind} of order {event.order_id}, which has no book (expired, or "
+                "its opening failed: see that order's letter)"
+            )
             out.append(letter(event, reason, self.wall_ms()))
             return
         book = unpack(stored)

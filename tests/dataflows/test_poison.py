@@ -17,7 +17,8 @@ from bytewax.testing import run_main
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
 from dataflows.attribution.flow import build
-from dataflows.attribution.state import AttributionLogic, Tuning, builder
+from dataflows.attribution.state import LocalAttribution, Tuning, builder
+from dataflows.config import StaticConfig
 from dataflows.sinks import clickhouse, postgres
 from dataflows.sinks.clickhouse import COLUMNS, ClickHouseSink
 from dataflows.sinks.deadletter import isolate
@@ -25,7 +26,17 @@ from deploy.demo import read_to_end
 from schemas.events.envelope import EventEnvelope, Source
 from schemas.ledger import CommissionAccrual, EntryKind
 from schemas.settings import Settings
-from tests.dataflows.builders import T0, click, click_id, days, kind_of, order, order_body
+from tests.dataflows.builders import (
+    T0,
+    click,
+    click_id,
+    days,
+    kind_of,
+    order,
+    order_body,
+    refund,
+    snapshot,
+)
 from tests.dataflows.conftest import Tenant, Topics, ledger_totals, produce
 
 
@@ -107,7 +118,7 @@ class _BrokenConfig:
 def test_an_exception_in_the_stateful_step_dead_letters_that_event_only() -> None:
     from dataflows.attribution.events import event_from_envelope
 
-    logic: AttributionLogic = builder(_BrokenConfig(), Tuning(), lambda: 0)(None)  # type: ignore[arg-type]
+    logic: LocalAttribution = builder(_BrokenConfig(), Tuning(), lambda: 0)(None)  # type: ignore[arg-type]
     env = order("t_x", 1, at=T0, lines=[(1, 1, "10.00")])
     event = event_from_envelope(env, env.to_bytes())
     assert event is not None
@@ -117,6 +128,57 @@ def test_an_exception_in_the_stateful_step_dead_letters_that_event_only() -> Non
     assert dead.reason.startswith(f"state: order {env.event_id}: KeyError")
     assert dead.envelope is not None
     assert dead.envelope.event_id == env.event_id
+
+
+class _RatesBrokenFor:
+    """A tenant configuration whose exchange rates fail for one currency: a bug that only the
+    order books' stage reaches (the tenant decides the order without reading a rate)."""
+
+    def __init__(self, config: StaticConfig, currency: str) -> None:
+        self.config, self.currency = config, currency
+
+    def tenant(self, tenant_id: str) -> Any:
+        return _RatesBroken(self.config.tenant(tenant_id), self.currency)
+
+
+class _RatesBroken:
+    def __init__(self, cfg: Any, currency: str) -> None:
+        self._cfg, self._currency = cfg, currency
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cfg, name)
+
+    def fx_rate(self, currency: str, at: datetime) -> Decimal | None:
+        if currency == self._currency:
+            raise ArithmeticError("the rate table is corrupt")
+        rate: Decimal | None = self._cfg.fx_rate(currency, at)
+        return rate
+
+
+def test_an_exception_in_an_order_book_dead_letters_that_order_and_the_books_go_on() -> None:
+    from dataflows.attribution.events import event_from_envelope
+
+    config = _RatesBrokenFor(StaticConfig(snapshot("t_x")), "EUR")
+    logic = builder(config, Tuning(), lambda: 0)(None)  # type: ignore[arg-type]
+
+    def feed(env: EventEnvelope) -> list[Any]:
+        event = event_from_envelope(env, env.to_bytes())
+        assert event is not None
+        return list(logic.on_item(event)[0])
+
+    feed(click("t_x", click_id(1), at=T0))
+    (letter,) = feed(order("t_x", 1001, at=T0 + days(1), cites=click_id(1), currency="EUR"))
+    assert kind_of(letter) == "dead"
+    assert letter.reason.startswith("state: order 1001 (")
+    assert "ArithmeticError: the rate table is corrupt" in letter.reason
+    facts = orjson.loads(base64.b64decode(letter.raw or ""))
+    assert (facts["tenant_id"], facts["order_id"]) == ("t_x", "1001")
+    # The next order of the tenant, in the same bucket or another, books as usual.
+    booked = feed(order("t_x", 1002, at=T0 + days(1), cites=click_id(1)))
+    assert "entry" in [kind_of(item) for item in booked]
+    # A follow-up of the order whose book failed is reported, not lost.
+    (orphan,) = feed(refund("t_x", 1001, 9, [(1, 1)], at=T0 + days(2)))
+    assert orphan.reason.startswith("orphan: refund of order 1001, which has no book")
 
 
 def test_isolate_writes_the_good_items_and_rejects_only_the_refused_ones() -> None:

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from dataflows.attribution.events import Event, event_from_envelope
-from dataflows.attribution.state import AttributionLogic, Tuning, builder
+from dataflows.attribution.state import LocalAttribution, Tuning, builder
 from dataflows.config import StaticConfig
 from schemas.events.envelope import EventEnvelope
 from tests.dataflows.builders import T0, click, click_id, days, kinds, order, refund, snapshot
@@ -33,7 +33,7 @@ class Clock:
         return self.now_ms
 
 
-def logic(tuning: Tuning | None = None, clock: Clock | None = None) -> AttributionLogic:
+def logic(tuning: Tuning | None = None, clock: Clock | None = None) -> LocalAttribution:
     build = builder(StaticConfig(snapshot(TENANT, lookback_days=30)), tuning, clock or Clock(0))
     return build(None)
 
