@@ -496,7 +496,9 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, TenantOutput, bytes])
             out.append(event.forwarded())
             return
         if order_id in state.pending or order_id in state.held:
-            state.followups.setdefault(order_id, []).append(event.kept())
+            # With its Kafka value (rare, and kept briefly): a follow-up that fails, or whose
+            # order never comes, is dead-lettered with its envelope, ready to be sent again.
+            state.followups.setdefault(order_id, []).append(event.forwarded())
             return
         # Click shards waited for the cited clicks already (`stages.clicks`); only an event
         # they were not asked about waits here, for this tenant's own store.
@@ -516,7 +518,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, TenantOutput, bytes])
         if event.order_id in self.state.decided:
             out.append(event.forwarded())
         else:
-            self.state.followups.setdefault(event.order_id, []).append(event.kept())
+            self.state.followups.setdefault(event.order_id, []).append(event.forwarded())
 
     def _release_due(
         self, cfg: TenantConfig, out: list[TenantOutput], due: Callable[[Pending], bool]

@@ -15,6 +15,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from api.exceptions.letters import exception_row
 from dataflows.attribution.flow import Batching, attribution_steps
 from dataflows.attribution.state import Tuning
 from dataflows.config import ConfigSnapshot, StaticConfig, build_snapshot
@@ -299,6 +300,14 @@ def test_refund_of_an_order_that_never_arrives_is_dead_lettered_as_orphan() -> N
     ]
     result = run(events)
     assert [d.reason.split(":")[0] for d in result.dead] == ["orphan"]
+    # With the refund's envelope: the tenant's exceptions inbox files it, and it can be sent
+    # again once its order exists.
+    (orphan,) = result.dead
+    assert orphan.envelope is not None
+    assert orphan.envelope.event_id == events[0].event_id
+    row = exception_row(orphan)
+    assert row is not None
+    assert (row.tenant_id, row.entity_id) == (TENANT, "999")
 
 
 def test_unreadable_messages_are_dead_lettered_with_the_reason() -> None:
