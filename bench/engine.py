@@ -16,12 +16,12 @@ from dataflows.attribution.events import Event
 from dataflows.attribution.flow import _rows, parse_value
 from dataflows.attribution.messages import is_book_item, item_book_key
 from dataflows.attribution.routing import Found, Held, is_shard_item, route
-from dataflows.attribution.state import AttributionLogic, Output, TenantOutput, Tuning
-from dataflows.attribution.state import tenant_builder as tenant_logic
 from dataflows.config import ConfigProvider
 from dataflows.stages.books import BookBucket, bucket_builder
 from dataflows.stages.clicks import ClickShard, shard_builder
 from dataflows.stages.clock import TenantClocks
+from dataflows.stages.tenant import AttributionLogic, Output, TenantOutput, Tuning
+from dataflows.stages.tenant import tenant_builder as tenant_logic
 
 
 class Engine:

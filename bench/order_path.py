@@ -32,10 +32,10 @@ from dataflows import vault
 from dataflows.attribution.events import Event
 from dataflows.attribution.flow import parse_value, tune_garbage_collector
 from dataflows.attribution.logic import AttributionDecision
-from dataflows.attribution.state import Tuning
 from dataflows.attribution.wire import decode_click, decode_envelope
 from dataflows.commission.logic import accrue
 from dataflows.config import ConfigSnapshot, StaticConfig, TenantConfig, build_snapshot
+from dataflows.stages.tenant import Tuning
 from schemas.commission_rules import CommissionRuleSet
 from schemas.compact import trusted
 from schemas.conversion import Conversion
@@ -53,7 +53,7 @@ PARTS = (
     ("  of which envelope decoding (msgspec)", "attribution/wire.py", "decode_envelope"),
     ("  of which Shopify order → Conversion", "schemas/conversion.py", "conversion_from_shopify"),
     ("click shards: on_item (lookups)", "stages/clicks.py", "on_item"),
-    ("tenant: on_item", "attribution/state.py", "on_item"),
+    ("tenant: on_item", "stages/tenant.py", "on_item"),
     ("  attribution decision", "attribution/logic.py", "attribute"),
     ("order books: on_item", "stages/books.py", "on_item"),
     ("  commission (accrue)", "commission/logic.py", "accrue"),

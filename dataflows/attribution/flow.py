@@ -1,7 +1,8 @@
 """The attribution dataflow: Kafka envelopes → click shards, tenants and order books →
 ClickHouse, the PostgreSQL ledger and the dead-letter topic. This module only wires named steps;
-the logic is in `events` (parsing), `stages.clicks` (click shards), `state` (the tenant stage:
-decisions), `stages.books` (order books: commission, adjustments, holds) and `dataflows.sinks`.
+the logic is in `events` (parsing), `stages.clicks` (click shards), `stages.tenant` (the tenant
+stage: decisions), `stages.books` (order books: commission, adjustments, holds) and
+`dataflows.sinks`.
 
     python -m bytewax.run "dataflows.attribution.flow:build()"      # reads Settings()
     refstream dataflow run [--recovery-dir D] [--workers N]
@@ -66,7 +67,6 @@ from dataflows.attribution.routing import (
     is_shard_item,
     route,
 )
-from dataflows.attribution.state import Output, TenantOutput, Tuning, tenant_builder
 from dataflows.batching import batch
 from dataflows.catalog import CollectionChange, collection_change, is_collection_webhook
 from dataflows.config import ConfigProvider, PostgresConfig
@@ -85,6 +85,7 @@ from dataflows.sinks.postgres import LedgerSink
 from dataflows.stages.books import bucket_builder
 from dataflows.stages.clicks import ShardOutput, shard_builder
 from dataflows.stages.clock import TenantClocks, stateful_in_input_order
+from dataflows.stages.tenant import Output, TenantOutput, Tuning, tenant_builder
 from schemas.events.envelope import DeadLetter, Source
 from schemas.ledger import AttributedConversion, CommissionAccrual, EntryApproval
 from schemas.production import check_startup

@@ -2,7 +2,7 @@
 
 Clicks are most of a tenant's events and state, and an order needs only the clicks it cites and
 the clicks of its visitor. So clicks live in **click shards** keyed `(tenant, shard)`, one of
-`SHARDS` per tenant, and the tenant's order books stay keyed by the tenant (`state`):
+`SHARDS` per tenant, and the tenant's decisions stay keyed by the tenant (`stages.tenant`):
 
 - a click lives in the shard named by its id: `clk_` + 32 hex digits, the first four of which
   pick the shard (`id_shard`). The ingress mints click ids whose first four digits are the

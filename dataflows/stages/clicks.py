@@ -8,7 +8,7 @@ stay in `attribution.logic`, applied by the tenant once every shard it asked has
 - **Waiting for a cited click**: held until the click arrives, for `order_wait_wall` of
   processing time (`notify_at`: only shards with a held lookup have a timer), to the end of a
   bounded input, or (`order_wait_event_ms`) until the click watermark passes the order's time
-  + wait, exactly as the tenant held orders before the shards (see `attribution.state`). A
+  + wait, exactly as the tenant held orders before the shards (see `stages.tenant`). A
   shard that holds a lookup tells the tenant at once (`Held`): the tenant then keeps the order's
   other events as follow-ups, applied in event time once the order is decided, as it did for an
   order it held itself. A later lookup of an order already held here is answered at once (it

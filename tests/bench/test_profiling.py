@@ -23,10 +23,10 @@ def frames(*tail: str) -> list[str]:
     [
         # the deepest project frame names the stage, libraries below it included
         (frames("_StatefulLogic.on_batch (operators/__init__.py:1036)",
-                "AttributionLogic.on_item (dataflows/attribution/state.py:283)",
+                "AttributionLogic.on_item (dataflows/stages/tenant.py:283)",
                 "accrue (dataflows/commission/logic.py:440)",
                 "trusted (schemas/compact.py:120)"), "models (schemas/, incl. pickling)"),
-        (frames("AttributionLogic.on_item (dataflows/attribution/state.py:283)",
+        (frames("AttributionLogic.on_item (dataflows/stages/tenant.py:283)",
                 "accrue (dataflows/commission/logic.py:440)"),
          "commission (accrue, refunds, holds)"),
         (frames("_Partition.write_batch (dataflows/sinks/clickhouse.py:200)",

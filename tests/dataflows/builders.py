@@ -16,15 +16,11 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from dataflows.attribution.events import to_ms
+from dataflows.attribution.local import LocalAttribution
 from dataflows.attribution.segments import SegmentedMap
-from dataflows.attribution.state import (
-    BOOK_SEGMENT,
-    DECIDED_SEGMENT,
-    LocalAttribution,
-    TenantState,
-)
 from dataflows.config import ConfigSnapshot, build_snapshot
 from dataflows.stages.base import unpack
+from dataflows.stages.tenant import BOOK_SEGMENT, DECIDED_SEGMENT, TenantState
 from ingest import odoo
 from ingest.cli import ensure_tenant
 from schemas.events.click import ClickEvent

@@ -6,7 +6,7 @@ One plain function, `reference_ledger`, reads the whole input at once, sorted in
 written to be obviously right, not fast: no state machine, no watermarks, no expiry, no pending
 orders, no bytewax. It calls the project's *pure* domain functions (`attribute`, `binding_from`,
 `accrue`, `settle`, `reprice`, `with_collections`, `approves_at`) and the configuration, and
-re-implements only the driver around them — never `dataflows.attribution.state` or `flow`:
+re-implements only the driver around them — never `dataflows.stages.tenant` or `flow`:
 
 - the input is deduplicated by event id, and clicks by click id (a click re-sent under another
   event id is the same click);

@@ -8,15 +8,10 @@ from datetime import datetime, timedelta
 
 from api.exceptions.letters import exception_row
 from dataflows.attribution.events import event_from_envelope
-from dataflows.attribution.state import (
-    LocalAttribution,
-    Output,
-    TenantState,
-    Tuning,
-    builder,
-)
+from dataflows.attribution.local import LocalAttribution, builder
 from dataflows.config import StaticConfig
 from dataflows.stages.base import complete
+from dataflows.stages.tenant import Output, TenantState, Tuning
 from schemas.events.envelope import DeadLetter, EventEnvelope
 from schemas.ledger import CommissionAccrual, EntryApproval, EntryKind
 from tests.dataflows.builders import (

@@ -14,7 +14,7 @@ from dataflows.attribution.events import (
     parse_envelope,
     to_ms,
 )
-from dataflows.attribution.state import builder
+from dataflows.attribution.local import builder
 from dataflows.commission.book import (
     DAY_MS,
     OrderBook,

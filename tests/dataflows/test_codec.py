@@ -1,5 +1,5 @@
 """Order books packed as plain values (`dataflows.commission.codec`) and packed only at snapshots
-(`attribution.state`): every book the engine makes comes back equal, with the same types;
+(`stages.tenant`): every book the engine makes comes back equal, with the same types;
 books pickled by older versions still load; a snapshot packs each changed book once."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pydantic import BaseModel
 import dataflows.commission.codec as codec
 import dataflows.stages.books as books_module
 from dataflows.attribution.events import Event, event_from_envelope, parse_envelope
-from dataflows.attribution.state import LocalAttribution, Tuning, builder
+from dataflows.attribution.local import LocalAttribution, builder
 from dataflows.commission.book import (
     OrderBook,
     apply_cancel,
@@ -29,6 +29,7 @@ from dataflows.commission.book import (
 )
 from dataflows.commission.codec import FORMAT, pack_book, unpack_book
 from dataflows.config import StaticConfig
+from dataflows.stages.tenant import Tuning
 from schemas.conversion import OrderRefund, RefundedLine
 from schemas.events.envelope import EventEnvelope
 from schemas.events.wire import WireDatetime

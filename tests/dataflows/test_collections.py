@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from dataflows.attribution.events import Event, event_from_envelope
-from dataflows.attribution.state import builder
+from dataflows.attribution.local import builder
 from dataflows.commission.collections import with_collections
 from dataflows.config import ConfigSnapshot, TenantConfig, build_snapshot
 from schemas.conversion import Conversion, ConversionLine

@@ -24,7 +24,7 @@ must give exactly the reference's entries, id for id: without late arrivals ther
 correct.
 
 **What the generator constrains, and why.** The engine documents arrival-order dependences
-(`dataflows/attribution/state.py`); the input avoids exactly those, and nothing else:
+(`dataflows/stages/tenant.py`); the input avoids exactly those, and nothing else:
 
 1. *Tier volume and new-customer flag*: the rules have no tiers and no new-customer rate.
 2. *Visitor-matched clicks count only if they arrived before the order was decided*: every click
@@ -75,9 +75,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from dataflows.attribution.flow import Batching, attribution_steps
-from dataflows.attribution.state import Tuning
 from dataflows.config import ConfigSnapshot, StaticConfig, build_snapshot
 from dataflows.sinks.clickhouse import COLUMNS
+from dataflows.stages.tenant import Tuning
 from schemas.events.click import ClickEvent
 from schemas.events.envelope import DeadLetter, EventEnvelope, Source
 from schemas.ledger import AttributionRule, CommissionAccrual, EntryApproval, EntryKind

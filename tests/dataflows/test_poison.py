@@ -17,11 +17,12 @@ from bytewax.testing import run_main
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
 from dataflows.attribution.flow import build
-from dataflows.attribution.state import LocalAttribution, Tuning, builder
+from dataflows.attribution.local import LocalAttribution, builder
 from dataflows.config import StaticConfig
 from dataflows.sinks import clickhouse, postgres
 from dataflows.sinks.clickhouse import COLUMNS, ClickHouseSink
 from dataflows.sinks.deadletter import isolate
+from dataflows.stages.tenant import Tuning
 from deploy.demo import read_to_end
 from schemas.events.envelope import EventEnvelope, Source
 from schemas.ledger import CommissionAccrual, EntryKind

@@ -9,9 +9,9 @@ import pickle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataflows.attribution.local import builder
 from dataflows.attribution.messages import book_key
 from dataflows.attribution.segments import SegmentedMap
-from dataflows.attribution.state import builder
 from dataflows.config import StaticConfig
 from tests.dataflows.builders import (
     T0,

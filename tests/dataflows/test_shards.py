@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from dataflows.attribution.events import Event, event_from_envelope, parse_envelope
 from dataflows.attribution.flow import Batching, attribution_steps
+from dataflows.attribution.local import builder
 from dataflows.attribution.messages import Decided
 from dataflows.attribution.routing import (
     Found,
@@ -30,10 +31,10 @@ from dataflows.attribution.routing import (
     shard_key,
     visitor_shard,
 )
-from dataflows.attribution.state import Tuning, builder, tenant_builder
 from dataflows.config import StaticConfig
 from dataflows.stages.clicks import ClickShard, ShardState, shard_builder
 from dataflows.stages.clock import TenantClocks
+from dataflows.stages.tenant import Tuning, tenant_builder
 from schemas.events.envelope import EventEnvelope
 from schemas.ids import click_id_for_visitor
 from schemas.ledger import AttributionRule, CommissionAccrual

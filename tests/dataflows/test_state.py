@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 
 from dataflows.attribution.events import Event, event_from_envelope
-from dataflows.attribution.state import LocalAttribution, Tuning, builder
+from dataflows.attribution.local import LocalAttribution, builder
 from dataflows.config import StaticConfig
+from dataflows.stages.tenant import Tuning
 from schemas.events.envelope import EventEnvelope
 from tests.dataflows.builders import T0, click, click_id, days, kinds, order, refund, snapshot
 
@@ -132,7 +133,7 @@ def test_a_run_without_snapshots_keeps_books_unpickled_with_the_same_outputs() -
 
 def test_a_snapshot_written_with_one_click_dict_resumes_into_the_click_store() -> None:
     from dataflows.attribution.clicks import ClickStore
-    from dataflows.attribution.state import TenantState
+    from dataflows.stages.tenant import TenantState
 
     old = TenantState(tenant_id=TENANT)
     cid = click_id(1)
@@ -144,3 +145,34 @@ def test_a_snapshot_written_with_one_click_dict_resumes_into_the_click_store() -
     assert (resumed.state.visitors, resumed.state.click_heap) == ({}, [])
     out, _ = resumed.on_item(event(order(TENANT, 1001, at=T0 + days(1), cites=cid)))
     assert kinds(out) == ["conversion", "entry", "entry"]
+
+
+def test_a_snapshot_written_when_the_tenant_stage_was_attribution_state_resumes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Until 2026-12-08 the tenant stage was `dataflows.attribution.state`: its snapshots name
+    their classes there, and resume into `dataflows.stages.tenant`."""
+    import sys
+    import types
+
+    import dataflows.stages.tenant as tenant_module
+
+    first = logic()
+    first.on_item(event(click(TENANT, click_id(1), at=T0)))
+    placed = event(order(TENANT, 1001, at=T0 + days(1), cites=click_id(1)))
+    first.on_item(placed)
+    # Pickled as the module of that name pickled it: its classes found under the former name.
+    former = types.ModuleType("dataflows.attribution.state")
+    for name in ("TenantState", "Pending"):
+        cls = getattr(tenant_module, name)
+        setattr(former, name, cls)
+        monkeypatch.setattr(cls, "__module__", former.__name__)
+    monkeypatch.setitem(sys.modules, former.__name__, former)
+    written = pickle.dumps(first.state, protocol=pickle.HIGHEST_PROTOCOL)
+    assert b"dataflows.attribution.state" in written
+    monkeypatch.undo()
+    assert "dataflows.attribution.state" not in sys.modules
+
+    resumed = builder(StaticConfig(snapshot(TENANT)), None, Clock(0))(written)
+    assert isinstance(resumed.state, tenant_module.TenantState)
+    assert resumed.on_item(placed)[0] == []  # its seen ids came along: still a duplicate

@@ -44,8 +44,8 @@ with reason `late` (the reconciliation output). Streams that fall more than `max
 behind stop holding expiry back, so state stays bounded when a tenant's stream goes quiet.
 
 Outputs are `Output`s (dead letters) and the messages to the book buckets (`messages.BookItem`),
-told apart by type. Driven in one process (tests, benches: `builder`), `LocalAttribution` wires
-the tenant to its buckets as the flow does.
+told apart by type. Driven in one process (tests, benches), `attribution.local` wires the tenant
+to its buckets as the flow does.
 
 Snapshots from older versions resume: the state dataclasses pickle their slots by name, so a
 field added later is missing from an older snapshot and `complete` gives it its default. A
@@ -70,6 +70,7 @@ customer and agent is the last part of issue #19's item 1, docs/design/engine-ke
 
 from __future__ import annotations
 
+import io
 import pickle
 import time
 from collections.abc import Callable, Iterable
@@ -102,8 +103,6 @@ from dataflows.attribution.messages import (
     Decided,
     Migrated,
     Paid,
-    is_book_item,
-    item_book_key,
 )
 from dataflows.attribution.routing import Found, Held
 from dataflows.attribution.segments import SegmentedMap
@@ -120,7 +119,6 @@ from dataflows.stages.base import (
     letter,
     unpack,
 )
-from dataflows.stages.books import BookBucket, bucket_builder
 from dataflows.stages.clock import TenantClocks, stream_of
 from schemas.conversion import Conversion
 from schemas.events.envelope import DeadLetter
@@ -719,6 +717,25 @@ def _event_order(event: Event) -> tuple[int, str]:
     return event.occurred_ms, event.event_id
 
 
+# Where this module lived until 2026-12-08: snapshots written before name its classes there.
+_FORMER_MODULE = "dataflows.attribution.state"
+
+
+class _StateUnpickler(pickle.Unpickler):
+    """Reads a tenant snapshot, finding the classes of this module under the name it had when
+    the snapshot was written (`_FORMER_MODULE`)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == _FORMER_MODULE:
+            module = __name__
+        return super().find_class(module, name)
+
+
+def load_snapshot(data: bytes) -> Any:
+    """`pickle.loads` of a snapshot that may hold this module's classes under their former name."""
+    return _StateUnpickler(io.BytesIO(data)).load()
+
+
 def tenant_builder(
     config: ConfigProvider,
     tuning: Tuning | None = None,
@@ -733,7 +750,7 @@ def tenant_builder(
     def build(resume: bytes | None) -> AttributionLogic:
         if resume == _NO_SNAPSHOT:
             raise RuntimeError("resuming from a run made with Tuning(snapshots=False)")
-        state = pickle.loads(resume) if resume is not None else TenantState()
+        state = load_snapshot(resume) if resume is not None else TenantState()
         complete(state)
         if isinstance(state.clicks, dict):  # a snapshot from before the click store
             state.clicks = ClickStore.from_legacy(state.clicks)
@@ -749,109 +766,5 @@ def tenant_builder(
         if clocks is not None and state.tenant_id:
             clocks.merge(state.tenant_id, state.marks)
         return AttributionLogic(state, config, tuning or Tuning(), clock, clocks)
-
-    return build
-
-
-_LOCAL = "refstream.local.1"  # the first element of a `LocalAttribution` snapshot
-
-
-class LocalAttribution:
-    """One tenant's stage and its book buckets wired in one process as the flow wires them:
-    refunds to their bucket, the tenant's messages to theirs, everything else emitted. For tests
-    and benches that drive one tenant's state machine without bytewax; same hooks as a
-    `StatefulLogic` (`notify_at` the earliest of all, `on_notify` wakes all)."""
-
-    def __init__(
-        self,
-        tenant: AttributionLogic,
-        buckets: Callable[[bytes | None], BookBucket],
-        resumed: dict[str, bytes] | None = None,
-    ) -> None:
-        self.tenant = tenant
-        self._bucket = buckets
-        self.books: dict[str, BookBucket] = {k: buckets(v) for k, v in (resumed or {}).items()}
-
-    @property
-    def state(self) -> TenantState:
-        return self.tenant.state
-
-    def book(self, order_id: str) -> OrderBook | None:
-        """The order's book, from its bucket (None: no book)."""
-        for bucket in self.books.values():
-            stored = bucket.state.orders.get(order_id)
-            if stored is not None:
-                return unpack(stored)
-        return None
-
-    def stored_books(self) -> dict[str, bytes | OrderBook]:
-        """Every bucket's books as stored (packed, or themselves without snapshots)."""
-        return {k: v for bucket in self.books.values() for k, v in bucket.state.orders.items()}
-
-    def on_item(self, value: Event | Found | Held) -> tuple[list[Output], bool]:
-        return self._route(self.tenant.on_item(value)[0]), False
-
-    def on_notify(self) -> tuple[list[Output], bool]:
-        out = self._route(self.tenant.on_notify()[0])
-        for bucket in list(self.books.values()):
-            out.extend(bucket.on_notify()[0])
-        return out, False
-
-    def on_eof(self) -> tuple[list[Output], bool]:
-        return self._route(self.tenant.on_eof()[0]), False
-
-    def notify_at(self) -> datetime | None:
-        wakes = [w for w in (self.tenant.notify_at(), *self._book_wakes()) if w is not None]
-        return min(wakes) if wakes else None
-
-    def _book_wakes(self) -> list[datetime | None]:
-        return [bucket.notify_at() for bucket in self.books.values()]
-
-    def snapshot(self) -> bytes:
-        tenant = self.tenant.snapshot()
-        if tenant == _NO_SNAPSHOT:
-            return tenant
-        books = {key: bucket.snapshot() for key, bucket in self.books.items()}
-        return pickle.dumps((_LOCAL, tenant, books), protocol=pickle.HIGHEST_PROTOCOL)
-
-    def _route(self, items: Iterable[TenantOutput]) -> list[Output]:
-        out: list[Output] = []
-        for item in items:
-            if not is_book_item(item):
-                out.append(item)  # type: ignore[arg-type]
-                continue
-            key = item_book_key(item)  # type: ignore[arg-type]
-            bucket = self.books.get(key)
-            if bucket is None:
-                bucket = self.books[key] = self._bucket(None)
-            emitted, discard = bucket.on_item(item)  # type: ignore[arg-type]
-            out.extend(emitted)
-            if discard:
-                del self.books[key]
-        return out
-
-
-def builder(
-    config: ConfigProvider,
-    tuning: Tuning | None = None,
-    wall_ms: Callable[[], int] | None = None,
-) -> Callable[[bytes | None], LocalAttribution]:
-    """A tenant with its book buckets in one process (`LocalAttribution`), from its snapshot
-    (or `None`); a snapshot of the tenant stage alone (the tenant-keyed flow's, with its
-    books) resumes too, its books handed to the buckets at the first item or timer."""
-    tuning = tuning or Tuning()
-    tenants = tenant_builder(config, tuning, wall_ms)
-
-    def build(resume: bytes | None) -> LocalAttribution:
-        local: Any = None
-        if resume is not None and resume != _NO_SNAPSHOT:
-            local = pickle.loads(resume)
-        if isinstance(local, tuple) and local and local[0] == _LOCAL:
-            _, tenant_bytes, books = local
-        else:
-            tenant_bytes, books = resume, {}
-        tenant = tenants(tenant_bytes)
-        buckets = bucket_builder(config, tuning, wall_ms)
-        return LocalAttribution(tenant, buckets, books)
 
     return build
