@@ -605,6 +605,8 @@ class Figures:
     # With --processes > 1: the tailing run's phases on N processes, (events, seconds).
     click_phase_n: tuple[int, float] | None = None
     order_phase_n: tuple[int, float] | None = None
+    # Cores the one-process order phase kept busy (flow, ClickHouse front, broker, bench).
+    order_phase_cores: float | None = None
     fresh: Window | None = None  # at --fresh-rate
     fresh_half: Window | None = None  # at half the order phase's rate (--no-half-max: not run)
     checks: list[tuple[str, str, str, bool]] = field(default_factory=list)  # what, want, got, ok
@@ -637,6 +639,12 @@ def tailing_phase(
         print(f"  click phase: {plan.clicks} clicks in {done - started:.1f} s (incl. start-up)")
 
         expected_rows, _ = plan.expected_ledger()
+        # Every process on the machine's cores during the phase: the flow, the ClickHouse front,
+        # the broker and this bench (producing and polling).
+        assert stack.clickhouse is not None
+        assert stack.broker_pid is not None
+        busy = (proc.pid, stack.clickhouse.pid, stack.broker_pid, os.getpid())
+        cpu_before = sum(cpu_seconds(pid) for pid in busy)
         started = time.monotonic()
         sent = produce_all(
             settings, ((getattr(topics, k), key, v) for k, key, v in plan.order_messages())
@@ -651,7 +659,11 @@ def tailing_phase(
             600,
         )
         fig.order_phase = (sent, done - started)
-        print(f"  order phase: {sent} orders+refunds in {done - started:.1f} s (incl. producing)")
+        fig.order_phase_cores = (sum(cpu_seconds(pid) for pid in busy) - cpu_before) / (
+            done - started
+        )
+        print(f"  order phase: {sent} orders+refunds in {done - started:.1f} s (incl. producing;"
+              f" {fig.order_phase_cores:.2f} cores busy)")  # fmt: skip
 
         window = (args.fresh_rate, args.fresh_seconds, FRESH_FIRST)
         assert stack.clickhouse is not None
@@ -1145,6 +1157,18 @@ def report(fig: Figures, args: Any) -> None:
                 row(
                     f"    ratio {args.processes} / 1 process", f"{ratio:.2f}", "≥ 1.6", ratio >= 1.6
                 )
+                if fig.order_phase_cores and fig.bare_keyed_cpu and fig.bare_keyed_single_cpu:
+                    # The rate on N processes can grow at most by the cores the one-process
+                    # phase left idle, times what CPU per event keeps of its one-process rate
+                    # once events cross bytewax's keyed exchange (the keyed bare map's ratio).
+                    cores = os.cpu_count() or 1
+                    idle = cores / fig.order_phase_cores
+                    keyed = fig.bare_keyed_single_cpu / fig.bare_keyed_cpu
+                    row("    cores busy at 1 process; their headroom",
+                        f"{fig.order_phase_cores:.2f} of {cores}; {idle:.2f}")  # fmt: skip
+                    row("    ceiling: headroom times keyed map per CPU-s", f"{idle * keyed:.2f}")
+                    row("    ≥ 1.6 within bytewax's keyed exchange here?",
+                        "yes" if idle * keyed >= 1.6 else "no: beyond it")  # fmt: skip
             else:
                 row(f"    ratio {args.processes} / 1 process", f"{ratio:.2f}")
     if len(fig.e2e_cpu) > 1:
