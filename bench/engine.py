@@ -14,13 +14,14 @@ from collections.abc import Callable, Iterable
 
 from dataflows.attribution.events import Event
 from dataflows.attribution.flow import _rows, parse_value
-from dataflows.attribution.messages import is_book_item, item_book_key
+from dataflows.attribution.local import route_to_books
 from dataflows.attribution.routing import Found, Held, is_shard_item, route
 from dataflows.config import ConfigProvider
+from dataflows.stages.base import Output, Tuning
 from dataflows.stages.books import BookBucket, bucket_builder
 from dataflows.stages.clicks import ClickShard, shard_builder
 from dataflows.stages.clock import TenantClocks
-from dataflows.stages.tenant import AttributionLogic, Output, TenantOutput, Tuning
+from dataflows.stages.tenant import AttributionLogic
 from dataflows.stages.tenant import tenant_builder as tenant_logic
 
 
@@ -58,23 +59,7 @@ class Engine:
         logic = self.tenants.get(tenant_id)
         if logic is None:
             logic = self.tenants[tenant_id] = self._tenant(None)
-        return self._to_books(logic.on_item(item)[0])
-
-    def _to_books(self, items: Iterable[TenantOutput]) -> list[Output]:
-        out: list[Output] = []
-        for item in items:
-            if is_book_item(item):
-                out.extend(self._to_book(item_book_key(item), item))  # type: ignore[arg-type]
-            else:
-                out.append(item)  # type: ignore[arg-type]
-        return out
-
-    def _to_book(self, key: str, item: object) -> Iterable[Output]:
-        self.touched.add(key)
-        bucket = self.books.get(key)
-        if bucket is None:
-            bucket = self.books[key] = self._bucket(None)
-        return bucket.on_item(item)[0]  # type: ignore[arg-type]
+        return route_to_books(logic.on_item(item)[0], self.books, self._bucket, self.touched)
 
     def snapshot_touched(self) -> int:
         """Snapshot every key touched since the last call, as bytewax does at an epoch's end;

@@ -35,7 +35,7 @@ from dataflows.attribution.logic import AttributionDecision
 from dataflows.attribution.wire import decode_click, decode_envelope
 from dataflows.commission.logic import accrue
 from dataflows.config import ConfigSnapshot, StaticConfig, TenantConfig, build_snapshot
-from dataflows.stages.tenant import Tuning
+from dataflows.stages.base import Tuning
 from schemas.commission_rules import CommissionRuleSet
 from schemas.compact import trusted
 from schemas.conversion import Conversion

@@ -82,10 +82,11 @@ from dataflows.sinks.clickhouse import (
     refund_row,
 )
 from dataflows.sinks.postgres import LedgerSink
+from dataflows.stages.base import Output, Tuning
 from dataflows.stages.books import bucket_builder
 from dataflows.stages.clicks import ShardOutput, shard_builder
 from dataflows.stages.clock import TenantClocks, stateful_in_input_order
-from dataflows.stages.tenant import Output, TenantOutput, Tuning, tenant_builder
+from dataflows.stages.tenant import TenantOutput, tenant_builder
 from schemas.events.envelope import DeadLetter, Source
 from schemas.ledger import AttributedConversion, CommissionAccrual, EntryApproval
 from schemas.production import check_startup

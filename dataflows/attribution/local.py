@@ -14,7 +14,7 @@ from dataflows.attribution.messages import is_book_item, item_book_key
 from dataflows.attribution.routing import Found, Held
 from dataflows.commission.book import OrderBook
 from dataflows.config import ConfigProvider
-from dataflows.stages.base import Output, Tuning, unpack
+from dataflows.stages.base import NO_SNAPSHOT, Output, Tuning, unpack
 from dataflows.stages.books import BookBucket, bucket_builder
 from dataflows.stages.tenant import (
     AttributionLogic,
@@ -25,7 +25,6 @@ from dataflows.stages.tenant import (
 )
 
 _LOCAL = "refstream.local.1"  # the first element of a `LocalAttribution` snapshot
-_NO_SNAPSHOT = pickle.dumps(None)  # what every stage snapshots in a run without snapshots
 
 
 class LocalAttribution:
@@ -73,34 +72,47 @@ class LocalAttribution:
         return self._route(self.tenant.on_eof()[0]), False
 
     def notify_at(self) -> datetime | None:
-        wakes = [w for w in (self.tenant.notify_at(), *self._book_wakes()) if w is not None]
-        return min(wakes) if wakes else None
-
-    def _book_wakes(self) -> list[datetime | None]:
-        return [bucket.notify_at() for bucket in self.books.values()]
+        wakes = [self.tenant.notify_at(), *(bucket.notify_at() for bucket in self.books.values())]
+        due = [wake for wake in wakes if wake is not None]
+        return min(due) if due else None
 
     def snapshot(self) -> bytes:
         tenant = self.tenant.snapshot()
-        if tenant == _NO_SNAPSHOT:
+        if tenant == NO_SNAPSHOT:
             return tenant
         books = {key: bucket.snapshot() for key, bucket in self.books.items()}
         return pickle.dumps((_LOCAL, tenant, books), protocol=pickle.HIGHEST_PROTOCOL)
 
     def _route(self, items: Iterable[TenantOutput]) -> list[Output]:
-        out: list[Output] = []
-        for item in items:
-            if not is_book_item(item):
-                out.append(item)  # type: ignore[arg-type]
-                continue
-            key = item_book_key(item)  # type: ignore[arg-type]
-            bucket = self.books.get(key)
-            if bucket is None:
-                bucket = self.books[key] = self._bucket(None)
-            emitted, discard = bucket.on_item(item)  # type: ignore[arg-type]
-            out.extend(emitted)
-            if discard:
-                del self.books[key]
-        return out
+        return route_to_books(items, self.books, self._bucket)
+
+
+def route_to_books(
+    items: Iterable[TenantOutput],
+    books: dict[str, BookBucket],
+    build: Callable[[bytes | None], BookBucket],
+    touched: set[str] | None = None,
+) -> list[Output]:
+    """What the flow's `key_book` and `books` steps do with a tenant's outputs, in process: each
+    message to its bucket in `books` (made by `build` when new, dropped when it discards
+    itself), the bucket's outputs and every other item emitted. `touched` collects the bucket
+    keys (bytewax snapshots the keys an epoch touched)."""
+    out: list[Output] = []
+    for item in items:
+        if not is_book_item(item):
+            out.append(item)  # type: ignore[arg-type]
+            continue
+        key = item_book_key(item)  # type: ignore[arg-type]
+        if touched is not None:
+            touched.add(key)
+        bucket = books.get(key)
+        if bucket is None:
+            bucket = books[key] = build(None)
+        emitted, discard = bucket.on_item(item)  # type: ignore[arg-type]
+        out.extend(emitted)
+        if discard:
+            del books[key]
+    return out
 
 
 def builder(
@@ -116,7 +128,7 @@ def builder(
 
     def build(resume: bytes | None) -> LocalAttribution:
         local: Any = None
-        if resume is not None and resume != _NO_SNAPSHOT:
+        if resume is not None and resume != NO_SNAPSHOT:
             local = load_snapshot(resume)  # the tenant stage's, or this class's
         if isinstance(local, tuple) and local and local[0] == _LOCAL:
             _, tenant_bytes, books = local

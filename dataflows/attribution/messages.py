@@ -5,7 +5,8 @@ the bucket named by a CRC-32 of the order id (stable across processes, unlike `h
 tenant stage keeps what the decision reads (bindings, first orders, the agents' month volume,
 the decided order ids, order names) and sends each decided order to its bucket (`Decided`),
 which makes the book, its commission, rows and entries, applies refunds, cancellations and
-edits, and approves held entries. Refunds go to their bucket straight from routing.
+edits, and approves held entries. Every later event of a decided order (a refund, a
+cancellation, an edit, a paid invoice) reaches its book through the tenant, in its input order.
 
 Every message carries integer-millisecond times and plain values besides the event (workers
 exchange them pickled; BYTEWAX.md: tz-aware datetimes are the expensive part of a pickle).
@@ -35,10 +36,6 @@ def book_bucket(order_id: str) -> int:
 
 def book_key(tenant_id: str, order_id: str) -> str:
     return f"{tenant_id}{BOOK_SEP}{book_bucket(order_id)}"
-
-
-def is_book_key(key: str) -> bool:
-    return BOOK_SEP in key
 
 
 @dataclass(slots=True)  # treated as immutable; not frozen: see `events.Event`

@@ -42,7 +42,7 @@ class OrderBook:
     entries: list[CommissionAccrual] = field(default_factory=list)
     refunds: list[OrderRefund] = field(default_factory=list)
     cancelled: bool = False
-    # Added for holds; older snapshots lack them (`stages.base.complete` fills them).
+    # Added for holds; older snapshots lack them (`commission.codec.unpack_book` fills them).
     paid_ms: int | None = None  # when the ERP reported the order's invoice paid
     paid_invoice: str = ""
     approved: set[str] = field(default_factory=set)  # entry ids whose approval was emitted

@@ -5,6 +5,7 @@ stage; each imports this module and the pure ones (`attribution.logic`, `commiss
 from __future__ import annotations
 
 import base64
+import pickle
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
@@ -41,6 +42,25 @@ class Tuning:
     # bytewax asks for a snapshot every epoch even without recovery, and each one pickles the
     # key's state (see bench.replay for the replay's rate with and without).
     snapshots: bool = True
+
+
+# What every stage snapshots in a run that never resumes (`Tuning.snapshots` False).
+NO_SNAPSHOT = pickle.dumps(None)
+
+
+def snapshot_of(state: object, tuning: Tuning) -> bytes:
+    """A stage's snapshot: its state pickled now (later mutation cannot leak into it), or
+    `NO_SNAPSHOT` in a run without snapshots."""
+    if not tuning.snapshots:
+        return NO_SNAPSHOT
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def resumable(resume: bytes | None) -> bytes | None:
+    """`resume` as a stage's builder gets it; a run without snapshots cannot be resumed."""
+    if resume == NO_SNAPSHOT:
+        raise RuntimeError("resuming from a run made with Tuning(snapshots=False)")
+    return resume
 
 
 def complete(obj: Any) -> None:

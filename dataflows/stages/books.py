@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 from bytewax.operators import StatefulLogic
 
@@ -64,6 +65,8 @@ from dataflows.stages.base import (
     facts_letter,
     letter,
     order_letter,
+    resumable,
+    snapshot_of,
     unpack,
 )
 from schemas.conversion import Conversion, OrderRefund
@@ -91,9 +94,6 @@ class BucketState:
 
     def is_empty(self) -> bool:
         return not self.orders
-
-
-_NO_SNAPSHOT = pickle.dumps(None)
 
 
 class BookBucket(StatefulLogic[BookItem, Output, bytes]):
@@ -167,9 +167,7 @@ class BookBucket(StatefulLogic[BookItem, Output, bytes]):
         return from_ms(holds[0][0]) if holds else None
 
     def snapshot(self) -> bytes:
-        if not self.tuning.snapshots:
-            return _NO_SNAPSHOT
-        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+        return snapshot_of(self.state, self.tuning)
 
     # --- items ---------------------------------------------------------------------------
 
@@ -194,7 +192,7 @@ class BookBucket(StatefulLogic[BookItem, Output, bytes]):
             )
             out.append(order_letter(conversion, reason, self.wall_ms()))
         if decided.period_volume is not None:
-            self._accrue(book, decided, cfg, out)
+            self._accrue(book, decided.period_volume, cfg, out)
         out.extend(self._conversion_row(book, event.received_ms))
         out.extend(book.entries)
         if event.kind == "cancel":
@@ -205,15 +203,16 @@ class BookBucket(StatefulLogic[BookItem, Output, bytes]):
         self._keep(order_id, book, new_at_ms=event.occurred_ms)
 
     def _accrue(
-        self, book: OrderBook, decided: Decided, cfg: TenantConfig, out: list[Output]
+        self, book: OrderBook, period_volume: Decimal, cfg: TenantConfig, out: list[Output]
     ) -> None:
+        """Commission for the book at the agent's month volume before it (counted by the
+        tenant), when its program has rules."""
         decision, conversion = book.decision, book.conversion
         rules = cfg.rules_for(decision.program_id)
         if rules is None or decision.agent_id is None:
             return
         book.chain = cfg.agent_chain(decision.agent_id, at=conversion.occurred_at)
-        assert decided.period_volume is not None
-        book.period_volume = decided.period_volume
+        book.period_volume = period_volume
         if book.fx_rate is None:  # no commission (see `_decided`)
             return
         book.rule_key = (rules.rule_id, rules.version)
@@ -269,8 +268,7 @@ class BookBucket(StatefulLogic[BookItem, Output, bytes]):
         order_id, state = migrated.order_id, self.state
         if order_id in state.orders:
             return
-        book = unpack(migrated.stored)
-        complete(book)
+        book = unpack(migrated.stored)  # (older books completed by the codec)
         self._approve(order_id, book, cfg, out, self.wall_ms())
         self._keep(order_id, book, new_at_ms=migrated.occurred_ms)
 
@@ -391,8 +389,7 @@ def bucket_builder(
     tuning = tuning or Tuning()
 
     def build(resume: bytes | None) -> BookBucket:
-        if resume == _NO_SNAPSHOT:
-            raise RuntimeError("resuming from a run made with Tuning(snapshots=False)")
+        resume = resumable(resume)
         state = pickle.loads(resume) if resume is not None else BucketState()
         complete(state)
         return BookBucket(state, config, tuning, clock)

@@ -34,7 +34,7 @@ from dataflows.attribution.clicks import ClickStore
 from dataflows.attribution.events import Click, Event, dead_letter, from_ms
 from dataflows.attribution.routing import Found, Held, Lookup, ShardItem, VisitorCopy
 from dataflows.config import ConfigProvider
-from dataflows.stages.base import Tuning
+from dataflows.stages.base import Tuning, resumable, snapshot_of
 from dataflows.stages.clock import TenantClocks
 from schemas.events.envelope import DeadLetter
 
@@ -69,9 +69,6 @@ class ShardState:
 
     def is_empty(self) -> bool:
         return not (self.clicks or self.held)
-
-
-_NO_SNAPSHOT = pickle.dumps(None)
 
 
 class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
@@ -131,10 +128,9 @@ class ClickShard(StatefulLogic[ShardItem, ShardOutput, bytes]):
         return from_ms(first + self.tuning.order_wait_wall_ms)
 
     def snapshot(self) -> bytes:
-        if not self.tuning.snapshots:
-            return _NO_SNAPSHOT
-        self.state.marks = dict(self.clocks.marks(self.state.tenant_id))
-        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+        if self.tuning.snapshots:
+            self.state.marks = dict(self.clocks.marks(self.state.tenant_id))
+        return snapshot_of(self.state, self.tuning)
 
     # --- clicks --------------------------------------------------------------------------
 
@@ -246,8 +242,7 @@ def shard_builder(
     clock = wall_ms or (lambda: int(time.time() * 1000))
 
     def build(resume: bytes | None) -> ClickShard:
-        if resume == _NO_SNAPSHOT:
-            raise RuntimeError("resuming from a run made with Tuning(snapshots=False)")
+        resume = resumable(resume)
         state: ShardState = pickle.loads(resume) if resume is not None else ShardState()
         if state.tenant_id:
             clocks.merge(state.tenant_id, state.marks)

@@ -89,6 +89,7 @@ from dataflows.attribution.events import (
     SaleOrderRef,
     from_ms,
     order_ref,
+    to_ms,
 )
 from dataflows.attribution.logic import (
     AttributionDecision,
@@ -117,6 +118,8 @@ from dataflows.stages.base import (
     complete,
     facts_letter,
     letter,
+    resumable,
+    snapshot_of,
     unpack,
 )
 from dataflows.stages.clock import TenantClocks, stream_of
@@ -134,7 +137,6 @@ SEEN_SEGMENT, BOOK_SEGMENT, REF_SEGMENT, DECIDED_SEGMENT = 2_000, 500, 2_000, 50
 CUSTOMER_SEGMENT = 2_000
 # What the tenant stage emits: dead letters, and messages to the book buckets.
 TenantOutput = Output | BookItem
-__all__ = ["CORE_STREAMS", "DAY_MS", "Output", "Tuning"]  # shared names, re-exported
 
 
 @dataclass(slots=True)
@@ -206,9 +208,6 @@ class TenantState:
             or self.paid_waiting or self.sale_orders or self.gathering or self.held
             or self.decided
         )  # fmt: skip
-
-
-_NO_SNAPSHOT = pickle.dumps(None)
 
 
 def _month(ms: int) -> str:
@@ -368,24 +367,18 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, TenantOutput, bytes])
         return from_ms(min(wake)) if wake else None
 
     def snapshot(self) -> bytes:
-        if not self.tuning.snapshots:
-            return _NO_SNAPSHOT
-        # Pickled now, so later mutation cannot leak into the snapshot (must be immutable).
-        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+        return snapshot_of(self.state, self.tuning)
 
     def migrate(self) -> list[TenantOutput]:
         """Hand the books of a resumed tenant-keyed snapshot to their buckets (`Migrated`), and
         remember their orders as decided. Their holds are scheduled again by the buckets."""
         state, out = self.state, list[TenantOutput]()
         for order_id, stored in list(state.orders.items()):
-            book = unpack(stored)
-            complete(book)
-            conversion = book.conversion
-            occurred_ms = int(conversion.occurred_at.timestamp() * 1000)
-            name = conversion.order_name
-            ref = order_ref(name) if name and order_ref(name) else None
+            conversion = unpack(stored).conversion  # (older books completed by the codec)
+            occurred_ms = to_ms(conversion.occurred_at)
             if order_id not in state.decided:
-                state.decided.add(order_id, (conversion.customer_id, ref), occurred_ms)
+                facts = (conversion.customer_id, self._ref(conversion))
+                state.decided.add(order_id, facts, occurred_ms)
             out.append(Migrated(state.tenant_id, order_id, stored, occurred_ms))
         state.orders = SegmentedMap(BOOK_SEGMENT)
         state.holds, state.hold_due = [], {}
@@ -625,7 +618,7 @@ class AttributionLogic(StatefulLogic[Event | Found | Held, TenantOutput, bytes])
             return None
         if cfg.rules_for(decision.program_id) is None:
             return None
-        key = (decision.agent_id, _month(int(conversion.occurred_at.timestamp() * 1000)))
+        key = (decision.agent_id, _month(to_ms(conversion.occurred_at)))
         before = self.state.volumes.get(key, Decimal(0))
         self.state.volumes[key] = before + conversion.net_revenue
         return before
@@ -748,8 +741,7 @@ def tenant_builder(
     clock = wall_ms or (lambda: int(time.time() * 1000))
 
     def build(resume: bytes | None) -> AttributionLogic:
-        if resume == _NO_SNAPSHOT:
-            raise RuntimeError("resuming from a run made with Tuning(snapshots=False)")
+        resume = resumable(resume)
         state = load_snapshot(resume) if resume is not None else TenantState()
         complete(state)
         if isinstance(state.clicks, dict):  # a snapshot from before the click store

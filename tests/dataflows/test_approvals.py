@@ -10,8 +10,8 @@ from api.exceptions.letters import exception_row
 from dataflows.attribution.events import event_from_envelope
 from dataflows.attribution.local import LocalAttribution, builder
 from dataflows.config import StaticConfig
-from dataflows.stages.base import complete
-from dataflows.stages.tenant import Output, TenantState, Tuning
+from dataflows.stages.base import Output, Tuning, complete
+from dataflows.stages.tenant import TenantState
 from schemas.events.envelope import DeadLetter, EventEnvelope
 from schemas.ledger import CommissionAccrual, EntryApproval, EntryKind
 from tests.dataflows.builders import (

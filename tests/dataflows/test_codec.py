@@ -29,7 +29,7 @@ from dataflows.commission.book import (
 )
 from dataflows.commission.codec import FORMAT, pack_book, unpack_book
 from dataflows.config import StaticConfig
-from dataflows.stages.tenant import Tuning
+from dataflows.stages.base import Tuning
 from schemas.conversion import OrderRefund, RefundedLine
 from schemas.events.envelope import EventEnvelope
 from schemas.events.wire import WireDatetime

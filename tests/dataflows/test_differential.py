@@ -77,7 +77,7 @@ from hypothesis import strategies as st
 from dataflows.attribution.flow import Batching, attribution_steps
 from dataflows.config import ConfigSnapshot, StaticConfig, build_snapshot
 from dataflows.sinks.clickhouse import COLUMNS
-from dataflows.stages.tenant import Tuning
+from dataflows.stages.base import Tuning
 from schemas.events.click import ClickEvent
 from schemas.events.envelope import DeadLetter, EventEnvelope, Source
 from schemas.ledger import AttributionRule, CommissionAccrual, EntryApproval, EntryKind

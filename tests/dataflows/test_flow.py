@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from api.exceptions.letters import exception_row
 from dataflows.attribution.flow import Batching, attribution_steps
 from dataflows.config import ConfigSnapshot, StaticConfig, build_snapshot
-from dataflows.stages.tenant import Tuning
+from dataflows.stages.base import Tuning
 from schemas.events.envelope import DeadLetter, EventEnvelope
 from schemas.ledger import (
     AttributedConversion,

@@ -22,7 +22,7 @@ from dataflows.config import StaticConfig
 from dataflows.sinks import clickhouse, postgres
 from dataflows.sinks.clickhouse import COLUMNS, ClickHouseSink
 from dataflows.sinks.deadletter import isolate
-from dataflows.stages.tenant import Tuning
+from dataflows.stages.base import Tuning
 from deploy.demo import read_to_end
 from schemas.events.envelope import EventEnvelope, Source
 from schemas.ledger import CommissionAccrual, EntryKind

@@ -18,7 +18,7 @@ from dataflows.attribution.events import Event, event_from_envelope
 from dataflows.attribution.flow import build
 from dataflows.attribution.local import builder
 from dataflows.config import StaticConfig
-from dataflows.stages.tenant import Tuning
+from dataflows.stages.base import Tuning
 from schemas.events.envelope import EventEnvelope
 from schemas.ledger import CommissionAccrual
 from schemas.settings import Settings

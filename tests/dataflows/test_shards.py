@@ -32,9 +32,10 @@ from dataflows.attribution.routing import (
     visitor_shard,
 )
 from dataflows.config import StaticConfig
+from dataflows.stages.base import Tuning
 from dataflows.stages.clicks import ClickShard, ShardState, shard_builder
 from dataflows.stages.clock import TenantClocks
-from dataflows.stages.tenant import Tuning, tenant_builder
+from dataflows.stages.tenant import tenant_builder
 from schemas.events.envelope import EventEnvelope
 from schemas.ids import click_id_for_visitor
 from schemas.ledger import AttributionRule, CommissionAccrual

@@ -11,7 +11,7 @@ import pytest
 from dataflows.attribution.events import Event, event_from_envelope
 from dataflows.attribution.local import LocalAttribution, builder
 from dataflows.config import StaticConfig
-from dataflows.stages.tenant import Tuning
+from dataflows.stages.base import Tuning
 from schemas.events.envelope import EventEnvelope
 from tests.dataflows.builders import T0, click, click_id, days, kinds, order, refund, snapshot
 
