@@ -124,6 +124,10 @@ class Topics:
     def inputs(self) -> tuple[str, str, str]:
         return (self.clicks, self.orders, self.refunds)
 
+    def inputs_by_kind(self) -> dict[str, str]:
+        """The order topics `Plan.order_messages` names by kind."""
+        return {"orders": self.orders, "refunds": self.refunds}
+
     def all(self) -> tuple[str, ...]:
         return (*self.inputs, self.fresh, self.dead_tail, self.dead_bounded, self.dead_single,
                 self.bare_out, self.bare_single_out, self.bare_keyed_out,
@@ -617,6 +621,57 @@ class Figures:
         self.checks.append((what, str(want), str(got), want == got))
 
 
+def click_and_order_phases(
+    stack: Stack,
+    settings: Settings,
+    plan: Plan,
+    procs: Sequence[subprocess.Popen[bytes]],
+    sinks: Sinks,
+    order_topics: dict[str, str],
+    started: float,
+    label: str,
+) -> tuple[tuple[int, float], tuple[int, float], float]:
+    """A tailing run's two phases, its flow processes `procs` started at `started`: the click
+    phase (until every click is in ClickHouse, start-up included), then the order phase (the
+    plan's orders and refunds produced to `order_topics`, by kind, until every conversion and
+    ledger row is written). Returns both as (events, seconds) and the cores every process on the
+    machine kept busy during the order phase: the flow's, the ClickHouse front, the broker and
+    this bench (producing and polling)."""
+
+    def others_alive() -> bool:  # (`wait_until` watches the first process)
+        return all(p.poll() is None for p in procs[1:])
+
+    done = wait_until(
+        f"all clicks in ClickHouse{label}",
+        lambda: sinks.ch_count("clicks", final=False) >= plan.clicks and others_alive(),
+        procs[0],
+        600,
+    )
+    clicks = (plan.clicks, done - started)
+    print(f"  click phase{label}: {plan.clicks} clicks in {done - started:.1f} s (incl. start-up)")
+    expected_rows, _ = plan.expected_ledger()
+    assert stack.clickhouse is not None
+    assert stack.broker_pid is not None
+    busy = (*(p.pid for p in procs), stack.clickhouse.pid, stack.broker_pid, os.getpid())
+    cpu_before = sum(cpu_seconds(pid) for pid in busy)
+    started = time.monotonic()
+    messages = plan.order_messages()
+    sent = produce_all(settings, ((order_topics[k], key, v) for k, key, v in messages))
+    done = wait_until(
+        f"all conversions and ledger rows{label}",
+        lambda: (
+            sinks.ledger_rows() >= expected_rows
+            and sinks.ch_count("conversions", final=False) >= plan.orders
+        ),
+        procs[0],
+        600,
+    )
+    cores = (sum(cpu_seconds(pid) for pid in busy) - cpu_before) / (done - started)
+    print(f"  order phase{label}: {sent} orders+refunds in {done - started:.1f} s (incl."
+          f" producing; {cores:.2f} cores busy)")  # fmt: skip
+    return clicks, (sent, done - started), cores
+
+
 def tailing_phase(
     stack: Stack, settings: Settings, plan: Plan, topics: Topics, args: Any, fig: Figures
 ) -> None:
@@ -629,42 +684,9 @@ def tailing_phase(
         stack, settings, attribution_factory(inputs, topics.dead_tail, tail=True, args=args), log
     )
     try:
-        done = wait_until(
-            "all clicks in ClickHouse",
-            lambda: sinks.ch_count("clicks", final=False) >= plan.clicks,
-            proc,
-            600,
+        fig.click_phase, fig.order_phase, fig.order_phase_cores = click_and_order_phases(
+            stack, settings, plan, [proc], sinks, topics.inputs_by_kind(), started, ""
         )
-        fig.click_phase = (plan.clicks, done - started)
-        print(f"  click phase: {plan.clicks} clicks in {done - started:.1f} s (incl. start-up)")
-
-        expected_rows, _ = plan.expected_ledger()
-        # Every process on the machine's cores during the phase: the flow, the ClickHouse front,
-        # the broker and this bench (producing and polling).
-        assert stack.clickhouse is not None
-        assert stack.broker_pid is not None
-        busy = (proc.pid, stack.clickhouse.pid, stack.broker_pid, os.getpid())
-        cpu_before = sum(cpu_seconds(pid) for pid in busy)
-        started = time.monotonic()
-        sent = produce_all(
-            settings, ((getattr(topics, k), key, v) for k, key, v in plan.order_messages())
-        )
-        done = wait_until(
-            "all conversions and ledger rows",
-            lambda: (
-                sinks.ledger_rows() >= expected_rows
-                and sinks.ch_count("conversions", final=False) >= plan.orders
-            ),
-            proc,
-            600,
-        )
-        fig.order_phase = (sent, done - started)
-        fig.order_phase_cores = (sum(cpu_seconds(pid) for pid in busy) - cpu_before) / (
-            done - started
-        )
-        print(f"  order phase: {sent} orders+refunds in {done - started:.1f} s (incl. producing;"
-              f" {fig.order_phase_cores:.2f} cores busy)")  # fmt: skip
-
         window = (args.fresh_rate, args.fresh_seconds, FRESH_FIRST)
         assert stack.clickhouse is not None
         assert stack.broker_pid is not None
@@ -718,32 +740,11 @@ def tailing_phases_n(
         for i in range(n)
     ]
     try:
-        done = wait_until(
-            "all clicks in ClickHouse (N processes)",
-            lambda: (
-                sinks.ch_count("clicks", final=False) >= plan.clicks
-                and all(p.poll() is None for p in procs)
-            ),
-            procs[0],
-            600,
-        )
-        fig.click_phase_n = (plan.clicks, done - started)
-        print(f"  click phase on {n} processes: {plan.clicks} clicks in {done - started:.1f} s")
-        expected_rows, totals = plan.expected_ledger()
         mine = {"orders": topics.orders_n, "refunds": topics.refunds_n}
-        started = time.monotonic()
-        sent = produce_all(settings, ((mine[k], key, v) for k, key, v in plan.order_messages()))
-        done = wait_until(
-            "all conversions and ledger rows (N processes)",
-            lambda: (
-                sinks.ledger_rows() >= expected_rows
-                and sinks.ch_count("conversions", final=False) >= plan.orders
-            ),
-            procs[0],
-            600,
+        fig.click_phase_n, fig.order_phase_n, _ = click_and_order_phases(
+            stack, settings, plan, procs, sinks, mine, started, f" on {n} processes"
         )
-        fig.order_phase_n = (sent, done - started)
-        print(f"  order phase on {n} processes: {sent} orders+refunds in {done - started:.1f} s")
+        expected_rows, totals = plan.expected_ledger()
         fig.check(f"tailing run on {n} processes: ledger rows", expected_rows, sinks.ledger()[0])
         fig.check(f"tailing run on {n} processes: ledger net per agent", totals, sinks.ledger()[1])
     finally:
