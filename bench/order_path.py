@@ -29,8 +29,9 @@ from typing import Any
 from bench.dataflow import Plan
 from bench.engine import Engine
 from dataflows import vault
-from dataflows.attribution.events import Event
+from dataflows.attribution.events import Event, event_from_envelope
 from dataflows.attribution.flow import parse_value, tune_garbage_collector
+from dataflows.attribution.local import builder
 from dataflows.attribution.logic import AttributionDecision
 from dataflows.attribution.wire import decode_click, decode_envelope
 from dataflows.commission.logic import accrue
@@ -42,7 +43,7 @@ from schemas.conversion import Conversion
 from schemas.events.click import ClickEvent
 from schemas.events.envelope import EventEnvelope
 from schemas.ledger import AttributionRule, CommissionAccrual
-from tests.dataflows.builders import new_tenant, rules_body
+from tests.dataflows.builders import new_tenant, order, rules_body, snapshot
 
 # Issue #19's target for an order's CPU in the flow's own code (refunds included).
 ORDER_TARGET_US = 50.0
@@ -219,6 +220,36 @@ def _snapshot_costs(
     return out
 
 
+def customer_snapshot(customers: int, vault_dir: Path) -> tuple[int, int, int]:
+    """The tenant stage's snapshot after an epoch of 200 coupon orders, each of a customer new
+    to it, with `customers` known before (first orders and bindings: `stages.tenant`): bytes
+    without the segment vault, and with it (snapshot bytes, bytes written to the vault)."""
+    config = StaticConfig(snapshot("t_customers", coupons={"ANA10": "agt_ana"}))
+    local = builder(config, Tuning(), lambda: 0)(None)
+    base = datetime(2026, 11, 1, tzinfo=UTC)
+
+    def feed(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            envelope = order("t_customers", 100_000 + n, at=base, coupon="ANA10", customer=n)
+            event = event_from_envelope(envelope, envelope.to_bytes())
+            assert event is not None
+            local.on_item(event)
+
+    feed(0, customers)
+    local.tenant.snapshot()  # the epoch before: everything pickled once
+    feed(customers, 200)
+    plain = len(local.tenant.snapshot())
+    store = vault.configure(vault_dir)
+    try:
+        local.tenant.snapshot()  # the vault takes the full segments once
+        feed(customers + 200, 200)
+        written = store.written_bytes
+        vaulted = len(local.tenant.snapshot())
+        return plain, vaulted, store.written_bytes - written
+    finally:
+        vault.configure(None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clicks", type=int, default=50_000)
@@ -279,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
         print("  the same with the segment vault (as `refstream dataflow run --recovery-dir`):")
         for label, ms, size, stored in snapshot_costs(plan, clicks, orders, Path(scratch)):
             print(f"  {label:<42} {ms:8.1f} ms {size / 1e6:8.1f} MB + {stored / 1e6:6.1f} MB")
+    with tempfile.TemporaryDirectory(prefix="refstream-vault-") as scratch:
+        customers = 20_000
+        plain, vaulted, stored = customer_snapshot(customers, Path(scratch))
+        print(f"the tenant's snapshot with {customers:,} customers known, after an epoch of 200"
+              f" orders of new customers: {plain / 1e6:.2f} MB; with the segment vault"
+              f" {vaulted / 1e6:.3f} MB + {stored / 1e6:.3f} MB")  # fmt: skip
     print(f"commission (accrue) alone, no profiler, best of 3 passes: "
           f"{accrue_us(plan, orders):.1f} µs per order")  # fmt: skip
     print("a ledger entry made from validated values, µs each (best of 3 passes):")
