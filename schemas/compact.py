@@ -25,6 +25,7 @@ import operator
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
+import msgspec
 from pydantic import BaseModel
 
 _set = object.__setattr__
@@ -60,9 +61,14 @@ def _made(cls: type[M], data: dict[str, Any], fields_set: set[str]) -> M:
     return obj
 
 
-def rebuild_model(cls: type[BaseModel], values: tuple[Any, ...]) -> BaseModel:
+def rebuild_model(cls: type[BaseModel], values: tuple[Any, ...]) -> Any:
     """The model `CompactPickle.__reduce__` pickled (no validation: its values were validated
-    when it was made). Fields added after it was pickled get their defaults."""
+    when it was made). Fields added after it was pickled get their defaults. A class that has
+    since become a msgspec struct with the same fields in the same order (`ConversionLine`,
+    `Conversion`) is made from them as such, checked by its own `__post_init__`."""
+    made: Any = getattr(cls, "stands_for", cls)  # (`schemas.conversion.StateUnpickler`'s)
+    if issubclass(made, msgspec.Struct):
+        return made(**dict(zip(made.__struct_fields__, values, strict=False)))
     names = _names(cls)
     data = dict(zip(names, values, strict=False))
     if len(values) < len(names):

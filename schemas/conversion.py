@@ -19,18 +19,22 @@ Contracts:
 
 from __future__ import annotations
 
+import io
+import pickle
+import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cached_property
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+import msgspec
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.compact import CompactPickle
 from schemas.ids import derived_id
-from schemas.money import CurrencyCode, DecimalStr
+from schemas.money import CURRENCY_CODE_PATTERN, parse_amount
 
 # Where a storefront puts refstream's ids on an order: the landing URL's query string and/or
 # cart attributes (`note_attributes`). Underscore-prefixed attributes are hidden at checkout.
@@ -38,7 +42,6 @@ CLICK_ID_PARAM = "rsclid"
 CLICK_ID_ATTRIBUTES = frozenset({"rsclid", "_rsclid"})
 VISITOR_ID_ATTRIBUTES = frozenset({"rsvid", "_rsvid"})
 
-NonNegativeAmount = Annotated[DecimalStr, Field(ge=0)]
 _NonEmpty = Annotated[str, Field(min_length=1)]
 
 
@@ -54,18 +57,51 @@ def normalise_coupon(code: str) -> str:
     return code.strip().upper()
 
 
-class ConversionLine(CompactPickle, BaseModel):
-    """One order line: units sold, unit price and what was taken off it."""
+_ZERO = Decimal(0)
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    line_id: _NonEmpty
+class ConversionLine(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """One order line: units sold, unit price and what was taken off it.
+
+    A msgspec struct checked by `__post_init__` (made, copied with `msgspec.structs.replace` or
+    loaded from a pickle, it is valid), not a pydantic model: the order path makes one per line
+    of every order, and pydantic's validation cost about 80 % of making an order's facts
+    (`bench.order_instructions`). `ValueError` names what is wrong."""
+
+    line_id: str
     product_id: str | None = None
     collection_ids: tuple[str, ...] = ()
-    quantity: Annotated[int, Field(ge=0)]
-    unit_price: NonNegativeAmount
-    discount: NonNegativeAmount = Decimal(0)
-    included_tax: NonNegativeAmount = Decimal(0)
+    quantity: int
+    unit_price: Decimal
+    discount: Decimal = _ZERO
+    included_tax: Decimal = _ZERO
+
+    def __post_init__(self) -> None:
+        line_id, quantity = self.line_id, self.quantity
+        if type(line_id) is not str or not line_id:
+            raise ValueError(f"line_id: a non-empty text, not {line_id!r}")
+        if type(quantity) is not int or quantity < 0:
+            raise ValueError(f"line {line_id}: quantity must be a whole number ≥ 0: {quantity!r}")
+        if self.product_id is not None and type(self.product_id) is not str:
+            raise ValueError(f"line {line_id}: product_id must be text, not {self.product_id!r}")
+        ids = self.collection_ids
+        if type(ids) is not tuple:
+            _set(self, "collection_ids", ids := tuple(ids))
+        for item in ids:
+            if type(item) is not str:
+                raise ValueError(f"line {line_id}: collection ids must be text, not {item!r}")
+        for name in _LINE_AMOUNTS:
+            value = getattr(self, name)
+            if type(value) is not Decimal:
+                _set(self, name, value := _amount_of(f"line {line_id}: {name}", value))
+            if not value >= 0:
+                raise ValueError(f"line {line_id}: {name} must be ≥ 0, not {value}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (ConversionLine, msgspec.structs.astuple(self)))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        _from_pydantic_state(self, state)
 
     @property
     def gross(self) -> Decimal:
@@ -75,51 +111,79 @@ class ConversionLine(CompactPickle, BaseModel):
     @property
     def net_before_order_discount(self) -> Decimal:
         """Gross less the line's own discounts and included tax, never below zero."""
-        return max(Decimal(0), self.gross - self.discount - self.included_tax)
+        return max(_ZERO, self.gross - self.discount - self.included_tax)
 
 
-class Conversion(CompactPickle, BaseModel):
-    """An order's facts as attribution and commission see them (see the module contracts)."""
+class Conversion(msgspec.Struct, frozen=True, kw_only=True, dict=True):
+    """An order's facts as attribution and commission see them (see the module contracts).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    A msgspec struct checked (and its email, coupon codes and click ids normalised) by
+    `__post_init__`, as `ConversionLine` is; `dict=True` only for the computed properties
+    kept once computed."""
 
-    tenant_id: _NonEmpty
+    tenant_id: str
     shop: str | None = None
-    order_id: _NonEmpty
+    order_id: str
     order_name: str | None = None
-    occurred_at: AwareDatetime = Field(description="Event time: when the order was placed.")
-    currency: CurrencyCode
+    occurred_at: datetime  # event time: when the order was placed; aware
+    currency: str
     customer_id: str | None = None
-    customer_email: str | None = Field(default=None, description="Stripped and lower-cased.")
-    coupon_codes: tuple[str, ...] = Field(default=(), description="Upper-cased, in order.")
-    click_ids: tuple[str, ...] = Field(default=(), description="Click ids the order cites.")
+    customer_email: str | None = None  # stripped and lower-cased
+    coupon_codes: tuple[str, ...] = ()  # upper-cased, in order, each once
+    click_ids: tuple[str, ...] = ()  # click ids the order cites, stripped, each once
     visitor_id: str | None = None
     lines: tuple[ConversionLine, ...] = ()
-    order_discount: NonNegativeAmount = Decimal(0)
-    source_event_id: _NonEmpty
+    order_discount: Decimal = _ZERO
+    source_event_id: str
 
-    @field_validator("customer_email")
-    @classmethod
-    def _normalise_email(cls, value: str | None) -> str | None:
-        return normalise_email(value)
-
-    @field_validator("coupon_codes")
-    @classmethod
-    def _normalise_coupons(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        codes = (normalise_coupon(code) for code in value)
-        return tuple(dict.fromkeys(code for code in codes if code))
-
-    @field_validator("click_ids")
-    @classmethod
-    def _dedupe_click_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(c.strip() for c in value if c.strip()))
-
-    @model_validator(mode="after")
-    def _unique_lines(self) -> Conversion:
-        ids = [line.line_id for line in self.lines]
-        if len(ids) != len(set(ids)):
+    def __post_init__(self) -> None:
+        for name in ("tenant_id", "order_id", "source_event_id"):
+            value = getattr(self, name)
+            if type(value) is not str or not value:
+                raise ValueError(f"{name}: a non-empty text, not {value!r}")
+        for name in _OPTIONAL_TEXT:
+            value = getattr(self, name)
+            if value is not None and type(value) is not str:
+                raise ValueError(f"{name}: text or null, not {value!r}")
+        currency, at = self.currency, self.occurred_at
+        if type(currency) is not str or _CURRENCY.fullmatch(currency) is None:
+            raise ValueError(f"currency: three upper-case letters, not {currency!r}")
+        if not isinstance(at, datetime) or at.utcoffset() is None:
+            raise ValueError(f"occurred_at: an aware timestamp, not {at!r}")
+        lines = self.lines
+        if type(lines) is not tuple:
+            _set(self, "lines", lines := tuple(lines))
+        for line in lines:
+            if type(line) is not ConversionLine:
+                raise ValueError(f"lines: order lines, not {line!r}")
+        if len(lines) > 1 and len({line.line_id for line in lines}) != len(lines):
             raise ValueError("line ids must be unique within an order")
-        return self
+        discount = self.order_discount
+        if type(discount) is not Decimal:
+            _set(self, "order_discount", discount := _amount_of("order_discount", discount))
+        if not discount >= 0:
+            raise ValueError(f"order_discount must be ≥ 0, not {discount}")
+        email = self.customer_email
+        if email is not None:
+            normal = normalise_email(email)
+            if normal != email:
+                _set(self, "customer_email", normal)
+        if self.coupon_codes:
+            codes = (normalise_coupon(code) for code in self.coupon_codes)
+            _set(self, "coupon_codes", tuple(dict.fromkeys(code for code in codes if code)))
+        elif type(self.coupon_codes) is not tuple:
+            _set(self, "coupon_codes", ())
+        if self.click_ids:
+            clicks = (c.strip() for c in self.click_ids)
+            _set(self, "click_ids", tuple(dict.fromkeys(c for c in clicks if c)))
+        elif type(self.click_ids) is not tuple:
+            _set(self, "click_ids", ())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (Conversion, msgspec.structs.astuple(self)))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        _from_pydantic_state(self, state)
 
     @cached_property
     def conversion_id(self) -> str:
@@ -130,12 +194,105 @@ class Conversion(CompactPickle, BaseModel):
     @cached_property
     def net_revenue(self) -> Decimal:
         """Merchandise revenue after every discount, excluding tax and shipping; ≥ 0."""
-        lines = sum((line.net_before_order_discount for line in self.lines), Decimal(0))
-        return max(Decimal(0), lines - self.order_discount)
+        lines = sum((line.net_before_order_discount for line in self.lines), _ZERO)
+        return max(_ZERO, lines - self.order_discount)
 
     def line(self, line_id: str) -> ConversionLine | None:
         """The line with `line_id`, or `None`."""
         return next((line for line in self.lines if line.line_id == line_id), None)
+
+
+_set = msgspec.structs.force_setattr
+_LINE_AMOUNTS = ("unit_price", "discount", "included_tax")
+_OPTIONAL_TEXT = ("shop", "order_name", "customer_id", "customer_email", "visitor_id")
+_CURRENCY = re.compile(CURRENCY_CODE_PATTERN)
+
+
+def _amount_of(what: str, value: object) -> Decimal:
+    """A plain `Decimal` of an amount given otherwise (text, a number, the wire's `Amount`), as
+    `schemas.money.parse_amount` reads it; `ValueError` naming `what` if it is none."""
+    try:
+        amount = parse_amount(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what}: {exc}") from exc
+    return amount if type(amount) is Decimal else Decimal(amount)
+
+
+def _rebuild(cls: type[ConversionLine] | type[Conversion], values: tuple[Any, ...]) -> Any:
+    """A line or conversion from its field values in field order (its pickle; fields are only
+    appended, so an older, shorter tuple gives the new fields their defaults)."""
+    cls = getattr(cls, "stands_for", cls)  # (found through `StateUnpickler`)
+    return cls(**dict(zip(cls.__struct_fields__, values, strict=False)))
+
+
+def _from_pydantic_state(made: ConversionLine | Conversion, state: dict[str, Any]) -> None:
+    """Fill `made` (made by `cls.__new__`, as unpickling does) from the state pydantic pickled
+    when these classes were its models, before `CompactPickle` (snapshots of those versions):
+    the field values under `__dict__`, defaults for fields it lacks, checked as a new one is."""
+    values = state["__dict__"]
+    for f in msgspec.structs.fields(made):
+        if f.name in values:
+            value = values[f.name]
+        elif f.default is not msgspec.NODEFAULT:
+            value = f.default
+        else:
+            raise ValueError(f"a pickled {type(made).__name__} without {f.name}")
+        _set(made, f.name, value)
+    made.__post_init__()
+
+
+class _FormerModel:
+    """What a pickle in pydantic's own format (`copyreg.__newobj__`, then the state) finds
+    under the name of `ConversionLine` or `Conversion` when they were pydantic models: a msgspec
+    struct cannot be made empty by `__new__`, so this makes a placeholder of the struct it
+    `stands_for`, which the pickle's state then fills (`__setstate__`). Only `StateUnpickler`
+    hands it out (and `schemas.compact.rebuild_model` reads `stands_for`)."""
+
+    stands_for: Any = None
+    placeholder: Any = None
+
+    def __new__(cls, *_: Any) -> Any:
+        return msgspec.structs.replace(cls.placeholder)
+
+
+class _FormerLine(_FormerModel):
+    stands_for = ConversionLine
+    placeholder = ConversionLine(line_id="-", quantity=0, unit_price=_ZERO)
+
+
+class _FormerConversion(_FormerModel):
+    stands_for = Conversion
+    placeholder = Conversion(
+        tenant_id="-", order_id="-", occurred_at=datetime(2000, 1, 1, tzinfo=UTC),
+        currency="XXX", source_event_id="-",
+    )  # fmt: skip
+
+
+_FORMER = {"ConversionLine": _FormerLine, "Conversion": _FormerConversion}
+
+
+class StateUnpickler(pickle.Unpickler):
+    """`pickle`'s unpickler, and pickles of `ConversionLine` and `Conversion` written in
+    pydantic's own format (recovery snapshots from before 2026-12-06) load as their structs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name in _FORMER:
+            return _FORMER[name]
+        return super().find_class(module, name)
+
+
+def load_state(data: bytes) -> Any:
+    """`pickle.loads` through `StateUnpickler`."""
+    return StateUnpickler(io.BytesIO(data)).load()
+
+
+def conversion_fields(model: ConversionLine | Conversion) -> dict[str, Any]:
+    """The fields of a line or conversion by name, its lines as such dicts too (what
+    pydantic's `model_dump` gave)."""
+    values = msgspec.structs.asdict(model)
+    if isinstance(model, Conversion):
+        values["lines"] = [msgspec.structs.asdict(line) for line in model.lines]
+    return values
 
 
 class RefundedLine(CompactPickle, BaseModel):

@@ -1,6 +1,7 @@
 """Order books as plain values for snapshots: `pack_book` / `unpack_book`. Pure: no I/O, no clock.
 
-A book holds pydantic models (the conversion, its lines, ledger entries, refunds), a decision,
+A book holds the order's facts (msgspec structs: the conversion and its lines), pydantic models
+(ledger entries, refunds), a decision,
 Decimals, enums and parsed timestamps. Pickled as objects (`CompactPickle` for the models), each
 of those is a Python-level `__reduce__` call, a class looked up by name, or both: measured on the
 bench's one-line order books (`bench.order_path`, one-off timing), 26 µs and 1.6 KB a book, most
@@ -29,13 +30,14 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+import msgspec
 from pydantic import BaseModel
 
 from dataflows.attribution.logic import AttributionDecision
 from dataflows.commission.adjustments import Cancellation
 from dataflows.commission.book import OrderBook
 from schemas.compact import _made, _names
-from schemas.conversion import Conversion, ConversionLine, OrderRefund, RefundedLine
+from schemas.conversion import Conversion, ConversionLine, OrderRefund, RefundedLine, load_state
 from schemas.events.wire import WireDatetime
 from schemas.ledger import AttributionRule, CommissionAccrual, EntryKind, EntryStatus
 
@@ -125,7 +127,38 @@ def _defaults_after(cls: type[BaseModel], count: int) -> list[Any]:
     ]
 
 
-def _many(codec: _ModelCodec) -> tuple[Encode, Encode]:
+class _StructCodec:
+    """One msgspec struct class (`ConversionLine`, `Conversion`), packed as `_ModelCodec` packs
+    a model: its values in field order (the order the pydantic models had, so books packed
+    before keep loading), the named fields converted. Loading checks the values again
+    (`__post_init__`)."""
+
+    __slots__ = ("cls", "inward", "names", "outward")
+
+    def __init__(self, cls: type[msgspec.Struct], **special: tuple[Encode, Encode]) -> None:
+        names = cls.__struct_fields__
+        unknown = set(special) - set(names)
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no fields {sorted(unknown)}")
+        self.cls, self.names = cls, names
+        self.outward = [(names.index(name), out) for name, (out, _) in special.items()]
+        self.inward = [(names.index(name), in_) for name, (_, in_) in special.items()]
+
+    def encode(self, model: Any) -> list[Any]:
+        values = list(msgspec.structs.astuple(model))
+        for index, out in self.outward:
+            values[index] = out(values[index])
+        return values
+
+    def decode(self, values: Sequence[Any]) -> Any:
+        converted = list(values)
+        for index, in_ in self.inward:
+            if index < len(converted):  # (fields packed before one was added get its default)
+                converted[index] = in_(converted[index])
+        return self.cls(**dict(zip(self.names, converted, strict=False)))
+
+
+def _many(codec: _ModelCodec | _StructCodec) -> tuple[Encode, Encode]:
     """A tuple-of-models field."""
     return (
         lambda models: [codec.encode(m) for m in models],
@@ -136,10 +169,10 @@ def _many(codec: _ModelCodec) -> tuple[Encode, Encode]:
 DECIMAL = (_decimal_out, _decimal_in)
 TIME = (_time_out, _time_in)
 
-_LINE = _ModelCodec(
+_LINE = _StructCodec(
     ConversionLine, unit_price=DECIMAL, discount=DECIMAL, included_tax=DECIMAL
 )  # fmt: skip
-_CONVERSION = _ModelCodec(
+_CONVERSION = _StructCodec(
     Conversion, occurred_at=TIME, order_discount=DECIMAL, lines=_many(_LINE)
 )  # fmt: skip
 _ENTRY = _ModelCodec(
@@ -242,7 +275,7 @@ def unpack_book(data: bytes) -> OrderBook:
     """The book `pack_book` packed, or one `pickle.dumps(book)` wrote (older snapshots)."""
     _TIMES.clear()
     _LAST.book = None
-    loaded = pickle.loads(data)
+    loaded = load_state(data)  # (a book pickled whole may hold facts in a former format)
     if isinstance(loaded, OrderBook):
         _complete(loaded)
         return loaded

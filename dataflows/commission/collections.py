@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import msgspec
+
 from schemas.conversion import Conversion, ConversionLine
 
 
@@ -34,7 +36,7 @@ def with_collections(
     lines = tuple(_line(line, membership, before.get(line.line_id)) for line in conversion.lines)
     if all(new is old for new, old in zip(lines, conversion.lines, strict=True)):
         return conversion
-    return conversion.model_copy(update={"lines": lines})
+    return msgspec.structs.replace(conversion, lines=lines)
 
 
 def _line(
@@ -50,4 +52,4 @@ def _line(
         known = ()
     if not known or known == line.collection_ids:
         return line
-    return line.model_copy(update={"collection_ids": known})
+    return msgspec.structs.replace(line, collection_ids=known)

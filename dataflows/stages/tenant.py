@@ -71,7 +71,6 @@ customer and agent is the last part of issue #19's item 1, docs/design/engine-ke
 from __future__ import annotations
 
 import io
-import pickle
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -123,7 +122,7 @@ from dataflows.stages.base import (
     unpack,
 )
 from dataflows.stages.clock import TenantClocks, stream_of
-from schemas.conversion import Conversion
+from schemas.conversion import Conversion, StateUnpickler
 from schemas.events.envelope import DeadLetter
 
 # Keys per segment of the segmented maps (a snapshot re-pickles the segments that changed:
@@ -714,9 +713,10 @@ def _event_order(event: Event) -> tuple[int, str]:
 _FORMER_MODULE = "dataflows.attribution.state"
 
 
-class _StateUnpickler(pickle.Unpickler):
+class _StateUnpickler(StateUnpickler):
     """Reads a tenant snapshot, finding the classes of this module under the name it had when
-    the snapshot was written (`_FORMER_MODULE`)."""
+    the snapshot was written (`_FORMER_MODULE`), and an order's facts pickled in any former
+    format (`schemas.conversion.StateUnpickler`)."""
 
     def find_class(self, module: str, name: str) -> Any:
         if module == _FORMER_MODULE:

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from dataflows.attribution.logic import AttributionDecision
 from dataflows.commission.adjustments import reprice, reverse_cancellation, reverse_refund
@@ -301,7 +302,7 @@ def test_every_entry_carries_the_orders_shop_coupon_and_link() -> None:
         rule=AttributionRule.LAST_CLICK, agent_id="a1", program_id="p1",
         click_id="clk_" + "0" * 32, coupon_code="SPRING", explanation="", link_code="lnk-a1",
     )  # fmt: skip
-    conversion = an_order({"l1": 2, "l2": 1}).model_copy(update={"shop": "s1.myshopify.com"})
+    conversion = replace(an_order({"l1": 2, "l2": 1}), shop="s1.myshopify.com")
     ledger = accrue(conversion, decision, RULES, ("a1", "m1"), period_volume=Decimal(0),
                     is_new_customer=False)  # fmt: skip
     ledger += reverse_refund(ledger, a_refund("r1", {"l1": 1}), conversion)
@@ -315,7 +316,7 @@ def test_every_entry_carries_the_orders_shop_coupon_and_link() -> None:
 
 
 def test_entries_pickled_before_the_fields_existed_load_and_adjust_with_the_orders_shop() -> None:
-    conversion = an_order({"l1": 2}).model_copy(update={"shop": "s1.myshopify.com"})
+    conversion = replace(an_order({"l1": 2}), shop="s1.myshopify.com")
     old = accrued(conversion)[0]
     state = old.__getstate__()
     for name in ("shop", "coupon_code", "link_code"):  # as pickled by the previous version

@@ -7,6 +7,8 @@ from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
+import msgspec
+
 from dataflows.attribution.events import (
     Event,
     event_from_envelope,
@@ -88,8 +90,8 @@ def test_an_edit_reprices_under_the_rules_that_booked_the_order() -> None:
     assert book.rule_key is not None
     rules = CONFIG.tenant(TENANT).rule_versions[book.rule_key]
     line = book.conversion.lines[0]
-    edited = book.conversion.model_copy(
-        update={"lines": (line.model_copy(update={"quantity": 4}),)}
+    edited = msgspec.structs.replace(
+        book.conversion, lines=(msgspec.structs.replace(line, quantity=4),)
     )
     assert not is_same_order(book, edited)
     assert is_same_order(book, book.conversion)
@@ -99,7 +101,7 @@ def test_an_edit_reprices_under_the_rules_that_booked_the_order() -> None:
     assert book.conversion == edited
     # A cancelled order is not repriced, but keeps the edited facts.
     apply_cancel(book, T0 + days(3), "ev-c")
-    again: Conversion = edited.model_copy(update={"order_discount": Decimal("1.00")})
+    again: Conversion = msgspec.structs.replace(edited, order_discount=Decimal("1.00"))
     assert apply_edit(book, again, rules, CONFIG.tenant(TENANT).rules_rate, "ev-e2", T0) == []
     assert book.conversion == again
 

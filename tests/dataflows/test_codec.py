@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 from pydantic import BaseModel
 
 import dataflows.commission.codec as codec
@@ -219,7 +220,7 @@ def test_a_changed_book_repacks_as_one_packed_from_scratch() -> None:
         lambda book: apply_cancel(book, T0 + days(9), "ev-c"),
         lambda book: mark_paid(book, 1_800_000_000_000, "INV/9"),
         lambda book: apply_edit(
-            book, book.conversion.model_copy(update={"order_discount": Decimal("1.00")}), None,
+            book, replace(book.conversion, order_discount=Decimal("1.00")), None,
             rules_rate, "ev-e", T0 + days(9),
         ),
         lambda book: book.entries.reverse(),

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec.structs import replace
 from pydantic import ValidationError
 
 from dataflows.attribution.logic import AgentStatus, AttributionDecision, StatusHistory
@@ -319,7 +320,7 @@ def test_entry_ids_are_deterministic() -> None:
     ids = [e.entry_id for e in first]
     assert len(set(ids)) == len(ids) == 4
     assert all(i.startswith("le_") for i in ids)
-    other_tenant = an_order(a_line("l1"), a_line("l2")).model_copy(update={"tenant_id": "t2"})
+    other_tenant = replace(an_order(a_line("l1"), a_line("l2")), tenant_id="t2")
     assert not set(ids) & {e.entry_id for e in accrue_for(other_tenant, ruleset)}
 
 
@@ -424,7 +425,7 @@ lines_strategy = st.lists(
     ),
     min_size=1,
     max_size=8,
-).map(lambda ls: tuple(line.model_copy(update={"line_id": f"l{i}"}) for i, line in enumerate(ls)))
+).map(lambda ls: tuple(replace(line, line_id=f"l{i}") for i, line in enumerate(ls)))
 rates = st.one_of(
     st.builds(percent, st.decimals(min_value=0, max_value=100, places=3).map(str)),
     st.builds(per_unit, st.decimals(min_value=0, max_value=50, places=2).map(str)),

@@ -29,7 +29,7 @@ from dataflows.attribution.wire import (
     TaxLine,
     decode_order,
 )
-from schemas.conversion import Conversion, conversion_from_shopify
+from schemas.conversion import Conversion, conversion_fields, conversion_from_shopify
 from schemas.events.shopify import (
     ShopifyCustomer,
     ShopifyDiscountAllocation,
@@ -56,7 +56,7 @@ def _conversion(order: Any) -> Conversion:
 
 def _fields(conversion: Conversion) -> dict[str, Any]:
     """Every field with its type and text: `Decimal("1.0") == Decimal("1.00")` is not enough."""
-    dumped = conversion.model_dump()
+    dumped = conversion_fields(conversion)
     dumped["occurred_at"] = conversion.occurred_at.isoformat()
     dumped["lines"] = [
         {k: (type(v).__name__, str(v)) for k, v in line.items()} for line in dumped["lines"]

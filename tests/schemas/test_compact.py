@@ -2,7 +2,9 @@
 recovery snapshots and sends between workers loads back equal, with the wire timestamps' text;
 pickles written in pydantic's own format (snapshots of earlier versions) still load; a model
 pickled before a field was appended loads with that field's default; and each model's field order
-is pinned, since compact pickles carry values by position."""
+is pinned, since compact pickles carry values by position. An order's facts (`ConversionLine`,
+`Conversion`) were pydantic models and are msgspec structs since 2026-12-08: their pickles of
+both earlier formats load as structs."""
 
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ from datetime import UTC, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import pytest
 from pydantic import BaseModel, Field
 
 from schemas.compact import CompactPickle, rebuild_model, trusted, trusted_replace
-from schemas.conversion import Conversion, ConversionLine, OrderRefund, RefundedLine
+from schemas.conversion import Conversion, ConversionLine, OrderRefund, RefundedLine, load_state
 from schemas.events.wire import WireDatetime, wire_text
 from schemas.ledger import (
     AttributedConversion,
@@ -33,7 +36,7 @@ from schemas.ledger import (
 )
 
 # Positional: appending a field is fine, any other change breaks resuming snapshots.
-FIELD_ORDER: dict[type[BaseModel], tuple[str, ...]] = {
+FIELD_ORDER: dict[type[BaseModel] | type[msgspec.Struct], tuple[str, ...]] = {
     ConversionLine: ("line_id", "product_id", "collection_ids", "quantity", "unit_price",
                      "discount", "included_tax"),
     Conversion: ("tenant_id", "shop", "order_id", "order_name", "occurred_at", "currency",
@@ -78,6 +81,11 @@ def entry() -> CommissionAccrual:
     )  # fmt: skip
 
 
+def structs() -> list[Conversion | ConversionLine]:
+    c = conversion()
+    return [c, c.lines[1]]
+
+
 def models() -> list[BaseModel]:
     refund = OrderRefund(refund_id="r1", order_id="1001", occurred_at=AT, source_event_id="ev2",
                          lines=(RefundedLine(line_id="l1", quantity=1),))  # fmt: skip
@@ -93,11 +101,14 @@ def models() -> list[BaseModel]:
         source_event_id="ev1", rejected=(rejected,),
     )  # fmt: skip
     approval = EntryApproval(tenant_id="t1", entry_id="le_1", approved_at=AT, reason="hold")
-    return [conversion(), refund, rejected, decided, entry(), approval]
+    return [refund, rejected, decided, entry(), approval]
 
 
 def test_field_order_is_pinned() -> None:
     for model, names in FIELD_ORDER.items():
+        if issubclass(model, msgspec.Struct):
+            assert model.__struct_fields__ == names, f"{model.__name__}: only append fields"
+            continue
         assert issubclass(model, CompactPickle), model
         assert tuple(model.model_fields) == names, (
             f"{model.__name__}'s fields changed order or were removed: compact pickles in "
@@ -116,7 +127,7 @@ def test_round_trip_is_equal_and_keeps_wire_text(model: BaseModel) -> None:
 
 
 def test_compact_pickle_is_smaller_than_pydantics_own() -> None:
-    c = conversion()
+    c = entry()
     compact = pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL)
     own = pickle.dumps(
         (type(c), BaseModel.__getstate__(c)), protocol=pickle.HIGHEST_PROTOCOL
@@ -149,6 +160,71 @@ class _OldFormat:
 
 def copyreg_newobj(cls: type[BaseModel]) -> BaseModel:
     return cls.__new__(cls)
+
+
+@pytest.mark.parametrize("made", structs(), ids=lambda m: type(m).__name__)
+def test_a_struct_round_trips_equal_with_its_wire_text(made: Conversion | ConversionLine) -> None:
+    payload = pickle.dumps(made, protocol=pickle.HIGHEST_PROTOCOL)
+    loaded = pickle.loads(payload)
+    assert loaded == made
+    assert type(loaded) is type(made)
+    assert b"line_id" not in payload  # values by position, not names
+    assert copy.deepcopy(made) == made
+    if isinstance(made, Conversion):
+        assert type(loaded.occurred_at) is WireDatetime
+        assert wire_text(loaded.occurred_at) == wire_text(made.occurred_at)
+        assert loaded.conversion_id == made.conversion_id
+    with pytest.raises(AttributeError):
+        loaded.line_id = "other"  # type: ignore[misc]
+
+
+def _old_pickles(made: Conversion | ConversionLine) -> list[bytes]:
+    """`made` pickled as the pydantic model it was: in `CompactPickle`'s format (values by
+    position through `rebuild_model`) and in pydantic's own (`__newobj__` + its state)."""
+    values = msgspec.structs.astuple(made)
+    if isinstance(made, Conversion):  # its lines pickled as the old models they were
+        index = Conversion.__struct_fields__.index("lines")
+        old_lines = tuple(
+            _Reduced((rebuild_model, (ConversionLine, msgspec.structs.astuple(line))))
+            for line in made.lines
+        )
+        values = (*values[:index], old_lines, *values[index + 1 :])
+    names = type(made).__struct_fields__
+    state = {"__dict__": dict(zip(names, values, strict=True)),
+             "__pydantic_fields_set__": set(names), "__pydantic_extra__": None,
+             "__pydantic_private__": None}  # fmt: skip
+    compact = pickle.dumps(_Reduced((rebuild_model, (type(made), values))))
+    own = pickle.dumps(_Reduced((copyreg_newobj, (type(made),), state)))
+    return [compact, own]
+
+
+class _Reduced:
+    def __init__(self, reduced: tuple[object, ...]) -> None:
+        self.reduced = reduced
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return self.reduced
+
+
+@pytest.mark.parametrize("made", structs(), ids=lambda m: type(m).__name__)
+def test_pickles_of_the_former_pydantic_models_load_as_structs(
+    made: Conversion | ConversionLine,
+) -> None:
+    compact, own = _old_pickles(made)
+    assert pickle.loads(compact) == made
+    assert type(pickle.loads(compact)) is type(made)
+    with pytest.raises(TypeError):  # pydantic's format: a struct cannot be made empty
+        pickle.loads(own)
+    for loaded in (load_state(compact), load_state(own)):  # what snapshots are read with
+        assert loaded == made
+        assert type(loaded) is type(made)
+
+
+def test_a_struct_pickled_before_a_field_was_appended_gets_its_default() -> None:
+    line = conversion().lines[1]
+    values = msgspec.structs.astuple(line)[:-2]  # as if discount and included_tax came later
+    loaded = rebuild_model(ConversionLine, values)  # type: ignore[arg-type]
+    assert loaded == msgspec.structs.replace(line, discount=Decimal(0))
 
 
 def test_a_field_appended_later_gets_its_default() -> None:
