@@ -129,7 +129,9 @@ class RedisServer:
         replies = []
         while (command := self._reader.gets()) is not False:
             name = command[0].upper()
-            if name == b"SET":
+            if name == b"SET" and b"GET" in command:  # first click: no holder before it
+                replies.append(b"$-1\r\n")
+            elif name == b"SET":
                 replies.append(b"+OK\r\n")
             elif b"'INCR'" in command[1] or len(command) == 5:  # admit: count 1, not seen
                 replies.append(b"*2\r\n:1\r\n:0\r\n")

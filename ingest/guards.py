@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ingest.metrics import REDIS_UNAVAILABLE
 from ingest.resp import Commands
@@ -72,7 +72,7 @@ _ADMIT = _Script(
     "return {n, redis.call('EXISTS', KEYS[2])}"
 )
 # The window's holder of a visitor's click on a link (set if none), and the click's second
-# identity remembered too (KEYS[2], when given).
+# identity remembered too (KEYS[2], when given): for a Redis older than 7.0 (`first_click`).
 _FIRST_CLICK = _Script(
     "redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) "
     "local holder = redis.call('GET', KEYS[1]) "
@@ -131,6 +131,12 @@ def _remembered(reply: asyncio.Future[Any]) -> None:
         log.error("ingest_remember_failed", error=repr(exc)[:200])
 
 
+# Whether this Redis takes `SET key value NX GET` (7.0 and later; the compose file's `redis:7`
+# does). A server that refuses it with a syntax error (6.2 and older) is asked by the script
+# from then on, by this worker.
+_set_nx_get = True
+
+
 async def first_click(
     redis: Commands,
     fingerprint: str,
@@ -142,8 +148,76 @@ async def first_click(
     The window remembers the first click's id, so a re-delivery of that same click (a retried
     pixel batch: same `client_event_id`, same id) is never a duplicate of itself. `also` is a
     second identity of the same click remembered for the window (a visitor id just given to the
-    browser, so its next click is judged by it)."""
+    browser, so its next click is judged by it).
+
+    Native commands, not a script: `SET key id NX GET EX window` (the holder before, nil when
+    this click became it) and, for `also`, a `SET … EX` queued with it (written in the same
+    loop turn, its reply not awaited: a failure is counted and logged as `remember`'s). Redis
+    runs them in a third to a half of the CPU of the script's `EVALSHA` (bench notes in
+    docs/performance/ingress.md, Round 9)."""
     key = f"{PREFIX}:click:{fingerprint}"
+    if not _set_nx_get:
+        return await _first_click_by_script(redis, key, window_seconds, click_id, also)
+    also_reply = None
+    try:
+        reply = redis.call("SET", key, click_id, "NX", "GET", "EX", window_seconds)
+        if also is not None:
+            also_reply = _queued(
+                redis.call("SET", f"{PREFIX}:click:{also}", click_id, "EX", window_seconds)
+            )
+        holder = await reply
+    except ResponseError as exc:
+        if also_reply is not None:
+            also_reply.add_done_callback(_settled)
+        if "syntax" not in str(exc).lower():
+            _unavailable("first_click", exc)
+            return True
+        _use_script()
+        return await _first_click_by_script(redis, key, window_seconds, click_id, also)
+    except (RedisError, OSError) as exc:  # fail open (see the module docstring)
+        if also_reply is not None:  # the same outage: counted once
+            also_reply.add_done_callback(_settled)
+        _unavailable("first_click", exc)
+        return True
+    if also_reply is not None:
+        _remembering.add(also_reply)
+        also_reply.add_done_callback(_remembered_also)
+    return holder is None or bool(holder == click_id.encode())
+
+
+def _use_script() -> None:
+    global _set_nx_get
+    _set_nx_get = False
+    log.warning("ingest_redis_without_set_nx_get", fallback="script")
+
+
+def _queued(reply: Any) -> asyncio.Future[Any]:
+    """A reply as a future (the pipelined connection's already is; another client's coroutine
+    is scheduled now, so that its command is sent whether or not anyone awaits it)."""
+    return reply if isinstance(reply, asyncio.Future) else asyncio.ensure_future(reply)
+
+
+def _settled(reply: asyncio.Future[Any]) -> None:
+    """A reply nobody needs: its error, if any, retrieved (already counted)."""
+    if not reply.cancelled():
+        reply.exception()
+
+
+def _remembered_also(reply: asyncio.Future[Any]) -> None:
+    _remembering.discard(reply)
+    if reply.cancelled():
+        return
+    exc = reply.exception()
+    if isinstance(exc, (RedisError, OSError)):
+        _unavailable("first_click", exc)
+    elif exc is not None:
+        log.error("ingest_first_click_also_failed", error=repr(exc)[:200])
+
+
+async def _first_click_by_script(
+    redis: Commands, key: str, window_seconds: int, click_id: str, also: str | None
+) -> bool:
+    """`first_click` on a Redis older than 7.0: one script that sets, reads and remembers."""
     args: tuple[str | int, ...] = (
         (1, key, click_id, window_seconds)
         if also is None
