@@ -5,6 +5,7 @@ pipelined connection and on redis-py, and its fallback to the script on a Redis 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
@@ -150,4 +151,36 @@ async def test_a_failed_second_identity_alone_is_counted_and_the_click_judged(
         await client.close()
         admin = redis.Redis.from_url(stack_settings.redis_url)
         admin.delete(_key(fingerprint))
+        admin.close()
+
+
+async def test_admit_counts_the_window_expires_it_and_sees_remembered_deliveries(
+    commands: Commands, stack_settings: Settings
+) -> None:
+    scope = f"test-shop-{uuid.uuid4().hex}"
+    dedup = guards.dedup_key("shopify", scope, uuid.uuid4().hex)
+    admin = redis.Redis.from_url(stack_settings.redis_url)
+    try:
+        # Three requests in one second against a limit of 2 (retried once if the second
+        # turned between them).
+        for _ in range(2):
+            window = int(time.time())
+            answers = [
+                await guards.admit(commands, scope=scope, dedup=dedup, limit_per_second=2)
+                for _ in range(3)
+            ]
+            if int(time.time()) == window:
+                break
+        assert [a.over_limit for a in answers] == [False, False, True]
+        assert not any(a.duplicate for a in answers)
+        await asyncio.sleep(0.05)  # the window's EXPIRE is queued, not awaited
+        rate_key = f"{guards.PREFIX}:rate:{scope}:{window}"
+        assert admin.get(rate_key) == b"3"
+        assert 0 < admin.ttl(rate_key) <= 2
+        guards.remember(commands, dedup, 60)
+        await asyncio.sleep(0.05)
+        again = await guards.admit(commands, scope=scope, dedup=dedup, limit_per_second=100)
+        assert again.duplicate
+    finally:
+        admin.delete(dedup)
         admin.close()
