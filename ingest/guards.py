@@ -23,7 +23,7 @@ import structlog
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ingest.metrics import REDIS_UNAVAILABLE
-from ingest.resp import Commands
+from ingest.resp import Commands, Unawaited
 
 PREFIX = "refstream:ingest"
 log = structlog.get_logger(__name__)
@@ -102,25 +102,29 @@ async def admit(redis: Commands, *, scope: str, dedup: str, limit_per_second: in
     return _ADMISSIONS[count > limit_per_second, bool(seen)]
 
 
+def _failed(operation: str) -> Unawaited:
+    """The sink of an operation's replies that nobody awaits: a failure counted and logged as
+    the operation's (fail open), anything else unexpected logged as an error."""
+
+    def failed(exc: BaseException) -> None:
+        if isinstance(exc, (RedisError, OSError)):
+            _unavailable(operation, exc)
+        else:
+            log.error("ingest_redis_command_failed", operation=operation, error=repr(exc)[:200])
+
+    return Unawaited(failed)
+
+
+_ADMIT_REPLIES = _failed("admit")
+_REMEMBER_REPLIES = _failed("remember")
+_FIRST_CLICK_REPLIES = _failed("first_click")
+
+
 def _expire(redis: Commands, rate_key: str) -> None:
     try:
-        reply = _queued(redis.call("EXPIRE", rate_key, 2))
+        redis.send(_ADMIT_REPLIES, "EXPIRE", rate_key, 2)
     except (RedisError, OSError) as exc:
         _unavailable("admit", exc)
-        return
-    _remembering.add(reply)
-    reply.add_done_callback(_expired)
-
-
-def _expired(reply: asyncio.Future[Any]) -> None:
-    _remembering.discard(reply)
-    if reply.cancelled():
-        return
-    exc = reply.exception()
-    if isinstance(exc, (RedisError, OSError)):
-        _unavailable("admit", exc)
-    elif exc is not None:
-        log.error("ingest_rate_window_expiry_failed", error=repr(exc)[:200])
 
 
 def remember(redis: Commands, dedup: str, ttl_seconds: int) -> None:
@@ -131,28 +135,9 @@ def remember(redis: Commands, dedup: str, ttl_seconds: int) -> None:
     and the answer does not wait for Redis's reply, which used to add a third round trip to
     every accepted webhook. A failed reply is counted and logged as before (fail open)."""
     try:
-        reply = redis.call("SET", dedup, "1", "EX", ttl_seconds)
-        if not isinstance(reply, asyncio.Future):  # (the pipelined connection's: a future)
-            reply = asyncio.ensure_future(reply)
+        redis.send(_REMEMBER_REPLIES, "SET", dedup, "1", "EX", ttl_seconds)
     except (RedisError, OSError) as exc:
         _unavailable("remember", exc)
-        return
-    _remembering.add(reply)
-    reply.add_done_callback(_remembered)
-
-
-_remembering: set[asyncio.Future[Any]] = set()  # replies not in yet (kept from the collector)
-
-
-def _remembered(reply: asyncio.Future[Any]) -> None:
-    _remembering.discard(reply)
-    if reply.cancelled():
-        return
-    exc = reply.exception()
-    if isinstance(exc, (RedisError, OSError)):
-        _unavailable("remember", exc)
-    elif exc is not None:
-        log.error("ingest_remember_failed", error=repr(exc)[:200])
 
 
 # Whether this Redis takes `SET key value NX GET` (7.0 and later; the compose file's `redis:7`
@@ -176,37 +161,42 @@ async def first_click(
 
     Native commands, not a script: `SET key id NX GET EX window` (the holder before, nil when
     this click became it) and, for `also`, a `SET … EX` queued with it (written in the same
-    loop turn, its reply not awaited: a failure is counted and logged as `remember`'s). Redis
-    runs them in a third to a half of the CPU of the script's `EVALSHA` (bench notes in
-    docs/performance/ingress.md, Round 9)."""
+    loop turn, its reply not awaited: a failure is counted and logged as `first_click`'s).
+    Redis runs them in about half the CPU of the script's `EVALSHA`
+    (docs/performance/ingress.md, Round 9)."""
     key = f"{PREFIX}:click:{fingerprint}"
     if not _set_nx_get:
         return await _first_click_by_script(redis, key, window_seconds, click_id, also)
-    also_reply = None
     try:
         reply = redis.call("SET", key, click_id, "NX", "GET", "EX", window_seconds)
-        if also is not None:
-            also_reply = _queued(
-                redis.call("SET", f"{PREFIX}:click:{also}", click_id, "EX", window_seconds)
-            )
+        # On an open pipelined connection (the reply is its future) the second identity's SET
+        # goes out with it; otherwise (connecting, redis-py) once the first has answered, so
+        # that one outage is counted once.
+        also_sent = also is not None and isinstance(reply, asyncio.Future)
+        if also_sent:
+            _also(redis, also, click_id, window_seconds)  # type: ignore[arg-type]
         holder = await reply
     except ResponseError as exc:
-        if also_reply is not None:
-            also_reply.add_done_callback(_settled)
         if "syntax" not in str(exc).lower():
             _unavailable("first_click", exc)
             return True
         _use_script()
         return await _first_click_by_script(redis, key, window_seconds, click_id, also)
     except (RedisError, OSError) as exc:  # fail open (see the module docstring)
-        if also_reply is not None:  # the same outage: counted once
-            also_reply.add_done_callback(_settled)
         _unavailable("first_click", exc)
         return True
-    if also_reply is not None:
-        _remembering.add(also_reply)
-        also_reply.add_done_callback(_remembered_also)
+    if also is not None and not also_sent:
+        _also(redis, also, click_id, window_seconds)
     return holder is None or bool(holder == click_id.encode())
+
+
+def _also(redis: Commands, also: str, click_id: str, window_seconds: int) -> None:
+    try:
+        redis.send(
+            _FIRST_CLICK_REPLIES, "SET", f"{PREFIX}:click:{also}", click_id, "EX", window_seconds
+        )
+    except (RedisError, OSError) as exc:
+        _unavailable("first_click", exc)
 
 
 def _use_script() -> None:
@@ -225,17 +215,6 @@ def _settled(reply: asyncio.Future[Any]) -> None:
     """A reply nobody needs: its error, if any, retrieved (already counted)."""
     if not reply.cancelled():
         reply.exception()
-
-
-def _remembered_also(reply: asyncio.Future[Any]) -> None:
-    _remembering.discard(reply)
-    if reply.cancelled():
-        return
-    exc = reply.exception()
-    if isinstance(exc, (RedisError, OSError)):
-        _unavailable("first_click", exc)
-    elif exc is not None:
-        log.error("ingest_first_click_also_failed", error=repr(exc)[:200])
 
 
 async def _first_click_by_script(
