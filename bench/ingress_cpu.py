@@ -130,9 +130,7 @@ class RedisServer:
         replies = []
         while (command := self._reader.gets()) is not False:
             name = command[0].upper()
-            if name == b"SET" and b"GET" in command:  # first click: no holder before it
-                replies.append(b"$-1\r\n")
-            elif name == b"SET":
+            if name == b"SET":
                 replies.append(b"+OK\r\n")
             elif name == b"EXPIRE":
                 replies.append(b":1\r\n")
@@ -141,8 +139,6 @@ class RedisServer:
                 replies.append(b":%d\r\n" % self._counts[command[1]])
             elif name == b"EXISTS":  # admit: not seen
                 replies.append(b":0\r\n")
-            elif b"'INCR'" in command[1] or len(command) == 5:  # admit: count 1, not seen
-                replies.append(b"*2\r\n:1\r\n:0\r\n")
             else:  # first click: the window's holder is this click
                 click_id = command[-2]
                 replies.append(b"$%d\r\n%s\r\n" % (len(click_id), click_id))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 
 from ingest.metrics import REDIS_UNAVAILABLE
 from ingest.resp import Commands, Unawaited
@@ -54,9 +54,9 @@ def dedup_key(source: str, scope: str, delivery_id: str) -> str:
 
 
 class _Script:
-    """A Lua script and its SHA-1, run by `EVALSHA` and sent in full (`EVAL`) to a Redis that
-    answers `NOSCRIPT`. Only for a Redis older than 7.0 now: native commands cost Redis less
-    (`admit`, `first_click`)."""
+    """A Lua script and its SHA-1. The guards run it by `EVALSHA` (one command, one reply to
+    parse) and send it in full (`EVAL`) to a Redis that answers `NOSCRIPT`: spelled out in
+    `first_click` itself, a coroutine less per request."""
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -64,7 +64,7 @@ class _Script:
 
 
 # The window's holder of a visitor's click on a link (set if none), and the click's second
-# identity remembered too (KEYS[2], when given): for a Redis older than 7.0 (`first_click`).
+# identity remembered too (KEYS[2], when given).
 _FIRST_CLICK = _Script(
     "redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) "
     "local holder = redis.call('GET', KEYS[1]) "
@@ -117,7 +117,6 @@ def _failed(operation: str) -> Unawaited:
 
 _ADMIT_REPLIES = _failed("admit")
 _REMEMBER_REPLIES = _failed("remember")
-_FIRST_CLICK_REPLIES = _failed("first_click")
 
 
 def _expire(redis: Commands, rate_key: str) -> None:
@@ -140,12 +139,6 @@ def remember(redis: Commands, dedup: str, ttl_seconds: int) -> None:
         _unavailable("remember", exc)
 
 
-# Whether this Redis takes `SET key value NX GET` (7.0 and later; the compose file's `redis:7`
-# does). A server that refuses it with a syntax error (6.2 and older) is asked by the script
-# from then on, by this worker.
-_set_nx_get = True
-
-
 async def first_click(
     redis: Commands,
     fingerprint: str,
@@ -159,68 +152,10 @@ async def first_click(
     second identity of the same click remembered for the window (a visitor id just given to the
     browser, so its next click is judged by it).
 
-    Native commands, not a script: `SET key id NX GET EX window` (the holder before, nil when
-    this click became it) and, for `also`, a `SET … EX` queued with it (written in the same
-    loop turn, its reply not awaited: a failure is counted and logged as `first_click`'s).
-    Redis runs them in about half the CPU of the script's `EVALSHA`
-    (docs/performance/ingress.md, Round 9)."""
+    Still the script (`EVALSHA`): native `SET … NX GET EX` with the second identity's `SET`
+    queued beside it cost Redis about half the CPU in a one-off, but the bench showed no gain
+    for clicks (docs/performance/ingress.md, Round 9), so it was not kept."""
     key = f"{PREFIX}:click:{fingerprint}"
-    if not _set_nx_get:
-        return await _first_click_by_script(redis, key, window_seconds, click_id, also)
-    try:
-        reply = redis.call("SET", key, click_id, "NX", "GET", "EX", window_seconds)
-        # On an open pipelined connection (the reply is its future) the second identity's SET
-        # goes out with it; otherwise (connecting, redis-py) once the first has answered, so
-        # that one outage is counted once.
-        also_sent = also is not None and isinstance(reply, asyncio.Future)
-        if also_sent:
-            _also(redis, also, click_id, window_seconds)  # type: ignore[arg-type]
-        holder = await reply
-    except ResponseError as exc:
-        if "syntax" not in str(exc).lower():
-            _unavailable("first_click", exc)
-            return True
-        _use_script()
-        return await _first_click_by_script(redis, key, window_seconds, click_id, also)
-    except (RedisError, OSError) as exc:  # fail open (see the module docstring)
-        _unavailable("first_click", exc)
-        return True
-    if also is not None and not also_sent:
-        _also(redis, also, click_id, window_seconds)
-    return holder is None or bool(holder == click_id.encode())
-
-
-def _also(redis: Commands, also: str, click_id: str, window_seconds: int) -> None:
-    try:
-        redis.send(
-            _FIRST_CLICK_REPLIES, "SET", f"{PREFIX}:click:{also}", click_id, "EX", window_seconds
-        )
-    except (RedisError, OSError) as exc:
-        _unavailable("first_click", exc)
-
-
-def _use_script() -> None:
-    global _set_nx_get
-    _set_nx_get = False
-    log.warning("ingest_redis_without_set_nx_get", fallback="script")
-
-
-def _queued(reply: Any) -> asyncio.Future[Any]:
-    """A reply as a future (the pipelined connection's already is; another client's coroutine
-    is scheduled now, so that its command is sent whether or not anyone awaits it)."""
-    return reply if isinstance(reply, asyncio.Future) else asyncio.ensure_future(reply)
-
-
-def _settled(reply: asyncio.Future[Any]) -> None:
-    """A reply nobody needs: its error, if any, retrieved (already counted)."""
-    if not reply.cancelled():
-        reply.exception()
-
-
-async def _first_click_by_script(
-    redis: Commands, key: str, window_seconds: int, click_id: str, also: str | None
-) -> bool:
-    """`first_click` on a Redis older than 7.0: one script that sets, reads and remembers."""
     args: tuple[str | int, ...] = (
         (1, key, click_id, window_seconds)
         if also is None
@@ -235,3 +170,15 @@ async def _first_click_by_script(
         _unavailable("first_click", exc)
         return True
     return bool(holder == click_id.encode())
+
+
+def _queued(reply: Any) -> asyncio.Future[Any]:
+    """A reply as a future (the pipelined connection's already is; another client's coroutine
+    is scheduled now, so that its command is sent whether or not anyone awaits it)."""
+    return reply if isinstance(reply, asyncio.Future) else asyncio.ensure_future(reply)
+
+
+def _settled(reply: asyncio.Future[Any]) -> None:
+    """A reply nobody needs: its error, if any, retrieved (already counted)."""
+    if not reply.cancelled():
+        reply.exception()

@@ -107,10 +107,6 @@ class RedisPyCommands:
         _send_by_task(sink, self.call(*args))
 
     async def call(self, *args: str | int | bytes) -> Any:
-        if args and args[0] == "SET":
-            # The reply as Redis sends it, as `PipelinedRedis` gives it: redis-py's callback
-            # for SET would turn a `SET … GET` reply (the value before) into a bool.
-            return await self._client.execute_command(*args, get=True)  # type: ignore[no-untyped-call]
         return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
