@@ -123,6 +123,7 @@ class RedisServer:
     def __init__(self, protocol: asyncio.Protocol) -> None:
         self._protocol = protocol
         self._reader = hiredis.Reader()
+        self._counts: collections.Counter[bytes] = collections.Counter()
 
     def write(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -131,8 +132,13 @@ class RedisServer:
             name = command[0].upper()
             if name == b"SET":
                 replies.append(b"+OK\r\n")
-            elif b"'INCR'" in command[1] or len(command) == 5:  # admit: count 1, not seen
-                replies.append(b"*2\r\n:1\r\n:0\r\n")
+            elif name == b"EXPIRE":
+                replies.append(b":1\r\n")
+            elif name == b"INCR":  # admit: the window's count (its first one then sets EXPIRE)
+                self._counts[command[1]] += 1
+                replies.append(b":%d\r\n" % self._counts[command[1]])
+            elif name == b"EXISTS":  # admit: not seen
+                replies.append(b":0\r\n")
             else:  # first click: the window's holder is this click
                 click_id = command[-2]
                 replies.append(b"$%d\r\n%s\r\n" % (len(click_id), click_id))

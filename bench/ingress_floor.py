@@ -14,8 +14,9 @@ Run by the bench as `uvicorn bench.ingress_floor:app --workers 2` with `FLOOR_BO
 With `FLOOR_REDIS_URL` (`bench.ingress --floor-guards`) the floor also pays for the Redis
 guards the issue requires of the ingress, with the ingress's own code (`ingest.guards` on its
 pipelined connection, `ingest.resp`): a webhook is admitted (its rate window and whether its
-delivery was seen: one `EVALSHA` round trip) and, after the ack, remembered (a `SET` that is not
-waited for); a click asks whether it is its visitor's first on the link (one round trip). The
+delivery was seen: `INCR` and `EXISTS` in one round trip) and, after the ack, remembered (a
+`SET` that is not waited for); a click asks whether it is its visitor's first on the link (one
+round trip). The
 ratio against that floor is what the rest of refstream's code costs beyond its guards.
 """
 

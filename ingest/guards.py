@@ -23,7 +23,7 @@ import structlog
 from redis.exceptions import NoScriptError, RedisError
 
 from ingest.metrics import REDIS_UNAVAILABLE
-from ingest.resp import Commands
+from ingest.resp import Commands, Unawaited
 
 PREFIX = "refstream:ingest"
 log = structlog.get_logger(__name__)
@@ -55,22 +55,14 @@ def dedup_key(source: str, scope: str, delivery_id: str) -> str:
 
 class _Script:
     """A Lua script and its SHA-1. The guards run it by `EVALSHA` (one command, one reply to
-    parse, where a pipeline of the same steps costs redis-py a command object and a reply per
-    step), and send it in full (`EVAL`) to a Redis that answers `NOSCRIPT`: spelled out in
-    `admit` and `first_click` themselves, a coroutine less per request."""
+    parse) and send it in full (`EVAL`) to a Redis that answers `NOSCRIPT`: spelled out in
+    `first_click` itself, a coroutine less per request."""
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-# Count the request in its scope's one-second window (the window expires after 2 s), and
-# whether the delivery was seen before.
-_ADMIT = _Script(
-    "local n = redis.call('INCR', KEYS[1]) "
-    "if n == 1 then redis.call('EXPIRE', KEYS[1], 2) end "
-    "return {n, redis.call('EXISTS', KEYS[2])}"
-)
 # The window's holder of a visitor's click on a link (set if none), and the click's second
 # identity remembered too (KEYS[2], when given).
 _FIRST_CLICK = _Script(
@@ -82,21 +74,56 @@ _FIRST_CLICK = _Script(
 
 
 async def admit(redis: Commands, *, scope: str, dedup: str, limit_per_second: int) -> Admission:
-    """One round trip: count this request in the scope's one-second window; was it seen before?"""
+    """One round trip: count this request in the scope's one-second window; was it seen before?
+
+    Native commands, not a script: `INCR` of the window and `EXISTS` of the delivery, written
+    together (one loop turn's commands leave in one write) and answered together; the window's
+    first request then sets its expiry (`EXPIRE … 2`, queued, its reply not awaited). Redis
+    runs them in less CPU than the script's `EVALSHA` (docs/performance/ingress.md, Round 9).
+    Unlike the script this is not one atomic step: a connection lost between the first count
+    and its `EXPIRE` leaves that one window's key without an expiry (a few bytes, never read
+    again: the window is in the key's name)."""
     window = int(time.time())
     rate_key = f"{PREFIX}:rate:{scope}:{window}"
+    seen_reply = None
     try:
-        # The script's run spelled out here (as in `first_click`): a coroutine less to make and
-        # to resume on every request.
-        try:
-            count, seen = await redis.call("EVALSHA", _ADMIT.sha, 2, rate_key, dedup)
-        except NoScriptError:
-            count, seen = await redis.call("EVAL", _ADMIT.source, 2, rate_key, dedup)
+        counted = redis.call("INCR", rate_key)
+        seen_reply = _queued(redis.call("EXISTS", dedup))
+        count = await counted
+        seen = await seen_reply
     except (RedisError, OSError) as exc:  # fail open (see the module docstring)
+        if seen_reply is not None:  # the same outage: counted once
+            seen_reply.add_done_callback(_settled)
         _unavailable("admit", exc)
         return _ADMITTED
+    if count == 1:  # the window's first request: its key goes with the window
+        _expire(redis, rate_key)
     # One of four answers, made once (a frozen dataclass costs ~0.6 µs to make).
-    return _ADMISSIONS[int(count) > limit_per_second, bool(seen)]
+    return _ADMISSIONS[count > limit_per_second, bool(seen)]
+
+
+def _failed(operation: str) -> Unawaited:
+    """The sink of an operation's replies that nobody awaits: a failure counted and logged as
+    the operation's (fail open), anything else unexpected logged as an error."""
+
+    def failed(exc: BaseException) -> None:
+        if isinstance(exc, (RedisError, OSError)):
+            _unavailable(operation, exc)
+        else:
+            log.error("ingest_redis_command_failed", operation=operation, error=repr(exc)[:200])
+
+    return Unawaited(failed)
+
+
+_ADMIT_REPLIES = _failed("admit")
+_REMEMBER_REPLIES = _failed("remember")
+
+
+def _expire(redis: Commands, rate_key: str) -> None:
+    try:
+        redis.send(_ADMIT_REPLIES, "EXPIRE", rate_key, 2)
+    except (RedisError, OSError) as exc:
+        _unavailable("admit", exc)
 
 
 def remember(redis: Commands, dedup: str, ttl_seconds: int) -> None:
@@ -107,28 +134,9 @@ def remember(redis: Commands, dedup: str, ttl_seconds: int) -> None:
     and the answer does not wait for Redis's reply, which used to add a third round trip to
     every accepted webhook. A failed reply is counted and logged as before (fail open)."""
     try:
-        reply = redis.call("SET", dedup, "1", "EX", ttl_seconds)
-        if not isinstance(reply, asyncio.Future):  # (the pipelined connection's: a future)
-            reply = asyncio.ensure_future(reply)
+        redis.send(_REMEMBER_REPLIES, "SET", dedup, "1", "EX", ttl_seconds)
     except (RedisError, OSError) as exc:
         _unavailable("remember", exc)
-        return
-    _remembering.add(reply)
-    reply.add_done_callback(_remembered)
-
-
-_remembering: set[asyncio.Future[Any]] = set()  # replies not in yet (kept from the collector)
-
-
-def _remembered(reply: asyncio.Future[Any]) -> None:
-    _remembering.discard(reply)
-    if reply.cancelled():
-        return
-    exc = reply.exception()
-    if isinstance(exc, (RedisError, OSError)):
-        _unavailable("remember", exc)
-    elif exc is not None:
-        log.error("ingest_remember_failed", error=repr(exc)[:200])
 
 
 async def first_click(
@@ -142,7 +150,11 @@ async def first_click(
     The window remembers the first click's id, so a re-delivery of that same click (a retried
     pixel batch: same `client_event_id`, same id) is never a duplicate of itself. `also` is a
     second identity of the same click remembered for the window (a visitor id just given to the
-    browser, so its next click is judged by it)."""
+    browser, so its next click is judged by it).
+
+    Still the script (`EVALSHA`): native `SET … NX GET EX` with the second identity's `SET`
+    queued beside it cost Redis about half the CPU in a one-off, but the bench showed no gain
+    for clicks (docs/performance/ingress.md, Round 9), so it was not kept."""
     key = f"{PREFIX}:click:{fingerprint}"
     args: tuple[str | int, ...] = (
         (1, key, click_id, window_seconds)
@@ -158,3 +170,15 @@ async def first_click(
         _unavailable("first_click", exc)
         return True
     return bool(holder == click_id.encode())
+
+
+def _queued(reply: Any) -> asyncio.Future[Any]:
+    """A reply as a future (the pipelined connection's already is; another client's coroutine
+    is scheduled now, so that its command is sent whether or not anyone awaits it)."""
+    return reply if isinstance(reply, asyncio.Future) else asyncio.ensure_future(reply)
+
+
+def _settled(reply: asyncio.Future[Any]) -> None:
+    """A reply nobody needs: its error, if any, retrieved (already counted)."""
+    if not reply.cancelled():
+        reply.exception()

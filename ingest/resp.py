@@ -6,7 +6,9 @@ encoded in Python): with two commands per webhook that was ~25 % of a worker's t
 (bench/ingress `--profile`). Here every request of a worker shares one connection: a command is
 packed by hiredis and written at once, its reply future queued; replies arrive in order and
 hiredis parses them as they come, resolving the futures. Concurrent requests pipeline on the
-connection without waiting for each other.
+connection without waiting for each other. A command whose reply nobody waits for (`send`: the
+dedup mark after the ack, a click's second identity, a rate window's expiry) takes a place in
+that queue without a future: its reply is dropped, an error handed to the sink it names.
 
 Failures are the guards' to handle (they fail open): a refused or lost connection raises
 `ConnectionError`, no reply within `timeout` raises `TimeoutError` (both `OSError`s) and closes
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import hiredis
@@ -34,7 +36,50 @@ from redis.exceptions import NoScriptError, ResponseError
 class Commands(Protocol):
     def call(self, *args: str | int | bytes) -> Awaitable[Any]: ...
 
+    def send(self, sink: Unawaited, *args: str | int | bytes) -> None: ...
+
     async def close(self) -> None: ...
+
+
+class Unawaited:
+    """Where the reply of a command that nobody awaits goes (`Commands.send`): nowhere, unless
+    it is an error (an error reply, a lost or silent connection), which is handed to `failed`.
+    One per purpose, shared by all its commands: no future, no done callback and no loop
+    callback per command, as a reply future that nobody awaits would cost. It stands in the
+    pipelined connection's queue of reply futures, so it answers as a pending one."""
+
+    __slots__ = ("failed",)
+
+    def __init__(self, failed: Callable[[BaseException], None]) -> None:
+        self.failed = failed
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, _reply: Any) -> None:
+        pass
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.failed(exc)
+
+    def exception(self) -> None:
+        return None
+
+
+_unawaited_tasks: set[asyncio.Future[Any]] = set()  # kept from the collector until done
+
+
+def _send_by_task(sink: Unawaited, reply: Awaitable[Any]) -> None:
+    """A command's reply awaited by a task of its own (a connection not open yet, redis-py)."""
+    task = asyncio.ensure_future(reply)
+    _unawaited_tasks.add(task)
+
+    def done(task: asyncio.Future[Any]) -> None:
+        _unawaited_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            sink.failed(task.exception())  # type: ignore[arg-type]
+
+    task.add_done_callback(done)
 
 
 def commands_for(url: str, timeout: float) -> Commands:
@@ -57,6 +102,9 @@ class RedisPyCommands:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
+
+    def send(self, sink: Unawaited, *args: str | int | bytes) -> None:
+        _send_by_task(sink, self.call(*args))
 
     async def call(self, *args: str | int | bytes) -> Any:
         return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
@@ -108,7 +156,9 @@ class PipelinedRedis:
         self._loop: asyncio.AbstractEventLoop | None = None  # the transport's
         self._connecting: asyncio.Future[None] | None = None
         # Commands written and not answered yet, in order: (reply future, reply deadline).
-        self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self._waiting: collections.deque[tuple[asyncio.Future[Any] | Unawaited, float]] = (
+            collections.deque()
+        )
         self._outgoing: list[bytes] = []  # packed commands of this loop turn, not yet written
         self._watchdog: asyncio.TimerHandle | None = None
         self._watchdog_loop: asyncio.AbstractEventLoop | None = None  # where it is scheduled
@@ -121,6 +171,15 @@ class PipelinedRedis:
             return self._connect_and_call(args)
         # (hiredis's stub types the tuple as one element long)
         return self._send(transport, loop, hiredis.pack_command(args))  # type: ignore[arg-type]
+
+    def send(self, sink: Unawaited, *args: str | int | bytes) -> None:
+        """The command queued as `call` queues it, its reply not awaited: dropped, or its
+        error handed to `sink`."""
+        transport, loop = self._transport, self._loop
+        if transport is None or transport.is_closing() or loop is None or loop.is_closed():
+            _send_by_task(sink, self._connect_and_call(args))
+            return
+        self._queue(transport, loop, hiredis.pack_command(args), sink)  # type: ignore[arg-type]
 
     async def _connect_and_call(self, args: tuple[str | int | bytes, ...]) -> Any:
         await self._connect()
@@ -139,13 +198,19 @@ class PipelinedRedis:
         deadline (a timer per command cost a third of this connection's time). `loop` is the
         transport's, the running one (asking for the running loop costs a getpid call)."""
         future: asyncio.Future[Any] = loop.create_future()
-        self._waiting.append((future, loop.time() + self._timeout))
+        self._queue(transport, loop, packed, future)
+        return future
+
+    def _queue(
+        self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, packed: bytes,
+        waiter: asyncio.Future[Any] | Unawaited,
+    ) -> None:  # fmt: skip
+        self._waiting.append((waiter, loop.time() + self._timeout))
         if not self._outgoing:
             loop.call_soon(self._flush, transport)
         self._outgoing.append(packed)
         if self._watchdog is None or self._watchdog_loop is not loop:
             self._watchdog, self._watchdog_loop = loop.call_later(self._timeout, self._watch), loop
-        return future
 
     def _flush(self, transport: asyncio.Transport) -> None:
         if transport is not self._transport:  # dropped since: its commands have failed

@@ -8,9 +8,10 @@ import uuid
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
-from ingest.resp import PipelinedRedis, RedisPyCommands, commands_for
+from ingest.resp import Commands, PipelinedRedis, RedisPyCommands, Unawaited, commands_for
 from schemas.settings import Settings
 
 
@@ -113,3 +114,37 @@ async def test_a_silent_server_times_out_every_waiting_command_and_the_next_call
     finally:
         await client.close()
         server.close()
+
+
+@pytest.mark.parametrize("kind", ["pipelined", "redis-py"])
+async def test_sent_commands_are_written_and_only_their_errors_reach_the_sink(
+    stack_settings: Settings, kind: str
+) -> None:
+    failures: list[BaseException] = []
+    sink = Unawaited(failures.append)
+    client: Commands = (
+        commands_for(stack_settings.redis_url, timeout=2)
+        if kind == "pipelined"
+        else RedisPyCommands(aioredis.Redis.from_url(stack_settings.redis_url))
+    )
+    key = f"test:resp:{uuid.uuid4().hex}"
+    try:
+        client.send(sink, "SET", key, "v", "EX", 60)  # before the connection is open
+        await asyncio.sleep(0.2)
+        client.send(sink, "SET", key, "w", "EX", 60)
+        client.send(sink, "INCR", key)  # not an integer: an error reply
+        if kind == "redis-py":  # its pooled connections keep no order between commands
+            await asyncio.sleep(0.1)
+        assert await client.call("GET", key) == b"w"  # pipelined: behind them on the connection
+        await asyncio.sleep(0.05)
+        assert len(failures) == 1
+        assert isinstance(failures[0], ResponseError)
+    finally:
+        await client.call("DEL", key)
+        await client.close()
+
+    down = PipelinedRedis("127.0.0.1", _closed_port(), timeout=1)
+    down.send(sink, "SET", key, "v")
+    await asyncio.sleep(0.2)
+    assert len(failures) == 2
+    assert isinstance(failures[1], ConnectionRefusedError)
