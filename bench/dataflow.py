@@ -1147,23 +1147,21 @@ def budget(fig: Figures) -> None:
     print(f"  ceiling on {cores} cores: this flow {cores * 1e6 / total:,.0f} events/s; the"
           f" floor {cores * 1e6 / floor:,.0f}; with decoding"
           f" {cores * 1e6 / (floor + decode):,.0f} events/s")  # fmt: skip
-    archive_us = archiving_us(fig)
-    if archive_us is not None:
-        archive, a_front, a_broker = archive_us
-        whole = archive + a_front + a_broker
-        print(f"  archiving alone (decode, archive rows, the same sink; no attribution): flow"
-              f" {archive:.1f} + ClickHouse front {a_front:.1f} + broker {a_broker:.1f} ="
-              f" {whole:.1f} µs per event; ceiling on {cores} cores {cores * 1e6 / whole:,.0f}"
-              " events/s: no flow that archives every event this way goes faster here")  # fmt: skip
-    skeleton_us = archiving_us(fig, keyed=True)
-    if skeleton_us is not None:
-        flow_us, s_front, s_broker = skeleton_us
-        whole = flow_us + s_front + s_broker
-        print(f"  archive + one keyed step (the same archiving, every event through one stateful"
-              f" step keyed as the flow keys it first, a count per key): flow {flow_us:.1f} +"
-              f" ClickHouse front {s_front:.1f} + broker {s_broker:.1f} = {whole:.1f} µs per"
-              f" event; ceiling on {cores} cores {cores * 1e6 / whole:,.0f} events/s: no flow of"
-              " this design goes faster here")  # fmt: skip
+    floors = (
+        ("archiving alone (decode, archive rows, the same sink; no attribution)",
+         archiving_us(fig), "no flow that archives every event this way goes faster here"),
+        ("archive + one keyed step (the same archiving, every event through one stateful step"
+         " keyed as the flow keys it first, a count per key)", archiving_us(fig, keyed=True),
+         "no flow of this design goes faster here"),
+    )  # fmt: skip
+    for label, used, verdict in floors:
+        if used is None:
+            continue
+        flow_us, front_us, broker_us = used
+        whole = flow_us + front_us + broker_us
+        print(f"  {label}: flow {flow_us:.1f} + ClickHouse front {front_us:.1f} + broker"
+              f" {broker_us:.1f} = {whole:.1f} µs per event; ceiling on {cores} cores"
+              f" {cores * 1e6 / whole:,.0f} events/s: {verdict}")  # fmt: skip
 
 
 def report(fig: Figures, args: Any) -> None:

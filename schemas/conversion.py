@@ -84,12 +84,7 @@ class ConversionLine(msgspec.Struct, frozen=True, gc=False, kw_only=True):
             raise ValueError(f"line {line_id}: quantity must be a whole number ≥ 0: {quantity!r}")
         if self.product_id is not None and type(self.product_id) is not str:
             raise ValueError(f"line {line_id}: product_id must be text, not {self.product_id!r}")
-        ids = self.collection_ids
-        if type(ids) is not tuple:
-            _set(self, "collection_ids", ids := tuple(ids))
-        for item in ids:
-            if type(item) is not str:
-                raise ValueError(f"line {line_id}: collection ids must be text, not {item!r}")
+        _tuple_of(self, "collection_ids", str, f"line {line_id}: collection ids must be text")
         for name in _LINE_AMOUNTS:
             value = getattr(self, name)
             if type(value) is not Decimal:
@@ -150,12 +145,7 @@ class Conversion(msgspec.Struct, frozen=True, kw_only=True, dict=True):
             raise ValueError(f"currency: three upper-case letters, not {currency!r}")
         if not isinstance(at, datetime) or at.utcoffset() is None:
             raise ValueError(f"occurred_at: an aware timestamp, not {at!r}")
-        lines = self.lines
-        if type(lines) is not tuple:
-            _set(self, "lines", lines := tuple(lines))
-        for line in lines:
-            if type(line) is not ConversionLine:
-                raise ValueError(f"lines: order lines, not {line!r}")
+        lines = _tuple_of(self, "lines", ConversionLine, "lines: order lines")
         if len(lines) > 1 and len({line.line_id for line in lines}) != len(lines):
             raise ValueError("line ids must be unique within an order")
         discount = self.order_discount
@@ -206,6 +196,18 @@ _set = msgspec.structs.force_setattr
 _LINE_AMOUNTS = ("unit_price", "discount", "included_tax")
 _OPTIONAL_TEXT = ("shop", "order_name", "customer_id", "customer_email", "visitor_id")
 _CURRENCY = re.compile(CURRENCY_CODE_PATTERN)
+
+
+def _tuple_of(made: msgspec.Struct, name: str, kind: type, wrong: str) -> tuple[Any, ...]:
+    """`made`'s field `name` as a tuple (one given as another iterable is replaced by it), each
+    item of exactly type `kind`, else `ValueError` (`wrong`, and the item)."""
+    items = getattr(made, name)
+    if type(items) is not tuple:
+        _set(made, name, items := tuple(items))
+    for item in items:
+        if type(item) is not kind:
+            raise ValueError(f"{wrong}, not {item!r}")
+    return items
 
 
 def _amount_of(what: str, value: object) -> Decimal:
